@@ -1,0 +1,231 @@
+"""Shared CLI pieces: the typer app, common options, error mapping, rendering.
+
+Results (artifact paths, ``--json``) go to stdout; progress and messages go to
+stderr. Only the ``cxrkit.cli`` package knows about typer and exit codes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cxrkit import __version__
+from cxrkit.errors import EXIT_CODES, CxrkitError, Interrupted
+
+EXIT_HELP = "Exit codes: " + ", ".join(f"{code} {what}" for what, code in EXIT_CODES.items()) + "."
+
+app = typer.Typer(
+    name="cxrkit",
+    help="Pretrain and evaluate chest X-ray vision-language foundation models.\n\n"
+    "Each stage reads artifacts and writes one: ingest -> annotate -> pretrain -> eval/export.\n\n"
+    + EXIT_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+log = logging.getLogger("cxrkit")
+
+# ---------------------------------------------------------------- shared options
+Preset = Annotated[
+    str | None,
+    typer.Option("--preset", "-p", help="Stage preset name (stages/NAME.toml) or a .toml path."),
+]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML/JSON config file; overrides the preset.")
+]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", help="Override one setting: key=value (repeatable), e.g. optim.lr=1e-4."
+    ),
+]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Print the fully resolved config as JSON and exit.")
+]
+Force = Annotated[
+    bool, typer.Option("--force", help="Rebuild even if OUT already holds this artifact.")
+]
+JsonOut = Annotated[
+    bool, typer.Option("--json", help="Print the artifact manifest as JSON on stdout.")
+]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output artifact directory.")]
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    root = logging.getLogger("cxrkit")
+    root.handlers.clear()
+    if err.is_terminal:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(
+            console=err, show_path=False, show_time=False, markup=False, rich_tracebacks=False
+        )
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        from cxrkit import reporting
+
+        reporting.set_progress_factory(_rich_progress)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s cxrkit %(levelname)s %(message)s", "%H:%M:%S")
+        )
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _rich_progress(desc: str, total: int | None):
+    """Rich progress bar on a terminal (installed only when stderr is a TTY)."""
+    import contextlib
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    @contextlib.contextmanager
+    def manager():
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+        ]
+        with Progress(*columns, console=err, transient=False) as bar:
+            task = bar.add_task(desc, total=total, info="")
+
+            class Handle:
+                def advance(self, n: int = 1, **info: object) -> None:
+                    text = " ".join(f"{k}={v}" for k, v in info.items())
+                    bar.update(task, advance=n, info=text)
+
+            yield Handle()
+
+    return manager()
+
+
+def guarded(func: Callable) -> Callable:
+    """Map cxrkit errors to one-line messages and their exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CxrkitError as exc:
+            err.print(f"[bold red]error:[/] {exc}", markup=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print(
+                "[yellow]interrupted[/]; partial work is kept, re-run the same command to resume",
+                markup=True,
+            )
+            raise typer.Exit(Interrupted.exit_code) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"cxrkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output.")
+    ] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    _setup_logging(verbose, quiet)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub at run time
+
+
+# ---------------------------------------------------------------- rendering
+def print_stats_table(title: str, stats: dict) -> None:
+    flat = {k: v for k, v in stats.items() if not isinstance(v, dict | list)}
+    if not flat:
+        return
+    table = Table(title=title, show_header=False, title_justify="left")
+    for key, value in flat.items():
+        table.add_row(str(key), f"{value:.4g}" if isinstance(value, float) else str(value))
+    err.print(table)
+
+
+def print_counts(title: str, counts: dict) -> None:
+    if not counts:
+        return
+    table = Table(title=title, title_justify="left")
+    table.add_column("reason")
+    table.add_column("count", justify="right")
+    for key, value in sorted(counts.items(), key=lambda kv: -kv[1]):
+        table.add_row(str(key), str(value))
+    err.print(table)
+
+
+def report_artifact(artifact: Any, as_json: bool) -> None:
+    """Stdout: the artifact path (or manifest JSON); stderr: a summary."""
+    stats = artifact.stats
+    print_stats_table(f"{artifact.kind} {artifact.path}  id {artifact.id[:12]}", stats)
+    for key, value in stats.items():
+        if isinstance(value, dict) and value and all(isinstance(v, int) for v in value.values()):
+            print_counts(key.replace("_", " "), value)
+    if as_json:
+        out.print_json(json.dumps(artifact.manifest, default=str))
+    else:
+        out.print(str(artifact.path))
+
+
+def run_stage(
+    stage: str,
+    cfg_cls: type,
+    runner: Callable,
+    *,
+    preset: str | None,
+    config: Path | None,
+    sets: list[str] | None,
+    flags: dict,
+    dry_run: bool,
+    as_json: bool,
+    force: bool,
+) -> None:
+    """Resolve a stage config from its layers and run (or print) it."""
+    from cxrkit.config import resolve, to_dict
+
+    cfg = resolve(cfg_cls, preset=preset, config_file=config, flags=flags, sets=sets, stage=stage)
+    if dry_run:
+        out.print_json(json.dumps(to_dict(cfg)))
+        return
+    artifact = runner(cfg, force=force)
+    report_artifact(artifact, as_json)
+
+
+def not_built(command: str, plan: str) -> None:
+    """Say plainly that a command is not built yet, and exit with its distinct code."""
+    from cxrkit.errors import NotBuiltError
+
+    raise NotBuiltError(f"`cxrkit {command}` is not built yet in cxrkit {__version__}: {plan}")

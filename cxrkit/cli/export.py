@@ -1,0 +1,12 @@
+"""`cxrkit export`: placeholder until the stage lands; says so and exits non-zero."""
+
+from __future__ import annotations
+
+from cxrkit.cli.common import app, guarded, not_built
+
+
+@app.command("export", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@guarded
+def export_command() -> None:
+    """(not built yet) see `cxrkit export --help` in a later version."""
+    not_built("export", "this stage is under construction")

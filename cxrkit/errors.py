@@ -1,0 +1,73 @@
+"""Error types. Library code raises these; only the CLI maps them to exit codes.
+
+Every message should name the file (or setting) at fault and say what to do.
+"""
+
+from __future__ import annotations
+
+
+class CxrkitError(Exception):
+    """Base of every error cxrkit raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(CxrkitError):
+    """A setting, preset, flag combination or config file is wrong (usage error)."""
+
+    exit_code = 2
+
+
+class InputError(CxrkitError):
+    """An input file or directory cannot be used (missing, unreadable, wrong format)."""
+
+    exit_code = 3
+
+
+class ArtifactError(CxrkitError):
+    """An artifact is missing, of the wrong kind, unknown format, or fails integrity checks."""
+
+    exit_code = 4
+
+
+class NotBuiltError(CxrkitError):
+    """The requested feature is not implemented yet in this version of cxrkit."""
+
+    exit_code = 5
+
+
+class Preempted(CxrkitError):
+    """The run stopped on a signal after saving its state; re-running resumes it."""
+
+    exit_code = 75  # EX_TEMPFAIL: "try again", what schedulers expect for requeue
+
+
+class Interrupted(CxrkitError):
+    """The user interrupted the run (Ctrl-C); partial work is kept for resume."""
+
+    exit_code = 130
+
+
+class Reject(Exception):
+    """One input item cannot be used; it goes to the rejects table, the run goes on.
+
+    `reason` is a short machine-readable code (``not_dicom``, ``corrupt_pixels``...),
+    `detail` a human-readable sentence.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+EXIT_CODES: dict[str, int] = {
+    "ok": 0,
+    "unexpected error": 1,
+    "usage / bad configuration": ConfigError.exit_code,
+    "bad input file or directory": InputError.exit_code,
+    "artifact missing, wrong kind or failed integrity check": ArtifactError.exit_code,
+    "feature not built yet": NotBuiltError.exit_code,
+    "preempted (state saved, re-run to resume)": Preempted.exit_code,
+    "interrupted by the user": Interrupted.exit_code,
+}

@@ -1,0 +1,1 @@
+"""Evaluation: zero-shot, linear probe, retrieval, metrics with CIs, plots."""

@@ -1,0 +1,1 @@
+"""Readers and writers for raw inputs (DICOM, images, reports) and artifact data."""

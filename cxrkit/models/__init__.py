@@ -1,0 +1,1 @@
+"""Model builders: vision encoders (timm), decoders, text towers."""

@@ -1,0 +1,1 @@
+"""Pretraining objectives: one module per method, registered by name (see base.py)."""

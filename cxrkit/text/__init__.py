@@ -1,0 +1,1 @@
+"""Vision-language text processing: entities, negation, labels, prompts."""

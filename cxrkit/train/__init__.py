@@ -1,0 +1,1 @@
+"""The trainer: Accelerate loop, checkpoints, signals, SLURM submission."""

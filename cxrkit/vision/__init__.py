@@ -1,0 +1,1 @@
+"""Image processing for chest X-rays: contour masks, transforms."""

@@ -1,0 +1,1 @@
+"""Stage presets (TOML), shipped inside the wheel as the package ``cxrkit.presets``."""
