@@ -1,12 +1,115 @@
-"""`cxrkit ingest`: placeholder replaced by the lead shortly."""
+"""`cxrkit ingest` and `cxrkit ingest-merge`."""
 
 from __future__ import annotations
 
-from cxrkit.cli.common import app, guarded, not_built
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cxrkit.cli.common import (
+    ConfigFile,
+    DryRun,
+    Force,
+    JsonOut,
+    OutDir,
+    Preset,
+    Sets,
+    app,
+    guarded,
+    report_artifact,
+    run_stage,
+)
 
 
-@app.command("ingest", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("ingest")
 @guarded
-def ingest_command() -> None:
-    """(not built yet)"""
-    not_built("ingest", "under construction")
+def ingest_command(
+    sources: Annotated[
+        list[str] | None, typer.Argument(help="Directories, files or globs of DICOM/PNG/JPEG.")
+    ] = None,
+    out: OutDir = ...,
+    reports: Annotated[
+        Path | None, typer.Option(help="MIMIC-CXR report tree, IU XML dir or IU .tgz.")
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV: image_path,report_path|report_text,study_id,patient_id,split[,label columns]."
+        ),
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Long side of stored images (default 512).")
+    ] = None,
+    uint16: Annotated[
+        bool, typer.Option("--uint16", help="Store 16-bit pixels instead of 8-bit.")
+    ] = False,
+    workers: Annotated[int | None, typer.Option(help="Decode processes (0 = all cores).")] = None,
+    shard_index: Annotated[
+        int | None, typer.Option(help="Partition index (default: SLURM_ARRAY_TASK_ID).")
+    ] = None,
+    num_shards: Annotated[int | None, typer.Option(help="Number of partitions.")] = None,
+    salt_file: Annotated[
+        Path | None, typer.Option(help="Private HMAC salt file (created if absent).")
+    ] = None,
+    allow_burned_in: Annotated[
+        bool, typer.Option("--allow-burned-in", help="Keep BurnedInAnnotation=YES images.")
+    ] = False,
+    keep_paths: Annotated[
+        bool, typer.Option("--keep-paths", help="Store raw source paths.")
+    ] = False,
+    preset: Preset = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    dry_run: DryRun = False,
+    force: Force = False,
+    as_json: JsonOut = False,
+) -> None:
+    """DICOM/PNG/JPEG chest X-rays + reports -> a dataset artifact (Parquet shards + rejects).
+
+    PHI is stripped: ids become HMAC pseudonyms under your salt, dates are shifted
+    per patient, only allow-listed tags are read. Every input ends up in a shard
+    or in rejects.parquet. A killed run resumes when re-run with the same command.
+    """
+    from cxrkit.stages import ingest
+
+    flags = {
+        "sources": list(sources) if sources else None,
+        "out": str(out),
+        "reports": str(reports) if reports else None,
+        "mapping": str(mapping) if mapping else None,
+        "image_size": image_size,
+        "dtype": "uint16" if uint16 else None,
+        "workers": workers,
+        "shard_index": shard_index,
+        "num_shards": num_shards,
+        "salt_file": str(salt_file) if salt_file else None,
+        "allow_burned_in": allow_burned_in or None,
+        "keep_paths": keep_paths or None,
+    }
+    run_stage(
+        "ingest",
+        ingest.IngestConfig,
+        ingest.run,
+        preset=preset,
+        config=config,
+        sets=sets,
+        flags=flags,
+        dry_run=dry_run,
+        as_json=as_json,
+        force=force,
+    )
+
+
+@app.command("ingest-merge")
+@guarded
+def ingest_merge_command(
+    parts: Annotated[list[Path], typer.Argument(help="Partition dataset artifacts (all of them).")],
+    out: OutDir = ...,
+    force: Force = False,
+    as_json: JsonOut = False,
+) -> None:
+    """Combine the partitions of a partitioned ingest (--num-shards) into one dataset."""
+    from cxrkit.stages import ingest
+
+    report_artifact(ingest.merge(parts, out, force=force), as_json)
