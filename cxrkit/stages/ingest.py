@@ -36,9 +36,6 @@ from cxrkit.reporting import progress
 
 log = logging.getLogger(__name__)
 
-CHUNK_FILES = 64  # files per resumable unit of work
-
-
 @dataclasses.dataclass
 class IngestConfig:
     """Settings of `cxrkit ingest` (every field can be set with --set)."""
@@ -77,6 +74,7 @@ class IngestConfig:
     test_fraction: float = doc("Patients assigned to test when no split is given.", 0.1)
     shard_max_bytes: int = doc("Upper bound on a shard's size in bytes.", SHARD_MAX_BYTES)
     row_group_bytes: int = doc("Target row-group size in bytes.", ROW_GROUP_BYTES)
+    chunk_files: int = doc("Files per resumable unit of work. Does not change the output.", 64)
 
     def validate(self) -> None:
         if self.image_size < 16:
@@ -273,7 +271,7 @@ def _plan(cfg: IngestConfig) -> tuple[list[tuple[str, dict | None]], int, dict]:
 
 def _id_params(cfg: IngestConfig, salt: bytes, part: dict) -> dict:
     params = to_dict(cfg)
-    for volatile in ("out", "workers", "salt_file", "shard_index", "num_shards"):
+    for volatile in ("out", "workers", "salt_file", "shard_index", "num_shards", "chunk_files"):
         params.pop(volatile)
     params.update(part)
     # The salt changes every pseudonym, so it belongs in the id; only a keyed
@@ -355,7 +353,8 @@ def _reports_fingerprint(path: Path) -> str:
 def _run_chunks(cfg: IngestConfig, salt: bytes, work: list, scratch: Path) -> int:
     """Decode all chunks not yet on disk. Returns the number of files decoded in this call."""
     scratch.mkdir(exist_ok=True)
-    chunks = [work[i : i + CHUNK_FILES] for i in range(0, len(work), CHUNK_FILES)]
+    size = max(1, cfg.chunk_files)
+    chunks = [work[i : i + size] for i in range(0, len(work), size)]
     todo = [i for i in range(len(chunks)) if not (scratch / f"chunk-{i:05d}.parquet").exists()]
     if len(todo) < len(chunks):
         log.info("resuming: %d of %d chunks already done", len(chunks) - len(todo), len(chunks))
