@@ -104,7 +104,8 @@ def build_vision_encoder(cfg: VisionConfig) -> nn.Module:
         )
     except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
         raise ConfigError(
-            f"model.arch {cfg.arch!r}: timm cannot build it with {cfg} ({exc})"
+            f"model.arch {cfg.arch!r}: timm cannot build it with {cfg} ({exc}); model.arch "
+            "must name a timm VisionTransformer (vit_*) that accepts img_size and patch_size"
         ) from exc
     if not isinstance(model, VisionTransformer):
         raise ConfigError(
