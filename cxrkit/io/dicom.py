@@ -40,6 +40,7 @@ from cxrkit.io.images import (
     looks_like_headerless_dicom,
     rescale_to_unit,
     robust_normalise,
+    scrub_path,
 )
 
 log = logging.getLogger(__name__)
@@ -416,6 +417,13 @@ def read_dicom(
     burned_in_annotation, unsupported_transfer_syntax or corrupt_pixels.
     """
     path = Path(path)
+    try:
+        return _read_dicom(path, allow_burned_in, check_chest)
+    except Reject as exc:  # messages from pydicom and plugins quote the file path
+        raise Reject(exc.reason, scrub_path(exc.detail, path)) from exc.__cause__
+
+
+def _read_dicom(path: Path, allow_burned_in: bool, check_chest: bool) -> DecodedImage:
     ds, read_warnings = _read_dataset(path)
     _check_pixels_present(ds, read_warnings)
     meta = extract_meta(ds)

@@ -150,6 +150,14 @@ def sniff_format(path: str | Path) -> str | None:
     return None
 
 
+def scrub_path(detail: str, path: Path) -> str:
+    """Remove the file's path and name from a message (paths can carry names or MRNs)."""
+    for text in sorted({str(path), str(path.absolute()), path.name}, key=len, reverse=True):
+        if text:
+            detail = detail.replace(text, "<file>")
+    return detail
+
+
 def _subsample(arr: np.ndarray, max_pixels: int = _STATS_MAX_PIXELS) -> np.ndarray:
     """A strided view of `arr` with at most ~`max_pixels` pixels (no copy)."""
     step = max(1, int(np.ceil(np.sqrt(arr.shape[0] * arr.shape[1] / max_pixels))))
@@ -283,9 +291,11 @@ def read_image(path: str | Path) -> DecodedImage:
             mode = img.mode
             grey = _pil_to_grey(img)
     except UnidentifiedImageError as exc:
-        raise Reject("unsupported_format", f"not a PNG/JPEG image Pillow can read: {exc}") from exc
+        detail = scrub_path(f"not a PNG/JPEG image Pillow can read: {exc}", path)
+        raise Reject("unsupported_format", detail) from exc
     except (OSError, ValueError, SyntaxError) as exc:
-        raise Reject("corrupt_pixels", f"cannot decode {path.name}: {exc}") from exc
+        detail = scrub_path(f"cannot decode: {exc}", path)
+        raise Reject("corrupt_pixels", detail) from exc
     source_format = "jpeg" if fmt in ("jpeg", "mpo") else fmt or "unknown"
     pixels = robust_normalise(grey)
     height, width = pixels.shape
