@@ -1,0 +1,609 @@
+"""Radiology reports: MIMIC-CXR free text, Indiana University XML, and mapping CSVs.
+
+Everything here is streaming and cheap: ingest asks :meth:`ReportIndex.for_image`
+once per image, MIMIC reports are read lazily, the IU archive is read without
+extracting it to disk.
+
+Report text layout: when a source has sections, :attr:`Report.text` is rebuilt
+as ``"FINDINGS: ...\\n\\nIMPRESSION: ..."`` followed by the other clinical
+sections (findings and impression first, so short text encoders see them);
+otherwise it is the raw text, stripped. Section values have their whitespace
+collapsed (MIMIC wraps lines at ~80 characters).
+
+XML safety: IU files are parsed with the standard library's expat-based
+``ElementTree``, which never fetches external entities; documents carrying a
+``<!DOCTYPE`` (the only way to declare entities) are refused outright, the same
+policy as ``defusedxml``.
+
+The IU reports are CC BY-NC-ND 4.0: read them in place, never copy them.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import os
+import re
+import tarfile
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cxrkit.errors import InputError, Reject
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """One radiology report, split into the sections the pipeline uses."""
+
+    findings: str | None
+    impression: str | None
+    text: str  # FINDINGS/IMPRESSION/... rebuilt when sections exist, else the raw text
+    source: str  # "mimic" | "iu_xml" | "mapping" | "text"
+    indication: str | None = None
+    history: str | None = None
+    comparison: str | None = None
+    mesh: list[str] = field(default_factory=list)  # IU MeSH major terms, e.g. "Cardiomegaly/mild"
+    mesh_automatic: list[str] = field(default_factory=list)  # IU MeSH automatic terms
+    uid: str | None = None  # IU "CXR1", MIMIC "s50414267", or the file stem
+    images: list[str] = field(default_factory=list)  # IU parentImage ids
+
+    def columns(self) -> dict[str, str | None]:
+        """The dataset artifact's report columns (``report_findings`` ... ``report_source``)."""
+        return {
+            "report_findings": self.findings,
+            "report_impression": self.impression,
+            "report_text": self.text,
+            "report_source": self.source,
+        }
+
+
+# ---------------------------------------------------------------- section splitting
+
+# Header spelling -> canonical section. Learnt from MIMIC-CXR's frequent headers;
+# combined "findings and impression" counts as impression (it is the conclusion).
+_ALIASES: dict[str, str] = {
+    alias: key
+    for key, spellings in {
+        "findings": "findings|finding",
+        "impression": "impression|impressions|conclusion|conclusions|summary|"
+        "findings and impression|findings/impression|impression and recommendations",
+        "indication": "indication|indications|clinical indication|reason for exam|"
+        "reason for examination|reason for study",
+        "history": "history|clinical history|clinical information|patient history",
+        "comparison": "comparison|comparisons|prior studies",
+        "technique": "technique|procedure",
+        "examination": "examination|exam|type of examination",
+        "final_report": "final report",
+        "wet_read": "wet read",
+        "addendum": "addendum",
+        "notification": "notification",
+        "recommendation": "recommendation|recommendations|recommendation(s)",
+    }.items()
+    for alias in spellings.split("|")
+}
+_ALIAS_PATTERN = "|".join(
+    r"[ \t]+".join(re.escape(word) for word in alias.split())
+    for alias in sorted(_ALIASES, key=len, reverse=True)
+)
+# A known header, any case, then ":" (content may follow on the line) or the end of line.
+_KNOWN_HEADER = re.compile(
+    rf"[ \t]*(?P<name>{_ALIAS_PATTERN})(?:[ \t]+version[ \t]*#?\d+)?[ \t]*(?::|$)",
+    re.IGNORECASE,
+)
+# Any other ALL-CAPS label ending in ":" at the start of a line ends the section before it.
+_GENERIC_HEADER = re.compile(r"[ \t]*(?P<name>[A-Z][A-Z0-9 ,/&()'#-]{2,60}?)[ \t]*:")
+_BLANK_LINE = re.compile(r"\n[ \t]*\r?\n")
+# Sections whose content is one paragraph; text after their first blank line is the
+# unheaded report body ("COMPARISON: None.\n\nThe lungs are clear...").
+_SHORT_SECTIONS = {
+    "indication",
+    "history",
+    "comparison",
+    "technique",
+    "examination",
+    "final_report",
+}
+# Sections kept in Report.text, in this order.
+_TEXT_ORDER = (
+    "findings",
+    "impression",
+    "indication",
+    "history",
+    "comparison",
+    "technique",
+    "examination",
+    "recommendation",
+    "addendum",
+)
+
+
+_RULE = re.compile(r"_{4,}")  # separator lines; "___" alone is MIMIC's de-identification mark
+
+
+def _clean(text: str) -> str:
+    return " ".join(_RULE.sub(" ", text).split())
+
+
+def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _find_headers(text: str) -> list[tuple[str, int, int]]:
+    """(section key, header start, content start) for every header line, in order."""
+    headers = []
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        match = _KNOWN_HEADER.match(body)
+        if match:
+            key = _ALIASES[" ".join(match.group("name").lower().split())]
+        else:
+            match = _GENERIC_HEADER.match(body)
+            key = " ".join(match.group("name").lower().split()) if match else ""
+        if match:
+            headers.append((key, pos + match.start("name"), pos + match.end()))
+        pos += len(line)
+    return headers
+
+
+def section_spans(text: str) -> list[tuple[str, int, int]]:
+    """Locate report sections as character spans of ``text``.
+
+    Takes free text (MIMIC-CXR style: headers such as ``FINDINGS:``, ``Impression``,
+    ``FINAL REPORT``, ``WET READ: ...``, in any case, alone on a line or followed by text).
+    Returns ``[(key, start, end), ...]`` in text order, whitespace-trimmed, empty sections
+    left out. Keys: canonical names (``findings``, ``impression``, ``indication``,
+    ``history``, ``comparison``, ``technique``, ``examination``, ``final_report``,
+    ``wet_read``, ``addendum``, ``notification``, ``recommendation``), ``preamble`` for
+    text before the first header, ``body`` for unheaded paragraphs after a one-paragraph
+    section, and the lower-cased label of any other ALL-CAPS header.
+    """
+    headers = _find_headers(text)
+    spans: list[tuple[str, int, int]] = []
+    start, end = _strip_span(text, 0, headers[0][1] if headers else len(text))
+    if end > start:
+        spans.append(("preamble", start, end))
+    for i, (key, _, content_start) in enumerate(headers):
+        stop = headers[i + 1][1] if i + 1 < len(headers) else len(text)
+        start, end = _strip_span(text, content_start, stop)
+        if end <= start:
+            continue
+        blank = _BLANK_LINE.search(text, start, end) if key in _SHORT_SECTIONS else None
+        if blank is None:
+            spans.append((key, start, end))
+            continue
+        spans.append((key, start, blank.start()))
+        body_start, body_end = _strip_span(text, blank.end(), end)
+        spans.append(("body", body_start, body_end))
+    return spans
+
+
+def split_sections(text: str) -> dict[str, str]:
+    """Split report text into ``{section key: cleaned text}`` (see :func:`section_spans`).
+
+    Repeated sections (e.g. two IMPRESSIONs around an addendum) are joined with a space.
+    """
+    sections: dict[str, str] = {}
+    for key, start, end in section_spans(text):
+        value = _clean(text[start:end])
+        sections[key] = f"{sections[key]} {value}" if key in sections else value
+    return sections
+
+
+def _compose(sections: dict[str, str | None]) -> str:
+    return "\n\n".join(
+        f"{key.upper()}: {sections[key]}" for key in _TEXT_ORDER if sections.get(key)
+    )
+
+
+def parse_report_text(text: str, source: str = "text", uid: str | None = None) -> Report:
+    """Parse one free-text report.
+
+    Findings come from a FINDINGS section or, failing that, the unheaded body after a
+    one-paragraph section (``COMPARISON: ...\\n\\n<body>``). With neither findings nor
+    impression the layout is unknown: both are None and ``text`` is the raw text, stripped.
+    """
+    sections: dict[str, str | None] = dict(split_sections(text))
+    sections["findings"] = sections.get("findings") or sections.get("body")
+    findings, impression = sections["findings"], sections.get("impression")
+    structured = findings is not None or impression is not None
+    return Report(
+        findings=findings,
+        impression=impression,
+        text=_compose(sections) if structured else text.strip(),
+        source=source,
+        indication=sections.get("indication"),
+        history=sections.get("history"),
+        comparison=sections.get("comparison"),
+        uid=uid,
+    )
+
+
+# ---------------------------------------------------------------- Indiana University XML
+
+
+def parse_iu_xml(data: bytes | str | Path, name: str | None = None) -> Report:
+    """Parse one Indiana University report (``ecgen-radiology/N.xml``).
+
+    Takes the XML as bytes, as text (a ``str`` starting with ``<``), or a path (``Path``
+    or any other ``str``); ``name`` labels error messages.
+    Returns a Report with findings/impression/indication/comparison from the
+    ``AbstractText Label=...`` elements, MeSH terms, ``uid`` ("CXR1") and parentImage ids.
+    Raises:
+        InputError: unreadable file, malformed XML, a DOCTYPE, or not an IU report.
+    """
+    if isinstance(data, Path) or (isinstance(data, str) and not data.lstrip().startswith("<")):
+        name = name or str(data)
+        try:
+            data = Path(data).read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read IU report {name}: {exc}") from exc
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    name = name or "<IU report>"
+    if b"<!doctype" in raw.lower():
+        raise InputError(f"{name}: XML with a DOCTYPE is refused (entity declarations are unsafe)")
+    try:
+        root = ET.fromstring(raw)
+    except ET.ParseError as exc:
+        raise InputError(f"{name}: not well-formed XML ({exc})") from exc
+    if root.tag != "eCitation":
+        raise InputError(f"{name}: root element <{root.tag}> is not an IU report <eCitation>")
+    sections: dict[str, str | None] = {}
+    for element in root.iter("AbstractText"):
+        label = (element.get("Label") or "").strip().lower()
+        value = _clean("".join(element.itertext()))
+        if label and value:
+            sections[label] = value
+    uid = root.find("uId")
+    return Report(
+        findings=sections.get("findings"),
+        impression=sections.get("impression"),
+        text=_compose(sections),
+        source="iu_xml",
+        indication=sections.get("indication"),
+        comparison=sections.get("comparison"),
+        mesh=[_clean(e.text) for e in root.findall("MeSH/major") if e.text and e.text.strip()],
+        mesh_automatic=[
+            _clean(e.text) for e in root.findall("MeSH/automatic") if e.text and e.text.strip()
+        ],
+        uid=uid.get("id") if uid is not None else None,
+        images=[e.get("id") for e in root.findall("parentImage") if e.get("id")],
+    )
+
+
+def iter_iu_reports(archive: Path | None = None) -> Iterator[Report]:
+    """Stream the IU reports out of a tar archive without extracting it to disk.
+
+    Takes the archive path (default: the copy bundled with torchxrayvision, see
+    :func:`cxrkit.io.bundled.iu_reports_archive`). Yields one Report per ``.xml`` member,
+    in archive order.
+    Raises:
+        InputError: the archive or one of its members cannot be read or parsed.
+    """
+    if archive is None:
+        from cxrkit.io.bundled import iu_reports_archive
+
+        archive = iu_reports_archive()
+    archive = Path(archive)
+    try:
+        with tarfile.open(archive, "r|*") as tar:  # stream mode: no seeking, no extraction
+            for member in tar:
+                if not (member.isfile() and member.name.endswith(".xml")):
+                    continue
+                handle = tar.extractfile(member)
+                if handle is None:
+                    continue
+                yield parse_iu_xml(handle.read(), name=f"{archive}:{member.name}")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InputError(f"cannot read the report archive {archive}: {exc}") from exc
+
+
+# ---------------------------------------------------------------- report index
+
+_STUDY_DIR = re.compile(r"s\d+")
+_PATIENT_DIR = re.compile(r"p\d+")
+_ID_CUTS = "_. "  # separators after which a file stem may carry a suffix past an IU id
+
+
+def patient_study_for_image(image_path: str | Path) -> tuple[str, str] | None:
+    """``(patient_key, study_key)`` such as ``("p10000032", "s50414267")`` from a MIMIC path.
+
+    Looks for the nearest ``sNNN`` directory above the image whose parent is ``pNNN``;
+    returns None when the path does not follow the MIMIC-CXR layout.
+    """
+    parts = Path(image_path).parent.parts
+    for i in range(len(parts) - 1, 0, -1):
+        if _STUDY_DIR.fullmatch(parts[i]) and _PATIENT_DIR.fullmatch(parts[i - 1]):
+            return parts[i - 1], parts[i]
+    return None
+
+
+def _id_candidates(stem: str) -> Iterator[str]:
+    """The stem, then its prefixes ending before a separator, longest first."""
+    yield stem
+    for i in range(len(stem) - 1, 0, -1):
+        if stem[i] in _ID_CUTS:
+            yield stem[:i]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise Reject("report_unreadable", f"cannot read report {path}: {exc}") from exc
+
+
+class ReportIndex:
+    """Finds the report of an image: MIMIC study files, IU reports, sidecars, or one report.
+
+    Build with :meth:`build`. MIMIC reports are indexed by study directory name and read
+    on first use (a small cache serves the other images of the study).
+    """
+
+    _CACHE_SIZE = 256
+
+    def __init__(self) -> None:
+        self.root: Path | None = None
+        self._studies: dict[str, Path] = {}  # "s50414267" -> .../s50414267.txt
+        self._sidecars: dict[str, Path] = {}  # image stem -> <stem>.txt
+        self._by_image: dict[str, Report] = {}  # IU parentImage id -> report
+        self._single: Report | None = None
+        self._cache: OrderedDict[str, Report] = OrderedDict()
+        self.n_reports = 0
+
+    @classmethod
+    def build(cls, path: str | Path) -> ReportIndex:
+        """Index the reports under ``path``.
+
+        Takes a MIMIC-CXR style tree (``pXX/pXXXXXXXX/sXXXXXXXX.txt``), a directory of IU
+        XML files, an IU ``.tgz``, a directory of ``<image stem>.txt`` sidecars (any mix of
+        these), or a single ``.txt`` / ``.xml`` report that applies to every image.
+        Raises:
+            InputError: ``path`` does not exist, or holds no report.
+        """
+        path = Path(path)
+        index = cls()
+        index.root = path
+        name = path.name.lower()
+        if path.is_file() and name.endswith((".tgz", ".tar.gz", ".tar")):
+            for report in iter_iu_reports(path):
+                index._add_iu(report)
+        elif path.is_file() and name.endswith(".xml"):
+            index._single = parse_iu_xml(path)
+        elif path.is_file():
+            index._single = parse_report_text(_read_text_or_fail(path), uid=path.stem)
+        elif path.is_dir():
+            index._scan_dir(path)
+        else:
+            raise InputError(f"report path {path} does not exist")
+        index.n_reports += index._single is not None
+        if index.n_reports == 0:
+            raise InputError(
+                f"no reports found under {path}: expected MIMIC sXXXXXXXX.txt files, "
+                "IU .xml files, <image stem>.txt sidecars or an IU .tgz"
+            )
+        log.info("indexed %d reports from %s", index.n_reports, path)
+        return index
+
+    def _add_iu(self, report: Report) -> None:
+        self.n_reports += 1
+        for image_id in report.images:
+            self._by_image[image_id] = report
+
+    def _scan_dir(self, root: Path) -> None:
+        for dirpath, _, filenames in os.walk(root):
+            for filename in filenames:
+                stem, suffix = os.path.splitext(filename)
+                if suffix.lower() == ".xml":
+                    self._add_iu(parse_iu_xml(Path(dirpath, filename)))
+                elif suffix.lower() == ".txt" and _STUDY_DIR.fullmatch(stem):
+                    self._studies[stem] = Path(dirpath, filename)
+                    self.n_reports += 1
+                elif suffix.lower() == ".txt":
+                    self._sidecars[stem] = Path(dirpath, filename)
+                    self.n_reports += 1
+
+    def __len__(self) -> int:
+        return self.n_reports
+
+    def for_image(self, image_path: str | Path) -> Report | None:
+        """The report of one image, or None when the index has none for it.
+
+        Matching order: the single report; an IU parentImage id equal to the file stem (or
+        to its prefix before ``_``, ``.`` or a space); a ``<stem>.txt`` sidecar; the MIMIC
+        study directory ``sXXXXXXXX`` nearest above the image.
+        Raises:
+            Reject: the matching report file cannot be read (``report_unreadable``).
+        """
+        if self._single is not None:
+            return self._single
+        image_path = Path(image_path)
+        if self._by_image:
+            for candidate in _id_candidates(image_path.stem):
+                if candidate in self._by_image:
+                    return self._by_image[candidate]
+        if image_path.stem in self._sidecars:
+            return self._cached(f"sidecar:{image_path.stem}", self._sidecars[image_path.stem])
+        for part in reversed(image_path.parent.parts):
+            if part in self._studies:
+                return self._cached(part, self._studies[part], source="mimic")
+        return None
+
+    def _cached(self, key: str, path: Path, source: str = "text") -> Report:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        report = parse_report_text(_read_text(path), source=source, uid=path.stem)
+        self._cache[key] = report
+        if len(self._cache) > self._CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return report
+
+    patient_study_for_image = staticmethod(patient_study_for_image)
+
+
+def _read_text_or_fail(path: Path) -> str:
+    try:
+        return _read_text(path)
+    except Reject as exc:
+        raise InputError(exc.detail) from exc
+
+
+# ---------------------------------------------------------------- mapping CSV
+
+# The 14 CheXpert classes, in cxrkit.text.labeler.CHEXPERT_CLASSES order.
+CHEXPERT_CLASSES = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+# Column spellings from other label sets (NIH, older CheXpert) that mean the same class.
+_LABEL_ALIASES = {"effusion": "Pleural Effusion", "airspace opacity": "Lung Opacity"}
+_LABEL_COLUMNS = {c.lower(): c for c in CHEXPERT_CLASSES} | _LABEL_ALIASES
+_SPLITS = {"train", "val", "test"}
+_BLANK = {"", "nan", "na", "none", "null"}
+
+
+def _label_key(column: str) -> str | None:
+    return _LABEL_COLUMNS.get(" ".join(column.replace("_", " ").replace("-", " ").lower().split()))
+
+
+@dataclass
+class MappingRow:
+    """One row of a mapping CSV: an image, its report (path or text), ids, split, labels."""
+
+    image_path: Path
+    report_path: Path | None
+    report_text: str | None
+    study_id: str | None
+    patient_id: str | None
+    split: str | None
+    labels: dict[str, float]  # CheXpert class -> 1.0 / 0.0 / -1.0; absent = not given
+
+    def load_report(self) -> Report | None:
+        """The row's report (``source="mapping"``), from its text or file; None if it has none.
+
+        Raises:
+            Reject: the report file is missing or unreadable (``report_unreadable``).
+        """
+        if self.report_text:
+            return parse_report_text(self.report_text, source="mapping")
+        if self.report_path is None:
+            return None
+        if self.report_path.suffix.lower() == ".xml":
+            try:
+                report = parse_iu_xml(self.report_path)
+            except InputError as exc:
+                raise Reject("report_unreadable", str(exc)) from exc
+            return dataclasses.replace(report, source="mapping")
+        text = _read_text(self.report_path)
+        return parse_report_text(text, source="mapping", uid=self.report_path.stem)
+
+
+def _cell(row: dict[str, str | None], column: str | None) -> str | None:
+    value = row.get(column) if column else None
+    value = value.strip() if value else ""
+    return None if value.lower() in _BLANK else value
+
+
+def _resolve(base: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def read_mapping_csv(path: str | Path) -> list[MappingRow]:
+    """Read a mapping CSV that pairs images with reports, ids, splits and labels.
+
+    Header: ``image_path`` plus ``report_path`` and/or ``report_text`` (required);
+    optional ``study_id``, ``patient_id``, ``split`` (train/val/test or blank) and any
+    CheXpert class column (case-insensitive, ``_`` = space; values 1/0/-1, blank = absent).
+    Relative paths are resolved against the CSV's directory. Other columns are ignored.
+    Raises:
+        InputError: unreadable CSV, missing required columns, or a bad row (named by line).
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = {name.strip().lower(): name for name in reader.fieldnames or []}
+            _check_header(path, columns)
+            labels = {c: key for c in (reader.fieldnames or []) if (key := _label_key(c))}
+            return [_mapping_row(path, reader.line_num, row, columns, labels) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read mapping CSV {path}: {exc}") from exc
+
+
+def _check_header(path: Path, columns: dict[str, str]) -> None:
+    if not columns:
+        raise InputError(f"mapping CSV {path} is empty: it needs a header row")
+    missing = [] if "image_path" in columns else ["image_path"]
+    if not {"report_path", "report_text"} & columns.keys():
+        missing.append("report_path or report_text")
+    if missing:
+        raise InputError(
+            f"mapping CSV {path} lacks the column(s) {', '.join(missing)}; "
+            f"its header has: {', '.join(columns.values())}"
+        )
+
+
+def _mapping_row(
+    path: Path,
+    line: int,
+    row: dict[str, str | None],
+    columns: dict[str, str],
+    label_columns: dict[str, str],
+) -> MappingRow:
+    where = f"{path}:{line}"
+    if None in row:
+        raise InputError(f"{where}: more fields than the header has (unquoted comma?)")
+    image = _cell(row, columns["image_path"])
+    if image is None:
+        raise InputError(f"{where}: image_path is empty")
+    split = _cell(row, columns.get("split"))
+    if split is not None and split.lower() not in _SPLITS:
+        raise InputError(f"{where}: split {split!r} is not one of train, val, test (or blank)")
+    labels: dict[str, float] = {}
+    for column, key in label_columns.items():
+        value = _cell(row, column)
+        if value is None:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if number not in (1.0, 0.0, -1.0):
+            raise InputError(f"{where}: label {column}={value!r} must be 1, 0, -1 or blank")
+        labels[key] = number
+    base = path.parent
+    return MappingRow(
+        image_path=_resolve(base, image),
+        report_path=_resolve(base, _cell(row, columns.get("report_path"))),
+        report_text=_cell(row, columns.get("report_text")),
+        study_id=_cell(row, columns.get("study_id")),
+        patient_id=_cell(row, columns.get("patient_id")),
+        split=split.lower() if split else None,
+        labels=labels,
+    )
