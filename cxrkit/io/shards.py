@@ -1,0 +1,449 @@
+"""Streaming loader over a dataset artifact's Parquet row groups.
+
+Order of one epoch, the same on every rank and worker (it depends only on the
+seed, the epoch and the artifact):
+
+1. row groups are permuted, and the rows inside each row group too;
+2. the sequence is cut into ``world_size`` equal contiguous slices (the tail
+   that does not divide is dropped, so every rank steps the same number of
+   times); rank ``r`` reads slice ``r``, i.e. about ``1/world_size`` of the
+   row groups;
+3. each rank mixes its slice through a shuffle buffer of ``shuffle_buffer``
+   samples (simulated on sample indices, so no worker has to decode a sample
+   it does not own);
+4. the rank's stream, epoch after epoch, is cut into batches; DataLoader
+   worker ``w`` of ``W`` builds batches ``w, w + W, ...`` and the DataLoader
+   hands them back in order, so the batch sequence does not depend on the
+   number of workers.
+
+Resume is exact: the state is the number of samples a rank has consumed; the
+loader restarts at that batch, and every random choice (order, augmentation)
+is a function of (seed, epoch, sample), never of a worker's history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from cxrkit.artifacts import Artifact, open_artifact
+from cxrkit.errors import ArtifactError, InputError
+
+log = logging.getLogger(__name__)
+
+# (image uint8/uint16 (H, W), contour bool (H, W) | None, generator) -> (image, contour)
+Transform = Callable[
+    [torch.Tensor, torch.Tensor | None, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]
+]
+
+BATCH_KEYS = ("image", "contour", "labels", "text", "image_id")
+
+
+def dataset_shards(artifact: Artifact) -> list[Path]:
+    """The data shards of a dataset artifact (every .parquet but rejects.parquet)."""
+    shards = [p for p in artifact.files(".parquet") if p.name != "rejects.parquet"]
+    if not shards:
+        raise ArtifactError(f"{artifact.path}: dataset artifact lists no Parquet shards")
+    return shards
+
+
+def _chexpert_classes() -> list[str]:
+    from cxrkit.text.labeler import CHEXPERT_CLASSES
+
+    return list(CHEXPERT_CLASSES)
+
+
+@dataclass
+class LoaderState:
+    """Where a rank is in its sample stream; saved in the trainer state."""
+
+    consumed: int = 0  # samples this rank has taken, over all epochs
+    samples_per_epoch: int = 0  # per rank; used to report the epoch
+
+    @property
+    def epoch(self) -> int:
+        return self.consumed // self.samples_per_epoch if self.samples_per_epoch else 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "consumed": self.consumed,
+            "samples_per_epoch": self.samples_per_epoch,
+            "epoch": self.epoch,
+            "samples_in_epoch": self.consumed % max(self.samples_per_epoch, 1),
+        }
+
+
+class _Annotations:
+    """annotations.parquet joined by image_id (labels, packed contour masks)."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        try:
+            table = pq.read_table(path, columns=["image_id", *columns])
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{path}: cannot read annotations ({exc})") from exc
+        self.columns = {name: table.column(name).to_pylist() for name in columns}
+        self.index = {
+            image_id: i for i, image_id in enumerate(table.column("image_id").to_pylist())
+        }
+
+    def get(self, image_id: str, column: str) -> Any:
+        row = self.index.get(image_id)
+        return None if row is None else self.columns[column][row]
+
+
+class ShardDataset(IterableDataset):
+    """Batches of decoded, transformed images (plus what the objective ``needs``).
+
+    Takes the shard paths of a dataset artifact, the split to read, the
+    ``needs`` of the objective (subset of ``image``, ``contour``, ``labels``,
+    ``text``; ``image_id`` always comes), a ``transform`` with the
+    ``cxrkit.vision.transforms`` call signature, the per-rank batch size, the
+    seed, the shuffle buffer size, this process's rank and the world size.
+    With ``loop=False`` it makes one pass (keeping the last partial batch)
+    instead of cycling epochs. Raises InputError when the split is empty or
+    holds fewer samples than ranks.
+    """
+
+    def __init__(
+        self,
+        shards: list[Path],
+        *,
+        transform: Transform,
+        batch_size: int,
+        needs: frozenset[str] | set[str] = frozenset({"image"}),
+        split: str | None = "train",
+        annotations: Path | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        shuffle_buffer: int = 1024,
+        rank: int = 0,
+        world_size: int = 1,
+        loop: bool = True,
+    ) -> None:
+        super().__init__()
+        self.shards = [Path(p) for p in shards]
+        self.transform, self.batch_size, self.split = transform, int(batch_size), split
+        self.needs = frozenset(needs) | {"image", "image_id"}
+        self.seed, self.shuffle, self.loop = int(seed), shuffle, loop
+        self.shuffle_buffer = max(1, int(shuffle_buffer))
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.start_batch = 0
+        self._build_index()
+        self.annotations = None
+        wanted = [
+            c
+            for c, need in (("labels", "labels"), ("contour_mask", "contour"))
+            if need in self.needs
+        ]
+        if annotations is not None and wanted:
+            self.annotations = _Annotations(Path(annotations), wanted)
+        elif "contour" in self.needs:
+            raise InputError(
+                "the objective needs chest contours but no annotations artifact was "
+                "given; run `cxrkit annotate` and pass --annotations DIR"
+            )
+        self._files: dict[int, pq.ParquetFile] = {}
+
+    # ------------------------------------------------------------ index and order
+    def _build_index(self) -> None:
+        rg_file, rg_group, rows, starts = [], [], [], [0]
+        for file_index, path in enumerate(self.shards):
+            try:
+                parquet = pq.ParquetFile(path)
+            except (OSError, ValueError) as exc:
+                raise ArtifactError(f"{path}: cannot read Parquet shard ({exc})") from exc
+            for group in range(parquet.num_row_groups):
+                if self.split is None:
+                    keep = np.arange(parquet.metadata.row_group(group).num_rows)
+                else:
+                    splits = parquet.read_row_group(group, columns=["split"]).column(0)
+                    keep = np.flatnonzero(
+                        np.asarray(splits.to_pylist(), dtype=object) == self.split
+                    )
+                if len(keep) == 0:
+                    continue
+                rg_file.append(file_index)
+                rg_group.append(group)
+                rows.append(keep.astype(np.int64))
+                starts.append(starts[-1] + len(keep))
+        self.rg_file = np.asarray(rg_file, dtype=np.int64)
+        self.rg_group = np.asarray(rg_group, dtype=np.int64)
+        self.rg_start = np.asarray(starts, dtype=np.int64)
+        self.sample_row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        # (N,) row-group slot of each sample
+        self.sample_rg = np.repeat(np.arange(len(rg_file)), np.diff(self.rg_start))
+        total = len(self.sample_row)
+        if self.loop:  # equal slices, tail dropped: every rank steps the same number of times
+            share = total // self.world_size
+            self._slice = (self.rank * share, (self.rank + 1) * share)
+        else:  # one pass over everything: slices may differ by one sample
+            self._slice = (
+                self.rank * total // self.world_size,
+                (self.rank + 1) * total // self.world_size,
+            )
+        self.samples_per_rank = self._slice[1] - self._slice[0]
+        if total == 0:
+            raise InputError(f"{self.shards[0].parent}: no images in split {self.split!r}")
+        if self.samples_per_rank == 0:
+            raise InputError(
+                f"{self.shards[0].parent}: split {self.split!r} has {total} images, "
+                f"fewer than the {self.world_size} processes"
+            )
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in the split (all ranks)."""
+        return len(self.sample_row)
+
+    def epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(read order, output order) of this rank's samples in ``epoch``, as sample ids (n,)."""
+        count = len(self.rg_file)
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, epoch])
+            groups = rng.permutation(count)
+            order = np.concatenate(
+                [
+                    self.rg_start[g] + rng.permutation(self.rg_start[g + 1] - self.rg_start[g])
+                    for g in groups
+                ]
+            )
+        else:
+            order = np.arange(self.num_samples)
+        read = order[self._slice[0] : self._slice[1]]
+        if not self.shuffle or self.shuffle_buffer <= 1:
+            return read, read
+        return read, _buffer_shuffle(
+            read, self.shuffle_buffer, np.random.default_rng([self.seed, epoch, self.rank, 1])
+        )
+
+    # ------------------------------------------------------------ iteration
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        n, size = self.samples_per_rank, self.batch_size
+        batch = self.start_batch + worker
+        stream: _EpochStream | None = None
+        while True:
+            first = batch * size
+            if not self.loop and first >= n:
+                return
+            last = first + size if self.loop else min(first + size, n)
+            samples = []
+            for position in range(first, last):
+                epoch, offset = divmod(position, n)
+                if stream is None or stream.epoch != epoch:
+                    stream = _EpochStream(
+                        self, epoch, self._worker_positions(epoch, worker, workers)
+                    )
+                samples.append(stream.take(offset))
+            yield collate(samples, self.needs)
+            batch += workers
+
+    def _worker_positions(self, epoch: int, worker: int, workers: int) -> np.ndarray:
+        n = self.samples_per_rank
+        batch = (epoch * n + np.arange(n)) // self.batch_size
+        mine = (batch >= self.start_batch) & ((batch - self.start_batch) % workers == worker)
+        return np.flatnonzero(mine)
+
+    def _parquet(self, file_index: int) -> pq.ParquetFile:
+        if file_index not in self._files:
+            self._files[file_index] = pq.ParquetFile(self.shards[file_index])
+        return self._files[file_index]
+
+    def read_samples(self, epoch: int, sample_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Read, decode and transform samples that all sit in one row group."""
+        slot = int(self.sample_rg[sample_ids[0]])
+        columns = ["image_id", "pixels", "dtype", "height", "width"]
+        if "text" in self.needs:
+            columns += ["report_findings", "report_impression", "report_text"]
+        if "labels" in self.needs and self.annotations is None:
+            columns.append("labels")
+        table = self._parquet(int(self.rg_file[slot])).read_row_group(
+            int(self.rg_group[slot]), columns=columns
+        )
+        rows = table.take(pa_indices([int(self.sample_row[s]) for s in sample_ids])).to_pylist()
+        return {
+            sid: self._make_sample(epoch, sid, row)
+            for sid, row in zip(sample_ids, rows, strict=True)
+        }
+
+    def _make_sample(self, epoch: int, sample_id: int, row: dict) -> dict[str, Any]:
+        height, width = int(row["height"]), int(row["width"])
+        image = decode_pixels(row["pixels"], row["dtype"], height, width)
+        contour = None
+        if "contour" in self.needs:
+            contour = torch.from_numpy(self._contour(row["image_id"], height, width))
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, sample_id))
+        image_t, contour_t = self.transform(torch.from_numpy(image), contour, generator)
+        sample: dict[str, Any] = {"image": image_t, "image_id": row["image_id"]}
+        if "contour" in self.needs:
+            sample["contour"] = contour_t
+        if "labels" in self.needs:
+            sample["labels"] = self._labels(row)
+        if "text" in self.needs:
+            sample["text"] = report_text(row)
+        return sample
+
+    def _contour(self, image_id: str, height: int, width: int) -> np.ndarray:
+        packed = self.annotations.get(image_id, "contour_mask") if self.annotations else None
+        if not packed:
+            # No usable contour: treat the whole image as chest (contour masking falls back to random).
+            return np.ones((height, width), dtype=bool)
+        return unpack_bits(packed, height, width)
+
+    def _labels(self, row: dict) -> torch.Tensor:
+        classes = _chexpert_classes()
+        if self.annotations is not None:
+            values = self.annotations.get(row["image_id"], "labels")
+            if values is None:
+                return torch.full((len(classes),), float("nan"))
+            return torch.tensor(values, dtype=torch.float32)
+        mapping = json.loads(row["labels"]) if row.get("labels") else {}
+        return torch.tensor(
+            [float(mapping.get(c, float("nan"))) for c in classes], dtype=torch.float32
+        )
+
+
+class _EpochStream:
+    """Yields one worker's samples of one epoch in output order, reading row groups lazily."""
+
+    def __init__(self, dataset: ShardDataset, epoch: int, positions: np.ndarray) -> None:
+        self.dataset, self.epoch = dataset, epoch
+        self.read, output = dataset.epoch_order(epoch)
+        self.wanted = {int(s) for s in output[positions]}
+        self.output = output
+        self.cursor = 0  # next index into self.read
+        self.pending: dict[int, dict[str, Any]] = {}
+
+    def take(self, offset: int) -> dict[str, Any]:
+        sample_id = int(self.output[offset])
+        while sample_id not in self.pending:
+            if self.cursor >= len(self.read):
+                raise RuntimeError(f"sample {sample_id} not in this worker's read order")
+            self._read_next_group()
+        return self.pending.pop(sample_id)
+
+    def _read_next_group(self) -> None:
+        slots = self.dataset.sample_rg
+        start = self.cursor
+        slot = slots[self.read[start]]
+        end = start + 1
+        while end < len(self.read) and slots[self.read[end]] == slot:
+            end += 1
+        self.cursor = end
+        needed = [int(s) for s in self.read[start:end] if int(s) in self.wanted]
+        if needed:
+            self.pending.update(self.dataset.read_samples(self.epoch, needed))
+
+
+def _buffer_shuffle(items: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """The order a streaming shuffle buffer of ``size`` emits ``items`` in."""
+    buffer = list(items[:size])
+    picks = rng.integers(0, np.iinfo(np.int64).max, size=len(items))
+    out = np.empty(len(items), dtype=items.dtype)
+    for i, item in enumerate(items[size:]):
+        k = int(picks[i] % len(buffer))
+        out[i] = buffer[k]
+        buffer[k] = item
+    tail = len(items) - len(buffer)
+    out[tail:] = np.asarray(buffer, dtype=items.dtype)[rng.permutation(len(buffer))]
+    return out
+
+
+def pa_indices(indices: list[int]):
+    import pyarrow as pa
+
+    return pa.array(indices, type=pa.int64())
+
+
+def sample_seed(seed: int, epoch: int, sample_id: int) -> int:
+    """Augmentation seed of one sample in one epoch (independent of rank and worker)."""
+    return int(
+        np.random.SeedSequence([seed, epoch, sample_id]).generate_state(1, np.uint64)[0]
+        >> np.uint64(1)
+    )
+
+
+def decode_pixels(data: bytes, dtype: str, height: int, width: int) -> np.ndarray:
+    """Raw row-major pixel bytes -> writable array (height, width). Raises ArtifactError."""
+    if dtype not in ("uint8", "uint16"):
+        raise ArtifactError(f"pixel dtype {dtype!r} is not uint8/uint16")
+    array = np.frombuffer(data, dtype=np.dtype(dtype))
+    if array.size != height * width:
+        raise ArtifactError(f"pixels hold {array.size} values, expected {height}x{width}")
+    return array.reshape(height, width).copy()  # copy: torch wants writable memory
+
+
+def unpack_bits(data: bytes, height: int, width: int) -> np.ndarray:
+    """np.packbits bytes of a row-major bool mask -> bool array (height, width)."""
+    try:
+        from cxrkit.vision.contour import unpack_mask
+    except ImportError:  # contour module not installed in this build: same bit layout
+        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=height * width)
+        return bits.reshape(height, width).astype(bool)
+    return np.asarray(unpack_mask(data, height, width), dtype=bool)
+
+
+def report_text(row: dict) -> str:
+    """Findings + impression, else the whole report, else ""."""
+    parts = [row.get("report_findings"), row.get("report_impression")]
+    joined = "\n".join(p.strip() for p in parts if p and p.strip())
+    return joined or (row.get("report_text") or "").strip()
+
+
+def collate(samples: list[dict[str, Any]], needs: frozenset[str]) -> dict[str, Any]:
+    """Stack samples into a batch: image (B, 1, H, W), contour (B, H, W), labels (B, 14)."""
+    batch: dict[str, Any] = {
+        "image": torch.stack([s["image"] for s in samples]),
+        "image_id": [s["image_id"] for s in samples],
+    }
+    if "contour" in needs:
+        batch["contour"] = torch.stack([s["contour"] for s in samples])
+    if "labels" in needs:
+        batch["labels"] = torch.stack([s["labels"] for s in samples])
+    if "text" in needs:
+        batch["text"] = [s["text"] for s in samples]
+    return batch
+
+
+def make_loader(
+    dataset: ShardDataset, num_workers: int = 0, start_batch: int = 0, pin_memory: bool = False
+) -> DataLoader:
+    """A DataLoader over ``dataset`` starting at batch ``start_batch`` of this rank's stream.
+
+    The DataLoader gets its own generator so creating it never draws from the
+    global torch RNG (which the objective's masking uses; resume stays exact).
+    """
+    dataset.start_batch = int(start_batch)
+    extra = {"prefetch_factor": 4, "worker_init_fn": _ignore_stop_signals} if num_workers else {}
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(dataset.seed),
+        **extra,
+    )
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    # Schedulers signal every process of a job; only the main process decides when to stop.
+    import signal
+
+    for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def open_dataset(path: Path) -> Artifact:
+    """Open a dataset artifact (kind checked)."""
+    return open_artifact(path, kind="dataset")

@@ -1,0 +1,85 @@
+"""Optimiser, learning-rate schedule and EMA weights.
+
+The schedule is a pure function of the optimiser step, so resuming needs only
+the step number (saved in the trainer state) to land on the same learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from cxrkit.errors import ConfigError
+
+
+def build_optimizer(
+    param_groups: list[dict], lr: float, betas: tuple[float, float], fused: bool = False
+) -> torch.optim.AdamW:
+    """AdamW over the objective's param groups (each group carries its own weight decay).
+
+    Takes the groups from ``Objective.param_groups(weight_decay)``, the peak
+    learning rate and the betas. Raises ConfigError when no group has a parameter.
+    """
+    groups = [g for g in param_groups if len(list(g["params"])) > 0]
+    if not groups:
+        raise ConfigError("the objective has no trainable parameters")
+    extra = {"fused": True} if fused else {}
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **extra)
+
+
+def cosine_lr(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
+    """Learning rate for optimiser step ``step`` (0-based).
+
+    Linear warmup from lr/warmup_steps to lr over ``warmup_steps`` steps, then a
+    half-cosine from lr down to ``min_lr`` at ``max_steps``; ``min_lr`` after that.
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if step >= max_steps:
+        return min_lr
+    span = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Set the learning rate of every param group."""
+    for group in optimizer.param_groups:
+        group["lr"] = value
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point parameters and buffers.
+
+    ``shadow = decay * shadow + (1 - decay) * value`` after every optimiser step.
+    """
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"optim.ema_decay must be in (0, 1) or 0 for off, got {decay}")
+        self.decay = decay
+        self.shadow = {name: value.detach().clone() for name, value in _float_state(module)}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for name, value in _float_state(module):
+            self.shadow[name].lerp_(value.detach(), 1.0 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = set(self.shadow) - set(state)
+        if missing:
+            raise ValueError(f"EMA state lacks {sorted(missing)[:3]}")
+        for name in self.shadow:
+            self.shadow[name].copy_(state[name])
+
+
+def _float_state(module: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
+    for name, value in module.state_dict(keep_vars=True).items():
+        if torch.is_floating_point(value):
+            yield name, value
