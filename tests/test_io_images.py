@@ -1,0 +1,203 @@
+"""PNG/JPEG decoding, format sniffing and the shared intensity/size helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxrkit.errors import Reject
+from cxrkit.io import bundled
+from cxrkit.io.images import (
+    quantise,
+    read_any,
+    read_image,
+    resize_long_side,
+    robust_normalise,
+    sniff_format,
+)
+
+
+@pytest.fixture(scope="module")
+def pediatric_jpeg():
+    return bundled.pediatric_jpegs()[0]
+
+
+@pytest.fixture(scope="module")
+def radiograph_256():
+    """The real RG1 chest radiograph through the DICOM pipeline, 256 px long side."""
+    from cxrkit.io.dicom import read_dicom
+
+    return resize_long_side(read_dicom(bundled.rg1_dicoms()["RG1_UNCR"]).pixels, 256)
+
+
+# --- robust_normalise -------------------------------------------------------------
+
+
+def test_robust_normalise_maps_percentiles_to_0_and_1():
+    arr = np.arange(10, dtype=np.float32).reshape(2, 5)
+    # 10th percentile (inverted cdf) of 0..9 = 0, 90th = 8: out = x / 8, clipped.
+    out = robust_normalise(arr, low_pct=10, high_pct=90)
+    expected = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 8], dtype=np.float32).reshape(2, 5) / 8
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    assert out.dtype == np.float32
+
+
+def test_robust_normalise_clips_outliers():
+    arr = np.concatenate([np.linspace(100, 200, 998), [-1e6, 1e6]]).reshape(20, 50)
+    out = robust_normalise(arr)  # 0.5 % / 99.5 % drop the two outliers
+    assert out.min() == 0.0 and out.max() == 1.0
+    middle = out.ravel()[499]  # linspace value 150.05 sits mid-window
+    assert abs(middle - 0.5) < 0.02
+
+
+def test_constant_image_is_rejected_as_corrupt():
+    with pytest.raises(Reject) as info:
+        robust_normalise(np.full((4, 4), 7.0))
+    assert info.value.reason == "corrupt_pixels"
+    assert "constant" in info.value.detail
+
+
+def test_mostly_flat_image_falls_back_to_min_max():
+    arr = np.zeros((40, 50), dtype=np.float32)
+    arr[0, 0] = 3.0  # percentiles are both 0: the min/max window keeps the one bright pixel
+    out = robust_normalise(arr)
+    assert out[0, 0] == 1.0 and out.sum() == 1.0
+
+
+# --- quantise ---------------------------------------------------------------------
+
+
+def test_quantise_rounds_and_clips():
+    arr = np.array([-0.5, 0.0, 0.25, 0.6, 1.0, 2.0], dtype=np.float32)
+    assert quantise(arr, "uint8").tolist() == [0, 0, 64, 153, 255, 255]  # 63.75 -> 64
+    assert quantise(arr, "uint16").tolist() == [0, 0, 16384, 39321, 65535, 65535]
+    assert quantise(arr, "uint16").dtype == np.uint16
+
+
+def test_quantise_rejects_other_dtypes():
+    with pytest.raises(ValueError, match="uint8"):
+        quantise(np.zeros(3, dtype=np.float32), "float16")
+
+
+# --- resize_long_side -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"), [((300, 200), (150, 100)), ((200, 300), (100, 150))]
+)
+def test_resize_makes_long_side_equal_size_keeping_aspect(shape, expected):
+    out = resize_long_side(np.zeros(shape, dtype=np.float32), 150)
+    assert out.shape == expected and out.dtype == np.float32
+
+
+def test_resize_never_upscales():
+    arr = np.zeros((100, 80), dtype=np.float32)
+    assert resize_long_side(arr, 256) is arr
+
+
+def test_resize_is_antialiased():
+    checker = (np.indices((256, 256)).sum(axis=0) % 2).astype(np.float32)  # 1-px checkerboard
+    out = resize_long_side(checker, 64)
+    # Without a low-pass filter the pattern aliases to a black/white image.
+    np.testing.assert_allclose(out, 0.5, atol=0.02)
+
+
+def test_resize_preserves_a_constant_level():
+    out = resize_long_side(np.full((517, 311), 0.3, dtype=np.float32), 100)
+    np.testing.assert_allclose(out, 0.3, atol=1e-6)
+
+
+# --- read_image -------------------------------------------------------------------
+
+
+def test_pediatric_jpegs_decode_to_unit_range():
+    for path in bundled.pediatric_jpegs()[:4]:
+        image = read_image(path)
+        with Image.open(path) as img:
+            width, height = img.size
+        assert image.pixels.shape == (height, width)
+        assert image.pixels.dtype == np.float32
+        assert image.pixels.min() == 0.0 and image.pixels.max() == 1.0
+        assert image.source_format == "jpeg" and image.photometric == "L"
+        assert image.meta["orig_height"] == height and image.meta["patient_id"] is None
+
+
+def test_png_16bit_keeps_16bit_precision(tmp_path, radiograph_256):
+    stored = quantise(radiograph_256, "uint16")
+    path = tmp_path / "cxr16.png"
+    Image.fromarray(stored).save(path)
+    image = read_image(path)
+    expected = robust_normalise(stored.astype(np.float32) / 65535)
+    np.testing.assert_allclose(image.pixels, expected, atol=1e-6)
+    assert len(np.unique(image.pixels)) > 1000  # not squeezed through 8 bits
+    assert image.source_format == "png"
+
+
+def test_png_8bit_reads(tmp_path, radiograph_256):
+    stored = quantise(radiograph_256, "uint8")
+    path = tmp_path / "cxr8.png"
+    Image.fromarray(stored).save(path)
+    image = read_image(path)
+    np.testing.assert_allclose(image.pixels, robust_normalise(stored / 255.0), atol=1e-6)
+    assert image.photometric == "L"
+
+
+def test_grey_rgb_and_palette_pngs_read_like_greyscale(tmp_path, radiograph_256):
+    grey = Image.fromarray(quantise(radiograph_256, "uint8"))
+    reference = read_image(_save(grey, tmp_path / "grey.png")).pixels
+    for mode in ("RGB", "RGBA", "P"):
+        image = read_image(_save(grey.convert(mode), tmp_path / f"{mode}.png"))
+        np.testing.assert_allclose(image.pixels, reference, atol=1e-6)
+        assert image.photometric == mode
+
+
+def test_colour_image_is_rejected(tmp_path):
+    rng = np.random.default_rng(0)
+    colour = Image.fromarray(rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8))
+    with pytest.raises(Reject) as info:
+        read_image(_save(colour, tmp_path / "photo.png"))
+    assert info.value.reason == "not_chest_xray"
+
+
+def test_small_coloured_annotation_is_accepted(tmp_path, radiograph_256):
+    rgb = np.repeat(quantise(radiograph_256, "uint8")[..., None], 3, axis=2)
+    rgb[10:30, 10:30] = (255, 0, 0)  # a red marker, ~0.7 % of the pixels
+    image = read_image(_save(Image.fromarray(rgb), tmp_path / "marked.png"))
+    assert image.pixels.shape == radiograph_256.shape
+
+
+def test_truncated_jpeg_is_corrupt(tmp_path, pediatric_jpeg):
+    data = pediatric_jpeg.read_bytes()
+    path = tmp_path / "cut.jpeg"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(Reject) as info:
+        read_image(path)
+    assert info.value.reason == "corrupt_pixels"
+    assert "cut.jpeg" not in info.value.detail  # file names can carry PHI
+
+
+def test_sniff_format_uses_magic_bytes_not_extensions(tmp_path, pediatric_jpeg):
+    jpeg_named_png = tmp_path / "image.png"
+    jpeg_named_png.write_bytes(pediatric_jpeg.read_bytes())
+    png_no_ext = _save(Image.new("L", (8, 8)), tmp_path / "x.png").rename(tmp_path / "noext")
+    noise = tmp_path / "noise.jpeg"
+    noise.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    assert sniff_format(jpeg_named_png) == "jpeg"
+    assert sniff_format(png_no_ext) == "png"
+    assert sniff_format(noise) is None
+    assert sniff_format(tmp_path / "missing") is None
+
+
+def test_read_any_dispatches_and_rejects_unknown_formats(tmp_path, pediatric_jpeg):
+    assert read_any(pediatric_jpeg).source_format == "jpeg"
+    text = tmp_path / "notes.txt"
+    text.write_text("findings: none")
+    with pytest.raises(Reject) as info:
+        read_any(text)
+    assert info.value.reason == "unsupported_format"
+
+
+def _save(img: Image.Image, path):
+    img.save(path)
+    return path
