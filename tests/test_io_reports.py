@@ -434,3 +434,12 @@ def test_iu_report_text_reparses_to_the_same_sections(iu_reports):
 def test_mimic_report_text_reparses_to_the_same_report():
     report = parse_report_text(MIMIC_REPORT, source="mimic")
     assert parse_report_text(report.text, source="mimic") == report
+
+
+def test_all_caps_subtitle_right_under_a_header_stays_in_that_section():
+    text = (
+        "FINDINGS:\n PA AND LATERAL VIEWS OF THE CHEST: The lungs are clear.\nIMPRESSION: Normal."
+    )
+    sections = split_sections(text)
+    assert sections["findings"] == "PA AND LATERAL VIEWS OF THE CHEST: The lungs are clear."
+    assert sections["impression"] == "Normal."

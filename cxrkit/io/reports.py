@@ -150,6 +150,10 @@ def _find_headers(text: str) -> list[tuple[str, int, int]]:
         else:
             match = _GENERIC_HEADER.match(body)
             key = " ".join(match.group("name").lower().split()) if match else ""
+            # Right under a header with nothing yet ("FINDINGS:\nPA AND LATERAL VIEWS: ..."),
+            # an ALL-CAPS label is a sub-title of that section, not a new one.
+            if match and headers and not text[headers[-1][2] : pos].strip():
+                match = None
         if match:
             headers.append((key, pos + match.start("name"), pos + match.end()))
         pos += len(line)
