@@ -443,3 +443,17 @@ def test_all_caps_subtitle_right_under_a_header_stays_in_that_section():
     sections = split_sections(text)
     assert sections["findings"] == "PA AND LATERAL VIEWS OF THE CHEST: The lungs are clear."
     assert sections["impression"] == "Normal."
+
+
+def test_stray_xml_in_a_report_tree_is_skipped(tmp_path, caplog):
+    (tmp_path / "9.xml").write_text(XML)
+    (tmp_path / "pom.xml").write_text("<project/>")
+    index = ReportIndex.build(tmp_path)
+    assert len(index) == 1
+    assert "pom.xml" in caplog.text
+
+
+def test_report_index_refuses_a_mapping_csv(tmp_path):
+    path = _csv(tmp_path, "image_path,report_text\na.png,x\n")
+    with pytest.raises(InputError, match="mapping CSV"):
+        ReportIndex.build(path)

@@ -382,6 +382,8 @@ class ReportIndex:
         if path.is_file() and name.endswith((".tgz", ".tar.gz", ".tar")):
             for report in iter_iu_reports(path):
                 index._add_iu(report)
+        elif path.is_file() and name.endswith(".csv"):
+            raise InputError(f"{path} looks like a mapping CSV: pass it as the mapping instead")
         elif path.is_file() and name.endswith(".xml"):
             index._single = parse_iu_xml(path)
         elif path.is_file():
@@ -409,7 +411,10 @@ class ReportIndex:
             for filename in filenames:
                 stem, suffix = os.path.splitext(filename)
                 if suffix.lower() == ".xml":
-                    self._add_iu(parse_iu_xml(Path(dirpath, filename)))
+                    try:
+                        self._add_iu(parse_iu_xml(Path(dirpath, filename)))
+                    except InputError as exc:  # one stray XML must not sink a whole tree
+                        log.warning("skipping %s", exc)
                 elif suffix.lower() == ".txt" and _STUDY_DIR.fullmatch(stem):
                     self._studies[stem] = Path(dirpath, filename)
                     self.n_reports += 1
