@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from cxrkit.errors import Reject
+from cxrkit.io.deid import parse_date
 from cxrkit.io.images import (
     DecodedImage,
     empty_meta,
@@ -135,17 +135,6 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return text or None
 
 
-def parse_da(value: str | None) -> date | None:
-    """Parse a DICOM DA value "YYYYMMDD"; None when absent or not a real date."""
-    text = (value or "").strip()
-    if len(text) != 8 or not text.isdigit():
-        return None
-    try:
-        return date(int(text[:4]), int(text[4:6]), int(text[6:]))
-    except ValueError:
-        return None
-
-
 def parse_age(
     patient_age: str | None, birth_date: str | None = None, study_date: str | None = None
 ) -> float | None:
@@ -158,7 +147,7 @@ def parse_age(
         years = int(match.group(1)) * _AGE_UNIT_YEARS[match.group(2)]
         if years <= MAX_AGE_YEARS:
             return years
-    birth, study = parse_da(birth_date), parse_da(study_date)
+    birth, study = parse_date(birth_date), parse_date(study_date)
     if birth is not None and study is not None and study >= birth:
         years = (study - birth).days / 365.25
         if years <= MAX_AGE_YEARS:
@@ -217,7 +206,7 @@ def extract_meta(ds: Dataset) -> dict:
     """The metadata dict of a DecodedImage (keys: cxrkit.io.images.META_KEYS)."""
     modality = (_text(ds, "Modality") or "").upper() or None
     sex = (_text(ds, "PatientSex") or "").upper()
-    study = parse_da(_text(ds, "StudyDate"))
+    study = parse_date(_text(ds, "StudyDate"))
     burned = (_text(ds, "BurnedInAnnotation") or "").upper()
     try:
         n_frames = max(1, int(ds.get("NumberOfFrames") or 1))
@@ -264,7 +253,20 @@ def _read_dataset(path: Path) -> tuple[Dataset, list[str]]:
             ds = _read_forced(path)
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types on junk
             raise Reject("not_dicom", f"unparseable DICOM: {type(exc).__name__}: {exc}") from exc
-    return ds, [str(w.message) for w in caught]
+    messages = [str(w.message) for w in caught]
+    if not any(elem.tag != 0x00080005 for elem in ds):  # SpecificCharacterSet is always read
+        # Two cases parse to an empty dataset instead of failing: 'DICM' followed by
+        # junk, and a file cut inside an undefined-length element (pydicom drops all).
+        truncated = _truncation_warning(messages)
+        if truncated:
+            raise Reject("corrupt_pixels", f"file is truncated: {truncated}")
+        raise Reject("not_dicom", "no DICOM element of the kept set could be read")
+    return ds, messages
+
+
+def _truncation_warning(messages: list[str]) -> str | None:
+    """pydicom's warning that the file ended early, if it gave one."""
+    return next((m for m in messages if "End of file" in m or "truncated" in m.lower()), None)
 
 
 def _read_forced(path: Path) -> Dataset:
@@ -275,8 +277,6 @@ def _read_forced(path: Path) -> Dataset:
         )
     except Exception as exc:  # noqa: BLE001 - forced parsing of junk fails arbitrarily
         raise Reject("not_dicom", f"unparseable DICOM: {type(exc).__name__}: {exc}") from exc
-    if len(ds) <= 1:  # only the (always read) character set, or nothing
-        raise Reject("not_dicom", "no DICOM elements found")
     if "TransferSyntaxUID" not in ds.file_meta:
         implicit, little = ds.original_encoding
         if not little:
@@ -290,9 +290,9 @@ def _read_forced(path: Path) -> Dataset:
 def _check_pixels_present(ds: Dataset, read_warnings: list[str]) -> None:
     if "PixelData" in ds:
         return
-    truncated = [w for w in read_warnings if "End of file" in w or "truncated" in w.lower()]
+    truncated = _truncation_warning(read_warnings)
     if truncated:
-        raise Reject("corrupt_pixels", f"file ends inside the pixel data: {truncated[0]}")
+        raise Reject("corrupt_pixels", f"file ends inside the pixel data: {truncated}")
     raise Reject("no_pixel_data", "no (7FE0,0010) Pixel Data element")
 
 
