@@ -1,0 +1,554 @@
+"""Chest-contour masks by classical image processing (no model weights).
+
+The mask marks the thoracic region of a frontal chest X-ray: both lung fields
+plus the mediastinum between them. HD-MAE's context-aware masking masks the
+patches inside this "chest line" with a higher ratio than those outside
+(HD-MAE, Sec. III-B "Context-Aware Masking").
+
+Pipeline, on a copy downscaled to ``WORK_SIZE`` long side (the mask is upscaled
+back to the stored resolution at the end):
+
+1. robust normalise to [0, 1] and smooth;
+2. background = dark regions connected to the image border; body = the rest
+   (largest component, holes filled);
+3. lung fields = dark components inside the body, thresholded with Otsu's
+   method on the body's own histogram (several thresholds are tried, because
+   hazy pneumonia lungs are much brighter than clear adult lungs);
+4. pick the best left/right pair of components by position and symmetry;
+5. thorax = convex hull of the two lungs (this takes in the mediastinum and
+   heart between them), slightly dilated and clipped to the body.
+
+When the result looks implausible (no lung pair, too small or too large, off
+centre) the result has ``quality="low"``, a ``reason``, and a centred box mask,
+so downstream masking still works on odd images. Input convention: 2-D array,
+bright = bone (MONOCHROME2), lungs dark.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+
+from cxrkit.errors import ArtifactError, InputError
+
+log = logging.getLogger(__name__)
+
+WORK_SIZE = 192
+"""Long side (pixels) of the internal working copy; the mask is upscaled after."""
+
+FALLBACK_BOX = (0.85, 0.80)
+"""(height, width) fractions of the centred box used when the contour is implausible."""
+
+AREA_RANGE = (0.12, 0.90)
+"""Plausible fraction of the image covered by the thorax mask."""
+
+
+@dataclass(frozen=True)
+class ContourResult:
+    """A chest-contour mask at the input image's resolution.
+
+    ``mask`` bool (H, W); ``bbox`` (y0, x0, y1, x1), end-exclusive; ``quality`` is
+    "ok" for a plausible contour, "low" for the centred-box fallback; ``reason``
+    says why quality is low (None when ok).
+    """
+
+    mask: np.ndarray
+    bbox: tuple[int, int, int, int]
+    quality: str
+    area_fraction: float
+    reason: str | None = None
+
+
+# ---------------------------------------------------------------- preprocessing
+
+
+def _as_2d(image: np.ndarray) -> np.ndarray:
+    """Accept (H, W) or (H, W, 1)/(1, H, W) arrays; raise InputError otherwise."""
+    array = np.asarray(image)
+    if array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):
+        array = array.reshape(array.shape[1:] if array.shape[0] == 1 else array.shape[:2])
+    if array.ndim != 2 or array.size == 0:
+        raise InputError(
+            f"chest_contour: expected a 2-D grey image, got shape {array.shape}; "
+            "convert colour images to one channel first"
+        )
+    return array
+
+
+def _normalise(array: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1] by the 0.5/99.5 percentiles (robust to burnt-in text)."""
+    values = array.astype(np.float32)
+    if not np.isfinite(values).all():
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = np.percentile(values, [0.5, 99.5])
+    if high - low < 1e-6:
+        return np.zeros_like(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def _downscale(array: np.ndarray, long_side: int) -> np.ndarray:
+    """Antialiased bilinear resize of a float image so its long side is <= long_side."""
+    height, width = array.shape
+    scale = long_side / max(height, width)
+    if scale >= 1.0:
+        return array.astype(np.float32, copy=False)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image = Image.fromarray(array.astype(np.float32, copy=False), mode="F")
+    return np.asarray(image.resize(size, Image.BILINEAR, reducing_gap=2.0))
+
+
+def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of a bool mask to (height, width)."""
+    if mask.shape == (height, width):
+        return mask.copy()
+    image = Image.fromarray(mask.astype(np.uint8)).resize((width, height), Image.NEAREST)
+    return np.asarray(image).astype(bool)
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
+    """Otsu's threshold of 1-D values in [0, 1]: maximises between-class variance."""
+    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(hist)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(hist * centres)
+    mean_low = sum_low / np.maximum(weight_low, 1)
+    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+# ---------------------------------------------------------------- body and lungs
+
+
+def _border_connected(mask: np.ndarray) -> np.ndarray:
+    """The parts of ``mask`` whose components touch the image border."""
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return mask
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return np.isin(labels, edge[edge > 0])
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())[1:]
+    return labels == (int(np.argmax(sizes)) + 1)
+
+
+def _body_mask(smooth: np.ndarray) -> np.ndarray:
+    """Body = everything not dark-and-connected-to-the-border, largest part, no holes."""
+    low = float(np.percentile(smooth, 1))
+    level = float(np.median(smooth))
+    dark = smooth < low + 0.25 * (level - low)
+    body = ~_border_connected(dark)
+    body = ndimage.binary_opening(body, iterations=2)
+    return ndimage.binary_fill_holes(_largest_component(body))
+
+
+# Morphology with square structuring elements: separable max/min filters cost
+# well under a millisecond at the working size, where disk kernels or exact
+# distance transforms cost several, and the lung shapes do not care.
+
+
+def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Dilation by a (2r+1)-pixel square."""
+    return ndimage.maximum_filter(mask, size=2 * round(radius) + 1)
+
+
+def _erode(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Erosion by a (2r+1)-pixel square; pixels beyond the image edge count as inside."""
+    return ndimage.minimum_filter(mask, size=2 * round(radius) + 1, mode="nearest")
+
+
+def _open(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Opening: removes parts and bridges narrower than about 2 * radius."""
+    return _dilate(_erode(mask, radius), radius)
+
+
+def _below_shoulders(body: np.ndarray, drop: float = 0.15) -> np.ndarray:
+    """Pixels at least ``drop`` of the body height below the body's top edge in their column.
+
+    The soft tissue over the shoulders and in the axillae is as dark as lung in
+    children, and sits just under the body's upper outline; the lung apices lie
+    deeper. Columns where the body is cut by the image's top edge (neck, or an
+    adult film cropped at the apices) carry no such information and are kept.
+    """
+    height = body.shape[0]
+    has_body = body.any(axis=0)
+    top = np.where(has_body, np.argmax(body, axis=0), height)  # first body row per column
+    rows = np.nonzero(body.any(axis=1))[0]
+    body_height = rows[-1] - rows[0] + 1 if rows.size else height
+    limit = np.where(top == 0, 0, top + drop * body_height)
+    return np.arange(height)[:, None] >= limit[None, :]
+
+
+def _lung_candidates(smooth: np.ndarray, body: np.ndarray, threshold_scale: float) -> np.ndarray:
+    """Dark blobs well inside the body: the lung fields and sometimes axillae/shoulders.
+
+    Pixels near the body edge are dropped first (thin soft tissue there is as dark
+    as lung), then an opening by a disk cuts the narrow bridges between a lung and
+    the shoulder or axilla so that they become separate components.
+    """
+    long_side = max(smooth.shape)
+    depth = ndimage.distance_transform_cdt(np.pad(body, 1), metric="chessboard")[1:-1, 1:-1]
+    inner = (depth > 0.04 * long_side) & _below_shoulders(body)
+    if inner.sum() < 0.05 * smooth.size:
+        return np.zeros_like(body)
+    threshold = otsu_threshold(smooth[inner]) * threshold_scale
+    dark = inner & (smooth < threshold)
+    return _open(dark, max(1.0, 0.02 * long_side))
+
+
+@dataclass
+class _Blob:
+    label: int
+    area: int
+    row: float  # centroid and lowest row, relative to the body's bounding box
+    col: float
+    bottom: float
+
+
+def _blobs(candidates: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, list[_Blob]]:
+    """Label candidates; centroids relative to the body's bounding box."""
+    labels, count = ndimage.label(candidates)
+    rows, cols = np.nonzero(body)
+    y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    min_area = 0.01 * candidates.size  # a lung field is never smaller than 1 % of the image
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    centres = ndimage.center_of_mass(candidates, labels, range(1, count + 1))
+    boxes = ndimage.find_objects(labels)
+    blobs = []
+    for label, (cy, cx) in enumerate(centres, start=1):
+        if areas[label] >= min_area:
+            bottom = (boxes[label - 1][0].stop - y0) / (y1 - y0)
+            blobs.append(
+                _Blob(
+                    label, int(areas[label]), (cy - y0) / (y1 - y0), (cx - x0) / (x1 - x0), bottom
+                )
+            )
+    return labels, blobs
+
+
+def _lung_score(blob: _Blob) -> float:
+    """Area weighted by how close the centroid is to mid-chest height.
+
+    Shoulder and axillary soft tissue sits high (centroid in the top fifth of
+    the body); a lung field's centroid sits near the middle.
+    """
+    return blob.area * float(np.exp(-(((blob.row - 0.5) / 0.25) ** 2)))
+
+
+def _pick_lungs(blobs: list[_Blob]) -> list[_Blob]:
+    """One blob per side that looks like a lung field: [], [one] or [left, right].
+
+    A lung field's centroid lies in the middle band of the body and it reaches
+    down past the upper 40 % of the body (shoulder blobs do not). When the two
+    sides disagree badly (one far smaller, or at a different height) only the
+    better one is kept: an opaque lung is common, a lopsided thorax is not.
+    """
+    zone = [b for b in blobs if 0.15 <= b.row <= 0.8 and 0.06 <= b.col <= 0.94 and b.bottom >= 0.4]
+    sides = [[b for b in zone if b.col < 0.5], [b for b in zone if b.col >= 0.5]]
+    picked = [max(side, key=_lung_score) for side in sides if side]
+    if len(picked) == 2:
+        small, large = sorted(picked, key=_lung_score)
+        if small.area < 0.2 * large.area or abs(small.row - large.row) > 0.2:
+            picked = [large]
+    return picked
+
+
+def _midline(smooth: np.ndarray, lungs: np.ndarray, start: int, stop: int) -> float:
+    """Column of the spine/mediastinum: the brightest column in [start, stop) at lung height."""
+    rows = np.nonzero(lungs.any(axis=1))[0]
+    start = max(0, min(start, smooth.shape[1] - 1))
+    stop = max(start + 1, min(stop, smooth.shape[1]))
+    profile = smooth[rows[0] : rows[-1] + 1, start:stop].mean(axis=0)
+    return float(start + np.argmax(profile))
+
+
+def _axis_range(body: np.ndarray, lungs: list[np.ndarray]) -> tuple[int, int]:
+    """Columns where the midline may lie: between two lungs, else the body's central band."""
+    centres = sorted(float(np.nonzero(lung)[1].mean()) for lung in lungs)
+    if len(centres) == 2:
+        return int(centres[0]), int(np.ceil(centres[1])) + 1
+    cols = np.nonzero(body.any(axis=0))[0]
+    centre, width = (cols[0] + cols[-1]) / 2, cols[-1] - cols[0] + 1
+    return int(centre - 0.12 * width), int(centre + 0.12 * width) + 1
+
+
+def _hull_mask(
+    points_xy: np.ndarray, shape: tuple[int, int], margin: float = 0.0
+) -> np.ndarray | None:
+    """Rasterised convex hull of (N, 2) x/y points grown by ``margin`` pixels.
+
+    Returns None if the points are degenerate (collinear, too few).
+    """
+    try:
+        hull = ConvexHull(points_xy)
+    except (QhullError, ValueError):
+        return None
+    (x0, y0), (x1, y1) = points_xy.min(axis=0) - margin, points_xy.max(axis=0) + margin
+    y0, x0 = max(0, int(y0)), max(0, int(x0))
+    y1, x1 = min(shape[0], int(np.ceil(y1)) + 1), min(shape[1], int(np.ceil(x1)) + 1)
+    ys, xs = np.mgrid[y0:y1, x0:x1]
+    grid = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], axis=1)  # (h*w, 3)
+    # Each hull facet is a half-plane a*x + b*y + c <= 0 with (a, b) a unit normal, so
+    # "<= margin" moves every edge outward by `margin` pixels.
+    inside = (grid @ hull.equations.T <= margin + 0.5).all(axis=1)
+    mask = np.zeros(shape, dtype=bool)
+    mask[y0:y1, x0:x1] = inside.reshape(ys.shape)
+    return mask
+
+
+def _symmetric_pair(
+    smooth: np.ndarray, body: np.ndarray, lungs: list[np.ndarray]
+) -> list[np.ndarray]:
+    """Drop the more lateral of two "lungs" that are not mirror images about the spine.
+
+    An arm or axilla held away from the chest can pass for a lung field on its
+    own; the pair then straddles the spine off centre.
+    """
+    if len(lungs) != 2:
+        return lungs
+    axis = _midline(smooth, lungs[0] | lungs[1], *_axis_range(body, lungs[:1]))
+    centres = [float(np.nonzero(lung)[1].mean()) for lung in lungs]
+    cols = np.nonzero(body.any(axis=0))[0]
+    if abs((centres[0] + centres[1]) / 2 - axis) <= 0.07 * (cols[-1] - cols[0] + 1):
+        return lungs
+    return [min(zip(centres, lungs, strict=True), key=lambda item: abs(item[0] - axis))[1]]
+
+
+def _thorax(smooth: np.ndarray, body: np.ndarray, lungs: list[np.ndarray]) -> np.ndarray | None:
+    """Convex hull of the lungs and their mirror images about the midline, within the body.
+
+    The hull takes in the mediastinum and heart between the lungs. Mirroring makes
+    the mask robust to one lung field hidden by opacity (pneumonia, effusion): the
+    rib cage is close to symmetric even when its contents are not.
+    """
+    union = np.logical_or.reduce(lungs)
+    axis = _midline(smooth, union, *_axis_range(body, lungs))
+    edge = union & ~ndimage.binary_erosion(union)
+    ys, xs = np.nonzero(edge)
+    mirrored = 2 * axis - xs
+    points = np.column_stack([np.concatenate([xs, mirrored]), np.concatenate([ys, ys])])
+    margin = 0.015 * max(union.shape)  # ribs and pleura just outside the lung fields
+    hull = _hull_mask(points.astype(np.float64), union.shape, margin)
+    if hull is None:
+        return None
+    return ndimage.binary_fill_holes(_largest_component(hull & body))
+
+
+def _implausible(mask: np.ndarray) -> str | None:
+    """Why a thorax mask (working resolution) is implausible, or None if it looks right."""
+    fraction = float(mask.mean())
+    if not AREA_RANGE[0] <= fraction <= AREA_RANGE[1]:
+        return f"contour covers {fraction:.0%} of the image (plausible: {AREA_RANGE[0]:.0%}-{AREA_RANGE[1]:.0%})"
+    height, width = mask.shape
+    rows, cols = np.nonzero(mask)
+    if not 0.25 <= cols.mean() / width <= 0.75 or not 0.15 <= rows.mean() / height <= 0.8:
+        return "contour is off centre"
+    if (cols.max() - cols.min() + 1) < 0.3 * width or (rows.max() - rows.min() + 1) < 0.25 * height:
+        return "contour is too narrow or too short"
+    return None
+
+
+THRESHOLD_SCALES = (1.0, 0.9, 1.1)
+"""Multiples of the Otsu threshold tried in turn until a plausible lung pair is found."""
+
+
+def _thorax_small(small: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """Thorax mask at working resolution, or (None, reason)."""
+    if min(small.shape) < 16:
+        return None, f"image too small ({small.shape[0]}x{small.shape[1]}) for a contour"
+    if float(small.max() - small.min()) < 1e-3:
+        return None, "image is constant"
+    sigma = 0.01 * max(small.shape)  # merges lung field across the rib shadows
+    smooth = ndimage.gaussian_filter(small, sigma)
+    body = _body_mask(smooth)
+    if body.mean() < AREA_RANGE[0]:
+        return None, "no body found (image mostly background)"
+    reason = "no lung fields found"
+    core_radius = max(1.0, 0.035 * max(small.shape))
+    for scale in THRESHOLD_SCALES:
+        dark = _lung_candidates(smooth, body, scale)
+        # Cores: an opening by a wide disk cuts the bridges from a lung to the
+        # shoulder or arm; the lung's own outline is restored from `dark` after.
+        cores = _open(dark, core_radius)
+        labels, blobs = _blobs(cores, body)
+        picked = _pick_lungs(blobs)
+        if not picked:
+            reason = "no lung field found"
+            continue
+        lungs = [
+            _largest_component(dark & _dilate(labels == b.label, core_radius + 2)) for b in picked
+        ]
+        lungs = _symmetric_pair(smooth, body, lungs)
+        thorax = _thorax(smooth, body, lungs)
+        reason = "lung outline is degenerate" if thorax is None else _implausible(thorax)
+        if reason is None:
+            return thorax, None
+    return None, reason
+
+
+def fallback_mask(height: int, width: int) -> np.ndarray:
+    """The centred box (FALLBACK_BOX of the height and width) used for low-quality contours."""
+    mask = np.zeros((height, width), dtype=bool)
+    box_h, box_w = round(height * FALLBACK_BOX[0]), round(width * FALLBACK_BOX[1])
+    y0, x0 = (height - box_h) // 2, (width - box_w) // 2
+    mask[y0 : y0 + max(box_h, 1), x0 : x0 + max(box_w, 1)] = True
+    return mask
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(y0, x0, y1, x1), end-exclusive, of the True pixels; (0, 0, 0, 0) when empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return (0, 0, 0, 0)
+    return (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+
+
+def chest_contour(image: np.ndarray, work_size: int = WORK_SIZE) -> ContourResult:
+    """Chest-contour mask of a frontal chest X-ray.
+
+    Takes a 2-D uint8/uint16/float array (bright = bone, lungs dark; (H, W, 1) is
+    accepted) at any resolution. Returns a ContourResult at the input's (H, W).
+    Never fails on odd content (constant, tiny, noise): those give quality "low"
+    with a reason and a centred box mask. Raises InputError only when the array
+    is not a single-channel image at all.
+    """
+    array = _as_2d(image)
+    height, width = array.shape
+    values = array.astype(np.float32)
+    if array.dtype.kind == "f":  # NaN/inf would spread through the resize
+        np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    small = _normalise(_downscale(values, work_size))
+    thorax, reason = _thorax_small(small)
+    if thorax is None:
+        log.debug("chest contour fallback: %s", reason)
+        mask, quality = fallback_mask(height, width), "low"
+    else:
+        mask, quality = _resize_mask(thorax, height, width), "ok"
+    return ContourResult(
+        mask=mask,
+        bbox=mask_bbox(mask),
+        quality=quality,
+        area_fraction=float(mask.mean()),
+        reason=reason,
+    )
+
+
+# ---------------------------------------------------------------- storage and grids
+
+
+def pack_mask(mask: np.ndarray) -> bytes:
+    """Pack a bool (H, W) mask row-major, 8 pixels a byte (``np.packbits``, big bit order)."""
+    return np.packbits(np.asarray(mask, dtype=bool).ravel()).tobytes()
+
+
+def unpack_mask(data: bytes, height: int, width: int) -> np.ndarray:
+    """Inverse of :func:`pack_mask`: bool (height, width).
+
+    Raises ArtifactError when ``data`` has the wrong length for the size, which
+    means the annotations row and the dataset row disagree.
+    """
+    expected = (height * width + 7) // 8
+    if height <= 0 or width <= 0 or len(data) != expected:
+        raise ArtifactError(
+            f"contour mask has {len(data)} bytes, expected {expected} for {height}x{width}; "
+            "the annotations artifact does not match this dataset (re-run `cxrkit annotate`)"
+        )
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=height * width)
+    return bits.reshape(height, width).astype(bool)
+
+
+def mask_to_grid(mask: np.ndarray, grid_h: int, grid_w: int) -> np.ndarray:
+    """Patch-level mask: bool (grid_h, grid_w), a patch is inside when >= half its pixels are.
+
+    Patch borders are the rounded multiples of H / grid_h and W / grid_w, so sizes
+    that do not divide evenly still give every pixel to exactly one patch. A mask
+    smaller than the grid is first upscaled (nearest neighbour).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2 or grid_h <= 0 or grid_w <= 0:
+        raise InputError(
+            f"mask_to_grid: need a 2-D mask and a positive grid, got {mask.shape} -> {grid_h}x{grid_w}"
+        )
+    height, width = mask.shape
+    if height < grid_h or width < grid_w:
+        height, width = max(height, grid_h), max(width, grid_w)
+        mask = _resize_mask(mask, height, width)
+    rows = np.linspace(0, height, grid_h + 1).round().astype(np.intp)
+    cols = np.linspace(0, width, grid_w + 1).round().astype(np.intp)
+    counts = np.add.reduceat(mask.astype(np.int32), rows[:-1], axis=0)
+    counts = np.add.reduceat(counts, cols[:-1], axis=1)  # (grid_h, grid_w)
+    areas = np.diff(rows)[:, None] * np.diff(cols)[None, :]
+    return 2 * counts >= areas
+
+
+def _tile(image: np.ndarray, mask: np.ndarray | None, size: int, title: str | None) -> Image.Image:
+    """One preview tile: grey image, red translucent mask, yellow bbox, optional title."""
+    grey = (_normalise(_downscale(_as_2d(image).astype(np.float32), size)) * 255).astype(np.uint8)
+    tile = Image.fromarray(grey).convert("RGB")
+    if mask is not None:
+        small = _resize_mask(np.asarray(mask, dtype=bool), *grey.shape)
+        red = Image.new("RGB", tile.size, (255, 40, 40))
+        alpha = Image.fromarray((small * 90).astype(np.uint8))  # 35 % opacity inside the mask
+        tile = Image.composite(red, tile, alpha)
+        y0, x0, y1, x1 = mask_bbox(small)
+        if y1 > y0:
+            ImageDraw.Draw(tile).rectangle((x0, y0, x1 - 1, y1 - 1), outline=(255, 220, 0), width=2)
+    if title:
+        ImageDraw.Draw(tile).text((4, 4), title, fill=(0, 255, 0))
+    return tile
+
+
+def preview_grid(
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None],
+    path: str | Path,
+    cols: int = 4,
+    titles: Sequence[str] | None = None,
+    tile_size: int = 256,
+) -> Path:
+    """Write a PNG contact sheet: each image with its mask as a red overlay and its bbox.
+
+    Takes equal-length sequences of 2-D images and bool masks (a mask may be None
+    or of another resolution than its image), optional per-tile titles. Returns
+    the PNG path (parent folders are created). Raises InputError on mismatched
+    lengths or an empty list.
+    """
+    if (
+        not images
+        or len(images) != len(masks)
+        or (titles is not None and len(titles) != len(images))
+    ):
+        raise InputError(
+            f"preview_grid: need as many masks (and titles) as images, got "
+            f"{len(images)} images, {len(masks)} masks"
+        )
+    tiles = [
+        _tile(image, mask, tile_size, titles[index] if titles else None)
+        for index, (image, mask) in enumerate(zip(images, masks, strict=True))
+    ]
+    cols = max(1, min(cols, len(tiles)))
+    rows = (len(tiles) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * tile_size, rows * tile_size))
+    for index, tile in enumerate(tiles):
+        row, col = divmod(index, cols)
+        # centre each tile in its cell: images keep their aspect ratio
+        offset = ((tile_size - tile.width) // 2, (tile_size - tile.height) // 2)
+        sheet.paste(tile, (col * tile_size + offset[0], row * tile_size + offset[1]))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, format="PNG")
+    return path
