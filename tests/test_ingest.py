@@ -201,7 +201,7 @@ def test_workers_do_not_change_the_output(many_images, tmp_path, salt_file):
 
 @pytest.fixture(scope="module")
 def slow_images(tmp_path_factory):
-    """8 PNGs then 6 JPEG 2000 DICOMs (~0.5 s each to decode): a run long enough to kill."""
+    """8 PNGs then 4 JPEG 2000 DICOMs (~0.5 s each to decode): a run long enough to kill."""
     import pydicom
     from pydicom.uid import generate_uid
 
@@ -212,7 +212,7 @@ def slow_images(tmp_path_factory):
         image = Image.open(path).convert("L")
         image.thumbnail((160, 160))
         image.save(folder / f"a{i:02d}.png")
-    for i in range(6):
+    for i in range(4):
         ds = pydicom.dcmread(rg1_dicoms()["RG1_J2KR"])
         ds.SOPInstanceUID = generate_uid(entropy_srcs=[f"slow-{i}"])
         ds.save_as(folder / f"b{i:02d}.dcm")

@@ -36,6 +36,7 @@ from cxrkit.reporting import progress
 
 log = logging.getLogger(__name__)
 
+
 @dataclasses.dataclass
 class IngestConfig:
     """Settings of `cxrkit ingest` (every field can be set with --set)."""
@@ -419,10 +420,10 @@ def write_dataset(
     """Write row tables as shards plus rejects.parquet; drop duplicate sources. Returns stats.
 
     Shared by ingest and ingest-merge so both apply the same duplicate rule:
-    the first occurrence (in input order) of a source hash or image id is kept.
+    the first occurrence (in input order) of a source hash, image id or stored
+    pixel hash is kept.
     """
-    seen_sources: set[str] = set()
-    seen_ids: set[str] = set()
+    seen: set[str] = set()
     duplicates = []
     counts: dict[str, Counter] = {
         k: Counter() for k in ("view", "split", "sex", "report_source", "source_format")
@@ -431,27 +432,27 @@ def write_dataset(
     writer = ShardWriter(directory, DATASET_SCHEMA, shard_max_bytes, row_group_bytes)
     for table in tables:
         keep = []
-        for i, (sha, image_id, path) in enumerate(
-            zip(
-                table.column("source_sha256").to_pylist(),
-                table.column("image_id").to_pylist(),
-                table.column("source_path").to_pylist(),
-                strict=True,
-            )
-        ):
-            if sha in seen_sources or image_id in seen_ids:
+        columns = [
+            table.column(c).to_pylist() for c in ("source_sha256", "image_id", "source_path")
+        ]
+        pixels = table.column("pixels")
+        for i, (sha, image_id, path) in enumerate(zip(*columns, strict=True)):
+            # Same file bytes, same DICOM instance, or the same stored pixels (one image
+            # saved in two lossless encodings) count as one image.
+            pixel_key = "px:" + hashlib.sha256(pixels[i].as_py()).hexdigest()
+            keys = ("src:" + sha, "id:" + image_id, pixel_key)
+            if any(k in seen for k in keys):
                 duplicates.append(
                     {
                         "path": path,
                         "reason": "duplicate",
-                        "detail": "same source bytes or image id as an earlier input",
+                        "detail": "same source bytes, image id or stored pixels as an earlier input",
                     }
                 )
                 continue
-            seen_sources.add(sha)
-            seen_ids.add(image_id)
+            seen.update(keys)
             keep.append(i)
-        table = table.take(keep)
+        table = table.take(pa.array(keep, type=pa.int64()))
         for key, counter in counts.items():
             counter.update(v if v is not None else "unknown" for v in table.column(key).to_pylist())
         patients.update(table.column("patient_id").to_pylist())
