@@ -119,6 +119,14 @@ def test_lut_sequences_are_applied(tmp_path, name, sequence):
     assert np.abs(image.pixels - plain).mean() > 0.02
 
 
+def test_percentile_window_is_configurable():
+    path = bundled.rg1_dicoms()["RG1_UNCR"]
+    wide = decoded("RG1_UNCR").pixels
+    narrow = read_dicom(path, low_pct=5, high_pct=95).pixels
+    assert np.mean(wide == 0.0) < 0.01 and np.mean(narrow == 0.0) >= 0.05
+    assert np.mean(narrow == 1.0) >= 0.05
+
+
 def test_rg1_metadata():
     meta = decoded("RG1_UNCR").meta
     assert meta["patient_id"] == "9RG1" and meta["study_date"] == "20040826"

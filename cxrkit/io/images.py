@@ -15,7 +15,9 @@ Decisions (documented here because ingest's behaviour follows from them):
   (max - min channel > :data:`CHROMA_THRESHOLD` of full scale) is rejected as
   ``not_chest_xray``: it is a photograph, a chart or a heavily annotated screenshot.
   A few coloured arrows or labels stay under the limit and pass.
-- A constant image (nothing to normalise) is rejected as ``corrupt_pixels``.
+- A constant image (nothing to normalise) is rejected as ``corrupt_pixels``; a file
+  Pillow does not recognise as ``unsupported_format``.
+- For PNG/JPEG, ``photometric`` is the Pillow mode ("L", "I;16", "RGB", "P"...).
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def sniff_format(path: str | Path) -> str | None:
 
     Takes: a file path. Returns: "dicom" (preamble + 'DICM', or a header-less DICOM
     stream that pydicom parses), "png", "jpeg", or None for anything else.
-    Raises: InputError-free; unreadable files return None.
+    Raises nothing: an unreadable file returns None.
     """
     path = Path(path)
     try:
@@ -274,10 +276,10 @@ def _pil_to_grey(img: Image.Image) -> np.ndarray:
     return np.asarray(rgb.convert("L"), dtype=np.float32) / np.float32(255)
 
 
-def read_image(path: str | Path) -> DecodedImage:
+def read_image(path: str | Path, *, low_pct: float = 0.5, high_pct: float = 99.5) -> DecodedImage:
     """Decode a PNG or JPEG radiograph.
 
-    Takes: a file path. Returns: a :class:`DecodedImage` (robust-normalised float32,
+    Takes: a file path and the robust-normalisation percentiles. Returns: a :class:`DecodedImage` (robust-normalised float32,
     `photometric` = Pillow mode, `meta` from :func:`empty_meta` with the size filled).
     Raises: Reject("corrupt_pixels") for truncated/undecodable files or a constant
     image; Reject("not_chest_xray") for strongly coloured images; Reject
@@ -293,18 +295,23 @@ def read_image(path: str | Path) -> DecodedImage:
     except UnidentifiedImageError as exc:
         detail = scrub_path(f"not a PNG/JPEG image Pillow can read: {exc}", path)
         raise Reject("unsupported_format", detail) from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         detail = scrub_path(f"cannot decode: {exc}", path)
         raise Reject("corrupt_pixels", detail) from exc
     source_format = "jpeg" if fmt in ("jpeg", "mpo") else fmt or "unknown"
-    pixels = robust_normalise(grey)
+    pixels = robust_normalise(grey, low_pct, high_pct)
     height, width = pixels.shape
     meta = empty_meta(orig_height=height, orig_width=width, photometric=mode)
     return DecodedImage(pixels=pixels, source_format=source_format, photometric=mode, meta=meta)
 
 
 def read_any(
-    path: str | Path, *, allow_burned_in: bool = False, check_chest: bool = True
+    path: str | Path,
+    *,
+    allow_burned_in: bool = False,
+    check_chest: bool = True,
+    low_pct: float = 0.5,
+    high_pct: float = 99.5,
 ) -> DecodedImage:
     """Sniff `path` and decode it with the matching reader.
 
@@ -316,7 +323,13 @@ def read_any(
         # Imported here: dicom.py imports this module for DecodedImage.
         from cxrkit.io.dicom import read_dicom
 
-        return read_dicom(path, allow_burned_in=allow_burned_in, check_chest=check_chest)
+        return read_dicom(
+            path,
+            allow_burned_in=allow_burned_in,
+            check_chest=check_chest,
+            low_pct=low_pct,
+            high_pct=high_pct,
+        )
     if fmt in ("png", "jpeg"):
-        return read_image(path)
+        return read_image(path, low_pct=low_pct, high_pct=high_pct)
     raise Reject("unsupported_format", "not DICOM, PNG or JPEG (checked by magic bytes)")
