@@ -166,34 +166,31 @@ def _main(
 
 
 # ---------------------------------------------------------------- rendering
-def print_stats_table(title: str, stats: dict) -> None:
-    flat = {k: v for k, v in stats.items() if not isinstance(v, dict | list)}
-    if not flat:
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(_fmt(v) for v in value) or "-"
+    return str(value)
+
+
+def print_stats_table(title: str, stats: dict, console: Console = err) -> None:
+    """One two-column table of an artifact's stats (nested counts shown inline)."""
+    if not stats:
         return
     table = Table(title=title, show_header=False, title_justify="left")
-    for key, value in flat.items():
-        table.add_row(str(key), f"{value:.4g}" if isinstance(value, float) else str(value))
-    err.print(table)
-
-
-def print_counts(title: str, counts: dict) -> None:
-    if not counts:
-        return
-    table = Table(title=title, title_justify="left")
-    table.add_column("reason")
-    table.add_column("count", justify="right")
-    for key, value in sorted(counts.items(), key=lambda kv: -kv[1]):
-        table.add_row(str(key), str(value))
-    err.print(table)
+    table.add_column("stat", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in stats.items():
+        table.add_row(str(key).replace("_", " "), _fmt(value))
+    console.print(table)
 
 
 def report_artifact(artifact: Any, as_json: bool) -> None:
     """Stdout: the artifact path (or manifest JSON); stderr: a summary."""
-    stats = artifact.stats
-    print_stats_table(f"{artifact.kind} {artifact.path}  id {artifact.id[:12]}", stats)
-    for key, value in stats.items():
-        if isinstance(value, dict) and value and all(isinstance(v, int) for v in value.values()):
-            print_counts(key.replace("_", " "), value)
+    print_stats_table(f"{artifact.kind} {artifact.path}  id {artifact.id[:12]}", artifact.stats)
     if as_json:
         out.print_json(json.dumps(artifact.manifest, default=str))
     else:

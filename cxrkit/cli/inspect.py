@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cxrkit.cli.common import JsonOut, app, err, guarded, out, print_counts, print_stats_table
+from cxrkit.cli.common import JsonOut, app, err, guarded, out, print_stats_table
 
 
 @app.command()
@@ -40,10 +40,7 @@ def show(
         mark = "" if row["found"] else "  [missing]"
         tree.add_row("  " * row["depth"] + row["kind"], row["id"][:12], row["path"] + mark)
     out.print(tree)
-    print_stats_table("stats", m.get("stats", {}))
-    for key, value in m.get("stats", {}).items():
-        if isinstance(value, dict) and value and all(isinstance(v, int) for v in value.values()):
-            print_counts(key.replace("_", " "), value)
+    print_stats_table("stats", m.get("stats", {}), console=out)
 
 
 @app.command()

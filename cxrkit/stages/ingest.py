@@ -299,7 +299,7 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
         {
             "kind": "raw",
             "id": src.fingerprint([Path(p) for p, _ in work]),
-            "path": ", ".join(cfg.sources) or str(cfg.mapping),
+            "path": ", ".join(cfg.sources) or f"images listed in {cfg.mapping}",
         }
     ]
     if cfg.mapping:
