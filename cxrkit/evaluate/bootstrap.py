@@ -45,7 +45,9 @@ def resample_weights(
     if groups is None:
         group_of_row = np.arange(n)
     else:
-        _, group_of_row = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+        _, group_of_row = np.unique(
+            np.asarray(groups, dtype=object).astype(str), return_inverse=True
+        )
     n_groups = int(group_of_row.max()) + 1 if n else 0
     drawn = rng.integers(0, n_groups, size=(n_boot, n_groups))  # (B, G)
     counts = np.zeros((n_boot, n_groups), dtype=np.int64)
@@ -159,7 +161,7 @@ def macro_report(
         def statistic(y: np.ndarray, s: np.ndarray) -> float:
             values = []
             for c in range(y.shape[1]):
-                known = ~np.isnan(y[:, c])
+                known = ~np.isnan(y[:, c]) & ~np.isnan(s[:, c])
                 values.append(fn(y[known, c], s[known, c]))
             return float(np.mean(values))  # NaN when a class has no positive in the resample
 

@@ -85,7 +85,9 @@ def from_annotations(annotations_dir: Path, image_ids: Sequence[str]) -> LabelTa
 
     artifact = open_artifact(annotations_dir, kind="annotations")
     table = pq.read_table(artifact.file("annotations.parquet"), columns=["image_id", "labels"])
-    by_id = dict(zip(table.column("image_id").to_pylist(), table.column("labels").to_pylist()))
+    by_id = dict(
+        zip(table.column("image_id").to_pylist(), table.column("labels").to_pylist(), strict=True)
+    )
     values = np.full((len(image_ids), len(CHEXPERT_CLASSES)), np.nan)
     matched = 0
     for i, image_id in enumerate(image_ids):
@@ -93,7 +95,9 @@ def from_annotations(annotations_dir: Path, image_ids: Sequence[str]) -> LabelTa
         if row is not None:
             values[i] = np.asarray(row, dtype=np.float64)
             matched += 1
-    return LabelTable(list(CHEXPERT_CLASSES), values, f"annotations {annotations_dir}", None, matched)
+    return LabelTable(
+        list(CHEXPERT_CLASSES), values, f"annotations {annotations_dir}", None, matched
+    )
 
 
 # ------------------------------------------------------------------ public label files
@@ -264,7 +268,9 @@ def read_label_file(path: Path, fmt: str) -> LabelFile:
     return LABEL_FORMATS[fmt](path)
 
 
-def match_by_name(label_file: LabelFile, source_paths: Sequence[str | None], what: str) -> LabelTable:
+def match_by_name(
+    label_file: LabelFile, source_paths: Sequence[str | None], what: str
+) -> LabelTable:
     """Align a label file to dataset rows by path ending (see module docstring).
 
     Raises InputError when no row matches, naming ``--keep-paths`` as the usual cause.
@@ -295,6 +301,4 @@ def match_by_name(label_file: LabelFile, source_paths: Sequence[str | None], wha
             "salted hash), and check the label file belongs to these images."
         )
     has_patients = label_file.patients is not None
-    return LabelTable(
-        label_file.classes, values, what, patients if has_patients else None, matched
-    )
+    return LabelTable(label_file.classes, values, what, patients if has_patients else None, matched)

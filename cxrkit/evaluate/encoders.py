@@ -1,0 +1,174 @@
+"""Models as evaluation sees them: an image encoder and, for image-text models, a text encoder.
+
+Two sources:
+
+- a cxrkit checkpoint artifact. Image-only objectives (MAE) give features for the
+  probe and fine-tuning. An objective that also offers
+  ``encode_image(images (B, 1, S, S)) -> (B, D)`` and ``encode_text(list[str]) -> (T, D)``
+  (and optionally ``logit_scale``) is an image-text model: zero-shot and retrieval
+  use it unchanged (MaCo/MMCLIP-style objectives are expected to offer this);
+- an open_clip model built from a JSON architecture config (``--open-clip-config``),
+  random-initialised from the seed or loaded from ``--open-clip-weights``. Never
+  fetched from a hub.
+
+Images arrive normalised as cxrkit stores them ((x/max - 0.5)/0.5, one channel);
+open_clip models get them mapped back to [0, 1], repeated to three channels and
+normalised with the model's own mean and std.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cxrkit.artifacts import Artifact, open_artifact, sha256_file
+from cxrkit.errors import ArtifactError, InputError
+
+log = logging.getLogger(__name__)
+
+TEXT_BATCH = 64
+CLIP_LOGIT_SCALE = 100.0  # CLIP's learned temperature saturates at 100; used when none is known
+
+
+@dataclass
+class EvalModel:
+    """What the evaluation tasks need from a model."""
+
+    key: str  # identity for the feature cache
+    description: str
+    image_size: int
+    encode_images: Callable[[torch.Tensor], torch.Tensor]  # (B, 1, S, S) -> (B, D)
+    encode_texts: Callable[[list[str]], torch.Tensor] | None = None  # -> (T, D)
+    logit_scale: float = CLIP_LOGIT_SCALE
+    image_encoder: nn.Module | None = None  # trainable encoder for fine-tuning
+    objective: nn.Module | None = None  # for the reconstruction preview
+    inputs: list = field(default_factory=list)  # Artifact objects or raw refs for the manifest
+
+    @property
+    def has_text(self) -> bool:
+        return self.encode_texts is not None
+
+
+def pooled(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Pooled features of a timm encoder built with ``num_classes=0``: (B, D)."""
+    out = encoder(images)
+    return out.mean(dim=1) if out.ndim == 3 else out  # (B, L, D) -> (B, D) if a head is absent
+
+
+def load_checkpoint_model(path: str | Path, device: torch.device) -> EvalModel:
+    """Wrap a checkpoint artifact. Raises ArtifactError when it is not a loadable checkpoint."""
+    from cxrkit.models.loading import load_objective, read_config
+
+    artifact: Artifact = open_artifact(path, kind="checkpoint", verify_files=True)
+    config = read_config(artifact.path)
+    objective = load_objective(artifact.path, device)
+    encoder = objective.image_encoder()
+    size = (config.get("preprocessing") or {}).get("image_size") or (
+        config.get("objective_config", {}).get("model", {}).get("image_size")
+    )
+    if not isinstance(size, int):
+        raise ArtifactError(f"{artifact.path}/config.json: no preprocessing.image_size")
+    name = config.get("objective", "?")
+    model = EvalModel(
+        key=f"checkpoint:{artifact.id}",
+        description=f"checkpoint {artifact.path} (objective {name})",
+        image_size=size,
+        encode_images=lambda x: pooled(encoder, x),
+        image_encoder=encoder,
+        objective=objective,
+        inputs=[artifact],
+    )
+    if callable(getattr(objective, "encode_text", None)) and callable(
+        getattr(objective, "encode_image", None)
+    ):
+        model.encode_images = objective.encode_image
+        model.encode_texts = objective.encode_text
+        scale = getattr(objective, "logit_scale", None)
+        if scale is not None:
+            model.logit_scale = float(torch.as_tensor(scale).exp().item())
+    return model
+
+
+def _register_open_clip_config(config_path: Path) -> str:
+    """Register a JSON architecture with open_clip under a content-hashed name; returns it."""
+    import open_clip
+
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{config_path}: unreadable open_clip config ({exc})") from exc
+    missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in config]
+    if missing:
+        raise InputError(
+            f"{config_path}: not an open_clip model config (missing {', '.join(missing)})"
+        )
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    name = f"cxrkit-eval-{digest}"
+    if name not in open_clip.list_models():
+        folder = Path(tempfile.mkdtemp(prefix="cxrkit-openclip-"))
+        (folder / f"{name}.json").write_text(json.dumps(config))
+        open_clip.add_model_config(folder / f"{name}.json")
+    return name
+
+
+def load_open_clip_model(
+    config_path: str | Path, weights: str | Path | None, device: torch.device, seed: int
+) -> EvalModel:
+    """Build an open_clip model from a JSON config (random init from ``seed`` or ``weights``).
+
+    Raises InputError for an unreadable config or weights file.
+    """
+    import open_clip
+
+    config_path = Path(config_path)
+    name = _register_open_clip_config(config_path)
+    torch.manual_seed(seed)  # random init must be reproducible: it is part of the cache key
+    model = open_clip.create_model(name, pretrained=None, device="cpu")
+    raw = [{"kind": "raw", "id": sha256_file(config_path), "path": str(config_path.resolve())}]
+    if weights:
+        weights = Path(weights)
+        if not weights.is_file():
+            raise InputError(f"{weights}: open_clip weights file not found")
+        try:
+            open_clip.load_checkpoint(model, str(weights))
+        except (RuntimeError, OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{weights}: cannot load into {config_path.name} ({exc})") from exc
+        raw.append({"kind": "raw", "id": sha256_file(weights), "path": str(weights.resolve())})
+    model = model.to(device).eval()
+    tokenizer = open_clip.get_tokenizer(name)
+    visual_size = model.visual.image_size
+    size = int(visual_size[0] if isinstance(visual_size, tuple | list) else visual_size)
+    preprocess = getattr(model.visual, "preprocess_cfg", {}) or {}
+    mean = torch.tensor(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN), device=device)
+    std = torch.tensor(preprocess.get("std", open_clip.OPENAI_DATASET_STD), device=device)
+
+    def encode_images(images: torch.Tensor) -> torch.Tensor:
+        rgb = (images * 0.5 + 0.5).expand(-1, 3, -1, -1)  # (B, 3, S, S) in [0, 1]
+        return model.encode_image((rgb - mean[:, None, None]) / std[:, None, None])
+
+    def encode_texts(texts: list[str]) -> torch.Tensor:
+        chunks = [
+            model.encode_text(tokenizer(texts[i : i + TEXT_BATCH]).to(device))
+            for i in range(0, len(texts), TEXT_BATCH)
+        ]
+        return torch.cat(chunks)  # (T, D)
+
+    weights_id = raw[-1]["id"] if weights else f"random-init-seed-{seed}"
+    return EvalModel(
+        key=f"open_clip:{raw[0]['id']}:{weights_id}",
+        description=f"open_clip {config_path.name} "
+        + (f"weights {Path(weights).name}" if weights else f"random init (seed {seed})"),
+        image_size=size,
+        encode_images=encode_images,
+        encode_texts=encode_texts,
+        logit_scale=float(model.logit_scale.exp().item()),
+        inputs=raw,  # no image_encoder: fine-tuning is for image-only checkpoints
+    )

@@ -1,0 +1,184 @@
+"""Evaluation rows, image batches and cached feature extraction.
+
+Features are computed once per (model, dataset) and cached as ``.npz`` under
+``$CXRKIT_CACHE/features`` (default ``~/.cache/cxrkit/features``): the probe
+sweeps fractions and seeds over the same frozen features, and re-running an
+evaluation with other statistics should not re-encode every image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from cxrkit.artifacts import Artifact
+from cxrkit.io.shards import dataset_shards, decode_pixels
+from cxrkit.reporting import progress
+
+log = logging.getLogger(__name__)
+
+FEATURE_CACHE_VERSION = 1
+META_COLUMNS = [
+    "image_id",
+    "patient_id",
+    "study_id",
+    "split",
+    "labels",
+    "source_path",
+    "source_format",
+    "report_findings",
+    "report_impression",
+    "report_text",
+]
+
+
+@dataclass
+class EvalRows:
+    """Per-row metadata of a dataset artifact, in shard order (pixels are read lazily)."""
+
+    image_ids: list[str]
+    patient_ids: list[str | None]
+    splits: list[str | None]
+    labels_json: list[str | None]
+    source_paths: list[str | None]
+    source_formats: list[str | None]
+    reports: list[str]  # "" when the row has no report
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def patient_groups(self) -> list[str] | None:
+        """Patient ids for grouped resampling, or None when any row lacks one."""
+        if any(p in (None, "") for p in self.patient_ids):
+            return None
+        return [str(p) for p in self.patient_ids]
+
+
+def _report_of(row: dict) -> str:
+    text = (row.get("report_text") or "").strip()
+    if text:
+        return text
+    parts = [row.get("report_findings") or "", row.get("report_impression") or ""]
+    return " ".join(p.strip() for p in parts if p and p.strip())
+
+
+def read_rows(dataset: Artifact) -> EvalRows:
+    """Read the metadata columns of every shard of a dataset artifact (no pixels)."""
+    records: list[dict] = []
+    for shard in dataset_shards(dataset):
+        names = set(pq.ParquetFile(shard).schema_arrow.names)
+        columns = [c for c in META_COLUMNS if c in names]
+        records.extend(pq.read_table(shard, columns=columns).to_pylist())
+    return EvalRows(
+        image_ids=[r["image_id"] for r in records],
+        patient_ids=[r.get("patient_id") for r in records],
+        splits=[r.get("split") for r in records],
+        labels_json=[r.get("labels") for r in records],
+        source_paths=[r.get("source_path") for r in records],
+        source_formats=[r.get("source_format") for r in records],
+        reports=[_report_of(r) for r in records],
+    )
+
+
+def iter_images(dataset: Artifact, batch_rows: int = 64) -> Iterator[np.ndarray]:
+    """Yield every stored image (H, W) uint8/uint16, in the order of :func:`read_rows`."""
+    for shard in dataset_shards(dataset):
+        parquet = pq.ParquetFile(shard)
+        columns = ["pixels", "dtype", "height", "width"]
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+            for row in batch.to_pylist():
+                yield decode_pixels(row["pixels"], row["dtype"], row["height"], row["width"])
+
+
+def image_batches(
+    dataset: Artifact,
+    transform: Callable,
+    batch_size: int,
+    indices: Sequence[int] | None = None,
+) -> Iterator[torch.Tensor]:
+    """Transformed image batches (B, 1, S, S), optionally only the rows in ``indices`` (in order)."""
+    wanted = None if indices is None else set(int(i) for i in indices)
+    pending: list[torch.Tensor] = []
+    for row, image in enumerate(iter_images(dataset)):
+        if wanted is not None and row not in wanted:
+            continue
+        pending.append(transform(torch.from_numpy(image), None)[0])  # (1, S, S)
+        if len(pending) == batch_size:
+            yield torch.stack(pending)
+            pending = []
+    if pending:
+        yield torch.stack(pending)
+
+
+def cache_dir() -> Path:
+    """Feature cache folder: ``$CXRKIT_CACHE/features`` or ``~/.cache/cxrkit/features``."""
+    root = os.environ.get("CXRKIT_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "cxrkit"
+    return base / "features"
+
+
+def cache_path(model_key: str, dataset_id: str) -> Path:
+    """Cache file of one (model, dataset) pair; the name hashes both ids and the cache version."""
+    digest = hashlib.sha256(
+        f"{FEATURE_CACHE_VERSION}|{model_key}|{dataset_id}".encode()
+    ).hexdigest()[:32]
+    return cache_dir() / f"{digest}.npz"
+
+
+def _load_cached(path: Path, image_ids: Sequence[str]) -> np.ndarray | None:
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if stored["image_ids"].tolist() != list(image_ids):
+                log.warning("feature cache %s does not match the dataset rows; recomputing", path)
+                return None
+            return stored["features"]
+    except (OSError, KeyError, ValueError) as exc:
+        log.warning("feature cache %s unreadable (%s); recomputing", path, exc)
+        return None
+
+
+def _save_cached(path: Path, features: np.ndarray, image_ids: Sequence[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, features=features, image_ids=np.asarray(list(image_ids), dtype=str))
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+
+
+@torch.inference_mode()
+def extract_features(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    dataset: Artifact,
+    rows: EvalRows,
+    transform: Callable,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    model_key: str | None = None,
+) -> np.ndarray:
+    """Encode every image of ``dataset``; returns float32 features (N, D) in row order.
+
+    ``encode`` maps a batch (B, 1, S, S) on ``device`` to (B, D). With ``model_key``
+    the result is read from / written to the feature cache.
+    """
+    path = cache_path(model_key, dataset.id) if model_key else None
+    if path is not None and path.is_file():
+        cached = _load_cached(path, rows.image_ids)
+        if cached is not None:
+            log.info("features from cache %s", path)
+            return cached
+    chunks = []
+    with progress("features", total=len(rows)) as bar:
+        for batch in image_batches(dataset, transform, batch_size):
+            chunks.append(encode(batch.to(device)).float().cpu().numpy())  # (B, D)
+            bar.advance(len(batch))
+    features = np.concatenate(chunks).astype(np.float32)
+    if path is not None:
+        _save_cached(path, features, rows.image_ids)
+    return features

@@ -1,0 +1,138 @@
+"""Which rows train, pick thresholds and get scored; and scoring a (N, C) prediction matrix.
+
+Two protocols:
+
+- ``split``: the dataset's own ``split`` column: train rows fit, val rows choose
+  thresholds, test rows are scored. The usual protocol for real benchmarks.
+- ``cv``: stratified, patient-grouped k-fold cross-validation over every labelled
+  row; each row is scored once, by the model that did not see it. For small sets
+  (the 16 bundled pediatric images) where a held-out test split would hold a
+  handful of images. Thresholds are then fixed (``threshold``), and said so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cxrkit.errors import InputError
+from cxrkit.evaluate import bootstrap, metrics
+
+
+@dataclass
+class Fold:
+    """Row indices (into the dataset rows) of one train / val / test assignment."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class Stats:
+    """How class metrics are computed and reported."""
+
+    min_count: int = 5
+    n_boot: int = 1000
+    level: float = 0.95
+    seed: int = 0
+    threshold: float = 0.5
+
+
+def labelled_rows(labels: np.ndarray) -> np.ndarray:
+    """Rows with at least one known (non-NaN) label."""
+    return np.nonzero(~np.all(np.isnan(labels), axis=1))[0]
+
+
+def split_folds(
+    splits: Sequence[str | None], labels: np.ndarray, train: str, val: str, test: str
+) -> list[Fold]:
+    """One fold from the dataset's split column (labelled rows only). Raises InputError."""
+    known = set(labelled_rows(labels).tolist())
+    names = np.asarray([s or "" for s in splits])
+    pick = {
+        n: np.array([i for i in np.nonzero(names == n)[0] if i in known], dtype=np.int64)
+        for n in (train, val, test)
+    }
+    if pick[test].size == 0:
+        found = sorted(set(names.tolist()))
+        raise InputError(
+            f"no labelled rows in split {test!r} (splits present: {', '.join(found)}); "
+            'use protocol = "cv" for a small set, or choose eval_split'
+        )
+    return [Fold(pick[train], pick[val], pick[test])]
+
+
+def cv_folds(labels: np.ndarray, groups: Sequence[str] | None, k: int, seed: int) -> list[Fold]:
+    """Stratified (on the rarest class), patient-grouped k folds over the labelled rows."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rows = labelled_rows(labels)
+    known = labels[rows]
+    positives = np.nansum(known == 1, axis=0)
+    rarest = int(np.argmin(np.where(positives > 0, positives, np.inf))) if positives.any() else 0
+    strata = np.nan_to_num(known[:, rarest], nan=2.0).astype(int)
+    group_ids = np.asarray(groups, dtype=object)[rows] if groups is not None else rows
+    n_splits = min(k, int(np.min(np.bincount(strata)[np.bincount(strata) > 0])), rows.size)
+    if n_splits < 2:
+        raise InputError(
+            f"cross-validation needs >= 2 rows of each label; have {np.bincount(strata)}"
+        )
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return [
+        Fold(rows[train], np.zeros(0, dtype=np.int64), rows[test])
+        for train, test in splitter.split(rows, strata, groups=group_ids)
+    ]
+
+
+def choose_threshold(labels: np.ndarray, scores: np.ndarray, fixed: float) -> tuple[float, str]:
+    """Max-F1 threshold on validation rows with both classes, else the fixed one (and why)."""
+    known = ~np.isnan(labels)
+    y, s = labels[known], scores[known]
+    if y.size and 0 < y.sum() < y.size:
+        return metrics.best_f1_threshold(y, s), f"max F1 on validation ({y.size} rows)"
+    return fixed, f"fixed {fixed:g} (no validation rows with both labels)"
+
+
+def score_classes(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    classes: Sequence[str],
+    test_rows: np.ndarray,
+    thresholds: Sequence[tuple[float, str]],
+    groups: Sequence[str] | None,
+    stats: Stats,
+) -> dict:
+    """Class reports and macro averages of (N, C) scores on ``test_rows``.
+
+    ``labels`` are 1/0/NaN (uncertain already mapped). Returns a JSON-ready dict
+    ``{"classes": {name: report}, "macro": {...}}``.
+    """
+    reports = {}
+    group_array = np.asarray(groups, dtype=object) if groups is not None else None
+    for c, name in enumerate(classes):
+        rows = test_rows[~np.isnan(labels[test_rows, c]) & ~np.isnan(scores[test_rows, c])]
+        report = bootstrap.class_report(
+            labels[rows, c],
+            scores[rows, c],
+            thresholds[c][0],
+            None if group_array is None else group_array[rows].tolist(),
+            stats.min_count,
+            stats.n_boot,
+            stats.level,
+            stats.seed,
+        )
+        report["threshold_source"] = thresholds[c][1]
+        reports[name] = report
+    macro = bootstrap.macro_report(
+        labels[test_rows],
+        scores[test_rows],
+        reports,
+        None if group_array is None else group_array[test_rows].tolist(),
+        stats.n_boot,
+        stats.level,
+        stats.seed,
+    )
+    return {"classes": reports, "macro": macro}

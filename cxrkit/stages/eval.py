@@ -1,0 +1,166 @@
+"""The eval stage: a checkpoint (or an open_clip model) + a labelled dataset -> an eval artifact.
+
+Output files: ``metrics.json`` (every number with its bootstrap interval and
+class counts; tasks that cannot apply are recorded with the reason),
+``predictions.parquet`` (one row per image, class and task variant; retrieval
+ranks), and PNG plots (ROC per task, reliability diagrams, a reconstruction grid
+for masked models). metrics.json holds no timestamps, so a fixed-seed run is
+reproducible byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cxrkit.artifacts import ArtifactWriter, open_artifact
+from cxrkit.config import doc, to_dict
+from cxrkit.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+ALL_TASKS = ("zeroshot", "probe", "retrieval", "finetune")
+
+
+@dataclass
+class EvalConfig:
+    """Settings of `cxrkit eval`."""
+
+    dataset: str = doc("dataset artifact to evaluate on (from `cxrkit ingest`)", "")
+    out: str = doc("output eval artifact directory", "")
+    checkpoint: str | None = doc("checkpoint artifact (from `cxrkit pretrain`)", None)
+    open_clip_config: str | None = doc(
+        "open_clip model config JSON (embed_dim, vision_cfg, text_cfg) instead of a checkpoint",
+        None,
+    )
+    open_clip_weights: str | None = doc(
+        "local open_clip weights for --open-clip-config (none = random init from `seed`)", None
+    )
+    annotations: str | None = doc(
+        "annotations artifact: report-derived labels and prompts.json for zero-shot", None
+    )
+    labels: str | None = doc(
+        "public label file matched by file name (needs `cxrkit ingest --keep-paths`)", None
+    )
+    labels_format: str | None = doc("format of --labels: nih, chexpert, rsna, siim, padchest", None)
+    label_source: Literal["auto", "file", "dataset", "annotations"] = doc(
+        "auto: the label file if given, else the dataset's labels column, else annotations",
+        "auto",
+    )
+    prompts: str | None = doc("prompts JSON for zero-shot (overrides the annotations')", None)
+    classes: list[str] = doc("evaluate only these classes (empty = every labelled class)", [])
+    tasks: list[str] = doc("tasks: zeroshot, probe, retrieval, finetune", list(ALL_TASKS))
+    protocol: Literal["split", "cv"] = doc(
+        "split: the dataset's train/val/test; cv: grouped stratified k-fold (small sets)", "split"
+    )
+    train_split: str = doc("split protocol: rows that train probes and fine-tuning", "train")
+    val_split: str = doc("split protocol: rows that choose decision thresholds", "val")
+    test_split: str = doc("split protocol: rows that are scored", "test")
+    folds: int = doc("cv protocol: number of folds", 4)
+    uncertain: Literal["ignore", "positive", "negative"] = doc(
+        "uncertain (-1) labels: ignore (drop), positive, or negative", "ignore"
+    )
+    fractions: list[float] = doc("label fractions for probe/fine-tuning", [0.01, 0.1, 1.0])
+    seeds: list[int] = doc("probe seeds (label subsets); results give mean and SD", [0, 1, 2])
+    probe_c: float = doc("inverse L2 strength of the logistic-regression probe", 1.0)
+    probe_max_iter: int = doc("logistic-regression iterations", 1000)
+    finetune_epochs: int = doc("fine-tuning epochs", 3)
+    finetune_lr: float = doc("fine-tuning learning rate (AdamW)", 1e-4)
+    finetune_batch_size: int = doc("fine-tuning batch size", 16)
+    finetune_seeds: list[int] = doc("fine-tuning seeds", [0])
+    min_count: int = doc("a class needs this many positives and negatives to get numbers", 5)
+    bootstrap: int = doc("bootstrap resamples for confidence intervals", 1000)
+    ci_level: float = doc("confidence level of the intervals", 0.95)
+    threshold: float = doc("decision threshold when no validation rows can choose one", 0.5)
+    small_n: int = doc("warn that results are anecdotal below this many scored images", 100)
+    batch_size: int = doc("feature extraction batch size", 32)
+    device: str = doc("auto, cpu, cuda or cuda:N", "auto")
+    cache: bool = doc("cache features under $CXRKIT_CACHE/features (~/.cache/cxrkit)", True)
+    plots: bool = doc("write ROC, reliability and reconstruction PNGs", True)
+    seed: int = doc("seed of bootstrap, folds and random-init models", 0)
+
+    def validate(self) -> None:
+        """Raise ConfigError on settings that cannot work together."""
+        if not self.dataset:
+            raise ConfigError("no dataset: give the dataset artifact (DATASET argument)")
+        if bool(self.checkpoint) == bool(self.open_clip_config):
+            raise ConfigError("give exactly one of --checkpoint or --open-clip-config")
+        if self.open_clip_weights and not self.open_clip_config:
+            raise ConfigError("--open-clip-weights needs --open-clip-config")
+        if bool(self.labels) != bool(self.labels_format):
+            raise ConfigError("--labels and --labels-format go together")
+        unknown = sorted(set(self.tasks) - set(ALL_TASKS))
+        if unknown or not self.tasks:
+            raise ConfigError(f"tasks {unknown or '[]'}: choose from {', '.join(ALL_TASKS)}")
+        if any(not 0 < f <= 1 for f in self.fractions) or not self.fractions:
+            raise ConfigError(f"fractions {self.fractions}: each must be in (0, 1]")
+        if not 0 < self.ci_level < 1 or self.bootstrap < 10:
+            raise ConfigError("ci_level must be in (0, 1) and bootstrap >= 10")
+        if self.folds < 2:
+            raise ConfigError("folds must be >= 2")
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _load_model(cfg: EvalConfig, device):
+    from cxrkit.evaluate import encoders
+
+    if cfg.checkpoint:
+        return encoders.load_checkpoint_model(cfg.checkpoint, device)
+    return encoders.load_open_clip_model(
+        cfg.open_clip_config, cfg.open_clip_weights, device, cfg.seed
+    )
+
+
+def _params(cfg: EvalConfig) -> dict:
+    params = to_dict(cfg)
+    for volatile in ("out", "cache", "batch_size"):  # do not change the results
+        params.pop(volatile)
+    return params
+
+
+def run(cfg: EvalConfig, force: bool = False):
+    """Evaluate a model on a dataset and publish an eval artifact.
+
+    Returns: the Artifact. Raises: ConfigError, InputError, ArtifactError.
+    """
+    from cxrkit.artifacts import sha256_file
+
+    cfg.validate()
+    if not cfg.out:
+        raise ConfigError("no output directory: give --out DIR")
+    device = _device(cfg.device)
+    dataset = open_artifact(cfg.dataset, kind="dataset", verify_files=True)
+    model = _load_model(cfg, device)
+    inputs = [*model.inputs, dataset]
+    annotations = open_artifact(cfg.annotations, kind="annotations") if cfg.annotations else None
+    if annotations is not None:
+        inputs.append(annotations)
+    for extra in (cfg.labels, cfg.prompts):
+        if extra:
+            path = Path(extra)
+            inputs.append({"kind": "raw", "id": sha256_file(path), "path": str(path.resolve())})
+    writer = ArtifactWriter(Path(cfg.out), "eval", _params(cfg), inputs, SCHEMA_VERSION, force)
+    if writer.is_current():
+        log.info("%s is up to date (same id); use --force to re-evaluate", cfg.out)
+        return writer.existing()
+    work = writer.begin()
+    from cxrkit.evaluate.runner import evaluate
+
+    summary = evaluate(cfg, model, dataset, annotations, device, work)
+    return writer.publish(schema={"files": summary.pop("_files")}, stats=summary)
+
+
+def metrics_of(artifact) -> dict:
+    """The parsed metrics.json of an eval artifact."""
+    return json.loads(artifact.file("metrics.json").read_text())
