@@ -15,3 +15,16 @@ except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+unknown"
 
 __all__ = ["__version__"]
+
+
+def load(path):  # noqa: ANN001,ANN201 - thin re-export, documented in cxrkit.models.loading.load
+    """Load a checkpoint or export artifact directory: ``cxrkit.load("runs/mae")``.
+
+    See :func:`cxrkit.models.loading.load` for what is returned and raised.
+    """
+    from cxrkit.models.loading import load as _load
+
+    return _load(path)
+
+
+__all__ += ["load"]

@@ -1,0 +1,5 @@
+"""`python -m cxrkit` runs the command line."""
+
+from cxrkit.cli import main
+
+main()

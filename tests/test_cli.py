@@ -1,0 +1,107 @@
+"""The command line: version, help, exit codes, show/verify, output discipline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from cxrkit import __version__
+from cxrkit.cli import app
+from cxrkit.errors import EXIT_CODES
+
+runner = CliRunner()
+
+
+def test_version_prints_the_package_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"cxrkit {__version__}"
+
+
+def test_help_lists_every_stage_and_the_exit_codes():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in (
+        "ingest",
+        "ingest-merge",
+        "annotate",
+        "label",
+        "pretrain",
+        "distill",
+        "eval",
+        "export",
+        "show",
+        "verify",
+        "demo",
+        "presets",
+    ):
+        assert command in result.stdout
+    assert "75 preempted" in result.stdout.replace("\n", " ")
+
+
+def test_exit_codes_are_distinct():
+    assert len(set(EXIT_CODES.values())) == len(EXIT_CODES)
+
+
+def test_unbuilt_stage_says_so_and_exits_5():
+    result = runner.invoke(app, ["distill", "anything", "--out", "x"])
+    assert result.exit_code == 5
+    assert "not built yet" in result.output
+
+
+def test_verify_passes_an_intact_artifact_and_fails_a_tampered_one(demo_dataset, tmp_path):
+    import shutil
+
+    ok = runner.invoke(app, ["verify", str(demo_dataset)])
+    assert ok.exit_code == 0 and ok.stdout.startswith("OK")
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_dataset, copy)
+    (copy / "rejects.parquet").write_bytes(b"tampered")
+    bad = runner.invoke(app, ["verify", str(copy)])
+    assert bad.exit_code == 4
+    assert "rejects.parquet" in bad.output
+
+
+def test_show_json_includes_lineage(demo_dataset):
+    result = runner.invoke(app, ["show", str(demo_dataset), "--json"])
+    assert result.exit_code == 0
+    shown = json.loads(result.stdout)
+    assert shown["kind"] == "dataset"
+    assert [row["kind"] for row in shown["lineage"]] == ["dataset", "raw", "raw"]
+
+
+def test_show_of_a_non_artifact_is_an_artifact_error(tmp_path):
+    result = runner.invoke(app, ["show", str(tmp_path)])
+    assert result.exit_code == 4
+    assert "not a cxrkit artifact" in result.output
+
+
+def test_stdout_holds_only_the_result_when_not_a_tty(demo_dataset, demo_inputs, salt_file):
+    """Shell scripts capture the artifact path: messages must go to stderr."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cxrkit",
+            "ingest",
+            "--mapping",
+            str(demo_inputs),
+            "--out",
+            str(demo_dataset),
+            "--image-size",
+            "64",
+            "--salt-file",
+            str(salt_file),
+        ],
+        capture_output=True,
+        text=True,
+        env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(demo_dataset)
+    assert "up to date" in proc.stderr
+    assert "\x1b[" not in proc.stderr  # NO_COLOR and non-TTY: no escape codes
