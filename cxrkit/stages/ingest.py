@@ -133,14 +133,15 @@ def _build_row(path: Path, mapped: dict | None) -> dict:
             "not_dicom" if path.suffix.lower() in ("", ".dcm", ".dicom") else "unsupported_format"
         )
         raise Reject(reason, "not a DICOM, PNG or JPEG file")
+    window = {"low_pct": cfg["window_low_pct"], "high_pct": cfg["window_high_pct"]}
     if fmt == "dicom":
         from cxrkit.io.dicom import read_dicom
 
         decoded = read_dicom(
-            path, allow_burned_in=cfg["allow_burned_in"], check_chest=cfg["check_chest"]
+            path, allow_burned_in=cfg["allow_burned_in"], check_chest=cfg["check_chest"], **window
         )
     else:
-        decoded = images.read_image(path)
+        decoded = images.read_image(path, **window)
     orig_h, orig_w = decoded.pixels.shape
     if min(orig_h, orig_w) < cfg["min_size"]:
         raise Reject("too_small", f"{orig_w}x{orig_h} < min_size {cfg['min_size']}")
@@ -163,6 +164,8 @@ def _row_from(
     orig_h: int,
     orig_w: int,
 ) -> dict:
+    from cxrkit.io.deid import safe_harbor_age
+
     pseudo = _ctx["pseudo"]
     mapped = mapped or {}
     index = _ctx["reports"]
@@ -190,7 +193,7 @@ def _row_from(
         "patient_id": patient_id,
         "view": meta.get("view") or "UNKNOWN",
         "sex": meta.get("sex"),
-        "age": meta.get("age"),
+        "age": safe_harbor_age(meta.get("age")),
         "study_date": pseudo.shift_date(meta.get("study_date"), str(patient_raw)),
         "pixels": stored.tobytes(),
         "dtype": str(stored.dtype),
