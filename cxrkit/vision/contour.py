@@ -347,6 +347,37 @@ def _thorax(smooth: np.ndarray, body: np.ndarray, lungs: list[np.ndarray]) -> np
     return ndimage.binary_fill_holes(_largest_component(hull & body))
 
 
+LUNG_CONTRAST_MIN = 0.13
+"""Least mean brightness gap (normalised units) between the mediastinum and the lungs."""
+
+
+def _not_lung_like(
+    smooth: np.ndarray, body: np.ndarray, lungs: list[np.ndarray], thorax: np.ndarray
+) -> str | None:
+    """Why the "lungs" are probably not lungs (noise, CT/MR slices, shapes), or None.
+
+    Real lung fields are clearly darker than the mediastinum between them, end
+    above the diaphragm (something of the body lies below them) and fill well
+    under two thirds of the thorax hull. The thresholds hold with a margin on the
+    bundled adult and pediatric radiographs and reject uniform noise and the
+    bundled CT, MR and ultrasound images.
+    """
+    union = np.logical_or.reduce(lungs)
+    between = thorax & ~union
+    if not between.any():
+        return "no mediastinum between the lung fields"
+    contrast = float(smooth[between].mean() - smooth[union].mean())
+    if contrast < LUNG_CONTRAST_MIN:
+        return f"lung fields barely darker than the mediastinum (gap {contrast:.2f})"
+    body_rows = np.flatnonzero(body.any(axis=1))
+    lung_bottom = np.flatnonzero(union.any(axis=1))[-1]
+    if lung_bottom - body_rows[0] > 0.93 * (body_rows[-1] - body_rows[0] + 1):
+        return "dark region reaches the bottom of the body (no diaphragm)"
+    if union.sum() > 0.6 * thorax.sum():
+        return "dark region fills the thorax outline"
+    return None
+
+
 def _implausible(mask: np.ndarray) -> str | None:
     """Why a thorax mask (working resolution) is implausible, or None if it looks right."""
     fraction = float(mask.mean())
@@ -393,7 +424,10 @@ def _thorax_small(small: np.ndarray) -> tuple[np.ndarray | None, str | None]:
         ]
         lungs = _symmetric_pair(smooth, body, lungs)
         thorax = _thorax(smooth, body, lungs)
-        reason = "lung outline is degenerate" if thorax is None else _implausible(thorax)
+        if thorax is None:
+            reason = "lung outline is degenerate"
+            continue
+        reason = _not_lung_like(smooth, body, lungs, thorax) or _implausible(thorax)
         if reason is None:
             return thorax, None
     return None, reason
