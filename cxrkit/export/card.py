@@ -1,0 +1,294 @@
+"""The model card (``README.md``) and machine-readable ``metadata.json`` of an export.
+
+Both are rendered from one dict built by :func:`build_metadata`, so they never
+disagree. The metadata follows the spirit of a MONAI bundle's ``metadata.json``:
+what goes in (shape, dtype, range, photometric convention), what comes out,
+the preprocessing, intended use, and where the weights came from (the lineage
+back to the raw inputs, with artifact ids and content hashes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from cxrkit import __version__
+from cxrkit.artifacts import Artifact, lineage, read_manifest
+
+METADATA_FORMAT = "cxrkit-export-metadata/1"
+INTENDED_USE = (
+    "Research only: a feature extractor for chest radiographs, to study linear probes, "
+    "fine-tuning, retrieval and zero-shot methods. Not a medical device; not for diagnosis, "
+    "triage or any clinical decision."
+)
+LIMITATIONS = [
+    "Trained on the datasets listed under training data only; performance on other "
+    "hospitals, scanners, populations, views (e.g. lateral, pediatric) is unknown.",
+    "Self-supervised features carry no calibrated probabilities; any classifier built on "
+    "them needs its own validation.",
+    "Biases of the training data (sex, age, disease prevalence, devices) pass into the features.",
+    "Inputs must follow the preprocessing described here; inverted (MONOCHROME1) or differently "
+    "windowed images give meaningless features.",
+]
+
+
+def content_hash(manifest: dict) -> str:
+    """sha256 over an artifact's listed files (path + sha256), a fingerprint of its data."""
+    entries = sorted((f["path"], f["sha256"]) for f in manifest.get("files", []))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
+def lineage_rows(checkpoint: Artifact) -> list[dict[str, Any]]:
+    """The checkpoint's lineage back to the raw inputs, each row with its content hash and rows.
+
+    Rows: depth, kind, id, path, found, and for artifacts found on disk
+    ``content_sha256``, ``files`` and ``rows`` (Parquet rows, rejects excluded).
+    """
+    rows = []
+    for row in lineage(checkpoint.path):
+        row = dict(row)
+        manifest_path = Path(row["path"]) / "manifest.json"
+        if row["kind"] != "raw" and manifest_path.is_file():
+            manifest = read_manifest(Path(row["path"]))
+            row["content_sha256"] = content_hash(manifest)
+            row["files"] = len(manifest.get("files", []))
+            counts = [
+                f.get("rows")
+                for f in manifest.get("files", [])
+                if f.get("rows") is not None and not f["path"].endswith("rejects.parquet")
+            ]
+            if counts:
+                row["rows"] = int(sum(counts))
+            if isinstance(manifest.get("stats", {}).get("split_counts"), dict):
+                row["split_counts"] = manifest["stats"]["split_counts"]
+        rows.append(row)
+    return rows
+
+
+def _training_data(rows: list[dict]) -> list[dict[str, Any]]:
+    keys = ("kind", "id", "path", "rows", "split_counts", "content_sha256")
+    return [
+        {k: row.get(k) for k in keys}
+        for row in rows
+        if row["kind"] in ("dataset", "annotations", "physio", "pairs")
+    ]
+
+
+def _method(checkpoint: Artifact, ckpt_config: dict) -> dict[str, Any]:
+    params = checkpoint.params
+    objective_cfg = dict(ckpt_config.get("objective_config", {}))
+    return {
+        "objective": ckpt_config.get("objective"),
+        "preset": params.get("preset") or checkpoint.stats.get("preset") or "not recorded",
+        "objective_config": {k: v for k, v in objective_cfg.items() if k != "model"},
+        "train": params.get("train", {}),
+        "optim": params.get("optim", {}),
+        "data": {k: v for k, v in params.get("data", {}).items() if k != "augment"},
+        "checkpoint_stats": {
+            k: v for k, v in checkpoint.stats.items() if not isinstance(v, dict | list)
+        },
+    }
+
+
+def _preprocessing(pre: dict) -> dict[str, Any]:
+    size = int(pre.get("image_size") or 0)
+    return {
+        "input_size": [size, size],
+        "channels": int(pre.get("in_chans", 1)),
+        "mean": pre.get("mean"),
+        "std": pre.get("std"),
+        "photometric": pre.get("photometric", "MONOCHROME2"),
+        "steps": [
+            "decode; apply modality and VOI LUT / window",
+            "MONOCHROME1 images are inverted so bone is bright (MONOCHROME2)",
+            "scale to [0, 1] by the stored type's maximum (255 or 65535)",
+            f"resize the long side to {size} px (antialiased), centre-pad to square",
+            f"normalise (x - {pre.get('mean')}) / {pre.get('std')}",
+        ],
+    }
+
+
+def _inputs_outputs(pre: dict, encoder_info: dict, onnx_input_dtype: str) -> dict[str, Any]:
+    """MONAI-bundle-like description of the network's input and outputs."""
+    size = int(pre.get("image_size") or 0)
+    width = encoder_info["embed_dim"]
+    image = {
+        "type": "image",
+        "modality": "X-ray (CR/DX), frontal",
+        "num_channels": int(pre.get("in_chans", 1)),
+        "spatial_shape": [size, size],
+        "dtype": "float32",
+        "value_range": [-1.0, 1.0],
+        "photometric": "MONOCHROME2 (bright bone)",
+        "onnx": {
+            "dtype": onnx_input_dtype,
+            "value_range": [0, 255] if onnx_input_dtype == "uint8" else [0.0, 1.0],
+            "normalisation": "inside the graph",
+        },
+    }
+    outputs = {
+        "embedding": {
+            "type": "feature",
+            "shape": ["batch", width],
+            "pooling": encoder_info["model_args"]["global_pool"],
+        },
+        "tokens": {"type": "feature", "shape": ["batch", encoder_info["num_tokens"], width]},
+    }
+    return {"inputs": {"image": image}, "outputs": outputs}
+
+
+def build_metadata(
+    checkpoint: Artifact,
+    ckpt_config: dict,
+    encoder_info: dict,
+    formats: dict[str, dict],
+    eval_metrics: dict | None,
+    eval_ref: dict | None,
+    onnx_input_dtype: str,
+) -> dict[str, Any]:
+    """Everything the card says, as one JSON-ready dict.
+
+    Takes the checkpoint artifact and its config.json, ``encoder_info`` (arch,
+    vision_config, model_args, embed_dim, num_tokens), the per-format results, the
+    eval metrics (or None) with the eval artifact's ref, and the ONNX input dtype.
+    """
+    pre = dict(ckpt_config.get("preprocessing", {}))
+    rows = lineage_rows(checkpoint)
+    evaluation = None
+    if eval_metrics is not None:
+        evaluation = {"artifact": eval_ref, "metrics": eval_metrics}
+    return {
+        "format": METADATA_FORMAT,
+        "cxrkit_version": __version__,
+        "name": f"cxrkit {ckpt_config.get('objective')} {encoder_info['arch']}",
+        "task": "chest X-ray image representation (feature extraction)",
+        "intended_use": INTENDED_USE,
+        "limitations": LIMITATIONS,
+        "architecture": encoder_info,
+        "method": _method(checkpoint, ckpt_config),
+        "preprocessing": _preprocessing(pre),
+        **_inputs_outputs(pre, encoder_info, onnx_input_dtype),
+        "checkpoint": {
+            "id": checkpoint.id,
+            "path": str(checkpoint.path.resolve()),
+            "content_sha256": content_hash(checkpoint.manifest),
+        },
+        "training_data": _training_data(rows),
+        "lineage": rows,
+        "eval": evaluation,
+        "formats": formats,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def _flat_metrics(metrics: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    rows = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += _flat_metrics(value, name + ".")
+        elif isinstance(value, int | float | str | bool) or value is None:
+            rows.append((name, value))
+    return rows
+
+
+def _card_head(meta: dict) -> list[str]:
+    arch, method, pre = meta["architecture"], meta["method"], meta["preprocessing"]
+    args = arch["model_args"]
+    lines = [
+        f"# {meta['name']}",
+        "",
+        f"**Intended use.** {meta['intended_use']}",
+        "",
+        "## Architecture",
+        "",
+        f"- image encoder: timm `{arch['arch']}`, {args['depth']} blocks, "
+        f"width {arch['embed_dim']}, patch {args['patch_size']}, "
+        f"input {pre['channels']} x {pre['input_size'][0]} x {pre['input_size'][1]}",
+        f"- outputs: `embedding` (batch, {arch['embed_dim']}), pooled by "
+        f"`{args['global_pool']}`; `tokens` (batch, {arch['num_tokens']}, {arch['embed_dim']})",
+        "",
+        "## Method",
+        "",
+        f"- objective: `{method['objective']}`, preset: {method['preset']}",
+        f"- objective settings: `{json.dumps(method['objective_config'], sort_keys=True)}`",
+    ]
+    return lines + [f"- {k}: {_fmt(v)}" for k, v in method["checkpoint_stats"].items()]
+
+
+def _card_data(meta: dict) -> list[str]:
+    lines = [
+        "",
+        "## Training data",
+        "",
+        "| kind | id | rows | splits | content sha256 | path |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {d['kind']} | `{d['id'][:16]}` | {d.get('rows') or ''} | "
+        f"{_fmt(d['split_counts']) if d.get('split_counts') else ''} | "
+        f"`{(d.get('content_sha256') or '')[:16]}` | {d['path']} |"
+        for d in meta["training_data"]
+    ] or ["| (none recorded) | | | | | |"]
+    lines += ["", "## Lineage (back to the raw inputs)", "", "```"]
+    lines += [
+        f"{'  ' * r['depth']}{r['kind']:<12} {r['id'][:16]}  {r['path']}"
+        + ("" if r["found"] else "  [missing]")
+        for r in meta["lineage"]
+    ]
+    lines += ["```", "", "## Evaluation", ""]
+    if not meta["eval"]:
+        return lines + ["No eval artifact was given (`cxrkit export --eval EVAL_DIR` adds one)."]
+    ref = meta["eval"]["artifact"] or {}
+    lines += [
+        f"From eval artifact `{ref.get('id', '')[:16]}` ({ref.get('path', '')}).",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    return lines + [f"| {k} | {_fmt(v)} |" for k, v in _flat_metrics(meta["eval"]["metrics"])]
+
+
+def _card_use(meta: dict, snippets: dict[str, str]) -> list[str]:
+    steps = meta["preprocessing"]["steps"]
+    lines = ["", "## Preprocessing", ""] + [f"{i}. {s}" for i, s in enumerate(steps, 1)]
+    lines += [
+        "",
+        "## Formats and load-back checks",
+        "",
+        "| format | status | max abs diff vs cxrkit | note |",
+        "|---|---|---|---|",
+    ]
+    for name, result in meta["formats"].items():
+        diff = result.get("max_abs_diff")
+        lines.append(
+            f"| {name} | {result['status']} | {'' if diff is None else f'{diff:.3g}'} "
+            f"| {result.get('reason') or result.get('path', '')} |"
+        )
+    for name, code in snippets.items():
+        lines += ["", f"### Load with {name}", "", "```python", code, "```"]
+    lines += ["", "## Limitations", ""] + [f"- {item}" for item in meta["limitations"]]
+    return lines + [
+        "",
+        f"Checkpoint `{meta['checkpoint']['id'][:16]}`; cxrkit {meta['cxrkit_version']}."
+        " Machine-readable: `metadata.json`.",
+        "",
+    ]
+
+
+def render_card(meta: dict, snippets: dict[str, str]) -> str:
+    """Markdown model card from :func:`build_metadata` output and per-format load snippets."""
+    return "\n".join(_card_head(meta) + _card_data(meta) + _card_use(meta, snippets))
+
+
+def write_card(out_dir: Path, meta: dict, snippets: dict[str, str]) -> None:
+    """Write ``README.md`` and ``metadata.json`` into ``out_dir``."""
+    (out_dir / "metadata.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    (out_dir / "README.md").write_text(render_card(meta, snippets))

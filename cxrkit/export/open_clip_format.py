@@ -1,0 +1,217 @@
+"""open_clip export: image-text models as a local directory open_clip loads by itself.
+
+Layout (what ``open_clip.create_model_and_transforms("local-dir:DIR")`` reads):
+``DIR/open_clip_config.json`` = ``{"model_cfg": ..., "preprocess_cfg": ...}`` and
+``DIR/open_clip_model.safetensors`` (the state dict in open_clip's key names).
+
+Which objectives apply. An image-only objective (MAE) has no text tower, so the
+format is skipped with that reason. An image-text objective opts in with:
+
+- ``text_encoder() -> nn.Module``: its text tower (this is how it is detected);
+- ``to_open_clip() -> (model_cfg, state_dict)``: open_clip's model config and the
+  weights in open_clip's names; :func:`vit_to_open_clip_visual` does the image
+  tower (a timm ViT) exactly, the objective adds its text tower and ``logit_scale``;
+- ``encode_image(images) -> (B, E)`` on normalised (B, 1, S, S) images and
+  ``encode_text(texts: list[str]) -> (B, E)``: the embeddings the export must
+  reproduce (before L2 normalisation).
+
+open_clip's vision towers take 3 channels. The 1-channel patch weight is spread
+over 3 channels (each a third), so a grey image repeated to RGB, as open_clip's
+transform makes it, gives exactly the 1-channel result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from cxrkit.errors import InputError
+from cxrkit.export.native import max_abs_diff
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+PROBE_TEXTS = [
+    "no acute cardiopulmonary process",
+    "small right pleural effusion",
+    "enlarged cardiac silhouette",
+    "left lower lobe consolidation",
+]
+
+
+def skip_reason(objective: nn.Module) -> str | None:
+    """Why this objective cannot be written as open_clip, or None when it can."""
+    name = getattr(objective, "name", type(objective).__name__)
+    text_encoder = getattr(objective, "text_encoder", None)
+    if not callable(text_encoder) or text_encoder() is None:
+        return (
+            f"objective {name!r} is image-only (no text tower); open_clip holds image-text models"
+        )
+    missing = [
+        m
+        for m in ("to_open_clip", "encode_image", "encode_text")
+        if not callable(getattr(objective, m, None))
+    ]
+    if missing:
+        return (
+            f"objective {name!r} has a text tower but does not define "
+            f"{', '.join(missing)}() for the open_clip layout"
+        )
+    return None
+
+
+def _check_plain_vit(encoder: nn.Module) -> None:
+    """Refuse ViT variants open_clip's VisionTransformer cannot express (InputError)."""
+    block = encoder.blocks[0]
+    problems = []
+    if encoder.cls_token is None or encoder.num_reg_tokens or encoder.no_embed_class:
+        problems.append("needs exactly one class token with a position slot")
+    if encoder.global_pool not in ("token", "avg"):
+        problems.append(f"global_pool {encoder.global_pool!r} (token or avg only)")
+    if not isinstance(encoder.norm_pre, nn.Identity):
+        problems.append("a pre-norm (norm_pre)")
+    if not isinstance(block.ls1, nn.Identity) or not isinstance(block.attn.q_norm, nn.Identity):
+        problems.append("layer scale or qk-norm")
+    if not isinstance(block.mlp.act, nn.GELU) or block.mlp.act.approximate != "none":
+        problems.append("an activation other than exact GELU")
+    if problems:
+        raise InputError(
+            "image encoder cannot map to open_clip's VisionTransformer: " + "; ".join(problems)
+        )
+
+
+def vit_to_open_clip_visual(
+    encoder: nn.Module, projection: torch.Tensor
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Map a timm ViT plus its image projection onto open_clip's ``VisionTransformer``.
+
+    Takes the encoder and ``projection`` (D, E) applied as ``pooled @ projection``.
+    Returns ``(vision_cfg, state_dict)`` with ``visual.``-prefixed keys. The patch
+    bias (open_clip's conv has none) is folded into the patch positions; equal
+    outputs are exact up to float rounding. Raises InputError for ViT variants that
+    open_clip cannot express.
+    """
+    _check_plain_vit(encoder)
+    sd = {k: v.detach().float() for k, v in encoder.state_dict().items()}
+    width, depth = encoder.embed_dim, len(encoder.blocks)
+    heads = encoder.blocks[0].attn.num_heads
+    weight = sd["patch_embed.proj.weight"]  # (D, C, P, P)
+    conv = weight.repeat(1, 3 // weight.shape[1], 1, 1) / (3 // weight.shape[1])
+    positions = sd["pos_embed"][0].clone()  # (1 + L, D)
+    if "patch_embed.proj.bias" in sd:
+        positions[1:] += sd["patch_embed.proj.bias"]
+    avg = encoder.global_pool == "avg"
+    final_norm = "fc_norm" if avg else "norm"
+    out = {
+        "visual.conv1.weight": conv,
+        "visual.class_embedding": sd["cls_token"][0, 0],
+        "visual.positional_embedding": positions,
+        "visual.proj": projection.detach().float(),
+        "visual.ln_post.weight": sd[f"{final_norm}.weight"],
+        "visual.ln_post.bias": sd[f"{final_norm}.bias"],
+    }
+    pairs = {
+        "ln_1": "norm1",
+        "ln_2": "norm2",
+        "attn.out_proj": "attn.proj",
+        "mlp.c_fc": "mlp.fc1",
+        "mlp.c_proj": "mlp.fc2",
+    }
+    for i in range(depth):
+        src, dst = f"blocks.{i}.", f"visual.transformer.resblocks.{i}."
+        for theirs, ours in pairs.items():
+            for part in ("weight", "bias"):
+                out[f"{dst}{theirs}.{part}"] = sd[f"{src}{ours}.{part}"]
+        out[f"{dst}attn.in_proj_weight"] = sd[f"{src}attn.qkv.weight"]
+        out[f"{dst}attn.in_proj_bias"] = sd.get(f"{src}attn.qkv.bias", torch.zeros(3 * width))
+    block = encoder.blocks[0]
+    vision_cfg = {
+        "image_size": list(encoder.patch_embed.img_size)[0],
+        "patch_size": list(encoder.patch_embed.patch_size)[0],
+        "width": width,
+        "layers": depth,
+        "head_width": width // heads,
+        "mlp_ratio": block.mlp.fc1.out_features / width,
+        "no_ln_pre": True,
+        "pool_type": "avg" if avg else "tok",
+        "final_ln_after_pool": avg,
+        "norm_kwargs": {"eps": float(block.norm1.eps)},
+    }
+    return vision_cfg, {k: v.contiguous() for k, v in out.items()}
+
+
+def preprocess_cfg(preprocessing: dict) -> dict[str, Any]:
+    """open_clip's preprocess config for a cxrkit model: grey as RGB, resize long side, pad."""
+    return {
+        "size": int(preprocessing["image_size"]),
+        "mode": "RGB",
+        "mean": [float(preprocessing["mean"])] * 3,
+        "std": [float(preprocessing["std"])] * 3,
+        "interpolation": "bilinear",
+        "resize_mode": "longest",
+        "fill_color": 0,
+    }
+
+
+def write_open_clip(
+    out_dir: Path, model_cfg: dict, state_dict: dict[str, torch.Tensor], preprocess: dict
+) -> Path:
+    """Write ``open_clip_config.json`` + ``open_clip_model.safetensors`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    save_file(tensors, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess}
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    return out_dir
+
+
+def load_open_clip(out_dir: Path) -> tuple[nn.Module, Any, Any]:
+    """Load an exported directory with open_clip only: ``(model, preprocess, tokenizer)``.
+
+    Uses ``create_model_and_transforms('local-dir:...')`` (strict load, safetensors,
+    no hub) and ``get_tokenizer`` on the same directory.
+    """
+    import open_clip
+
+    name = f"local-dir:{Path(out_dir).resolve()}"
+    model, _, preprocess = open_clip.create_model_and_transforms(name)
+    return model.eval(), preprocess, open_clip.get_tokenizer(name)
+
+
+@torch.no_grad()
+def verify(
+    out_dir: Path, objective: nn.Module, images: torch.Tensor, texts: list[str] | None = None
+) -> dict[str, Any]:
+    """Load the export with open_clip and compare embeddings with the cxrkit objective.
+
+    Takes the export dir, the objective, normalised (B, 1, S, S) images and probe
+    texts. Returns ``max_abs_diff`` (worst of image, text, logit_scale), each part, and
+    ``reference_scale`` (largest |embedding|, which float rounding grows with).
+    """
+    texts = texts or PROBE_TEXTS
+    model, _, tokenizer = load_open_clip(out_dir)
+    rgb = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images  # (B, 3, S, S)
+    ref_image, ref_text = objective.encode_image(images), objective.encode_text(texts)
+    diff_image = max_abs_diff(model.encode_image(rgb), ref_image)
+    diff_text = max_abs_diff(model.encode_text(tokenizer(texts)), ref_text)
+    diffs = {"max_abs_diff_image": diff_image, "max_abs_diff_text": diff_text}
+    scale = max(float(ref_image.abs().max()), float(ref_text.abs().max()))
+    logit_scale = getattr(objective, "logit_scale", None)
+    if isinstance(logit_scale, torch.Tensor):
+        diffs["max_abs_diff_logit_scale"] = max_abs_diff(
+            model.logit_scale.reshape(-1), logit_scale.reshape(-1)
+        )
+    return {
+        "max_abs_diff": max(diffs.values()),
+        **diffs,
+        "reference_scale": scale,
+        "texts_checked": len(texts),
+    }

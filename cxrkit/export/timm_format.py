@@ -1,0 +1,123 @@
+"""timm export: the image encoder directory loads with plain ``timm.create_model``.
+
+Two ways work on the same files (``image_encoder/model.safetensors`` + ``config.json``):
+
+1. ``timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=...),
+   in_chans=1, num_classes=0, img_size=..., patch_size=..., ...)`` (the snippet in the
+   model card lists every keyword this encoder needs);
+2. ``timm.create_model("local-dir:PATH/image_encoder", pretrained=True)``.
+
+What timm does with a 1-channel checkpoint: ``load_pretrained`` compares the
+checkpoint's ``patch_embed.proj.weight`` with the model's; when the shapes already
+match (1 channel both sides) it loads the weight unchanged and never calls
+``adapt_input_conv``. It only warns when ``pretrained_cfg['input_size']`` still
+declares 3 channels, which is why the overlay here sets ``input_size=(1, H, W)``.
+``adapt_input_conv(1, w, base_chans=1)`` itself returns ``w`` unchanged; the check
+below records both facts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cxrkit.export.native import CONFIG, WEIGHTS, max_abs_diff
+
+log = logging.getLogger(__name__)
+
+
+def create_kwargs(encoder_dir: Path) -> tuple[str, dict[str, Any]]:
+    """(arch, keyword arguments) for ``timm.create_model`` that load this export's weights."""
+    config = json.loads((Path(encoder_dir) / CONFIG).read_text())
+    pretrained_cfg = config["pretrained_cfg"]
+    overlay = {
+        "file": str(Path(encoder_dir) / WEIGHTS),
+        "input_size": tuple(pretrained_cfg["input_size"]),
+        "num_classes": 0,
+        "mean": tuple(pretrained_cfg["mean"]),
+        "std": tuple(pretrained_cfg["std"]),
+    }
+    return config["architecture"], {
+        "pretrained": True,
+        "pretrained_cfg_overlay": overlay,
+        **config["model_args"],
+    }
+
+
+def snippet(encoder_dir_name: str, encoder_dir: Path) -> str:
+    """Python code a user runs to load the export with timm (for the model card)."""
+    arch, kwargs = create_kwargs(encoder_dir)
+    args = {k: v for k, v in kwargs.items() if k not in ("pretrained", "pretrained_cfg_overlay")}
+    lines = [
+        "import timm",
+        f"model = timm.create_model({arch!r}, pretrained=True,",
+        f"    pretrained_cfg_overlay=dict(file='{encoder_dir_name}/{WEIGHTS}', "
+        f"input_size={tuple(kwargs['pretrained_cfg_overlay']['input_size'])}),",
+        "    " + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ").eval()",
+        f"# or: timm.create_model('local-dir:{encoder_dir_name}', pretrained=True).eval()",
+    ]
+    return "\n".join(lines)
+
+
+def load_with_timm(encoder_dir: Path, local_dir: bool = False) -> nn.Module:
+    """Load the exported image encoder with timm alone, in eval mode.
+
+    ``local_dir`` picks timm's ``local-dir:`` route (reads ``config.json``) instead of
+    the ``pretrained_cfg_overlay`` route. Never reaches a hub: the weights come from
+    the file named in the config.
+    """
+    import timm
+
+    if local_dir:
+        return timm.create_model(f"local-dir:{Path(encoder_dir).resolve()}", pretrained=True).eval()
+    arch, kwargs = create_kwargs(encoder_dir)
+    return timm.create_model(arch, **kwargs).eval()
+
+
+def adapt_input_conv_is_noop(weight: torch.Tensor) -> bool:
+    """True when timm's ``adapt_input_conv`` leaves a 1-channel patch weight unchanged."""
+    from timm.models import adapt_input_conv
+
+    channels = weight.shape[1]
+    return bool(
+        torch.equal(adapt_input_conv(channels, weight.clone(), base_chans=channels), weight)
+    )
+
+
+@torch.no_grad()
+def verify(encoder_dir: Path, reference: nn.Module, images: torch.Tensor) -> dict[str, Any]:
+    """Load with timm both ways and compare with the cxrkit encoder on normalised ``images``.
+
+    Takes the export's image encoder dir, the cxrkit encoder and a (B, C, S, S) batch.
+    Returns the stats recorded in the manifest: ``max_abs_diff`` (pooled features and
+    tokens, worst of both routes), ``weights_identical``, ``adapt_input_conv_noop``.
+    """
+    reference = reference.eval()
+    expected_pooled = reference(images)  # (B, D)
+    expected_tokens = reference.forward_features(images)  # (B, P + L, D)
+    diffs = {}
+    identical = True
+    ref_state = reference.state_dict()
+    for route, local in (("overlay", False), ("local_dir", True)):
+        model = load_with_timm(encoder_dir, local_dir=local)
+        diffs[route] = max(
+            max_abs_diff(model(images), expected_pooled),
+            max_abs_diff(model.forward_features(images), expected_tokens),
+        )
+        state = model.state_dict()
+        identical &= state.keys() == ref_state.keys() and all(
+            torch.equal(state[k], ref_state[k]) for k in ref_state
+        )
+    weight = ref_state["patch_embed.proj.weight"]
+    return {
+        "max_abs_diff": max(diffs.values()),
+        "max_abs_diff_by_route": diffs,
+        "weights_identical": bool(identical),
+        "in_chans": int(weight.shape[1]),
+        "adapt_input_conv_noop": adapt_input_conv_is_noop(weight),
+    }

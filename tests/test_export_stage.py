@@ -1,0 +1,238 @@
+"""The export stage end to end: real data -> checkpoint -> export, card, lineage, tampering, CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+import torch
+from test_export_helpers import (
+    TINY_MAE,
+    TINY_VIT,
+    ingest_real_dataset,
+    make_checkpoint,
+    make_eval,
+)
+from typer.testing import CliRunner
+
+from cxrkit.artifacts import open_artifact, verify
+from cxrkit.cli import app
+from cxrkit.errors import ArtifactError, ConfigError
+from cxrkit.export import native
+from cxrkit.export.open_clip_format import load_open_clip
+from cxrkit.models.loading import load, load_image_encoder
+from cxrkit.stages.export import ExportConfig, run
+
+METRICS = {"auroc": {"macro": 0.71, "Cardiomegaly": 0.8}, "n_images": 3}
+
+
+@pytest.fixture(autouse=True)
+def _detach_cli_log_handlers():
+    # The CLI attaches a handler to CliRunner's temporary stderr; drop it so later
+    # library logging does not write to a closed stream.
+    yield
+    logging.getLogger("cxrkit").handlers.clear()
+    logging.getLogger("cxrkit").propagate = True
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """dataset (3 real JPEGs) -> MAE checkpoint -> eval -> export in all formats."""
+    root = tmp_path_factory.mktemp("export")
+    dataset = ingest_real_dataset(root / "dataset", root)
+    checkpoint = make_checkpoint(root / "ckpt", "mae", TINY_MAE, [dataset])
+    evaluation = make_eval(root / "eval", checkpoint, METRICS)
+    export = run(
+        ExportConfig(
+            checkpoint=str(checkpoint.path), out=str(root / "export"), eval=str(evaluation.path)
+        )
+    )
+    return {
+        "root": root,
+        "dataset": dataset,
+        "checkpoint": checkpoint,
+        "eval": evaluation,
+        "export": export,
+    }
+
+
+def test_every_format_loads_back_within_tolerance(pipeline):
+    stats = pipeline["export"].stats
+    for name in ("safetensors", "timm", "onnx"):
+        print(f"export {name}: max abs diff {stats[name + '_max_abs_diff']:.3g}")
+    assert stats["safetensors"] == "ok" and stats["safetensors_max_abs_diff"] <= 1e-5
+    assert stats["timm"] == "ok" and stats["timm_max_abs_diff"] <= 1e-5
+    assert stats["onnx"] == "ok" and stats["onnx_max_abs_diff"] <= 1e-4
+
+
+def test_timm_check_records_one_channel_facts(pipeline):
+    meta = json.loads((pipeline["export"].path / "metadata.json").read_text())
+    timm_check = meta["formats"]["timm"]
+    assert timm_check["adapt_input_conv_noop"] and timm_check["weights_identical"]
+    assert timm_check["in_chans"] == 1
+
+
+def test_open_clip_is_skipped_for_image_only_mae(pipeline):
+    stats = pipeline["export"].stats
+    assert stats["open_clip"] == "skipped"
+    assert "image-only" in stats["open_clip_skip_reason"]
+    assert pipeline["export"].stats["formats_skipped"] == 1
+    assert not (pipeline["export"].path / "open_clip").exists()
+
+
+def test_export_verifies_and_records_its_inputs(pipeline):
+    export = pipeline["export"]
+    assert verify(export.path) == []
+    assert [i["id"] for i in export.manifest["inputs"]] == [
+        pipeline["checkpoint"].id,
+        pipeline["eval"].id,
+    ]
+    names = {f["path"] for f in export.manifest["files"]}
+    assert {
+        "README.md",
+        "metadata.json",
+        "image_encoder/model.safetensors",
+        "image_encoder/config.json",
+        "onnx/image_encoder.onnx",
+    } <= names
+    assert not [n for n in names if n.endswith((".pt", ".pth", ".pkl", ".bin"))]
+
+
+def test_model_card_states_data_lineage_eval_and_use(pipeline):
+    text = (pipeline["export"].path / "README.md").read_text()
+    dataset = pipeline["dataset"]
+    raw_id = dataset.manifest["inputs"][0]["id"]
+    assert dataset.id[:16] in text and raw_id[:16] in text
+    assert "| dataset |" in text and "| 3 |" in text  # 3 real images in the training data
+    assert "| auroc.macro | 0.71 |" in text
+    assert "not for diagnosis" in text and "MONOCHROME1" in text
+    assert "objective: `mae`, preset: test-tiny" in text
+    assert "timm.create_model('vit_tiny_patch16_224'" in text
+
+
+def test_metadata_describes_inputs_outputs_and_preprocessing(pipeline):
+    meta = json.loads((pipeline["export"].path / "metadata.json").read_text())
+    assert meta["inputs"]["image"]["spatial_shape"] == [64, 64]
+    assert meta["inputs"]["image"]["num_channels"] == 1
+    assert meta["outputs"]["embedding"]["shape"] == ["batch", 192]
+    assert meta["outputs"]["tokens"]["shape"] == ["batch", 17, 192]
+    assert meta["preprocessing"]["mean"] == 0.5 and meta["preprocessing"]["std"] == 0.5
+    assert [row["kind"] for row in meta["lineage"]] == ["checkpoint", "dataset", "raw"]
+    assert meta["training_data"][0]["rows"] == 3
+    assert meta["eval"]["metrics"] == METRICS
+
+
+@torch.no_grad()
+def test_exported_encoder_loads_into_cxrkit_with_identical_features(pipeline):
+    encoder, cfg = native.load_exported_encoder(pipeline["export"].path)
+    reference, _ = load_image_encoder(pipeline["checkpoint"].path)
+    images = native.normalise(native.probe_images(64), {"mean": 0.5, "std": 0.5})
+    assert native.max_abs_diff(encoder(images), reference(images)) == 0.0
+    assert cfg.image_size == 64
+    assert isinstance(load(pipeline["export"].path / "image_encoder"), torch.nn.Module)
+
+
+def test_tampered_weights_fail_verify(pipeline, tmp_path):
+    copy = tmp_path / "tampered"
+    shutil.copytree(pipeline["export"].path, copy)
+    weights = copy / "image_encoder" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # one bit of the last weight
+    weights.write_bytes(bytes(data))
+    problems = verify(copy)
+    assert problems == ["changed file image_encoder/model.safetensors (sha256 mismatch)"]
+    with pytest.raises(ArtifactError, match="failed verification"):
+        native.load_exported_encoder(copy)
+    result = CliRunner().invoke(app, ["verify", str(copy)])
+    assert result.exit_code == ArtifactError.exit_code
+    assert "image_encoder/model.safetensors" in result.output
+
+
+def test_rerun_with_same_inputs_is_a_noop(pipeline):
+    export = pipeline["export"]
+    again = run(
+        ExportConfig(
+            checkpoint=str(pipeline["checkpoint"].path),
+            out=str(export.path),
+            eval=str(pipeline["eval"].path),
+        )
+    )
+    assert again.id == export.id
+    assert again.manifest["created"] == export.manifest["created"]
+
+
+def test_eval_of_another_checkpoint_is_refused(pipeline):
+    root = pipeline["root"]
+    other_cfg = {**TINY_MAE, "mask_ratio": 0.5}  # another config -> another checkpoint id
+    other = make_checkpoint(root / "other-ckpt", "mae", other_cfg, [pipeline["dataset"]])
+    with pytest.raises(ConfigError, match="did not evaluate"):
+        run(
+            ExportConfig(
+                checkpoint=str(other.path),
+                out=str(root / "other-export"),
+                eval=str(pipeline["eval"].path),
+            )
+        )
+
+
+def test_image_text_checkpoint_exports_open_clip(pipeline):
+    root = pipeline["root"]
+    checkpoint = make_checkpoint(
+        root / "clip-ckpt", "test-tiny-clip", {"model": TINY_VIT}, [pipeline["dataset"]]
+    )
+    export = run(
+        ExportConfig(
+            checkpoint=str(checkpoint.path), out=str(root / "clip-export"), formats=["open_clip"]
+        )
+    )
+    result = json.loads((export.path / "metadata.json").read_text())["formats"]["open_clip"]
+    print(
+        f"export open_clip: image {result['max_abs_diff_image']:.3g}, "
+        f"text {result['max_abs_diff_text']:.3g}"
+    )
+    assert result["status"] == "ok" and result["max_abs_diff"] <= 1e-5
+    model, _, tokenizer = load_open_clip(export.path / "open_clip")
+    assert model.encode_text(tokenizer(["effusion"])).shape == (1, 16)
+    assert export.stats["formats_ok"] == 1 and "onnx" not in export.stats
+
+
+def test_cli_export_writes_chosen_formats_and_prints_json(pipeline):
+    root = pipeline["root"]
+    out = root / "cli-export"
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(pipeline["checkpoint"].path),
+            "--out",
+            str(out),
+            "--format",
+            "safetensors,onnx",
+            "--onnx-uint8",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(result.stdout)
+    assert manifest["stats"]["safetensors"] == "ok" and manifest["stats"]["onnx"] == "ok"
+    assert "timm" not in manifest["stats"] and "open_clip" not in manifest["stats"]
+    assert manifest["params"]["onnx_input_dtype"] == "uint8"
+    assert open_artifact(out, kind="export").id == manifest["id"]
+
+
+def test_cli_unknown_format_is_a_usage_error(pipeline, tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(pipeline["checkpoint"].path),
+            "--out",
+            str(tmp_path / "x"),
+            "--format",
+            "safetensors,pickle",
+        ],
+    )
+    assert result.exit_code == ConfigError.exit_code
+    assert "pickle" in result.output
