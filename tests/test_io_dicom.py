@@ -219,10 +219,22 @@ def test_burned_in_annotation_is_rejected_unless_allowed(tmp_path):
     np.testing.assert_array_equal(image.pixels, decoded("RG1_UNCR").pixels)
 
 
-def test_missing_decoder_names_the_transfer_syntax():
-    reject = reject_of(bundled.pydicom_test_file("JPEG-LL.dcm"), check_chest=False)
+def test_jpeg_lossless_decodes():
+    # Real JPEG Lossless (process 14, SV1) file; common in hospital CR/DX archives.
+    image = read_dicom(bundled.pydicom_test_file("JPEG-LL.dcm"), check_chest=False)
+    assert image.pixels.shape == (1024, 256)
+    assert image.meta["transfer_syntax"] == "1.2.840.10008.1.2.4.70"
+    assert 0.0 <= image.pixels.min() < image.pixels.max() <= 1.0
+
+
+def test_missing_decoder_names_the_transfer_syntax(tmp_path):
+    ds = pydicom.dcmread(bundled.rg1_dicoms()["RG1_J2KR"])
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG-2: no decoder exists
+    path = tmp_path / "mpeg2.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    reject = reject_of(path)
     assert reject.reason == "unsupported_transfer_syntax"
-    assert "1.2.840.10008.1.2.4.70" in reject.detail and "JPEG Lossless" in reject.detail
+    assert "1.2.840.10008.1.2.4.100" in reject.detail and "MPEG2" in reject.detail
 
 
 def test_multiframe_uses_the_first_frame():

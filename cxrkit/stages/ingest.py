@@ -94,6 +94,8 @@ def _init_worker(state: dict) -> None:
     from cxrkit.io.deid import Pseudonymizer
     from cxrkit.io.reports import ReportIndex
 
+    # pydicom logs warnings that quote file paths; the reader records them itself.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
     _ctx.clear()
     _ctx.update(state)
     _ctx["pseudo"] = Pseudonymizer(state["salt"])
@@ -114,7 +116,9 @@ def _process(item: tuple[str, dict | None]) -> dict:
     except MemoryError:
         raise
     except Exception as exc:  # an unforeseen decoder failure must not stop a 377k-image run
-        detail = f"{type(exc).__name__}: {exc}"
+        from cxrkit.io.images import scrub_path
+
+        detail = scrub_path(f"{type(exc).__name__}: {exc}", path)
         return {"reject": {"path": shown, "reason": "corrupt_pixels", "detail": detail}}
 
 
