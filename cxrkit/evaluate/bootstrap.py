@@ -16,6 +16,8 @@ import numpy as np
 
 from cxrkit.evaluate import metrics
 
+WEIGHT_BUDGET = 4_000_000  # entries of a (resamples, rows) weight chunk: ~32 MB as float64
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -62,21 +64,27 @@ def bootstrap_ci(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    weighted: Callable[..., np.ndarray] | None = None,
 ) -> Interval:
     """Percentile interval of ``statistic(*arrays)`` under (grouped) resampling.
 
-    ``arrays`` are aligned on their first axis. Returns NaN bounds when fewer than
-    half the resamples give a finite statistic.
+    ``arrays`` are aligned on their first axis. ``weighted(*arrays, weights (B, n)) -> (B,)``,
+    when given, computes all resamples at once (the metrics module has them for AUROC,
+    AUPRC, F1, accuracy); otherwise ``statistic`` runs once per resample. Returns NaN
+    bounds when fewer than half the resamples give a finite statistic.
     """
     arrays = [np.asarray(a) for a in arrays]
     n = len(arrays[0])
     rng = np.random.default_rng(seed)
     weights = resample_weights(n, groups, n_boot, rng)
-    rows = np.arange(n)
-    values = np.empty(n_boot)
-    for b in range(n_boot):
-        index = np.repeat(rows, weights[b])
-        values[b] = statistic(*(a[index] for a in arrays))
+    if weighted is not None:
+        chunk = max(1, WEIGHT_BUDGET // max(n, 1))  # bound the (chunk, n) float matrices
+        values = np.concatenate(
+            [weighted(*arrays, weights[i : i + chunk]) for i in range(0, n_boot, chunk)]
+        )
+    else:
+        rows = np.arange(n)
+        values = np.array([statistic(*(a[np.repeat(rows, w)] for a in arrays)) for w in weights])
     finite = values[np.isfinite(values)]
     if finite.size < n_boot / 2:
         return Interval(float("nan"), float("nan"), int(finite.size), n_boot)
@@ -113,14 +121,22 @@ def class_report(
         return report
     report["status"] = "ok"
     report["threshold"] = float(threshold)
-    statistics: dict[str, Callable[..., float]] = {
-        "auroc": metrics.auroc,
-        "auprc": metrics.auprc,
-        "f1": lambda y, s: metrics.f1_at(y, s, threshold),
-        "accuracy": lambda y, s: metrics.accuracy_at(y, s, threshold),
+    statistics = {
+        "auroc": (metrics.auroc, metrics.auroc_weighted),
+        "auprc": (metrics.auprc, metrics.auprc_weighted),
+        "f1": (
+            lambda y, s: metrics.f1_at(y, s, threshold),
+            lambda y, s, w: metrics.f1_weighted(y, s, w, threshold),
+        ),
+        "accuracy": (
+            lambda y, s: metrics.accuracy_at(y, s, threshold),
+            lambda y, s, w: metrics.accuracy_weighted(y, s, w, threshold),
+        ),
     }
-    for offset, (name, fn) in enumerate(statistics.items()):
-        interval = bootstrap_ci(fn, (labels, scores), groups, n_boot, level, seed + offset)
+    for offset, (name, (fn, vectorised)) in enumerate(statistics.items()):
+        interval = bootstrap_ci(
+            fn, (labels, scores), groups, n_boot, level, seed + offset, weighted=vectorised
+        )
         report[name] = {"value": float(fn(labels, scores)), "ci": interval.as_list()}
     report["ci_level"] = level
     report["ci_resampling"] = "patient" if groups is not None else "image"
@@ -157,19 +173,30 @@ def macro_report(
     labels = np.asarray(label_matrix, dtype=np.float64)[:, usable]  # (N, C')
     scores = np.asarray(score_matrix, dtype=np.float64)[:, usable]  # (N, C')
 
-    def macro(fn: Callable[..., float]) -> Callable[..., float]:
+    def macro(fn: Callable[..., float], vectorised) -> tuple[Callable, Callable]:
         def statistic(y: np.ndarray, s: np.ndarray) -> float:
             values = []
             for c in range(y.shape[1]):
                 known = ~np.isnan(y[:, c]) & ~np.isnan(s[:, c])
                 values.append(fn(y[known, c], s[known, c]))
-            return float(np.mean(values))  # NaN when a class has no positive in the resample
+            return float(np.mean(values))
 
-        return statistic
+        def weighted(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
+            per_class = []
+            for c in range(y.shape[1]):
+                known = ~np.isnan(y[:, c]) & ~np.isnan(s[:, c])
+                per_class.append(vectorised(y[known, c], s[known, c], w[:, known]))
+            return np.mean(per_class, axis=0)  # NaN when a class has no positive drawn
 
-    for offset, (name, fn) in enumerate((("auroc", metrics.auroc), ("auprc", metrics.auprc))):
-        statistic = macro(fn)
-        interval = bootstrap_ci(statistic, (labels, scores), groups, n_boot, level, seed + offset)
+        return statistic, weighted
+
+    pairs = (("auroc", metrics.auroc, metrics.auroc_weighted),
+             ("auprc", metrics.auprc, metrics.auprc_weighted))  # fmt: skip
+    for offset, (name, fn, vectorised) in enumerate(pairs):
+        statistic, weighted = macro(fn, vectorised)
+        interval = bootstrap_ci(
+            statistic, (labels, scores), groups, n_boot, level, seed + offset, weighted=weighted
+        )
         out[f"macro_{name}"] = {"value": statistic(labels, scores), "ci": interval.as_list()}
     out["status"] = "ok"
     return out

@@ -134,3 +134,61 @@ def ranks_of_matches(similarity: np.ndarray) -> np.ndarray:
 def recall_at_k(ranks: np.ndarray, k: int) -> float:
     """Fraction of queries whose match ranks within the top ``k``."""
     return float(np.mean(np.asarray(ranks) <= k))
+
+
+# ---------------------------------------------------------------- weighted, vectorised
+# The bootstrap evaluates a statistic on B resamples at once: each resample is a
+# row of integer multiplicities ``weights`` (B, n), and these functions return (B,)
+# values equal to the plain metric on the repeated rows (tested). Ties between
+# scores form one group, exactly as in the plain versions.
+
+
+def _grouped(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray, descending: bool):
+    """Per distinct score (sorted), the positive and negative weight of each resample: (B, G)."""
+    labels = np.asarray(labels).astype(bool)
+    unique, inverse = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
+    if descending:
+        inverse = unique.size - 1 - inverse
+    weights = np.asarray(weights, dtype=np.float64)
+    pos = np.zeros((weights.shape[0], unique.size))
+    neg = np.zeros_like(pos)
+    for target, mask in ((pos, labels), (neg, ~labels)):
+        np.add.at(target.T, inverse[mask], weights[:, mask].T)  # sum weights per score group
+    return pos, neg
+
+
+def auroc_weighted(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of each resample (B,); NaN where a resample lacks positives or negatives."""
+    pos, neg = _grouped(labels, scores, weights, descending=False)
+    neg_below = np.cumsum(neg, axis=1) - neg  # negatives with strictly lower scores
+    wins = np.sum(pos * (neg_below + 0.5 * neg), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return wins / (pos.sum(axis=1) * neg.sum(axis=1))
+
+
+def auprc_weighted(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Average precision of each resample (B,); NaN where a resample has no positive."""
+    pos, neg = _grouped(labels, scores, weights, descending=True)
+    true_pos = np.cumsum(pos, axis=1)
+    drawn = true_pos + np.cumsum(neg, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(drawn > 0, true_pos / drawn, 0.0)
+        return np.sum(pos * precision, axis=1) / pos.sum(axis=1)
+
+
+def f1_weighted(labels, scores, weights, threshold: float) -> np.ndarray:
+    """F1 of ``score >= threshold`` for each resample (B,)."""
+    labels = np.asarray(labels).astype(bool)
+    predicted = np.asarray(scores) >= threshold
+    weights = np.asarray(weights, dtype=np.float64)
+    true_pos = weights @ (predicted & labels)
+    denom = weights @ predicted + weights @ labels
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(true_pos > 0, 2.0 * true_pos / denom, 0.0)
+
+
+def accuracy_weighted(labels, scores, weights, threshold: float) -> np.ndarray:
+    """Accuracy of ``score >= threshold`` for each resample (B,)."""
+    correct = (np.asarray(scores) >= threshold) == np.asarray(labels).astype(bool)
+    weights = np.asarray(weights, dtype=np.float64)
+    return (weights @ correct) / weights.sum(axis=1)
