@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from cxrkit.errors import ConfigError, InputError
@@ -152,13 +153,15 @@ def _read_csv(path: Path, columns: Sequence[str], floats: Sequence[str] = ()) ->
 
 
 def _float_column(table: pa.Table, name: str) -> np.ndarray:
-    return table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)  # null -> NaN
+    return pc.fill_null(table.column(name), float("nan")).to_numpy().astype(np.float64)
 
 
 def _collapse(
     keys: Sequence[str], values: np.ndarray, classes: Sequence[str], patients=None
 ) -> LabelFile:
     """One row per key; repeated keys (RSNA/SIIM list one row per box) take the max label."""
+    if len(set(keys)) == len(keys):  # the common case: nothing to collapse
+        return LabelFile(list(classes), list(keys), values, list(patients) if patients else None)
     unique, first, inverse = np.unique(
         np.asarray(keys, dtype=object).astype(str), return_index=True, return_inverse=True
     )
@@ -174,12 +177,11 @@ def _collapse(
 def read_nih(path: Path) -> LabelFile:
     """NIH ChestX-ray14 ``Data_Entry`` CSV: pipe-separated "Finding Labels", all definite."""
     table = _read_csv(path, ["Image Index", "Finding Labels", "Patient ID"])
-    findings = [set((text or "").split("|")) - {""} for text in table.column(1).to_pylist()]
-    classes = sorted(set().union(*findings))
-    column = {c: j for j, c in enumerate(classes)}
-    values = np.zeros((len(findings), len(classes)))
-    for i, found in enumerate(findings):
-        values[i, [column[c] for c in found]] = 1.0
+    encoded = pc.dictionary_encode(table.column(1)).combine_chunks()  # ~800 distinct lists
+    lists = [set((text or "").split("|")) - {""} for text in encoded.dictionary.to_pylist()]
+    classes = sorted(set().union(*lists))
+    per_list = np.array([[float(c in found) for c in classes] for found in lists])
+    values = per_list[pc.fill_null(encoded.indices, 0).to_numpy()]
     return _collapse(table.column(0).to_pylist(), values, classes, table.column(2).to_pylist())
 
 
@@ -193,7 +195,8 @@ def read_chexpert(path: Path) -> LabelFile:
     table = _read_csv(path, ["Path", *classes], floats=classes)
     values = np.column_stack([_float_column(table, c) for c in classes])
     paths = table.column(0).to_pylist()
-    patients = [m.group(0) if (m := re.search(r"patient\d+", p or "")) else None for p in paths]
+    found = pc.extract_regex(table.column(0), r"(?P<patient>patient\d+)")
+    patients = pc.struct_field(found, "patient").to_pylist()  # null where no match
     return _collapse(paths, values, classes, patients)
 
 
@@ -235,17 +238,15 @@ def read_padchest(path: Path) -> LabelFile:
     """PadChest CSV: "Labels" is a list literal of findings; rows without labels stay unknown."""
     table = _read_csv(path, ["ImageID", "PatientID", "Labels"])
     classes = list(PADCHEST_MAP)
-    term_classes: dict[str, list[int]] = {}  # ~200 distinct terms: classify each once
-    values = np.full((table.num_rows, len(classes)), np.nan)
-    for i, text in enumerate(table.column(2).to_pylist()):
+    # ~160k rows hold far fewer distinct label lists: classify each distinct list once
+    encoded = pc.dictionary_encode(table.column(2)).combine_chunks()
+    per_list = np.full((len(encoded.dictionary) + 1, len(classes)), np.nan)  # last row: null
+    for i, text in enumerate(encoded.dictionary.to_pylist()):
         terms = [t.strip() for t in re.findall(r"'([^']*)'", text or "") if t.strip()]
-        if not terms:
-            continue
-        values[i] = 0.0
-        for term in terms:
-            if term not in term_classes:
-                term_classes[term] = [j for j, c in enumerate(classes) if PADCHEST_MAP[c](term)]
-            values[i, term_classes[term]] = 1.0
+        if terms:
+            per_list[i] = [float(any(map(PADCHEST_MAP[c], terms))) for c in classes]
+    index = pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy()
+    values = per_list[index]
     return _collapse(table.column(0).to_pylist(), values, classes, table.column(1).to_pylist())
 
 

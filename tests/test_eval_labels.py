@@ -1,0 +1,97 @@
+"""Label sources: the public label CSVs shipped by torchxrayvision, name matching, policies."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxrkit.errors import InputError
+from cxrkit.evaluate import labels
+
+
+def _xrv_data(name: str) -> Path:
+    try:
+        files = importlib.metadata.files("torchxrayvision") or []
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("torchxrayvision (label CSVs) not installed")
+    for entry in files:
+        if str(entry).endswith(f"data/{name}"):
+            return Path(entry.locate())
+    pytest.skip(f"torchxrayvision ships no {name}")
+
+
+def _positives(parsed: labels.LabelFile, name: str) -> int:
+    return int(np.sum(parsed.values[:, parsed.classes.index(name)] == 1))
+
+
+def test_nih_data_entry_parses_pipe_separated_findings():
+    parsed = labels.read_label_file(_xrv_data("Data_Entry_2017_v2020.csv.gz"), "nih")
+    assert len(parsed.keys) == 112_120
+    assert len(parsed.classes) == 15  # 14 findings + No Finding
+    assert _positives(parsed, "Pneumonia") == 1_431
+    assert _positives(parsed, "No Finding") == 60_361
+    assert parsed.patients[0] == "1"
+
+
+def test_chexpert_csv_keeps_uncertain_and_blank_labels():
+    parsed = labels.read_label_file(_xrv_data("chexpert_train.csv.gz"), "chexpert")
+    assert len(parsed.keys) == 223_414
+    assert parsed.classes[0] == "No Finding" and len(parsed.classes) == 14
+    pneumonia = parsed.values[:, parsed.classes.index("Pneumonia")]
+    assert int(np.sum(pneumonia == 1)) == 6_039
+    assert np.sum(pneumonia == -1) > 0 and np.isnan(pneumonia).sum() > 0
+    assert parsed.patients[0] == "patient00001"
+
+
+def test_rsna_boxes_collapse_to_one_label_per_patient():
+    parsed = labels.read_label_file(_xrv_data("kaggle_stage_2_train_labels.csv.zip"), "rsna")
+    assert len(parsed.keys) == 26_684
+    assert _positives(parsed, "Pneumonia") == 6_012
+
+
+def test_siim_rle_becomes_binary_pneumothorax():
+    parsed = labels.read_label_file(_xrv_data("siim-pneumothorax-train-rle.csv.gz"), "siim")
+    assert len(parsed.keys) == 12_047
+    assert _positives(parsed, "Pneumothorax") == 2_669
+    assert set(np.unique(parsed.values)) == {0.0, 1.0}
+
+
+def test_padchest_terms_fold_onto_chexpert_classes():
+    path = _xrv_data("PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz")
+    parsed = labels.read_label_file(path, "padchest")
+    assert len(parsed.keys) == 160_861
+    assert _positives(parsed, "No Finding") == 50_616
+    assert _positives(parsed, "Pneumonia") == 8_174  # pneumonia + atypical pneumonia
+    assert _positives(parsed, "Pneumothorax") == 573  # pneumothorax + hydropneumothorax
+
+
+def test_names_match_by_shortest_unique_path_ending():
+    parsed = labels.LabelFile(
+        classes=["Pneumonia"],
+        keys=["train/patient1/study1/view1_frontal.jpg", "train/patient2/study1/view1_frontal.jpg"],
+        values=np.array([[1.0], [0.0]]),
+        patients=["patient1", "patient2"],
+    )
+    sources = ["/data/cx/train/patient2/study1/view1_frontal.png", "/elsewhere/other.png"]
+    table = labels.match_by_name(parsed, sources, "test.csv")
+    assert table.matched == 1
+    assert table.values[0, 0] == 0.0 and np.isnan(table.values[1, 0])
+    assert table.patients == ["patient2", None]
+
+
+def test_hashed_source_paths_explain_keep_paths():
+    parsed = labels.LabelFile(["Pneumonia"], ["00000001_000.png"], np.array([[1.0]]))
+    with pytest.raises(InputError, match="--keep-paths"):
+        labels.match_by_name(parsed, ["e65378067efd43dda1b4"], "nih.csv")
+
+
+def test_dataset_labels_column_and_uncertain_policies():
+    table = labels.from_dataset_column(['{"Pneumonia": 1}', None, '{"Pneumonia": -1}'])
+    assert table.classes == ["Pneumonia"] and table.matched == 2
+    ignore = labels.binarise(table.values, "ignore")[:, 0]
+    assert ignore[0] == 1 and np.isnan(ignore[1]) and np.isnan(ignore[2])
+    assert labels.binarise(table.values, "positive")[2, 0] == 1
+    assert labels.binarise(table.values, "negative")[2, 0] == 0
