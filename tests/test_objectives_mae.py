@@ -213,3 +213,14 @@ def test_weights_of_another_model_are_artifact_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ArtifactError, match="do not fit"):
         load_objective(tmp_path)
+
+
+def test_realised_ratios_stay_exact_under_bf16_autocast():
+    mae = _tiny(masking="contour", mask_ratio_inside=0.9, mask_ratio_outside=0.5)
+    contour = torch.zeros(2, 32, 32, dtype=torch.bool)
+    contour[:, :24] = True  # 12 of 16 patches inside; K = 4 -> keep 2 inside (1.5 rounds up)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mae.loss({"image": _real_batch(2), "contour": contour})
+    assert out["mask_ratio_actual"].dtype == torch.float32
+    assert out["mask_ratio_inside_actual"].item() == pytest.approx(10 / 12)
+    assert out["mask_ratio_outside_actual"].item() == pytest.approx(2 / 4)

@@ -116,3 +116,11 @@ def test_grid_from_pixel_mask_counts_a_patch_inside_at_half_its_pixels():
     contour[0, 0, 2] = True  # top-right patch: 1 of 4 pixels -> outside
     contour[0, 2:, 2:] = True  # bottom-right patch: 4 of 4 -> inside
     assert grid_from_pixel_mask(contour, 2).tolist() == [[True, False, False, True]]
+
+
+def test_contour_keep_counts_round_exact_halves_up():
+    # 12 of 16 inside, K = 4, r_in 0.9, r_out 0.5: 4 * 1.2 / (1.2 + 2) = 1.5 -> 2 (not 1,
+    # which float error in 1 - 0.9 and round-half-to-even would give).
+    inside = torch.zeros(1, 16, dtype=torch.bool)
+    inside[0, :12] = True
+    assert contour_keep_counts(inside, 0.9, 0.5, 4).tolist() == [2]

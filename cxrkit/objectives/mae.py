@@ -195,7 +195,7 @@ class MAE(Objective):
         )
         latent = encode_visible(self.encoder, images, ids_keep)  # (B, P + K, D)
         pred = self.decoder(latent, ids_restore)  # (B, L, p*p*C)
-        return pred, mask.to(pred.dtype)
+        return pred, mask  # mask stays float32: exact ratios under autocast
 
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Named losses for a batch with ``image`` (B, 1, H, W) and, for contour masking, ``contour``.

@@ -89,7 +89,7 @@ def contour_keep_counts(
     n_in inside and n_out outside patches in proportion to the keep rates the
     two ratios ask for:
 
-        keep_in = round(K * n_in (1 - r_in) / (n_in (1 - r_in) + n_out (1 - r_out)))
+        keep_in = round_half_up(K * n_in (1 - r_in) / (n_in (1 - r_in) + n_out (1 - r_out)))
 
     clipped to what exists, max(0, K - n_out) <= keep_in <= min(n_in, K); the
     rest, K - keep_in, is kept outside. An inside patch thus stays visible
@@ -106,7 +106,9 @@ def contour_keep_counts(
     total = weight_in + weight_out
     # Both weights zero (e.g. everything inside with r_in = 1): split by area instead.
     share = torch.where(total > 0, weight_in / total.clamp_min(1e-12), n_in / inside.shape[1])
-    keep_in = torch.round(num_keep * share)
+    # Round half up, with a little slack so that float error in (1 - r) cannot
+    # turn an exact half (e.g. 1.5) into 1.4999999 and flip the result.
+    keep_in = torch.floor(num_keep * share + 0.5 + 1e-9)
     low = (num_keep - n_out).clamp_min(0)
     high = n_in.clamp_max(num_keep)
     return torch.minimum(torch.maximum(keep_in, low), high).long()
