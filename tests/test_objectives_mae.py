@@ -186,8 +186,10 @@ def test_export_dir_with_encoder_weights_loads_the_encoder(tmp_path):
     from safetensors.torch import save_file
 
     mae = _tiny().eval()
-    save_file(mae.encoder.state_dict(), str(tmp_path / "encoder.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps({"model": mae.config["model"]}))
+    encoder_dir = tmp_path / "image_encoder"  # the layout of `cxrkit export`
+    encoder_dir.mkdir()
+    save_file(mae.encoder.state_dict(), str(encoder_dir / "model.safetensors"))
+    (encoder_dir / "config.json").write_text(json.dumps({"model": mae.config["model"]}))
     encoder = load(tmp_path)
     images = _real_batch(1)
     with torch.no_grad():

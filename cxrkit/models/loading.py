@@ -9,9 +9,10 @@ Objective module) and ``config.json``::
      "preprocessing": {"image_size": 224, "in_chans": 1, "mean": 0.5, "std": 0.5,
                        "photometric": "MONOCHROME2 (bright bone)"}}
 
-An export directory holds the image encoder alone: ``config.json`` with a
-``"model"`` table (VisionConfig fields) and its timm state_dict, without
-prefix, in ``encoder.safetensors`` (or ``model.safetensors``).
+An exported encoder directory (``image_encoder/`` of an export artifact) holds
+the image encoder alone: ``config.json`` with a ``"model"`` table (VisionConfig
+fields) and its timm state_dict, without prefix, in ``model.safetensors`` (or
+``encoder.safetensors``).
 Weights are read with safetensors only; nothing is unpickled.
 """
 
@@ -31,6 +32,7 @@ from cxrkit.models.vision import VisionConfig, build_vision_encoder
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ENCODER_WEIGHTS_FILE = "encoder.safetensors"
+EXPORT_IMAGE_DIR = "image_encoder"  # inside an export artifact (cxrkit export)
 CXR_MEAN = 0.5
 CXR_STD = 0.5
 PHOTOMETRIC = "MONOCHROME2 (bright bone)"
@@ -169,9 +171,9 @@ def load_image_encoder(
         }
     else:
         cfg = _vision_config(config.get("model"), where)
-        weights_path = ckpt_dir / ENCODER_WEIGHTS_FILE
-        if not weights_path.is_file():
-            weights_path = ckpt_dir / WEIGHTS_FILE
+        weights_path = ckpt_dir / WEIGHTS_FILE
+        if not weights_path.is_file() and (ckpt_dir / ENCODER_WEIGHTS_FILE).is_file():
+            weights_path = ckpt_dir / ENCODER_WEIGHTS_FILE
         state = read_weights(weights_path)
     try:
         encoder = build_vision_encoder(cfg)
@@ -184,14 +186,20 @@ def load_image_encoder(
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Load whatever a directory holds: a checkpoint gives its Objective, an export its encoder.
 
-    Raises: ArtifactError when the directory is neither, or its files are missing or corrupt.
+    Takes: a checkpoint directory, an export artifact directory (its
+    ``image_encoder/`` is loaded) or an exported encoder directory itself.
+    Raises: ArtifactError when the directory is none of these, or its files are
+    missing or corrupt.
     """
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file() and (path / EXPORT_IMAGE_DIR / CONFIG_FILE).is_file():
+        path = path / EXPORT_IMAGE_DIR
     config = read_config(path)
-    if "objective" in config:
+    if "objective" in config and "model" not in config:
         return load_objective(path, device)
     if "model" in config:
         return load_image_encoder(path, device)[0]
     raise ArtifactError(
-        f"{Path(path) / CONFIG_FILE}: neither a checkpoint ('objective') nor "
-        "an export ('model'); nothing to load"
+        f"{path / CONFIG_FILE}: neither a checkpoint ('objective') nor an exported "
+        "encoder ('model'); nothing to load"
     )
