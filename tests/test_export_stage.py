@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_export_helpers import (
     TINY_MAE,
     TINY_VIT,
@@ -177,16 +178,23 @@ def test_eval_of_another_checkpoint_is_refused(pipeline):
         )
 
 
-def test_image_text_checkpoint_exports_open_clip(pipeline):
+@pytest.fixture(scope="module")
+def clip_export(pipeline):
+    """A tiny image-text checkpoint exported as safetensors + open_clip."""
     root = pipeline["root"]
     checkpoint = make_checkpoint(
         root / "clip-ckpt", "test-tiny-clip", {"model": TINY_VIT}, [pipeline["dataset"]]
     )
-    export = run(
-        ExportConfig(
-            checkpoint=str(checkpoint.path), out=str(root / "clip-export"), formats=["open_clip"]
-        )
+    cfg = ExportConfig(
+        checkpoint=str(checkpoint.path),
+        out=str(root / "clip-export"),
+        formats=["safetensors", "open_clip"],
     )
+    return checkpoint, run(cfg)
+
+
+def test_image_text_checkpoint_exports_open_clip(clip_export):
+    _, export = clip_export
     result = json.loads((export.path / "metadata.json").read_text())["formats"]["open_clip"]
     print(
         f"export open_clip: image {result['max_abs_diff_image']:.3g}, "
@@ -195,7 +203,19 @@ def test_image_text_checkpoint_exports_open_clip(pipeline):
     assert result["status"] == "ok" and result["max_abs_diff"] <= 1e-5
     model, _, tokenizer = load_open_clip(export.path / "open_clip")
     assert model.encode_text(tokenizer(["effusion"])).shape == (1, 16)
-    assert export.stats["formats_ok"] == 1 and "onnx" not in export.stats
+    assert export.stats["formats_ok"] == 2 and "onnx" not in export.stats
+
+
+def test_text_tower_is_exported_beside_the_image_encoder(clip_export):
+    checkpoint, export = clip_export
+    meta = json.loads((export.path / "metadata.json").read_text())
+    text = meta["formats"]["safetensors"]["other_encoders"]["text"]
+    weights = load_file(str(export.path / "text_encoder" / "model.safetensors"))
+    full = load_file(str(checkpoint.path / "model.safetensors"))
+    text_keys = [k for k in full if k.startswith("text.")]  # the tower's share of the objective
+    assert text == {"status": "ok", "path": "text_encoder/model.safetensors", "tensors": 17}
+    assert sorted(weights) == sorted(k[len("text.") :] for k in text_keys)
+    assert torch.equal(weights["token_embedding.weight"], full["text.token_embedding.weight"])
 
 
 def test_cli_export_writes_chosen_formats_and_prints_json(pipeline):
@@ -236,3 +256,19 @@ def test_cli_unknown_format_is_a_usage_error(pipeline, tmp_path):
     )
     assert result.exit_code == ConfigError.exit_code
     assert "pickle" in result.output
+
+
+def test_format_that_does_not_load_back_faithfully_stops_the_export(pipeline):
+    root = pipeline["root"]
+    out = root / "strict-export"
+    # a tolerance far below float rounding (ORT differs by ~1e-6): refuse, do not publish
+    cfg = ExportConfig(
+        checkpoint=str(pipeline["checkpoint"].path),
+        out=str(out),
+        formats=["onnx"],
+        onnx_tolerance=1e-12,
+    )
+    with pytest.raises(ArtifactError, match="not faithful"):
+        run(cfg)
+    assert not out.exists()
+    assert not list(root.glob("strict-export.tmp-*"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,12 +64,14 @@ class ExportConfig:
     )
 
     def validate(self) -> None:
-        """Raise ConfigError on unknown or empty formats."""
+        """Raise ConfigError on unknown or empty formats or a negative tolerance."""
         unknown = [f for f in self.formats if f not in FORMATS]
         if unknown or not self.formats:
             raise ConfigError(
                 f"--format {','.join(self.formats) or '(empty)'}: choose from {', '.join(FORMATS)}"
             )
+        if self.tolerance < 0 or self.onnx_tolerance < 0:
+            raise ConfigError("tolerance and onnx_tolerance must be >= 0")
 
 
 def _id_params(cfg: ExportConfig) -> dict:
@@ -177,16 +180,29 @@ def _write_native(work: Path, src: _Source, tolerance: float) -> dict:
     return result
 
 
+def _other_encoders(objective: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Encoders besides the image one: ``text_encoder()``, ``physio_encoder()`` when defined.
+
+    A getter may return one module or a dict of them (several physiology teachers:
+    ``{"ecg": ..., "labs": ...}`` becomes ``physio_ecg`` and ``physio_labs``).
+    """
+    found: dict[str, torch.nn.Module] = {}
+    for name in EXTRA_ENCODERS:
+        getter = getattr(objective, f"{name}_encoder", None)
+        module = getter() if callable(getter) else None
+        if isinstance(module, dict):
+            found.update({f"{name}_{key}": tower for key, tower in module.items()})
+        elif module is not None:
+            found[name] = module
+    return found
+
+
 def _write_other_encoders(work: Path, src: _Source) -> dict:
     """Text / physiology towers: weights + config, checked by re-reading every tensor."""
     from safetensors.torch import load_file
 
     results = {}
-    for name in EXTRA_ENCODERS:
-        getter = getattr(src.objective, f"{name}_encoder", None)
-        module = getter() if callable(getter) else None
-        if module is None:
-            continue
+    for name, module in _other_encoders(src.objective).items():
         out = work / native.encoder_dir_name(name)
         state = native.save_encoder(out, name, module, src.config)
         reread = load_file(str(out / native.WEIGHTS))
@@ -319,7 +335,13 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
     writer.check_target()
     src = _load_source(checkpoint)
     work = writer.begin()
-    results = _write_formats(work, src, cfg)
+    try:
+        results = _write_formats(work, src, cfg)
+    except ArtifactError:
+        # An export that failed its load-back check is worthless; unlike a long
+        # training run there is nothing to resume, so leave no temp dir behind.
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     meta = card.build_metadata(
         checkpoint,
         src.config,
