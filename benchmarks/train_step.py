@@ -1,0 +1,146 @@
+"""Trainer overhead: cxrkit's MAE step vs minimal hand-written PyTorch steps, same process.
+
+Three ways to take one AdamW step of an MAE with the same encoder size, decoder
+size and batch (random images; the data loader is not timed):
+
+- cxrkit:      ``Trainer.train_step`` (Accelerate, LossModule, clipping, named losses);
+- plain loop:  the same cxrkit MAE objective with a bare ``loss.backward(); step()``;
+- hand MAE:    an MAE written here in ~30 lines on the same timm ViT blocks
+               (argsort masking, visible-token encoder, small decoder, masked MSE).
+
+Timings are interleaved (A, B, C, A, B, C, ...) and the median is reported, so
+a busy machine slows all three alike. Prints seconds per step and the ratios
+cxrkit / plain and cxrkit / hand (target <= 1.1).
+Run: OMP_NUM_THREADS=2 python benchmarks/train_step.py [--size 224] [--batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from cxrkit.objectives.base import build_objective
+from cxrkit.train.config import OptimConfig, TrainConfig
+from cxrkit.train.loop import Trainer
+
+
+class HandMAE(nn.Module):
+    """Minimal MAE: timm ViT encoder on visible patches, linear-embed + blocks decoder."""
+
+    def __init__(self, size: int, patch: int, decoder_dim: int, decoder_depth: int) -> None:
+        super().__init__()
+        import timm
+        from timm.models.vision_transformer import Block
+
+        self.patch, self.ratio = patch, 0.75
+        self.vit = timm.create_model(
+            "vit_tiny_patch16_224",
+            pretrained=False,
+            num_classes=0,
+            img_size=size,
+            patch_size=patch,
+            in_chans=1,
+        )
+        length = (size // patch) ** 2
+        self.embed = nn.Linear(self.vit.embed_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.dec_pos = nn.Parameter(torch.zeros(1, length + 1, decoder_dim))
+        self.blocks = nn.Sequential(
+            *[Block(decoder_dim, 16, qkv_bias=True) for _ in range(decoder_depth)]
+        )
+        self.norm = nn.LayerNorm(decoder_dim)
+        self.head = nn.Linear(decoder_dim, patch * patch)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.vit.patch_embed(images) + self.vit.pos_embed[:, 1:]  # (B, L, D)
+        batch, length, dim = x.shape
+        keep = int(length * (1 - self.ratio))
+        order = torch.rand(batch, length).argsort(dim=1)
+        restore = order.argsort(dim=1)
+        x = torch.gather(x, 1, order[:, :keep, None].expand(-1, -1, dim))  # (B, K, D)
+        cls = self.vit.cls_token + self.vit.pos_embed[:, :1]
+        x = self.vit.norm(self.vit.blocks(torch.cat([cls.expand(batch, -1, -1), x], 1)))
+        y = self.embed(x)  # (B, 1 + K, d)
+        masks = self.mask_token.expand(batch, length - keep, -1)
+        tokens = torch.gather(
+            torch.cat([y[:, 1:], masks], 1), 1, restore[..., None].expand(-1, -1, y.shape[-1])
+        )  # (B, L, d)
+        y = self.head(self.norm(self.blocks(torch.cat([y[:, :1], tokens], 1) + self.dec_pos)))
+        pred = y[:, 1:]  # (B, L, p*p)
+        target = nn.functional.unfold(images, self.patch, stride=self.patch).transpose(1, 2)
+        hidden = torch.ones(batch, length)
+        hidden[:, :keep] = 0
+        hidden = torch.gather(hidden, 1, restore)  # (B, L) 1 = masked
+        return ((((pred - target) ** 2).mean(-1)) * hidden).sum() / hidden.sum()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--decoder-dim", type=int, default=256)
+    parser.add_argument("--decoder-depth", type=int, default=2)
+    args = parser.parse_args()
+    mae_cfg = {
+        "model": {"arch": "vit_tiny_patch16_224", "image_size": args.size, "patch_size": 16},
+        "mask_ratio": 0.75,
+        "norm_pix_loss": False,
+        "decoder_dim": args.decoder_dim,
+        "decoder_depth": args.decoder_depth,
+        "decoder_heads": 16,
+    }
+    torch.manual_seed(0)
+    images = torch.randn(args.batch, 1, args.size, args.size)
+    batch = {"image": images, "image_id": [str(i) for i in range(args.batch)]}
+
+    trainer = Trainer(
+        build_objective("mae", mae_cfg),
+        OptimConfig(lr=1e-4, grad_clip=1.0),
+        TrainConfig(max_steps=1000, precision="fp32"),
+    )
+
+    plain_model = build_objective("mae", mae_cfg)
+    plain_opt = torch.optim.AdamW(plain_model.param_groups(0.05), lr=1e-4, betas=(0.9, 0.95))
+
+    def plain_step() -> None:
+        loss = plain_model.loss(batch)["loss"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(plain_model.parameters(), 1.0)
+        plain_opt.step()
+        plain_opt.zero_grad(set_to_none=True)
+
+    hand = HandMAE(args.size, 16, args.decoder_dim, args.decoder_depth)
+    hand_opt = torch.optim.AdamW(hand.parameters(), lr=1e-4, betas=(0.9, 0.95))
+
+    def hand_step() -> None:
+        hand(images).backward()
+        torch.nn.utils.clip_grad_norm_(hand.parameters(), 1.0)
+        hand_opt.step()
+        hand_opt.zero_grad(set_to_none=True)
+
+    steps = {"cxrkit": lambda: trainer.train_step([batch]), "plain": plain_step, "hand": hand_step}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_index in range(args.steps + 2):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if round_index >= 2:  # first rounds warm up allocators and caches
+                times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(
+        f"MAE vit_tiny {args.size}px, batch {args.batch}, decoder {args.decoder_depth}x"
+        f"{args.decoder_dim}, fp32, {torch.get_num_threads()} threads, median of {args.steps}"
+    )
+    for name, value in median.items():
+        print(f"  {name:7s} {value:.3f} s/step")
+    print(f"ratio cxrkit / plain loop: {median['cxrkit'] / median['plain']:.3f}")
+    print(f"ratio cxrkit / hand MAE:   {median['cxrkit'] / median['hand']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

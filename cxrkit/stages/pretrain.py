@@ -1,0 +1,302 @@
+"""`cxrkit pretrain`: a dataset (+ annotations) artifact -> a checkpoint artifact.
+
+The run directory is the checkpoint artifact in progress (``OUT.tmp-<pid>``):
+periodic checkpoints, ``metrics.jsonl`` and the loader position live there, so
+re-running the same command after a kill or a preemption adopts it and
+continues bit for bit (``train.resume = "auto"``). The finished run is
+published atomically as OUT with model.safetensors, config.json,
+metrics.jsonl, trainer_state.pt and, when the objective can reconstruct
+images, reconstruction.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
+from cxrkit.config import doc, to_dict
+from cxrkit.errors import ConfigError
+from cxrkit.models.vision import VisionConfig
+from cxrkit.train import checkpoint as ckpt
+from cxrkit.train.config import OptimConfig, TrainConfig
+from cxrkit.vision.transforms import AugmentConfig
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+RECONSTRUCTION_FILE = "reconstruction.png"
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Which images to train on and how to load them."""
+
+    dataset: str = doc("dataset artifact directory (from `cxrkit ingest`)", "")
+    annotations: str | None = doc(
+        "annotations artifact (from `cxrkit annotate`); needed by "
+        "objectives that use contours or labels",
+        None,
+    )
+    split: str = doc("dataset split to train on", "train")
+    image_size: int = doc("side of the square training images; must equal model.image_size", 224)
+    batch_size: int = doc(
+        "images per process per micro-batch (global batch = batch_size x "
+        "processes x optim.accumulate)",
+        64,
+    )
+    num_workers: int = doc(
+        "DataLoader worker processes per training process; does not change the data order", 4
+    )
+    shuffle_buffer: int = doc("samples mixed across row groups by the streaming shuffle", 1024)
+    seed: int = doc("seed of the data order and augmentation", 0)
+    augment: AugmentConfig = dataclasses.field(
+        default_factory=AugmentConfig, metadata={"help": "training augmentation"}
+    )
+
+    def validate(self) -> None:
+        """Raise ConfigError on impossible sizes."""
+        if self.batch_size < 1 or self.num_workers < 0 or self.image_size < 1:
+            raise ConfigError(
+                "data.batch_size and data.image_size must be >= 1, data.num_workers >= 0"
+            )
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """Settings of `cxrkit pretrain` (every field can be set with --set)."""
+
+    out: str = doc(
+        "output checkpoint artifact directory (also the run directory while training)", ""
+    )
+    data: DataConfig = dataclasses.field(
+        default_factory=DataConfig, metadata={"help": "training data"}
+    )
+    model: VisionConfig = dataclasses.field(
+        default_factory=VisionConfig, metadata={"help": "the image encoder"}
+    )
+    objective: dict[str, Any] = doc(
+        "the objective: `name` plus its own settings (see the objective's Config)", {"name": "mae"}
+    )
+    optim: OptimConfig = dataclasses.field(
+        default_factory=OptimConfig, metadata={"help": "optimiser and schedule"}
+    )
+    train: TrainConfig = dataclasses.field(
+        default_factory=TrainConfig, metadata={"help": "length, precision, checkpoints"}
+    )
+
+    def validate(self) -> None:
+        """Raise ConfigError on settings that contradict each other."""
+        if not isinstance(self.objective.get("name"), str):
+            raise ConfigError("objective.name is required (e.g. --set objective.name=mae)")
+        if self.data.image_size != self.model.image_size:
+            raise ConfigError(
+                f"data.image_size {self.data.image_size} != model.image_size "
+                f"{self.model.image_size}; set both to the same value"
+            )
+
+
+def objective_config(cfg: PretrainConfig) -> dict[str, Any]:
+    """The dict ``build_objective`` takes: the [model] table plus [objective] without name."""
+    return {"model": to_dict(cfg.model), **{k: v for k, v in cfg.objective.items() if k != "name"}}
+
+
+def build(cfg: PretrainConfig):
+    """Build the configured objective (seeded with ``train.seed``). Raises ConfigError."""
+    from cxrkit.objectives.base import build_objective
+
+    torch.manual_seed(cfg.train.seed)
+    return build_objective(cfg.objective["name"], objective_config(cfg))
+
+
+def id_params(cfg: PretrainConfig) -> dict[str, Any]:
+    """Settings that change the trained weights (the artifact id); paths and resume left out."""
+    params = to_dict(cfg)
+    params.pop("out")
+    for key in ("dataset", "annotations", "num_workers"):
+        params["data"].pop(key)
+    params["train"].pop("resume")
+    return params
+
+
+def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Artifact:
+    """Train ``cfg.objective`` on the dataset and publish a checkpoint artifact at ``cfg.out``.
+
+    Works the same in one process and under ``accelerate launch``. Returns the
+    published Artifact. Raises ConfigError/InputError/ArtifactError for unusable
+    settings or inputs, Preempted (exit 75) or Interrupted after saving a
+    checkpoint on SIGUSR1/SIGTERM or SIGINT.
+    """
+    from cxrkit.train.loop import Trainer, make_accelerator
+
+    if not cfg.out:
+        raise ConfigError("--out is required")
+    if not cfg.data.dataset:
+        raise ConfigError("a dataset artifact is required: cxrkit pretrain DATASET --out DIR")
+    dataset = open_artifact(cfg.data.dataset, kind="dataset")
+    inputs = [dataset]
+    if cfg.data.annotations:
+        inputs.append(open_artifact(cfg.data.annotations, kind="annotations"))
+    writer = ArtifactWriter(
+        Path(cfg.out),
+        "checkpoint",
+        id_params(cfg),
+        inputs=inputs,
+        schema_version=SCHEMA_VERSION,
+        force=force,
+    )
+    if writer.is_current():
+        log.info(
+            "%s is up to date (id %s); nothing to do (use --force to retrain)",
+            cfg.out,
+            writer.id[:12],
+        )
+        return writer.existing()
+    objective = build(cfg)
+    accelerator = accelerator or make_accelerator(cfg.train.precision)
+    run_dir = _run_dir(writer, accelerator)
+    resume_from = _resume_point(cfg.train.resume, run_dir, accelerator.is_main_process)
+    trainer = Trainer(objective, cfg.optim, cfg.train, accelerator)
+    data = _shard_dataset(cfg, dataset, objective, accelerator)
+    pin = accelerator.device.type == "cuda"
+
+    def make_batches(start_batch: int):
+        from cxrkit.io.shards import make_loader
+
+        return iter(make_loader(data, cfg.data.num_workers, start_batch, pin_memory=pin))
+
+    log.info(
+        "pretraining %s on %d %s images (%d per process per epoch), %d process(es), "
+        "precision %s; run directory %s",
+        cfg.objective["name"],
+        data.num_samples,
+        cfg.data.split,
+        data.samples_per_rank,
+        accelerator.num_processes,
+        accelerator.mixed_precision,
+        run_dir,
+    )
+    result = trainer.fit(
+        make_batches,
+        run_dir=run_dir,
+        batch_size=cfg.data.batch_size,
+        samples_per_epoch=data.samples_per_rank,
+        resume_from=resume_from,
+    )
+    if accelerator.is_main_process:
+        _finish_run_dir(cfg, trainer, run_dir, dataset)
+        artifact = writer.publish(schema=_schema(cfg, objective), stats=_stats(result, accelerator))
+        log.info(
+            "published %s (final loss %s after %d steps)",
+            artifact.path,
+            result.final_loss,
+            result.steps,
+        )
+    accelerator.wait_for_everyone()
+    return open_artifact(cfg.out, kind="checkpoint")
+
+
+def _run_dir(writer: ArtifactWriter, accelerator: Any) -> Path:
+    """The main process begins (or adopts) OUT.tmp-<pid>; the others learn its path."""
+    from accelerate.utils import broadcast_object_list
+
+    path = [str(writer.begin()) if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(path, from_process=0)
+    return Path(path[0])
+
+
+def _resume_point(resume: str, run_dir: Path, is_main: bool) -> Path | None:
+    """The checkpoint to continue from: auto = the run dir's latest, never = none, else a path."""
+    if resume == "never":
+        if is_main and (run_dir / ckpt.CHECKPOINTS).exists():
+            log.info("train.resume = never: discarding the checkpoints in %s", run_dir)
+            shutil.rmtree(run_dir / ckpt.CHECKPOINTS)
+        return None
+    if resume == "auto":
+        found = ckpt.latest(run_dir)
+        if found is not None:
+            log.info("resuming from %s", found)
+        return found
+    path = Path(resume)
+    if not path.is_dir():
+        raise ConfigError(
+            f"train.resume {resume!r}: not a directory; use auto, never or the "
+            "path of a checkpoint (a run's checkpoints/step-N or a published "
+            "checkpoint artifact)"
+        )
+    return ckpt.latest(path) or path
+
+
+def _shard_dataset(cfg: PretrainConfig, dataset: Artifact, objective: Any, accelerator: Any):
+    from cxrkit.io.shards import ShardDataset, dataset_shards
+    from cxrkit.vision.transforms import TrainTransform
+
+    annotations = None
+    if cfg.data.annotations:
+        annotations = open_artifact(cfg.data.annotations, kind="annotations").file(
+            "annotations.parquet"
+        )
+    return ShardDataset(
+        dataset_shards(dataset),
+        transform=TrainTransform(cfg.data.augment, cfg.data.image_size),
+        batch_size=cfg.data.batch_size,
+        needs=objective.needs,
+        split=cfg.data.split,
+        annotations=annotations,
+        seed=cfg.data.seed,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+    )
+
+
+def _finish_run_dir(cfg: PretrainConfig, trainer: Any, run_dir: Path, dataset: Artifact) -> None:
+    """Lay out the artifact's files: final weights, config.json, trainer state, preview."""
+    from cxrkit.models.loading import save_objective
+
+    final = ckpt.latest(run_dir)
+    objective = trainer.objective
+    if trainer.ema is not None:  # publish the averaged weights; keep the raw ones for resume
+        shutil.copy2(final / ckpt.MODEL_FILE, run_dir / "model_raw.safetensors")
+        raw = {k: v.detach().clone() for k, v in objective.state_dict().items()}
+        objective.load_state_dict({**raw, **trainer.ema.state_dict()})
+    save_objective(objective, run_dir)
+    os.replace(final / ckpt.STATE_FILE, run_dir / ckpt.STATE_FILE)
+    shutil.rmtree(run_dir / ckpt.CHECKPOINTS)
+    if hasattr(objective, "forward_reconstruction"):
+        from cxrkit.train.preview import write_reconstruction
+
+        write_reconstruction(
+            objective, cfg, dataset, run_dir / RECONSTRUCTION_FILE, trainer.accelerator.device
+        )
+
+
+def _schema(cfg: PretrainConfig, objective: Any) -> dict[str, Any]:
+    tensors = objective.state_dict()
+    return {
+        "objective": cfg.objective["name"],
+        "tensors": len(tensors),
+        "parameters": int(sum(p.numel() for p in objective.parameters())),
+        "image_size": cfg.model.image_size,
+        "in_chans": cfg.model.in_chans,
+    }
+
+
+def _stats(result: Any, accelerator: Any) -> dict[str, Any]:
+    return {
+        "first_loss": result.first_loss,
+        "final_loss": result.final_loss,
+        "steps": result.steps,
+        "resumed_from_step": result.resumed_from,
+        "img_per_s": round(result.images_per_s, 2),
+        "wall_s": round(result.wall_s, 2),
+        "processes": accelerator.num_processes,
+        "precision": accelerator.mixed_precision,
+    }
