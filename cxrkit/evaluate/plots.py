@@ -90,7 +90,7 @@ def reconstruction_grid(path: Path, objective, images: torch.Tensor, seed: int) 
     shown = [images, images * (1 - mask), pred * mask + images * (1 - mask)]
     names: Sequence[str] = ("input", "masked", "reconstruction")
     cols = images.shape[0]
-    fig, axes = plt.subplots(3, cols, figsize=(1.6 * cols, 5), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(3, cols, figsize=(1.2 * cols, 3.8), dpi=80, squeeze=False)
     for r, (row, name) in enumerate(zip(shown, names, strict=True)):
         for c in range(cols):
             ax = axes[r][c]

@@ -231,6 +231,7 @@ def evaluate(cfg, model, dataset: Artifact, annotations, device, work: Path) -> 
         "model": model.description,
         "dataset": {"path": str(dataset.path), "id": dataset.id},
         "n_rows": len(ctx.rows),
+        "rows_by_format": _counts(ctx.rows.source_formats),
         "n_scored": int(ctx.test_rows().size),
         "protocol": cfg.protocol if cfg.protocol == "cv" else f"split ({cfg.test_split} scored)",
         "labels": label_summary,
@@ -257,6 +258,13 @@ def evaluate(cfg, model, dataset: Artifact, annotations, device, work: Path) -> 
     stats = _headline(metrics)
     stats["_files"] = {"metrics.json": "metrics", "predictions.parquet": "per-sample scores"}
     return stats
+
+
+def _counts(values) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for value in values:
+        found[str(value)] = found.get(str(value), 0) + 1
+    return dict(sorted(found.items()))
 
 
 def _clean(value):

@@ -179,7 +179,7 @@ def _sweep(
             result.predictions += prediction_rows(
                 ctx, task, variant, scores, np.r_[val, test], scored, fraction, seed
             )
-            if seed == seeds[0]:
+            if seed == seeds[0] and fraction == max(fractions):  # one figure per task
                 result.curves[f"{task}-{fraction:g}"] = _curves(ctx, scores, test, scored)
         result.metrics["fractions"][f"{fraction:g}"] = {
             "seeds": per_seed,
