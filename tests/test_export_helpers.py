@@ -112,6 +112,30 @@ def ingest_real_dataset(out: Path, tmp: Path) -> Artifact:
     return ingest.run(cfg)
 
 
+def pretrain_real_checkpoint(out: Path, dataset: Artifact) -> Artifact:
+    """A checkpoint from the real trainer: 2 MAE steps of a tiny ViT on ``dataset``."""
+    from cxrkit.config import from_dict
+    from cxrkit.stages import pretrain
+
+    objective = {"name": "mae", **{k: v for k, v in TINY_MAE.items() if k != "model"}}
+    cfg = from_dict(
+        pretrain.PretrainConfig,
+        {
+            "out": str(out),
+            "data": {
+                "dataset": str(dataset.path),
+                "image_size": 64,
+                "batch_size": 2,
+                "num_workers": 0,
+            },
+            "model": TINY_VIT,
+            "objective": objective,
+            "train": {"max_steps": 2, "precision": "fp32"},
+        },
+    )
+    return pretrain.run(cfg)
+
+
 def make_checkpoint(out: Path, name: str, config: dict, inputs: list, seed: int = 0) -> Artifact:
     """A checkpoint artifact (layout of the trainer's) holding a randomly initialised objective."""
     torch.manual_seed(seed)
