@@ -2,7 +2,7 @@
 
 Output layout (each format proven by loading it back before the artifact is published)::
 
-    OUT/manifest.json          stats: per format ok/skipped, max abs diff or skip reason
+    OUT/manifest.json          stats: formats {name: ok|skipped}, max abs diffs, skip reasons
     OUT/README.md              model card (architecture, method, data, lineage, eval, use)
     OUT/metadata.json          the same, machine-readable, with every format check in full
     OUT/image_encoder/         model.safetensors + config.json (cxrkit and timm read it)
@@ -358,13 +358,12 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
 
 
 def _summary(results: dict[str, dict]) -> dict[str, Any]:
-    """Flat manifest stats: per format its status and max abs diff or skip reason.
+    """Manifest stats: ``formats`` {name: ok|skipped}, each max abs diff or skip reason.
 
     The full per-format check (every diff, routes, runtime) is in metadata.json.
     """
-    stats: dict[str, Any] = {}
+    stats: dict[str, Any] = {"formats": {fmt: r["status"] for fmt, r in results.items()}}
     for fmt, result in results.items():
-        stats[fmt] = result["status"]
         if result.get("max_abs_diff") is not None:
             stats[f"{fmt}_max_abs_diff"] = result["max_abs_diff"]
         if result.get("reason"):
