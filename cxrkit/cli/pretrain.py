@@ -6,6 +6,7 @@ that runs this same command on every node under ``accelerate launch``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -123,6 +124,20 @@ def pretrain_command(
         from cxrkit.errors import ConfigError
 
         raise ConfigError("--submit only goes with --slurm")
+    if os.environ.get("RANK", "0") != "0":  # a non-main process under accelerate: train, stay quiet
+        from cxrkit.config import resolve
+
+        cfg = resolve(
+            pretrain.PretrainConfig,
+            preset=preset,
+            config_file=config,
+            flags=flags,
+            sets=sets,
+            stage="pretrain",
+        )
+        if not dry_run:
+            pretrain.run(cfg, force=force)
+        return
     run_stage(
         "pretrain",
         pretrain.PretrainConfig,

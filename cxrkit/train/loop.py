@@ -266,6 +266,11 @@ class Trainer:
             while self.step < cfg.max_steps:
                 set_lr(self.optimizer, self.lr_at(self.step))
                 micro = [next(batches) for _ in range(accumulate)]
+                if log.isEnabledFor(logging.DEBUG):  # lets tests see which images each rank took
+                    ids = [i for batch in micro for i in batch.get("image_id", [])]
+                    log.debug(
+                        "rank %d step %d images %s", acc.process_index, self.step + 1, ",".join(ids)
+                    )
                 out = self.train_step(micro)
                 consumed += accumulate * batch_size
                 loader_state["consumed"] = consumed
