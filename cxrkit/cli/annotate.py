@@ -1,14 +1,81 @@
-"""`cxrkit annotate`: placeholder until the stage lands; says so and exits non-zero."""
+"""`cxrkit annotate`: dataset -> annotations (entities, labels, contours, prompts)."""
 
 from __future__ import annotations
 
-from cxrkit.cli.common import app, guarded, not_built
+from pathlib import Path
+from typing import Annotated
 
+import typer
 
-@app.command(
-    "annotate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+from cxrkit.cli.common import (
+    ConfigFile,
+    DryRun,
+    Force,
+    JsonOut,
+    OutDir,
+    Preset,
+    Sets,
+    app,
+    guarded,
+    run_stage,
 )
+
+
+@app.command("annotate")
 @guarded
-def annotate_command() -> None:
-    """(not built yet) see `cxrkit annotate --help` in a later version."""
-    not_built("annotate", "this stage is under construction")
+def annotate_command(
+    dataset: Annotated[
+        Path, typer.Argument(help="Dataset artifact directory (from `cxrkit ingest`).")
+    ],
+    out: OutDir = ...,
+    workers: Annotated[int | None, typer.Option(help="Processes (0 = all cores).")] = None,
+    scispacy_model: Annotated[
+        str | None,
+        typer.Option(
+            "--scispacy-model", help="scispaCy model directory or package; merges its NER."
+        ),
+    ] = None,
+    no_contours: Annotated[
+        bool, typer.Option("--no-contours", help="Skip chest-contour masks (quality 'none').")
+    ] = False,
+    preview: Annotated[
+        int | None, typer.Option(help="Write preview.png with N images and their contours.")
+    ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help="Prompt set JSON replacing the shipped default.")
+    ] = None,
+    preset: Preset = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    dry_run: DryRun = False,
+    force: Force = False,
+    as_json: JsonOut = False,
+) -> None:
+    """Dataset -> annotations: clinical entities with negation/uncertainty, 14 CheXpert-style
+    labels (1/0/-1/blank), chest-contour masks and the prompt set, one row per image.
+
+    Resumable: a killed run picks up its finished chunks when re-run with the same command.
+    """
+    from cxrkit.stages import annotate
+
+    flags = {
+        "dataset": str(dataset),
+        "out": str(out),
+        "workers": workers,
+        "scispacy_model": scispacy_model,
+        "contours": False if no_contours else None,
+        "preview": preview,
+        "prompts": str(prompts) if prompts else None,
+    }
+    run_stage(
+        "annotate",
+        annotate.AnnotateConfig,
+        annotate.run,
+        preset=preset,
+        config=config,
+        sets=sets,
+        flags=flags,
+        dry_run=dry_run,
+        as_json=as_json,
+        force=force,
+    )

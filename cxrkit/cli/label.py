@@ -1,12 +1,45 @@
-"""`cxrkit label`: placeholder until the labeler lands."""
+"""`cxrkit label`: a CSV of report texts -> the 14 CheXpert-style labels (no images needed)."""
 
 from __future__ import annotations
 
-from cxrkit.cli.common import app, guarded, not_built
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cxrkit.cli.common import app, err, guarded, out
 
 
-@app.command("label", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("label")
 @guarded
-def label_command() -> None:
-    """(not built yet) label a CSV of report texts with the 14 CheXpert observations."""
-    not_built("label", "under construction")
+def label_command(
+    reports: Annotated[Path, typer.Argument(help="CSV of report texts (one report per row).")],
+    out_csv: Annotated[Path, typer.Option("--out", "-o", help="Labelled CSV to write.")],
+    text_column: Annotated[
+        str, typer.Option("--text-column", help="Header name of the report column.")
+    ] = "Report",
+    no_header: Annotated[
+        bool, typer.Option("--no-header", help="No header row: the first column is the report.")
+    ] = False,
+    scispacy_model: Annotated[
+        str | None,
+        typer.Option(
+            "--scispacy-model", help="scispaCy model directory or package; merges its NER."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Reports per nlp.pipe batch.", min=1)] = 256,
+) -> None:
+    """Label report texts with the 14 CheXpert observations (1.0 / 0.0 / -1.0 / blank).
+
+    Writes the CheXpert labeler's format (Reports + 14 class columns) so it is a
+    drop-in; empty or garbage rows get blank labels. Prints the output path.
+    """
+    from cxrkit.text.csvlabel import label_csv
+    from cxrkit.text.labeler import Labeler
+
+    labeler = Labeler(scispacy_model) if scispacy_model else None
+    stats = label_csv(reports, out_csv, None if no_header else text_column, labeler, batch_size)
+    positives = ", ".join(f"{k} {v}" for k, v in sorted(stats["positives"].items())) or "none"
+    err.print(f"labelled {stats['rows']} reports ({stats['reports_per_s']:.0f}/s); "
+              f"positives: {positives}")  # fmt: skip
+    out.print(str(out_csv))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import bisect
 import logging
 import re
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,8 +38,6 @@ log = logging.getLogger(__name__)
 
 MAX_CHARS = 100_000  # longer "reports" are garbage; only this prefix is read
 RULER_NAME = "radiology_lexicon"
-# scispaCy's AbbreviationDetector warns on every doc that its (unused) global matcher is empty.
-warnings.filterwarnings("ignore", message=r".*\[W036\].*")
 
 
 @dataclass(frozen=True)
@@ -100,7 +97,10 @@ def build_pipeline(
         nlp.tokenizer = combined_rule_tokenizer(nlp)
     _split_slashes(nlp)
     if abbreviations and "abbreviation_detector" not in nlp.pipe_names:
-        nlp.add_pipe("abbreviation_detector")
+        detector = nlp.add_pipe("abbreviation_detector")
+        # Its per-doc global matcher is empty between docs and spaCy warns (W036) on every
+        # call; one pattern no token can match (tokens never hold a space) keeps it quiet.
+        detector.global_matcher.add("__cxrkit_never__", [[{"ORTH": "\x00 \x00"}]])
     after = "ner" if "ner" in nlp.pipe_names else None
     ruler = nlp.add_pipe(
         "entity_ruler",

@@ -1,0 +1,294 @@
+"""`cxrkit annotate`: dataset -> annotations (entities, CheXpert labels, chest contours, prompts).
+
+One row per dataset image in ``annotations.parquet`` (ANNOTATIONS_SCHEMA), plus
+``prompts.json`` and, with ``preview``, ``preview.png``. Work is done per
+dataset row group ("chunk"); each finished chunk is a file under the temp
+dir's ``.work/`` so a killed run resumes where it stopped. Chunks run in
+``workers`` processes, each building the spaCy pipeline once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cxrkit.artifacts import Artifact, ArtifactWriter, canonical_json, open_artifact
+from cxrkit.config import doc, to_dict
+from cxrkit.errors import ConfigError
+from cxrkit.io.parquet import write_table_atomic
+from cxrkit.reporting import progress
+from cxrkit.text.labeler import CHEXPERT_CLASSES
+
+log = logging.getLogger(__name__)
+
+ANNOTATIONS_SCHEMA_VERSION = 1
+ENTITY_TYPE = pa.struct([
+    ("text", pa.string()), ("label", pa.string()), ("chexpert", pa.string()),
+    ("start", pa.int32()), ("end", pa.int32()), ("negated", pa.bool_()),
+    ("uncertain", pa.bool_()), ("section", pa.string()),
+])  # fmt: skip
+ANNOTATIONS_SCHEMA = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("labels", pa.list_(pa.float32())),  # 14, order of CHEXPERT_CLASSES; NaN = not mentioned
+    pa.field("entities", pa.list_(ENTITY_TYPE)),  # offsets into the dataset row's report_text
+    pa.field("contour_mask", pa.binary()),  # np.packbits of the (height, width) bool mask
+    pa.field("contour_bbox", pa.list_(pa.int32())),  # (y0, x0, y1, x1), end-exclusive
+    pa.field("contour_quality", pa.string()),  # ok / low / none
+])  # fmt: skip
+_READ_COLUMNS = ["image_id", "report_text", "pixels", "dtype", "height", "width"]
+
+
+@dataclass
+class AnnotateConfig:
+    """Settings of `cxrkit annotate` (see ``cxrkit annotate --help``)."""
+
+    dataset: str = doc("Input dataset artifact directory (from `cxrkit ingest`).", "")
+    out: str = doc("Output annotations artifact directory.", "")
+    workers: int = doc("Processes (0 = all cores). Does not change the output.", 1)
+    scispacy_model: str | None = doc(
+        "scispaCy/spaCy model (directory or package name) whose NER is merged with the lexicon; "
+        "None = the model-free pipeline.",
+        None,
+    )
+    abbreviations: bool = doc(
+        "Run scispaCy's AbbreviationDetector (short forms inherit classes).", True
+    )
+    contours: bool = doc("Compute chest-contour masks (false = quality 'none', no mask).", True)
+    preview: int = doc("Write preview.png with this many images and their contours (0 = none).", 0)
+    prompts: str | None = doc(
+        "Prompt set JSON replacing the shipped default (see text/prompts.py).", None
+    )
+    batch_size: int = doc("Reports per nlp.pipe batch. Does not change the output.", 256)
+
+    def validate(self) -> None:
+        if self.workers < 0:
+            raise ConfigError(f"workers: {self.workers} is negative; use 0 for all cores")
+        if self.preview < 0:
+            raise ConfigError(f"preview: {self.preview} is negative")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: {self.batch_size} must be >= 1")
+
+
+def labeler_fingerprint() -> str:
+    """sha256 over the lexicon patterns and cue lists: a rule change gives a new artifact id."""
+    from cxrkit.text import negation
+    from cxrkit.text.lexicon import entity_ruler_patterns
+
+    cues = {k: list(v) for k, v in negation._KINDS.items()}
+    payload = canonical_json({"patterns": entity_ruler_patterns(), "cues": cues,
+                              "windows": [negation.PRE_WINDOW, negation.POST_WINDOW]})  # fmt: skip
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _id_params(cfg: AnnotateConfig, prompts: dict) -> dict:
+    """Params that define the output (not out/workers/batch_size), plus rule and prompt identity."""
+    from cxrkit.text.prompts import prompts_sha256
+
+    params = to_dict(cfg)
+    for key in ("out", "workers", "batch_size", "dataset"):
+        params.pop(key)
+    params.update({"labeler_sha256": labeler_fingerprint(), "prompts_version": prompts["version"],
+                   "prompts_sha256": prompts_sha256(prompts)})  # fmt: skip
+    return params
+
+
+def run(cfg: AnnotateConfig, force: bool = False) -> Artifact:
+    """Annotate a dataset artifact; returns the published annotations Artifact.
+
+    Raises ConfigError for missing settings, ArtifactError for a missing or
+    corrupt dataset, InputError for an unusable prompts file or model.
+    """
+    from cxrkit.text.prompts import load_prompts, prompts_bytes
+
+    if not cfg.dataset or not cfg.out:
+        raise ConfigError("annotate needs a DATASET artifact and --out DIR")
+    dataset = open_artifact(cfg.dataset, kind="dataset", verify_files=True)
+    prompts = load_prompts(cfg.prompts)
+    writer = ArtifactWriter(Path(cfg.out), "annotations", _id_params(cfg, prompts),
+                            inputs=[dataset], schema_version=ANNOTATIONS_SCHEMA_VERSION,
+                            force=force)  # fmt: skip
+    if writer.is_current():
+        log.info("%s is up to date (id %s); nothing to do (use --force to rebuild)",
+                 cfg.out, writer.id[:12])  # fmt: skip
+        return writer.existing()
+    tmp = writer.begin()
+    scratch = tmp / ".work"
+    scratch.mkdir(exist_ok=True)
+    chunks = _plan(dataset)
+    timing = _run_chunks(cfg, chunks, scratch)
+    table = pa.concat_tables(
+        [pq.read_table(scratch / _chunk_name(c), schema=ANNOTATIONS_SCHEMA) for c in chunks]
+    ) if chunks else ANNOTATIONS_SCHEMA.empty_table()  # fmt: skip
+    pq.write_table(table, tmp / "annotations.parquet", compression="zstd")
+    (tmp / "prompts.json").write_bytes(prompts_bytes(prompts))
+    if cfg.preview and cfg.contours and table.num_rows:
+        _write_preview(dataset, table, cfg.preview, tmp / "preview.png")
+    stats = annotation_stats(table)
+    stats.update(timing)
+    schema = {"arrow": str(ANNOTATIONS_SCHEMA), "classes": CHEXPERT_CLASSES}
+    return writer.publish(schema=schema, stats=stats)
+
+
+def _plan(dataset: Artifact) -> list[tuple[str, int]]:
+    """(shard file name, row group) per chunk, in dataset order."""
+    chunks = []
+    for shard in dataset.files(".parquet"):
+        if shard.name == "rejects.parquet":
+            continue
+        groups = pq.ParquetFile(shard).metadata.num_row_groups
+        chunks += [(shard.name, g) for g in range(groups)]
+    return chunks
+
+
+def _chunk_name(chunk: tuple[str, int]) -> str:
+    return f"chunk-{Path(chunk[0]).stem}-{chunk[1]:05d}.parquet"
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(cfg_dict: dict, dataset_path: str) -> None:
+    """Build the labeler once per process (it is the expensive part to create)."""
+    from cxrkit.config import from_dict
+    from cxrkit.text.labeler import Labeler
+
+    cfg = from_dict(AnnotateConfig, cfg_dict)
+    _WORKER.update(cfg=cfg, dataset=Path(dataset_path),
+                   labeler=Labeler(cfg.scispacy_model, cfg.abbreviations))  # fmt: skip
+
+
+def _process_chunk(args: tuple[tuple[str, int], str]) -> dict:
+    """Annotate one row group and write its chunk file; returns counts and timings."""
+    chunk, scratch = args
+    cfg, labeler = _WORKER["cfg"], _WORKER["labeler"]
+    data = pq.ParquetFile(_WORKER["dataset"] / chunk[0]).read_row_group(
+        chunk[1], columns=_READ_COLUMNS
+    )
+    rows = data.to_pylist()
+    start = time.process_time()
+    results = list(labeler.label((r["report_text"] for r in rows), batch_size=cfg.batch_size))
+    text_s = time.process_time() - start
+    start = time.process_time()
+    contours = [_contour(r) if cfg.contours else (None, None, "none") for r in rows]
+    contour_s = time.process_time() - start
+    out = [{"image_id": r["image_id"], "labels": labels,
+            "entities": [e.as_dict() for e in entities],
+            "contour_mask": mask, "contour_bbox": bbox, "contour_quality": quality}
+           for r, (labels, entities), (mask, bbox, quality) in zip(rows, results, contours, strict=True)]  # fmt: skip
+    write_table_atomic(
+        pa.Table.from_pylist(out, schema=ANNOTATIONS_SCHEMA), Path(scratch) / _chunk_name(chunk)
+    )
+    return {"rows": len(rows), "text_s": text_s, "contour_s": contour_s}
+
+
+def _contour(row: dict) -> tuple[bytes | None, list[int] | None, str]:
+    """(packed mask, bbox, quality) for one dataset row; "none" when the pixels are unusable."""
+    from cxrkit.vision.contour import chest_contour, pack_mask
+
+    height, width = row["height"], row["width"]
+    try:
+        image = np.frombuffer(row["pixels"], dtype=np.dtype(row["dtype"])).reshape(height, width)
+    except (TypeError, ValueError) as exc:
+        log.warning("image %s: pixels unusable for a contour (%s)", row["image_id"], exc)
+        return None, None, "none"
+    result = chest_contour(image)
+    return pack_mask(result.mask), [int(v) for v in result.bbox], result.quality
+
+
+def _run_chunks(cfg: AnnotateConfig, chunks: list[tuple[str, int]], scratch: Path) -> dict:
+    """Process the chunks not on disk yet. Returns throughput figures for this call."""
+    todo = [c for c in chunks if not (scratch / _chunk_name(c)).exists()]
+    if len(todo) < len(chunks):
+        log.info("resuming: %d of %d chunks already done", len(chunks) - len(todo), len(chunks))
+    workers = min(cfg.workers or os.cpu_count() or 1, max(len(todo), 1))
+    totals: Counter = Counter()
+    wall = time.monotonic()
+    init_args = (to_dict(cfg), str(Path(cfg.dataset)))
+    with progress("annotate", total=len(todo)) as bar:
+        if workers <= 1:
+            _init_worker(*init_args)
+            for chunk in todo:
+                totals.update(_process_chunk((chunk, str(scratch))))
+                bar.advance(1, rows=totals["rows"])
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                     initializer=_init_worker, initargs=init_args) as pool:  # fmt: skip
+                for result in pool.map(_process_chunk, [(c, str(scratch)) for c in todo]):
+                    totals.update(result)
+                    bar.advance(1, rows=totals["rows"])
+    wall = time.monotonic() - wall
+    rows = totals["rows"]
+    return {
+        "rows_processed_this_run": rows,
+        "workers": workers,
+        "wall_s": round(wall, 2),
+        "reports_per_s_per_core": round(rows / totals["text_s"], 1) if totals["text_s"] else None,
+        "images_per_s_per_core": round(rows / totals["contour_s"], 1)
+        if totals["contour_s"]
+        else None,
+        "rows_per_s_wall": round(rows / wall, 1) if wall and rows else None,
+    }
+
+
+def annotation_stats(table: pa.Table) -> dict:
+    """rows, label prevalence per class, entities per report, contour quality counts."""
+    rows = table.num_rows
+    labels = np.array(table.column("labels").to_pylist(), dtype=np.float32).reshape(
+        rows, len(CHEXPERT_CLASSES)
+    )  # (N, 14)
+    prevalence = {
+        name: {"positive": int((labels[:, i] == 1).sum()), "negative": int((labels[:, i] == 0).sum()),
+               "uncertain": int((labels[:, i] == -1).sum()), "not_mentioned": int(np.isnan(labels[:, i]).sum())}
+        for i, name in enumerate(CHEXPERT_CLASSES)
+    }  # fmt: skip
+    n_entities = [len(e) for e in table.column("entities").to_pylist()]
+    return {
+        "rows": rows,
+        "entities_per_report": round(float(np.mean(n_entities)), 2) if rows else 0.0,
+        "reports_without_entities": int(sum(1 for n in n_entities if n == 0)),
+        "contour_quality": dict(Counter(table.column("contour_quality").to_pylist())),
+        "label_prevalence": prevalence,
+    }
+
+
+def _write_preview(dataset: Artifact, table: pa.Table, count: int, path: Path) -> None:
+    """preview.png: the first ``count`` images with a contour, mask overlaid."""
+    from cxrkit.vision.contour import preview_grid, unpack_mask
+
+    wanted = {}
+    for row in table.slice(0, max(count * 4, count)).to_pylist():
+        if row["contour_mask"] is not None and len(wanted) < count:
+            wanted[row["image_id"]] = row
+    images, masks, titles = [], [], []
+    for shard in dataset.files(".parquet"):
+        if shard.name == "rejects.parquet" or len(images) >= len(wanted):
+            continue
+        for row in pq.read_table(shard, columns=_READ_COLUMNS).to_pylist():
+            hit = wanted.get(row["image_id"])
+            if hit is None:
+                continue
+            h, w = row["height"], row["width"]
+            images.append(np.frombuffer(row["pixels"], dtype=np.dtype(row["dtype"])).reshape(h, w))
+            masks.append(unpack_mask(hit["contour_mask"], h, w))
+            titles.append(hit["contour_quality"])
+    if images:
+        preview_grid(images, masks, path, titles=titles)
+
+
+def labels_matrix(annotations: Artifact) -> tuple[list[str], np.ndarray]:
+    """(image ids, (N, 14) float32 labels with NaN) of an annotations artifact, for consumers."""
+    table = pq.read_table(annotations.file("annotations.parquet"), columns=["image_id", "labels"])
+    ids = table.column("image_id").to_pylist()
+    values = np.array(table.column("labels").to_pylist(), dtype=np.float32).reshape(len(ids), -1)
+    return ids, values

@@ -1,0 +1,78 @@
+"""Negation / uncertainty of mentions: clause scope, terminators, pseudo-cues, sections."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxrkit.text.entities import EntityExtractor
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return EntityExtractor()
+
+
+def _flags(extractor, text: str) -> dict[str, tuple[bool, bool]]:
+    """CheXpert class -> (negated, uncertain) of its (single) mention."""
+    (entities,) = extractor.extract([text])
+    return {e.chexpert: (e.negated, e.uncertain) for e in entities if e.chexpert}
+
+
+def test_no_negates_every_finding_of_its_list(extractor):
+    flags = _flags(extractor, "No focal consolidation, pleural effusion, or pneumothorax.")
+    assert flags == {"Consolidation": (True, False), "Pleural Effusion": (True, False),
+                     "Pneumothorax": (True, False)}  # fmt: skip
+
+
+def test_terminator_ends_the_negation_scope(extractor):
+    flags = _flags(extractor, "No pleural effusion but there is cardiomegaly.")
+    assert flags["Pleural Effusion"] == (True, False)
+    assert flags["Cardiomegaly"] == (False, False)
+
+
+def test_negation_does_not_cross_a_sentence(extractor):
+    flags = _flags(extractor, "No pneumothorax. Atelectasis at the left base.")
+    assert flags == {"Pneumothorax": (True, False), "Atelectasis": (False, False)}
+
+
+def test_post_cue_negates_the_mention_before_it(extractor):
+    assert _flags(extractor, "The right pneumothorax has resolved.") == {
+        "Pneumothorax": (True, False)
+    }
+
+
+def test_hedges_make_a_mention_uncertain(extractor):
+    assert _flags(extractor, "Possible right lower lobe pneumonia.")["Pneumonia"] == (False, True)
+    assert _flags(extractor, "Small effusion cannot be excluded.")["Pleural Effusion"] == (
+        False,
+        True,
+    )
+
+
+def test_cannot_exclude_is_uncertain_not_a_negation(extractor):
+    assert _flags(extractor, "Cannot exclude pneumonia.")["Pneumonia"] == (False, True)
+
+
+def test_pseudo_negation_no_change_keeps_the_finding_positive(extractor):
+    assert _flags(extractor, "No change in cardiomegaly.")["Cardiomegaly"] == (False, False)
+
+
+def test_hedge_inside_a_negated_list_is_negated(extractor):
+    flags = _flags(
+        extractor, "No focal consolidation, suspicious pulmonary opacity, or pneumothorax."
+    )
+    assert flags["Pneumothorax"] == (True, False)
+
+
+def test_phrase_stating_normal_size_is_a_negated_cardiomegaly_mention(extractor):
+    assert _flags(extractor, "The heart size is normal.") == {"Cardiomegaly": (True, False)}
+    assert _flags(extractor, "The heart is mildly enlarged.") == {"Cardiomegaly": (False, False)}
+
+
+def test_mentions_carry_their_section(extractor):
+    text = (
+        "INDICATION: rule out pneumonia.\n\nFINDINGS: Clear lungs.\n\nIMPRESSION: No pneumothorax."
+    )
+    (entities,) = extractor.extract([text])
+    sections = {e.chexpert: e.section for e in entities if e.chexpert}
+    assert sections == {"Pneumonia": "history", "Pneumothorax": "impression"}
