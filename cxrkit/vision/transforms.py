@@ -32,6 +32,8 @@ CXR_STD = 0.5
 """Std used to normalise images scaled to [0, 1]; (x - 0.5) / 0.5 maps [0, 1] to [-1, 1]."""
 
 _MAXVAL = {torch.uint8: 255.0, torch.uint16: 65535.0}
+# (x - MEAN) / STD == x * _GAIN - _SHIFT: the train path folds _GAIN into its box filter.
+_GAIN, _SHIFT = 1.0 / CXR_STD, CXR_MEAN / CXR_STD
 
 
 @dataclass
@@ -116,22 +118,27 @@ def _check_contour(
 
 
 def _box_reduce(values: torch.Tensor, factor: int, scale: float) -> torch.Tensor:
-    """(H, W) -> (H // factor, W // factor): mean of factor x factor blocks, times ``scale``.
+    """(H, W) -> (H // factor, W // factor) float32: mean of factor x factor blocks, times ``scale``.
 
-    Summing strided slices is ~4x faster than ``avg_pool2d`` or antialiased
-    ``interpolate`` on one CPU core at these sizes, and is exact box filtering.
-    The last ``H % factor`` rows and ``W % factor`` columns are dropped (under
-    one output pixel).
+    Summing strided slices (in numpy, which is faster than torch at these
+    sizes on one core; ~4x faster than ``avg_pool2d`` or antialiased
+    ``interpolate``) is exact box filtering. The last ``H % factor`` rows and
+    ``W % factor`` columns are dropped (under one output pixel). ``values`` may
+    be uint8/uint16/float32.
     """
+    array = values.numpy()
     if factor == 1:
-        return values.mul(scale) if scale != 1.0 else values.clone()
-    height, width = (values.shape[0] // factor) * factor, (values.shape[1] // factor) * factor
-    total = values[0:height:factor, 0:width:factor].clone()
+        total = array.astype(np.float32)  # a copy: the caller modifies the source in place
+        total *= scale
+        return torch.from_numpy(total)
+    height, width = (array.shape[0] // factor) * factor, (array.shape[1] // factor) * factor
+    total = array[0:height:factor, 0:width:factor].astype(np.float32)
     for dy in range(factor):
         for dx in range(factor):
             if dy or dx:
-                total += values[dy:height:factor, dx:width:factor]
-    return total.mul_(scale / factor**2)
+                total += array[dy:height:factor, dx:width:factor]
+    total *= scale / factor**2
+    return torch.from_numpy(total)
 
 
 def _normalise(unit: torch.Tensor) -> torch.Tensor:
@@ -200,17 +207,17 @@ class TrainTransform:
         cfg.validate()
         self.cfg, self.size = cfg, int(size)
         # Output pixel centres in normalised coordinates (align_corners=False).
-        self._line = (torch.arange(self.size, dtype=torch.float32) * 2 + 1) / self.size - 1
+        self._line = ((np.arange(self.size) * 2 + 1) / self.size - 1).astype(np.float32)
         # Long side of the source (at scale_max) that maps 1:1 onto the output.
         self._source_long = self.size / math.sqrt(cfg.scale_max)
 
     def _grid(self, theta: list[list[float]]) -> torch.Tensor:
         """(1, S, S, 2) sampling grid of ``theta``, by broadcasting (no (S*S, 3) matmul)."""
-        grid = torch.empty(1, self.size, self.size, 2)
+        grid = np.empty((1, self.size, self.size, 2), dtype=np.float32)
         line = self._line
         for axis, (a, b, c) in enumerate(theta):
-            torch.add((a * line)[None, :], (b * line + c)[:, None], out=grid[0, ..., axis])
-        return grid
+            np.add((a * line)[None, :], (b * line + c)[:, None], out=grid[0, ..., axis])
+        return torch.from_numpy(grid)
 
     def _theta(self, height: int, width: int, uniform: list[float]) -> list[list[float]]:
         """(2, 3) affine from output coordinates to the input's normalised coordinates.
@@ -236,18 +243,30 @@ class TrainTransform:
             [frame_y * sin * half_w * flip, frame_y * cos * half_h, frame_y * shift_y],
         ]
 
-    def _jitter(self, unit: torch.Tensor, uniform: list[float]) -> torch.Tensor:
-        """In place: contrast about the image mean, then additive brightness, clamped to [0, 1].
-
-        Applied to the source before sampling so that the black padding stays black.
-        """
+    def _jitter(self, uniform: list[float]) -> tuple[float, float]:
+        """(contrast, brightness) factors of this call: x -> contrast * (x - mean) + mean + brightness."""
         cfg = self.cfg
-        contrast = 1.0 + cfg.contrast * (2 * uniform[6] - 1)
-        brightness = cfg.brightness * (2 * uniform[7] - 1)
+        return 1.0 + cfg.contrast * (2 * uniform[6] - 1), cfg.brightness * (2 * uniform[7] - 1)
+
+    def _source(self, image: torch.Tensor, factor: int, uniform: list[float]) -> torch.Tensor:
+        """(h, w) source for sampling: box-shrunk, jittered, in [0, _GAIN] (x / CXR_STD).
+
+        The normalisation gain 1 / CXR_STD and the contrast gain ride along with
+        the box filter's scale, saving passes over the image; only the shift
+        -CXR_MEAN / CXR_STD is left for the output. Jitter happens before
+        sampling so that the black padding stays black.
+        """
+        contrast, brightness = self._jitter(uniform)
+        gain = _GAIN * contrast
+        if image.dtype in _MAXVAL:
+            source = _box_reduce(image, factor, gain / _MAXVAL[image.dtype])
+        else:
+            source = _box_reduce(to_unit(image), factor, gain)
         if contrast == 1.0 and brightness == 0.0:
-            return unit
-        offset = float(unit.mean()) * (1.0 - contrast) + brightness
-        return unit.mul_(contrast).add_(offset).clamp_(0.0, 1.0)
+            return source
+        # source = gain * x has mean gain * m; shift it to _GAIN * (m + brightness)
+        offset = float(source.mean()) * (1.0 - contrast) / contrast + _GAIN * brightness
+        return source.add_(offset).clamp_(0.0, _GAIN)
 
     def _shrink_factor(self, height: int, width: int) -> int:
         """Box factor so that bilinear sampling of the source reduces by less than 2x."""
@@ -265,26 +284,23 @@ class TrainTransform:
         # Both inputs are cut to whole factor x factor blocks so they cover the same area.
         height, width = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
         uniform = torch.rand(8, generator=generator).tolist()
-        if image.dtype in _MAXVAL:
-            source = _box_reduce(image.to(torch.float32), factor, 1.0 / _MAXVAL[image.dtype])
-        else:
-            source = _box_reduce(to_unit(image), factor, 1.0)
-        source = self._jitter(source, uniform)  # (h, w)
+        source = self._source(image, factor, uniform)  # (h, w), values in [0, _GAIN]
         grid = self._grid(self._theta(height, width, uniform))  # (1, S, S, 2)
         out = F.grid_sample(
             source[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )
+        out = out[0].sub_(_SHIFT)  # (1, S, S) in [-1, 1]: padding 0 -> -CXR_MEAN / CXR_STD
         out_mask = None
         if mask is not None:
             # nearest neighbour: the centre pixel of each block is as good as the block
             centre = factor // 2
-            blocks = mask[centre:height:factor, centre:width:factor]
+            blocks = mask.numpy()[centre:height:factor, centre:width:factor]
             sampled = F.grid_sample(
-                blocks[None, None].to(torch.float32),
+                torch.from_numpy(blocks.astype(np.float32))[None, None],
                 grid,
                 mode="nearest",
                 padding_mode="zeros",
                 align_corners=False,
             )
             out_mask = sampled[0, 0] > 0.5  # (S, S)
-        return _normalise(out[0]), out_mask
+        return out, out_mask
