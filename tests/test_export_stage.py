@@ -19,15 +19,25 @@ from test_export_helpers import (
 )
 from typer.testing import CliRunner
 
+import cxrkit
 from cxrkit.artifacts import open_artifact, verify
 from cxrkit.cli import app
 from cxrkit.errors import ArtifactError, ConfigError
 from cxrkit.export import native
 from cxrkit.export.open_clip_format import load_open_clip
-from cxrkit.models.loading import load, load_image_encoder
+from cxrkit.models.loading import load_image_encoder
 from cxrkit.stages.export import ExportConfig, run
 
-METRICS = {"auroc": {"macro": 0.71, "Cardiomegaly": 0.8}, "n_images": 3}
+# shaped like `cxrkit eval`'s metrics.json: context keys, warnings, nested task results
+METRICS = {
+    "model": "checkpoint ckpt (objective mae)",
+    "warnings": ["n = 3 scored images (< 100): a smoke test"],
+    "n_scored": 3,
+    "tasks": {
+        "probe": {"macro_auroc": 0.71, "auroc_sd": None},
+        "retrieval": {"skipped": "no text"},
+    },
+}
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +123,10 @@ def test_model_card_states_data_lineage_eval_and_use(pipeline):
     raw_id = dataset.manifest["inputs"][0]["id"]
     assert dataset.id[:16] in text and raw_id[:16] in text
     assert "| dataset |" in text and "| 3 |" in text  # 3 real images in the training data
-    assert "| auroc.macro | 0.71 |" in text
+    assert "| tasks.probe.macro_auroc | 0.71 |" in text
+    assert "| tasks.retrieval.skipped | no text |" in text
+    assert "> warning: n = 3 scored images" in text
+    assert "| model |" not in text and "| None |" not in text  # context, empty numbers out
     assert "not for diagnosis" in text and "MONOCHROME1" in text
     assert "objective: `mae`, preset:" in text
     assert "- steps: 2" in text  # the trainer's stats travel into the card
@@ -139,7 +152,7 @@ def test_exported_encoder_loads_into_cxrkit_with_identical_features(pipeline):
     images = native.normalise(native.probe_images(64), {"mean": 0.5, "std": 0.5})
     assert native.max_abs_diff(encoder(images), reference(images)) == 0.0
     assert cfg.image_size == 64
-    via_load = load(pipeline["export"].path)  # what cxrkit.load(path) calls
+    via_load = cxrkit.load(pipeline["export"].path)  # the one-liner in the card
     assert native.max_abs_diff(via_load(images), reference(images)) == 0.0
 
 

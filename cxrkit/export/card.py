@@ -18,6 +18,8 @@ from cxrkit import __version__
 from cxrkit.artifacts import Artifact, lineage, read_manifest
 
 METADATA_FORMAT = "cxrkit-export-metadata/1"
+MAX_EVAL_ROWS = 60  # the card shows this many eval numbers; metadata.json keeps them all
+EVAL_CONTEXT_KEYS = ("model", "dataset", "plots", "warnings", "rows_by_format")
 INTENDED_USE = (
     "Research only: a feature extractor for chest radiographs, to study linear probes, "
     "fine-tuning, retrieval and zero-shot methods. Not a medical device; not for diagnosis, "
@@ -247,13 +249,20 @@ def _card_data(meta: dict) -> list[str]:
     if not meta["eval"]:
         return lines + ["No eval artifact was given (`cxrkit export --eval EVAL_DIR` adds one)."]
     ref = meta["eval"]["artifact"] or {}
-    lines += [
-        f"From eval artifact `{ref.get('id', '')[:16]}` ({ref.get('path', '')}).",
-        "",
-        "| metric | value |",
-        "|---|---|",
+    metrics = meta["eval"]["metrics"]
+    lines += [f"From eval artifact `{ref.get('id', '')[:16]}` ({ref.get('path', '')})."]
+    warnings = metrics.get("warnings") if isinstance(metrics.get("warnings"), list) else []
+    lines += [line for note in warnings for line in ("", f"> warning: {note}")]
+    rows = [
+        (k, v)
+        for k, v in _flat_metrics(metrics)
+        if k.split(".")[0] not in EVAL_CONTEXT_KEYS and v is not None
     ]
-    return lines + [f"| {k} | {_fmt(v)} |" for k, v in _flat_metrics(meta["eval"]["metrics"])]
+    lines += ["", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in rows[:MAX_EVAL_ROWS]]
+    if len(rows) > MAX_EVAL_ROWS:
+        lines += ["", f"({len(rows) - MAX_EVAL_ROWS} more in `metadata.json` under eval.metrics)"]
+    return lines
 
 
 def _card_use(meta: dict, snippets: dict[str, str]) -> list[str]:

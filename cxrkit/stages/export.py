@@ -269,8 +269,11 @@ def _snippets(work: Path, results: dict) -> dict[str, str]:
     snippets = {}
     if results.get("safetensors", {}).get("status") == "ok":
         snippets["cxrkit"] = (
+            "import cxrkit\n"
+            "encoder = cxrkit.load('.')  # this directory: the image encoder, eval mode\n"
+            "# the same after checking every file's sha256 against manifest.json:\n"
             "from cxrkit.export.native import load_exported_encoder\n"
-            "encoder, vision_config = load_exported_encoder('.')  # this dir"
+            "encoder, vision_config = load_exported_encoder('.')"
         )
     if results.get("timm", {}).get("status") == "ok":
         snippets["timm"] = timm_format.snippet(native.IMAGE_DIR, work / native.IMAGE_DIR)
