@@ -5,23 +5,28 @@ plus the mediastinum between them. HD-MAE's context-aware masking masks the
 patches inside this "chest line" with a higher ratio than those outside
 (HD-MAE, Sec. III-B "Context-Aware Masking").
 
-Pipeline, on a copy downscaled to ``WORK_SIZE`` long side (the mask is upscaled
+Pipeline, on a copy downscaled to ``WORK_SIZE`` long side (the mask is resized
 back to the stored resolution at the end):
 
 1. robust normalise to [0, 1] and smooth;
 2. background = dark regions connected to the image border; body = the rest
    (largest component, holes filled);
-3. lung fields = dark components inside the body, thresholded with Otsu's
-   method on the body's own histogram (several thresholds are tried, because
-   hazy pneumonia lungs are much brighter than clear adult lungs);
-4. pick the best left/right pair of components by position and symmetry;
-5. thorax = convex hull of the two lungs (this takes in the mediastinum and
-   heart between them), slightly dilated and clipped to the body.
+3. lung candidates = dark pixels well inside the body and below the shoulders,
+   thresholded with Otsu's method on the body's own histogram (a lower and a
+   higher threshold are tried next when that finds no lungs);
+4. a wide opening cuts lungs from the shoulder and arm soft tissue; the best
+   blob per side is picked by size and height; a pair that is not mirror
+   symmetric about the spine keeps only its more medial blob;
+5. thorax = convex hull of the lungs and their mirror images about the spine
+   (this takes in the mediastinum and heart, and survives one lung hidden by
+   opacity), grown by a small margin and clipped to the body.
 
-When the result looks implausible (no lung pair, too small or too large, off
-centre) the result has ``quality="low"``, a ``reason``, and a centred box mask,
-so downstream masking still works on odd images. Input convention: 2-D array,
-bright = bone (MONOCHROME2), lungs dark.
+When the result looks implausible (no lung field, lungs barely darker than the
+mediastinum, no diaphragm below them, too small, too large or off centre) the
+result has ``quality="low"``, a ``reason``, and a centred box mask, so
+downstream masking still works on odd images. Input convention: 2-D array,
+bright = bone (MONOCHROME2), lungs dark; an inverted (MONOCHROME1) film is not
+detected and gives a meaningless mask.
 """
 
 from __future__ import annotations
@@ -196,8 +201,7 @@ def _lung_candidates(smooth: np.ndarray, body: np.ndarray, threshold_scale: floa
     """Dark blobs well inside the body: the lung fields and sometimes axillae/shoulders.
 
     Pixels near the body edge are dropped first (thin soft tissue there is as dark
-    as lung), then an opening by a disk cuts the narrow bridges between a lung and
-    the shoulder or axilla so that they become separate components.
+    as lung), then a small opening removes specks and thin strands.
     """
     long_side = max(smooth.shape)
     depth = ndimage.distance_transform_cdt(np.pad(body, 1), metric="chessboard")[1:-1, 1:-1]
@@ -399,7 +403,7 @@ THRESHOLD_SCALES = (1.0, 0.9, 1.1)
 def _thorax_small(small: np.ndarray) -> tuple[np.ndarray | None, str | None]:
     """Thorax mask at working resolution, or (None, reason)."""
     if min(small.shape) < 16:
-        return None, f"image too small ({small.shape[0]}x{small.shape[1]}) for a contour"
+        return None, f"image too small or too thin ({small.shape[0]}x{small.shape[1]} at work size)"
     if float(small.max() - small.min()) < 1e-3:
         return None, "image is constant"
     sigma = 0.01 * max(small.shape)  # merges lung field across the rib shadows
@@ -466,7 +470,10 @@ def chest_contour(image: np.ndarray, work_size: int = WORK_SIZE) -> ContourResul
     if array.dtype.kind == "f":  # NaN/inf would spread through the resize
         np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     small = _normalise(_downscale(values, work_size))
-    thorax, reason = _thorax_small(small)
+    if min(height, width) < 16:
+        thorax, reason = None, f"image too small ({height}x{width}) for a contour"
+    else:
+        thorax, reason = _thorax_small(small)
     if thorax is None:
         log.debug("chest contour fallback: %s", reason)
         mask, quality = fallback_mask(height, width), "low"
