@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import pytest
@@ -231,10 +230,22 @@ def test_every_augment_field_is_documented():
 def test_theta_of_a_quarter_turn_is_hand_computed():
     cfg = AugmentConfig(scale_min=1.0, ratio_min=1.0, ratio_max=1.0, rotate_deg=90.0, translate=0.1)
     transform = TrainTransform(cfg, 8)
-    # draws: area, ratio, angle=+90 deg, shift x=+0.2, shift y=-0.2, flip, contrast, brightness
-    theta = transform._theta(100, 50, [0.0, 0.5, 1.0, 1.0, 0.0, 0.0, 0.5, 0.5])
+    # draws: area, ratio, angle=+90 deg, shift x=+0.2, shift y=-0.2, flip, contrast,
+    # brightness, placement x, placement y (no room to place a full-size crop)
+    theta = transform._theta(100, 50, [0.0, 0.5, 1.0, 1.0, 0.0, 0.0, 0.5, 0.5, 1.0, 1.0])
     # frame: the long side (100 rows) spans [-1, 1], so x is stretched by 100 / 50 = 2
     expected = [[0.0, -2.0, 0.4], [1.0, 0.0, -0.2]]
     for row, want in zip(theta, expected, strict=True):
         assert row == pytest.approx(want, abs=1e-9)
-    assert math.isclose(theta[0][0], 0.0, abs_tol=1e-9)
+
+
+def test_small_crop_is_placed_inside_the_image():
+    cfg = AugmentConfig(
+        scale_min=0.25, scale_max=0.25, ratio_min=1.0, ratio_max=1.0, rotate_deg=0.0,
+        translate=0.0,
+    )  # fmt: skip
+    transform = TrainTransform(cfg, 8)
+    # a half-size crop (half-extent 0.5) of a square image may move +-0.5: here to the corner
+    theta = transform._theta(64, 64, [0.0, 0.5, 0.5, 0.5, 0.5, 0.0, 0.5, 0.5, 1.0, 0.0])
+    assert theta[0] == pytest.approx([0.5, 0.0, 0.5])
+    assert theta[1] == pytest.approx([0.0, 0.5, -0.5])

@@ -44,13 +44,19 @@ class AugmentConfig:
     or rotations teach invariances that do not occur in the clinic.
     """
 
-    scale_min: float = doc("smallest crop, as a fraction of the letterboxed image area", 0.6)
+    scale_min: float = doc(
+        "smallest crop, as a fraction of the letterboxed (square) image area; the crop is "
+        "placed at random where it fits inside the image, as RandomResizedCrop does",
+        0.6,
+    )
     scale_max: float = doc("largest crop, as a fraction of the letterboxed image area", 1.0)
     ratio_min: float = doc("smallest crop aspect ratio (width / height), drawn log-uniformly", 0.9)
     ratio_max: float = doc("largest crop aspect ratio (width / height)", 1.1)
     rotate_deg: float = doc("largest rotation either way, in degrees", 10.0)
     translate: float = doc(
-        "largest shift of the crop centre, as a fraction of the image side", 0.05
+        "largest extra shift of the crop centre beyond its free placement, as a fraction "
+        "of the image side (may bring in black border)",
+        0.05,
     )
     brightness: float = doc("largest additive brightness change, in [0, 1] intensity units", 0.1)
     contrast: float = doc("largest relative contrast change about the image mean", 0.1)
@@ -223,8 +229,9 @@ class TrainTransform:
         """(2, 3) affine from output coordinates to the input's normalised coordinates.
 
         Composition, from output to input: flip, crop size (area and aspect),
-        rotation, shift, then the letterbox frame (the long side spans [-1, 1]).
-        ``uniform`` holds the call's 8 draws in [0, 1).
+        rotation, crop centre (free placement inside the image plus the
+        ``translate`` shift), then the letterbox frame (the long side spans
+        [-1, 1]). ``uniform`` holds the call's 10 draws in [0, 1).
         """
         cfg = self.cfg
         area = cfg.scale_min + (cfg.scale_max - cfg.scale_min) * uniform[0]
@@ -232,12 +239,15 @@ class TrainTransform:
         ratio = math.exp(log_ratio)
         half_w, half_h = math.sqrt(area * ratio), math.sqrt(area / ratio)  # crop half-extents
         angle = math.radians(cfg.rotate_deg * (2 * uniform[2] - 1))
-        shift_x = 2 * cfg.translate * (2 * uniform[3] - 1)  # normalised units: the side is 2
-        shift_y = 2 * cfg.translate * (2 * uniform[4] - 1)
-        flip = -1.0 if cfg.hflip and uniform[5] < 0.5 else 1.0
-        cos, sin = math.cos(angle), math.sin(angle)
         long_side = max(height, width)
         frame_x, frame_y = long_side / width, long_side / height
+        # The image spans +-1/frame in the letterbox; a smaller crop may sit anywhere inside.
+        place_x = max(0.0, 1 / frame_x - half_w) * (2 * uniform[8] - 1)
+        place_y = max(0.0, 1 / frame_y - half_h) * (2 * uniform[9] - 1)
+        shift_x = place_x + 2 * cfg.translate * (2 * uniform[3] - 1)  # the side is 2 units
+        shift_y = place_y + 2 * cfg.translate * (2 * uniform[4] - 1)
+        flip = -1.0 if cfg.hflip and uniform[5] < 0.5 else 1.0
+        cos, sin = math.cos(angle), math.sin(angle)
         return [
             [frame_x * cos * half_w * flip, -frame_x * sin * half_h, frame_x * shift_x],
             [frame_y * sin * half_w * flip, frame_y * cos * half_h, frame_y * shift_y],
@@ -283,7 +293,7 @@ class TrainTransform:
         factor = self._shrink_factor(*image.shape)
         # Both inputs are cut to whole factor x factor blocks so they cover the same area.
         height, width = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
-        uniform = torch.rand(8, generator=generator).tolist()
+        uniform = torch.rand(10, generator=generator).tolist()
         source = self._source(image, factor, uniform)  # (h, w), values in [0, _GAIN]
         grid = self._grid(self._theta(height, width, uniform))  # (1, S, S, 2)
         out = F.grid_sample(
