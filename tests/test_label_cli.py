@@ -1,0 +1,73 @@
+"""`cxrkit label`: CSV in, CheXpert-labeler CSV out; bad rows give blanks, never a crash."""
+
+from __future__ import annotations
+
+import csv
+
+from typer.testing import CliRunner
+
+from cxrkit.cli import app
+from cxrkit.text.csvlabel import CHEXPERT_CSV_COLUMNS
+
+runner = CliRunner()
+
+
+def _read(path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_label_writes_the_chexpert_labeler_format(tmp_path):
+    source = tmp_path / "reports.csv"
+    with open(source, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "Report"])
+        writer.writerows([
+            ["1", "Cardiomegaly. No pleural effusion."],
+            ["2", ""],
+            ["3", "%%%% ~~~ 0xDEADBEEF"],
+            ["4", "Le cœur est de taille normale, pas d'épanchement."],
+            ["5"],  # short row: no Report cell at all
+            ["6", "Possible left lower lobe pneumonia.\nET tube in place."],
+        ])  # fmt: skip
+    out = tmp_path / "labeled.csv"
+    result = runner.invoke(app, ["label", str(source), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = _read(out)
+    assert list(rows[0]) == ["Reports", *CHEXPERT_CSV_COLUMNS]
+    assert len(rows) == 6
+    assert rows[0]["Cardiomegaly"] == "1.0" and rows[0]["Pleural Effusion"] == "0.0"
+    assert rows[0]["No Finding"] == "" and rows[0]["Edema"] == ""
+    for garbage in rows[1:5]:
+        assert all(garbage[c] == "" for c in CHEXPERT_CSV_COLUMNS)
+    assert rows[5]["Pneumonia"] == "-1.0" and rows[5]["Support Devices"] == "1.0"
+    assert rows[5]["Reports"] == "Possible left lower lobe pneumonia.\nET tube in place."
+
+
+def test_headerless_file_with_no_header_flag(tmp_path):
+    source = tmp_path / "plain.csv"
+    source.write_text("No acute cardiopulmonary process.\nLarge right pneumothorax.\n")
+    out = tmp_path / "labeled.csv"
+    result = runner.invoke(app, ["label", str(source), "--out", str(out), "--no-header"])
+    assert result.exit_code == 0, result.output
+    rows = _read(out)
+    assert [r["No Finding"] for r in rows] == ["1.0", ""]
+    assert rows[1]["Pneumothorax"] == "1.0"
+
+
+def test_custom_text_column_and_invalid_utf8(tmp_path):
+    source = tmp_path / "latin1.csv"
+    source.write_bytes("Text\nSmall effusion \xe9\xff.\n".encode("latin-1"))
+    out = tmp_path / "labeled.csv"
+    result = runner.invoke(app, ["label", str(source), "--out", str(out), "--text-column", "Text"])
+    assert result.exit_code == 0, result.output
+    assert _read(out)[0]["Pleural Effusion"] == "1.0"
+
+
+def test_missing_column_is_an_input_error_and_writes_nothing(tmp_path):
+    source = tmp_path / "reports.csv"
+    source.write_text("id,text\n1,Cardiomegaly.\n")
+    out = tmp_path / "labeled.csv"
+    result = runner.invoke(app, ["label", str(source), "--out", str(out)])
+    assert result.exit_code == 3
+    assert "Report" in result.output and not out.exists()
