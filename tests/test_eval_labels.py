@@ -95,3 +95,33 @@ def test_dataset_labels_column_and_uncertain_policies():
     assert ignore[0] == 1 and np.isnan(ignore[1]) and np.isnan(ignore[2])
     assert labels.binarise(table.values, "positive")[2, 0] == 1
     assert labels.binarise(table.values, "negative")[2, 0] == 0
+
+
+def test_annotation_labels_and_prompts_come_from_the_annotations_artifact(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cxrkit.artifacts import ArtifactWriter
+    from cxrkit.evaluate.runner import resolve_prompts
+    from cxrkit.stages.eval import EvalConfig
+    from cxrkit.text.labeler import CHEXPERT_CLASSES
+    from cxrkit.text.prompts import load_prompts, prompts_bytes
+
+    pneumonia = CHEXPERT_CLASSES.index("Pneumonia")
+    row = [float("nan")] * len(CHEXPERT_CLASSES)
+    row[pneumonia] = 1.0
+    writer = ArtifactWriter(tmp_path / "ann", "annotations", {"test": 1})
+    work = writer.begin()
+    table = pa.table({"image_id": ["img-b"], "labels": [row]})
+    pq.write_table(table, work / "annotations.parquet")
+    (work / "prompts.json").write_bytes(prompts_bytes(load_prompts(None)))
+    annotations = writer.publish()
+
+    aligned = labels.from_annotations(annotations.path, ["img-a", "img-b"])
+    assert aligned.matched == 1 and aligned.classes == list(CHEXPERT_CLASSES)
+    assert np.isnan(aligned.values[0, pneumonia]) and aligned.values[1, pneumonia] == 1.0
+
+    cfg = EvalConfig(dataset="d", checkpoint="c", out="o")
+    prompts, source = resolve_prompts(cfg, annotations, ["Pneumonia"])
+    assert "prompts.json" in source
+    assert prompts["Pneumonia"]["negative"]  # MaCo-style pairs need negatives

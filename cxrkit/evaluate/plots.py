@@ -35,7 +35,7 @@ def roc_plot(
             note = f"AUROC {report['auroc']['value']:.3f}, {report['n_pos']} pos"
         else:
             note = f"{report.get('n_pos', int(labels.sum()))} pos: too few to score"
-        ax.step(fpr, tpr, where="post", label=f"{name} ({note})")
+        ax.plot(fpr, tpr, label=f"{name} ({note})")  # ties give diagonal segments
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.set_xlim(0, 1)

@@ -90,19 +90,22 @@ def class_counts(labels: np.ndarray, raw: np.ndarray, classes: list[str]) -> dic
 
 
 def resolve_prompts(cfg, annotations: Artifact | None, classes: list[str]) -> tuple[dict, str]:
-    """Prompts per class and where they came from (file, annotations, built-in defaults)."""
+    """Prompts per class and where they came from (file, annotations, cxrkit's shipped set)."""
     found: dict = {}
-    source = "built-in defaults"
     if cfg.prompts:
         found, source = zeroshot.load_prompts(cfg.prompts), f"--prompts {cfg.prompts}"
     elif annotations is not None and (annotations.path / "prompts.json").is_file():
         found = zeroshot.load_prompts(annotations.file("prompts.json"))
         source = f"annotations {annotations.path}/prompts.json"
+    else:
+        source = "cxrkit default prompt set (stages/prompts-default.json)"
     missing = [c for c in classes if c not in found]
-    prompts = {**zeroshot.default_prompts(missing), **found}
-    if missing and found:
-        source += f"; built-in defaults for {', '.join(missing)}"
-    return prompts, source
+    if missing:
+        shipped = zeroshot.shipped_prompts(missing)
+        found = {**{c: shipped[c] for c in missing}, **found}
+        if cfg.prompts or annotations is not None:
+            source += f"; default prompt set for {', '.join(missing)}"
+    return found, source
 
 
 def _folds(cfg, rows: EvalRows, labels: np.ndarray) -> list[protocol.Fold]:

@@ -1,8 +1,10 @@
 """Zero-shot classification from class prompts (prompt data kept apart from the logic).
 
-Prompts come from an annotations artifact's ``prompts.json`` or ``--prompts FILE``:
-``{class: {"positive": [templates], "negative": [templates]}}`` (a bare list is
-positives only; a top-level ``"classes"`` or ``"prompts"`` table is unwrapped).
+Prompts come from an annotations artifact's ``prompts.json``, ``--prompts FILE``, or
+cxrkit's shipped prompt set (``cxrkit.text.prompts``, the one source of prompt data).
+A file is either a versioned cxrkit prompt set (see ``cxrkit.text.prompts``) or a
+plain ``{class: {"positive": [...], "negative": [...]}}`` (a bare list is positives
+only). Classes without prompts get the set's templates filled with their name.
 Each class embedding is the renormalised mean of its normalised prompt embeddings.
 
 Two scorings:
@@ -25,23 +27,21 @@ import torch.nn.functional as F
 
 from cxrkit.errors import InputError
 
-DEFAULT_POSITIVE = ["chest x-ray showing {}", "findings consistent with {}", "{}"]
-DEFAULT_NEGATIVE = ["chest x-ray with no {}", "no evidence of {}", "no {}"]
-
 
 def load_prompts(path: str | Path) -> dict[str, dict[str, list[str]]]:
     """Read a prompts file into ``{class: {"positive": [...], "negative": [...]}}``.
 
     Raises InputError when the file is unreadable or holds no prompt lists.
     """
+    from cxrkit.text.prompts import validate_prompts
+
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: unreadable prompts file ({exc})") from exc
-    for wrapper in ("classes", "prompts"):
-        if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
-            data = data[wrapper]
+    if isinstance(data, dict) and "version" in data:  # a versioned cxrkit prompt set
+        data = validate_prompts(data, str(path))["classes"]
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object of class -> prompts")
     prompts = {}
@@ -50,8 +50,7 @@ def load_prompts(path: str | Path) -> dict[str, dict[str, list[str]]]:
             entry = {"positive": entry}
         if not isinstance(entry, dict):
             continue
-        positive = entry.get("positive", entry.get("pos", []))
-        negative = entry.get("negative", entry.get("neg", []))
+        positive, negative = entry.get("positive", []), entry.get("negative", [])
         if positive and all(isinstance(t, str) for t in [*positive, *negative]):
             prompts[str(name)] = {"positive": list(positive), "negative": list(negative)}
     if not prompts:
@@ -59,15 +58,24 @@ def load_prompts(path: str | Path) -> dict[str, dict[str, list[str]]]:
     return prompts
 
 
-def default_prompts(classes: list[str]) -> dict[str, dict[str, list[str]]]:
-    """Generic templates for classes that have no prompts (recorded as such in metrics.json)."""
-    return {
-        c: {
-            "positive": [t.format(c.lower()) for t in DEFAULT_POSITIVE],
-            "negative": [t.format(c.lower()) for t in DEFAULT_NEGATIVE],
-        }
-        for c in classes
-    }
+def shipped_prompts(classes: list[str]) -> dict[str, dict[str, list[str]]]:
+    """cxrkit's default prompt set, with its templates filled in for classes it lacks."""
+    from cxrkit.text.prompts import load_prompts as load_prompt_set
+
+    prompt_set = load_prompt_set(None)
+    templates = prompt_set.get("templates") or {}
+    prompts = dict(prompt_set["classes"])
+    for name in classes:
+        if name not in prompts:
+            filled = {
+                side: [t.replace("{c}", name.lower()).replace("{C}", name) for t in lines]
+                for side, lines in templates.items()
+            }
+            prompts[name] = {
+                "positive": filled.get("positive", []),
+                "negative": filled.get("negative", []),
+            }
+    return prompts
 
 
 @torch.inference_mode()
