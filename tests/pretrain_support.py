@@ -85,7 +85,9 @@ def write_dataset(
 
 def write_annotations(out: Path, dataset: Artifact) -> Artifact:
     """An annotations artifact: contour = brighter-than-median pixels, labels from the dataset."""
-    table = pq.read_table(dataset.path / "shard-00000.parquet")
+    table = pa.concat_tables(
+        pq.read_table(p) for p in dataset.files(".parquet") if p.name != "rejects.parquet"
+    )
     rows = []
     for row in table.to_pylist():
         pixels = np.frombuffer(row["pixels"], dtype=row["dtype"]).reshape(
@@ -93,7 +95,8 @@ def write_annotations(out: Path, dataset: Artifact) -> Artifact:
         )
         mask = pixels > np.median(pixels)
         labels = [float("nan")] * 14
-        labels[7] = float(json.loads(row["labels"])["Pneumonia"])  # "Pneumonia" is class 7
+        # "Pneumonia" is class 7
+        labels[7] = float(json.loads(row["labels"] or "{}").get("Pneumonia", float("nan")))
         rows.append(
             {
                 "image_id": row["image_id"],

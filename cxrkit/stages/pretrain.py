@@ -22,7 +22,7 @@ import torch
 
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
-from cxrkit.errors import ConfigError
+from cxrkit.errors import ConfigError, InputError
 from cxrkit.models.vision import VisionConfig
 from cxrkit.train import checkpoint as ckpt
 from cxrkit.train.config import OptimConfig, TrainConfig
@@ -159,6 +159,12 @@ def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Ar
         )
         return writer.existing()
     objective = build(cfg)
+    if "contour" in objective.needs and not cfg.data.annotations:  # fail before any work
+        raise InputError(
+            f"objective {cfg.objective['name']!r} as configured needs chest "
+            "contours from an annotations artifact; run `cxrkit annotate` and "
+            "pass --annotations DIR"
+        )
     accelerator = accelerator or make_accelerator(cfg.train.precision)
     run_dir = _run_dir(writer, accelerator)
     resume_from = _resume_point(cfg.train.resume, run_dir, accelerator.is_main_process)
