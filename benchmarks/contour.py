@@ -92,7 +92,8 @@ def main() -> None:
     print(f"plain Otsu baseline:       {otsu_cpu:7.1f} img/s/core  {otsu_wall:7.1f} wall")
     print(f"speed-up vs full resolution: {shipped_cpu / full_cpu:.1f}x; "
           f"cost vs plain Otsu: {otsu_cpu / shipped_cpu:.1f}x slower")  # fmt: skip
-    print(f"quality ok: {ok}/{len(images)}")
+    full_ok = sum(chest_contour(im, work_size=max(im.shape)).quality == "ok" for im in images)
+    print(f"quality ok: {ok}/{len(images)} (at full resolution: {full_ok}/{len(images)})")
 
     tensors = [torch.from_numpy(image) for image in images]
     masks = [torch.from_numpy(chest_contour(image).mask) for image in images]
