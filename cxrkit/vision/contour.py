@@ -153,7 +153,10 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 def _body_mask(smooth: np.ndarray) -> np.ndarray:
     """Body = everything not dark-and-connected-to-the-border, largest part, no holes."""
     low = float(np.percentile(smooth, 1))
-    level = float(np.median(smooth))
+    # The body's typical level ignores near-black pixels, so that wide black padding
+    # (more than half the frame) does not drag the level down to the background.
+    lit = smooth[smooth > low + 0.05]
+    level = float(np.median(lit)) if lit.size else low
     dark = smooth < low + 0.25 * (level - low)
     body = ~_border_connected(dark)
     body = ndimage.binary_opening(body, iterations=2)
@@ -415,8 +418,8 @@ def _thorax_small(small: np.ndarray) -> tuple[np.ndarray | None, str | None]:
     core_radius = max(1.0, 0.035 * max(small.shape))
     for scale in THRESHOLD_SCALES:
         dark = _lung_candidates(smooth, body, scale)
-        # Cores: an opening by a wide disk cuts the bridges from a lung to the
-        # shoulder or arm; the lung's own outline is restored from `dark` after.
+        # Cores: a wide opening cuts the bridges from a lung to the shoulder or
+        # arm; the lung's own outline is restored from `dark` after.
         cores = _open(dark, core_radius)
         labels, blobs = _blobs(cores, body)
         picked = _pick_lungs(blobs)
@@ -426,7 +429,9 @@ def _thorax_small(small: np.ndarray) -> tuple[np.ndarray | None, str | None]:
         lungs = [
             _largest_component(dark & _dilate(labels == b.label, core_radius + 2)) for b in picked
         ]
-        lungs = _symmetric_pair(smooth, body, lungs)
+        lungs = _symmetric_pair(smooth, body, [lung for lung in lungs if lung.any()])
+        if not lungs:
+            continue
         thorax = _thorax(smooth, body, lungs)
         if thorax is None:
             reason = "lung outline is degenerate"
@@ -473,7 +478,13 @@ def chest_contour(image: np.ndarray, work_size: int = WORK_SIZE) -> ContourResul
     if min(height, width) < 16:
         thorax, reason = None, f"image too small ({height}x{width}) for a contour"
     else:
-        thorax, reason = _thorax_small(small)
+        try:
+            thorax, reason = _thorax_small(small)
+        except (ValueError, IndexError) as exc:  # last line of defence: odd images get the box
+            log.warning(
+                "chest contour failed (%s: %s); using the centred box", type(exc).__name__, exc
+            )
+            thorax, reason = None, f"contour failed: {exc}"
     if thorax is None:
         log.debug("chest contour fallback: %s", reason)
         mask, quality = fallback_mask(height, width), "low"
