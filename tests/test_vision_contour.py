@@ -263,3 +263,15 @@ def test_real_images_at_demo_size_keep_lungs_inside(decoded):
         if result.quality != "ok" or not all(hits):
             misses.append(name)
     assert misses == []
+
+
+@pytest.mark.parametrize("name", ["RG1_UNCR", "NORMAL2-IM-1431-0001", "person1952_bacteria_4883"])
+def test_chest_in_wide_black_border_is_found(decoded, name):
+    image = _stored(decoded[name], size=256)
+    pad = 120  # the film covers ~30 % of the frame
+    result = chest_contour(np.pad(image, pad))
+    assert result.quality == "ok", result.reason
+    height, width = image.shape
+    for row, col in LANDMARKS[name][0]:
+        assert result.mask[pad + int(row * height), pad + int(col * width)]
+    assert not result.mask[:pad].any() and not result.mask[-pad:].any()

@@ -52,7 +52,10 @@ FALLBACK_BOX = (0.85, 0.80)
 """(height, width) fractions of the centred box used when the contour is implausible."""
 
 AREA_RANGE = (0.12, 0.90)
-"""Plausible fraction of the image covered by the thorax mask."""
+"""Plausible fraction of the body's bounding box covered by the thorax mask."""
+
+MIN_BODY_FRACTION = 0.06
+"""Least fraction of the frame the body must cover (below it: a blank or a mostly-border image)."""
 
 
 @dataclass(frozen=True)
@@ -200,20 +203,21 @@ def _below_shoulders(body: np.ndarray, drop: float = 0.15) -> np.ndarray:
     return np.arange(height)[:, None] >= limit[None, :]
 
 
-def _lung_candidates(smooth: np.ndarray, body: np.ndarray, threshold_scale: float) -> np.ndarray:
+def _lung_candidates(
+    smooth: np.ndarray, body: np.ndarray, threshold_scale: float, body_size: float
+) -> np.ndarray:
     """Dark blobs well inside the body: the lung fields and sometimes axillae/shoulders.
 
     Pixels near the body edge are dropped first (thin soft tissue there is as dark
     as lung), then a small opening removes specks and thin strands.
     """
-    long_side = max(smooth.shape)
     depth = ndimage.distance_transform_cdt(np.pad(body, 1), metric="chessboard")[1:-1, 1:-1]
-    inner = (depth > 0.04 * long_side) & _below_shoulders(body)
+    inner = (depth > 0.04 * body_size) & _below_shoulders(body)
     if inner.sum() < 0.05 * smooth.size:
         return np.zeros_like(body)
     threshold = otsu_threshold(smooth[inner]) * threshold_scale
     dark = inner & (smooth < threshold)
-    return _open(dark, max(1.0, 0.02 * long_side))
+    return _open(dark, max(1.0, 0.02 * body_size))
 
 
 @dataclass
@@ -230,7 +234,7 @@ def _blobs(candidates: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, list[_
     labels, count = ndimage.label(candidates)
     rows, cols = np.nonzero(body)
     y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    min_area = 0.01 * candidates.size  # a lung field is never smaller than 1 % of the image
+    min_area = 0.01 * (y1 - y0) * (x1 - x0)  # a lung field is never under 1 % of the body box
     areas = np.bincount(labels.ravel(), minlength=count + 1)
     centres = ndimage.center_of_mass(candidates, labels, range(1, count + 1))
     boxes = ndimage.find_objects(labels)
@@ -334,7 +338,9 @@ def _symmetric_pair(
     return [min(zip(centres, lungs, strict=True), key=lambda item: abs(item[0] - axis))[1]]
 
 
-def _thorax(smooth: np.ndarray, body: np.ndarray, lungs: list[np.ndarray]) -> np.ndarray | None:
+def _thorax(
+    smooth: np.ndarray, body: np.ndarray, lungs: list[np.ndarray], body_size: float
+) -> np.ndarray | None:
     """Convex hull of the lungs and their mirror images about the midline, within the body.
 
     The hull takes in the mediastinum and heart between the lungs. Mirroring makes
@@ -347,7 +353,7 @@ def _thorax(smooth: np.ndarray, body: np.ndarray, lungs: list[np.ndarray]) -> np
     ys, xs = np.nonzero(edge)
     mirrored = 2 * axis - xs
     points = np.column_stack([np.concatenate([xs, mirrored]), np.concatenate([ys, ys])])
-    margin = 0.015 * max(union.shape)  # ribs and pleura just outside the lung fields
+    margin = 0.015 * body_size  # ribs and pleura just outside the lung fields
     hull = _hull_mask(points.astype(np.float64), union.shape, margin)
     if hull is None:
         return None
@@ -385,13 +391,20 @@ def _not_lung_like(
     return None
 
 
-def _implausible(mask: np.ndarray) -> str | None:
-    """Why a thorax mask (working resolution) is implausible, or None if it looks right."""
-    fraction = float(mask.mean())
+def _implausible(mask: np.ndarray, body: np.ndarray) -> str | None:
+    """Why a thorax mask is implausible for its body (both at working resolution), or None.
+
+    Judged against the body's bounding box rather than the frame, so that a
+    chest in a wide black border is still "ok".
+    """
+    y0, x0, y1, x1 = mask_bbox(body)
+    box = mask[y0:y1, x0:x1]
+    fraction = float(box.mean())
     if not AREA_RANGE[0] <= fraction <= AREA_RANGE[1]:
-        return f"contour covers {fraction:.0%} of the image (plausible: {AREA_RANGE[0]:.0%}-{AREA_RANGE[1]:.0%})"
-    height, width = mask.shape
-    rows, cols = np.nonzero(mask)
+        low, high = AREA_RANGE
+        return f"contour covers {fraction:.0%} of the body (plausible: {low:.0%}-{high:.0%})"
+    height, width = box.shape
+    rows, cols = np.nonzero(box)
     if not 0.25 <= cols.mean() / width <= 0.75 or not 0.15 <= rows.mean() / height <= 0.8:
         return "contour is off centre"
     if (cols.max() - cols.min() + 1) < 0.3 * width or (rows.max() - rows.min() + 1) < 0.25 * height:
@@ -412,12 +425,14 @@ def _thorax_small(small: np.ndarray) -> tuple[np.ndarray | None, str | None]:
     sigma = 0.01 * max(small.shape)  # merges lung field across the rib shadows
     smooth = ndimage.gaussian_filter(small, sigma)
     body = _body_mask(smooth)
-    if body.mean() < AREA_RANGE[0]:
+    if body.mean() < MIN_BODY_FRACTION:
         return None, "no body found (image mostly background)"
     reason = "no lung fields found"
-    core_radius = max(1.0, 0.035 * max(small.shape))
+    y0, x0, y1, x1 = mask_bbox(body)
+    body_size = float(max(y1 - y0, x1 - x0))  # sizes below scale with the body, not the frame
+    core_radius = max(1.0, 0.035 * body_size)
     for scale in THRESHOLD_SCALES:
-        dark = _lung_candidates(smooth, body, scale)
+        dark = _lung_candidates(smooth, body, scale, body_size)
         # Cores: a wide opening cuts the bridges from a lung to the shoulder or
         # arm; the lung's own outline is restored from `dark` after.
         cores = _open(dark, core_radius)
@@ -432,11 +447,11 @@ def _thorax_small(small: np.ndarray) -> tuple[np.ndarray | None, str | None]:
         lungs = _symmetric_pair(smooth, body, [lung for lung in lungs if lung.any()])
         if not lungs:
             continue
-        thorax = _thorax(smooth, body, lungs)
+        thorax = _thorax(smooth, body, lungs, body_size)
         if thorax is None:
             reason = "lung outline is degenerate"
             continue
-        reason = _not_lung_like(smooth, body, lungs, thorax) or _implausible(thorax)
+        reason = _not_lung_like(smooth, body, lungs, thorax) or _implausible(thorax, body)
         if reason is None:
             return thorax, None
     return None, reason
