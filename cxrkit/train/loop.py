@@ -73,12 +73,20 @@ def make_accelerator(precision: str, cpu: bool | None = None):
     """An Accelerator with cxrkit's precision rule (see ``resolve_precision``).
 
     ``cpu`` forces CPU (gloo between processes); by default Accelerate decides
-    from the launch environment (``ACCELERATE_USE_CPU``).
+    from the launch environment (``ACCELERATE_USE_CPU``). Accelerate keeps one
+    process-wide state and refuses a second Accelerator with another precision,
+    so a later run in the same Python process (the stage used as a library)
+    drops that state first; the distributed setup itself is kept.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    mixed = resolve_precision(precision)
+    shared = AcceleratorState._shared_state
+    if shared and str(shared.get("_mixed_precision", mixed)) != mixed:
+        AcceleratorState._reset_state(reset_partial_state=False)
     kwargs = {"cpu": True} if cpu else {}
-    return Accelerator(mixed_precision=resolve_precision(precision), **kwargs)
+    return Accelerator(mixed_precision=mixed, **kwargs)
 
 
 class Trainer:
@@ -260,26 +268,27 @@ class Trainer:
         flag = stop or StopFlag()
         start = time.perf_counter()
         window = _Window(acc.num_processes)
-        with flag, reporting.progress("pretrain", total=cfg.max_steps) as bar:
-            if self.step:
-                bar.advance(self.step)
+        progress = (
+            reporting.progress("pretrain", total=cfg.max_steps)
+            if acc.is_main_process
+            else contextlib.nullcontext(_SilentBar())
+        )
+        with flag, progress as bar:
+            bar.advance(self.step)
+            info: dict[str, str] = {}
             while self.step < cfg.max_steps:
                 set_lr(self.optimizer, self.lr_at(self.step))
                 micro = [next(batches) for _ in range(accumulate)]
-                if log.isEnabledFor(logging.DEBUG):  # lets tests see which images each rank took
-                    ids = [i for batch in micro for i in batch.get("image_id", [])]
-                    log.debug(
-                        "rank %d step %d images %s", acc.process_index, self.step + 1, ",".join(ids)
-                    )
+                self._debug_images(micro)
                 out = self.train_step(micro)
                 consumed += accumulate * batch_size
                 loader_state["consumed"] = consumed
                 window.add(out.images)
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps or self.step == 1:
+                if self.step % cfg.log_every == 0 or self.step in (1, cfg.max_steps):
                     row = self._log_row(out, window, consumed, samples_per_epoch)
                     metrics.write(row)
-                    bar.advance(0, loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
-                bar.advance(1)
+                    info = {"loss": f"{row['loss']:.4f}", "lr": f"{row['lr']:.2e}"}
+                bar.advance(1, **info)
                 reason = self.agree_stop(flag)
                 if self.step % cfg.checkpoint_every == 0 or reason or self.step == cfg.max_steps:
                     where = self.save_checkpoint(run_dir, loader_state)
@@ -296,17 +305,33 @@ class Trainer:
             history=metrics.rows,
         )
 
+    def _debug_images(self, micro: list[dict[str, Any]]) -> None:
+        if log.isEnabledFor(logging.DEBUG):  # lets tests see which images each rank took
+            ids = [i for batch in micro for i in batch.get("image_id", [])]
+            log.debug(
+                "rank %d step %d images %s",
+                self.accelerator.process_index,
+                self.step + 1,
+                ",".join(ids),
+            )
+
     def _log_row(self, out: StepOutput, window: _Window, consumed: int, per_epoch: int) -> dict:
-        losses = {k: float(v.item()) for k, v in out.losses.items()}
+        """A metrics row: losses averaged over processes, lr, grad norm, img/s, epoch."""
+        names = sorted(out.losses)
+        values = torch.stack([out.losses[n] for n in names])
+        if self.accelerator.num_processes > 1:  # every process logs at the same steps
+            values = self.accelerator.reduce(values, reduction="mean")
+        losses = dict(zip(names, values.tolist(), strict=True))
         row = {
             "step": self.step,
+            "loss": losses.pop("loss"),
             **losses,
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": float(out.grad_norm.item()),
             "img_per_s": round(window.rate(), 2),
             "epoch": consumed // max(per_epoch, 1),
         }
-        if not sys.stderr.isatty():
+        if self.accelerator.is_main_process and not sys.stderr.isatty():
             log.info(
                 "step %d loss %.4f lr %.3g grad_norm %.3g %.1f img/s",
                 self.step,
@@ -324,6 +349,13 @@ class Trainer:
             "re-run the same command to resume"
         )
         raise Preempted(message) if reason == "preempted" else Interrupted(message)
+
+
+class _SilentBar:
+    """Progress handle of the non-main processes: only the main process reports."""
+
+    def advance(self, n: int = 1, **info: object) -> None:
+        return None
 
 
 class _Window:

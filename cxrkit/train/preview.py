@@ -25,12 +25,16 @@ def to_grey(images: torch.Tensor, mean: float = 0.5, std: float = 0.5) -> np.nda
 def reconstruction_grid(
     images: torch.Tensor, reconstruction: torch.Tensor, mask: torch.Tensor, gap: int = 2
 ) -> np.ndarray:
-    """uint8 grid (B rows x 3 columns): original, masked (hidden patches mid-grey), reconstruction.
+    """uint8 grid (B rows x 3 columns): original, masked (hidden patches mid-grey), reconstruction
+    of the hidden patches with the visible ones pasted back.
 
     Takes images, reconstruction and mask (1 = hidden), all (B, 1, H, W).
     """
     masked = images * (1 - mask)  # hidden patches become 0, i.e. mid-grey after de-normalising
-    columns = [to_grey(images), to_grey(masked), to_grey(reconstruction)]
+    # As MAE shows it: predictions for the hidden patches, the visible ones pasted back (the
+    # loss never looks at predictions of visible patches, so those are meaningless).
+    pasted = reconstruction * mask + images * (1 - mask)
+    columns = [to_grey(images), to_grey(masked), to_grey(pasted)]
     batch, height, width = columns[0].shape
     grid = np.full((batch * (height + gap) - gap, 3 * (width + gap) - gap), 255, dtype=np.uint8)
     for row in range(batch):
