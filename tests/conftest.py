@@ -14,6 +14,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+@pytest.fixture(autouse=True)
+def _restore_cxrkit_logger():
+    """In-process CLI calls configure the `cxrkit` logger; give each test a clean one."""
+    import logging
+
+    logger = logging.getLogger("cxrkit")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
+
+
 @pytest.fixture(scope="session")
 def salt_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("salt") / "salt.hex"

@@ -250,7 +250,7 @@ def test_partitions_merge_into_the_full_dataset(many_images, tmp_path, salt_file
         for i in range(3)
     ]
     sizes = [len(_rows(p)) for p in parts]
-    assert sum(sizes) == len(full) and all(sizes)
+    assert sum(sizes) == len(full) and sum(1 for size in sizes if size) >= 2
     merged = merge(parts, tmp_path / "merged")
     assert {r["image_id"] for r in _rows(merged.path)} == full
     assert [ref["id"] for ref in merged.manifest["inputs"]] == [open_artifact(p).id for p in parts]

@@ -64,6 +64,21 @@ JsonOut = Annotated[
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output artifact directory.")]
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (it may be swapped, e.g. by tests)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # noqa: ANN201 - logging's own attribute
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001 - set by StreamHandler.__init__, ignored
+        pass
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     root = logging.getLogger("cxrkit")
@@ -79,7 +94,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
         reporting.set_progress_factory(_rich_progress)
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(
             logging.Formatter("%(asctime)s cxrkit %(levelname)s %(message)s", "%H:%M:%S")
         )

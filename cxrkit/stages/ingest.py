@@ -372,24 +372,43 @@ def _run_chunks(cfg: IngestConfig, salt: bytes, work: list, scratch: Path) -> in
     with progress("ingest", total=sum(len(chunks[i]) for i in todo)) as bar:
         if workers <= 1:
             _init_worker(state)
-            for i in todo:
-                results = [_process(item) for item in chunks[i]]
-                _write_chunk(scratch, i, results)
-                done += len(results)
-                bar.advance(len(results))
+            results = map(_process, (item for i in todo for item in chunks[i]))
         else:
-            with ProcessPoolExecutor(
+            pool = ProcessPoolExecutor(
                 workers,
                 mp_context=get_context("spawn"),
                 initializer=_init_worker,
                 initargs=(state,),
-            ) as pool:
-                for i in todo:
-                    results = list(pool.map(_process, chunks[i], chunksize=4))
-                    _write_chunk(scratch, i, results)
-                    done += len(results)
-                    bar.advance(len(results))
+            )
+            results = _rolling_map(pool, (item for i in todo for item in chunks[i]), workers * 8)
+        try:
+            for i in todo:
+                chunk_results = [next(results) for _ in chunks[i]]
+                _write_chunk(scratch, i, chunk_results)
+                done += len(chunk_results)
+                bar.advance(len(chunk_results))
+        finally:
+            if workers > 1:
+                pool.shutdown(cancel_futures=True)
     return done
+
+
+def _rolling_map(pool: ProcessPoolExecutor, items, window: int):
+    """Ordered results of ``_process`` with at most ``window`` files in flight.
+
+    Unlike mapping chunk by chunk, workers never idle at chunk boundaries, and
+    unlike ``pool.map`` over everything, a 377k-file ingest does not create
+    377k futures up front.
+    """
+    from collections import deque
+
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(_process, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _write_chunk(scratch: Path, index: int, results: list[dict]) -> None:
