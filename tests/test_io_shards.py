@@ -116,7 +116,7 @@ def test_images_are_the_stored_pixels_through_the_transform(dataset):
     )
     batch = next(iter(data))
     _, pixels, _ = pediatric_images(40)[1]  # unshuffled: img-00 is in val, img-01 comes first
-    expected, _ = transform(torch.from_numpy(pixels), None, torch.Generator())
+    expected, _ = transform(torch.from_numpy(pixels.copy()), None, torch.Generator())
     assert batch["image_id"] == ["img-01", "img-02"] and batch["image"].shape == (2, 1, 40, 40)
     assert torch.equal(batch["image"][0], expected)
 

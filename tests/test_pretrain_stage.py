@@ -157,6 +157,8 @@ def test_resume_never_discards_checkpoints_and_auto_picks_the_latest(tmp_path):
     assert pretrain._resume_point("auto", tmp_path, True) == ckpt.step_dir(tmp_path, 6)
     assert pretrain._resume_point("never", tmp_path, True) is None
     assert not (tmp_path / ckpt.CHECKPOINTS).exists()
+    (tmp_path / ckpt.STATE_FILE).write_bytes(b"x")  # finished, killed before publishing
+    assert pretrain._resume_point("auto", tmp_path, True) == tmp_path
 
 
 def test_cli_slurm_writes_the_sbatch_next_to_out(demo_dataset, tmp_path):
@@ -255,3 +257,19 @@ def test_demo_preset_loss_falls_over_200_steps(demo_dataset, tmp_path):
     assert rows[-1]["step"] == 200
     assert artifact.stats["final_loss"] < 0.5 * artifact.stats["first_loss"]
     assert (artifact.path / "reconstruction.png").is_file()
+
+
+def test_ema_run_publishes_averaged_weights_and_keeps_the_raw_ones(demo_dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    artifact = pretrain.run(
+        _cfg(demo_dataset, tmp_path / "ema", "train.max_steps=2", "optim.ema_decay=0.5")
+    )
+    names = {f["path"] for f in artifact.manifest["files"]}
+    assert {"model.safetensors", "model_raw.safetensors"} <= names
+    averaged = load_file(str(artifact.path / "model.safetensors"))
+    raw = load_file(str(artifact.path / "model_raw.safetensors"))
+    key = "encoder.patch_embed.proj.weight"
+    assert not torch.equal(averaged[key], raw[key])
+    ema = torch.load(artifact.path / "trainer_state.pt", weights_only=True)["ema"]
+    assert torch.equal(ema[key], averaged[key])

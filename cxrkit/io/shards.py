@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +44,6 @@ Transform = Callable[
     [torch.Tensor, torch.Tensor | None, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]
 ]
 
-BATCH_KEYS = ("image", "contour", "labels", "text", "image_id")
-
 
 def dataset_shards(artifact: Artifact) -> list[Path]:
     """The data shards of a dataset artifact (every .parquet but rejects.parquet)."""
@@ -60,26 +57,6 @@ def _chexpert_classes() -> list[str]:
     from cxrkit.text.labeler import CHEXPERT_CLASSES
 
     return list(CHEXPERT_CLASSES)
-
-
-@dataclass
-class LoaderState:
-    """Where a rank is in its sample stream; saved in the trainer state."""
-
-    consumed: int = 0  # samples this rank has taken, over all epochs
-    samples_per_epoch: int = 0  # per rank; used to report the epoch
-
-    @property
-    def epoch(self) -> int:
-        return self.consumed // self.samples_per_epoch if self.samples_per_epoch else 0
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "consumed": self.consumed,
-            "samples_per_epoch": self.samples_per_epoch,
-            "epoch": self.epoch,
-            "samples_in_epoch": self.consumed % max(self.samples_per_epoch, 1),
-        }
 
 
 class _Annotations:
@@ -270,11 +247,16 @@ class ShardDataset(IterableDataset):
         table = self._parquet(int(self.rg_file[slot])).read_row_group(
             int(self.rg_group[slot]), columns=columns
         )
-        rows = table.take(pa_indices([int(self.sample_row[s]) for s in sample_ids])).to_pylist()
-        return {
-            sid: self._make_sample(epoch, sid, row)
-            for sid, row in zip(sample_ids, rows, strict=True)
-        }
+        # Pixels stay in Arrow memory (no bytes copies); the small columns become Python values.
+        pixels = table.column("pixels").combine_chunks()
+        small = table.drop_columns(["pixels"]).to_pydict()
+        samples = {}
+        for sid in sample_ids:
+            index = int(self.sample_row[sid])
+            row = {name: values[index] for name, values in small.items()}
+            row["pixels"] = pixels[index].as_buffer()
+            samples[sid] = self._make_sample(epoch, sid, row)
+        return samples
 
     def _make_sample(self, epoch: int, sample_id: int, row: dict) -> dict[str, Any]:
         height, width = int(row["height"]), int(row["width"])
@@ -359,18 +341,20 @@ def _buffer_shuffle(items: np.ndarray, size: int, rng: np.random.Generator) -> n
     return out
 
 
-def pa_indices(indices: list[int]):
-    import pyarrow as pa
+_MASK64 = (1 << 64) - 1
 
-    return pa.array(indices, type=pa.int64())
+
+def _mix64(value: int) -> int:
+    # splitmix64 finaliser: a cheap, well-spread 64-bit hash of an integer.
+    value = (value + 0x9E3779B97F4A7C15) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
 
 
 def sample_seed(seed: int, epoch: int, sample_id: int) -> int:
     """Augmentation seed of one sample in one epoch (independent of rank and worker)."""
-    return int(
-        np.random.SeedSequence([seed, epoch, sample_id]).generate_state(1, np.uint64)[0]
-        >> np.uint64(1)
-    )
+    return _mix64(_mix64(_mix64(seed & _MASK64) ^ epoch) ^ sample_id) >> 1
 
 
 def decode_pixels(data: bytes, dtype: str, height: int, width: int) -> np.ndarray:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 RECONSTRUCTION_FILE = "reconstruction.png"
+RAW_MODEL_FILE = "model_raw.safetensors"  # with EMA: the raw weights, for resuming
 
 
 @dataclasses.dataclass
@@ -227,6 +228,8 @@ def _resume_point(resume: str, run_dir: Path, is_main: bool) -> Path | None:
         return None
     if resume == "auto":
         found = ckpt.latest(run_dir)
+        if found is None and (run_dir / ckpt.STATE_FILE).is_file():
+            found = run_dir  # finished but killed before publishing: the files sit at the root
         if found is not None:
             log.info("resuming from %s", found)
         return found
@@ -264,18 +267,25 @@ def _shard_dataset(cfg: PretrainConfig, dataset: Artifact, objective: Any, accel
 
 
 def _finish_run_dir(cfg: PretrainConfig, trainer: Any, run_dir: Path, dataset: Artifact) -> None:
-    """Lay out the artifact's files: final weights, config.json, trainer state, preview."""
+    """Lay out the artifact's files: final weights, config.json, trainer state, preview.
+
+    Kill-safe order: the root gets the raw weights and the trainer state before
+    the checkpoints go, so a re-run always finds one complete resume point
+    (``checkpoints/step-N`` or the run directory itself).
+    """
     from cxrkit.models.loading import save_objective
 
-    final = ckpt.latest(run_dir)
     objective = trainer.objective
+    final = ckpt.latest(run_dir)
     if trainer.ema is not None:  # publish the averaged weights; keep the raw ones for resume
-        shutil.copy2(final / ckpt.MODEL_FILE, run_dir / "model_raw.safetensors")
         raw = {k: v.detach().clone() for k, v in objective.state_dict().items()}
+        ckpt.write_model(run_dir, raw, trainer.step, name=RAW_MODEL_FILE)
         objective.load_state_dict({**raw, **trainer.ema.state_dict()})
     save_objective(objective, run_dir)
-    os.replace(final / ckpt.STATE_FILE, run_dir / ckpt.STATE_FILE)
-    shutil.rmtree(run_dir / ckpt.CHECKPOINTS)
+    if final is not None:
+        shutil.copy2(final / ckpt.STATE_FILE, run_dir / f".{ckpt.STATE_FILE}.tmp")
+        os.replace(run_dir / f".{ckpt.STATE_FILE}.tmp", run_dir / ckpt.STATE_FILE)
+        shutil.rmtree(run_dir / ckpt.CHECKPOINTS)
     if hasattr(objective, "forward_reconstruction"):
         from cxrkit.train.preview import write_reconstruction
 

@@ -52,13 +52,20 @@ def begin(run_dir: Path, step: int) -> Path:
     return tmp
 
 
-def write_model(directory: Path, state_dict: dict[str, torch.Tensor], step: int) -> Path:
-    """Write a state_dict as safetensors (tensors copied to CPU, contiguous, unshared)."""
+def write_model(
+    directory: Path, state_dict: dict[str, torch.Tensor], step: int, name: str = MODEL_FILE
+) -> Path:
+    """Write a state_dict as safetensors (tensors copied to CPU, contiguous, unshared).
+
+    Written under a temp name and renamed, so the file is either old or new.
+    """
     tensors = {
-        name: value.detach().to("cpu").contiguous().clone() for name, value in state_dict.items()
+        key: value.detach().to("cpu").contiguous().clone() for key, value in state_dict.items()
     }
-    path = Path(directory) / MODEL_FILE
-    save_file(tensors, str(path), metadata={"format": "pt", "step": str(step)})
+    path = Path(directory) / name
+    tmp = path.with_name(f".{name}.tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "step": str(step)})
+    os.replace(tmp, path)
     return path
 
 
