@@ -178,12 +178,21 @@ def test_more_ranks_than_images_is_an_input_error(dataset):
 
 
 def test_labels_and_text_come_from_the_dataset_without_annotations(dataset):
-    data = ShardDataset(dataset_shards(dataset), transform=SquareTransform(32, flip=False),
-                        batch_size=3, needs={"labels", "text"}, shuffle=False, loop=False)
+    data = ShardDataset(
+        dataset_shards(dataset),
+        transform=SquareTransform(32, flip=False),
+        batch_size=3,
+        needs={"labels", "text"},
+        shuffle=False,
+        loop=False,
+    )
     batch = next(iter(data))  # img-01, img-02, img-03 (img-00 is in val)
     labels = {name: label for name, _, label in pediatric_images(40)}
     expected = [labels[name] for name in sorted(labels)[1:4]]
     assert batch["labels"][:, 7].tolist() == expected  # "Pneumonia" is CheXpert class 7
     assert torch.isnan(batch["labels"][:, :7]).all()
-    assert batch["text"] == ["findings 1.\nimpression 1.", "findings 2.\nimpression 2.",
-                             "whole report 3."]
+    assert batch["text"] == [
+        "findings 1.\nimpression 1.",
+        "findings 2.\nimpression 2.",
+        "whole report 3.",
+    ]
