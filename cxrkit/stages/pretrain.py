@@ -117,12 +117,17 @@ def build(cfg: PretrainConfig):
 
 
 def id_params(cfg: PretrainConfig) -> dict[str, Any]:
-    """Settings that change the trained weights (the artifact id); paths and resume left out."""
+    """Settings that change the trained weights (the artifact id).
+
+    Left out: paths (inputs count by their ids), resume, loader workers and the
+    checkpoint interval, none of which changes the result.
+    """
     params = to_dict(cfg)
     params.pop("out")
     for key in ("dataset", "annotations", "num_workers"):
         params["data"].pop(key)
     params["train"].pop("resume")
+    params["train"].pop("checkpoint_every")  # so a re-run with another interval still resumes
     return params
 
 
