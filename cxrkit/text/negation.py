@@ -16,11 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from spacy.attrs import IS_SPACE, ORTH
+from spacy.attrs import ORTH
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
-from spacy.util import filter_spans
 
 PRE_NEG = (
     "no", "not", "without", "negative for", "free of", "clear of", "no evidence of",
@@ -116,8 +115,9 @@ class AssertionTagger:
             docs = [nlp.make_doc(p) for p in dict.fromkeys(phrases)]
             self.matcher.add(kind, docs)
         self.strings = nlp.vocab.strings
-        self.clause_end_ids = np.array([nlp.vocab.strings.add(t) for t in _CLAUSE_END],
-                                       dtype=np.uint64)  # fmt: skip
+        # Whitespace tokens holding a line break end a clause too; list the common ones.
+        ends = [*_CLAUSE_END, *("\n" * n + " " * k for n in range(1, 5) for k in range(4))]
+        self.clause_end_ids = frozenset(nlp.vocab.strings.add(t) for t in ends)
 
     def cues(self, doc: Doc) -> list[Cue]:
         """Non-overlapping cues in ``doc`` (longest match wins), in text order."""
@@ -125,20 +125,21 @@ class AssertionTagger:
         kinds: dict[tuple[int, int], set[str]] = {}
         for match_id, start, end in matches:
             kinds.setdefault((start, end), set()).add(self.strings[match_id])
-        cues = []
-        for span in sorted(filter_spans([doc[s:e] for s, e in kinds]), key=lambda s: s.start):
-            # One phrase may be several kinds ("versus" is PRE_UNC and POST_UNC).
-            for kind in sorted(kinds[(span.start, span.end)]):
-                cues.append(Cue(kind, span.start, span.end))
-        return cues
+        # Longest first, then leftmost; a cue overlapping a kept one is dropped.
+        taken: set[int] = set()
+        kept = []
+        for start, end in sorted(kinds, key=lambda se: (se[0] - se[1], se[0])):
+            if not taken.intersection(range(start, end)):
+                kept.append((start, end))
+                taken.update(range(start, end))
+        # One phrase may be several kinds ("versus" is PRE_UNC and POST_UNC).
+        return [Cue(kind, s, e) for s, e in sorted(kept) for kind in sorted(kinds[(s, e)])]
 
     def clause_ids(self, doc: Doc, cues: list[Cue], breaks: set[int]) -> np.ndarray:
         """A clause number per token; ``breaks`` holds extra token indices that start a clause."""
-        orth, space = doc.to_array([ORTH, IS_SPACE]).T  # (T,), (T,)
+        orth = doc.to_array(ORTH)  # (T,)
         starts = np.zeros(len(doc) + 1, dtype=np.int32)
-        ends = np.isin(orth, self.clause_end_ids)
-        for i in np.flatnonzero(space):
-            ends[i] |= "\n" in doc[int(i)].text
+        ends = np.fromiter((o in self.clause_end_ids for o in orth.tolist()), bool, len(orth))
         starts[1:] = ends
         for i in breaks:
             starts[i] = 1
