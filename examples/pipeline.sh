@@ -15,7 +15,7 @@ ds=$(cxrkit ingest "$images" --reports "$reports" --out "$out/dataset" \
         --image-size 512 --workers "$workers" --salt-file "${CXRKIT_SALT:-$HOME/.config/cxrkit/salt.hex}")
 ann=$(cxrkit annotate "$ds" --out "$out/annotations" --workers "$workers" --preview 16)
 ckpt=$(cxrkit pretrain "$ds" --annotations "$ann" --out "$out/mae" --preset mae)
-ev=$(cxrkit eval "$ds" --checkpoint "$ckpt" --annotations "$ann" --out "$out/eval")
+ev=$(cxrkit eval "$ckpt" "$ds" "$ann" --out "$out/eval")
 cxrkit export "$ckpt" --out "$out/export" --eval "$ev"
 
 cxrkit verify "$out/export"
