@@ -79,8 +79,26 @@ def _any(*words: str, op: str | None = None) -> dict:
 _ADV = _any("mildly", "moderately", "markedly", "severely", "slightly", "minimally", "massively",
             "significantly", "again", "now", "still", "somewhat", "very", "grossly", "stably",
             "borderline", "likely", "probably", "possibly", op="{0,2}")  # fmt: skip
-_BE = _any("is", "are", "appears", "appear", "remains", "remain", "seems", "be", "was", "has",
-           "been", "become", "becomes", "looks", "may", "to", op="{0,2}")  # fmt: skip
+_BE = _any(
+    "is",
+    "are",
+    "appears",
+    "appear",
+    "remains",
+    "remain",
+    "seems",
+    "be",
+    "was",
+    "has",
+    "been",
+    "become",
+    "becomes",
+    "looks",
+    "may",
+    "to",
+    "xxxx",
+    op="{0,2}",
+)  # fmt: skip  (xxxx: the IU reports' de-identification mark)
 _HEART = _any("heart", "cardiac", "cardiopericardial")
 _HEART_ANY = _any("heart", "cardiac", "cardiomediastinal", "cardiopericardial", "cardiothymic")
 _HEART_NOUN = _any("size", "silhouette", "silhouettes", "shadow", "contour", "contours",
@@ -97,12 +115,16 @@ TERMS: tuple[Term, ...] = (
         "enlargement of the cardiac silhouette, large heart, cardiac hypertrophy, "
         "increased heart size, increased cardiac silhouette, prominent cardiac silhouette, "
         "enlarged cardiac shadow, enlarged cardiac contour(s), globular heart, "
-        "cardiac silhouette enlargement, enlarged cardiopericardial silhouette"),
+        "cardiac silhouette enlargement, enlarged cardiopericardial silhouette, "
+        "increase in heart size, interval increase in heart size, increase in cardiac size, "
+        "increase in the size of the heart, increased size of the heart"),
         token_patterns=(
             (_HEART, _HEART_NOUN, _BE, _ADV, _ENLARGED),
             (_ENLARGED, _HEART, _HEART_NOUN),  # no leading adverb: a leading "*" is slow
         )),
-    Term(FINDING, "Cardiomegaly", assertion="uncertain", token_patterns=(
+    Term(FINDING, "Cardiomegaly", assertion="uncertain", phrases=expand(
+        "borderline heart size, borderline cardiac size, borderline size heart, "
+        "borderline cardiac silhouette, borderline enlarged heart"), token_patterns=(
         (_HEART_ANY, _HEART_NOUN, _BE, _any("at", "in", "near", op="?"), _any("the", op="?"),
          _any("upper", "high"), _any("limits", "limit", "range", "normal", "end"),
          _any("of", op="?"), _any("normal", op="?")),
@@ -158,7 +180,7 @@ TERMS: tuple[Term, ...] = (
         "nodular lesion(s), nodularity, masslike opacit(y|ies), mass-like opacit(y|ies), "
         "neoplasm(s), neoplastic, tumor(s), carcinoma(s), malignanc(y|ies), cancer, "
         "lung cancer, metastasis, metastases, metastatic disease, cavitary lesion(s), "
-        "cavit(y|ies), cavitation, cavitary")),
+        "cavit(y|ies), cavitation, cavitary, calcified nodule(s)")),
     # ------------------------------------------------------------------ Edema
     # CheXpert counts vascular congestion and heart failure as edema mentions.
     Term(FINDING, "Edema", expand(
@@ -170,7 +192,15 @@ TERMS: tuple[Term, ...] = (
         "cephalization of the vasculature, fluid overload, volume overload, "
         "kerley b line(s), kerley line(s), vascular redistribution, perihilar haziness, "
         "indistinct pulmonary vasculature, pulmonary vascular prominence, "
-        "prominent pulmonary vasculature, vascular prominence")),
+        "prominent pulmonary vasculature, vascular prominence, increased lung vascularity, "
+        "increased pulmonary vascularity, increased vascularity, indistinct vascular margination, "
+        "vascular indistinctness, prominence of the central vasculature, "
+        "prominence of the pulmonary vasculature, prominent central vasculature, early failure"),
+        token_patterns=(
+            (_any("vascularity", "vasculature", "vessels", "vascular"),
+             _any("markings", op="?"), _BE, _ADV,
+             _any("prominent", "increased", "engorged", "congested", "indistinct", "cephalized")),
+        )),
     # ------------------------------------------------------------------ Consolidation
     Term(FINDING, "Consolidation", expand(
         "consolidation(s), consolidative, consolidated, consolidative opacit(y|ies), "
@@ -244,7 +274,7 @@ TERMS: tuple[Term, ...] = (
     # Not one of the 14 classes, but a finding: a positive one keeps No Finding off.
     Term(FINDING, OTHER, expand(
         "granuloma(s), granulomata, calcified granuloma(s), granulomatous disease, "
-        "calcified nodule(s), calcified lymph node(s), scar(s), scarring, scarred, "
+        "calcified lymph node(s), scar(s), scarring, scarred, "
         "fibrosis, fibrotic change(s), emphysema, emphysematous, emphysematous change(s), "
         "hyperinflation, hyperinflated, hyperexpansion, hyperexpanded, hyperaerated, "
         "overinflation, overinflated, hyperlucency, increased ap diameter, "

@@ -54,7 +54,7 @@ PRE_UNC = (
     "equivocal", "indeterminate", "borderline", "presumed", "presumably", "rule out",
     "r/o", "evaluate for", "evaluation for", "eval for", "assess for", "to exclude",
     "cannot be excluded", "perhaps", "maybe",
-    "atypical for", "cannot be entirely excluded", "compatible with", "may be compatible with",
+    "atypical for", "cannot be entirely excluded", "may be compatible with",
     "in the appropriate clinical setting", "in the correct clinical setting",
     "in the proper clinical setting", "clinical correlation for", "alternatively",
     "difficult to exclude", "difficult to completely exclude", "be difficult to exclude",
@@ -90,7 +90,7 @@ POST_WINDOW = 6  # tokens from the end of a mention to the start of its post-cue
 
 _KINDS = {"PRE_NEG": PRE_NEG, "POST_NEG": POST_NEG, "PRE_UNC": PRE_UNC, "POST_UNC": POST_UNC,
           "PSEUDO": PSEUDO, "TERM": TERMINATORS}  # fmt: skip
-_CLAUSE_END = frozenset({".", ";", "!", ":", "?"})
+_CLAUSE_END = frozenset({".", ";", "!", ":", "?", "..", "...", "....", ".;", ";.", "?."})
 
 
 @dataclass(frozen=True)
