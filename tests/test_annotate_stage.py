@@ -176,3 +176,16 @@ def test_cli_dry_run_prints_the_resolved_config(tiny_dataset, tmp_path):
                                       "--no-contours", "--preset", "annotate", "--dry-run"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["contours"] is False
+
+
+def test_workers_do_not_change_the_output(tiny_dataset, annotated, tmp_path):
+    art = run(AnnotateConfig(dataset=str(tiny_dataset), out=str(tmp_path / "w2"), workers=2,
+                             preview=2))  # fmt: skip
+    assert art.stats["workers"] == 2
+    assert art.id == open_artifact(annotated).id
+    mine = pq.read_table(art.file("annotations.parquet"))
+    single = pq.read_table(Path(annotated) / "annotations.parquet")
+    assert mine.drop(["labels"]).equals(single.drop(["labels"]))
+    np.testing.assert_array_equal(  # NaN == NaN here, unlike Table.equals
+        np.array(mine.column("labels").to_pylist()), np.array(single.column("labels").to_pylist())
+    )

@@ -76,3 +76,10 @@ def test_mentions_carry_their_section(extractor):
     (entities,) = extractor.extract([text])
     sections = {e.chexpert: e.section for e in entities if e.chexpert}
     assert sections == {"Pneumonia": "history", "Pneumothorax": "impression"}
+
+
+def test_statement_with_not_is_a_negated_mention(extractor):
+    assert _flags(extractor, "The heart is not enlarged.") == {"Cardiomegaly": (True, False)}
+    assert _flags(extractor, "Pulmonary vascularity is mildly increased.") == {
+        "Edema": (False, False)
+    }

@@ -160,6 +160,7 @@ _WORKER: dict = {}
 
 def _init_worker(cfg_dict: dict, dataset_path: str) -> None:
     """Build the labeler once per process (it is the expensive part to create)."""
+    import cxrkit.vision.contour  # noqa: F401  (import outside the timed contour loop)
     from cxrkit.config import from_dict
     from cxrkit.text.labeler import Labeler
 
