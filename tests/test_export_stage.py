@@ -167,6 +167,8 @@ def test_tampered_weights_fail_verify(pipeline, tmp_path):
     assert problems == ["changed file image_encoder/model.safetensors (sha256 mismatch)"]
     with pytest.raises(ArtifactError, match="failed verification"):
         native.load_exported_encoder(copy)
+    with pytest.raises(ArtifactError, match="failed verification"):
+        cxrkit.load(copy)
     result = CliRunner().invoke(app, ["verify", str(copy)])
     assert result.exit_code == ArtifactError.exit_code
     assert "image_encoder/model.safetensors" in result.output

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cxrkit.artifacts import MANIFEST, read_manifest
 from cxrkit.config import from_dict
 from cxrkit.errors import ArtifactError, CxrkitError
 from cxrkit.models.vision import VisionConfig, build_vision_encoder
@@ -192,6 +193,11 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     missing or corrupt.
     """
     path = Path(path)
+    if (path / MANIFEST).is_file() and read_manifest(path).get("kind") == "export":
+        # An export artifact: verify every file hash before unpacking any weights.
+        from cxrkit.export.native import load_exported_encoder
+
+        return load_exported_encoder(path)[0].to(device)
     if not (path / CONFIG_FILE).is_file() and (path / EXPORT_IMAGE_DIR / CONFIG_FILE).is_file():
         path = path / EXPORT_IMAGE_DIR
     config = read_config(path)
