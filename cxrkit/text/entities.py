@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import logging
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,8 +100,14 @@ def build_pipeline(
         from scispacy.custom_tokenizer import combined_rule_tokenizer
 
         nlp = spacy.blank("en")
-        nlp.tokenizer = combined_rule_tokenizer(nlp)
-    _split_slashes(nlp)
+        with warnings.catch_warnings():
+            # scispaCy's infix regex contains "[[", which Python flags as a possible
+            # future set union; the pattern is theirs and behaves as intended today.
+            warnings.filterwarnings("ignore", "Possible set union", FutureWarning)
+            nlp.tokenizer = combined_rule_tokenizer(nlp)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Possible set union", FutureWarning)
+        _split_slashes(nlp)
     if abbreviations and "abbreviation_detector" not in nlp.pipe_names:
         detector = nlp.add_pipe("abbreviation_detector")
         # Its per-doc global matcher is empty between docs and spaCy warns (W036) on every
