@@ -82,7 +82,7 @@ def from_annotations(annotations_dir: Path, image_ids: Sequence[str]) -> LabelTa
     import pyarrow.parquet as pq
 
     from cxrkit.artifacts import open_artifact
-    from cxrkit.text.labeler import CHEXPERT_CLASSES
+    from cxrkit.text.classes import CHEXPERT_CLASSES
 
     artifact = open_artifact(annotations_dir, kind="annotations")
     table = pq.read_table(artifact.file("annotations.parquet"), columns=["image_id", "labels"])

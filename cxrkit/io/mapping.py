@@ -14,24 +14,8 @@ from pathlib import Path
 
 from cxrkit.errors import InputError, Reject
 from cxrkit.io.reports import Report, _read_text, parse_iu_xml, parse_report_text
+from cxrkit.text.classes import CHEXPERT_CLASSES
 
-# The 14 CheXpert classes, in cxrkit.text.labeler.CHEXPERT_CLASSES order.
-CHEXPERT_CLASSES = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
 # Column spellings from other label sets (NIH, older CheXpert) that mean the same class.
 _LABEL_ALIASES = {"effusion": "Pleural Effusion", "airspace opacity": "Lung Opacity"}
 _LABEL_COLUMNS = {c.lower(): c for c in CHEXPERT_CLASSES} | _LABEL_ALIASES

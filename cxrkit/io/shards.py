@@ -54,7 +54,7 @@ def dataset_shards(artifact: Artifact) -> list[Path]:
 
 
 def _chexpert_classes() -> list[str]:
-    from cxrkit.text.labeler import CHEXPERT_CLASSES
+    from cxrkit.text.classes import CHEXPERT_CLASSES
 
     return list(CHEXPERT_CLASSES)
 

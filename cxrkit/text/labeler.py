@@ -26,18 +26,11 @@ import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from cxrkit.text.classes import CHEXPERT_CLASSES, CLASS_INDEX
 from cxrkit.text.entities import Entity, EntityExtractor
 from cxrkit.text.lexicon import FINDING
 from cxrkit.text.sections import LABEL_SECTIONS
 
-CHEXPERT_CLASSES: list[str] = [
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
-    "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-    "Pleural Other", "Fracture", "Support Devices",
-]  # fmt: skip
-"""The canonical class order of every labels vector cxrkit writes."""
-
-CLASS_INDEX = {name: i for i, name in enumerate(CHEXPERT_CLASSES)}
 NAN = float("nan")
 POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
 
