@@ -171,6 +171,7 @@ def run_demo(out: Path, steps: int | None = None, force: bool = False) -> list[d
             pretrain.PretrainConfig,
             preset="demo-mae",
             flags={
+                "preset": "demo-mae",
                 "out": str(out / "checkpoint"),
                 "data.dataset": str(dataset.path),
                 "data.annotations": str(annotations.path),

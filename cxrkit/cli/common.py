@@ -226,8 +226,12 @@ def run_stage(
     force: bool,
 ) -> None:
     """Resolve a stage config from its layers and run (or print) it."""
+    import dataclasses
+
     from cxrkit.config import resolve, to_dict
 
+    if preset and any(f.name == "preset" for f in dataclasses.fields(cfg_cls)):
+        flags = {**flags, "preset": preset}  # stages that record their preset's name
     cfg = resolve(cfg_cls, preset=preset, config_file=config, flags=flags, sets=sets, stage=stage)
     if dry_run:
         out.print_json(json.dumps(to_dict(cfg)))

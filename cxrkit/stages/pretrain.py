@@ -76,6 +76,11 @@ class PretrainConfig:
     out: str = doc(
         "output checkpoint artifact directory (also the run directory while training)", ""
     )
+    preset: str | None = doc(
+        "name of the preset these settings started from (set by --preset; recorded for the "
+        "model card)",
+        None,
+    )
     data: DataConfig = dataclasses.field(
         default_factory=DataConfig, metadata={"help": "training data"}
     )
