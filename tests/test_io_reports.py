@@ -8,12 +8,11 @@ import tarfile
 import pytest
 
 from cxrkit.errors import InputError, Reject
+from cxrkit.io.report_index import ReportIndex, patient_study_for_image
 from cxrkit.io.reports import (
-    ReportIndex,
     iter_iu_reports,
     parse_iu_xml,
     parse_report_text,
-    patient_study_for_image,
     read_mapping_csv,
     section_spans,
     split_sections,
