@@ -309,6 +309,20 @@ class ArtifactWriter:
     def existing(self) -> Artifact:
         return open_artifact(self.out)
 
+    def up_to_date(self) -> Artifact | None:
+        """The published artifact if OUT already holds this id intact (and says so), else None.
+
+        Stages start with ``if (done := writer.up_to_date()) is not None: return done``.
+        """
+        if not self.is_current():
+            return None
+        log.info(
+            "%s is up to date (id %s); nothing to do (use --force to rebuild)",
+            self.out,
+            self.id[:12],
+        )
+        return self.existing()
+
     def check_target(self) -> None:
         """Refuse to overwrite a different artifact (or any non-artifact dir) without --force."""
         if self.force or not self.out.exists():

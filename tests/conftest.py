@@ -12,6 +12,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+if "CXRKIT_CACHE" not in os.environ:  # keep the feature cache out of the user's home
+    import tempfile
+
+    os.environ["CXRKIT_CACHE"] = tempfile.mkdtemp(prefix="cxrkit-test-cache-")
 
 
 @pytest.fixture(autouse=True)

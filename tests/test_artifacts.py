@@ -21,8 +21,8 @@ from cxrkit.errors import ArtifactError
 
 def _build(out, params=None, inputs=None, force=False, payload=b"hello"):
     writer = ArtifactWriter(out, "dataset", params or {"a": 1}, inputs=inputs or [], force=force)
-    if writer.is_current():
-        return writer.existing(), False
+    if (done := writer.up_to_date()) is not None:
+        return done, False
     work = writer.begin()
     (work / "data.bin").write_bytes(payload)
     return writer.publish(stats={"rows": 1}), True

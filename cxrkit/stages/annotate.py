@@ -118,10 +118,8 @@ def run(cfg: AnnotateConfig, force: bool = False) -> Artifact:
     writer = ArtifactWriter(Path(cfg.out), "annotations", _id_params(cfg, prompts),
                             inputs=[dataset], schema_version=ANNOTATIONS_SCHEMA_VERSION,
                             force=force)  # fmt: skip
-    if writer.is_current():
-        log.info("%s is up to date (id %s); nothing to do (use --force to rebuild)",
-                 cfg.out, writer.id[:12])  # fmt: skip
-        return writer.existing()
+    if (done := writer.up_to_date()) is not None:
+        return done
     tmp = writer.begin()
     scratch = tmp / ".work"
     scratch.mkdir(exist_ok=True)

@@ -151,9 +151,8 @@ def run(cfg: EvalConfig, force: bool = False):
             path = Path(extra)
             inputs.append({"kind": "raw", "id": sha256_file(path), "path": str(path.resolve())})
     writer = ArtifactWriter(Path(cfg.out), "eval", _params(cfg), inputs, SCHEMA_VERSION, force)
-    if writer.is_current():
-        log.info("%s is up to date (same id); use --force to re-evaluate", cfg.out)
-        return writer.existing()
+    if (done := writer.up_to_date()) is not None:
+        return done
     work = writer.begin()
     from cxrkit.evaluate.runner import evaluate
 

@@ -328,13 +328,8 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
         schema_version=SCHEMA_VERSION,
         force=force,
     )
-    if writer.is_current():
-        log.info(
-            "%s is up to date (id %s); nothing to do (use --force to rebuild)",
-            cfg.out,
-            writer.id[:12],
-        )
-        return writer.existing()
+    if (done := writer.up_to_date()) is not None:
+        return done
     writer.check_target()
     src = _load_source(checkpoint)
     work = writer.begin()

@@ -325,13 +325,8 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
         schema_version=DATASET_SCHEMA_VERSION,
         force=force,
     )
-    if writer.is_current():
-        log.info(
-            "%s is up to date (id %s); nothing to do (use --force to rebuild)",
-            cfg.out,
-            writer.id[:12],
-        )
-        return writer.existing()
+    if (done := writer.up_to_date()) is not None:
+        return done
     tmp = writer.begin()
     start = time.monotonic()
     decoded = _run_chunks(cfg, salt, work, tmp / ".work")
@@ -537,9 +532,8 @@ def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Arti
         schema_version=DATASET_SCHEMA_VERSION,
         force=force,
     )
-    if writer.is_current():
-        log.info("%s is up to date; nothing to do", out)
-        return writer.existing()
+    if (done := writer.up_to_date()) is not None:
+        return done
     tmp = writer.begin()
     tables = (pq.read_table(f, schema=DATASET_SCHEMA) for a in arts for f in shard_files(a))
     rejects = [pq.read_table(a.file("rejects.parquet")) for a in arts]

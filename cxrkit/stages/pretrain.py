@@ -162,13 +162,8 @@ def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Ar
         schema_version=SCHEMA_VERSION,
         force=force,
     )
-    if writer.is_current():
-        log.info(
-            "%s is up to date (id %s); nothing to do (use --force to retrain)",
-            cfg.out,
-            writer.id[:12],
-        )
-        return writer.existing()
+    if (done := writer.up_to_date()) is not None:
+        return done
     objective = build(cfg)
     if "contour" in objective.needs and not cfg.data.annotations:  # fail before any work
         raise InputError(
