@@ -9,6 +9,8 @@ from PIL import Image
 from cxrkit.errors import Reject
 from cxrkit.io import bundled
 from cxrkit.io.images import (
+    histogram_window,
+    percentile_window,
     quantise,
     read_any,
     read_image,
@@ -63,6 +65,25 @@ def test_mostly_flat_image_falls_back_to_min_max():
     arr[0, 0] = 3.0  # percentiles are both 0: the min/max window keeps the one bright pixel
     out = robust_normalise(arr)
     assert out[0, 0] == 1.0 and out.sum() == 1.0
+
+
+def test_histogram_window_takes_numpys_order_statistic():
+    # 99.9 % of 1000 pixels: numpy computes 1000 * (99.9 / 100) = 999.0000000000001 and
+    # takes the 1000th smallest value; 1000 * 99.9 / 100 would round to 999 and miss it.
+    values = np.arange(1000, dtype=np.float64)
+    window = histogram_window(values, np.ones(1000, dtype=np.int64), 0.1, 99.9)
+    assert window == percentile_window(values, 0.1, 99.9) == (0.0, 999.0)
+
+
+def test_histogram_window_reads_a_decreasing_table():
+    table = np.array([9.0, 7.0, 5.0, 3.0])  # a MONOCHROME1-style table: level 0 is brightest
+    counts = np.array([1, 0, 98, 1])  # sorted pixels: 3, 5 x 98, 9
+    image = np.repeat(table, counts)
+    # 0.5 % and 99.5 % of 100 pixels: the 1st and the 100th smallest
+    window = histogram_window(table, counts, 0.5, 99.5)
+    assert window == percentile_window(image, 0.5, 99.5) == (3.0, 9.0)
+    # 1 % and 99 %: the 1st and the 99th smallest
+    assert histogram_window(table, counts, 1, 99) == percentile_window(image, 1, 99) == (3.0, 5.0)
 
 
 # --- quantise ---------------------------------------------------------------------
@@ -132,6 +153,38 @@ def test_png_16bit_keeps_16bit_precision(tmp_path, radiograph_256):
     np.testing.assert_allclose(image.pixels, expected, atol=1e-6)
     assert len(np.unique(image.pixels)) > 1000  # not squeezed through 8 bits
     assert image.source_format == "png"
+
+
+@pytest.mark.parametrize("window", [(0.5, 99.5), (2.0, 98.0), (0.1, 99.9)])
+def test_8bit_jpegs_read_bit_identical_to_the_float_path(window):
+    # read_image windows integer levels through a histogram and a table; the result
+    # must equal robust_normalise of the float image, bit for bit.
+    for path in bundled.pediatric_jpegs():
+        with Image.open(path) as img:
+            grey = np.asarray(img.convert("L"), dtype=np.float32) / np.float32(255)
+        expected = robust_normalise(grey, *window)
+        np.testing.assert_array_equal(
+            read_image(path, low_pct=window[0], high_pct=window[1]).pixels, expected
+        )
+
+
+@pytest.fixture(scope="module")
+def radiograph_full():
+    """The real RG1 chest radiograph through the DICOM pipeline, full size (1955 x 1841)."""
+    from cxrkit.io.dicom import read_dicom
+
+    return read_dicom(bundled.rg1_dicoms()["RG1_UNCR"]).pixels
+
+
+# 1955 x 1841 pixels is an odd count, 1955 x 1840 even (8-bit levels are then read in pairs)
+@pytest.mark.parametrize("width", [1841, 1840])
+def test_16bit_and_8bit_pngs_read_bit_identical_to_the_float_path(tmp_path, radiograph_full, width):
+    stored = radiograph_full[:, :width]
+    for dtype, full_scale in (("uint16", 65535), ("uint8", 255)):
+        levels = quantise(stored, dtype)
+        path = _save(Image.fromarray(levels), tmp_path / f"cxr_{dtype}.png")
+        expected = robust_normalise(levels.astype(np.float32) / np.float32(full_scale))
+        np.testing.assert_array_equal(read_image(path).pixels, expected)
 
 
 def test_png_8bit_reads(tmp_path, radiograph_256):

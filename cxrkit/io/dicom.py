@@ -46,7 +46,7 @@ from cxrkit.io.dicom_meta import (  # noqa: F401 - re-exported
 from cxrkit.io.images import (
     DecodedImage,
     looks_like_headerless_dicom,
-    rescale_to_unit,
+    normalise_through_table,
     robust_normalise,
     scrub_path,
 )
@@ -238,26 +238,6 @@ def _display_values(values: np.ndarray, ds: Dataset, photometric: str) -> np.nda
     return out
 
 
-def _histogram_percentiles(
-    lut: np.ndarray, counts: np.ndarray, low_pct: float, high_pct: float
-) -> tuple[float, float]:
-    """np.percentile(method="inverted_cdf") of an image given as (value table, counts)."""
-    order = np.argsort(lut, kind="stable")
-    cumulative = np.cumsum(counts[order])
-    total = cumulative[-1]
-    bounds = []
-    for pct in (low_pct, high_pct):
-        rank = max(1, int(np.ceil(total * pct / 100.0)))  # 1-based order statistic
-        bounds.append(float(lut[order[np.searchsorted(cumulative, rank)]]))
-    low, high = bounds
-    if high <= low:  # mostly flat image: fall back to min/max of the pixels present
-        present = lut[counts > 0]
-        low, high = float(present.min()), float(present.max())
-    if not high > low:
-        raise Reject("corrupt_pixels", f"constant image (all pixels = {low:g})")
-    return low, high
-
-
 def dicom_to_unit(
     arr: np.ndarray, ds: Dataset, photometric: str, low_pct: float = 0.5, high_pct: float = 99.5
 ) -> np.ndarray:
@@ -274,9 +254,7 @@ def dicom_to_unit(
             index = arr if offset == 0 else arr.astype(np.int32) - offset  # (H, W) >= 0
             ramp = np.arange(offset, high_value + 1, dtype=np.int64)
             lut = np.asarray(_display_values(ramp, ds, photometric), dtype=np.float64)
-            counts = np.bincount(index.ravel(), minlength=lut.size)
-            low, high = _histogram_percentiles(lut, counts, low_pct, high_pct)
-            return rescale_to_unit(lut, low, high).take(index)  # take: ~2x faster than [index]
+            return normalise_through_table(index, lut, low_pct, high_pct)
     values = _display_values(arr, ds, photometric)
     return robust_normalise(values, low_pct, high_pct)
 

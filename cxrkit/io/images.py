@@ -8,7 +8,9 @@ Decisions (documented here because ingest's behaviour follows from them):
 
 - PNG/JPEG go through the same :func:`robust_normalise` as DICOM, so every stored
   image has the same percentile-window statistics whatever its source (a 12-bit
-  image in a 16-bit PNG container is stretched to the full range too).
+  image in a 16-bit PNG container is stretched to the full range too). Integer
+  levels get the same result, bit for bit, from a histogram and a value table
+  (:func:`normalise_through_table`), as DICOM stored values do.
 - Colour files are converted to luminance (ITU-R 601, Pillow's ``convert("L")``
   weights), because radiographs are often saved as RGB with R == G == B. A file in
   which more than :data:`COLOUR_PIXEL_FRACTION` of the pixels carry strong chroma
@@ -170,7 +172,7 @@ def percentile_window(values: np.ndarray, low_pct: float, high_pct: float) -> tu
     """The (low, high) clip bounds used by :func:`robust_normalise`.
 
     Percentiles use numpy's "inverted_cdf" definition (an order statistic, no
-    interpolation) so the DICOM path can reproduce them exactly from a histogram.
+    interpolation) so that :func:`histogram_window` reproduces them exactly.
     Falls back to (min, max) when the percentiles coincide (a mostly flat image).
     Raises: Reject("corrupt_pixels") when the image is constant.
     """
@@ -180,6 +182,37 @@ def percentile_window(values: np.ndarray, low_pct: float, high_pct: float) -> tu
     if not high > low:  # also catches NaN
         raise Reject("corrupt_pixels", f"constant image (all pixels = {float(low):g})")
     return float(low), float(high)
+
+
+def histogram_window(
+    lut: np.ndarray, counts: np.ndarray, low_pct: float, high_pct: float
+) -> tuple[float, float]:
+    """:func:`percentile_window` of an image given as a value table and a count per entry.
+
+    Takes: ``lut`` (N,) the value of each table entry, in any order (a MONOCHROME1
+    table decreases); ``counts`` (N,) how many pixels take each entry. Returns the
+    same (low, high) as ``percentile_window`` of the image, bit for bit: the
+    percentiles are the same order statistics that np.percentile(method=
+    "inverted_cdf") picks. Raises: Reject("corrupt_pixels") when the image is
+    constant; ValueError for a percentile outside [0, 100], as np.percentile does.
+    """
+    order = np.argsort(lut, kind="stable")
+    cumulative = np.cumsum(counts[order])
+    total = cumulative[-1]
+    bounds = []
+    for pct in (low_pct, high_pct):
+        if not 0.0 <= pct <= 100.0:
+            raise ValueError("Percentiles must be in the range [0, 100]")
+        # numpy takes the ceil(n * q)-th smallest value, q = pct / 100 (same rounding)
+        rank = max(1, int(np.ceil(total * (pct / 100.0))))
+        bounds.append(float(lut[order[np.searchsorted(cumulative, rank)]]))
+    low, high = bounds
+    if high <= low:  # mostly flat image: fall back to min/max of the pixels present
+        present = lut[counts > 0]
+        low, high = float(present.min()), float(present.max())
+    if not high > low:
+        raise Reject("corrupt_pixels", f"constant image (all pixels = {low:g})")
+    return low, high
 
 
 def rescale_to_unit(arr: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -202,6 +235,48 @@ def robust_normalise(arr: np.ndarray, low_pct: float = 0.5, high_pct: float = 99
         raise Reject("corrupt_pixels", "empty image")
     low, high = percentile_window(arr.ravel(), low_pct, high_pct)
     return rescale_to_unit(arr, low, high)
+
+
+def normalise_through_table(
+    index: np.ndarray, lut: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5
+) -> np.ndarray:
+    """``robust_normalise(lut[index])``, bit for bit, without building the float image.
+
+    Takes: ``index`` (H, W) non-negative integers below ``len(lut)`` (stored grey
+    levels); ``lut`` (N,) the value each level stands for. The percentiles come from
+    the level histogram (:func:`histogram_window`), the window is applied to the N
+    table entries, and one gather maps the image: ~2x faster than the float path.
+    Returns: float32 (H, W) in [0, 1]. Raises: as :func:`robust_normalise`.
+    """
+    if index.size == 0:
+        raise Reject("corrupt_pixels", "empty image")
+    pairs = _level_pairs(index, lut.size)
+    if pairs is None:
+        counts = np.bincount(index.ravel(), minlength=lut.size)
+    else:
+        joint = np.bincount(pairs, minlength=1 << 16).reshape(256, 256)  # [second, first]
+        counts = joint.sum(axis=0) + joint.sum(axis=1)
+    low, high = histogram_window(lut, counts, low_pct, high_pct)
+    table = rescale_to_unit(lut, low, high)  # (N,) float32
+    if pairs is None:
+        return table.take(index)  # take: ~2x faster than [index]
+    # Entry first + 256 * second of the pair table holds (table[first], table[second]).
+    pair_table = np.stack(np.broadcast_arrays(table[None, :], table[:, None]), axis=-1)
+    pair_values = pair_table.view(np.uint64).reshape(-1).take(pairs)  # (H * W / 2,)
+    return pair_values.view(np.float32).reshape(index.shape)
+
+
+def _level_pairs(index: np.ndarray, size: int) -> np.ndarray | None:
+    """8-bit levels read two at a time as uint16 ``first + 256 * second``, or None.
+
+    np.bincount stalls on runs of equal values (the flat regions of a radiograph)
+    and np.take pays per element; on pixel pairs both do half the passes, which
+    halves the cost of an 8-bit image. None unless ``index`` is uint8 with an even
+    pixel count and the table has 256 entries.
+    """
+    if index.dtype != np.uint8 or size != 256 or index.size % 2:
+        return None
+    return np.ascontiguousarray(index).reshape(-1).view("<u2")
 
 
 def resize_long_side(arr: np.ndarray, size: int) -> np.ndarray:
@@ -255,25 +330,44 @@ def _check_colour(rgb: np.ndarray) -> None:
         )
 
 
-def _pil_to_grey(img: Image.Image) -> np.ndarray:
-    """Convert a loaded Pillow image to (H, W) float32 in [0, 1] (before normalising)."""
+def _pil_to_levels(img: Image.Image) -> tuple[np.ndarray, int | None]:
+    """A loaded Pillow image as (H, W) grey levels and their full-scale value.
+
+    Integer modes give (uint8/uint16/int32 levels, 255 or 65535): level ``v`` reads
+    as ``v / full_scale``. Float images, and 32-bit ones beyond 16 bits, give
+    (float32 array, None).
+    """
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(img, dtype=np.float32) / np.float32(65535)
+        return np.asarray(img).astype(np.uint16, copy=False), 65535
     if mode == "I":  # 16-bit PNGs open as 32-bit int in older Pillow
         arr = np.asarray(img)
         maxval = 65535 if arr.max(initial=0) > 255 else 255
-        return arr.astype(np.float32) / np.float32(maxval)
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > maxval:
+            return arr.astype(np.float32) / np.float32(maxval), None
+        return arr, maxval
     if mode == "F":
-        return np.asarray(img, dtype=np.float32)
+        return np.asarray(img, dtype=np.float32), None
     if mode in ("L", "1"):
-        return np.asarray(img.convert("L"), dtype=np.float32) / np.float32(255)
+        return np.asarray(img.convert("L")), 255
     if mode == "LA":
-        return np.asarray(img.getchannel("L"), dtype=np.float32) / np.float32(255)
+        return np.asarray(img.getchannel("L")), 255
     # RGB, RGBA, P (palette), CMYK, YCbCr...: check chroma, then luminance.
     rgb = img.convert("RGB")
     _check_colour(np.asarray(rgb))
-    return np.asarray(rgb.convert("L"), dtype=np.float32) / np.float32(255)
+    return np.asarray(rgb.convert("L")), 255
+
+
+def _levels_to_unit(
+    levels: np.ndarray, full_scale: int | None, low_pct: float, high_pct: float
+) -> np.ndarray:
+    """Robust-normalise grey levels (see :func:`_pil_to_levels`) to float32 [0, 1]."""
+    if full_scale is None:
+        return robust_normalise(levels, low_pct, high_pct)
+    # Integer levels: percentiles from the histogram, the same values and the same
+    # result as robust_normalise(levels / full_scale) in float32, ~2x faster.
+    table = np.arange(full_scale + 1, dtype=np.float32) / np.float32(full_scale)
+    return normalise_through_table(levels, table, low_pct, high_pct)
 
 
 def read_image(path: str | Path, *, low_pct: float = 0.5, high_pct: float = 99.5) -> DecodedImage:
@@ -291,7 +385,7 @@ def read_image(path: str | Path, *, low_pct: float = 0.5, high_pct: float = 99.5
             img.load()  # decode now: truncation surfaces here, not later
             fmt = (img.format or "").lower()
             mode = img.mode
-            grey = _pil_to_grey(img)
+            levels, full_scale = _pil_to_levels(img)
     except UnidentifiedImageError as exc:
         detail = scrub_path(f"not a PNG/JPEG image Pillow can read: {exc}", path)
         raise Reject("unsupported_format", detail) from exc
@@ -299,7 +393,7 @@ def read_image(path: str | Path, *, low_pct: float = 0.5, high_pct: float = 99.5
         detail = scrub_path(f"cannot decode: {exc}", path)
         raise Reject("corrupt_pixels", detail) from exc
     source_format = "jpeg" if fmt in ("jpeg", "mpo") else fmt or "unknown"
-    pixels = robust_normalise(grey, low_pct, high_pct)
+    pixels = _levels_to_unit(levels, full_scale, low_pct, high_pct)
     height, width = pixels.shape
     meta = empty_meta(orig_height=height, orig_width=width, photometric=mode)
     return DecodedImage(pixels=pixels, source_format=source_format, photometric=mode, meta=meta)
