@@ -54,7 +54,8 @@ def build_demo_inputs(directory: Path) -> Path:
 
     Raises InputError (from cxrkit.io.bundled) when a data package is missing.
     """
-    directory = Path(directory)
+    # Absolute paths: the mapping CSV's relative paths resolve against its own folder.
+    directory = Path(directory).resolve()
     images = directory / "images"
     reports_dir = directory / "reports"
     images.mkdir(parents=True, exist_ok=True)

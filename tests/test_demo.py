@@ -9,13 +9,14 @@ from typer.testing import CliRunner
 from cxrkit.artifacts import lineage, verify
 
 
-def test_demo_runs_every_stage_and_chains_the_lineage(tmp_path):
+def test_demo_runs_every_stage_and_chains_the_lineage(tmp_path, monkeypatch):
     from cxrkit.cli import app
 
+    monkeypatch.chdir(tmp_path)  # a relative --out, as in the README command
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--steps", "10"])
+    result = CliRunner().invoke(app, ["demo", "--out", "demo", "--steps", "10"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip().endswith(str(out))
+    assert result.stdout.strip().endswith("demo")
     for stage in ("dataset", "annotations", "checkpoint", "eval", "export"):
         assert verify(out / stage) == [], stage
     kinds = [row["kind"] for row in lineage(out / "export")]
