@@ -251,6 +251,15 @@ def test_read_any_dispatches_and_rejects_unknown_formats(tmp_path, pediatric_jpe
     assert info.value.reason == "unsupported_format"
 
 
+def test_read_any_calls_a_non_image_named_like_dicom_not_dicom(tmp_path):
+    for name in ("noise.dcm", "noise"):
+        fake = tmp_path / name
+        fake.write_bytes(bytes(range(256)) * 16)
+        with pytest.raises(Reject) as info:
+            read_any(fake)
+        assert info.value.reason == "not_dicom"
+
+
 def _save(img: Image.Image, path):
     img.save(path)
     return path

@@ -409,8 +409,9 @@ def read_any(
 ) -> DecodedImage:
     """Sniff `path` and decode it with the matching reader.
 
-    Returns: a :class:`DecodedImage`. Raises: Reject("unsupported_format") when the
-    file is neither DICOM, PNG nor JPEG, else whatever the reader rejects.
+    Returns: a :class:`DecodedImage`. Raises: Reject("not_dicom") when a file named
+    like a DICOM (``.dcm``, ``.dicom`` or no extension) is neither DICOM, PNG nor JPEG,
+    Reject("unsupported_format") for any other such file, else whatever the reader rejects.
     """
     fmt = sniff_format(path)
     if fmt == "dicom":
@@ -426,4 +427,6 @@ def read_any(
         )
     if fmt in ("png", "jpeg"):
         return read_image(path, low_pct=low_pct, high_pct=high_pct)
-    raise Reject("unsupported_format", "not DICOM, PNG or JPEG (checked by magic bytes)")
+    named_dicom = Path(path).suffix.lower() in ("", ".dcm", ".dicom")
+    reason = "not_dicom" if named_dicom else "unsupported_format"
+    raise Reject(reason, "not DICOM, PNG or JPEG (checked by magic bytes)")
