@@ -26,7 +26,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cxrkit.artifacts import Artifact, ArtifactWriter
+from cxrkit.artifacts import Artifact, ArtifactWriter, sha256_file
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError
 from cxrkit.io import sources as src
@@ -129,23 +129,14 @@ def _build_row(path: Path, mapped: dict | None) -> dict:
     cfg = _ctx["cfg"]
     if not path.is_file():
         raise Reject("missing_file", "listed in the mapping CSV but not found")
-    with open(path, "rb") as handle:
-        source_sha = hashlib.sha256(handle.read()).hexdigest()
-    fmt = images.sniff_format(path)
-    if fmt is None:
-        reason = (
-            "not_dicom" if path.suffix.lower() in ("", ".dcm", ".dicom") else "unsupported_format"
-        )
-        raise Reject(reason, "not a DICOM, PNG or JPEG file")
-    window = {"low_pct": cfg["window_low_pct"], "high_pct": cfg["window_high_pct"]}
-    if fmt == "dicom":
-        from cxrkit.io.dicom import read_dicom
-
-        decoded = read_dicom(
-            path, allow_burned_in=cfg["allow_burned_in"], check_chest=cfg["check_chest"], **window
-        )
-    else:
-        decoded = images.read_image(path, **window)
+    source_sha = sha256_file(path)
+    decoded = images.read_any(
+        path,
+        allow_burned_in=cfg["allow_burned_in"],
+        check_chest=cfg["check_chest"],
+        low_pct=cfg["window_low_pct"],
+        high_pct=cfg["window_high_pct"],
+    )
     orig_h, orig_w = decoded.pixels.shape
     if min(orig_h, orig_w) < cfg["min_size"]:
         raise Reject("too_small", f"{orig_w}x{orig_h} < min_size {cfg['min_size']}")
@@ -153,7 +144,15 @@ def _build_row(path: Path, mapped: dict | None) -> dict:
     stored = images.quantise(pixels, cfg["dtype"])
     meta = decoded.meta or {}
     return _row_from(
-        path, mapped, source_sha, fmt, decoded.photometric, meta, stored, orig_h, orig_w
+        path,
+        mapped,
+        source_sha,
+        decoded.source_format,
+        decoded.photometric,
+        meta,
+        stored,
+        orig_h,
+        orig_w,
     )
 
 
