@@ -30,6 +30,7 @@ from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ArtifactError, ConfigError
 from cxrkit.export import FORMATS, card, native, onnx_format, open_clip_format, timm_format
+from cxrkit.models.checkpoint import CheckpointConfig, read_checkpoint_config
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class _Source:
     """What every format writer needs from the checkpoint."""
 
     checkpoint: Artifact
-    config: dict
+    config: CheckpointConfig
     objective: torch.nn.Module
     encoder: torch.nn.Module
     preprocessing: dict
@@ -138,16 +139,14 @@ class _Source:
 
 
 def _load_source(checkpoint: Artifact) -> _Source:
-    from cxrkit.models.loading import load_objective, read_config
+    from cxrkit.objectives.loading import load_objective
 
-    config = read_config(checkpoint.path)
+    config = read_checkpoint_config(checkpoint.path)
     objective = load_objective(checkpoint.path).float()
     encoder = objective.image_encoder().eval()
     args = native.vit_model_args(encoder)
-    pre = dict(config.get("preprocessing") or {})
-    pre.setdefault("mean", 0.5)
-    pre.setdefault("std", 0.5)
-    pre["image_size"] = pre.get("image_size") or args["img_size"]
+    pre = config.preprocessing.to_dict()
+    pre["image_size"] = pre["image_size"] or args["img_size"]
     pre["in_chans"] = args["in_chans"]
     images01 = native.probe_images(int(pre["image_size"]), batch=3, in_chans=args["in_chans"])
     return _Source(checkpoint, config, objective, encoder, pre, images01)
@@ -155,14 +154,14 @@ def _load_source(checkpoint: Artifact) -> _Source:
 
 @torch.no_grad()
 def _write_native(work: Path, src: _Source, tolerance: float) -> dict:
-    model_cfg = src.config["objective_config"]["model"]
+    model_cfg = src.config.model
     encoder_dir = native.save_image_encoder(
         work / native.IMAGE_DIR,
         src.encoder,
         model_cfg["arch"],
         model_cfg,
         src.preprocessing,
-        {"checkpoint_id": src.checkpoint.id, "objective": src.config.get("objective")},
+        {"checkpoint_id": src.checkpoint.id, "objective": src.config.objective},
     )
     loaded, _ = native.load_exported_encoder(encoder_dir, verify=False)
     diff = max(
@@ -204,7 +203,7 @@ def _write_other_encoders(work: Path, src: _Source) -> dict:
     results = {}
     for name, module in _other_encoders(src.objective).items():
         out = work / native.encoder_dir_name(name)
-        state = native.save_encoder(out, name, module, src.config)
+        state = native.save_encoder(out, name, module, src.config.to_dict())
         reread = load_file(str(out / native.WEIGHTS))
         same = reread.keys() == state.keys() and all(
             torch.equal(reread[k], v) for k, v in state.items()
@@ -222,7 +221,7 @@ def _write_other_encoders(work: Path, src: _Source) -> dict:
 def _write_timm(work: Path, src: _Source, tolerance: float) -> dict:
     encoder_dir = work / native.IMAGE_DIR
     if not (encoder_dir / native.WEIGHTS).is_file():
-        model_cfg = src.config["objective_config"]["model"]
+        model_cfg = src.config.model
         native.save_image_encoder(
             encoder_dir,
             src.encoder,
@@ -298,8 +297,8 @@ def _encoder_info(src: _Source) -> dict[str, Any]:
     with torch.no_grad():
         tokens = src.encoder.forward_features(src.images[:1])  # (1, P + L, D)
     return {
-        "arch": src.config["objective_config"]["model"]["arch"],
-        "vision_config": src.config["objective_config"]["model"],
+        "arch": src.config.model["arch"],
+        "vision_config": src.config.model,
         "model_args": args,
         "embed_dim": int(tokens.shape[-1]),
         "num_tokens": int(tokens.shape[1]),
