@@ -19,11 +19,12 @@ from typing import Literal
 from cxrkit.artifacts import ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError
+from cxrkit.evaluate.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-ALL_TASKS = ("zeroshot", "probe", "retrieval", "finetune")
+ALL_TASKS = tuple(TASKS)
 INPUT_KINDS = ("checkpoint", "dataset", "annotations")  # artifacts eval reads, by manifest kind
 
 
@@ -54,7 +55,7 @@ class EvalConfig:
     )
     prompts: str | None = doc("prompts JSON for zero-shot (overrides the annotations')", None)
     classes: list[str] = doc("evaluate only these classes (empty = every labelled class)", [])
-    tasks: list[str] = doc("tasks: zeroshot, probe, retrieval, finetune", list(ALL_TASKS))
+    tasks: list[str] = doc("tasks: " + ", ".join(ALL_TASKS), list(ALL_TASKS))
     protocol: Literal["split", "cv"] = doc(
         "split: the dataset's train/val/test; cv: grouped stratified k-fold (small sets)", "split"
     )
