@@ -7,12 +7,7 @@ them.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("cxrkit")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0+unknown"
+from cxrkit._version import __version__
 
 __all__ = ["__version__"]
 
