@@ -10,7 +10,8 @@ from PIL import Image
 from cxrkit.errors import ArtifactError, InputError
 from cxrkit.io import bundled
 from cxrkit.io.dicom import read_dicom
-from cxrkit.io.images import quantise, read_image, resize_long_side
+from cxrkit.io.images import read_image
+from cxrkit.io.intensity import quantise, resize_long_side
 from cxrkit.vision.contour import chest_contour, fallback_mask, otsu_threshold
 from cxrkit.vision.masks import mask_bbox, mask_to_grid, pack_mask, preview_grid, unpack_mask
 

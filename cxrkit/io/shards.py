@@ -370,7 +370,7 @@ def decode_pixels(data: bytes, dtype: str, height: int, width: int) -> np.ndarra
 def unpack_bits(data: bytes, height: int, width: int) -> np.ndarray:
     """np.packbits bytes of a row-major bool mask -> bool array (height, width)."""
     try:
-        from cxrkit.vision.contour import unpack_mask
+        from cxrkit.vision.masks import unpack_mask
     except ImportError:  # contour module not installed in this build: same bit layout
         bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=height * width)
         return bits.reshape(height, width).astype(bool)

@@ -193,7 +193,8 @@ def _process_chunk(args: tuple[tuple[str, int], str]) -> dict:
 
 def _contour(row: dict) -> tuple[bytes | None, list[int] | None, str]:
     """(packed mask, bbox, quality) for one dataset row; "none" when the pixels are unusable."""
-    from cxrkit.vision.contour import chest_contour, pack_mask
+    from cxrkit.vision.contour import chest_contour
+    from cxrkit.vision.masks import pack_mask
 
     height, width = row["height"], row["width"]
     try:
@@ -263,7 +264,7 @@ def annotation_stats(table: pa.Table) -> dict:
 
 def _write_preview(dataset: Artifact, table: pa.Table, count: int, path: Path) -> None:
     """preview.png: the first ``count`` images with a contour, mask overlaid."""
-    from cxrkit.vision.contour import preview_grid, unpack_mask
+    from cxrkit.vision.masks import preview_grid, unpack_mask
 
     wanted = {}
     for row in table.slice(0, max(count * 4, count)).to_pylist():

@@ -92,7 +92,7 @@ _ctx: dict = {}
 
 def _init_worker(state: dict) -> None:
     from cxrkit.io.deid import Pseudonymizer
-    from cxrkit.io.reports import ReportIndex
+    from cxrkit.io.report_index import ReportIndex
 
     # pydicom logs warnings that quote file paths; the reader records them itself.
     logging.getLogger("pydicom").setLevel(logging.ERROR)
@@ -116,7 +116,7 @@ def _process(item: tuple[str, dict | None]) -> dict:
     except MemoryError:
         raise
     except Exception as exc:  # an unforeseen decoder failure must not stop a 377k-image run
-        from cxrkit.io.images import scrub_path
+        from cxrkit.io.decoded import scrub_path
 
         detail = scrub_path(f"{type(exc).__name__}: {exc}", path)
         return {"reject": {"path": shown, "reason": "corrupt_pixels", "detail": detail}}
@@ -124,13 +124,14 @@ def _process(item: tuple[str, dict | None]) -> dict:
 
 def _build_row(path: Path, mapped: dict | None) -> dict:
     from cxrkit.errors import Reject
-    from cxrkit.io import images
+    from cxrkit.io import intensity
+    from cxrkit.io.decode import read_any
 
     cfg = _ctx["cfg"]
     if not path.is_file():
         raise Reject("missing_file", "listed in the mapping CSV but not found")
     source_sha = sha256_file(path)
-    decoded = images.read_any(
+    decoded = read_any(
         path,
         allow_burned_in=cfg["allow_burned_in"],
         check_chest=cfg["check_chest"],
@@ -140,8 +141,8 @@ def _build_row(path: Path, mapped: dict | None) -> dict:
     orig_h, orig_w = decoded.pixels.shape
     if min(orig_h, orig_w) < cfg["min_size"]:
         raise Reject("too_small", f"{orig_w}x{orig_h} < min_size {cfg['min_size']}")
-    pixels = images.resize_long_side(decoded.pixels, cfg["image_size"])
-    stored = images.quantise(pixels, cfg["dtype"])
+    pixels = intensity.resize_long_side(decoded.pixels, cfg["image_size"])
+    stored = intensity.quantise(pixels, cfg["dtype"])
     meta = decoded.meta or {}
     return _row_from(
         path,
@@ -247,7 +248,7 @@ def _split_for(patient_id: str) -> str:
 
 # ---------------------------------------------------------------- orchestration
 def _load_mapping(cfg: IngestConfig) -> dict[Path, dict]:
-    from cxrkit.io.reports import read_mapping_csv
+    from cxrkit.io.mapping import read_mapping_csv
 
     mapping = {}
     for row in read_mapping_csv(Path(cfg.mapping)):

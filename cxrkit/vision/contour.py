@@ -35,22 +35,11 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from cxrkit.errors import InputError
-
-# Mask storage, patch grids and previews live in cxrkit.vision.masks; pack_mask,
-# unpack_mask, mask_to_grid and preview_grid are re-exported for existing imports.
-from cxrkit.vision.masks import (  # noqa: F401 - re-exported
-    mask_bbox,
-    mask_to_grid,
-    pack_mask,
-    preview_grid,
-    resize_mask,
-    unpack_mask,
-)
+from cxrkit.vision.grey import as_2d, downscale, normalise_percentiles
+from cxrkit.vision.masks import mask_bbox, resize_mask
 
 log = logging.getLogger(__name__)
 
@@ -81,44 +70,6 @@ class ContourResult:
     quality: str
     area_fraction: float
     reason: str | None = None
-
-
-# ---------------------------------------------------------------- preprocessing
-
-
-def _as_2d(image: np.ndarray) -> np.ndarray:
-    """Accept (H, W) or (H, W, 1)/(1, H, W) arrays; raise InputError otherwise."""
-    array = np.asarray(image)
-    if array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):
-        array = array.reshape(array.shape[1:] if array.shape[0] == 1 else array.shape[:2])
-    if array.ndim != 2 or array.size == 0:
-        raise InputError(
-            f"chest_contour: expected a 2-D grey image, got shape {array.shape}; "
-            "convert colour images to one channel first"
-        )
-    return array
-
-
-def _normalise(array: np.ndarray) -> np.ndarray:
-    """float32 in [0, 1] by the 0.5/99.5 percentiles (robust to burnt-in text)."""
-    values = array.astype(np.float32)
-    if not np.isfinite(values).all():
-        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = np.percentile(values, [0.5, 99.5])
-    if high - low < 1e-6:
-        return np.zeros_like(values)
-    return np.clip((values - low) / (high - low), 0.0, 1.0)
-
-
-def _downscale(array: np.ndarray, long_side: int) -> np.ndarray:
-    """Antialiased bilinear resize of a float image so its long side is <= long_side."""
-    height, width = array.shape
-    scale = long_side / max(height, width)
-    if scale >= 1.0:
-        return array.astype(np.float32, copy=False)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    image = Image.fromarray(array.astype(np.float32, copy=False), mode="F")
-    return np.asarray(image.resize(size, Image.BILINEAR, reducing_gap=2.0))
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
@@ -476,12 +427,12 @@ def chest_contour(image: np.ndarray, work_size: int = WORK_SIZE) -> ContourResul
     with a reason and a centred box mask. Raises InputError only when the array
     is not a single-channel image at all.
     """
-    array = _as_2d(image)
+    array = as_2d(image)
     height, width = array.shape
     values = array.astype(np.float32)
     if array.dtype.kind == "f":  # NaN/inf would spread through the resize
         np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    small = _normalise(_downscale(values, work_size))
+    small = normalise_percentiles(downscale(values, work_size))
     if min(height, width) < 16:
         thorax, reason = None, f"image too small ({height}x{width}) for a contour"
     else:
