@@ -8,10 +8,10 @@ import torch
 from pretrain_support import SquareTransform, pediatric_images, write_annotations, write_dataset
 
 from cxrkit.errors import InputError
+from cxrkit.io.dataset import dataset_shards
 from cxrkit.io.shards import (
     ShardDataset,
     _buffer_shuffle,
-    dataset_shards,
     decode_pixels,
     make_loader,
     report_text,

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cxrkit.artifacts import Artifact, open_artifact
 from cxrkit.errors import ArtifactError, InputError
+from cxrkit.io.annotations import AnnotationIndex
 
 log = logging.getLogger(__name__)
 
@@ -45,36 +46,10 @@ Transform = Callable[
 ]
 
 
-def dataset_shards(artifact: Artifact) -> list[Path]:
-    """The data shards of a dataset artifact (every .parquet but rejects.parquet)."""
-    shards = [p for p in artifact.files(".parquet") if p.name != "rejects.parquet"]
-    if not shards:
-        raise ArtifactError(f"{artifact.path}: dataset artifact lists no Parquet shards")
-    return shards
-
-
 def _chexpert_classes() -> list[str]:
     from cxrkit.text.classes import CHEXPERT_CLASSES
 
     return list(CHEXPERT_CLASSES)
-
-
-class _Annotations:
-    """annotations.parquet joined by image_id (labels, packed contour masks)."""
-
-    def __init__(self, path: Path, columns: list[str]) -> None:
-        try:
-            table = pq.read_table(path, columns=["image_id", *columns])
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{path}: cannot read annotations ({exc})") from exc
-        self.columns = {name: table.column(name).to_pylist() for name in columns}
-        self.index = {
-            image_id: i for i, image_id in enumerate(table.column("image_id").to_pylist())
-        }
-
-    def get(self, image_id: str, column: str) -> Any:
-        row = self.index.get(image_id)
-        return None if row is None else self.columns[column][row]
 
 
 class ShardDataset(IterableDataset):
@@ -98,7 +73,7 @@ class ShardDataset(IterableDataset):
         batch_size: int,
         needs: frozenset[str] | set[str] = frozenset({"image"}),
         split: str | None = "train",
-        annotations: Path | None = None,
+        annotations: Artifact | Path | None = None,
         seed: int = 0,
         shuffle: bool = True,
         shuffle_buffer: int = 1024,
@@ -122,7 +97,7 @@ class ShardDataset(IterableDataset):
             if need in self.needs
         ]
         if annotations is not None and wanted:
-            self.annotations = _Annotations(Path(annotations), wanted)
+            self.annotations = AnnotationIndex(annotations, wanted)
         elif "contour" in self.needs:
             raise InputError(
                 "the objective needs chest contours but no annotations artifact was "
