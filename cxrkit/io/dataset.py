@@ -2,7 +2,8 @@
 
 A dataset artifact holds ``shard-NNNNN.parquet`` files (DATASET_SCHEMA) and one
 ``rejects.parquet`` (REJECTS_SCHEMA). :func:`dataset_shards` is the one rule every
-reader uses to find the shards. Ingest builds rows in resumable chunks
+reader uses to find the shards; :func:`decode_pixels`, :func:`unpack_bits` and
+:func:`report_text` read a row's columns. Ingest builds rows in resumable chunks
 (:func:`write_chunk`, :func:`chunks_done`) and :func:`combine_chunks` /
 :func:`write_dataset` turn them into shards, dropping duplicate sources.
 """
@@ -14,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -21,6 +23,7 @@ from cxrkit.artifacts import Artifact
 from cxrkit.errors import ArtifactError
 from cxrkit.io.parquet import ROW_GROUP_BYTES, SHARD_MAX_BYTES, ShardWriter, write_table_atomic
 from cxrkit.io.schema import DATASET_SCHEMA, REJECTS_SCHEMA
+from cxrkit.vision.masks import unpack_mask
 
 SHARD_PREFIX = "shard-"
 REJECTS_FILE = "rejects.parquet"
@@ -163,3 +166,28 @@ def write_dataset(
             f"!= {n_inputs} inputs"
         )
     return stats
+
+
+# ---------------------------------------------------------------- reading rows
+
+
+def decode_pixels(data: bytes, dtype: str, height: int, width: int) -> np.ndarray:
+    """Raw row-major pixel bytes -> writable array (height, width). Raises ArtifactError."""
+    if dtype not in ("uint8", "uint16"):
+        raise ArtifactError(f"pixel dtype {dtype!r} is not uint8/uint16")
+    array = np.frombuffer(data, dtype=np.dtype(dtype))
+    if array.size != height * width:
+        raise ArtifactError(f"pixels hold {array.size} values, expected {height}x{width}")
+    return array.reshape(height, width).copy()  # copy: torch wants writable memory
+
+
+def unpack_bits(data: bytes, height: int, width: int) -> np.ndarray:
+    """np.packbits bytes of a row-major bool mask -> bool array (height, width)."""
+    return np.asarray(unpack_mask(data, height, width), dtype=bool)
+
+
+def report_text(row: dict) -> str:
+    """Findings + impression, else the whole report, else ""."""
+    parts = [row.get("report_findings"), row.get("report_impression")]
+    joined = "\n".join(p.strip() for p in parts if p and p.strip())
+    return joined or (row.get("report_text") or "").strip()

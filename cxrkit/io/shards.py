@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from cxrkit.artifacts import Artifact, open_artifact
 from cxrkit.errors import ArtifactError, InputError
 from cxrkit.io.annotations import AnnotationIndex
+from cxrkit.io.dataset import decode_pixels, report_text, unpack_bits
 
 log = logging.getLogger(__name__)
 
@@ -330,33 +331,6 @@ def _mix64(value: int) -> int:
 def sample_seed(seed: int, epoch: int, sample_id: int) -> int:
     """Augmentation seed of one sample in one epoch (independent of rank and worker)."""
     return _mix64(_mix64(_mix64(seed & _MASK64) ^ epoch) ^ sample_id) >> 1
-
-
-def decode_pixels(data: bytes, dtype: str, height: int, width: int) -> np.ndarray:
-    """Raw row-major pixel bytes -> writable array (height, width). Raises ArtifactError."""
-    if dtype not in ("uint8", "uint16"):
-        raise ArtifactError(f"pixel dtype {dtype!r} is not uint8/uint16")
-    array = np.frombuffer(data, dtype=np.dtype(dtype))
-    if array.size != height * width:
-        raise ArtifactError(f"pixels hold {array.size} values, expected {height}x{width}")
-    return array.reshape(height, width).copy()  # copy: torch wants writable memory
-
-
-def unpack_bits(data: bytes, height: int, width: int) -> np.ndarray:
-    """np.packbits bytes of a row-major bool mask -> bool array (height, width)."""
-    try:
-        from cxrkit.vision.masks import unpack_mask
-    except ImportError:  # contour module not installed in this build: same bit layout
-        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=height * width)
-        return bits.reshape(height, width).astype(bool)
-    return np.asarray(unpack_mask(data, height, width), dtype=bool)
-
-
-def report_text(row: dict) -> str:
-    """Findings + impression, else the whole report, else ""."""
-    parts = [row.get("report_findings"), row.get("report_impression")]
-    joined = "\n".join(p.strip() for p in parts if p and p.strip())
-    return joined or (row.get("report_text") or "").strip()
 
 
 def collate(samples: list[dict[str, Any]], needs: frozenset[str]) -> dict[str, Any]:

@@ -40,6 +40,13 @@ from scipy.spatial import ConvexHull, QhullError
 
 from cxrkit.vision.grey import as_2d, downscale, normalise_percentiles
 from cxrkit.vision.masks import mask_bbox, resize_mask
+from cxrkit.vision.morphology import (
+    border_connected,
+    dilate,
+    largest_component,
+    opening,
+    otsu_threshold,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,37 +79,7 @@ class ContourResult:
     reason: str | None = None
 
 
-def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
-    """Otsu's threshold of 1-D values in [0, 1]: maximises between-class variance."""
-    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight_low = np.cumsum(hist)
-    weight_high = weight_low[-1] - weight_low
-    sum_low = np.cumsum(hist * centres)
-    mean_low = sum_low / np.maximum(weight_low, 1)
-    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
-    between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(edges[int(np.argmax(between)) + 1])
-
-
 # ---------------------------------------------------------------- body and lungs
-
-
-def _border_connected(mask: np.ndarray) -> np.ndarray:
-    """The parts of ``mask`` whose components touch the image border."""
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return mask
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return np.isin(labels, edge[edge > 0])
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask)
-    if count <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == (int(np.argmax(sizes)) + 1)
 
 
 def _body_mask(smooth: np.ndarray) -> np.ndarray:
@@ -113,29 +90,9 @@ def _body_mask(smooth: np.ndarray) -> np.ndarray:
     lit = smooth[smooth > low + 0.05]
     level = float(np.median(lit)) if lit.size else low
     dark = smooth < low + 0.25 * (level - low)
-    body = ~_border_connected(dark)
+    body = ~border_connected(dark)
     body = ndimage.binary_opening(body, iterations=2)
-    return ndimage.binary_fill_holes(_largest_component(body))
-
-
-# Morphology with square structuring elements: separable max/min filters cost
-# well under a millisecond at the working size, where disk kernels or exact
-# distance transforms cost several, and the lung shapes do not care.
-
-
-def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Dilation by a (2r+1)-pixel square."""
-    return ndimage.maximum_filter(mask, size=2 * round(radius) + 1)
-
-
-def _erode(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Erosion by a (2r+1)-pixel square; pixels beyond the image edge count as inside."""
-    return ndimage.minimum_filter(mask, size=2 * round(radius) + 1, mode="nearest")
-
-
-def _open(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Opening: removes parts and bridges narrower than about 2 * radius."""
-    return _dilate(_erode(mask, radius), radius)
+    return ndimage.binary_fill_holes(largest_component(body))
 
 
 def _below_shoulders(body: np.ndarray, drop: float = 0.15) -> np.ndarray:
@@ -169,7 +126,7 @@ def _lung_candidates(
         return np.zeros_like(body)
     threshold = otsu_threshold(smooth[inner]) * threshold_scale
     dark = inner & (smooth < threshold)
-    return _open(dark, max(1.0, 0.02 * body_size))
+    return opening(dark, max(1.0, 0.02 * body_size))
 
 
 @dataclass
@@ -309,7 +266,7 @@ def _thorax(
     hull = _hull_mask(points.astype(np.float64), union.shape, margin)
     if hull is None:
         return None
-    return ndimage.binary_fill_holes(_largest_component(hull & body))
+    return ndimage.binary_fill_holes(largest_component(hull & body))
 
 
 LUNG_CONTRAST_MIN = 0.13
@@ -387,14 +344,14 @@ def _thorax_small(small: np.ndarray) -> tuple[np.ndarray | None, str | None]:
         dark = _lung_candidates(smooth, body, scale, body_size)
         # Cores: a wide opening cuts the bridges from a lung to the shoulder or
         # arm; the lung's own outline is restored from `dark` after.
-        cores = _open(dark, core_radius)
+        cores = opening(dark, core_radius)
         labels, blobs = _blobs(cores, body)
         picked = _pick_lungs(blobs)
         if not picked:
             reason = "no lung field found"
             continue
         lungs = [
-            _largest_component(dark & _dilate(labels == b.label, core_radius + 2)) for b in picked
+            largest_component(dark & dilate(labels == b.label, core_radius + 2)) for b in picked
         ]
         lungs = _symmetric_pair(smooth, body, [lung for lung in lungs if lung.any()])
         if not lungs:
