@@ -7,7 +7,12 @@ them.
 
 from __future__ import annotations
 
-from cxrkit._version import __version__
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("cxrkit")
+except PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0.0.0+unknown"
 
 __all__ = ["__version__"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxrkit._version import __version__
+from cxrkit import __version__
 from cxrkit.errors import ArtifactError
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cxrkit._version import __version__
+from cxrkit import __version__
 from cxrkit.artifacts import Artifact, lineage, read_manifest
 from cxrkit.models.checkpoint import CheckpointConfig
 

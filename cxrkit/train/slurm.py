@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxrkit._version import __version__
+from cxrkit import __version__
 from cxrkit.errors import ConfigError, InputError
 
 SIGNAL_LEAD_S = 120
