@@ -22,15 +22,6 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "cxrkit"
 
-# Edges still closing a circle that another change removes. Each entry must keep
-# closing a circle (the test below says when one can go); add none.
-ALLOWED_CYCLE_EDGES: dict[tuple[str, str], str] = {
-    # Checkpoint loading imports the export reader to load export artifacts, while
-    # export/native imports checkpoint loading: moving checkpoint loading to one
-    # module (issue 10, restructure-cli) removes this.
-    ("cxrkit.models.loading", "cxrkit.export.native"): "checkpoint loading <-> export reader",
-}
-
 LIBRARY_LAYERS = (
     "io",
     "text",
@@ -145,10 +136,6 @@ def cycles(graph: dict[str, frozenset[str]]) -> list[list[str]]:
     return sorted(found)
 
 
-def _without(graph: dict[str, frozenset[str]], edges) -> dict[str, frozenset[str]]:
-    return {m: frozenset(t for t in ts if (m, t) not in edges) for m, ts in graph.items()}
-
-
 # ---------------------------------------------------------------- the checker itself
 
 
@@ -178,19 +165,8 @@ def test_imports_inside_functions_count_and_type_checking_imports_do_not(tmp_pat
 
 
 def test_no_import_cycles_among_cxrkit_modules():
-    remaining = cycles(_without(import_graph(), ALLOWED_CYCLE_EDGES))
+    remaining = cycles(import_graph())
     assert remaining == [], f"import circles: {remaining}"
-
-
-@pytest.mark.parametrize("edge", sorted(ALLOWED_CYCLE_EDGES))
-def test_each_allowed_edge_still_closes_a_circle(edge):
-    """When the other change lands, its entry must leave the allow-list."""
-    graph = import_graph()
-    assert edge[1] in graph.get(edge[0], ()), f"{edge} is gone: delete it from the allow-list"
-    without_others = _without(graph, set(ALLOWED_CYCLE_EDGES) - {edge})
-    assert any(set(edge) <= set(c) for c in cycles(without_others)), (
-        f"{edge} no longer closes a circle: delete it from the allow-list"
-    )
 
 
 def test_package_root_imports_cxrkit_only_lazily():
