@@ -37,12 +37,29 @@ def test_patchify_unpatchify_round_trip_non_square_two_channels():
 
 
 def test_sincos_pos_embed_hand_values():
-    # embed_dim 4 -> one frequency (1.0) per axis; rows encoded first, then columns.
+    # embed_dim 4 -> one frequency (1.0) per axis; columns encoded first, then rows (MAE).
     table = sincos_pos_embed_2d(4, (2, 3))
     assert table.shape == (6, 4)
     s1, c1, s2, c2 = math.sin(1), math.cos(1), math.sin(2), math.cos(2)
     assert torch.allclose(table[4], torch.tensor([s1, c1, s1, c1]))  # row 1, col 1
-    assert torch.allclose(table[2], torch.tensor([0.0, 1.0, s2, c2]))  # row 0, col 2
+    assert torch.allclose(table[2], torch.tensor([s2, c2, 0.0, 1.0]))  # row 0, col 2
+    assert torch.allclose(table[3], torch.tensor([0.0, 1.0, s1, c1]))  # row 1, col 0
+
+
+def test_sincos_pos_embed_matches_mae_layout_d8_2x2():
+    # MAE util/pos_embed.py: grid = meshgrid(w, h), emb_h from grid[0] (the column) fills
+    # channels 0..D/2, emb_w from grid[1] (the row) fills D/2..D; within each half
+    # [sin(p * w_k) for k] + [cos(p * w_k) for k], w_k = 1 / 10000 ** (k / 2) for D = 8.
+    s, c = math.sin, math.cos
+    w1 = 1 / 100  # k = 1: 10000 ** (1 / 2)
+
+    def half(p: int) -> list[float]:
+        return [s(p * 1.0), s(p * w1), c(p * 1.0), c(p * w1)]
+
+    expected = torch.tensor(
+        [half(col) + half(row) for row in range(2) for col in range(2)], dtype=torch.float32
+    )  # row-major patches: (0,0), (0,1), (1,0), (1,1)
+    assert torch.allclose(sincos_pos_embed_2d(8, (2, 2)), expected, atol=1e-7)
 
 
 def test_one_channel_encoder_at_64px_patch8_gives_65_tokens():
