@@ -16,6 +16,7 @@ from cxrkit.cli import export as _export  # noqa: E402,F401
 from cxrkit.cli import ingest as _ingest  # noqa: E402,F401
 from cxrkit.cli import inspect as _inspect  # noqa: E402,F401
 from cxrkit.cli import label as _label  # noqa: E402,F401
+from cxrkit.cli import models as _models  # noqa: E402,F401
 from cxrkit.cli import pretrain as _pretrain  # noqa: E402,F401
 from cxrkit.cli.common import app
 
