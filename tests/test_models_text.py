@@ -329,3 +329,101 @@ def test_open_clip_weights_file_loads_the_text_tower(tmp_path):
 def test_bad_text_settings_are_config_errors(settings, message):
     with pytest.raises(ConfigError, match=message):
         build_text_tower(TextConfig(**settings))
+
+
+# ------------------------------------------------------------------ hf RoBERTa (byte-level BPE)
+
+
+@pytest.fixture(scope="module")
+def roberta_dir(tmp_path_factory, iu_texts):
+    """A real-format RoBERTa directory: byte-level BPE trained on IU reports, random weights."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaModel
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe = ByteLevelBPETokenizer(add_prefix_space=True, trim_offsets=True)
+    bpe.train_from_iterator(iu_texts, vocab_size=400, min_frequency=2, special_tokens=specials)
+    bpe._tokenizer.post_processor = RobertaProcessing(
+        ("</s>", 2), ("<s>", 0), trim_offsets=True, add_prefix_space=True
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<s>",
+        cls_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
+    directory = tmp_path_factory.mktemp("roberta")
+    tokenizer.save_pretrained(directory)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=66,  # RoBERTa: 64 usable positions after padding_idx + 1
+        pad_token_id=1,
+    )
+    torch.manual_seed(0)
+    RobertaModel(config).save_pretrained(directory)
+    return directory
+
+
+@needs_iu
+def test_roberta_directory_features_equal_automodel_and_offsets_index_the_report(
+    roberta_dir, iu_texts
+):
+    from transformers import AutoModel
+
+    tower = build_text_tower(TextConfig(path=str(roberta_dir), context_length=64)).eval()
+    tokenizer = tower.tokenizer()
+    assert (tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id, tokenizer.mask_id) == (0, 2, 1, 4)
+    batch = tokenizer(iu_texts)
+    reference = AutoModel.from_pretrained(str(roberta_dir), local_files_only=True).eval()
+    with torch.no_grad():
+        ours = tower(batch["input_ids"], batch["attention_mask"])
+        theirs = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert (ours.tokens - theirs.last_hidden_state).abs().max().item() == 0.0
+    checked = 0
+    for row, text in enumerate(iu_texts):
+        for col, token in enumerate(batch["input_ids"][row].tolist()):
+            start, end = batch["offsets"][row, col].tolist()
+            if token in tokenizer.special_ids:
+                assert (start, end) == (-1, -1)
+                continue
+            piece = tokenizer.backend.convert_tokens_to_string(
+                [tokenizer.backend.convert_ids_to_tokens(token)]
+            )
+            # byte-level pieces carry their leading space; trimmed offsets leave it out
+            span = text[start:end]
+            assert span == piece.lstrip(" ") or (span.isspace() and piece.isspace()), (span, piece)
+            checked += 1
+    assert checked > 1000
+    with pytest.raises(ConfigError, match="exceeds the model's 64 positions"):
+        build_text_tower(TextConfig(path=str(roberta_dir), context_length=65))
+
+
+# ------------------------------------------------------------------ open_clip CLIP checkpoint
+
+
+def test_text_tower_from_an_open_clip_clip_state_dict_matches_encode_text(tmp_path):
+    from open_clip.model import CLIP
+
+    torch.manual_seed(0)
+    clip = CLIP(
+        embed_dim=16,
+        vision_cfg={"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+        text_cfg={"context_length": 77, "width": 32, "heads": 2, "layers": 2},
+    ).eval()
+    torch.save(clip.state_dict(), tmp_path / "clip.pt")
+    tower = build_text_tower(TextConfig(**TINY_CLIP, weights=str(tmp_path / "clip.pt"))).eval()
+    batch = tower.tokenizer()(["Heart size normal.", "Mild cardiomegaly without edema."])
+    with torch.no_grad():
+        pooled = tower(batch["input_ids"], batch["attention_mask"]).pooled
+        expected = clip.encode_text(batch["input_ids"])
+    # The tower stops before CLIP's projection; the objective owns that head.
+    assert (pooled @ clip.text_projection - expected).abs().max().item() < 1e-5
