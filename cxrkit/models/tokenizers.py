@@ -210,6 +210,24 @@ class ClipBpeTokenizer(Tokenizer):
                 byte += width
         return out
 
+    def _align(self, text: str) -> tuple[list[tuple[int, int, int, int]], bool]:
+        """Pieces of ``text`` as open_clip tokenises it, and whether their offsets are valid."""
+        cleaned_text = self.backend.clean_fn(text)
+        lowered = text.lower()
+        # Offsets into the lowercased text are offsets into the text when lowercasing
+        # keeps every character in place (not so for e.g. U+0130, which becomes two).
+        if len(lowered) == len(text):
+            raw = self._pieces(lowered)
+            if " ".join(lowered.split()) == cleaned_text:
+                # Cleaning only lowercased and collapsed whitespace, which the pre-tokenizer
+                # regex skips anyway: the pieces are open_clip's (one pass, the common case).
+                return raw, True
+            cleaned = self._pieces(cleaned_text)
+            if [p[0] for p in raw] == [p[0] for p in cleaned]:
+                return raw, True
+            return cleaned, False
+        return self._pieces(cleaned_text), False
+
     def __call__(self, texts: Sequence[str] | str) -> dict[str, torch.Tensor]:
         """Tokenise like ``open_clip.tokenize`` and add offsets and word ids (class doc)."""
         texts = _check_texts(texts)
@@ -219,13 +237,8 @@ class ClipBpeTokenizer(Tokenizer):
         offsets = torch.full((len(texts), length, 2), NO_OFFSET, dtype=torch.long)
         word_ids = torch.full((len(texts), length), NO_OFFSET, dtype=torch.long)
         for row, text in enumerate(texts):
-            cleaned = self._pieces(self.backend.clean_fn(text))
-            lowered = text.lower()
-            # Offsets into the lowercased text are offsets into the text when lowercasing
-            # keeps every character in place (not so for e.g. U+0130, which becomes two).
-            raw = self._pieces(lowered) if len(lowered) == len(text) else []
-            aligned = [p[0] for p in raw] == [p[0] for p in cleaned]
-            body = (raw if aligned else cleaned)[: length - 2]
+            body, aligned = self._align(text)
+            body = body[: length - 2]
             tokens = [self.cls_id] + [p[0] for p in body] + [self.sep_id]
             ids[row, : len(tokens)] = torch.tensor(tokens)
             mask[row, : len(tokens)] = 1
