@@ -146,17 +146,18 @@ class WordPieceTokenizer(Tokenizer):
             return_offsets_mapping=True,
             return_attention_mask=True,
             return_token_type_ids=False,
-            return_tensors="pt",
+            return_tensors="np",  # numpy -> torch without copying nested lists
         )
+        shape = (len(texts), self.context_length)
         word_ids = torch.tensor(
             [[NO_OFFSET if w is None else w for w in enc.word_ids(i)] for i in range(len(texts))],
             dtype=torch.long,
-        ).reshape(len(texts), self.context_length)
-        offsets = enc["offset_mapping"].long().reshape(len(texts), self.context_length, 2)
+        ).reshape(shape)
+        offsets = torch.from_numpy(enc["offset_mapping"]).long().reshape(*shape, 2)
         offsets[word_ids < 0] = NO_OFFSET
         return {
-            "input_ids": enc["input_ids"].long().reshape(len(texts), self.context_length),
-            "attention_mask": enc["attention_mask"].long().reshape(len(texts), self.context_length),
+            "input_ids": torch.from_numpy(enc["input_ids"]).long().reshape(shape),
+            "attention_mask": torch.from_numpy(enc["attention_mask"]).long().reshape(shape),
             "offsets": offsets,
             "word_ids": word_ids,
         }
@@ -165,20 +166,20 @@ class WordPieceTokenizer(Tokenizer):
 class ClipBpeTokenizer(Tokenizer):
     """open_clip's CLIP BPE tokenizer (``open_clip.tokenizer.SimpleTokenizer``), with offsets.
 
-        ``input_ids`` equal ``open_clip.tokenize`` exactly (same cleaning: ftfy,
-        HTML unescape, whitespace collapse, lowercase; same truncation: start token,
-        the first T-2 tokens, end token). Pads are 0 (CLIP's own padding id).
+    ``input_ids`` equal ``open_clip.tokenize`` exactly (same cleaning: ftfy,
+    HTML unescape, whitespace collapse, lowercase; same truncation: start token,
+    the first T-2 tokens, end token). Pads are 0 (CLIP's own padding id).
 
-        Words are the matches of CLIP's pre-tokenizer regex on the cleaned text
-        (letters, a single digit, or a run of other symbols), so ``word_ids`` are
-        exact for every input. ``offsets`` come from running the same regex on the
-        original text and decoding each BPE piece to its bytes: they are exact
-        whenever cleaning only lowercases and collapses whitespace (plain reports);
-        when ftfy or HTML unescaping changes the text (e.g. ``&amp;``), the ids from
-        the original text differ from open_clip's and every offset of that text is
-        (-1, -1), as they are when lowercasing changes the text's length (U+0130).
+    Words are the matches of CLIP's pre-tokenizer regex on the cleaned text
+    (letters, a single digit, or a run of other symbols), so ``word_ids`` are
+    exact for every input. ``offsets`` come from running the same regex on the
+    original text and decoding each BPE piece to its bytes: they are exact
+    whenever cleaning only lowercases and collapses whitespace (plain reports);
+    when ftfy or HTML unescaping changes the tokens (e.g. ``&amp;`` becomes
+    ``&``), every offset of that text is (-1, -1), as it is when lowercasing
+    changes the text's length (U+0130). Ids and word ids stay exact.
     A piece that splits a multi-byte character covers the whole character.
-        CLIP has no mask token: ``mask_id`` is None.
+    CLIP has no mask token: ``mask_id`` is None.
     """
 
     def __init__(self, context_length: int = 77) -> None:
