@@ -48,17 +48,17 @@ def test_sincos_pos_embed_hand_values():
 
 def test_sincos_pos_embed_matches_mae_layout_d8_2x2():
     # MAE util/pos_embed.py: grid = meshgrid(w, h), emb_h from grid[0] (the column) fills
-    # channels 0..D/2, emb_w from grid[1] (the row) fills D/2..D; within each half
-    # [sin(p * w_k) for k] + [cos(p * w_k) for k], w_k = 1 / 10000 ** (k / 2) for D = 8.
+    # channels 0..3, emb_w from grid[1] (the row) fills 4..7; each half is
+    # [sin(p w0), sin(p w1), cos(p w0), cos(p w1)] with w0 = 1, w1 = 1 / 10000 ** (1/2) = 0.01.
     s, c = math.sin, math.cos
-    w1 = 1 / 100  # k = 1: 10000 ** (1 / 2)
-
-    def half(p: int) -> list[float]:
-        return [s(p * 1.0), s(p * w1), c(p * 1.0), c(p * w1)]
-
     expected = torch.tensor(
-        [half(col) + half(row) for row in range(2) for col in range(2)], dtype=torch.float32
-    )  # row-major patches: (0,0), (0,1), (1,0), (1,1)
+        [
+            [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0],  # patch 0: row 0, col 0
+            [s(1), s(0.01), c(1), c(0.01), 0.0, 0.0, 1.0, 1.0],  # patch 1: row 0, col 1
+            [0.0, 0.0, 1.0, 1.0, s(1), s(0.01), c(1), c(0.01)],  # patch 2: row 1, col 0
+            [s(1), s(0.01), c(1), c(0.01), s(1), s(0.01), c(1), c(0.01)],  # patch 3: row 1, col 1
+        ]
+    )
     assert torch.allclose(sincos_pos_embed_2d(8, (2, 2)), expected, atol=1e-7)
 
 
