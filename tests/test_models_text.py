@@ -309,6 +309,17 @@ def test_open_clip_weights_file_loads_the_text_tower(tmp_path):
             loaded(batch["input_ids"], batch["attention_mask"]).pooled,
             source(batch["input_ids"], batch["attention_mask"]).pooled,
         )
+    # A shorter context keeps the first positions; causal attention makes the features equal.
+    short = build_text_tower(
+        TextConfig(**{**TINY_CLIP, "context_length": 16}, weights=str(tmp_path / "clip.pt"))
+    ).eval()
+    short_batch = short.tokenizer()(["Heart size normal."])
+    with torch.no_grad():
+        assert torch.allclose(
+            short(short_batch["input_ids"], short_batch["attention_mask"]).pooled,
+            source(batch["input_ids"], batch["attention_mask"]).pooled,
+            atol=1e-6,
+        )
     with pytest.raises(InputError, match="nope.pt: no such weights file"):
         build_text_tower(TextConfig(**TINY_CLIP, weights=str(tmp_path / "nope.pt")))
 
