@@ -160,12 +160,10 @@ class HFTextTower(TextTower):
     def __init__(self, cfg: TextConfig, model: nn.Module, tokenizer: Tokenizer) -> None:
         super().__init__(cfg, tokenizer)
         max_positions = getattr(model.config, "max_position_embeddings", None)
-        if max_positions is not None and cfg.context_length > max_positions - _position_offset(
-            model
-        ):
+        usable = None if max_positions is None else max_positions - _position_offset(model)
+        if usable is not None and cfg.context_length > usable:
             raise ConfigError(
-                f"text.context_length {cfg.context_length} exceeds the model's "
-                f"{max_positions - _position_offset(model)} positions"
+                f"text.context_length {cfg.context_length} exceeds the model's {usable} positions"
             )
         if cfg.pooling == "pooler" and getattr(model, "pooler", None) is None:
             raise ConfigError("text.pooling=pooler but the model has no pooler layer; use cls")
