@@ -23,6 +23,7 @@ COMMANDS = (
     "verify",
     "presets",
     "label",
+    "models",
     "pretrain",
 )
 for _command in COMMANDS:
