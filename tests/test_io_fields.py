@@ -1,0 +1,162 @@
+"""Batch fields: one registry, text sections, entity spans re-based onto the delivered text."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from pretrain_support import SquareTransform, pediatric_images
+
+from cxrkit.artifacts import ArtifactWriter
+from cxrkit.errors import ConfigError, InputError
+from cxrkit.io.fields import SampleTransform, available_fields, compose_text, rebase_entities
+from cxrkit.io.schema import DATASET_SCHEMA
+from cxrkit.io.shards import ShardDataset, dataset_shards, make_loader
+
+REPORT = "INDICATION: cough\n\nFINDINGS: Small left effusion.\n\nIMPRESSION: Effusion."
+
+
+def _row(text: str, findings: str | None, impression: str | None) -> dict:
+    return {"report_text": text, "report_findings": findings, "report_impression": impression}
+
+
+def test_unknown_field_is_a_config_error_with_a_did_you_mean(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'entities'"):
+        ShardDataset([tmp_path / "x.parquet"], transform=None, batch_size=1, needs={"entitys"})
+
+
+def test_registry_lists_every_documented_field():
+    assert set(available_fields()) == {
+        "image", "contour", "labels", "text", "entities", "prompts",
+        "image_id", "study_id", "patient_id", "view",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("both", "Small left effusion.\nEffusion."),
+        ("findings", "Small left effusion."),
+        ("impression", "Effusion."),
+    ],
+)
+def test_text_section_selects_what_the_loader_delivers(section, expected):
+    text, _ = compose_text(_row(REPORT, "Small left effusion.", "Effusion."), section)
+    assert text == expected
+
+
+def test_missing_sections_fall_back_to_the_whole_report():
+    text, pieces = compose_text(_row("  free text only ", None, None), "impression")
+    assert text == "free text only" and pieces == [(2, 0, 14)]
+
+
+def test_entity_offsets_move_from_report_text_to_the_delivered_text():
+    # Hand computation: "INDICATION: cough\n\n" is 19 characters, "FINDINGS: " 10, so the
+    # findings start at 29 and "effusion" sits at 40..48; the findings end at 49, "\n\n" and
+    # "IMPRESSION: " take 14, so "Effusion" sits at 63..71. The delivered "both" text is
+    # "Small left effusion.\nEffusion.": 11..19 and 21..29.
+    entities = [
+        {"text": "effusion", "start": 40, "end": 48, "label": "FINDING"},
+        {"text": "Effusion", "start": 63, "end": 71, "label": "FINDING"},
+        {"text": "cough", "start": 12, "end": 17, "label": "FINDING"},  # indication: not delivered
+    ]
+    assert [REPORT[e["start"] : e["end"]] for e in entities] == ["effusion", "Effusion", "cough"]
+    row = _row(REPORT, "Small left effusion.", "Effusion.")
+    text, pieces = compose_text(row, "both")
+    spans = [(e["start"], e["end"]) for e in rebase_entities(entities, text, pieces)]
+    assert spans == [(11, 19), (21, 29)]
+    text, pieces = compose_text(row, "impression")
+    assert [(e["start"], e["end"]) for e in rebase_entities(entities, text, pieces)] == [(0, 8)]
+
+
+# ------------------------------------------------------------------ real reports, real labeler
+@pytest.fixture(scope="module")
+def annotated_iu(tmp_path_factory) -> tuple[Path, Path]:
+    """6 real IU reports paired with real pediatric images, annotated by `cxrkit annotate`."""
+    from cxrkit.io.reports import iter_iu_reports
+    from cxrkit.stages.annotate import AnnotateConfig, run
+
+    reports = [
+        r for r in itertools.islice(iter_iu_reports(), 40) if r.findings and r.impression
+    ][:6]
+    root = tmp_path_factory.mktemp("iu")
+    writer = ArtifactWriter(root / "dataset", "dataset", {"test": "iu-fields"})
+    work = writer.begin()
+    rows = []
+    for index, (report, (_, pixels, _)) in enumerate(zip(reports, pediatric_images(48))):
+        rows.append({name: None for name in DATASET_SCHEMA.names} | report.columns() | {
+            "image_id": f"img-{index}", "study_id": f"st-{index}", "patient_id": f"pt-{index}",
+            "view": "PA", "pixels": pixels.tobytes(), "dtype": "uint8",
+            "height": pixels.shape[0], "width": pixels.shape[1], "split": "train"})  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows, schema=DATASET_SCHEMA), work / "shard-00000.parquet")
+    pq.write_table(pa.table({"path": pa.array([], pa.string())}), work / "rejects.parquet")
+    dataset = writer.publish(stats={"rows": len(rows)})
+    run(AnnotateConfig(dataset=str(dataset.path), out=str(root / "ann"), contours=False))
+    return dataset.path, root / "ann" / "annotations.parquet"
+
+
+def _dataset(paths, needs, **kw) -> ShardDataset:
+    from cxrkit.artifacts import open_artifact
+
+    shards = dataset_shards(open_artifact(paths[0], kind="dataset"))
+    return ShardDataset(
+        shards, transform=SquareTransform(32), batch_size=3, needs=needs,
+        annotations=paths[1], shuffle=False, loop=False, **kw,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("section", ["both", "impression"])
+def test_real_entity_spans_read_their_text_in_the_delivered_report(annotated_iu, section):
+    data = _dataset(annotated_iu, {"text", "entities"}, text_section=section)
+    batches = list(make_loader(data))
+    spans = [
+        (text, entity)
+        for batch in batches
+        for text, entities in zip(batch["text"], batch["entities"], strict=True)
+        for entity in entities
+    ]
+    assert len(spans) >= 6  # the labeler finds findings in real reports
+    assert all(text[e["start"] : e["end"]] == e["text"] for text, e in spans)
+    if section == "impression":
+        assert {e["section"] for _, e in spans} == {"impression"}
+
+
+def test_ids_view_labels_and_prompts_come_from_the_registry(annotated_iu):
+    data = _dataset(annotated_iu, {"labels", "study_id", "patient_id", "view", "prompts"})
+    batch = next(iter(make_loader(data)))
+    assert batch["study_id"] == ["st-0", "st-1", "st-2"] and batch["view"] == ["PA"] * 3
+    assert batch["labels"].shape == (3, 14) and "prompts" not in batch
+    prompts = data.dataset_fields()["prompts"]
+    assert "Cardiomegaly" in prompts["classes"]
+
+
+def test_fields_that_need_annotations_refuse_to_run_without(annotated_iu):
+    with pytest.raises(InputError, match="entities"):
+        _dataset((annotated_iu[0], None), {"entities"})
+
+
+class _Lengths(SampleTransform):
+    """Picklable per-sample work: the text's length and a seeded random draw."""
+
+    def __call__(self, sample: dict) -> dict:
+        draw = torch.rand((), generator=torch.Generator().manual_seed(sample["seed"]))
+        return {"aux": {"length": torch.tensor(len(sample["text"])), "draw": draw}}
+
+
+def test_sample_transform_runs_in_workers_and_its_tensors_are_collated(annotated_iu):
+    data = _dataset(annotated_iu, {"text"}, sample_transform=_Lengths())
+    inline = list(make_loader(data, num_workers=0))
+    workers = list(make_loader(data, num_workers=2))
+    for a, b in zip(inline, workers, strict=True):
+        assert torch.equal(a["aux"]["length"], torch.tensor([len(t) for t in a["text"]]))
+        assert torch.equal(a["aux"]["draw"], b["aux"]["draw"])  # seeded per sample, not per worker
+    images_without = list(make_loader(_dataset(annotated_iu, {"text"})))
+    assert all(
+        torch.equal(a["image"], b["image"]) for a, b in zip(inline, images_without, strict=True)
+    )  # a transform does not shift the augmentation
+    assert np.unique(torch.cat([b["aux"]["draw"] for b in inline]).numpy()).size == 6
