@@ -81,14 +81,16 @@ def annotated_iu(tmp_path_factory) -> tuple[Path, Path]:
     from cxrkit.io.reports import iter_iu_reports
     from cxrkit.stages.annotate import AnnotateConfig, run
 
-    reports = [
-        r for r in itertools.islice(iter_iu_reports(), 40) if r.findings and r.impression
-    ][:6]
+    reports = [r for r in itertools.islice(iter_iu_reports(), 40) if r.findings and r.impression][
+        :6
+    ]
     root = tmp_path_factory.mktemp("iu")
     writer = ArtifactWriter(root / "dataset", "dataset", {"test": "iu-fields"})
     work = writer.begin()
     rows = []
-    for index, (report, (_, pixels, _)) in enumerate(zip(reports, pediatric_images(48))):
+    for index, (report, (_, pixels, _)) in enumerate(
+        zip(reports, pediatric_images(48)[:6], strict=True)
+    ):
         rows.append({name: None for name in DATASET_SCHEMA.names} | report.columns() | {
             "image_id": f"img-{index}", "study_id": f"st-{index}", "patient_id": f"pt-{index}",
             "view": "PA", "pixels": pixels.tobytes(), "dtype": "uint8",

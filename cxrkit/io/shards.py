@@ -146,12 +146,7 @@ class ShardDataset(IterableDataset):
             self.annotations = _Annotations(Path(annotations), wanted)
         self._columns = sorted(
             {c for f in fields for c in f.columns}
-            | {
-                c
-                for f in fields
-                if self.annotations is None
-                for c in f.columns_without_annotations
-            }
+            | {c for f in fields if self.annotations is None for c in f.columns_without_annotations}
         )
         self._files: dict[int, pq.ParquetFile] = {}
 

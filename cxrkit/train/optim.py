@@ -14,7 +14,6 @@ from torch import nn
 
 from cxrkit.errors import ConfigError
 
-
 LR_SCALE = "lr_scale"  # param-group key: this group's lr = schedule(step) * lr_scale
 
 
