@@ -157,7 +157,7 @@ class TinyObjective(Objective):
     def image_encoder(self) -> nn.Module:
         return self.encoder
 
-    def loss(self, batch: dict) -> dict[str, torch.Tensor]:
+    def loss(self, batch: dict, step: int = 0) -> dict[str, torch.Tensor]:
         images = batch["image"]  # (B, 1, S, S)
         tokens = self.encoder(images).flatten(2).transpose(1, 2)  # (B, L, D)
         hidden = (torch.rand(tokens.shape[:2], device=images.device) < 0.5).float()  # (B, L)

@@ -85,9 +85,7 @@ def reliability_plot(path: Path, title: str, labels: np.ndarray, probs: np.ndarr
 def reconstruction_grid(path: Path, objective, images: torch.Tensor, seed: int) -> Path:
     """Rows: input, masked input, reconstruction, for up to 8 images (B, 1, S, S)."""
     plt = _pyplot()
-    generator = torch.Generator(device=images.device).manual_seed(seed)
-    pred, mask = objective.forward_reconstruction(images, generator=generator)
-    shown = [images, images * (1 - mask), pred * mask + images * (1 - mask)]
+    shown = list(objective.reconstruct(images, seed))  # images, masked, reconstruction
     names: Sequence[str] = ("input", "masked", "reconstruction")
     cols = images.shape[0]
     fig, axes = plt.subplots(3, cols, figsize=(1.2 * cols, 3.8), dpi=80, squeeze=False)

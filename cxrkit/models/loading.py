@@ -92,7 +92,8 @@ def save_objective(objective: nn.Module, directory: str | Path) -> None:
 
     directory = Path(directory)
     cfg = objective.cfg
-    state = {k: v.detach().contiguous().cpu() for k, v in objective.state_dict().items()}
+    # Frozen modules (teachers) are rebuilt from their own source, never stored here.
+    state = {k: v.detach().contiguous().cpu() for k, v in objective.trainable_state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
     model_cfg = getattr(cfg, "model", None)
     config = {
@@ -133,7 +134,14 @@ def load_objective(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> 
         raise ArtifactError(
             f"{ckpt_dir / CONFIG_FILE}: cannot rebuild objective {name!r} ({exc})"
         ) from exc
-    _strict_load(objective, read_weights(ckpt_dir / WEIGHTS_FILE), ckpt_dir / WEIGHTS_FILE)
+    weights_path = ckpt_dir / WEIGHTS_FILE
+    try:  # strict on the trainable part; frozen modules come from their own source
+        objective.load_trainable_state_dict(read_weights(weights_path))
+    except ArtifactError as exc:
+        raise ArtifactError(
+            f"{weights_path}: {exc}; the checkpoint was written by another model "
+            "configuration or is damaged"
+        ) from exc
     return objective.to(device).eval()
 
 

@@ -21,6 +21,9 @@ Capabilities and their methods:
 ``reconstruction`` (:class:`Reconstructs`)
     ``reconstruct(images, seed, contour=None) -> (images, masked, reconstruction)``,
     all (B, C, H, W) in the input's pixel space, for plots.
+``physio`` (:class:`HasPhysio`)
+    ``physio_encoder() -> nn.Module | dict[str, nn.Module]``: physiology towers
+    (several teachers as ``{"ecg": ..., "labs": ...}``), exported next to the image one.
 ``fused_scoring`` (:class:`FusedScorer`): reserved for models that score an
     (image, text) pair jointly (M3AE's image-text matching head):
     ``score_pairs(images, tokens) -> (B, T)`` higher = more likely a match.
@@ -38,6 +41,7 @@ IMAGE_TEXT = "image_text"
 OPEN_CLIP = "open_clip"
 RECONSTRUCTION = "reconstruction"
 FUSED_SCORING = "fused_scoring"
+PHYSIO = "physio"
 
 
 @runtime_checkable
@@ -72,6 +76,13 @@ class Reconstructs(Protocol):
 
 
 @runtime_checkable
+class HasPhysio(Protocol):
+    """A model with physiology encoders (ECG, labs) worth exporting."""
+
+    def physio_encoder(self) -> nn.Module | dict[str, nn.Module]: ...
+
+
+@runtime_checkable
 class FusedScorer(Protocol):
     """A model that scores image-text pairs jointly (e.g. an ITM head)."""
 
@@ -85,6 +96,7 @@ PROTOCOLS: dict[str, type] = {
     OPEN_CLIP: OpenClipExportable,
     RECONSTRUCTION: Reconstructs,
     FUSED_SCORING: FusedScorer,
+    PHYSIO: HasPhysio,
 }
 # A capability that builds on another: declaring it without the base is an error.
 REQUIRES = {OPEN_CLIP: IMAGE_TEXT}

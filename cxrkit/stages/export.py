@@ -34,7 +34,7 @@ from cxrkit.export import FORMATS, card, native, onnx_format, open_clip_format, 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-EXTRA_ENCODERS = ("text", "physio")  # objective methods `<name>_encoder()` exported when present
+EXTRA_ENCODERS = ("text", "physio")  # towers exported besides the image encoder, by capability
 
 
 @dataclasses.dataclass
@@ -181,19 +181,23 @@ def _write_native(work: Path, src: _Source, tolerance: float) -> dict:
 
 
 def _other_encoders(objective: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """Encoders besides the image one: ``text_encoder()``, ``physio_encoder()`` when defined.
+    """Encoders besides the image one, by declared capability.
 
-    A getter may return one module or a dict of them (several physiology teachers:
-    ``{"ecg": ..., "labs": ...}`` becomes ``physio_ecg`` and ``physio_labs``).
+    ``image_text`` gives ``text_encoder()``; ``physio`` gives ``physio_encoder()``,
+    one module or a dict (``{"ecg": ..., "labs": ...}`` becomes ``physio_ecg`` and
+    ``physio_labs``).
     """
+    from cxrkit.objectives.capabilities import IMAGE_TEXT, PHYSIO, supports
+
     found: dict[str, torch.nn.Module] = {}
-    for name in EXTRA_ENCODERS:
-        getter = getattr(objective, f"{name}_encoder", None)
-        module = getter() if callable(getter) else None
+    if supports(objective, IMAGE_TEXT) and objective.text_encoder() is not None:
+        found["text"] = objective.text_encoder()
+    if supports(objective, PHYSIO):
+        module = objective.physio_encoder()
         if isinstance(module, dict):
-            found.update({f"{name}_{key}": tower for key, tower in module.items()})
+            found.update({f"physio_{key}": tower for key, tower in module.items()})
         elif module is not None:
-            found[name] = module
+            found["physio"] = module
     return found
 
 

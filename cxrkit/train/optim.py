@@ -103,15 +103,20 @@ class EMA:
     ``shadow = decay * shadow + (1 - decay) * value`` after every optimiser step.
     """
 
-    def __init__(self, module: nn.Module, decay: float) -> None:
+    def __init__(self, module: nn.Module, decay: float, skip: tuple[str, ...] = ()) -> None:
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"optim.ema_decay must be in (0, 1) or 0 for off, got {decay}")
-        self.decay = decay
-        self.shadow = {name: value.detach().clone() for name, value in _float_state(module)}
+        self.decay, self.skip = decay, tuple(skip)  # skip: state_dict prefixes (frozen modules)
+        self.shadow = {name: value.detach().clone() for name, value in self._state(module)}
+
+    def _state(self, module: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
+        for name, value in _float_state(module):
+            if not (self.skip and name.startswith(self.skip)):
+                yield name, value
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        for name, value in _float_state(module):
+        for name, value in self._state(module):
             self.shadow[name].lerp_(value.detach(), 1.0 - self.decay)
 
     def state_dict(self) -> dict[str, torch.Tensor]:

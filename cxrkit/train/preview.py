@@ -1,4 +1,4 @@
-"""A reconstruction preview for objectives that offer ``forward_reconstruction``.
+"""A reconstruction preview for objectives that declare the ``reconstruction`` capability.
 
 One row per image: original | masked input | reconstruction, in display grey
 levels (the loader's normalisation undone).
@@ -34,9 +34,15 @@ def reconstruction_grid(
     # As MAE shows it: predictions for the hidden patches, the visible ones pasted back (the
     # loss never looks at predictions of visible patches, so those are meaningless).
     pasted = reconstruction * mask + images * (1 - mask)
-    columns = [to_grey(images), to_grey(masked), to_grey(pasted)]
+    return panel_grid([images, masked, pasted], gap)
+
+
+def panel_grid(panels: list[torch.Tensor], gap: int = 2) -> np.ndarray:
+    """uint8 grid of B rows, one column per panel (each (B, 1, H, W), normalised)."""
+    columns = [to_grey(panel) for panel in panels]
     batch, height, width = columns[0].shape
-    grid = np.full((batch * (height + gap) - gap, 3 * (width + gap) - gap), 255, dtype=np.uint8)
+    count = len(columns)
+    grid = np.full((batch * (height + gap) - gap, count * (width + gap) - gap), 255, dtype=np.uint8)
     for row in range(batch):
         for col, tiles in enumerate(columns):
             y, x = row * (height + gap), col * (width + gap)
@@ -50,8 +56,8 @@ def write_reconstruction(
 ) -> Path:
     """Reconstruct the first images of the training split and save the grid as PNG.
 
-    Takes the objective (with ``forward_reconstruction(images, generator, contour)``
-    returning (reconstruction, mask)), the PretrainConfig, the dataset artifact
+    Takes the objective (declaring ``reconstruction``: ``reconstruct(images, seed,
+    contour) -> (images, masked, reconstruction)``), the PretrainConfig, the dataset artifact
     and the output path. Returns the path.
     """
     from PIL import Image
@@ -66,7 +72,7 @@ def write_reconstruction(
         dataset_shards(dataset),
         transform=EvalTransform(cfg.data.image_size),
         batch_size=PREVIEW_IMAGES,
-        needs=objective.needs,
+        needs=objective.needs & {"contour"},
         split=cfg.data.split,
         annotations=annotations,
         shuffle=False,
@@ -75,13 +81,12 @@ def write_reconstruction(
     batch = next(iter(data))
     images = batch["image"].to(device)
     contour = batch.get("contour")
-    generator = torch.Generator().manual_seed(PREVIEW_SEED)
     was_training = objective.training
     objective.eval()
-    reconstruction, mask = objective.forward_reconstruction(
-        images, generator=generator, contour=contour.to(device) if contour is not None else None
+    _, masked, shown = objective.reconstruct(
+        images, PREVIEW_SEED, contour=contour.to(device) if contour is not None else None
     )
     objective.train(was_training)
-    grid = reconstruction_grid(images.float(), reconstruction.float(), mask.float())
+    grid = panel_grid([images.float(), masked.float(), shown.float()])
     Image.fromarray(grid).save(path)
     return path
