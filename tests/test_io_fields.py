@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
-from pretrain_support import SquareTransform, pediatric_images
+from pretrain_support import SquareTransform, write_report_dataset
 
-from cxrkit.artifacts import ArtifactWriter
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.io.fields import SampleTransform, available_fields, compose_text, rebase_entities
-from cxrkit.io.schema import DATASET_SCHEMA
 from cxrkit.io.shards import ShardDataset, dataset_shards, make_loader
 
 REPORT = "INDICATION: cough\n\nFINDINGS: Small left effusion.\n\nIMPRESSION: Effusion."
@@ -78,28 +73,8 @@ def test_entity_offsets_move_from_report_text_to_the_delivered_text():
 @pytest.fixture(scope="module")
 def annotated_iu(tmp_path_factory) -> tuple[Path, Path]:
     """6 real IU reports paired with real pediatric images, annotated by `cxrkit annotate`."""
-    from cxrkit.io.reports import iter_iu_reports
-    from cxrkit.stages.annotate import AnnotateConfig, run
-
-    reports = [r for r in itertools.islice(iter_iu_reports(), 40) if r.findings and r.impression][
-        :6
-    ]
-    root = tmp_path_factory.mktemp("iu")
-    writer = ArtifactWriter(root / "dataset", "dataset", {"test": "iu-fields"})
-    work = writer.begin()
-    rows = []
-    for index, (report, (_, pixels, _)) in enumerate(
-        zip(reports, pediatric_images(48)[:6], strict=True)
-    ):
-        rows.append({name: None for name in DATASET_SCHEMA.names} | report.columns() | {
-            "image_id": f"img-{index}", "study_id": f"st-{index}", "patient_id": f"pt-{index}",
-            "view": "PA", "pixels": pixels.tobytes(), "dtype": "uint8",
-            "height": pixels.shape[0], "width": pixels.shape[1], "split": "train"})  # fmt: skip
-    pq.write_table(pa.Table.from_pylist(rows, schema=DATASET_SCHEMA), work / "shard-00000.parquet")
-    pq.write_table(pa.table({"path": pa.array([], pa.string())}), work / "rejects.parquet")
-    dataset = writer.publish(stats={"rows": len(rows)})
-    run(AnnotateConfig(dataset=str(dataset.path), out=str(root / "ann"), contours=False))
-    return dataset.path, root / "ann" / "annotations.parquet"
+    dataset, annotations = write_report_dataset(tmp_path_factory.mktemp("iu"))
+    return dataset.path, annotations.path / "annotations.parquet"
 
 
 def _dataset(paths, needs, **kw) -> ShardDataset:
