@@ -13,7 +13,6 @@ from pretrain_support import write_report_dataset
 from cxrkit.config import from_dict, resolve
 from cxrkit.errors import ConfigError
 from cxrkit.io.shards import ShardDataset, dataset_shards
-from cxrkit.models.loading import load_objective
 from cxrkit.objectives.base import (
     Objective,
     _import_builtin,
@@ -23,6 +22,7 @@ from cxrkit.objectives.base import (
     register,
 )
 from cxrkit.objectives.capabilities import OPEN_CLIP, supports
+from cxrkit.objectives.loading import load_objective
 from cxrkit.stages import export, pretrain
 from cxrkit.vision.transforms import EvalTransform
 
