@@ -12,6 +12,7 @@ from pretrain_support import SquareTransform, write_report_dataset
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.io.fields import SampleTransform, available_fields, compose_text, rebase_entities
 from cxrkit.io.shards import ShardDataset, dataset_shards, make_loader
+from cxrkit.io.tokens import TokenizeText, entity_token_mask
 
 REPORT = "INDICATION: cough\n\nFINDINGS: Small left effusion.\n\nIMPRESSION: Effusion."
 
@@ -137,3 +138,48 @@ def test_sample_transform_runs_in_workers_and_its_tensors_are_collated(annotated
         torch.equal(a["image"], b["image"]) for a, b in zip(inline, images_without, strict=True)
     )  # a transform does not shift the augmentation
     assert np.unique(torch.cat([b["aux"]["draw"] for b in inline]).numpy()).size == 6
+
+
+# ------------------------------------------------------------------ tokens in the workers
+class _WordTokenizer:
+    """Whitespace words padded to 64 tokens, with [CLS]-style first token (offsets -1)."""
+
+    def __call__(self, texts):
+        import re
+
+        length = 64
+        out = {
+            k: torch.zeros(len(texts), length, dtype=torch.long)
+            for k in ("input_ids", "attention_mask")
+        }
+        out["offsets"] = torch.full((len(texts), length, 2), -1, dtype=torch.long)
+        for row, text in enumerate(texts):
+            words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)][: length - 1]
+            out["input_ids"][row, : len(words) + 1] = torch.arange(1, len(words) + 2)
+            out["attention_mask"][row, : len(words) + 1] = 1
+            if words:
+                out["offsets"][row, 1 : len(words) + 1] = torch.tensor(words)
+        return out
+
+
+def test_entity_token_mask_marks_tokens_overlapping_a_span():
+    # "Small left effusion." -> [CLS] Small(0,5) left(6,10) effusion.(11,20); entity 11..19
+    offsets = torch.tensor([[-1, -1], [0, 5], [6, 10], [11, 20], [-1, -1]])
+    mask = entity_token_mask(offsets, [{"start": 11, "end": 19}])
+    assert mask.tolist() == [False, False, False, True, False]
+    assert entity_token_mask(offsets, [{"start": 4, "end": 7}]).tolist() == [
+        False, True, True, False, False,
+    ]  # fmt: skip
+
+
+def test_tokens_and_entity_masks_come_batched_from_the_workers(annotated_iu):
+    transform = TokenizeText(_WordTokenizer(), entities=True)
+    data = _dataset(annotated_iu, {"text", "entities"}, sample_transform=transform)
+    batch = next(iter(make_loader(data, num_workers=2)))
+    tokens = batch["tokens"]
+    assert tokens["input_ids"].shape == (3, 64) and tokens["entity_mask"].dtype == torch.bool
+    for row, entities in enumerate(batch["entities"]):
+        marked = tokens["offsets"][row][tokens["entity_mask"][row]].tolist()
+        # every marked word overlaps an entity, and a report with entities has marked words
+        assert all(any(s < e["end"] and t > e["start"] for e in entities) for s, t in marked)
+        assert bool(marked) == bool(entities)
