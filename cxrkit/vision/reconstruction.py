@@ -43,9 +43,16 @@ def reconstruction_grid(
 
     Takes images, reconstruction and mask (1 = hidden), all (B, 1, H, W).
     """
-    columns = [to_grey(panel) for panel in reconstruction_panels(images, reconstruction, mask)]
+    return panel_grid(list(reconstruction_panels(images, reconstruction, mask)), gap)
+
+
+def panel_grid(panels: list[torch.Tensor], gap: int = 2) -> np.ndarray:
+    """uint8 grid of B rows, one column per panel (each (B, 1, H, W), normalised),
+    white ``gap`` between tiles."""
+    columns = [to_grey(panel) for panel in panels]
     batch, height, width = columns[0].shape
-    grid = np.full((batch * (height + gap) - gap, 3 * (width + gap) - gap), 255, dtype=np.uint8)
+    count = len(columns)
+    grid = np.full((batch * (height + gap) - gap, count * (width + gap) - gap), 255, dtype=np.uint8)
     for row in range(batch):
         for col, tiles in enumerate(columns):
             y, x = row * (height + gap), col * (width + gap)
