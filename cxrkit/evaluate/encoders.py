@@ -6,7 +6,9 @@ Two sources:
   probe and fine-tuning. An objective declaring the ``image_text`` capability
   (:mod:`cxrkit.objectives.capabilities`: ``encode_image``, ``tokenize``,
   ``encode_text``, ``logit_scale()`` as a plain multiplier) is an image-text
-  model: zero-shot and retrieval use it unchanged;
+  model: zero-shot and retrieval use it unchanged; one declaring ``fused_scoring``
+  (M3AE) scores image-text pairs itself (:mod:`cxrkit.evaluate.fused`), and the
+  probe and fine-tuning use its image tower alone;
 - an open_clip model built from a JSON architecture config (``--open-clip-config``),
   random-initialised from the seed or loaded from ``--open-clip-weights``. Never
   fetched from a hub.
@@ -31,7 +33,7 @@ from torch import nn
 
 from cxrkit.artifacts import Artifact, open_artifact, sha256_file
 from cxrkit.errors import ArtifactError, InputError
-from cxrkit.objectives.capabilities import IMAGE_TEXT, ImageText, supports
+from cxrkit.objectives.capabilities import FUSED_SCORING, IMAGE_TEXT, ImageText, supports
 from cxrkit.vision.normalise import CXR_MEAN, CXR_STD
 
 log = logging.getLogger(__name__)
@@ -52,11 +54,19 @@ class EvalModel:
     logit_scale: float = CLIP_LOGIT_SCALE
     image_encoder: nn.Module | None = None  # trainable encoder for fine-tuning
     objective: nn.Module | None = None  # for the reconstruction preview
+    # Fused models (capability fused_scoring): (images (B, 1, S, S), texts) -> (B, T) scores.
+    score_pairs: Callable[[torch.Tensor, list[str]], torch.Tensor] | None = None
     inputs: list = field(default_factory=list)  # Artifact objects or raw refs for the manifest
 
     @property
     def has_text(self) -> bool:
+        """Separate text embeddings (cosine scoring)."""
         return self.encode_texts is not None
+
+    @property
+    def fused(self) -> bool:
+        """Pairs scored by the model itself (no separate embeddings)."""
+        return self.score_pairs is not None and self.encode_texts is None
 
 
 def pooled(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -91,6 +101,10 @@ def load_checkpoint_model(path: str | Path, device: torch.device) -> EvalModel:
         model.encode_images = objective.encode_image
         model.encode_texts = text_encoder_fn(objective, device)
         model.logit_scale = float(objective.logit_scale())
+    if supports(objective, FUSED_SCORING):
+        from cxrkit.evaluate.fused import pair_scorer
+
+        model.score_pairs = pair_scorer(objective, device)
     return model
 
 

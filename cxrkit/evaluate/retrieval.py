@@ -39,7 +39,21 @@ def retrieval_report(
     """
     images = F.normalize(torch.from_numpy(image_features).float(), dim=-1).numpy()
     reports = F.normalize(torch.from_numpy(report_features).float(), dim=-1).numpy()
-    similarity = images @ reports.T  # (N, N)
+    return similarity_report(images @ reports.T, groups, n_boot, level, seed)
+
+
+def similarity_report(
+    similarity: np.ndarray,
+    groups: Sequence[str] | None,
+    n_boot: int,
+    level: float,
+    seed: int,
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Metrics in both directions from an (N, N) image x report score matrix (row i matches
+    report i; higher = closer): cosines, or a fused model's pair scores.
+
+    Returns (JSON-ready metrics, per-direction rank arrays).
+    """
     ranks = {
         "image_to_report": metrics.ranks_of_matches(similarity),
         "report_to_image": metrics.ranks_of_matches(similarity.T),

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cxrkit.artifacts import Artifact
-from cxrkit.evaluate import finetune, probe, retrieval, zeroshot
+from cxrkit.evaluate import finetune, fused, probe, retrieval, zeroshot
 from cxrkit.evaluate.encoders import EvalModel
 from cxrkit.evaluate.features import EvalRows
 from cxrkit.evaluate.protocol import Fold, Stats, choose_threshold, score_classes
@@ -124,31 +124,43 @@ def _curves(ctx: Context, scores: np.ndarray, rows: np.ndarray, scored: dict) ->
 
 
 def run_zeroshot(ctx: Context) -> TaskResult:
-    """MaCo-style (positive vs negative prompt) and CLIP-style (softmax over classes) scores."""
-    if not ctx.model.has_text:
+    """MaCo-style (positive vs negative prompt) and CLIP-style (softmax over classes) scores.
+
+    Cosines of embeddings for image-text models; for fused models (M3AE) every
+    image is scored with every prompt by the model itself (:mod:`cxrkit.evaluate.fused`).
+    """
+    if not ctx.model.has_text and not ctx.model.fused:
         raise Skip("the model has no text encoder (image-only objective); zero-shot needs one")
     if ctx.protocol == "cv":
         test, val = np.sort(np.concatenate([f.test for f in ctx.folds])), np.zeros(0, np.int64)
     else:
         test, val = ctx.test_rows(), ctx.val_rows()
-    positive, negative = zeroshot.prompt_embeddings(
-        ctx.model.encode_texts, ctx.prompts, ctx.classes
-    )
-    features = ctx.features()
     variants: dict[str, np.ndarray | str] = {}
-    variants["maco"] = (
-        zeroshot.maco_scores(features, positive, negative, ctx.model.logit_scale)
-        if negative is not None
-        else "a class has no negative prompts"
-    )
-    variants["clip"] = (
-        zeroshot.clip_scores(features, positive, ctx.model.logit_scale)
-        if len(ctx.classes) >= 2
-        else "needs >= 2 classes (a softmax over one class is always 1)"
-    )
-    result = TaskResult(
-        {"prompts_source": ctx.prompts_source, "logit_scale": ctx.model.logit_scale}
-    )
+    if ctx.model.fused:
+        variants["maco"], variants["clip"] = _fused_zeroshot(ctx, np.r_[val, test])
+        result = TaskResult({"prompts_source": ctx.prompts_source, "scoring": fused.ITM_SCORING})
+    else:
+        positive, negative = zeroshot.prompt_embeddings(
+            ctx.model.encode_texts, ctx.prompts, ctx.classes
+        )
+        features = ctx.features()
+        variants["maco"] = (
+            zeroshot.maco_scores(features, positive, negative, ctx.model.logit_scale)
+            if negative is not None
+            else "a class has no negative prompts"
+        )
+        variants["clip"] = (
+            zeroshot.clip_scores(features, positive, ctx.model.logit_scale)
+            if len(ctx.classes) >= 2
+            else "needs >= 2 classes (a softmax over one class is always 1)"
+        )
+        result = TaskResult(
+            {
+                "prompts_source": ctx.prompts_source,
+                "logit_scale": ctx.model.logit_scale,
+                "scoring": fused.COSINE_SCORING,
+            }
+        )
     for name, scores in variants.items():
         if isinstance(scores, str):
             result.metrics[name] = {"skipped": scores}
@@ -160,6 +172,25 @@ def run_zeroshot(ctx: Context) -> TaskResult:
         )
         result.curves[f"zeroshot-{name}"] = _curves(ctx, scores, test, scored)
     return result
+
+
+def _fused_zeroshot(ctx: Context, rows: np.ndarray) -> tuple[np.ndarray | str, np.ndarray | str]:
+    """(maco, clip) scores (N, C) of a fused model; rows outside ``rows`` are NaN."""
+    templates = fused.prompt_templates(ctx.prompts, ctx.classes)
+    wanted = np.unique(rows)
+    scores = fused.score_rows(
+        ctx.model.score_pairs, ctx.dataset, ctx.transform, wanted.tolist(), templates
+    )
+    variants = fused.zeroshot_scores(scores, ctx.prompts, ctx.classes, templates)
+    out: list[np.ndarray | str] = []
+    for variant in variants:
+        if isinstance(variant, str):
+            out.append(variant)
+            continue
+        full = np.full((len(ctx.rows), len(ctx.classes)), np.nan)
+        full[wanted] = variant
+        out.append(full)
+    return out[0], out[1]
 
 
 def _sweep(
@@ -273,7 +304,7 @@ def run_finetune(ctx: Context) -> TaskResult:
 
 def run_retrieval(ctx: Context) -> TaskResult:
     """Image <-> report retrieval on the evaluated rows that have a report."""
-    if not ctx.model.has_text:
+    if not ctx.model.has_text and not ctx.model.fused:
         raise Skip("the model has no text encoder (image-only objective); retrieval needs one")
     if ctx.protocol == "cv":
         pool = np.arange(len(ctx.rows))
@@ -283,16 +314,19 @@ def run_retrieval(ctx: Context) -> TaskResult:
     rows = np.array([r for r in pool if ctx.rows.reports[r]], dtype=np.int64)
     if rows.size < 2:
         raise Skip(f"needs >= 2 evaluated images with report text (found {rows.size})")
-    reports = retrieval.embed_reports(ctx.model.encode_texts, [ctx.rows.reports[r] for r in rows])
-    groups = ctx.groups
-    metrics, ranks = retrieval.retrieval_report(
-        ctx.features()[rows],
-        reports,
-        None if groups is None else [groups[r] for r in rows],
-        ctx.stats.n_boot,
-        ctx.stats.level,
-        ctx.stats.seed,
-    )
+    texts = [ctx.rows.reports[r] for r in rows]
+    groups = None if ctx.groups is None else [ctx.groups[r] for r in rows]
+    stats = (ctx.stats.n_boot, ctx.stats.level, ctx.stats.seed)
+    if ctx.model.fused:  # rows are ascending: score_rows keeps their order
+        scores = fused.score_rows(
+            ctx.model.score_pairs, ctx.dataset, ctx.transform, rows.tolist(), texts
+        )
+        metrics, ranks = retrieval.similarity_report(scores, groups, *stats)
+        metrics["scoring"] = fused.ITM_SCORING
+    else:
+        reports = retrieval.embed_reports(ctx.model.encode_texts, texts)
+        metrics, ranks = retrieval.retrieval_report(ctx.features()[rows], reports, groups, *stats)
+        metrics["scoring"] = fused.COSINE_SCORING
     predictions = [
         {
             "task": "retrieval",

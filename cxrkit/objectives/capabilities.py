@@ -24,10 +24,11 @@ Capabilities and their methods:
 ``physio`` (:class:`HasPhysio`)
     ``physio_encoder() -> nn.Module | dict[str, nn.Module]``: physiology towers
     (several teachers as ``{"ecg": ..., "labs": ...}``), exported next to the image one.
-``fused_scoring`` (:class:`FusedScorer`): reserved for models that score an
-    (image, text) pair jointly (M3AE's image-text matching head):
+``fused_scoring`` (:class:`FusedScorer`): models that score an (image, text)
+    pair jointly (M3AE's image-text matching head) instead of embedding each side:
+    ``tokenize(texts) -> dict[str, Tensor]`` (each (T, L), on CPU);
     ``score_pairs(images, tokens) -> (B, T)`` higher = more likely a match.
-    Zero-shot eval does not use it yet; an objective may declare it already.
+    Zero-shot and retrieval eval score pairs with it (:mod:`cxrkit.evaluate.fused`).
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ class HasPhysio(Protocol):
 @runtime_checkable
 class FusedScorer(Protocol):
     """A model that scores image-text pairs jointly (e.g. an ITM head)."""
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]: ...
 
     def score_pairs(
         self, images: torch.Tensor, tokens: dict[str, torch.Tensor]

@@ -122,12 +122,31 @@ def _bad_inputs(directory: Path, good_dicom: Path) -> list[Path]:
     return [ct, truncated, noise]
 
 
-def run_demo(out: Path, steps: int | None = None, force: bool = False) -> list[dict]:
+# Pretraining methods the demo can run: name -> its CPU preset (``demo-<name>``).
+DEMO_METHODS = ("mae", "m3ae")
+
+
+def _suffix(method: str) -> str:
+    """Artifact-folder suffix: none for MAE (the original layout), ``-<method>`` otherwise."""
+    return "" if method == "mae" else f"-{method}"
+
+
+def run_demo(
+    out: Path, steps: int | None = None, force: bool = False, method: str = "mae"
+) -> list[dict]:
     """Run every built stage on the demo data under ``out``; returns one summary row per stage.
 
-    Each stage writes its artifact in ``out/<stage>``; re-running is a no-op per
-    stage when nothing changed. Raises the stage's CxrkitError on failure.
+    ``method`` picks the pretraining objective (:data:`DEMO_METHODS`; preset
+    ``demo-<method>``). Each stage writes its artifact in ``out/<stage>`` (the
+    method's own ``out/<stage>-<method>`` from pretraining on, for methods other
+    than MAE); re-running is a no-op per stage when nothing changed. Raises
+    ConfigError for an unknown method and the stage's CxrkitError on failure.
     """
+    if method not in DEMO_METHODS:
+        from cxrkit.errors import ConfigError
+
+        raise ConfigError(f"demo method {method!r} is not one of {', '.join(DEMO_METHODS)}")
+    suffix = _suffix(method)
     from cxrkit.config import resolve
     from cxrkit.stages import annotate, export, ingest, pretrain
     from cxrkit.stages import eval as evaluate
@@ -167,13 +186,14 @@ def run_demo(out: Path, steps: int | None = None, force: bool = False) -> list[d
     summary.append(_row("annotate", annotations, _annotate_note(annotations.stats)))
 
     sets = [f"train.max_steps={steps}"] if steps else []
+    preset = f"demo-{method}"
     checkpoint = pretrain.run(
         resolve(
             pretrain.PretrainConfig,
-            preset="demo-mae",
+            preset=preset,
             flags={
-                "preset": "demo-mae",
-                "out": str(out / "checkpoint"),
+                "preset": preset,
+                "out": str(out / f"checkpoint{suffix}"),
                 "data.dataset": str(dataset.path),
                 "data.annotations": str(annotations.path),
             },
@@ -183,14 +203,14 @@ def run_demo(out: Path, steps: int | None = None, force: bool = False) -> list[d
         force=force,
     )
     stats = checkpoint.stats
-    summary.append(
-        _row(
-            "pretrain",
-            checkpoint,
+    if method == "m3ae":
+        note = _m3ae_note(checkpoint.path, dataset)
+    else:
+        note = (
             f"MAE loss {stats.get('first_loss', float('nan')):.3f}"
-            f" -> {stats.get('final_loss', float('nan')):.3f} in {stats.get('steps')} steps",
+            f" -> {stats.get('final_loss', float('nan')):.3f} in {stats.get('steps')} steps"
         )
-    )
+    summary.append(_row("pretrain", checkpoint, note))
 
     evaluation = evaluate.run(
         resolve(
@@ -199,7 +219,7 @@ def run_demo(out: Path, steps: int | None = None, force: bool = False) -> list[d
                 "dataset": str(dataset.path),
                 "checkpoint": str(checkpoint.path),
                 "annotations": str(annotations.path),
-                "out": str(out / "eval"),
+                "out": str(out / f"eval{suffix}"),
                 # 16 labelled images: cross-validation scores all of them (the 6-image
                 # test split gives no number); zero-shot/retrieval skip with a reason.
                 "protocol": "cv",
@@ -218,7 +238,7 @@ def run_demo(out: Path, steps: int | None = None, force: bool = False) -> list[d
             export.ExportConfig,
             flags={
                 "checkpoint": str(checkpoint.path),
-                "out": str(out / "export"),
+                "out": str(out / f"export{suffix}"),
                 "eval": str(evaluation.path),
             },
         ),
@@ -226,6 +246,35 @@ def run_demo(out: Path, steps: int | None = None, force: bool = False) -> list[d
     )
     summary.append(_row("export", exported, _export_note(exported.stats)))
     return summary
+
+
+def loss_trajectory(checkpoint: Path, names: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """First and last logged value of each of ``names`` in a run's metrics.jsonl."""
+    import json
+
+    rows = [
+        json.loads(line)
+        for line in (Path(checkpoint) / "metrics.jsonl").read_text().splitlines()
+        if line
+    ]
+    return {n: (rows[0][n], rows[-1][n]) for n in names if rows and n in rows[0]}
+
+
+def _m3ae_note(checkpoint: Path, dataset) -> str:
+    """Each M3AE loss first -> last, and ITM accuracy on every (image, report) pair of the
+    held-out test split (balanced over matched and mismatched pairs; chance 0.5)."""
+    import torch
+
+    from cxrkit.evaluate.fused import held_pair_accuracy
+    from cxrkit.objectives.loading import load_objective
+
+    losses = loss_trajectory(checkpoint, ("mim", "mlm", "itm"))
+    parts = [f"{n} {a:.3f} -> {b:.3f}" for n, (a, b) in losses.items()]
+    objective = load_objective(checkpoint)
+    held = held_pair_accuracy(objective, dataset, "test", "both", torch.device("cpu"))
+    if held:
+        parts.append(f"held-out ITM accuracy {held['balanced']:.2f} on {int(held['n'])} images")
+    return "; ".join(parts)
 
 
 def _row(stage: str, artifact, note: str) -> dict:
