@@ -77,3 +77,23 @@ def test_the_checkpoint_rebuilds_the_whole_fused_model(m3ae_checkpoint):
     images = torch.randn(2, 1, 32, 32)
     tokens = loaded.tokenize(["No acute disease.", "Right lower lobe pneumonia."])
     assert torch.allclose(loaded.score_pairs(images, tokens), original.score_pairs(images, tokens))
+
+
+def test_export_writes_the_image_tower_and_the_whole_fused_model(m3ae_checkpoint, workdir):
+    from cxrkit.export.formats import FUSED_DIR
+    from cxrkit.stages import export
+
+    artifact = export.run(
+        export.ExportConfig(
+            checkpoint=str(m3ae_checkpoint),
+            out=str(workdir / "export"),
+            formats=["safetensors", "timm", "open_clip"],
+        )
+    )
+    stats = artifact.manifest["stats"]
+    assert stats["formats"] == {"safetensors": "ok", "timm": "ok", "open_clip": "skipped"}
+    rebuilt = load_objective(artifact.path / FUSED_DIR)
+    original = load_objective(m3ae_checkpoint)
+    state = original.trainable_state_dict()
+    assert all(torch.equal(v, rebuilt.trainable_state_dict()[k]) for k, v in state.items())
+    assert "load_objective('fused_model')" in (artifact.path / "README.md").read_text()

@@ -263,3 +263,13 @@ def test_config_errors():
         build_objective("m3ae", {**config, "mim_layer": 3})
     with pytest.raises(ConfigError, match="mlm_probability"):
         build_objective("m3ae", {**config, "mlm_probability": 0.0})
+
+
+def test_a_frozen_text_tower_is_out_of_the_optimiser_and_the_checkpoint():
+    model = build_objective("m3ae", {**M3AE.tiny_config(), "freeze_text": True})
+    grouped = {id(p) for g in model.param_groups(0.01) for p in g["params"]}
+    assert not any(id(p) in grouped for p in model.text.parameters())
+    assert not any(k.startswith("text.") for k in model.trainable_state_dict())
+    out = model.train().loss(_batch(model))
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.text.parameters()) and not model.text.training

@@ -20,7 +20,7 @@ from cxrkit.artifacts import Artifact
 from cxrkit.errors import ArtifactError
 from cxrkit.export import native, onnx_format, open_clip_format, timm_format
 from cxrkit.models.checkpoint import CheckpointConfig
-from cxrkit.objectives.capabilities import IMAGE_TEXT, PHYSIO, supports
+from cxrkit.objectives.capabilities import FUSED_SCORING, IMAGE_TEXT, PHYSIO, supports
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,35 @@ def _write_native(work: Path, src: ExportSource, checks: Checks) -> dict:
         checks.tolerance,
     )
     result["other_encoders"] = _write_other_encoders(work, src)
+    if supports(src.objective, FUSED_SCORING):
+        result["fused_model"] = _write_fused_model(work, src, checks)
     return result
+
+
+FUSED_DIR = "fused_model"
+PROBE_TEXTS = ["No acute cardiopulmonary abnormality.", "Right lower lobe consolidation."]
+
+
+@torch.no_grad()
+def _write_fused_model(work: Path, src: ExportSource, checks: Checks) -> dict:
+    """The whole fused model (towers, fusion, heads) as the checkpoint stores it:
+    ``fused_model/config.json`` + ``model.safetensors``, rebuilt with
+    ``cxrkit.objectives.loading.load_objective`` and checked on image-text pair scores."""
+    from cxrkit.objectives.loading import load_objective, save_objective
+
+    out = work / FUSED_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    save_objective(src.objective, out)
+    rebuilt = load_objective(out)
+    tokens = src.objective.tokenize(PROBE_TEXTS)
+    diff = native.max_abs_diff(
+        rebuilt.score_pairs(src.images, tokens), src.objective.score_pairs(src.images, tokens)
+    )
+    return check(
+        "fused_model",
+        {"max_abs_diff": diff, "path": f"{FUSED_DIR}/model.safetensors"},
+        checks.tolerance,
+    )
 
 
 def _other_encoders(objective: torch.nn.Module) -> dict[str, torch.nn.Module]:
@@ -181,12 +209,20 @@ def _write_onnx(work: Path, src: ExportSource, checks: Checks) -> dict:
 
 
 def _native_snippet(work: Path, result: dict) -> str:
+    fused = ""
+    if "fused_model" in result:
+        fused = (
+            "\n# the whole fused model (towers, co-attention fusion, heads):\n"
+            "from cxrkit.objectives.loading import load_objective\n"
+            f"model = load_objective('{FUSED_DIR}')  # model.score_pairs(images, "
+            "model.tokenize(texts))"
+        )
     return (
         "import cxrkit\n"
         "encoder = cxrkit.load('.')  # this directory: the image encoder, eval mode\n"
         "# the same after checking every file's sha256 against manifest.json:\n"
         "from cxrkit.export.native import load_exported_encoder\n"
-        "encoder, vision_config = load_exported_encoder('.')"
+        "encoder, vision_config = load_exported_encoder('.')" + fused
     )
 
 

@@ -101,6 +101,11 @@ class M3AEConfig:
     itm_negative_fraction: float = doc(
         "fraction of ITM pairs whose image is swapped for another sample's (code: half)", 0.5
     )
+    freeze_text: bool = doc(
+        "keep the text tower fixed (no gradients, not in the optimiser or checkpoint; rebuilt "
+        "from objective.text); the code trains it, this is for quick CPU runs",
+        False,
+    )
     lr_scale_fusion: float = doc(
         "learning-rate multiplier of the fusion layers, projections and poolers "
         "(code: lr_multiplier_multi_modal 5)",
@@ -460,6 +465,10 @@ class M3AE(Objective):
             _init_bert(part)
 
     # ------------------------------------------------------------ protocol
+    def frozen_modules(self) -> dict[str, nn.Module]:
+        """The text tower when ``freeze_text`` is set, else nothing."""
+        return {"text": self.text} if self.cfg.freeze_text else {}
+
     def image_encoder(self) -> nn.Module:
         """The timm ViT (state_dict prefix ``encoder.``): linear probe, fine-tuning, export."""
         return self.encoder
