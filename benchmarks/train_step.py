@@ -11,7 +11,10 @@ size and batch (random images; the data loader is not timed):
 Timings are interleaved (A, B, C, A, B, C, ...) and the median is reported, so
 a busy machine slows all three alike. Prints seconds per step and the ratios
 cxrkit / plain and cxrkit / hand (target <= 1.1).
-Run: OMP_NUM_THREADS=2 python benchmarks/train_step.py [--size 224] [--batch 8]
+With ``--method m3ae``: cxrkit's Trainer step on the M3AE objective vs a hand-written
+M3AE step (:class:`HandM3AE`: the same timm ViT and Hugging Face text tower, co-attention
+layers on torch's MultiheadAttention, the three passes and losses written out).
+Run: OMP_NUM_THREADS=2 python benchmarks/train_step.py [--size 224] [--batch 8] [--method m3ae]
 """
 
 from __future__ import annotations
@@ -78,6 +81,171 @@ class HandMAE(nn.Module):
         return ((((pred - target) ** 2).mean(-1)) * hidden).sum() / hidden.sum()
 
 
+# ------------------------------------------------------------------ M3AE (--method m3ae)
+class HandCoAttention(nn.Module):
+    """Post-norm self-attention, cross-attention, MLP with torch's nn.MultiheadAttention."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.cross = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(3)])
+
+    def forward(self, x, other, pad_self, pad_other):
+        x = self.norms[0](x + self.attn(x, x, x, key_padding_mask=pad_self, need_weights=False)[0])
+        cross = self.cross(x, other, other, key_padding_mask=pad_other, need_weights=False)[0]
+        x = self.norms[1](x + cross)
+        return self.norms[2](x + self.mlp(x))
+
+
+class HandM3AE(nn.Module):
+    """M3AE in plain PyTorch with cxrkit's shapes: the same timm ViT and text tower,
+    co-attention layers, a timm-block MIM decoder, MLM and ITM heads; three passes."""
+
+    def __init__(self, vit, text, vocab, dim, layers, heads, mim_layer, dec_dim, dec_depth, patch):
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        self.vit, self.text, self.patch, self.mim_layer = vit, text, patch, mim_layer
+        self.img_proj = nn.Linear(vit.embed_dim, dim)
+        self.txt_proj = nn.Linear(text.config.hidden_size, dim)
+        self.types = nn.Parameter(torch.zeros(2, dim))
+        self.img_layers = nn.ModuleList([HandCoAttention(dim, heads) for _ in range(layers)])
+        self.txt_layers = nn.ModuleList([HandCoAttention(dim, heads) for _ in range(layers)])
+        self.poolers = nn.ModuleList([nn.Linear(dim, dim) for _ in range(2)])
+        self.mlm = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim))
+        self.mlm_out = nn.Linear(dim, vocab)
+        self.itm = nn.Linear(2 * dim, 2)
+        length = vit.patch_embed.num_patches
+        self.dec_embed = nn.Linear(dim, dec_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dec_dim))
+        self.dec_pos = nn.Parameter(torch.zeros(1, length, dec_dim))
+        self.dec = nn.Sequential(*[Block(dec_dim, 4, qkv_bias=True) for _ in range(dec_depth)])
+        self.dec_norm = nn.LayerNorm(dec_dim)
+        self.dec_out = nn.Linear(dec_dim, patch * patch)
+
+    def image(self, images, keep_ids=None):
+        v = self.vit
+        x = v.patch_embed(images) + v.pos_embed[:, 1:]
+        if keep_ids is not None:
+            x = torch.gather(x, 1, keep_ids[..., None].expand(-1, -1, x.shape[-1]))
+        cls = (v.cls_token + v.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        x = v.norm(v.blocks(torch.cat([cls, x], 1)))
+        return self.img_proj(x) + self.types[1]
+
+    def words(self, ids, mask):
+        out = self.text(input_ids=ids, attention_mask=mask).last_hidden_state
+        return self.txt_proj(out) + self.types[0]
+
+    def fuse(self, img, txt, pad, layers=None):
+        for i in range(layers or len(self.img_layers)):
+            txt, img = (
+                self.txt_layers[i](txt, img, pad, None),
+                self.img_layers[i](img, txt, None, pad),
+            )
+        return img, txt
+
+    def forward(self, batch):
+        images, ids = batch["image"], batch["tokens"]["input_ids"]
+        mask = batch["tokens"]["attention_mask"]
+        pad = mask == 0
+        full_img, full_txt = self.image(images), self.words(ids, mask)
+        labels = batch["mlm"]["labels"]
+        _, txt = self.fuse(full_img, self.words(batch["mlm"]["input_ids"], mask), pad)
+        chosen = labels != -100
+        mlm = nn.functional.cross_entropy(self.mlm_out(self.mlm(txt[chosen])), labels[chosen])
+        count, length = images.shape[0], self.dec_pos.shape[1]
+        keep = length // 4
+        order = torch.rand(count, length).argsort(1)
+        restore = order.argsort(1)
+        img, _ = self.fuse(self.image(images, order[:, :keep]), full_txt, pad, self.mim_layer)
+        y = self.dec_embed(img)
+        fill = self.mask_token.expand(count, length - keep, -1)
+        tokens = torch.gather(
+            torch.cat([y[:, 1:], fill], 1), 1, restore[..., None].expand(-1, -1, y.shape[-1])
+        )
+        pred = self.dec_out(
+            self.dec_norm(self.dec(torch.cat([y[:, :1], tokens + self.dec_pos], 1)))
+        )[:, 1:]
+        target = nn.functional.unfold(images, self.patch, stride=self.patch).transpose(1, 2)
+        target = (target - target.mean(-1, keepdim=True)) / (
+            target.var(-1, keepdim=True) + 1e-6
+        ).sqrt()
+        hidden = torch.ones(count, length)
+        hidden[:, :keep] = 0
+        hidden = torch.gather(hidden, 1, restore)
+        mim = ((((pred - target) ** 2).mean(-1)) * hidden).sum() / hidden.sum()
+        labels_itm = torch.ones(count, dtype=torch.long)
+        labels_itm[torch.randperm(count)[: count // 2]] = 0
+        index = torch.where(labels_itm == 1, torch.arange(count), (torch.arange(count) + 1) % count)
+        img, txt = self.fuse(full_img[index], full_txt, pad)
+        pooled = torch.cat(
+            [torch.tanh(self.poolers[0](txt[:, 0])), torch.tanh(self.poolers[1](img[:, 0]))], -1
+        )
+        itm = nn.functional.cross_entropy(self.itm(pooled), labels_itm)
+        return mlm + mim + itm
+
+
+def m3ae_benchmark(args) -> None:
+    """cxrkit's Trainer step on M3AE vs :class:`HandM3AE` (same towers and shapes)."""
+    import copy
+    import itertools
+
+    from cxrkit.io.fields import collate_value
+    from cxrkit.io.reports import iter_iu_reports
+
+    config = {
+        "model": {"arch": "vit_tiny_patch16_224", "image_size": args.size, "patch_size": 16, "depth": 4},
+        "text": {"kind": "hf", "context_length": 64},
+        "fusion_dim": 192, "fusion_layers": 2, "fusion_heads": 4, "fusion_dropout": 0.0,
+        "mim_layer": 1, "decoder_dim": 128, "decoder_depth": 2, "decoder_heads": 4,
+    }  # fmt: skip
+    torch.manual_seed(0)
+    objective = build_objective("m3ae", config)
+    transform = objective.sample_transform()  # tokenising is loader work: not timed
+    texts = [r.text for r in itertools.islice(iter_iu_reports(), 64) if r.findings][: args.batch]
+    samples = [transform({"text": t, "seed": i}) for i, t in enumerate(texts)]
+    batch = {k: collate_value(k, [s[k] for s in samples]) for k in samples[0]}
+    batch["image"] = torch.randn(args.batch, 1, args.size, args.size)
+    hand = HandM3AE(
+        copy.deepcopy(objective.encoder), copy.deepcopy(objective.text.model),
+        objective.mlm_head.decoder.out_features, 192, 2, 4, 1, 128, 2, 16,
+    )  # fmt: skip
+    for module in hand.modules():  # as cxrkit's fusion (no dropout in either)
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    trainer = Trainer(
+        objective,
+        OptimConfig(lr=1e-5, betas=[0.9, 0.98], weight_decay=0.01, grad_clip=1.0),
+        TrainConfig(max_steps=1000, precision="fp32"),
+    )
+    hand_opt = torch.optim.AdamW(hand.parameters(), lr=1e-5, betas=(0.9, 0.98))
+
+    def hand_step() -> None:
+        hand(batch).backward()
+        torch.nn.utils.clip_grad_norm_(hand.parameters(), 1.0)
+        hand_opt.step()
+        hand_opt.zero_grad(set_to_none=True)
+
+    steps = {"cxrkit": lambda: trainer.train_step([batch]), "hand": hand_step}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_index in range(args.steps + 2):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if round_index >= 2:
+                times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(
+        f"M3AE vit_tiny(4) {args.size}px + MiniLM (64 tokens), 2+2 fusion layers of 192, "
+        f"batch {args.batch}, fp32, {torch.get_num_threads()} threads, median of {args.steps}"
+    )
+    for name, value in median.items():
+        print(f"  {name:7s} {value:.3f} s/step")
+    print(f"ratio cxrkit / hand M3AE: {median['cxrkit'] / median['hand']:.3f} (target <= 1.1)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)
@@ -85,7 +253,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--decoder-dim", type=int, default=256)
     parser.add_argument("--decoder-depth", type=int, default=2)
+    parser.add_argument("--method", choices=["mae", "m3ae"], default="mae")
     args = parser.parse_args()
+    if args.method == "m3ae":
+        m3ae_benchmark(args)
+        return
     mae_cfg = {
         "model": {"arch": "vit_tiny_patch16_224", "image_size": args.size, "patch_size": 16},
         "mask_ratio": 0.75,
