@@ -36,6 +36,7 @@ from cxrkit.io.dataset import (
     write_dataset,
 )
 from cxrkit.io.deid import load_or_create_salt
+from cxrkit.io.layouts import mimic_report_beside
 from cxrkit.io.mapping import MappingRow, read_mapping_csv
 from cxrkit.io.parquet import ROW_GROUP_BYTES, SHARD_MAX_BYTES
 from cxrkit.io.rows import RowBuilder, WorkItem
@@ -76,6 +77,11 @@ class IngestConfig:
     )
     allow_burned_in: bool = doc("Keep images flagged BurnedInAnnotation=YES.", False)
     keep_paths: bool = doc("Store raw source paths (otherwise only a salted hash).", False)
+    layout_reports: bool = doc(
+        "Attach MIMIC-CXR reports found beside the study folders (files/p10/p10000032/"
+        "s50414267.txt) to images that get no report from --mapping or --reports.",
+        True,
+    )
     check_chest: bool = doc(
         "Reject DICOMs whose modality/body part say they are not chest X-rays.", True
     )
@@ -107,6 +113,7 @@ def _row_builder(cfg: IngestConfig, salt: bytes) -> RowBuilder:
         allow_burned_in=cfg.allow_burned_in,
         check_chest=cfg.check_chest,
         keep_paths=cfg.keep_paths,
+        layout_reports=cfg.layout_reports,
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
     )
@@ -183,6 +190,18 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
         raw_inputs.append(
             {"kind": "raw", "id": _reports_fingerprint(Path(cfg.reports)), "path": cfg.reports}
         )
+    beside = _reports_beside(work)
+    if beside and cfg.layout_reports:
+        log.info("attaching %d MIMIC-CXR study reports found beside the study folders", len(beside))
+        raw_inputs.append(
+            {"kind": "raw", "id": src.fingerprint(beside), "path": "MIMIC-CXR study reports"}
+        )
+    elif beside:
+        log.warning(
+            "%d MIMIC-CXR report files beside the study folders were found and not used "
+            "(layout_reports is off)",
+            len(beside),
+        )
     writer = ArtifactWriter(
         Path(cfg.out),
         "dataset",
@@ -204,6 +223,7 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
         {
             "inputs": len(work),
             "non_image_files_skipped": skipped,
+            "study_reports_beside": len(beside) if cfg.layout_reports else 0,
             "images_per_s": round(decoded / elapsed, 2) if elapsed else None,
             "wall_s": round(elapsed, 2),
             **part,
@@ -212,6 +232,16 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
     return writer.publish(
         schema={"arrow": str(DATASET_SCHEMA), "rejects": str(REJECTS_SCHEMA)}, stats=stats
     )
+
+
+def _reports_beside(work: list[WorkItem]) -> list[Path]:
+    """The MIMIC-CXR study reports that sit beside the study folders of the work list."""
+    found: dict[Path, Path | None] = {}
+    for path, _ in work:
+        study_dir = Path(path).parent
+        if study_dir not in found:
+            found[study_dir] = mimic_report_beside(path)
+    return sorted(p for p in found.values() if p is not None)
 
 
 def _reports_fingerprint(path: Path) -> str:
