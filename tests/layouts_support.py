@@ -105,3 +105,53 @@ def copy_dicom(source: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
     return target
+
+
+def chexpert_tree_from_real_csv(root: Path, n_rows: int = 5) -> tuple[Path, list[dict]]:
+    """A CheXpert tree for the first ``n_rows`` rows of CheXpert's real ``train.csv``
+    (torchxrayvision), with those rows written as ``CheXpert-v1.0-small/train.csv``.
+
+    Returns (the ``train`` folder, the CSV rows used)."""
+    import csv
+    import gzip
+
+    from cxrkit.io.bundled import chexpert_train_csv
+
+    with gzip.open(chexpert_train_csv(), "rt", newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames
+        rows = list(itertools.islice(reader, n_rows))
+    base = root / "CheXpert-v1.0-small"
+    for source, row in zip(pediatric_jpegs(), rows, strict=False):
+        _small_copy(source, root / row["Path"])
+    base.mkdir(parents=True, exist_ok=True)
+    with (base / "train.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return base / "train", rows
+
+
+def mimic_tables(root: Path) -> dict[str, Path]:
+    """MIMIC-CXR-JPG's split and chexpert label CSVs for :data:`MIMIC_FILES`, in the real
+    column layout (values chosen for the test: one study per label pattern)."""
+    split = root / "mimic-cxr-2.0.0-split.csv"
+    lines = ["dicom_id,study_id,subject_id,split"]
+    for (patient, study, dicom_id), name in zip(
+        MIMIC_FILES, ("train", "train", "train", "train", "validate", "validate"), strict=True
+    ):
+        lines.append(f"{dicom_id},{study[1:]},{patient[1:]},{name}")
+    split.write_text("\n".join(lines) + "\n")
+    labels = root / "mimic-cxr-2.0.0-chexpert.csv"
+    header = (
+        "subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edema,"
+        "Enlarged Cardiomediastinum,Fracture,Lung Lesion,Lung Opacity,No Finding,"
+        "Pleural Effusion,Pleural Other,Pneumonia,Pneumothorax,Support Devices"
+    )
+    labels.write_text(
+        header + "\n"
+        "10000032,50414267,,,,,,,,,1.0,,,,,\n"
+        "10000032,53189527,,1.0,,-1.0,,,,,,0.0,,,,\n"
+        "10000764,57375967,,,1.0,,,,,,,,,-1.0,,\n"
+    )
+    return {"split": split, "labels": labels}

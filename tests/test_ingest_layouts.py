@@ -146,3 +146,124 @@ def test_mimic_dicom_tree_groups_by_folder(tmp_path, salt_file):
     assert len(same_study) == 3  # the DICOM joins its folder's study, not its own header UID
     assert dicom["report_source"] == "mimic"
     _assert_no_patient_in_two_splits(rows)
+
+
+# ---------------------------------------------------------------- the datasets' own tables
+def test_mimic_metadata_csv_gives_views_split_and_labels(tmp_path, salt_file):
+    import json
+
+    files = layouts.mimic_tree(tmp_path, with_reports=False)
+    layouts.mimic_metadata_csv(tmp_path)  # beside files/, as MIMIC-CXR-JPG ships it
+    layouts.mimic_tables(tmp_path)
+    out = tmp_path / "dataset"
+    art = run(
+        IngestConfig(sources=[str(files)], out=str(out), image_size=64, salt_file=str(salt_file))
+    )
+    assert sorted(art.stats["dataset_tables"]) == [
+        "mimic-cxr-2.0.0-chexpert.csv",
+        "mimic-cxr-2.0.0-metadata.csv",
+        "mimic-cxr-2.0.0-split.csv",
+    ]
+    rows = _rows(out)
+    assert sorted(r["view"] for r in rows) == sorted(layouts.MIMIC_VIEWS)
+    assert sorted(r["split"] for r in rows) == ["train"] * 4 + ["val"] * 2
+    labels = sorted(json.dumps(json.loads(r["labels"]), sort_keys=True) for r in rows)
+    assert labels.count('{"No Finding": 1.0}') == 2
+    assert labels.count('{"Consolidation": 1.0, "Pneumonia": -1.0}') == 2
+    assert labels.count('{"Cardiomegaly": 1.0, "Edema": -1.0, "Pleural Effusion": 0.0}') == 2
+
+
+def test_chexpert_train_csv_gives_projection_sex_age_and_labels(tmp_path, salt_file):
+    import json
+
+    train, csv_rows = layouts.chexpert_tree_from_real_csv(tmp_path, n_rows=5)
+    rows = _ingest(tmp_path, salt_file, [train])
+    assert len(rows) == 5
+    assert len({r["patient_id"] for r in rows}) == 3
+    want_views = sorted(
+        r["AP/PA"] if r["Frontal/Lateral"] == "Frontal" else "LATERAL" for r in csv_rows
+    )
+    assert sorted(r["view"] for r in rows) == want_views
+    assert sorted(r["sex"] for r in rows) == sorted(r["Sex"][0] for r in csv_rows)
+    assert sorted(r["age"] for r in rows) == sorted(float(r["Age"]) for r in csv_rows)
+    first = csv_rows[0]  # patient00001/study1: No Finding 1, Pneumothorax 0, Support Devices 1
+    want = {k: float(first[k]) for k in ("No Finding", "Pneumothorax", "Support Devices")}
+    assert {json.dumps(json.loads(r["labels"]), sort_keys=True) for r in rows} >= {
+        json.dumps(want, sort_keys=True)
+    }
+
+
+def test_mapping_csv_view_column_is_stored(tmp_path, salt_file):
+    from cxrkit.io.bundled import pediatric_jpegs
+
+    images = [
+        layouts._small_copy(p, tmp_path / "img" / f"{i}.png")
+        for i, p in enumerate(pediatric_jpegs()[:3])
+    ]
+    mapping = tmp_path / "map.csv"
+    mapping.write_text(
+        "image_path,report_text,patient_id,view\n"
+        + "".join(
+            f"{p},Clear lungs.,P{i},{v}\n"
+            for i, (p, v) in enumerate(zip(images, ["pa", "AP", ""], strict=True))
+        )
+    )
+    out = tmp_path / "dataset"
+    run(IngestConfig(mapping=str(mapping), out=str(out), image_size=64, salt_file=str(salt_file)))
+    assert sorted(r["view"] for r in _rows(out)) == ["AP", "PA", "UNKNOWN"]
+
+
+# ---------------------------------------------------------------- view filters downstream
+def test_training_reads_only_the_chosen_views(tmp_path, salt_file):
+    from cxrkit.io.shards import ShardDataset
+    from cxrkit.vision.transforms import EvalTransform
+
+    out = tmp_path / "dataset"
+    run(
+        IngestConfig(
+            sources=[str(layouts.chexpert_tree(tmp_path))],
+            out=str(out),
+            image_size=64,
+            salt_file=str(salt_file),
+        )
+    )
+    shards = dataset_shards(open_artifact(out))
+
+    def count(views):
+        data = ShardDataset(
+            shards, transform=EvalTransform(32), batch_size=1, split=None, views=views, loop=False
+        )
+        return data.num_samples
+
+    assert count(None) == 6
+    assert count(expand_views("frontal")) == 4
+    assert count(expand_views("lateral")) == 2
+    with pytest.raises(Exception, match="no images in split None with views PA"):
+        count(expand_views("PA"))
+
+
+def test_eval_view_filter_unlabels_other_views(tmp_path, salt_file):
+    import numpy as np
+
+    from cxrkit.errors import InputError
+    from cxrkit.evaluate.features import read_rows
+    from cxrkit.evaluate.runner import _filter_views
+
+    out = tmp_path / "dataset"
+    run(
+        IngestConfig(
+            sources=[str(layouts.chexpert_tree(tmp_path))],
+            out=str(out),
+            image_size=64,
+            salt_file=str(salt_file),
+        )
+    )
+    rows = read_rows(open_artifact(out))
+    raw = np.ones((len(rows), 2))
+    summary = _filter_views(rows, raw, ["frontal"])
+    assert summary["rows_in_views"] == 4
+    lateral = [i for i, v in enumerate(rows.views) if v == "LATERAL"]
+    assert np.isnan(raw[lateral]).all() and not np.isnan(np.delete(raw, lateral, 0)).any()
+    assert all(rows.splits[i] is None for i in lateral)
+    with pytest.raises(InputError, match="views in the dataset: FRONTAL, LATERAL"):
+        _filter_views(read_rows(open_artifact(out)), np.ones((6, 1)), ["PA"])

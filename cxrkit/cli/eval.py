@@ -132,6 +132,10 @@ def evaluate_command(
     task: Annotated[
         str | None, typer.Option("--task", help="Comma list: zeroshot,probe,retrieval,finetune.")
     ] = None,
+    views: Annotated[
+        str | None,
+        typer.Option("--views", help="Score only these views: PA,AP or frontal (or lateral)."),
+    ] = None,
     protocol: Annotated[
         str | None,
         typer.Option("--protocol", help="split (dataset splits) or cv (k-fold, small sets)."),
@@ -165,6 +169,7 @@ def evaluate_command(
         "open_clip_weights": str(open_clip_weights) if open_clip_weights else None,
         "labels": str(labels) if labels else None, "labels_format": labels_format,
         "prompts": str(prompts) if prompts else None, "tasks": task, "protocol": protocol,
+        "views": [v.strip() for v in views.split(",") if v.strip()] if views else None,
         "device": device, "cache": False if no_cache else None,
     }  # fmt: skip
     cfg = resolve(

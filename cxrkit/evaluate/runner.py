@@ -125,7 +125,8 @@ def build_context(cfg, model, dataset: Artifact, annotations, device) -> tuple[C
     if not columns:
         raise InputError(f"{table.source}: no class has any known label in {cfg.dataset}")
     classes = [table.classes[j] for j in columns]
-    raw = table.values[:, columns]
+    raw = table.values[:, columns].copy()
+    view_summary = _filter_views(rows, raw, list(getattr(cfg, "views", []) or []))
     labels = label_sources.binarise(raw, cfg.uncertain)
     if table.patients is not None and rows.patient_groups() is None:
         rows.patient_ids = [p or f"row-{i}" for i, p in enumerate(table.patients)]
@@ -172,8 +173,35 @@ def build_context(cfg, model, dataset: Artifact, annotations, device) -> tuple[C
         "rows_with_labels": table.matched,
         "uncertain_policy": cfg.uncertain,
         "classes": class_counts(labels, raw, classes),
+        **view_summary,
     }
     return ctx, summary
+
+
+def _filter_views(rows: EvalRows, raw: np.ndarray, views: list[str]) -> dict:
+    """Drop rows of other views from scoring: their labels become unknown and their split
+    empty (features are still computed for every row, so the cache stays shared).
+
+    Returns the summary for metrics.json (empty without a filter). Raises ConfigError for
+    an empty filter, InputError when no row has a kept view.
+    """
+    if not views:
+        return {}
+    from cxrkit.io.layouts import expand_views
+
+    try:
+        keep = expand_views(views)
+    except ValueError as exc:
+        raise ConfigError(f"views: {exc}") from exc
+    kept = np.array([(v or "UNKNOWN").upper() in keep for v in rows.views], dtype=bool)
+    if not kept.any():
+        found = sorted({str(v) for v in rows.views})
+        raise InputError(
+            f"no image has a view in {', '.join(views)}; views in the dataset: {', '.join(found)}"
+        )
+    raw[~kept] = np.nan
+    rows.splits = [s if k else None for s, k in zip(rows.splits, kept, strict=True)]
+    return {"views": sorted(keep), "rows_in_views": int(kept.sum())}
 
 
 def _warnings(ctx: Context, small_n: int) -> list[str]:

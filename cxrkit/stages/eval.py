@@ -55,6 +55,9 @@ class EvalConfig:
     )
     prompts: str | None = doc("prompts JSON for zero-shot (overrides the annotations')", None)
     classes: list[str] = doc("evaluate only these classes (empty = every labelled class)", [])
+    views: list[str] = doc(
+        'score only these views, e.g. ["PA", "AP"] or ["frontal"]; empty = every view', []
+    )
     tasks: list[str] = doc("tasks: " + ", ".join(ALL_TASKS), list(ALL_TASKS))
     protocol: Literal["split", "cv"] = doc(
         "split: the dataset's train/val/test; cv: grouped stratified k-fold (small sets)", "split"

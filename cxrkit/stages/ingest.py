@@ -41,6 +41,7 @@ from cxrkit.io.mapping import MappingRow, read_mapping_csv
 from cxrkit.io.parquet import ROW_GROUP_BYTES, SHARD_MAX_BYTES
 from cxrkit.io.rows import RowBuilder, WorkItem
 from cxrkit.io.schema import DATASET_SCHEMA, DATASET_SCHEMA_VERSION, REJECTS_SCHEMA
+from cxrkit.io.tables import DatasetTables, find_tables
 from cxrkit.reporting import progress
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,16 @@ class IngestConfig:
     )
     check_chest: bool = doc(
         "Reject DICOMs whose modality/body part say they are not chest X-rays.", True
+    )
+    dataset_tables: bool = doc(
+        "Read the tables a public dataset ships beside its images (MIMIC-CXR-JPG "
+        "metadata/split/chexpert CSVs, CheXpert train.csv/valid.csv): views, official "
+        "split, labels, sex, age. Looked for in each source folder and two folders up.",
+        True,
+    )
+    mimic_labels: Literal["chexpert", "negbio"] = doc(
+        "Which MIMIC-CXR-JPG label file to store: mimic-cxr-2.0.0-chexpert or -negbio.",
+        "chexpert",
     )
     val_fraction: float = doc("Patients assigned to val when no split is given.", 0.1)
     test_fraction: float = doc("Patients assigned to test when no split is given.", 0.1)
@@ -138,9 +149,14 @@ def _load_mapping(cfg: IngestConfig) -> dict[Path, MappingRow]:
     return {Path(row.image_path).resolve(): row for row in read_mapping_csv(Path(cfg.mapping))}
 
 
-def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict]:
-    """The ordered work list for this partition, the number of skipped files, partition info."""
+def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict, list[Path]]:
+    """The ordered work list for this partition, the number of skipped files, partition
+    info, and the dataset tables (:mod:`cxrkit.io.tables`) that were read."""
     mapping = _load_mapping(cfg) if cfg.mapping else {}
+    found = find_tables(cfg.sources) if cfg.dataset_tables and cfg.sources else []
+    tables = DatasetTables.read(found, cfg.mimic_labels)
+    if tables:
+        log.info("reading the dataset's own tables: %s", ", ".join(p.name for p in tables.paths))
     files, skipped = src.expand_sources(cfg.sources) if cfg.sources else ([], 0)
     if not files and not mapping:
         raise ConfigError("nothing to ingest: give SOURCES and/or --mapping")
@@ -148,8 +164,8 @@ def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict]:
     index, count = src.resolve_partition(cfg.shard_index, cfg.num_shards)
     if count > 1:
         names = [p for p in names if src.partition_of(p, count) == index]
-    work = [(str(p), mapping.get(p)) for p in names]
-    return work, skipped, {"shard_index": index, "num_shards": count}
+    work = [(str(p), mapping.get(p) or (tables.hints_for(p) if tables else None)) for p in names]
+    return work, skipped, {"shard_index": index, "num_shards": count}, tables.paths
 
 
 def _id_params(cfg: IngestConfig, salt: bytes, part: dict) -> dict:
@@ -174,7 +190,7 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
     if not cfg.out:
         raise ConfigError("--out is required")
     salt = load_or_create_salt(Path(os.path.expanduser(cfg.salt_file)))
-    work, skipped, part = _plan(cfg)
+    work, skipped, part, table_paths = _plan(cfg)
     raw_inputs = [
         {
             "kind": "raw",
@@ -190,6 +206,8 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
         raw_inputs.append(
             {"kind": "raw", "id": _reports_fingerprint(Path(cfg.reports)), "path": cfg.reports}
         )
+    for table in table_paths:
+        raw_inputs.append({"kind": "raw", "id": src.fingerprint([table]), "path": table.name})
     beside = _reports_beside(work)
     if beside and cfg.layout_reports:
         log.info("attaching %d MIMIC-CXR study reports found beside the study folders", len(beside))
@@ -224,6 +242,7 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
             "inputs": len(work),
             "non_image_files_skipped": skipped,
             "study_reports_beside": len(beside) if cfg.layout_reports else 0,
+            "dataset_tables": [p.name for p in table_paths],
             "images_per_s": round(decoded / elapsed, 2) if elapsed else None,
             "wall_s": round(elapsed, 2),
             **part,
