@@ -224,8 +224,10 @@ def run_stage(
     dry_run: bool,
     as_json: bool,
     force: bool,
-) -> None:
-    """Resolve a stage config from its layers and run (or print) it."""
+) -> Any:
+    """Resolve a stage config from its layers and run (or print) it.
+
+    Returns the published artifact, or None for ``--dry-run``."""
     import dataclasses
 
     from cxrkit.config import resolve, to_dict
@@ -235,9 +237,10 @@ def run_stage(
     cfg = resolve(cfg_cls, preset=preset, config_file=config, flags=flags, sets=sets, stage=stage)
     if dry_run:
         out.print_json(json.dumps(to_dict(cfg)))
-        return
+        return None
     artifact = runner(cfg, force=force)
     report_artifact(artifact, as_json)
+    return artifact
 
 
 def not_built(command: str, plan: str) -> None:

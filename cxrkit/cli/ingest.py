@@ -16,6 +16,7 @@ from cxrkit.cli.common import (
     Preset,
     Sets,
     app,
+    err,
     guarded,
     report_artifact,
     run_stage,
@@ -87,7 +88,7 @@ def ingest_command(
         "allow_burned_in": allow_burned_in or None,
         "keep_paths": keep_paths or None,
     }
-    run_stage(
+    artifact = run_stage(
         "ingest",
         ingest.IngestConfig,
         ingest.run,
@@ -99,6 +100,12 @@ def ingest_command(
         as_json=as_json,
         force=force,
     )
+    listing = ingest.local_rejects_path(artifact.path) if artifact is not None else None
+    if listing is not None and listing.is_file() and artifact.stats.get("rejects"):
+        err.print(
+            f"{artifact.stats['rejects']} rejected files with their real paths: {listing} "
+            "(local only, mode 0600; not part of the artifact, do not share)"
+        )
 
 
 @app.command("ingest-merge")

@@ -229,6 +229,7 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
         force=force,
     )
     if (done := writer.up_to_date()) is not None:
+        write_local_rejects(done, work, salt)
         return done
     tmp = writer.begin()
     start = time.monotonic()
@@ -248,9 +249,51 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
             **part,
         }
     )
-    return writer.publish(
+    artifact = writer.publish(
         schema={"arrow": str(DATASET_SCHEMA), "rejects": str(REJECTS_SCHEMA)}, stats=stats
     )
+    write_local_rejects(artifact, work, salt)
+    return artifact
+
+
+LOCAL_REJECTS_SUFFIX = ".rejects-local.csv"
+
+
+def local_rejects_path(out: str | Path) -> Path:
+    """Where ingest lists the rejected files with their real paths: ``OUT.rejects-local.csv``
+    beside (never inside) the artifact, so the artifact itself stays path-free."""
+    out = Path(out)
+    return out.with_name(out.name + LOCAL_REJECTS_SUFFIX)
+
+
+def write_local_rejects(artifact: Artifact, work: list[WorkItem], salt: bytes) -> Path | None:
+    """Write the local rejects listing (path, reason, detail) with the real source paths.
+
+    ``rejects.parquet`` holds salted path tokens; this maps them back through the work
+    list. The file is created mode 0600 beside the artifact and is never part of it.
+    Returns its path, or None when nothing was rejected (a stale listing is removed).
+    """
+    import csv
+
+    from cxrkit.io.deid import Pseudonymizer
+
+    target = local_rejects_path(artifact.path)
+    rejects = pq.read_table(artifact.file(REJECTS_FILE)).to_pylist()
+    if not rejects:
+        target.unlink(missing_ok=True)
+        return None
+    pseudo = Pseudonymizer(salt)
+    real = {pseudo.path_token(path): path for path, _ in work}
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["path", "reason", "detail"])
+        for row in rejects:
+            out.writerow([real.get(row["path"], row["path"]), row["reason"], row["detail"]])
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, target)
+    return target
 
 
 def _reports_beside(work: list[WorkItem]) -> list[Path]:

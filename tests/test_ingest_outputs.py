@@ -1,0 +1,57 @@
+"""What ingest leaves beside the artifact: the local rejects listing with real paths."""
+
+from __future__ import annotations
+
+import csv
+import stat
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from cxrkit.stages.ingest import IngestConfig, local_rejects_path, run
+
+
+def test_local_rejects_listing_names_the_real_files(tmp_path, demo_inputs, salt_file):
+    out = tmp_path / "dataset"
+    art = run(
+        IngestConfig(
+            mapping=str(demo_inputs), out=str(out), image_size=64, salt_file=str(salt_file)
+        )
+    )
+    listing = local_rejects_path(out)
+    assert listing == tmp_path / "dataset.rejects-local.csv"
+    assert stat.S_IMODE(listing.stat().st_mode) == 0o600
+    rows = list(csv.DictReader(listing.open()))
+    assert len(rows) == art.stats["rejects"] == 4
+    assert all(Path(r["path"]).is_file() for r in rows)  # real paths a user can open
+    by_reason = {r["reason"]: Path(r["path"]).name for r in rows}
+    assert set(by_reason) == {"corrupt_pixels", "duplicate", "not_chest_xray", "not_dicom"}
+    # The artifact itself stays path-free: salted tokens only, and no listing inside it.
+    shipped = pq.read_table(out / "rejects.parquet").column("path").to_pylist()
+    assert not any(r["path"] in shipped or Path(r["path"]).name in "".join(shipped) for r in rows)
+    assert not list(out.rglob("*rejects-local*"))
+
+
+def test_rerun_rewrites_the_listing(tmp_path, demo_inputs, salt_file):
+    out = tmp_path / "dataset"
+    cfg = IngestConfig(
+        mapping=str(demo_inputs), out=str(out), image_size=64, salt_file=str(salt_file)
+    )
+    run(cfg)
+    local_rejects_path(out).unlink()
+    run(cfg)  # a no-op for the artifact, the listing comes back
+    assert local_rejects_path(out).is_file()
+
+
+def test_cli_prints_where_the_listing_is(tmp_path, demo_inputs, salt_file):
+    from cxrkit.cli import app
+
+    out = tmp_path / "dataset"
+    result = CliRunner().invoke(
+        app,
+        ["ingest", "--mapping", str(demo_inputs), "--out", str(out), "--image-size", "64",
+         "--salt-file", str(salt_file)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert str(local_rejects_path(out)) in " ".join(result.output.split())
