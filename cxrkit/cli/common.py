@@ -37,6 +37,14 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 log = logging.getLogger("cxrkit")
+LOG_WIDTH = 160  # columns for tables written to a log file (not a terminal): never wrapped
+_state = {"quiet": False}
+
+
+def is_quiet() -> bool:
+    """Whether ``-q/--quiet`` was given: no tables or summaries, only results and errors."""
+    return _state["quiet"]
+
 
 # ---------------------------------------------------------------- shared options
 Preset = Annotated[
@@ -176,6 +184,7 @@ def _main(
         ),
     ] = False,
 ) -> None:
+    _state["quiet"] = quiet
     _setup_logging(verbose, quiet)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub at run time
 
@@ -193,7 +202,7 @@ def _fmt(value: Any) -> str:
 
 def print_stats_table(title: str, stats: dict, console: Console = err) -> None:
     """One two-column table of an artifact's stats (nested counts shown inline)."""
-    if not stats:
+    if not stats or is_quiet():
         return
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("stat", style="bold")

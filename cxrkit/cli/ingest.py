@@ -18,6 +18,7 @@ from cxrkit.cli.common import (
     app,
     err,
     guarded,
+    is_quiet,
     report_artifact,
     run_stage,
 )
@@ -101,7 +102,8 @@ def ingest_command(
         force=force,
     )
     listing = ingest.local_rejects_path(artifact.path) if artifact is not None else None
-    if listing is not None and listing.is_file() and artifact.stats.get("rejects"):
+    shown = listing is not None and listing.is_file() and not is_quiet()
+    if shown and artifact.stats.get("rejects"):
         err.print(
             f"{artifact.stats['rejects']} rejected files with their real paths: {listing} "
             "(local only, mode 0600; not part of the artifact, do not share)"

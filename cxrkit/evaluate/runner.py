@@ -40,6 +40,9 @@ PREDICTIONS_SCHEMA = pa.schema(
 )
 
 
+MIN_RELIABILITY_N = 10  # (image, class) predictions below which no reliability diagram is drawn
+
+
 def resolve_labels(cfg, rows: EvalRows, annotations: Artifact | None) -> label_sources.LabelTable:
     """Pick the label source (see EvalConfig.label_source). Raises InputError when none has labels."""
     source = cfg.label_source
@@ -223,12 +226,15 @@ def _write_plots(ctx: Context, results: dict[str, TaskResult], work: Path) -> li
         for name, curves in result.curves.items():
             simple = {c: (y, s) for c, (y, s, _) in curves.items()}
             reports = {c: r for c, (_, _, r) in curves.items()}
-            written.append(
-                plots.roc_plot(work / f"roc-{name}.png", f"ROC: {name}", simple, reports)
-            )
+            # A ROC curve needs both labels among the scored images; without one, no plot.
+            if any(y.size and y.min() != y.max() for y, _ in simple.values()):
+                written.append(
+                    plots.roc_plot(work / f"roc-{name}.png", f"ROC: {name}", simple, reports)
+                )
             y = np.concatenate([y for y, _ in simple.values()]) if simple else np.zeros(0)
             s = np.concatenate([s for _, s in simple.values()]) if simple else np.zeros(0)
-            if y.size:
+            # Calibration over a handful of predictions is noise, not an ECE.
+            if y.size >= MIN_RELIABILITY_N:
                 written.append(plots.reliability_plot(work / f"reliability-{name}.png", name, y, s))
     objective = ctx.model.objective
     if objective is not None and callable(getattr(objective, "forward_reconstruction", None)):
@@ -283,6 +289,12 @@ def evaluate(cfg, model, dataset: Artifact, annotations, device, work: Path) -> 
             continue
         metrics["tasks"][task] = results[task].metrics
         predictions += results[task].predictions
+    if not results:
+        reasons = "; ".join(f"{t}: {r['skipped']}" for t, r in metrics["tasks"].items())
+        raise ConfigError(
+            f"none of the requested tasks can run ({reasons}); choose tasks this model "
+            "supports, e.g. --task probe for an image-only checkpoint"
+        )
     metrics["plots"] = _write_plots(ctx, results, work) if cfg.plots else []
     table = pa.Table.from_pylist(predictions, schema=PREDICTIONS_SCHEMA)
     pq.write_table(table, work / "predictions.parquet", compression="zstd")

@@ -184,7 +184,14 @@ def run(cfg: EvalConfig, force: bool = False):
     work = writer.begin()
     from cxrkit.evaluate.runner import evaluate
 
-    summary = evaluate(cfg, model, dataset, annotations, device, work)
+    try:
+        summary = evaluate(cfg, model, dataset, annotations, device, work)
+    except ConfigError:
+        # Nothing could be evaluated: there is nothing to resume, leave no temp dir.
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return writer.publish(schema={"files": summary.pop("_files")}, stats=summary)
 
 
