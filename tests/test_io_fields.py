@@ -10,8 +10,9 @@ import torch
 from pretrain_support import SquareTransform, write_report_dataset
 
 from cxrkit.errors import ConfigError, InputError
+from cxrkit.io.dataset import dataset_shards
 from cxrkit.io.fields import SampleTransform, available_fields, compose_text, rebase_entities
-from cxrkit.io.shards import ShardDataset, dataset_shards, make_loader
+from cxrkit.io.shards import ShardDataset, make_loader
 from cxrkit.io.tokens import TokenizeText, entity_token_mask
 
 REPORT = "INDICATION: cough\n\nFINDINGS: Small left effusion.\n\nIMPRESSION: Effusion."

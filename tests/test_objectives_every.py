@@ -12,7 +12,8 @@ from pretrain_support import write_report_dataset
 
 from cxrkit.config import from_dict, resolve
 from cxrkit.errors import ConfigError
-from cxrkit.io.shards import ShardDataset, dataset_shards
+from cxrkit.io.dataset import dataset_shards
+from cxrkit.io.shards import ShardDataset
 from cxrkit.objectives.base import (
     Objective,
     _import_builtin,

@@ -8,7 +8,8 @@ from pretrain_support import SquareTransform, write_dataset
 from torch import nn
 
 from cxrkit.errors import ConfigError
-from cxrkit.io.shards import ShardDataset, dataset_shards, make_loader
+from cxrkit.io.dataset import dataset_shards
+from cxrkit.io.shards import ShardDataset, make_loader
 from cxrkit.objectives.base import Objective, register
 from cxrkit.train import checkpoint as ckpt
 from cxrkit.train.config import OptimConfig, TrainConfig

@@ -35,12 +35,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cxrkit.artifacts import Artifact, open_artifact
 from cxrkit.errors import ArtifactError, ConfigError, InputError
+from cxrkit.io.annotations import AnnotationIndex, annotations_file
+from cxrkit.io.dataset import decode_pixels, unpack_bits
 from cxrkit.io.fields import (
     FIELDS,
     TEXT_SECTIONS,
     SampleContext,
     SampleTransform,
-    compose_text,
     load_prompts_file,
     resolve_fields,
 )
@@ -51,37 +52,6 @@ log = logging.getLogger(__name__)
 Transform = Callable[
     [torch.Tensor, torch.Tensor | None, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]
 ]
-
-
-def dataset_shards(artifact: Artifact) -> list[Path]:
-    """The data shards of a dataset artifact (every .parquet but rejects.parquet)."""
-    shards = [p for p in artifact.files(".parquet") if p.name != "rejects.parquet"]
-    if not shards:
-        raise ArtifactError(f"{artifact.path}: dataset artifact lists no Parquet shards")
-    return shards
-
-
-class _Annotations:
-    """annotations.parquet joined by image_id (labels, packed contour masks)."""
-
-    def __init__(self, path: Path, columns: list[str]) -> None:
-        try:
-            table = pq.read_table(path, columns=["image_id", *columns])
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{path}: cannot read annotations ({exc})") from exc
-        self.columns = {name: table.column(name).to_pylist() for name in columns}
-        self.index = {
-            image_id: i for i, image_id in enumerate(table.column("image_id").to_pylist())
-        }
-
-    def row(self, image_id: str) -> dict[str, Any] | None:
-        """Every loaded column of ``image_id``, or None when it has no annotations."""
-        index = self.index.get(image_id)
-        return None if index is None else {c: v[index] for c, v in self.columns.items()}
-
-    def get(self, image_id: str, column: str) -> Any:
-        row = self.index.get(image_id)
-        return None if row is None else self.columns[column][row]
 
 
 class ShardDataset(IterableDataset):
@@ -107,7 +77,7 @@ class ShardDataset(IterableDataset):
         batch_size: int,
         needs: frozenset[str] | set[str] = frozenset({"image"}),
         split: str | None = "train",
-        annotations: Path | None = None,
+        annotations: Artifact | Path | None = None,
         seed: int = 0,
         shuffle: bool = True,
         shuffle_buffer: int = 1024,
@@ -134,7 +104,7 @@ class ShardDataset(IterableDataset):
         self.start_batch = 0
         self._build_index()
         self.annotations = None
-        self.annotations_file = Path(annotations) if annotations is not None else None
+        self.annotations_file = annotations_file(annotations) if annotations is not None else None
         needing = [f.name for f in fields if f.requires_annotations]
         if annotations is None and needing:
             raise InputError(
@@ -143,7 +113,7 @@ class ShardDataset(IterableDataset):
             )
         wanted = sorted({c for f in fields if f.kind == "sample" for c in f.annotation_columns})
         if annotations is not None and wanted:
-            self.annotations = _Annotations(Path(annotations), wanted)
+            self.annotations = AnnotationIndex(annotations, wanted)
         self._columns = sorted(
             {c for f in fields for c in f.columns}
             | {c for f in fields if self.annotations is None for c in f.columns_without_annotations}
@@ -369,31 +339,6 @@ def _mix64(value: int) -> int:
 def sample_seed(seed: int, epoch: int, sample_id: int) -> int:
     """Augmentation seed of one sample in one epoch (independent of rank and worker)."""
     return _mix64(_mix64(_mix64(seed & _MASK64) ^ epoch) ^ sample_id) >> 1
-
-
-def decode_pixels(data: bytes, dtype: str, height: int, width: int) -> np.ndarray:
-    """Raw row-major pixel bytes -> writable array (height, width). Raises ArtifactError."""
-    if dtype not in ("uint8", "uint16"):
-        raise ArtifactError(f"pixel dtype {dtype!r} is not uint8/uint16")
-    array = np.frombuffer(data, dtype=np.dtype(dtype))
-    if array.size != height * width:
-        raise ArtifactError(f"pixels hold {array.size} values, expected {height}x{width}")
-    return array.reshape(height, width).copy()  # copy: torch wants writable memory
-
-
-def unpack_bits(data: bytes, height: int, width: int) -> np.ndarray:
-    """np.packbits bytes of a row-major bool mask -> bool array (height, width)."""
-    try:
-        from cxrkit.vision.contour import unpack_mask
-    except ImportError:  # contour module not installed in this build: same bit layout
-        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=height * width)
-        return bits.reshape(height, width).astype(bool)
-    return np.asarray(unpack_mask(data, height, width), dtype=bool)
-
-
-def report_text(row: dict, section: str = "both") -> str:
-    """Findings + impression (or one of them), else the whole report, else ""."""
-    return compose_text(row, section)[0]
 
 
 def collate(
