@@ -187,7 +187,7 @@ def evaluate_command(
         Path | None, typer.Option("--labels", help="Public label file (needs ingest --keep-paths).")
     ] = None,
     labels_format: Annotated[
-        str | None, typer.Option("--labels-format", help="nih|chexpert|rsna|siim|padchest")
+        str | None, typer.Option("--labels-format", help="nih|chexpert|mimic|rsna|siim|padchest")
     ] = None,
     prompts: Annotated[
         Path | None, typer.Option("--prompts", help="Prompts JSON for zero-shot.")

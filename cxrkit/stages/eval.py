@@ -48,7 +48,11 @@ class EvalConfig:
     labels: str | None = doc(
         "public label file matched by file name (needs `cxrkit ingest --keep-paths`)", None
     )
-    labels_format: str | None = doc("format of --labels: nih, chexpert, rsna, siim, padchest", None)
+    labels_format: str | None = doc(
+        "format of --labels: nih, chexpert, mimic (MIMIC-CXR-JPG chexpert/negbio CSV), "
+        "rsna, siim, padchest",
+        None,
+    )
     label_source: Literal["auto", "file", "dataset", "annotations"] = doc(
         "auto: the label file if given, else the dataset's labels column, else annotations",
         "auto",
