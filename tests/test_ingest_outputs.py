@@ -55,3 +55,34 @@ def test_cli_prints_where_the_listing_is(tmp_path, demo_inputs, salt_file):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert str(local_rejects_path(out)) in " ".join(result.output.split())
+
+
+def test_one_source_given_as_a_string_is_one_source():
+    assert IngestConfig(sources="/data/mimic/files").sources == ["/data/mimic/files"]
+    assert IngestConfig(sources=Path("/data/x")).sources == ["/data/x"]
+    assert IngestConfig(sources=["a", "b"]).sources == ["a", "b"]
+
+
+def test_flags_show_no_value_in_help_and_mapping_help_is_whole():
+    from cxrkit.cli import app
+
+    result = CliRunner().invoke(app, ["ingest", "--help"], env={"COLUMNS": "200"})
+    line = next(line for line in result.output.splitlines() if "--uint16" in line)
+    assert "<bool>" not in line
+    assert "label columns." in " ".join(result.output.split())
+    assert "…" not in result.output
+
+
+def test_eval_without_a_model_names_options_that_exist(demo_dataset, tmp_path):
+    from cxrkit.cli import app
+
+    result = CliRunner().invoke(app, ["eval", str(demo_dataset), "--out", str(tmp_path / "e")])
+    assert result.exit_code == 2
+    assert "--checkpoint" not in result.output and "CHECKPOINT" in result.output
+
+
+def test_shell_completion_is_offered():
+    from cxrkit.cli import app
+
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert "--install-completion" in result.output and "--show-completion" in result.output

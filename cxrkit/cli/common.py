@@ -30,7 +30,7 @@ app = typer.Typer(
     "Each stage reads artifacts and writes one: ingest -> annotate -> pretrain -> eval/export.\n\n"
     + EXIT_HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -60,14 +60,20 @@ Sets = Annotated[
         "--set", "-s", help="Override one setting: key=value (repeatable), e.g. optim.lr=1e-4."
     ),
 ]
+FLAG = ""  # metavar of on/off flags: typer would otherwise print "<bool>" as if they took a value
 DryRun = Annotated[
-    bool, typer.Option("--dry-run", help="Print the fully resolved config as JSON and exit.")
+    bool,
+    typer.Option(
+        "--dry-run", help="Print the fully resolved config as JSON and exit.", metavar=FLAG
+    ),
 ]
 Force = Annotated[
-    bool, typer.Option("--force", help="Rebuild even if OUT already holds this artifact.")
+    bool,
+    typer.Option("--force", help="Rebuild even if OUT already holds this artifact.", metavar=FLAG),
 ]
 JsonOut = Annotated[
-    bool, typer.Option("--json", help="Print the artifact manifest as JSON on stdout.")
+    bool,
+    typer.Option("--json", help="Print the artifact manifest as JSON on stdout.", metavar=FLAG),
 ]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output artifact directory.")]
 
@@ -176,11 +182,23 @@ def _main(
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="More log output.")
     ] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Only warnings, errors and results; no tables (also after the subcommand).",
+            metavar=FLAG,
+        ),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
+            metavar=FLAG,
         ),
     ] = False,
 ) -> None:

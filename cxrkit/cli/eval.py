@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cxrkit.cli.common import (
+    FLAG,
     LOG_WIDTH,
     ConfigFile,
     DryRun,
@@ -205,14 +206,17 @@ def evaluate_command(
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda.")] = None,
     no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")
+        bool,
+        typer.Option("--no-cache", help="Do not read or write the feature cache.", metavar=FLAG),
     ] = False,
     preset: Preset = None,
     config: ConfigFile = None,
     sets: Sets = None,
     dry_run: DryRun = False,
     force: Force = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print metrics.json on stdout.", metavar=FLAG)
+    ] = False,
 ) -> None:
     """Checkpoint (or open_clip model) + labelled dataset -> eval artifact (metrics.json, predictions, plots).
 

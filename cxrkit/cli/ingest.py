@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cxrkit.cli.common import (
+    FLAG,
     ConfigFile,
     DryRun,
     Force,
@@ -37,14 +38,15 @@ def ingest_command(
     mapping: Annotated[
         Path | None,
         typer.Option(
-            help="CSV: image_path,report_path|report_text,study_id,patient_id,split[,label columns]."
+            help="CSV pairing images with reports: columns image_path and report_path or "
+            "report_text; optional study_id, patient_id, view, split, label columns.",
         ),
     ] = None,
     image_size: Annotated[
         int | None, typer.Option(help="Long side of stored images (default 512).")
     ] = None,
     uint16: Annotated[
-        bool, typer.Option("--uint16", help="Store 16-bit pixels instead of 8-bit.")
+        bool, typer.Option("--uint16", help="Store 16-bit pixels instead of 8-bit.", metavar=FLAG)
     ] = False,
     workers: Annotated[int | None, typer.Option(help="Decode processes (0 = all cores).")] = None,
     shard_index: Annotated[
@@ -55,10 +57,11 @@ def ingest_command(
         Path | None, typer.Option(help="Private HMAC salt file (created if absent).")
     ] = None,
     allow_burned_in: Annotated[
-        bool, typer.Option("--allow-burned-in", help="Keep BurnedInAnnotation=YES images.")
+        bool,
+        typer.Option("--allow-burned-in", help="Keep BurnedInAnnotation=YES images.", metavar=FLAG),
     ] = False,
     keep_paths: Annotated[
-        bool, typer.Option("--keep-paths", help="Store raw source paths.")
+        bool, typer.Option("--keep-paths", help="Store raw source paths.", metavar=FLAG)
     ] = False,
     preset: Preset = None,
     config: ConfigFile = None,

@@ -97,7 +97,10 @@ class EvalConfig:
         if not self.dataset:
             raise ConfigError("no dataset: give the dataset artifact (DATASET argument)")
         if bool(self.checkpoint) == bool(self.open_clip_config):
-            raise ConfigError("give exactly one of --checkpoint or --open-clip-config")
+            raise ConfigError(
+                "give exactly one model: a checkpoint artifact (as an argument, "
+                "`cxrkit eval CHECKPOINT DATASET`) or --open-clip-config FILE"
+            )
         if self.open_clip_weights and not self.open_clip_config:
             raise ConfigError("--open-clip-weights needs --open-clip-config")
         if bool(self.labels) != bool(self.labels_format):

@@ -102,6 +102,11 @@ class IngestConfig:
     row_group_bytes: int = doc("Target row-group size in bytes.", ROW_GROUP_BYTES)
     chunk_files: int = doc("Files per resumable unit of work. Does not change the output.", 64)
 
+    def __post_init__(self) -> None:
+        # One path given as a string is one source, not a list of its characters.
+        if isinstance(self.sources, str | os.PathLike):
+            self.sources = [os.fspath(self.sources)]
+
     def validate(self) -> None:
         if self.image_size < 16:
             raise ConfigError(f"image_size {self.image_size} is too small (>= 16)")
