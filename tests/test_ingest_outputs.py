@@ -86,3 +86,26 @@ def test_shell_completion_is_offered():
 
     result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert "--install-completion" in result.output and "--show-completion" in result.output
+
+
+def test_merged_partitions_keep_a_local_listing(tmp_path, demo_inputs, salt_file):
+    from cxrkit.stages.ingest import merge
+
+    parts = [
+        run(
+            IngestConfig(
+                mapping=str(demo_inputs), out=str(tmp_path / f"p{i}"), image_size=64,
+                salt_file=str(salt_file), shard_index=i, num_shards=2,
+            )
+        ).path
+        for i in range(2)
+    ]  # fmt: skip
+    merged = merge(parts, tmp_path / "merged")
+    rows = list(csv.DictReader(local_rejects_path(merged.path).open()))
+    assert len(rows) == merged.stats["rejects"] == 4
+    tokens = set(pq.read_table(merged.path / "rejects.parquet").column("path").to_pylist())
+    assert {r["token"] for r in rows} == tokens
+    for row in rows:  # real paths, except a duplicate first seen when the parts met
+        assert Path(row["path"]).is_file() or (
+            row["reason"] == "duplicate" and row["path"] in tokens
+        )

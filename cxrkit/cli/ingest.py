@@ -124,4 +124,8 @@ def ingest_merge_command(
     """Combine the partitions of a partitioned ingest (--num-shards) into one dataset."""
     from cxrkit.stages import ingest
 
-    report_artifact(ingest.merge(parts, out, force=force), as_json)
+    merged = ingest.merge(parts, out, force=force)
+    report_artifact(merged, as_json)
+    listing = ingest.local_rejects_path(merged.path)
+    if listing.is_file() and merged.stats.get("rejects") and not is_quiet():
+        err.print(f"rejected files (local only, do not share): {listing}")

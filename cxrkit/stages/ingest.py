@@ -271,12 +271,16 @@ def local_rejects_path(out: str | Path) -> Path:
     return out.with_name(out.name + LOCAL_REJECTS_SUFFIX)
 
 
-def write_local_rejects(artifact: Artifact, work: list[WorkItem], salt: bytes) -> Path | None:
-    """Write the local rejects listing (path, reason, detail) with the real source paths.
+def write_local_rejects(
+    artifact: Artifact, work: list[WorkItem] | None, salt: bytes | None, known: dict | None = None
+) -> Path | None:
+    """Write the local rejects listing: ``path, reason, detail, token`` with real paths.
 
     ``rejects.parquet`` holds salted path tokens; this maps them back through the work
-    list. The file is created mode 0600 beside the artifact and is never part of it.
-    Returns its path, or None when nothing was rejected (a stale listing is removed).
+    list (``token`` is the value in ``rejects.parquet``, to cross-reference). ``known``
+    adds token -> path pairs from elsewhere (the parts of a merge). The file is created
+    mode 0600 beside the artifact and is never part of it. Returns its path, or None
+    when nothing was rejected (a stale listing is removed).
     """
     import csv
 
@@ -287,18 +291,37 @@ def write_local_rejects(artifact: Artifact, work: list[WorkItem], salt: bytes) -
     if not rejects:
         target.unlink(missing_ok=True)
         return None
-    pseudo = Pseudonymizer(salt)
-    real = {pseudo.path_token(path): path for path, _ in work}
+    real = dict(known or {})
+    if work is not None and salt is not None:
+        pseudo = Pseudonymizer(salt)
+        real.update({pseudo.path_token(path): path for path, _ in work})
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", newline="") as handle:
         out = csv.writer(handle)
-        out.writerow(["path", "reason", "detail"])
+        out.writerow(["path", "reason", "detail", "token"])
         for row in rejects:
-            out.writerow([real.get(row["path"], row["path"]), row["reason"], row["detail"]])
+            out.writerow(
+                [real.get(row["path"], row["path"]), row["reason"], row["detail"], row["path"]]
+            )
     os.chmod(tmp, 0o600)
     os.replace(tmp, target)
     return target
+
+
+def _known_paths(parts: list[Artifact]) -> dict[str, str]:
+    """token -> real path from the local rejects listings of merged parts (where present)."""
+    import csv
+
+    known: dict[str, str] = {}
+    for part in parts:
+        listing = local_rejects_path(part.path)
+        if listing.is_file():
+            with listing.open(newline="") as handle:
+                known.update(
+                    {r["token"]: r["path"] for r in csv.DictReader(handle) if r.get("token")}
+                )
+    return known
 
 
 def _reports_beside(work: list[WorkItem]) -> list[Path]:
@@ -398,6 +421,7 @@ def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Arti
         force=force,
     )
     if (done := writer.up_to_date()) is not None:
+        write_local_rejects(done, None, None, _known_paths(arts))
         return done
     tmp = writer.begin()
     tables = (
@@ -415,6 +439,9 @@ def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Arti
             "rows_per_partition": [a.stats.get("rows") for a in arts],
         }
     )
-    return writer.publish(
+    merged = writer.publish(
         schema={"arrow": str(DATASET_SCHEMA), "rejects": str(REJECTS_SCHEMA)}, stats=stats
     )
+    # Duplicates found only now were rows of a part: their listing shows the token.
+    write_local_rejects(merged, None, None, _known_paths(arts))
+    return merged
