@@ -31,7 +31,7 @@ from cxrkit.io.intensity import quantise, resize_long_side
 from cxrkit.io.layouts import layout_keys, mimic_report_beside
 from cxrkit.io.mapping import MappingRow
 from cxrkit.io.report_index import ReportIndex
-from cxrkit.io.reports import Report, parse_iu_xml, parse_report_text, read_report_file
+from cxrkit.io.reports import Report, parse_report_text, read_report_file
 
 # (source path, its mapping CSV row or None): one unit of ingest work.
 WorkItem = tuple[str, MappingRow | None]
@@ -185,19 +185,16 @@ class RowBuilder:
         }
 
     def _report_for(self, path: Path, mapped: MappingRow | None) -> Report | None:
-        """The mapping row's report, else the report index's, else (with
+        """The mapping row's report (text, then file), else the report index's, else (with
         ``layout_reports``) a MIMIC-CXR report beside the study folder, else None."""
-        if mapped is not None and mapped.report_text:
-            return parse_report_text(mapped.report_text, source="mapping")
-        if mapped is not None and mapped.report_path:
-            if mapped.report_path.suffix.lower() == ".xml":
-                return parse_iu_xml(mapped.report_path)
-            text = mapped.report_path.read_text(errors="replace")
-            return parse_report_text(text, source="mapping")
-        index = self.report_index
-        report = index.for_image(path) if index is not None else None
-        if report is None and self.layout_reports and (beside := mimic_report_beside(path)):
-            report = parse_report_text(read_report_file(beside), source="mimic", uid=beside.stem)
+        if mapped is not None and (mapped.report_text or mapped.report_path):
+            report = mapped.load_report()  # Reject("report_unreadable")
+        else:
+            index = self.report_index
+            report = index.for_image(path) if index is not None else None
+            if report is None and self.layout_reports and (beside := mimic_report_beside(path)):
+                text = read_report_file(beside)
+                report = parse_report_text(text, source="mimic", uid=beside.stem)
         return report
 
     def split_for(self, patient_id: str) -> str:
