@@ -267,3 +267,42 @@ def test_eval_view_filter_unlabels_other_views(tmp_path, salt_file):
     assert all(rows.splits[i] is None for i in lateral)
     with pytest.raises(InputError, match="views in the dataset: FRONTAL, LATERAL"):
         _filter_views(read_rows(open_artifact(out)), np.ones((6, 1)), ["PA"])
+
+
+def test_iu_report_named_by_a_mapping_csv_groups_its_images(tmp_path, salt_file):
+    """A mapping row pointing at an IU XML (no patient_id column) still groups by report."""
+    import tarfile
+
+    from cxrkit.io.bundled import iu_reports_archive, pediatric_jpegs
+
+    report = layouts.iu_reports_with_two_images(1)[0]
+    xml_dir = tmp_path / "xml"
+    xml_dir.mkdir()
+    with tarfile.open(iu_reports_archive()) as archive:  # read in place, one file to tmp
+        member = next(
+            m
+            for m in archive.getmembers()
+            if m.name.endswith(".xml") and _uid(archive, m) == report.uid
+        )
+        (xml_dir / "report.xml").write_bytes(archive.extractfile(member).read())
+    images = [
+        layouts._small_copy(p, tmp_path / "img" / f"scan{i}.png")
+        for i, p in enumerate(pediatric_jpegs()[:2])
+    ]
+    mapping = tmp_path / "map.csv"
+    mapping.write_text(
+        "image_path,report_path\n" + "".join(f"{p},{xml_dir / 'report.xml'}\n" for p in images)
+    )
+    out = tmp_path / "dataset"
+    run(IngestConfig(mapping=str(mapping), out=str(out), image_size=64, salt_file=str(salt_file)))
+    rows = _rows(out)
+    assert len(rows) == 2 and len({r["patient_id"] for r in rows}) == 1
+    assert len({r["study_id"] for r in rows}) == 1
+
+
+def _uid(archive, member) -> str | None:
+    import re
+
+    text = archive.extractfile(member).read(4096).decode("utf-8", "replace")
+    found = re.search(r'<uId id="([^"]+)"', text)
+    return found.group(1) if found else None

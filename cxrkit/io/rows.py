@@ -142,9 +142,8 @@ class RowBuilder:
         pseudo = self.pseudonymizer
         layout = layout_keys(path)
         report = self._report_for(path, mapped)
-        report_keys = (
-            f"iu:{report.uid}" if report and report.source == "iu_xml" and report.uid else None
-        )
+        # An IU report (it lists its images) is one patient and one study.
+        report_keys = f"iu:{report.uid}" if report and report.images and report.uid else None
         patient_raw = (
             (mapped and mapped.patient_id)
             or (layout and layout.patient)
