@@ -18,7 +18,7 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass, fields
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,13 @@ from cxrkit.io.reports import Report, parse_report_text, read_report_file
 
 # (source path, its mapping CSV row or None): one unit of ingest work.
 WorkItem = tuple[str, MappingRow | None]
+
+
+@lru_cache(maxsize=256)
+def _study_report(path: str) -> Report:
+    """A MIMIC-CXR study report beside its folder, parsed once for all images of the study.
+    Raises Reject("report_unreadable") when it cannot be read."""
+    return parse_report_text(read_report_file(Path(path)), source="mimic", uid=Path(path).stem)
 
 
 @dataclass(frozen=True)
@@ -192,8 +199,7 @@ class RowBuilder:
             index = self.report_index
             report = index.for_image(path) if index is not None else None
             if report is None and self.layout_reports and (beside := mimic_report_beside(path)):
-                text = read_report_file(beside)
-                report = parse_report_text(text, source="mimic", uid=beside.stem)
+                report = _study_report(str(beside))
         return report
 
     def split_for(self, patient_id: str) -> str:
