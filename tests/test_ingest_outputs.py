@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
-from cxrkit.stages.ingest import IngestConfig, local_rejects_path, run
+from cxrkit.io.local_rejects import local_rejects_path
+from cxrkit.stages.ingest import IngestConfig, run
 
 
 def test_local_rejects_listing_names_the_real_files(tmp_path, demo_inputs, salt_file):

@@ -76,6 +76,7 @@ def ingest_command(
     per patient, only allow-listed tags are read. Every input ends up in a shard
     or in rejects.parquet. A killed run resumes when re-run with the same command.
     """
+    from cxrkit.io.local_rejects import local_rejects_path
     from cxrkit.stages import ingest
 
     flags = {
@@ -104,7 +105,7 @@ def ingest_command(
         as_json=as_json,
         force=force,
     )
-    listing = ingest.local_rejects_path(artifact.path) if artifact is not None else None
+    listing = local_rejects_path(artifact.path) if artifact is not None else None
     shown = listing is not None and listing.is_file() and not is_quiet()
     if shown and artifact.stats.get("rejects"):
         err.print(
@@ -122,10 +123,11 @@ def ingest_merge_command(
     as_json: JsonOut = False,
 ) -> None:
     """Combine the partitions of a partitioned ingest (--num-shards) into one dataset."""
+    from cxrkit.io.local_rejects import local_rejects_path
     from cxrkit.stages import ingest
 
     merged = ingest.merge(parts, out, force=force)
     report_artifact(merged, as_json)
-    listing = ingest.local_rejects_path(merged.path)
+    listing = local_rejects_path(merged.path)
     if listing.is_file() and merged.stats.get("rejects") and not is_quiet():
         err.print(f"rejected files (local only, do not share): {listing}")

@@ -37,6 +37,7 @@ from cxrkit.io.dataset import (
 )
 from cxrkit.io.deid import load_or_create_salt
 from cxrkit.io.layouts import mimic_report_beside
+from cxrkit.io.local_rejects import known_paths, write_local_rejects
 from cxrkit.io.mapping import MappingRow, read_mapping_csv
 from cxrkit.io.parquet import ROW_GROUP_BYTES, SHARD_MAX_BYTES
 from cxrkit.io.rows import RowBuilder, WorkItem
@@ -261,69 +262,6 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
     return artifact
 
 
-LOCAL_REJECTS_SUFFIX = ".rejects-local.csv"
-
-
-def local_rejects_path(out: str | Path) -> Path:
-    """Where ingest lists the rejected files with their real paths: ``OUT.rejects-local.csv``
-    beside (never inside) the artifact, so the artifact itself stays path-free."""
-    out = Path(out)
-    return out.with_name(out.name + LOCAL_REJECTS_SUFFIX)
-
-
-def write_local_rejects(
-    artifact: Artifact, work: list[WorkItem] | None, salt: bytes | None, known: dict | None = None
-) -> Path | None:
-    """Write the local rejects listing: ``path, reason, detail, token`` with real paths.
-
-    ``rejects.parquet`` holds salted path tokens; this maps them back through the work
-    list (``token`` is the value in ``rejects.parquet``, to cross-reference). ``known``
-    adds token -> path pairs from elsewhere (the parts of a merge). The file is created
-    mode 0600 beside the artifact and is never part of it. Returns its path, or None
-    when nothing was rejected (a stale listing is removed).
-    """
-    import csv
-
-    from cxrkit.io.deid import Pseudonymizer
-
-    target = local_rejects_path(artifact.path)
-    rejects = pq.read_table(artifact.file(REJECTS_FILE)).to_pylist()
-    if not rejects:
-        target.unlink(missing_ok=True)
-        return None
-    real = dict(known or {})
-    if work is not None and salt is not None:
-        pseudo = Pseudonymizer(salt)
-        real.update({pseudo.path_token(path): path for path, _ in work})
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="") as handle:
-        out = csv.writer(handle)
-        out.writerow(["path", "reason", "detail", "token"])
-        for row in rejects:
-            out.writerow(
-                [real.get(row["path"], row["path"]), row["reason"], row["detail"], row["path"]]
-            )
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, target)
-    return target
-
-
-def _known_paths(parts: list[Artifact]) -> dict[str, str]:
-    """token -> real path from the local rejects listings of merged parts (where present)."""
-    import csv
-
-    known: dict[str, str] = {}
-    for part in parts:
-        listing = local_rejects_path(part.path)
-        if listing.is_file():
-            with listing.open(newline="") as handle:
-                known.update(
-                    {r["token"]: r["path"] for r in csv.DictReader(handle) if r.get("token")}
-                )
-    return known
-
-
 def _reports_beside(work: list[WorkItem]) -> list[Path]:
     """The MIMIC-CXR study reports that sit beside the study folders of the work list."""
     found: dict[Path, Path | None] = {}
@@ -421,7 +359,7 @@ def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Arti
         force=force,
     )
     if (done := writer.up_to_date()) is not None:
-        write_local_rejects(done, None, None, _known_paths(arts))
+        write_local_rejects(done, None, None, known_paths(arts))
         return done
     tmp = writer.begin()
     tables = (
@@ -443,5 +381,5 @@ def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Arti
         schema={"arrow": str(DATASET_SCHEMA), "rejects": str(REJECTS_SCHEMA)}, stats=stats
     )
     # Duplicates found only now were rows of a part: their listing shows the token.
-    write_local_rejects(merged, None, None, _known_paths(arts))
+    write_local_rejects(merged, None, None, known_paths(arts))
     return merged
