@@ -51,6 +51,11 @@ class TrainConfig:
     """Length, precision, logging, checkpointing and resume of a training run."""
 
     max_steps: int = doc("optimiser steps to train for", 1000)
+    global_batch: int | None = doc(
+        "images per optimiser step over all processes; optim.accumulate is derived from it "
+        "and the world size (see cxrkit.train.batch); unset = optim.accumulate as given",
+        None,
+    )
     precision: str = doc(
         "auto (bf16 on a CUDA GPU that supports it, else fp32) | bf16 | fp32", "auto"
     )

@@ -276,6 +276,8 @@ class Trainer:
         with flag, progress as bar:
             bar.advance(self.step)
             info: dict[str, str] = {}
+            if reason := self.agree_stop(flag):  # a signal during start-up: stop before a step
+                self._raise_stop(reason, flag, resume_from)  # nothing new to save
             while self.step < cfg.max_steps:
                 set_lr(self.optimizer, self.lr_at(self.step))
                 micro = [next(batches) for _ in range(accumulate)]
@@ -342,11 +344,11 @@ class Trainer:
             )
         return row
 
-    def _raise_stop(self, reason: str, flag: StopFlag, where: Path) -> None:
+    def _raise_stop(self, reason: str, flag: StopFlag, where: Path | None) -> None:
         what = flag.signal_name or "a stop request"
+        saved = f"checkpoint in {where}" if where is not None else "nothing trained yet"
         message = (
-            f"stopped by {what} at step {self.step}; checkpoint saved in {where}; "
-            "re-run the same command to resume"
+            f"stopped by {what} at step {self.step}; {saved}; re-run the same command to resume"
         )
         raise Preempted(message) if reason == "preempted" else Interrupted(message)
 
