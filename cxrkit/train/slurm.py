@@ -281,7 +281,7 @@ def render_sbatch(
         '    while kill -0 "$SRUN_PID" 2>/dev/null; do',
         '        if [ "$PREEMPTED" -eq 1 ]; then',
         "            # A process still starting up ignores USR1: say it again until all exit.",
-        f"            sleep {RESEND_S}",
+        f"            sleep ${{CXRKIT_USR1_RESEND_S:-{RESEND_S}}}",
         '            kill -0 "$SRUN_PID" 2>/dev/null && scancel --signal=USR1 "$SLURM_JOB_ID"',
         "        else",
         '            wait "$SRUN_PID"   # returns early when a trapped signal arrives',
