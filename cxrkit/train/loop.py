@@ -332,6 +332,7 @@ class Trainer:
             "grad_norm": float(out.grad_norm.item()),
             "img_per_s": round(window.rate(), 2),
             "epoch": consumed // max(per_epoch, 1),
+            "time": round(time.time(), 3),  # wall clock: `cxrkit show` derives rate and ETA
         }
         if self.accelerator.is_main_process and not sys.stderr.isatty():
             log.info(
