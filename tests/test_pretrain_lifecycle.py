@@ -163,3 +163,59 @@ def test_progress_eta_comes_from_the_recent_step_rate(tmp_path):
     # 4 steps in 8 s = 0.5 steps/s; 95 steps left -> 190 s
     assert found["step"] == 5 and found["eta_s"] == 190 and found["loss"] == 0.2
     assert found["last_checkpoint"] is None
+
+
+def test_track_needs_its_package_and_says_so_in_one_line(demo_dataset, tmp_path):
+    import importlib.util
+
+    from cxrkit.cli import app
+
+    missing = [
+        n
+        for n, pkgs in (("tensorboard", ("tensorboard", "tensorboardX")), ("wandb", ("wandb",)))
+        if not any(importlib.util.find_spec(p) for p in pkgs)
+    ]
+    if not missing:
+        pytest.skip("every tracker package is installed here")
+    args = ["pretrain", str(demo_dataset), "--out", str(tmp_path / "o"), "--preset", "demo-mae"]
+    result = CliRunner().invoke(app, [*args, "--track", missing[0]])
+    assert result.exit_code == 2
+    assert f"--track {missing[0]} needs the" in result.output and "not installed" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    unknown = CliRunner().invoke(app, [*args, "--track", "mlflow"])
+    assert unknown.exit_code == 2 and "not one of tensorboard, wandb" in unknown.output
+
+
+def test_trackers_get_every_metrics_row_and_stay_out_of_the_artifact(
+    demo_dataset, tmp_path, monkeypatch
+):
+    sent: list[dict] = []
+
+    class Recorder:
+        def __init__(self, names, out, run_name, config):
+            assert names == ["tensorboard"] and config["train"]["max_steps"] == 3
+            self.finished = False
+
+        def log(self, row):
+            sent.append(dict(row))
+
+        def finish(self):
+            sent.append({"finished": True})
+
+    monkeypatch.setattr(pretrain, "Trackers", Recorder)
+    monkeypatch.setattr(pretrain, "require_trackers", lambda names: None)
+    plain = pretrain.run(_cfg(demo_dataset, tmp_path / "plain", 3))
+    tracked = pretrain.run(
+        resolve(
+            pretrain.PretrainConfig,
+            preset="demo-mae",
+            flags={"data.dataset": str(demo_dataset), "out": str(tmp_path / "tracked")},
+            sets=[*TINY, "train.max_steps=3", "train.track=['tensorboard']"],
+            stage="pretrain",
+        )
+    )
+    rows = [
+        json.loads(r) for r in (tmp_path / "tracked" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert sent[:-1] == rows and sent[-1] == {"finished": True}
+    assert tracked.id == plain.id  # tracking changes no weight, so not the id

@@ -52,6 +52,13 @@ def pretrain_command(
         str | None,
         typer.Option(help="auto (bf16 on a CUDA GPU that supports it, else fp32) | bf16 | fp32."),
     ] = None,
+    track: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also log metrics to tensorboard or wandb (offline), repeatable; "
+            "metrics.jsonl is always written (train.track).",
+        ),
+    ] = None,
     preset: Preset = None,
     config: ConfigFile = None,
     sets: Sets = None,
@@ -143,6 +150,7 @@ def pretrain_command(
         "data.batch_size": batch_size,
         "train.resume": resume,
         "train.precision": precision,
+        "train.track": list(track) if track else None,
     }
     if slurm:
         from cxrkit.errors import ConfigError

@@ -37,6 +37,8 @@ from cxrkit.train.config import OptimConfig, TrainConfig
 from cxrkit.train.runs import METRICS_FILE, Extension, adopt, find_extension, write_run_info
 from cxrkit.train.signals import StopFlag
 from cxrkit.train.slurm import SlurmJob, render_sbatch, write_sbatch
+from cxrkit.train.tracking import Trackers
+from cxrkit.train.tracking import require as require_trackers
 from cxrkit.vision.transforms import AugmentConfig
 
 log = logging.getLogger(__name__)
@@ -135,8 +137,8 @@ def build(cfg: PretrainConfig):
 def id_params(cfg: PretrainConfig) -> dict[str, Any]:
     """Settings that change the trained weights (the artifact id).
 
-    Left out: paths (inputs count by their ids), resume, loader workers and the
-    checkpoint interval, none of which changes the result.
+    Left out: paths (inputs count by their ids), resume, loader workers, the
+    checkpoint interval and the trackers, none of which changes the result.
     """
     params = to_dict(cfg)
     params.pop("out")
@@ -144,6 +146,7 @@ def id_params(cfg: PretrainConfig) -> dict[str, Any]:
         params["data"].pop(key)
     params["train"].pop("resume")
     params["train"].pop("checkpoint_every")  # so a re-run with another interval still resumes
+    params["train"].pop("track", None)  # where metrics are copied to changes no weight
     return params
 
 
@@ -189,6 +192,7 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
             f"{cfg.data.dataset}: no images in split {cfg.data.split!r} "
             f"(it has {', '.join(f'{k} {v}' for k, v in splits.items())}); set data.split"
         )
+    require_trackers(list(cfg.train.track))
     plan = plan_batch(cfg.data.batch_size, processes, cfg.optim.accumulate, cfg.train.global_batch)
     return Checked(dataset, annotations, plan)
 
@@ -258,14 +262,22 @@ def _train(
         accelerator.mixed_precision,
         run_dir,
     )
-    result = trainer.fit(
-        make_batches,
-        run_dir=run_dir,
-        batch_size=cfg.data.batch_size,
-        samples_per_epoch=data.samples_per_rank,
-        resume_from=resume_from,
-        stop=stop,
-    )
+    trackers = None
+    if cfg.train.track and accelerator.is_main_process:
+        trackers = Trackers(list(cfg.train.track), Path(cfg.out), run_dir.name, to_dict(cfg))
+    try:
+        result = trainer.fit(
+            make_batches,
+            run_dir=run_dir,
+            batch_size=cfg.data.batch_size,
+            samples_per_epoch=data.samples_per_rank,
+            resume_from=resume_from,
+            stop=stop,
+            on_log=trackers.log if trackers else None,
+        )
+    finally:
+        if trackers is not None:
+            trackers.finish()
     if accelerator.is_main_process:
         _finish_run_dir(cfg, trainer, run_dir, dataset)
         stats = {**_stats(result, accelerator), "batch": checked.plan.as_dict()}

@@ -68,6 +68,11 @@ class TrainConfig:
         "auto",
     )
     seed: int = doc("seed of model init and masking (the loader has its own: data.seed)", 0)
+    track: list[str] = doc(
+        "experiment trackers fed with every metrics row: tensorboard, wandb (offline); "
+        "metrics.jsonl is always written",
+        [],
+    )
 
     def validate(self) -> None:
         """Raise ConfigError on impossible values."""

@@ -240,12 +240,14 @@ class Trainer:
         samples_per_epoch: int,
         resume_from: Path | None = None,
         stop: StopFlag | None = None,
+        on_log: Callable[[dict], None] | None = None,
     ) -> FitResult:
         """Train until ``train.max_steps``; checkpoint every ``checkpoint_every`` steps.
 
         Takes a batch source (see ``BatchSource``), the run directory (shared by
         all processes), the per-process batch size and samples per epoch, and
-        optionally a checkpoint to resume from. Raises Preempted (SIGUSR1/SIGTERM)
+        optionally a checkpoint to resume from and a callback that gets every
+        logged metrics row (main process). Raises Preempted (SIGUSR1/SIGTERM)
         or Interrupted (SIGINT) after saving a checkpoint.
         """
         run_dir = Path(run_dir)
@@ -289,6 +291,8 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step in (1, cfg.max_steps):
                     row = self._log_row(out, window, consumed, samples_per_epoch)
                     metrics.write(row)
+                    if on_log is not None and acc.is_main_process:
+                        on_log(row)  # trackers (metrics.jsonl stays the source of truth)
                     info = {"loss": f"{row['loss']:.4f}", "lr": f"{row['lr']:.2e}"}
                 bar.advance(1, **info)
                 reason = self.agree_stop(flag)
