@@ -12,7 +12,6 @@ images, reconstruction.png.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -22,19 +21,18 @@ from typing import Any
 import torch
 
 from cxrkit.artifacts import (
-    PARTIAL_MARKER,
     Artifact,
     ArtifactWriter,
     open_artifact,
     write_json_atomic,
 )
 from cxrkit.config import doc, to_dict
-from cxrkit.errors import ArtifactError, ConfigError, CxrkitError, InputError
+from cxrkit.errors import ConfigError, InputError
 from cxrkit.models.vision import VisionConfig
 from cxrkit.train import checkpoint as ckpt
 from cxrkit.train.batch import BatchPlan, plan_batch
 from cxrkit.train.config import OptimConfig, TrainConfig
-from cxrkit.train.runs import METRICS_FILE, Extension, adopt, find_extension, write_run_info
+from cxrkit.train.runs import begin_run
 from cxrkit.train.signals import StopFlag
 from cxrkit.train.slurm import SlurmJob, render_sbatch, write_sbatch
 from cxrkit.train.tracking import Trackers
@@ -238,7 +236,7 @@ def _train(
     if (done := writer.up_to_date()) is not None:
         return done
     objective = build(cfg)
-    run_dir, extension = _begin_run(writer, cfg, accelerator)
+    run_dir, extension = begin_run(writer, cfg.train.resume, cfg.train.max_steps, accelerator)
     resume_from = _resume_point(cfg.train.resume, run_dir, accelerator.is_main_process)
     if resume_from is None and extension is not None and extension.source == "published":
         resume_from = extension.path
@@ -337,71 +335,6 @@ class SlurmFiles:
 
 def _absolute_resume(resume: str) -> str:
     return resume if resume in ("auto", "never") else str(Path(resume).resolve())
-
-
-def _begin_run(
-    writer: ArtifactWriter, cfg: PretrainConfig, accelerator: Any
-) -> tuple[Path, Extension | None]:
-    """The main process begins (or adopts) OUT.tmp-<pid>; the others learn its path.
-
-    Refuses (ArtifactError) when another live run, or one on another host that
-    cannot be checked, is building the same artifact; finds the run this one
-    extends (:func:`cxrkit.train.runs.find_extension`). Errors reach every
-    process, so none waits for a broadcast that never comes.
-    """
-    from accelerate.utils import broadcast_object_list
-
-    payload: list[Any] = [None]
-    if accelerator.is_main_process:
-        try:
-            payload[0] = _begin_main(writer, cfg)
-        except CxrkitError as exc:
-            payload[0] = exc
-    if accelerator.num_processes > 1:
-        broadcast_object_list(payload, from_process=0)
-    if isinstance(payload[0], CxrkitError):
-        raise payload[0]
-    run_dir, extension = payload[0]
-    return Path(run_dir), extension
-
-
-def _begin_main(writer: ArtifactWriter, cfg: PretrainConfig) -> tuple[str, Extension | None]:
-    if (busy := writer.busy()) is not None:
-        where, info, state = busy
-        raise ArtifactError(
-            f"{where} is being trained by pid {info.get('pid')} on "
-            f"{info.get('host') or 'this host'}"
-            + (" (still running)" if state == "alive" else " (another host: cannot check it)")
-            + "; wait for it, or stop it and re-run to resume; if it is dead, resume it with "
-            f"--resume {where}"
-        )
-    _move_aside_foreign(writer)
-    inputs = [r["id"] for r in writer._input_refs]
-    extension = None
-    if cfg.train.resume == "auto":
-        extension = find_extension(writer, writer.params, inputs, cfg.train.max_steps)
-        if extension is not None:
-            adopt(extension, writer)
-    run_dir = writer.begin()
-    if extension is not None and extension.source == "published":
-        metrics = run_dir / METRICS_FILE
-        if not metrics.exists():  # the history continues in the extended artifact
-            shutil.copy2(extension.path / METRICS_FILE, metrics)
-    write_run_info(run_dir, writer.id, writer.params, inputs, cfg)
-    return str(run_dir), extension
-
-
-def _move_aside_foreign(writer: ArtifactWriter) -> None:
-    """OUT.tmp-<this pid> left by another run (a pid reused) is renamed, never trained into."""
-    mine = writer.out.parent / f"{writer.out.name}.tmp-{os.getpid()}"
-    try:
-        info = json.loads((mine / PARTIAL_MARKER).read_text())
-    except (OSError, json.JSONDecodeError):
-        return
-    if info.get("id") != writer.id:
-        aside = mine.with_name(f"{mine.name}-{info.get('id', 'unknown')[:12]}")
-        log.info("%s belongs to another run; moved to %s", mine, aside)
-        mine.rename(aside)
 
 
 def _resume_point(resume: str, run_dir: Path, is_main: bool) -> Path | None:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cxrkit.artifacts import PARTIAL_MARKER, ArtifactWriter, owner_state, read_manifest
-from cxrkit.errors import ArtifactError
+from cxrkit.errors import ArtifactError, CxrkitError
 from cxrkit.train import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,11 @@ class Extension:
         return {"source": self.source, "id": self.id, "steps": self.steps}
 
 
-def write_run_info(run_dir: Path, run_id: str, params: dict, inputs: list[str], cfg: Any) -> None:
+def write_run_info(
+    run_dir: Path, run_id: str, params: dict, inputs: list[str], max_steps: int
+) -> None:
     """Record what the run is: id, params, input ids and max_steps."""
-    info = {"id": run_id, "params": params, "inputs": inputs, "max_steps": cfg.train.max_steps}
+    info = {"id": run_id, "params": params, "inputs": inputs, "max_steps": max_steps}
     (Path(run_dir) / RUN_FILE).write_text(json.dumps(info))
 
 
@@ -139,6 +143,75 @@ def adopt(extension: Extension, writer: ArtifactWriter) -> None:
         extension.steps,
         extension.path,
     )
+
+
+def begin_run(
+    writer: ArtifactWriter, resume: str, max_steps: int, accelerator: Any
+) -> tuple[Path, Extension | None]:
+    """The main process begins (or adopts) OUT.tmp-<pid>; the others learn its path.
+
+    Takes the artifact writer, ``train.resume``, ``train.max_steps`` and the
+    Accelerator. Returns (run directory, the run extended or None).
+    Refuses (ArtifactError) when another live run, or one on another host that
+    cannot be checked, is building the same artifact; finds the run this one
+    extends (:func:`find_extension`, with ``resume = "auto"``). Errors reach every
+    process, so none waits for a broadcast that never comes.
+    """
+    from accelerate.utils import broadcast_object_list
+
+    payload: list[Any] = [None]
+    if accelerator.is_main_process:
+        try:
+            payload[0] = _begin_main(writer, resume, max_steps)
+        except CxrkitError as exc:
+            payload[0] = exc
+    if accelerator.num_processes > 1:
+        broadcast_object_list(payload, from_process=0)
+    if isinstance(payload[0], CxrkitError):
+        raise payload[0]
+    run_dir, extension = payload[0]
+    return Path(run_dir), extension
+
+
+def _begin_main(
+    writer: ArtifactWriter, resume: str, max_steps: int
+) -> tuple[str, Extension | None]:
+    if (busy := writer.busy()) is not None:
+        where, info, state = busy
+        raise ArtifactError(
+            f"{where} is being trained by pid {info.get('pid')} on "
+            f"{info.get('host') or 'this host'}"
+            + (" (still running)" if state == "alive" else " (another host: cannot check it)")
+            + "; wait for it, or stop it and re-run to resume; if it is dead, resume it with "
+            f"--resume {where}"
+        )
+    _move_aside_foreign(writer)
+    inputs = [r["id"] for r in writer._input_refs]
+    extension = None
+    if resume == "auto":
+        extension = find_extension(writer, writer.params, inputs, max_steps)
+        if extension is not None:
+            adopt(extension, writer)
+    run_dir = writer.begin()
+    if extension is not None and extension.source == "published":
+        metrics = run_dir / METRICS_FILE
+        if not metrics.exists():  # the history continues in the extended artifact
+            shutil.copy2(extension.path / METRICS_FILE, metrics)
+    write_run_info(run_dir, writer.id, writer.params, inputs, max_steps)
+    return str(run_dir), extension
+
+
+def _move_aside_foreign(writer: ArtifactWriter) -> None:
+    """OUT.tmp-<this pid> left by another run (a pid reused) is renamed, never trained into."""
+    mine = writer.out.parent / f"{writer.out.name}.tmp-{os.getpid()}"
+    try:
+        info = json.loads((mine / PARTIAL_MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    if info.get("id") != writer.id:
+        aside = mine.with_name(f"{mine.name}-{info.get('id', 'unknown')[:12]}")
+        log.info("%s belongs to another run; moved to %s", mine, aside)
+        mine.rename(aside)
 
 
 def read_metrics(path: Path) -> list[dict]:
