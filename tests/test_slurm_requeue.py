@@ -176,7 +176,8 @@ def test_usr1_mid_run_requeues_under_accelerate_and_the_requeued_job_resumes(
     assert not list(out.parent.glob(".cxrkit-exit-*")), "the exit-code folder is left behind"
 
     log.write_text("")
-    code, output = _finish(_start(script, env))  # what SLURM does after the requeue
+    requeued = {**env, "SLURM_RESTART_COUNT": "1"}  # what SLURM sets when it runs it again
+    code, output = _finish(_start(script, requeued))
     assert code == 0, output
     assert "scontrol requeue" not in "\n".join(_calls(log))
     stats = json.loads((out / "manifest.json").read_text())["stats"]
