@@ -200,3 +200,17 @@ def test_usr1_before_the_first_step_is_not_lost(demo_dataset, tmp_path, fake_slu
     code, output = _finish(_start(script, env))
     assert code == 0, output
     assert json.loads((out / "manifest.json").read_text())["stats"]["steps"] == 30
+
+
+def test_usr1_during_the_environment_hook_requeues_without_launching(tmp_path, fake_slurm):
+    from cxrkit.train.slurm import render_sbatch, write_sbatch
+
+    env, log = fake_slurm
+    job = SlurmJob(env_setup="kill -USR1 $$; sleep 0.2")  # the warning lands mid set-up
+    script = write_sbatch(
+        tmp_path / "job.sbatch", render_sbatch(job, ["ds", "--out", "o"], tmp_path / "log")
+    )
+    code, output = _finish(_start(script, env), timeout=60)
+    assert code == 75, output
+    assert "scontrol requeue 4242" in _calls(log)
+    assert not any(c.startswith("srun") for c in _calls(log)), "it trained anyway"
