@@ -214,3 +214,21 @@ def test_usr1_during_the_environment_hook_requeues_without_launching(tmp_path, f
     assert code == 75, output
     assert "scontrol requeue 4242" in _calls(log)
     assert not any(c.startswith("srun") for c in _calls(log)), "it trained anyway"
+
+
+def test_submit_calls_sbatch_with_the_written_script(
+    demo_dataset, tmp_path, fake_slurm, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from cxrkit.cli import app
+
+    env, log = fake_slurm
+    monkeypatch.setenv("PATH", env["PATH"])
+    monkeypatch.setenv("FAKE_LOG", env["FAKE_LOG"])
+    out = tmp_path / "runs" / "mae"
+    args = ["pretrain", str(demo_dataset), "--out", str(out), "--preset", "demo-mae"]
+    result = CliRunner().invoke(app, [*args, "--slurm", "--submit", "--time", "2h"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == "4242"
+    assert _calls(log) == [f"sbatch --parsable {out.parent / 'mae.sbatch'}"]
