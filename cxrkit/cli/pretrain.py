@@ -7,7 +7,7 @@ that runs this same command on every node under ``accelerate launch``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,6 +25,9 @@ from cxrkit.cli.common import (
     out,
     run_stage,
 )
+
+if TYPE_CHECKING:
+    from cxrkit.train.slurm import SlurmJob
 
 SLURM_HELP = "SLURM (with --slurm)"
 
@@ -199,7 +202,7 @@ def pretrain_command(
 
 
 def _write_slurm(
-    job: object,
+    job: SlurmJob,
     flags: dict,
     *,
     preset: str | None,
