@@ -116,17 +116,26 @@ def test_a_pid_is_only_trusted_on_its_own_host(tmp_path, monkeypatch):
     assert writer.resume_dir() == tmp_path / "out.tmp-123"  # adopted, not a fresh start
 
 
-def test_pretrain_refuses_to_start_beside_a_run_on_another_host(demo_dataset, tmp_path):
+def test_a_run_on_another_host_is_refused_and_can_be_taken_over_by_name(
+    demo_dataset, tmp_path, monkeypatch
+):
     out = tmp_path / "mae"
+    monkeypatch.setattr(ArtifactWriter, "publish", lambda *a, **k: (_ for _ in ()).throw(OSError))
+    with pytest.raises(OSError):  # a run stopped at step 4 (its files are all there)
+        pretrain.run(_cfg(demo_dataset, out, 4))
+    monkeypatch.undo()
+    (run_dir,) = tmp_path.glob("mae.tmp-*")
+    marker = json.loads((run_dir / PARTIAL_MARKER).read_text())
+    marker.update(host="gpu-node-17", pid=os.getppid(), slurm_job=None)
+    (run_dir / PARTIAL_MARKER).write_text(json.dumps(marker))
+    with pytest.raises(ArtifactError, match=r"gpu-node-17.*cannot check.*--resume"):
+        pretrain.run(_cfg(demo_dataset, out, 4))  # never a silent fresh start beside it
+    assert not out.exists() and list(tmp_path.glob("mae.tmp-*")) == [run_dir]
     cfg = _cfg(demo_dataset, out, 4)
-    checked = pretrain.check(cfg, 1)
-    writer = ArtifactWriter(
-        out, "checkpoint", pretrain.id_params(cfg), inputs=[checked.dataset], schema_version=1
-    )
-    _marker(tmp_path / "mae.tmp-4242", writer, pid=os.getppid(), host="gpu-node-17")
-    with pytest.raises(ArtifactError, match="gpu-node-17.*cannot check"):
-        pretrain.run(cfg)
-    assert not out.exists() and len(list(tmp_path.glob("mae.tmp-*"))) == 1
+    cfg.train.resume = str(run_dir)  # the user names it: it is dead, continue it
+    done = pretrain.run(cfg)
+    assert done.stats["resumed_from_step"] == 4 and done.stats["steps"] == 4
+    assert not list(tmp_path.glob("mae.tmp-*"))
 
 
 def test_show_reports_a_run_in_progress(demo_dataset, tmp_path, monkeypatch):

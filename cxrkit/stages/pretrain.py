@@ -236,8 +236,10 @@ def _train(
     if (done := writer.up_to_date()) is not None:
         return done
     objective = build(cfg)
-    run_dir, extension = begin_run(writer, cfg.train.resume, cfg.train.max_steps, accelerator)
-    resume_from = _resume_point(cfg.train.resume, run_dir, accelerator.is_main_process)
+    run_dir, extension, resume = begin_run(
+        writer, cfg.train.resume, cfg.train.max_steps, accelerator
+    )
+    resume_from = _resume_point(resume, run_dir, accelerator.is_main_process)
     if resume_from is None and extension is not None and extension.source == "published":
         resume_from = extension.path
     trainer = Trainer(objective, cfg.optim, cfg.train, accelerator)

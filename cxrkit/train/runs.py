@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxrkit.artifacts import PARTIAL_MARKER, ArtifactWriter, owner_state, read_manifest
+from cxrkit.artifacts import PARTIAL_MARKER, ArtifactWriter, owner, owner_state, read_manifest
 from cxrkit.errors import ArtifactError, CxrkitError
 from cxrkit.train import checkpoint as ckpt
 
@@ -147,13 +147,15 @@ def adopt(extension: Extension, writer: ArtifactWriter) -> None:
 
 def begin_run(
     writer: ArtifactWriter, resume: str, max_steps: int, accelerator: Any
-) -> tuple[Path, Extension | None]:
+) -> tuple[Path, Extension | None, str]:
     """The main process begins (or adopts) OUT.tmp-<pid>; the others learn its path.
 
     Takes the artifact writer, ``train.resume``, ``train.max_steps`` and the
-    Accelerator. Returns (run directory, the run extended or None).
-    Refuses (ArtifactError) when another live run, or one on another host that
-    cannot be checked, is building the same artifact; finds the run this one
+    Accelerator. Returns (run directory, the run extended or None, the
+    ``resume`` to use). Refuses (ArtifactError) when another live run, or one
+    on another host that cannot be checked, is building the same artifact,
+    unless ``resume`` names that run's folder (the user says it is dead: it is
+    taken over and continued, resume becomes "auto"); finds the run this one
     extends (:func:`find_extension`, with ``resume = "auto"``). Errors reach every
     process, so none waits for a broadcast that never comes.
     """
@@ -169,22 +171,35 @@ def begin_run(
         broadcast_object_list(payload, from_process=0)
     if isinstance(payload[0], CxrkitError):
         raise payload[0]
-    run_dir, extension = payload[0]
-    return Path(run_dir), extension
+    run_dir, extension, resume = payload[0]
+    return Path(run_dir), extension, resume
 
 
 def _begin_main(
     writer: ArtifactWriter, resume: str, max_steps: int
-) -> tuple[str, Extension | None]:
+) -> tuple[str, Extension | None, str]:
     if (busy := writer.busy()) is not None:
         where, info, state = busy
-        raise ArtifactError(
-            f"{where} is being trained by pid {info.get('pid')} on "
-            f"{info.get('host') or 'this host'}"
-            + (" (still running)" if state == "alive" else " (another host: cannot check it)")
-            + "; wait for it, or stop it and re-run to resume; if it is dead, resume it with "
-            f"--resume {where}"
-        )
+        if state == "unknown" and _names(resume, where):  # the user vouches that it is dead
+            log.warning(
+                "taking over %s from pid %s on %s, as --resume names it",
+                where,
+                info.get("pid"),
+                info.get("host"),
+            )
+            (where / PARTIAL_MARKER).write_text(json.dumps({**info, **owner()}))
+            resume = "auto"  # begin() adopts the folder; continue from its latest checkpoint
+        else:
+            raise ArtifactError(
+                f"{where} is being trained by pid {info.get('pid')} on "
+                f"{info.get('host') or 'this host'}"
+                + (
+                    " (still running); wait for it, or stop it and re-run to resume"
+                    if state == "alive"
+                    else " (another host: cannot check it); if that run is dead, take it "
+                    f"over with --resume {where}"
+                )
+            )
     _move_aside_foreign(writer)
     inputs = [r["id"] for r in writer._input_refs]
     extension = None
@@ -198,7 +213,15 @@ def _begin_main(
         if not metrics.exists():  # the history continues in the extended artifact
             shutil.copy2(extension.path / METRICS_FILE, metrics)
     write_run_info(run_dir, writer.id, writer.params, inputs, max_steps)
-    return str(run_dir), extension
+    return str(run_dir), extension, resume
+
+
+def _names(resume: str, run_dir: Path) -> bool:
+    """True when ``train.resume`` is ``run_dir`` or a path inside it."""
+    if resume in ("auto", "never"):
+        return False
+    target, folder = Path(resume).resolve(), Path(run_dir).resolve()
+    return target == folder or folder in target.parents
 
 
 def _move_aside_foreign(writer: ArtifactWriter) -> None:
