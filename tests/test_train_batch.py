@@ -42,3 +42,10 @@ def test_an_explicit_accumulate_that_contradicts_the_global_batch_is_refused():
     with pytest.raises(ConfigError, match="optim.accumulate 4 contradicts"):
         plan_batch(256, 8, 4, 4096)
     assert plan_batch(256, 8, 2, 4096).accumulate == 2  # agreeing is fine
+
+
+def test_hd_mae_preset_states_the_papers_1024():
+    cfg = resolve(PretrainConfig, preset="hd-mae", stage="pretrain")
+    plans = [plan_batch(cfg.data.batch_size, n, cfg.optim.accumulate, 1024) for n in (1, 8)]
+    assert cfg.train.global_batch == 1024
+    assert [(p.accumulate, p.global_batch) for p in plans] == [(8, 1024), (1, 1024)]
