@@ -228,3 +228,27 @@ def test_trackers_get_every_metrics_row_and_stay_out_of_the_artifact(
     ]
     assert sent[:-1] == rows and sent[-1] == {"finished": True}
     assert tracked.id == plain.id  # tracking changes no weight, so not the id
+
+
+def test_eta_ignores_the_pause_of_a_stop_and_resume(tmp_path):
+    run_dir = tmp_path / "o.tmp-1"
+    run_dir.mkdir()
+    (run_dir / PARTIAL_MARKER).write_text(json.dumps({"id": "x", "kind": "checkpoint", "pid": 1}))
+    (run_dir / runs.RUN_FILE).write_text(json.dumps({"max_steps": 20}))
+    times = [0, 1, 2, 3, 3600, 3601, 3602, 3603]  # stopped after step 4, resumed an hour later
+    rows = [{"step": s + 1, "loss": 1.0, "time": t} for s, t in enumerate(times)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (found,) = runs.progress(tmp_path / "o")
+    assert found["eta_s"] == 12  # 1 step/s since the restart, 12 steps left
+
+
+def test_show_on_a_published_run_lists_an_extension_under_way(demo_dataset, tmp_path):
+    from cxrkit.cli import app
+
+    out = tmp_path / "mae"
+    pretrain.run(_cfg(demo_dataset, out, 2))
+    extension = tmp_path / "mae.tmp-77"
+    extension.mkdir()
+    (extension / PARTIAL_MARKER).write_text(json.dumps({"id": "y", "kind": "checkpoint", "pid": 1}))
+    result = CliRunner().invoke(app, ["show", str(out)])
+    assert result.exit_code == 0 and "build under way beside it" in result.output

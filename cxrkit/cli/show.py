@@ -43,14 +43,16 @@ def show(
         tree.add_row("  " * row["depth"] + row["kind"], row["id"][:12], row["path"] + mark)
     out.print(tree)
     print_stats_table("stats", m.get("stats", {}), console=out)
+    if m.get("runs_in_progress"):
+        _show_runs(path, m["runs_in_progress"], title="build under way beside it")
 
 
-def _show_runs(path: Path, runs: list[dict]) -> None:
+def _show_runs(path: Path, runs: list[dict], title: str = "not published yet") -> None:
     """A build in progress: step, loss, throughput, ETA and last checkpoint of each run."""
     import datetime as dt
 
     for run in runs:
-        table = Table(show_header=False, title=f"{path}: not published yet", title_justify="left")
+        table = Table(show_header=False, title=f"{path}: {title}", title_justify="left")
         owner = run["owner"]
         where = f"pid {owner.get('pid')} on {owner.get('host') or '?'}"
         if owner.get("slurm_job"):

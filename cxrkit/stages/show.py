@@ -18,16 +18,20 @@ def run(path: str | Path) -> dict[str, Any]:
     When ``path`` is not published yet but a build is under way (or stopped)
     in ``PATH.tmp-*``, returns ``{"kind": "in-progress", "path", "runs": [...]}``
     with each run's step, loss, throughput, ETA and last checkpoint instead
-    (see :func:`cxrkit.train.runs.progress`).
+    (see :func:`cxrkit.train.runs.progress`); a published artifact with a build
+    under way beside it gets them as ``runs_in_progress``.
     Raises: ArtifactError when ``path`` holds no readable manifest and no build.
     """
+    from cxrkit.train.runs import progress
+
     try:
         artifact = open_artifact(path)
     except ArtifactError:
-        from cxrkit.train.runs import progress
-
         runs = progress(Path(path)) if not (Path(path) / "manifest.json").exists() else []
         if not runs:
             raise
         return {"kind": "in-progress", "path": str(path), "runs": runs}
-    return {**artifact.manifest, "lineage": lineage(path)}
+    shown = {**artifact.manifest, "lineage": lineage(path)}
+    if runs := progress(Path(path)):  # e.g. an extension of this run under way
+        shown["runs_in_progress"] = runs
+    return shown

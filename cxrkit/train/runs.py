@@ -302,6 +302,11 @@ def progress(out: Path) -> list[dict[str, Any]]:
 def _steps_per_s(rows: list[dict], window: int = 20) -> float | None:
     """Steps per second over the last ``window`` timed rows of one sitting (no resume gap)."""
     timed = [r for r in rows[-window:] if "time" in r and "step" in r]
+    if len(timed) >= 3:  # a gap far longer than the typical one is a stop and a restart
+        gaps = [float(b["time"]) - float(a["time"]) for a, b in zip(timed, timed[1:], strict=False)]
+        typical = sorted(gaps)[len(gaps) // 2]
+        last_long = max((i for i, g in enumerate(gaps) if g > 10 * max(typical, 1e-3)), default=-1)
+        timed = timed[last_long + 1 :]
     if len(timed) < 2:
         return None
     steps = int(timed[-1]["step"]) - int(timed[0]["step"])
