@@ -23,7 +23,7 @@ from typing import Any
 
 from cxrkit.artifacts import PARTIAL_MARKER, ArtifactWriter, owner, owner_state, read_manifest
 from cxrkit.errors import ArtifactError, CxrkitError
-from cxrkit.train import checkpoint as ckpt
+from cxrkit.train import layout as ckpt
 
 log = logging.getLogger(__name__)
 
