@@ -27,11 +27,12 @@ from cxrkit.artifacts import (
     write_json_atomic,
 )
 from cxrkit.config import doc, to_dict
-from cxrkit.errors import ConfigError, InputError
+from cxrkit.errors import ConfigError, CxrkitError, InputError
 from cxrkit.models.vision import VisionConfig
 from cxrkit.train import checkpoint as ckpt
 from cxrkit.train.batch import BatchPlan, plan_batch
 from cxrkit.train.config import OptimConfig, TrainConfig
+from cxrkit.train.launch import world_size
 from cxrkit.train.runs import begin_run
 from cxrkit.train.signals import StopFlag
 from cxrkit.train.slurm import SlurmJob, render_sbatch, write_sbatch
@@ -202,7 +203,12 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
     annotations = None
     if cfg.data.annotations:
         annotations = open_artifact(cfg.data.annotations, kind="annotations")
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):  # no memory, no weights: checks names and settings
+            objective = build(cfg)
+    except CxrkitError:
+        raise
+    except Exception:  # noqa: BLE001 - an objective that needs real tensors to construct
         objective = build(cfg)
     _check_annotations(cfg, objective.needs)
     splits = dataset.stats.get("split_counts")
@@ -228,7 +234,7 @@ def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Ar
     from cxrkit.train.loop import make_accelerator
 
     with StopFlag() as stop:  # from the start: a scheduler's USR1 during set-up is kept
-        checked = check(cfg, int(os.environ.get("WORLD_SIZE", "1") or 1))
+        checked = check(cfg, world_size())
         accelerator = accelerator or make_accelerator(
             cfg.train.precision, find_unused_parameters=cfg.train.find_unused_parameters
         )

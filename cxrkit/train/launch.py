@@ -31,6 +31,12 @@ def global_rank() -> int:
     return 0
 
 
+def world_size() -> int:
+    """Processes of this launch from the launcher's environment (1 when not launched)."""
+    value = os.environ.get("WORLD_SIZE", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
 def is_main_process() -> bool:
     """True in the one process that reports results (rank 0)."""
     return global_rank() == 0
