@@ -251,10 +251,13 @@ def run_stage(
     dry_run: bool,
     as_json: bool,
     force: bool,
+    report: bool = True,
 ) -> Any:
     """Resolve a stage config from its layers and run (or print) it.
 
-    Returns the published artifact, or None for ``--dry-run``."""
+    ``report=False`` runs silently (the non-main processes of a multi-process launch).
+    Returns the published artifact, or None for ``--dry-run``.
+    """
     import dataclasses
 
     from cxrkit.config import resolve, to_dict
@@ -263,10 +266,12 @@ def run_stage(
         flags = {**flags, "preset": preset}  # stages that record their preset's name
     cfg = resolve(cfg_cls, preset=preset, config_file=config, flags=flags, sets=sets, stage=stage)
     if dry_run:
-        out.print_json(json.dumps(to_dict(cfg)))
+        if report:
+            out.print_json(json.dumps(to_dict(cfg)))
         return None
     artifact = runner(cfg, force=force)
-    report_artifact(artifact, as_json)
+    if report:
+        report_artifact(artifact, as_json)
     return artifact
 
 
