@@ -131,3 +131,19 @@ def test_cli_unknown_model_exits_2():
     result = runner.invoke(app, ["models", "vit-huge-bert"])
     assert result.exit_code == 2
     assert "unknown model config 'vit-huge-bert'" in result.output
+
+
+def test_cli_models_build_reports_sizes():
+    result = runner.invoke(app, ["models", "tiny-bert", "--build", "--json"])
+    assert result.exit_code == 0, result.output
+    built = json.loads(result.stdout)
+    assert built["text_width"] == 64 and built["image_width"] == 192
+    assert built["text_vocab_size"] == 30522 and built["image_parameters"] > 0
+
+
+def test_cli_models_build_with_a_missing_text_path_exits_3(tmp_path):
+    config = tmp_path / "mine.json"
+    config.write_text(json.dumps({"text": {"kind": "hf", "path": str(tmp_path / "no-model")}}))
+    result = runner.invoke(app, ["models", str(config), "--build"])
+    assert result.exit_code == 3
+    assert "no-model: no such model directory" in result.output

@@ -132,3 +132,11 @@ def test_ema_and_checkpoints_hold_only_the_trainable_part(trained):
     rebuilt = TeacherStudent({})  # the teacher comes from its own source, not the checkpoint
     rebuilt.load_trainable_state_dict(weights)
     assert torch.equal(rebuilt.head.weight, objective.head.weight)
+
+
+def test_find_unused_parameters_reaches_ddp():
+    from cxrkit.train.loop import make_accelerator
+
+    accelerator = make_accelerator("fp32", cpu=True, find_unused_parameters=True)
+    assert accelerator.ddp_handler.to_kwargs() == {"find_unused_parameters": True}
+    assert make_accelerator("fp32", cpu=True).ddp_handler is None

@@ -5,5 +5,5 @@
   picklable tokenizers with character offsets and word ids.
 - ``registry``: named model configs (``configs/*.json``: image + text tower + embed_dim).
 - ``init``: initialisation from timm / MAE / open_clip weight files on disk.
-- ``decoders``: MAE's decoder; ``loading``: rebuilding checkpoints and exports.
+- ``decoders``: MAE's decoder; ``checkpoint``: checkpoint files (config.json + weights).
 """
