@@ -24,7 +24,6 @@ COMMANDS = (
     "presets",
     "models",
     "label",
-    "models",
     "pretrain",
 )
 for _command in COMMANDS:

@@ -84,7 +84,7 @@ def reliability_plot(path: Path, title: str, labels: np.ndarray, probs: np.ndarr
 
 @torch.inference_mode()
 def reconstruction_figure(path: Path, objective, images: torch.Tensor, seed: int) -> Path:
-    """Rows: input, masked input, reconstruction (the objective's ``reconstruct``), for up to
+    """Rows: input, masked input, reconstruction (:func:`reconstruction_panels`), for up to
     8 images (B, 1, S, S), drawn with matplotlib on the normalised [-1, 1] scale."""
     plt = _pyplot()
     shown = list(objective.reconstruct(images, seed))  # images, masked, reconstruction

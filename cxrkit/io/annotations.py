@@ -61,11 +61,6 @@ class AnnotationIndex:
             image_id: i for i, image_id in enumerate(table.column("image_id").to_pylist())
         }
 
-    def row(self, image_id: str) -> dict[str, Any] | None:
-        """Every loaded column of ``image_id``, or None when it has no annotations."""
-        index = self.index.get(image_id)
-        return None if index is None else {c: v[index] for c, v in self.columns.items()}
-
     def get(self, image_id: str, column: str) -> Any:
         """The value of ``column`` for ``image_id``; None for an image without annotations."""
         row = self.index.get(image_id)

@@ -472,7 +472,7 @@ def _finish_run_dir(cfg: PretrainConfig, trainer: Any, run_dir: Path, dataset: A
     if supports(objective, RECONSTRUCTION):
         from cxrkit.train.preview import write_reconstruction
 
-        batch = _preview_batch(cfg, dataset, objective.needs & {"contour"})
+        batch = _preview_batch(cfg, dataset, objective.needs)
         write_reconstruction(
             objective,
             batch["image"],
