@@ -273,3 +273,22 @@ def test_a_frozen_text_tower_is_out_of_the_optimiser_and_the_checkpoint():
     out = model.train().loss(_batch(model))
     out["loss"].backward()
     assert all(p.grad is None for p in model.text.parameters()) and not model.text.training
+
+
+@pytest.mark.parametrize("preset", ["m3ae", "demo-m3ae"])
+def test_presets_resolve_with_the_released_method_settings(preset):
+    from cxrkit.config import resolve
+    from cxrkit.stages.pretrain import PretrainConfig
+
+    cfg = resolve(PretrainConfig, preset=preset, stage="pretrain")
+    objective = cfg.objective
+    assert objective["name"] == "m3ae" and objective["mask_ratio"] == 0.75
+    assert objective["mlm_probability"] == 0.15
+    assert objective["lr_scale_fusion"] == objective["lr_scale_heads"] == 5.0
+    assert cfg.optim.betas == [0.9, 0.98] and cfg.optim.schedule == "linear"
+    assert cfg.optim.warmup_steps == round(0.1 * cfg.train.max_steps)
+    if preset == "m3ae":
+        assert (cfg.model.image_size, objective["text"]["context_length"]) == (288, 64)
+        assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.max_steps) == (1e-5, 0.01, 100000)
+        assert cfg.train.global_batch == 256 and objective["mim_layer"] == 3
+        assert objective["fusion_layers"] == 6
