@@ -292,3 +292,13 @@ def test_presets_resolve_with_the_released_method_settings(preset):
         assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.max_steps) == (1e-5, 0.01, 100000)
         assert cfg.train.global_batch == 256 and objective["mim_layer"] == 3
         assert objective["fusion_layers"] == 6
+
+
+def test_pretrain_check_builds_an_objective_with_a_hugging_face_text_tower(demo_dataset, tmp_path):
+    # transformers refuses to load weights on the meta device; the check builds it for real.
+    from cxrkit.config import resolve
+    from cxrkit.stages.pretrain import PretrainConfig, check
+
+    flags = {"data.dataset": str(demo_dataset), "out": str(tmp_path / "ckpt")}
+    cfg = resolve(PretrainConfig, preset="demo-m3ae", flags=flags, stage="pretrain")
+    assert check(cfg, 1).plan is not None
