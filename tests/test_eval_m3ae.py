@@ -87,11 +87,12 @@ def test_export_writes_the_image_tower_and_the_whole_fused_model(m3ae_checkpoint
         export.ExportConfig(
             checkpoint=str(m3ae_checkpoint),
             out=str(workdir / "export"),
-            formats=["safetensors", "timm", "open_clip"],
+            formats=["safetensors", "timm", "onnx", "open_clip"],
         )
     )
     stats = artifact.manifest["stats"]
-    assert stats["formats"] == {"safetensors": "ok", "timm": "ok", "open_clip": "skipped"}
+    expected = {"safetensors": "ok", "timm": "ok", "onnx": "ok", "open_clip": "skipped"}
+    assert stats["formats"] == expected
     rebuilt = load_objective(artifact.path / FUSED_DIR)
     original = load_objective(m3ae_checkpoint)
     state = original.trainable_state_dict()
