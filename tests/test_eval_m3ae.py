@@ -93,6 +93,8 @@ def test_export_writes_the_image_tower_and_the_whole_fused_model(m3ae_checkpoint
     stats = artifact.manifest["stats"]
     expected = {"safetensors": "ok", "timm": "ok", "onnx": "ok", "open_clip": "skipped"}
     assert stats["formats"] == expected
+    reason = artifact.manifest["stats"]
+    assert "fuses image and text" in json.dumps(reason)
     rebuilt = load_objective(artifact.path / FUSED_DIR)
     original = load_objective(m3ae_checkpoint)
     state = original.trainable_state_dict()

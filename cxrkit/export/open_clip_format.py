@@ -34,7 +34,7 @@ from torch import nn
 from cxrkit.errors import InputError
 from cxrkit.export.native import max_abs_diff
 from cxrkit.objectives.base import Objective
-from cxrkit.objectives.capabilities import IMAGE_TEXT, OPEN_CLIP, supports
+from cxrkit.objectives.capabilities import FUSED_SCORING, IMAGE_TEXT, OPEN_CLIP, supports
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,11 @@ PROBE_TEXTS = [
 def skip_reason(objective: Objective) -> str | None:
     """Why this objective cannot be written as open_clip, or None when it can."""
     name = objective.name
+    if supports(objective, FUSED_SCORING):
+        return (
+            f"objective {name!r} fuses image and text (pairs scored jointly, no separate "
+            "embeddings); open_clip holds dual encoders"
+        )
     if not supports(objective, IMAGE_TEXT) or objective.text_encoder() is None:
         return (
             f"objective {name!r} is image-only (no text tower); open_clip holds image-text models"
