@@ -17,14 +17,15 @@ except PackageNotFoundError:  # running from a source tree without install
 __all__ = ["__version__"]
 
 
-def load(path):  # noqa: ANN001,ANN201 - thin re-export, documented in cxrkit.models.loading.load
+def load(path, device="cpu", verify=True):  # noqa: ANN001,ANN201 - see cxrkit.models.loading.load
     """Load a checkpoint or export artifact directory: ``cxrkit.load("runs/mae")``.
 
-    See :func:`cxrkit.models.loading.load` for what is returned and raised.
+    Every file hash is verified first (``verify=False`` skips it). See
+    :func:`cxrkit.models.loading.load` for what is returned and raised.
     """
     from cxrkit.models.loading import load as _load
 
-    return _load(path)
+    return _load(path, device=device, verify=verify)
 
 
 __all__ += ["load"]

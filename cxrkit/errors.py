@@ -24,6 +24,10 @@ class InputError(CxrkitError):
     exit_code = 3
 
 
+class OutputError(InputError):
+    """``--out`` cannot be written: a file in the way, no permission, disk full (exit 3)."""
+
+
 class ArtifactError(CxrkitError):
     """An artifact is missing, of the wrong kind, unknown format, or fails integrity checks."""
 
@@ -65,7 +69,7 @@ EXIT_CODES: dict[str, int] = {
     "ok": 0,
     "unexpected error": 1,
     "usage / bad configuration": ConfigError.exit_code,
-    "bad input file or directory": InputError.exit_code,
+    "bad input or unwritable output (file, folder, disk full)": InputError.exit_code,
     "artifact missing, wrong kind or failed integrity check": ArtifactError.exit_code,
     "feature not built yet": NotBuiltError.exit_code,
     "preempted (state saved, re-run to resume)": Preempted.exit_code,

@@ -6,6 +6,7 @@ stderr. Only the ``cxrkit.cli`` package knows about typer and exit codes.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cxrkit import __version__
-from cxrkit.errors import EXIT_CODES, CxrkitError, Interrupted
+from cxrkit.errors import EXIT_CODES, CxrkitError, Interrupted, OutputError
 
 EXIT_HELP = "Exit codes: " + ", ".join(f"{code} {what}" for what, code in EXIT_CODES.items()) + "."
 
@@ -137,6 +138,10 @@ def _rich_progress(desc: str, total: int | None):
     return manager()
 
 
+# Write failures that are the environment's, not a bug: disk full, quota, read-only.
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
 def guarded(func: Callable) -> Callable:
     """Map cxrkit errors to one-line messages and their exit codes."""
 
@@ -147,6 +152,16 @@ def guarded(func: Callable) -> Callable:
         except CxrkitError as exc:
             err.print(f"[bold red]error:[/] {exc}", markup=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            if exc.errno not in _OUTPUT_ERRNOS:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(
+                f"[bold red]error:[/] {where}{exc.strerror} while writing; nothing was published "
+                "(partial work stays in the OUT.tmp-* folder for a re-run)",
+                markup=True,
+            )
+            raise typer.Exit(OutputError.exit_code) from None
         except KeyboardInterrupt:
             err.print(
                 "[yellow]interrupted[/]; partial work is kept, re-run the same command to resume",

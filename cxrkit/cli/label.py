@@ -34,8 +34,11 @@ def label_command(
     Writes the CheXpert labeler's format (Reports + 14 class columns) so it is a
     drop-in; empty or garbage rows get blank labels. Prints the output path.
     """
+    from cxrkit.artifacts import prepare_output_file
     from cxrkit.text.csvlabel import label_csv
     from cxrkit.text.labeler import Labeler
+
+    prepare_output_file(out_csv)
 
     labeler = Labeler(scispacy_model) if scispacy_model else None
     stats = label_csv(reports, out_csv, None if no_header else text_column, labeler, batch_size)

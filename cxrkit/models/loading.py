@@ -184,20 +184,50 @@ def load_image_encoder(
     return encoder.to(device).eval(), cfg
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def verified_artifact_root(path: Path) -> Path:
+    """The artifact holding ``path`` (itself, or the export around ``image_encoder/``), verified.
+
+    Raises ArtifactError when there is no manifest to check the weights against
+    (a folder copied out of an artifact, an artifact whose manifest was deleted),
+    when the artifact is not a checkpoint or export, or when it fails verification.
+    """
+    from cxrkit.artifacts import open_artifact
+
+    root = path
+    if not (path / MANIFEST).is_file() and (path.parent / MANIFEST).is_file():
+        root = path.parent  # e.g. export/image_encoder
+    if not (root / MANIFEST).is_file():
+        raise ArtifactError(
+            f"{path}: no {MANIFEST} to verify these weights against (a folder copied out of "
+            "an artifact, or an artifact whose manifest was deleted); load the whole "
+            "artifact directory, or pass verify=False to load unverified weights"
+        )
+    kind = read_manifest(root).get("kind")
+    if kind not in ("checkpoint", "export"):
+        raise ArtifactError(f"{root}: a {kind} artifact holds no model to load")
+    open_artifact(root, verify_files=True)
+    return root
+
+
+def load(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> nn.Module:
     """Load whatever a directory holds: a checkpoint gives its Objective, an export its encoder.
 
-    Takes: a checkpoint directory, an export artifact directory (its
-    ``image_encoder/`` is loaded) or an exported encoder directory itself.
-    Raises: ArtifactError when the directory is none of these, or its files are
-    missing or corrupt.
+    Takes: a checkpoint artifact directory, an export artifact directory (its
+    ``image_encoder/`` is loaded) or the ``image_encoder/`` inside an export. With
+    ``verify`` (the default) the artifact's manifest must be there and every file
+    hash must match before any weights are read; ``verify=False`` also loads bare
+    folders (a run's ``checkpoints/step-N``).
+    Raises: ArtifactError when the directory is none of these, fails
+    verification, or its files are missing or corrupt.
     """
     path = Path(path)
+    if verify:
+        verified_artifact_root(path)
     if (path / MANIFEST).is_file() and read_manifest(path).get("kind") == "export":
         # An export artifact: verify every file hash before unpacking any weights.
         from cxrkit.export.native import load_exported_encoder
 
-        return load_exported_encoder(path)[0].to(device)
+        return load_exported_encoder(path, verify=False)[0].to(device)  # verified above
     if not (path / CONFIG_FILE).is_file() and (path / EXPORT_IMAGE_DIR / CONFIG_FILE).is_file():
         path = path / EXPORT_IMAGE_DIR
     config = read_config(path)
