@@ -234,6 +234,30 @@ def open_artifact(path: str | Path, kind: str | None = None, verify_files: bool 
     return Artifact(path=path, manifest=manifest)
 
 
+def verify_model_artifact(path: str | Path) -> Artifact:
+    """The verified checkpoint/export artifact holding ``path`` (itself, or the export
+    around an ``image_encoder/`` folder), before any weights are read from it.
+
+    Raises ArtifactError when there is no manifest to check the weights against (a
+    folder copied out of an artifact, an artifact whose manifest was deleted), when
+    the artifact is not a checkpoint or export, or when it fails verification.
+    """
+    path = Path(path)
+    root = path
+    if not (path / MANIFEST).is_file() and (path.parent / MANIFEST).is_file():
+        root = path.parent  # e.g. export/image_encoder
+    if not (root / MANIFEST).is_file():
+        raise ArtifactError(
+            f"{path}: no {MANIFEST} to verify these weights against (a folder copied out of "
+            "an artifact, or an artifact whose manifest was deleted); load the whole "
+            "artifact directory, or pass verify=False to load unverified weights"
+        )
+    kind = read_manifest(root).get("kind")
+    if kind not in ("checkpoint", "export"):
+        raise ArtifactError(f"{root}: a {kind} artifact holds no model to load")
+    return open_artifact(root, verify_files=True)
+
+
 def verify(path: str | Path, hashes: bool = True) -> list[str]:
     """Check an artifact against its manifest. Returns a list of problems (empty = intact).
 

@@ -15,9 +15,9 @@ from torch import nn
 
 from cxrkit.artifacts import Artifact, ArtifactWriter
 from cxrkit.config import doc
-from cxrkit.models.loading import save_objective
 from cxrkit.models.vision import VisionConfig, build_vision_encoder
 from cxrkit.objectives.base import Objective, build_objective, register
+from cxrkit.objectives.loading import save_objective
 
 TINY_VIT = {"arch": "vit_tiny_patch16_224", "image_size": 64, "patch_size": 16, "depth": 2}
 TINY_MAE = {"model": TINY_VIT, "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}

@@ -66,18 +66,17 @@ def pooled(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 def load_checkpoint_model(path: str | Path, device: torch.device) -> EvalModel:
     """Wrap a checkpoint artifact. Raises ArtifactError when it is not a loadable checkpoint."""
-    from cxrkit.models.loading import load_objective, read_config
+    from cxrkit.models.checkpoint import read_checkpoint_config
+    from cxrkit.objectives.loading import load_objective
 
     artifact: Artifact = open_artifact(path, kind="checkpoint", verify_files=True)
-    config = read_config(artifact.path)
+    config = read_checkpoint_config(artifact.path)
     objective = load_objective(artifact.path, device)
     encoder = objective.image_encoder()
-    size = (config.get("preprocessing") or {}).get("image_size") or (
-        config.get("objective_config", {}).get("model", {}).get("image_size")
-    )
+    size = config.image_size
     if not isinstance(size, int):
         raise ArtifactError(f"{artifact.path}/config.json: no preprocessing.image_size")
-    name = config.get("objective", "?")
+    name = config.objective
     # The feature cache is keyed by what the features come from: the verified
     # content of the weights and config, not the artifact id (two runs whose ids
     # collide must never share features).

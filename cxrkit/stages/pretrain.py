@@ -298,7 +298,7 @@ def _finish_run_dir(cfg: PretrainConfig, trainer: Any, run_dir: Path, dataset: A
     the checkpoints go, so a re-run always finds one complete resume point
     (``checkpoints/step-N`` or the run directory itself).
     """
-    from cxrkit.models.loading import save_objective
+    from cxrkit.objectives.loading import save_objective
 
     objective = trainer.objective
     final = ckpt.latest(run_dir)
