@@ -19,6 +19,7 @@ from torch import nn
 
 from cxrkit.artifacts import Artifact, ArtifactWriter
 from cxrkit.io import bundled
+from cxrkit.io.dataset import dataset_shards
 from cxrkit.io.schema import DATASET_SCHEMA, REJECTS_SCHEMA
 from cxrkit.objectives.base import Objective, register
 
@@ -85,9 +86,7 @@ def write_dataset(
 
 def write_annotations(out: Path, dataset: Artifact) -> Artifact:
     """An annotations artifact: contour = brighter-than-median pixels, labels from the dataset."""
-    table = pa.concat_tables(
-        pq.read_table(p) for p in dataset.files(".parquet") if p.name != "rejects.parquet"
-    )
+    table = pa.concat_tables(pq.read_table(p) for p in dataset_shards(dataset))
     rows = []
     for row in table.to_pylist():
         pixels = np.frombuffer(row["pixels"], dtype=row["dtype"]).reshape(

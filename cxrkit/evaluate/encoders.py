@@ -11,7 +11,7 @@ Two sources:
   random-initialised from the seed or loaded from ``--open-clip-weights``. Never
   fetched from a hub.
 
-Images arrive normalised as cxrkit stores them ((x/max - 0.5)/0.5, one channel);
+Images arrive normalised as cxrkit stores them ((x/max - CXR_MEAN)/CXR_STD, one channel);
 open_clip models get them mapped back to [0, 1], repeated to three channels and
 normalised with the model's own mean and std.
 """
@@ -32,6 +32,7 @@ from torch import nn
 
 from cxrkit.artifacts import Artifact, open_artifact, sha256_file
 from cxrkit.errors import ArtifactError, InputError
+from cxrkit.vision.normalise import CXR_MEAN, CXR_STD
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def load_open_clip_model(
     std = torch.tensor(preprocess.get("std", open_clip.OPENAI_DATASET_STD), device=device)
 
     def encode_images(images: torch.Tensor) -> torch.Tensor:
-        rgb = (images * 0.5 + 0.5).expand(-1, 3, -1, -1)  # (B, 3, S, S) in [0, 1]
+        rgb = (images * CXR_STD + CXR_MEAN).expand(-1, 3, -1, -1)  # (B, 3, S, S) in [0, 1]
         return model.encode_image((rgb - mean[:, None, None]) / std[:, None, None])
 
     def encode_texts(texts: list[str]) -> torch.Tensor:

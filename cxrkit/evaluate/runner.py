@@ -209,7 +209,7 @@ def _write_plots(ctx: Context, results: dict[str, TaskResult], work: Path) -> li
         batch = next(image_batches(ctx.dataset, ctx.transform, 8), None)
         if batch is not None:
             written.append(
-                plots.reconstruction_grid(
+                plots.reconstruction_figure(
                     work / "reconstruction.png", objective, batch.to(ctx.device), ctx.stats.seed
                 )
             )

@@ -36,6 +36,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cxrkit.artifacts import Artifact, open_artifact
 from cxrkit.errors import ArtifactError, InputError
+from cxrkit.io.annotations import AnnotationIndex
+from cxrkit.io.dataset import decode_pixels, report_text, unpack_bits
 
 log = logging.getLogger(__name__)
 
@@ -45,36 +47,10 @@ Transform = Callable[
 ]
 
 
-def dataset_shards(artifact: Artifact) -> list[Path]:
-    """The data shards of a dataset artifact (every .parquet but rejects.parquet)."""
-    shards = [p for p in artifact.files(".parquet") if p.name != "rejects.parquet"]
-    if not shards:
-        raise ArtifactError(f"{artifact.path}: dataset artifact lists no Parquet shards")
-    return shards
-
-
 def _chexpert_classes() -> list[str]:
     from cxrkit.text.classes import CHEXPERT_CLASSES
 
     return list(CHEXPERT_CLASSES)
-
-
-class _Annotations:
-    """annotations.parquet joined by image_id (labels, packed contour masks)."""
-
-    def __init__(self, path: Path, columns: list[str]) -> None:
-        try:
-            table = pq.read_table(path, columns=["image_id", *columns])
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{path}: cannot read annotations ({exc})") from exc
-        self.columns = {name: table.column(name).to_pylist() for name in columns}
-        self.index = {
-            image_id: i for i, image_id in enumerate(table.column("image_id").to_pylist())
-        }
-
-    def get(self, image_id: str, column: str) -> Any:
-        row = self.index.get(image_id)
-        return None if row is None else self.columns[column][row]
 
 
 class ShardDataset(IterableDataset):
@@ -98,7 +74,7 @@ class ShardDataset(IterableDataset):
         batch_size: int,
         needs: frozenset[str] | set[str] = frozenset({"image"}),
         split: str | None = "train",
-        annotations: Path | None = None,
+        annotations: Artifact | Path | None = None,
         seed: int = 0,
         shuffle: bool = True,
         shuffle_buffer: int = 1024,
@@ -122,7 +98,7 @@ class ShardDataset(IterableDataset):
             if need in self.needs
         ]
         if annotations is not None and wanted:
-            self.annotations = _Annotations(Path(annotations), wanted)
+            self.annotations = AnnotationIndex(annotations, wanted)
         elif "contour" in self.needs:
             raise InputError(
                 "the objective needs chest contours but no annotations artifact was "
@@ -355,33 +331,6 @@ def _mix64(value: int) -> int:
 def sample_seed(seed: int, epoch: int, sample_id: int) -> int:
     """Augmentation seed of one sample in one epoch (independent of rank and worker)."""
     return _mix64(_mix64(_mix64(seed & _MASK64) ^ epoch) ^ sample_id) >> 1
-
-
-def decode_pixels(data: bytes, dtype: str, height: int, width: int) -> np.ndarray:
-    """Raw row-major pixel bytes -> writable array (height, width). Raises ArtifactError."""
-    if dtype not in ("uint8", "uint16"):
-        raise ArtifactError(f"pixel dtype {dtype!r} is not uint8/uint16")
-    array = np.frombuffer(data, dtype=np.dtype(dtype))
-    if array.size != height * width:
-        raise ArtifactError(f"pixels hold {array.size} values, expected {height}x{width}")
-    return array.reshape(height, width).copy()  # copy: torch wants writable memory
-
-
-def unpack_bits(data: bytes, height: int, width: int) -> np.ndarray:
-    """np.packbits bytes of a row-major bool mask -> bool array (height, width)."""
-    try:
-        from cxrkit.vision.contour import unpack_mask
-    except ImportError:  # contour module not installed in this build: same bit layout
-        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=height * width)
-        return bits.reshape(height, width).astype(bool)
-    return np.asarray(unpack_mask(data, height, width), dtype=bool)
-
-
-def report_text(row: dict) -> str:
-    """Findings + impression, else the whole report, else ""."""
-    parts = [row.get("report_findings"), row.get("report_impression")]
-    joined = "\n".join(p.strip() for p in parts if p and p.strip())
-    return joined or (row.get("report_text") or "").strip()
 
 
 def collate(samples: list[dict[str, Any]], needs: frozenset[str]) -> dict[str, Any]:

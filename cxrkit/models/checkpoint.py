@@ -33,13 +33,12 @@ from torch import nn
 from cxrkit.config import from_dict
 from cxrkit.errors import ArtifactError, CxrkitError
 from cxrkit.models.vision import VisionConfig, build_vision_encoder
+from cxrkit.vision.normalise import CXR_MEAN, CXR_STD
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ENCODER_WEIGHTS_FILE = "encoder.safetensors"
 EXPORT_IMAGE_DIR = "image_encoder"  # inside an export artifact (cxrkit export)
-CXR_MEAN = 0.5
-CXR_STD = 0.5
 PHOTOMETRIC = "MONOCHROME2 (bright bone)"
 
 

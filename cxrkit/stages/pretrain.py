@@ -268,22 +268,24 @@ def _resume_point(resume: str, run_dir: Path, is_main: bool) -> Path | None:
     return ckpt.latest(path) or path
 
 
+def _annotations(cfg: PretrainConfig) -> Artifact | None:
+    if not cfg.data.annotations:
+        return None
+    return open_artifact(cfg.data.annotations, kind="annotations")
+
+
 def _shard_dataset(cfg: PretrainConfig, dataset: Artifact, objective: Any, accelerator: Any):
-    from cxrkit.io.shards import ShardDataset, dataset_shards
+    from cxrkit.io.dataset import dataset_shards
+    from cxrkit.io.shards import ShardDataset
     from cxrkit.vision.transforms import TrainTransform
 
-    annotations = None
-    if cfg.data.annotations:
-        annotations = open_artifact(cfg.data.annotations, kind="annotations").file(
-            "annotations.parquet"
-        )
     return ShardDataset(
         dataset_shards(dataset),
         transform=TrainTransform(cfg.data.augment, cfg.data.image_size),
         batch_size=cfg.data.batch_size,
         needs=objective.needs,
         split=cfg.data.split,
-        annotations=annotations,
+        annotations=_annotations(cfg),
         seed=cfg.data.seed,
         shuffle_buffer=cfg.data.shuffle_buffer,
         rank=accelerator.process_index,
@@ -314,9 +316,34 @@ def _finish_run_dir(cfg: PretrainConfig, trainer: Any, run_dir: Path, dataset: A
     if hasattr(objective, "forward_reconstruction"):
         from cxrkit.train.preview import write_reconstruction
 
+        batch = _preview_batch(cfg, dataset, objective.needs)
         write_reconstruction(
-            objective, cfg, dataset, run_dir / RECONSTRUCTION_FILE, trainer.accelerator.device
+            objective,
+            batch["image"],
+            run_dir / RECONSTRUCTION_FILE,
+            contour=batch.get("contour"),
+            device=trainer.accelerator.device,
         )
+
+
+def _preview_batch(cfg: PretrainConfig, dataset: Artifact, needs: Any) -> dict[str, Any]:
+    """The first PREVIEW_IMAGES images of the training split, unaugmented, in dataset order."""
+    from cxrkit.io.dataset import dataset_shards
+    from cxrkit.io.shards import ShardDataset
+    from cxrkit.train.preview import PREVIEW_IMAGES
+    from cxrkit.vision.transforms import EvalTransform
+
+    data = ShardDataset(
+        dataset_shards(dataset),
+        transform=EvalTransform(cfg.data.image_size),
+        batch_size=PREVIEW_IMAGES,
+        needs=needs,
+        split=cfg.data.split,
+        annotations=_annotations(cfg),
+        shuffle=False,
+        loop=False,
+    )
+    return next(iter(data))
 
 
 def _schema(cfg: PretrainConfig, objective: Any) -> dict[str, Any]:
