@@ -40,6 +40,13 @@ class NotBuiltError(CxrkitError):
     exit_code = 5
 
 
+class WorkerDied(CxrkitError):
+    """A worker process died (killed by the OOM killer, a signal or a crash); finished work
+    is kept and re-running the same command resumes."""
+
+    exit_code = 70  # EX_SOFTWARE: an internal process failed, not the input or the settings
+
+
 class Preempted(CxrkitError):
     """The run stopped on a signal after saving its state; re-running resumes it."""
 
@@ -72,6 +79,7 @@ EXIT_CODES: dict[str, int] = {
     "bad input or unwritable output (file, folder, disk full)": InputError.exit_code,
     "artifact missing, wrong kind or failed integrity check": ArtifactError.exit_code,
     "feature not built yet": NotBuiltError.exit_code,
+    "a worker process died (finished work kept, re-run to resume)": WorkerDied.exit_code,
     "preempted (state saved, re-run to resume)": Preempted.exit_code,
     "interrupted by the user": Interrupted.exit_code,
 }

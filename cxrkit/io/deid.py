@@ -145,7 +145,8 @@ class Pseudonymizer:
         return "Pseudonymizer(salt=<hidden>)"
 
     def _digest(self, namespace: str, value: str) -> bytes:
-        message = f"{namespace}\x00{value}".encode()
+        # surrogateescape: a file name that is not UTF-8 still gets its own stable token
+        message = f"{namespace}\x00{value}".encode("utf-8", "surrogateescape")
         return hmac.new(self._salt, message, hashlib.sha256).digest()
 
     def pseudonym(self, namespace: str, value: str, length: int = 20) -> str:

@@ -101,7 +101,13 @@ def _levels_to_unit(
     return normalise_through_table(levels, table, low_pct, high_pct)
 
 
-def read_image(path: str | Path, *, low_pct: float = 0.5, high_pct: float = 99.5) -> DecodedImage:
+def read_image(
+    path: str | Path,
+    *,
+    low_pct: float = 0.5,
+    high_pct: float = 99.5,
+    max_pixels: int = 100_000_000,
+) -> DecodedImage:
     """Decode a PNG or JPEG radiograph.
 
     Takes: a file path and the robust-normalisation percentiles. Returns: a :class:`DecodedImage` (robust-normalised float32,
@@ -113,6 +119,12 @@ def read_image(path: str | Path, *, low_pct: float = 0.5, high_pct: float = 99.5
     path = Path(path)
     try:
         with Image.open(path) as img:
+            width, height = img.size  # from the header; nothing decoded yet
+            if width * height > max_pixels:
+                raise Reject(
+                    "too_large",
+                    f"header claims {width}x{height} pixels > max_pixels {max_pixels:,}",
+                )
             img.load()  # decode now: truncation surfaces here, not later
             fmt = (img.format or "").lower()
             mode = img.mode

@@ -59,10 +59,19 @@ def expand_sources(sources: list[str]) -> tuple[list[Path], int]:
                         if path.suffix.lower() in NON_IMAGE_SUFFIXES:
                             skipped += 1
                             continue
-                        files.add(path.resolve())
-            elif match.is_file():
-                files.add(match.resolve())
+                        files.add(safe_resolve(path))
+            elif os.path.lexists(match):  # a file, or a FIFO/broken link ingest will reject
+                files.add(safe_resolve(match))
     return sorted(files), skipped
+
+
+def safe_resolve(path: Path) -> Path:
+    """``path.resolve()``, or the absolute path unresolved when resolving fails (a symlink
+    loop); the file is then rejected by ingest with its reason instead of stopping the run."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
 
 
 def fingerprint(files: list[Path]) -> str:
