@@ -35,6 +35,7 @@ def _restore_cxrkit_logger():
 def salt_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("salt") / "salt.hex"
     path.write_text("00" * 32)
+    path.chmod(0o600)  # a salt readable by others is warned about
     return path
 
 

@@ -132,7 +132,9 @@ def read_image(
     except UnidentifiedImageError as exc:
         detail = scrub_path(f"not a PNG/JPEG image Pillow can read: {exc}", path)
         raise Reject("unsupported_format", detail) from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, at open
+        raise Reject("too_large", scrub_path(str(exc), path)) from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         detail = scrub_path(f"cannot decode: {exc}", path)
         raise Reject("corrupt_pixels", detail) from exc
     source_format = "jpeg" if fmt in ("jpeg", "mpo") else fmt or "unknown"

@@ -326,7 +326,9 @@ def check_report_file(path: Path, max_bytes: int = MAX_REPORT_BYTES) -> None:
     try:
         info = path.stat()
     except FileNotFoundError as exc:
-        raise Reject("report_unreadable", "the report file named in the mapping is missing") from exc
+        raise Reject(
+            "report_unreadable", "the report file named in the mapping is missing"
+        ) from exc
     except OSError as exc:
         raise Reject("report_unreadable", f"cannot stat the report: {exc.strerror}") from exc
     if not stat.S_ISREG(info.st_mode):

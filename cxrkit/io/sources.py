@@ -92,13 +92,14 @@ def fingerprint(files: list[Path]) -> str:
             content = sha256_file(path) if stat.S_ISREG(mode) else f"special:{stat.S_IFMT(mode)}"
         except OSError as exc:
             content = f"unreadable:{exc.errno}"
-        digest.update(f"{path}\0{content}\n".encode())
+        digest.update(f"{path}\0{content}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
 def partition_of(path: Path, num_shards: int) -> int:
     """Deterministic partition of a file: stable when other files are added or removed."""
-    return int.from_bytes(hashlib.sha256(str(path).encode()).digest()[:8], "big") % num_shards
+    digest = hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % num_shards
 
 
 def resolve_partition(shard_index: int | None, num_shards: int | None) -> tuple[int, int]:
