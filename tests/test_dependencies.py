@@ -98,3 +98,25 @@ def test_lossless_jpeg_decodes_with_permissive_decoders(name):
     assert gdcm_pixels.size > 0
     if "jpeg_ls" in name:
         assert (pixel_array(path, decoding_plugin="pyjpegls") == gdcm_pixels).all()
+
+
+def test_ingest_decodes_jpeg_ls_with_pyjpegls_and_matches_gdcm(monkeypatch):
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import pixel_array
+
+    from cxrkit.io import dicom
+
+    path = get_testdata_file("emri_small_jpeg_ls_lossless.dcm")
+    used = []
+    decoder_cls = type(dicom.get_decoder(dicom.JPEGLSLossless))
+    original = decoder_cls.as_array
+
+    def spy(self, src, **kwargs):
+        used.append(kwargs.get("decoding_plugin"))
+        return original(self, src, **kwargs)
+
+    monkeypatch.setattr(decoder_cls, "as_array", spy)
+    ds = dicom.pydicom.dcmread(path)
+    arr = dicom._decode_frame0(ds)
+    assert used == ["pyjpegls"]
+    assert (arr == pixel_array(path, decoding_plugin="gdcm")[0]).all()

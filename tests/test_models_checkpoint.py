@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import cxrkit
 from cxrkit.errors import ArtifactError
 from cxrkit.models.checkpoint import (
     CheckpointConfig,
@@ -68,3 +71,25 @@ def test_checkpoint_format_imports_neither_objectives_nor_export():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _cxrkit_imports(path: Path) -> set[str]:
+    """Every cxrkit module a file imports, lazy imports inside functions included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cxrkit"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("cxrkit"))
+    return found
+
+
+def test_models_never_import_objectives_or_export_even_lazily():
+    package = Path(cxrkit.__file__).parent
+    upward = {
+        f"{path.relative_to(package)}: {module}"
+        for path in (package / "models").glob("*.py")
+        for module in _cxrkit_imports(path)
+        if module.startswith(("cxrkit.objectives", "cxrkit.export", "cxrkit.stages"))
+    }
+    assert upward == set()

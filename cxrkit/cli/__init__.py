@@ -22,6 +22,7 @@ COMMANDS = (
     "show",
     "verify",
     "presets",
+    "models",
     "label",
     "pretrain",
 )

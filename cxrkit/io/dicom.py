@@ -31,7 +31,13 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+)
 
 from cxrkit.errors import Reject
 from cxrkit.io.decoded import DecodedImage, scrub_path
@@ -271,6 +277,11 @@ def _check_photometric(ds: Dataset) -> str:
     return photometric
 
 
+# pydicom tries GDCM first for JPEG-LS; pyjpegls returns the same pixels 2-5x faster
+# on radiographs (benchmarks/decoders.py). Other syntaxes keep pydicom's order.
+PREFERRED_PLUGIN = {JPEGLSLossless: "pyjpegls", JPEGLSNearLossless: "pyjpegls"}
+
+
 def _decode_frame0(ds: Dataset) -> np.ndarray:
     """Decode the first frame; Reject for a missing decoder or broken pixel data."""
     uid = UID(str(ds.file_meta.TransferSyntaxUID))
@@ -285,8 +296,10 @@ def _decode_frame0(ds: Dataset) -> np.ndarray:
         raise Reject(
             "unsupported_transfer_syntax", f"{uid} ({uid.name}): no installed decoder ({needs})"
         )
+    plugin = PREFERRED_PLUGIN.get(uid)
+    options = {"decoding_plugin": plugin} if plugin in decoder.available_plugins else {}
     try:
-        arr, _ = decoder.as_array(ds, index=0)
+        arr, _ = decoder.as_array(ds, index=0, **options)
     except Exception as exc:  # noqa: BLE001 - decoder plugins raise arbitrary types
         raise Reject("corrupt_pixels", f"{uid.name}: {type(exc).__name__}: {exc}") from exc
     if arr.ndim != 2:
