@@ -6,6 +6,7 @@ line and exit 3 with nothing published.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -209,3 +210,32 @@ def test_a_killed_build_is_adopted_by_the_next_run_after_the_lock(tmp_path):
     second = ArtifactWriter(out, "pairs", {"a": 1})
     assert second.up_to_date() is None
     assert (second.begin() / "x.bin").read_bytes() == b"1"
+
+
+def test_a_killed_annotate_worker_is_reported_with_its_signal(tmp_path):
+    from pretrain_support import write_dataset
+    from trust_support import ROOT
+
+    from cxrkit.errors import WorkerDied
+
+    dataset = write_dataset(tmp_path / "ds", row_group_rows=4).path  # 4 chunks: a real pool
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    # Spawned workers import this too: each kills itself (SIGKILL, as the OOM killer does)
+    # when it is handed a chunk.
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal\n"
+        "if os.environ.get('CXRKIT_TEST_KILL'):\n"
+        "    from cxrkit.stages import annotate\n"
+        "    def _die(args):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    annotate._process_chunk = _die\n"
+    )
+    env = {"PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "CXRKIT_TEST_KILL": "1"}
+    out = tmp_path / "ann"
+    proc = cli_process("annotate", dataset, "--out", out, "--workers", 2, env=env)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == WorkerDied.exit_code, stderr[-2000:]
+    assert "killed by SIGKILL" in stderr and "Traceback" not in stderr
+    assert not out.exists()

@@ -309,22 +309,11 @@ def _run_chunks(cfg: IngestConfig, salt: bytes, work: list[WorkItem], scratch: P
 
 def _pool_death(pool: ProcessPoolExecutor, scratch: Path, n_chunks: int) -> str:
     """Why the pool broke (the dead workers' exit codes) and what was kept."""
-    import signal
+    from cxrkit.workers import death_causes
 
-    codes = sorted(
-        {p.exitcode for p in getattr(pool, "_processes", {}).values() if p.exitcode}, key=str
-    )
-    causes = []
-    for code in codes:
-        if code < 0:
-            name = signal.Signals(-code).name if -code in signal.valid_signals() else -code
-            hint = " (the kernel's OOM killer sends SIGKILL)" if code == -signal.SIGKILL else ""
-            causes.append(f"killed by {name}{hint}")
-        else:
-            causes.append(f"exited with code {code}")
     kept = sum(chunks_done(scratch, n_chunks))
     return (
-        f"a decode worker process died ({', '.join(causes) or 'cause unknown'}); "
+        f"a decode worker process died ({death_causes(pool)}); "
         f"{kept} of {n_chunks} chunk(s) finished and are kept in {scratch.parent}; re-run "
         "the same command to resume (fewer --workers or a lower --image-size use less memory)"
     )
