@@ -239,3 +239,21 @@ def test_a_killed_annotate_worker_is_reported_with_its_signal(tmp_path):
     assert proc.returncode == WorkerDied.exit_code, stderr[-2000:]
     assert "killed by SIGKILL" in stderr and "Traceback" not in stderr
     assert not out.exists()
+
+
+def test_annotate_and_label_onto_a_full_disk_exit_3_and_leave_nothing_published(
+    demo_dataset, tmp_path, mount_tmpfs
+):
+    disk = mount_tmpfs("16k")
+    result = cli("annotate", demo_dataset, "--out", disk / "ann")
+    assert result.exit_code == OutputError.exit_code, result.output
+    assert "No space left on device" in _one_line_error(result)
+    assert not (disk / "ann").exists()
+    reports = tmp_path / "reports.csv"
+    rows = "\n".join(f"Small left pleural effusion, case {i}." for i in range(400))
+    reports.write_text("Report\n" + rows + "\n")
+    full = mount_tmpfs("8k")
+    result = cli("label", reports, "--out", full / "labels.csv")
+    assert result.exit_code == OutputError.exit_code, result.output
+    assert "No space left on device" in _one_line_error(result)
+    assert not list(full.iterdir())  # the temp file is removed, no half-written CSV
