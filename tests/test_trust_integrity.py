@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -230,3 +231,18 @@ def test_eval_feature_cache_is_keyed_by_the_weights_content(checkpoint, tmp_path
     key = load_checkpoint_model(checkpoint.path, torch.device("cpu")).key
     digest = {f["path"]: f["sha256"] for f in checkpoint.manifest["files"]}["model.safetensors"]
     assert digest in key and checkpoint.id not in key
+
+
+def test_every_test_the_readme_guarantees_cite_exists():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    section = readme.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    cited = set(re.findall(r"`(test_\w+)`", section))
+    defined = {
+        name
+        for path in (root / "tests").glob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", path.read_text(), re.MULTILINE)
+    }
+    assert cited and cited <= defined, sorted(cited - defined)
