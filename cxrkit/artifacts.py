@@ -258,14 +258,15 @@ def verify_model_artifact(path: str | Path) -> Artifact:
     return open_artifact(root, verify_files=True)
 
 
-def verify(path: str | Path, hashes: bool = True) -> list[str]:
+def verify(path: str | Path, hashes: bool = True, cached: bool = True) -> list[str]:
     """Check an artifact against its manifest. Returns a list of problems (empty = intact).
 
     Checks: the manifest's own checksum and id; every listed path stays inside the
     artifact; every listed file exists with its size and (``hashes``) sha256; no
     unlisted data file; the files the kind requires are listed; row counts agree
     with the stats (dataset rows/rejects/shards, annotation rows). Hashes come from
-    the hash cache when a file is unchanged since it was last hashed.
+    the hash cache when a file is unchanged since it was last hashed; ``cached=False``
+    reads every byte (``cxrkit verify``: bit rot on disk does not move a file's ctime).
     """
     path = Path(path)
     manifest = read_manifest(path)
@@ -285,7 +286,7 @@ def verify(path: str | Path, hashes: bool = True) -> list[str]:
             problems.append(str(exc).split(": ", 1)[-1])
             continue
         listed[entry["path"]] = entry
-        problems.extend(_check_file(file_path, entry, hashes))
+        problems.extend(_check_file(file_path, entry, hashes, cached))
     for file_path in _data_files(path):
         rel = file_path.relative_to(path).as_posix()
         if rel not in listed:
@@ -306,7 +307,7 @@ def verify(path: str | Path, hashes: bool = True) -> list[str]:
     return problems
 
 
-def _check_file(file_path: Path, entry: dict, hashes: bool) -> list[str]:
+def _check_file(file_path: Path, entry: dict, hashes: bool, cached: bool = True) -> list[str]:
     rel = entry["path"]
     if not file_path.is_file():
         return [f"missing file {rel}"]
@@ -315,7 +316,7 @@ def _check_file(file_path: Path, entry: dict, hashes: bool) -> list[str]:
         return [f"changed file {rel} (size {size} != {entry.get('bytes')})"]
     if hashes:
         try:
-            digest = sha256_file(file_path)
+            digest = sha256_file(file_path) if cached else hashcache.hash_bytes_of(file_path)
         except OSError as exc:
             return [f"unreadable file {rel} ({exc.strerror or exc})"]
         if digest != entry.get("sha256"):
@@ -635,6 +636,10 @@ class ArtifactWriter:
         _fsync_dir(self.out.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        for stale in self.out.parent.glob(f"{self.out.name}.old-*"):  # left by a killed publish
+            pid = stale.name.rpartition("-")[2]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
         self.work = None
         if release:
             self.release()

@@ -22,6 +22,9 @@ a digest is only remembered for a file whose ctime is at least ``RACY_NS`` older
 than the clock, so a later write necessarily moves ctime. Set
 ``CXRKIT_HASH_CACHE=0`` to hash every time.
 
+Bit rot (a disk flipping bytes under a file) moves neither mtime nor ctime, so
+``cxrkit verify`` reads every byte instead of asking the cache.
+
 The cache is an optimisation only: when it cannot be opened or written (read-only
 home, full disk, locked database) files are hashed and nothing is remembered.
 """

@@ -246,3 +246,23 @@ def test_every_test_the_readme_guarantees_cite_exists():
         for name in re.findall(r"^def (test_\w+)", path.read_text(), re.MULTILINE)
     }
     assert cited and cited <= defined, sorted(cited - defined)
+
+
+def test_cxrkit_verify_reads_every_byte_even_when_the_cache_says_unchanged(tmp_path):
+    art = _pairs(tmp_path, {"data.bin": b"good bytes"})
+    data = art.path / "data.bin"
+    data.write_bytes(b"rotten byt")  # same size
+    recorded = art.manifest["files"][0]["sha256"]
+    hashcache.remember(os.stat(data), recorded)  # as if the disk flipped bytes under the cache
+    assert verify(art.path) == []  # stages trust the (inode, size, mtime, ctime) cache...
+    result = cli("verify", art.path)  # ...the explicit check does not
+    assert result.exit_code == ArtifactError.exit_code
+    assert "sha256 mismatch" in result.output
+
+
+def test_a_publish_killed_between_its_renames_leaves_nothing_behind(tmp_path):
+    stale = tmp_path / "art.old-999999999"  # a killed publish moved the old artifact here
+    stale.mkdir()
+    (stale / "manifest.json").write_text("{}")
+    _pairs(tmp_path, {"data.bin": b"x"})
+    assert not stale.exists()
