@@ -239,8 +239,12 @@ def run_stage(
     dry_run: bool,
     as_json: bool,
     force: bool,
+    report: bool = True,
 ) -> None:
-    """Resolve a stage config from its layers and run (or print) it."""
+    """Resolve a stage config from its layers and run (or print) it.
+
+    ``report=False`` runs silently (the non-main processes of a multi-process launch).
+    """
     import dataclasses
 
     from cxrkit.config import resolve, to_dict
@@ -249,10 +253,12 @@ def run_stage(
         flags = {**flags, "preset": preset}  # stages that record their preset's name
     cfg = resolve(cfg_cls, preset=preset, config_file=config, flags=flags, sets=sets, stage=stage)
     if dry_run:
-        out.print_json(json.dumps(to_dict(cfg)))
+        if report:
+            out.print_json(json.dumps(to_dict(cfg)))
         return
     artifact = runner(cfg, force=force)
-    report_artifact(artifact, as_json)
+    if report:
+        report_artifact(artifact, as_json)
 
 
 def not_built(command: str, plan: str) -> None:
