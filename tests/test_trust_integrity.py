@@ -266,3 +266,12 @@ def test_a_publish_killed_between_its_renames_leaves_nothing_behind(tmp_path):
     (stale / "manifest.json").write_text("{}")
     _pairs(tmp_path, {"data.bin": b"x"})
     assert not stale.exists()
+
+
+def test_export_onto_a_full_disk_exits_3_and_publishes_nothing(checkpoint, mount_tmpfs):
+    disk = mount_tmpfs("16k")
+    result = cli("export", checkpoint.path, "--out", disk / "ex", "--format", "timm")
+    assert result.exit_code == 3, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "No space left on device" in lines[0]
+    assert not (disk / "ex").exists()

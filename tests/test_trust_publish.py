@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -116,28 +115,6 @@ def test_four_concurrent_ingests_into_one_out_all_succeed_with_one_artifact(tmp_
 
 
 # ---------------------------------------------------------------- unwritable outputs
-@pytest.fixture
-def mount_tmpfs(tmp_path):
-    """Mount a small tmpfs (skips where mounting is not allowed); unmounted afterwards."""
-    mounted = []
-
-    def mount(size: str, read_only: bool = False) -> Path:
-        point = tmp_path / f"mnt{len(mounted)}"
-        point.mkdir()
-        options = f"size={size}" + (",ro" if read_only else "")
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True
-        )
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
-        mounted.append(point)
-        return point
-
-    yield mount
-    for point in mounted:
-        subprocess.run(["umount", "-l", str(point)], check=False)
-
-
 def _one_line_error(result) -> str:
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in result.output, result.output

@@ -142,6 +142,23 @@ def _rich_progress(desc: str, total: int | None):
 _OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
+# The same failures as raised by writers that do not give an OSError (safetensors' Rust
+# I/O, some pyarrow paths): recognised by the operating system's message.
+_OUTPUT_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system")
+
+
+def _output_failure(exc: BaseException) -> str | None:
+    """'FILE: No space left on device' for a disk-full/quota/read-only failure, else None."""
+    if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    text = str(exc)
+    for message in _OUTPUT_MESSAGES:
+        if message in text:
+            return message
+    return None
+
+
 def guarded(func: Callable) -> Callable:
     """Map cxrkit errors to one-line messages and their exit codes."""
 
@@ -152,12 +169,12 @@ def guarded(func: Callable) -> Callable:
         except CxrkitError as exc:
             err.print(f"[bold red]error:[/] {exc}", markup=True)
             raise typer.Exit(exc.exit_code) from None
-        except OSError as exc:
-            if exc.errno not in _OUTPUT_ERRNOS:
+        except Exception as exc:  # noqa: BLE001 - only write failures of the environment
+            reason = _output_failure(exc)
+            if reason is None:
                 raise
-            where = f"{exc.filename}: " if exc.filename else ""
             err.print(
-                f"[bold red]error:[/] {where}{exc.strerror} while writing; nothing was published "
+                f"[bold red]error:[/] {reason} while writing; nothing was published "
                 "(partial work stays in the OUT.tmp-* folder for a re-run)",
                 markup=True,
             )
