@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--errors", metavar="CLASS", help="print dev-half errors for one class")
     args = parser.parse_args()
     reports = read_reports()
-    labeler = Labeler()
+    labeler = Labeler(sections="findings+impression")  # MeSH terms index the whole report
     start = time.perf_counter()
     results = list(labeler.label([r["text"] for r in reports]))
     elapsed = time.perf_counter() - start

@@ -56,13 +56,20 @@ def test_a_positive_child_leaves_lung_opacity_as_mentioned(labeler):
 def test_indication_and_history_never_make_labels(labeler):
     text = "INDICATION: Pneumonia?\n\nHISTORY: effusion.\n\nFINDINGS: The lungs are clear."
     assert _labels(labeler, text) == {"No Finding": 1.0}
+    assert _labels(Labeler(sections="findings+impression"), text) == {"No Finding": 1.0}
+
+
+@pytest.mark.parametrize("text", ["", "   ", "1234 5678", "... --- ...", None])
+def test_texts_without_a_letter_are_all_blank(labeler, text):
+    assert _labels(labeler, text) == {}
 
 
 @pytest.mark.parametrize(
-    "text", ["", "   ", "asdf qwerty zxcv", "肺部清晰，无胸腔积液。", "1234 5678"]
+    "text", ["asdf qwerty zxcv", "肺部清晰，无胸腔积液。", "Comparison is made."]
 )
-def test_empty_foreign_and_garbage_texts_are_all_blank(labeler, text):
-    assert _labels(labeler, text) == {}
+def test_a_text_with_no_mention_is_no_finding_as_in_chexpert(labeler, text):
+    # stages/aggregate.py starts every report at no_finding = True.
+    assert _labels(labeler, text) == {"No Finding": 1.0}
 
 
 def test_format_label_matches_the_chexpert_csv():

@@ -28,6 +28,15 @@ def label_command(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Reports per nlp.pipe batch.", min=1)] = 256,
+    sections: Annotated[
+        str,
+        typer.Option(
+            "--sections",
+            help="Sections that make labels: 'impression' (CheXpert's: the IMPRESSION of a "
+            "report that has one, else its findings / header-less text) or "
+            "'findings+impression' (what `cxrkit annotate` uses).",
+        ),
+    ] = "impression",
 ) -> None:
     """Label report texts with the 14 CheXpert observations (1.0 / 0.0 / -1.0 / blank).
 
@@ -37,7 +46,7 @@ def label_command(
     from cxrkit.text.csvlabel import label_csv
     from cxrkit.text.labeler import Labeler
 
-    labeler = Labeler(scispacy_model) if scispacy_model else None
+    labeler = Labeler(scispacy_model, sections=sections)
     stats = label_csv(reports, out_csv, None if no_header else text_column, labeler, batch_size)
     positives = ", ".join(f"{k} {v}" for k, v in sorted(stats["positives"].items())) or "none"
     err.print(f"labelled {stats['rows']} reports ({stats['reports_per_s']:.0f}/s); "
