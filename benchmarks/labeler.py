@@ -24,6 +24,13 @@ Protocol (the split was fixed before any measurement; what changed after is said
   reviewing dev-half errors showed they mostly do not ("concerning for
   pneumonia", "cannot exclude ..." carry no MeSH term), so U-Zeros is the
   headline. The choice was made on the dev half; both are always printed.
+- Added with the CheXpert conventions (issue 16, decided on the dev half, from the
+  reference's phrases/mention lists, not from scores): MeSH "Cicatrix" (not pleural)
+  is a Lung Opacity reference ("scar" is a lung_opacity.txt phrase) and a "round"
+  Opacity / Density a Lung Lesion reference ("nodular opacity / density" are
+  lung_lesion.txt phrases). The labeler is run with the ``findings+impression``
+  section policy (MeSH indexes the whole report); ``cxrkit label`` defaults to the
+  impression.
 - Macro F1 is the mean over the classes in MESH_MAP (Support Devices is
   printed separately: MeSH's device terms also cover clips and sternotomy wires).
 """
@@ -82,6 +89,14 @@ def reference(mesh: list[str], name: str, table: dict[str, set[str]]) -> bool:
     if name == "No Finding" and heads and heads <= DEVICE_HEADS:
         return True
     if heads & table[name]:
+        return True
+    # CheXpert's class definitions (phrases/mention/): a lung scar is a Lung Opacity
+    # ("scar"), a round opacity / density a Lung Lesion ("nodular opacity / density").
+    if name == "Lung Opacity" and any(t.startswith("Cicatrix") and "pleura" not in t for t in mesh):
+        return True
+    if name == "Lung Lesion" and any(
+        t.split("/")[0] in ("Opacity", "Density") and "/round" in t for t in mesh
+    ):
         return True
     if name == "Cardiomegaly":
         return any(t.split("/")[0] in ENLARGED_HEART_HEADS and "enlarged" in t for t in mesh)

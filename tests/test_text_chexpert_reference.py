@@ -261,6 +261,145 @@ def test_reference_unmention_phrases_are_not_their_class(labeler, cls, phrase, s
     assert cls not in _labels(labeler, sentence), phrase
 
 
+# Sentences in the spirit of the reference's patterns/*.txt comments; (sentence, labels).
+PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
+    # patterns/pre_negation_uncertainty.txt: matched before negation.
+    ("pre-negation: no new XXX", "No new consolidation.", {"Consolidation": -1}),
+    ("pre-negation: no new area of XXX", "No new area of consolidation.", {"Consolidation": -1}),
+    (
+        "pre-negation: no evidence to rule out XXX",
+        "No evidence to rule out pneumonia.",
+        {"Pneumonia": -1},
+    ),
+    (
+        "pre-negation: cannot exclude some XXX",
+        "Cannot exclude some atelectasis.",
+        {"Atelectasis": -1},
+    ),
+    ("pre-negation: XXX is not excluded", "Pneumothorax is not excluded.", {"Pneumothorax": -1}),
+    ("pre-negation: cannot rule out XXX", "Cannot rule out pneumonia.", {"Pneumonia": -1}),
+    # patterns/negation.txt
+    ("negation: no definite XXX", "No definite consolidation.", {"Consolidation": 0}),
+    ("negation: no obvious XXX", "No obvious pneumothorax.", {"Pneumothorax": 0}),
+    (
+        "negation: heart size at the upper limits of normal",
+        "Heart size is at the upper limits of normal.",
+        {"Cardiomegaly": 0},
+    ),
+    (
+        "negation: upper limits of normal",
+        "The heart size is upper limits of normal.",
+        {"Cardiomegaly": 0},
+    ),
+    ("negation: top normal", "Heart size is top normal.", {"Cardiomegaly": 0}),
+    ("negation: XXX is not enlarged", "The heart is not enlarged.", {"Cardiomegaly": 0}),
+    ("negation: XXX has resolved", "The pleural effusion has resolved.", {"Pleural Effusion": 0}),
+    ("negation: without evidence of XXX", "Without evidence of pneumothorax.", {"Pneumothorax": 0}),
+    (
+        "negation: XXX within normal limits",
+        "Mediastinal contours are within normal limits.",
+        {"Enlarged Cardiomediastinum": 0},
+    ),
+    # patterns/post_negation_uncertainty.txt: matched after negation.
+    (
+        "post-negation: stable silhouette",
+        "Stable cardiomediastinal silhouette.",
+        {"Enlarged Cardiomediastinum": -1},
+    ),
+    (
+        "post-negation: silhouette is unchanged",
+        "The cardiomediastinal silhouette is unchanged.",
+        {"Enlarged Cardiomediastinum": -1},
+    ),
+    ("post-negation: heart size is stable", "Heart size is stable.", {"Cardiomegaly": -1}),
+    (
+        "post-negation: XXX is not well visualized",
+        "The pneumothorax is not well visualized.",
+        {"Pneumothorax": -1},
+    ),
+    (
+        "post-negation: not well seen",
+        "The left effusion is not well seen.",
+        {"Pleural Effusion": -1},
+    ),
+    (
+        "post-negation: poorly evaluated",
+        "Consolidation is poorly evaluated.",
+        {"Consolidation": -1},
+    ),
+    ("post-negation: obscured", "Atelectasis is obscured.", {"Atelectasis": -1}),
+    (
+        "post-negation: XXX or YYY",
+        "Atelectasis or pneumonia.",
+        {"Atelectasis": -1, "Pneumonia": -1},
+    ),
+    (
+        "post-negation: and/or",
+        "Atelectasis and/or pneumonia.",
+        {"Atelectasis": -1, "Pneumonia": -1},
+    ),
+    (
+        "post-negation: XXX versus YYY",
+        "Atelectasis versus pneumonia.",
+        {"Atelectasis": -1, "Pneumonia": -1},
+    ),
+    ("post-negation: borderline heart size", "Borderline heart size.", {"Cardiomegaly": -1}),
+    ("post-negation: vascular congestion", "Mild pulmonary vascular congestion.", {"Edema": -1}),
+    (
+        "negation before post-negation: no vascular congestion",
+        "No vascular congestion.",
+        {"Edema": 0},
+    ),
+    (
+        "negation before post-negation: no X or Y",
+        "No effusion or pneumothorax.",
+        {"Pleural Effusion": 0, "Pneumothorax": 0},
+    ),
+    (
+        "negation before post-negation: no suspicious X",
+        "No suspicious pulmonary nodule.",
+        {"Lung Lesion": 0},
+    ),
+    # stages/aggregate.py: chf / heart failure also make Cardiomegaly uncertain.
+    ("aggregate: chf", "Findings consistent with CHF.", {"Edema": 1, "Cardiomegaly": -1}),
+    (
+        "aggregate: possible heart failure",
+        "Possible heart failure.",
+        {"Edema": -1, "Cardiomegaly": -1},
+    ),
+    ("aggregate: no heart failure", "No evidence of heart failure.", {"Edema": 0}),
+    (
+        "aggregate: chf and normal heart size",
+        "CHF. Normal heart size.",
+        {"Edema": 1, "Cardiomegaly": -1},
+    ),
+    # phrases/mention/enlarged_cardiomediastinum.txt: the mediastinum is not the heart.
+    (
+        "mention: normal cardiomediastinal silhouette",
+        "Normal cardiomediastinal silhouette.",
+        {"Enlarged Cardiomediastinum": 0},
+    ),
+    (
+        "mention: heart and mediastinum",
+        "Heart size and mediastinal contours are normal.",
+        {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0},
+    ),
+    (
+        "mention: heart and mediastinum normal",
+        "Heart and mediastinum normal.",
+        {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0},
+    ),
+]
+
+
+@pytest.mark.parametrize(("rule", "sentence", "expected"), PATTERN_CASES)
+def test_reference_pattern_rules(labeler, rule, sentence, expected):
+    labels = _labels(labeler, sentence)
+    labels.pop("No Finding", None)
+    labels.pop("Support Devices", None)
+    assert labels == expected, rule
+
+
 if __name__ == "__main__":  # coverage figure for the report: python tests/test_text_...py
     right, total, misses = coverage(Labeler())
     for miss in misses:

@@ -238,9 +238,11 @@ TERMS: tuple[Term, ...] = (
         f"{organ} {kind}" for organ in _ORGANS for kind in expand("lesion(s), mass(es), nodule(s)")),
         token_patterns=(
             (_any(*expand("lesion(s), mass(es), nodule(s)")),
-             _any("in", "of", "within", "involving", "at"), _THE,
-             _any("left", "right", "proximal", "distal", "upper", "lower", "mid", op="{0,2}"),
-             _any(*_ORGANS)),
+             _any("in", "of", "within", "involving", "at", "along"), _THE,
+             {"REGEX": r"[a-z0-9-]+", "OP": "{0,3}"}, _any(*_ORGANS)),
+            (_any("lucent", "lytic", "osteolytic", "sclerotic", "blastic", "osteoblastic",
+                  "expansile", "destructive", "permeative"),
+             _any(*expand("lesion(s), mass(es), focus, foci"))),
         )),
     # ------------------------------------------------------------------ Edema
     # CheXpert counts vascular congestion and heart failure as edema mentions.

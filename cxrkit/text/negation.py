@@ -183,8 +183,10 @@ class AssertionTagger:
         self, doc: Doc, spans: list[tuple[int, int]], breaks: set[int] | None = None
     ) -> list[tuple[bool, bool]]:
         """(negated, uncertain) for each token span ``(start, end)`` of ``doc``."""
+        if not spans:
+            return []
         cues = self.cues(doc)
-        if not cues or not spans:
+        if not cues and len(spans) < 2:  # no cue, no "X or Y": nothing to decide
             return [(False, False)] * len(spans)
         clause = self.clause_ids(doc, cues, breaks or set())
         pre = [c for c in cues if c.kind in _PRE]
