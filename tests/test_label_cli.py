@@ -88,3 +88,44 @@ def test_missing_column_is_an_input_error_and_writes_nothing(tmp_path):
     result = runner.invoke(app, ["label", str(source), "--out", str(out)])
     assert result.exit_code == 3
     assert "Report" in result.output and not out.exists()
+
+
+def test_label_path_imports_no_torch_timm_or_open_clip(tmp_path):
+    # A fresh process runs the whole `cxrkit label` path; spaCy's thinc would pull in torch
+    # (seconds of start-up) were it not kept out (cxrkit/text/lean.py).
+    import subprocess
+    import sys
+
+    source = tmp_path / "reports.csv"
+    source.write_text("Report\nCardiomegaly. No effusion.\n")
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from cxrkit.cli import app\n"
+        f"result = CliRunner().invoke(app, ['label', {str(source)!r}, '--out', "
+        f"{str(tmp_path / 'out.csv')!r}])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "assert 'spacy' in sys.modules\n"
+        "print(sorted(m for m in ('torch', 'timm', 'open_clip') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert _read(tmp_path / "out.csv")[0]["Cardiomegaly"] == "1.0"
+
+
+def test_torch_still_imports_after_spacy_was_imported_without_it():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from cxrkit.text.lean import import_spacy_without_torch\n"
+        "assert import_spacy_without_torch() and 'torch' not in sys.modules\n"
+        "assert not import_spacy_without_torch()  # once per process\n"
+        "import torch\n"
+        "print(torch.zeros(2).sum().item())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0.0"
