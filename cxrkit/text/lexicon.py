@@ -125,7 +125,8 @@ _MEDIASTINUM_NOUN = _any("silhouette", "silhouettes", "contour", "contours", "co
                          "shadow", "width", "outline", op="?")  # fmt: skip
 # "heart size and mediastinal contours are ...": an optional "and <one to three words>"
 # after the subject; the labeler gives the statement to both classes when it names both.
-_AND = {"REGEX": r"and(?:\s+[a-z]+){1,3}", "OP": "?"}
+_AND = {"REGEX": r"and(?:\s+(?!(?:not|no|is|are|be|was|were|may|never|without)\b)[a-z]+){1,3}",
+        "OP": "?"}  # fmt: skip
 _ENLARGED = _any("enlarged", "increased", "large", "prominent", "enlarging", "widened", "wide")
 _NORMAL = _any("normal", "unremarkable", "nl")
 _STABLE = _any("stable", "unchanged")
@@ -147,7 +148,7 @@ def _statements(subject: tuple, noun: dict) -> dict[str, tuple]:
             (*head, _NORMAL),
             (*head, _any("within"), _any("normal", "nl"), _LIMITS),
             (*head, _any("normal"), _any("in"), _any("size", "contour", "configuration")),
-            (*head, _any("not"), _ADV, _any("enlarged", "widened", "prominent")),
+            (*head, _any("not"), _ADV, _ENLARGED),
             (*head, *_UPPER_NORMAL),
             (_NORMAL, subject, noun, _AND),
         ),

@@ -42,7 +42,8 @@ POST_NEG = (
     "not noted", "not found", "not enlarged", "within normal limits", "within limits of normal",
     "within normal limits for", "is normal", "are normal", "appears normal", "appear normal",
     "is unremarkable", "are unremarkable", "is clear", "are clear", "is within normal limits",
-    "are within normal limits",
+    "are within normal limits", "not in place", "is not in place", "are not in place",
+    "no longer in place",
 )  # fmt: skip
 PRE_UNC = (
     "possible", "possibly", "may", "may represent", "may be", "may reflect",
@@ -79,7 +80,7 @@ POST_UNC = (
     "may be present", "could be present", "not entirely clear", "is uncertain",
     "of uncertain significance", "is equivocal", "would be difficult to exclude",
     "difficult to exclude", "not completely excluded", "or not", "would be a consideration",
-    "be a consideration", "may not be",
+    "be a consideration", "may not be", "may be in place", "might be in place",
     # CheXpert: "XXX is not well visualized / poorly / incompletely evaluated", "not clearly
     # seen", "obscured" are uncertain, not negated.
     "not well seen", "not well visualized", "not well visualised", "not well evaluated",
@@ -202,7 +203,12 @@ class AssertionTagger:
             after = [c for c in post if c.start >= end and c.start - end <= POST_WINDOW
                      and clause[c.start] == clause[end - 1]]  # fmt: skip
             # The cue nearest to the mention decides, on each side.
-            kinds = set()
+            kinds = {
+                kind_of.get(c) or c.kind.removeprefix("POST_")
+                for c in pre + post
+                if c.start >= start and c.end <= end
+            }  # inside a statement: "may be"
+            kinds.discard("NEG")  # a negated statement is its own lexicon entry
             if before:
                 kinds.add(kind_of[max(before, key=lambda c: (c.end, c.start))])
             if after:
