@@ -41,7 +41,7 @@ def label_command(
     """Label report texts with the 14 CheXpert observations (1.0 / 0.0 / -1.0 / blank).
 
     Writes the CheXpert labeler's format (Reports + 14 class columns) so it is a
-    drop-in; empty or garbage rows get blank labels. Prints the output path.
+    drop-in; empty rows get blank labels. Prints the output path.
     """
     if not scispacy_model:  # the model-free pipeline never uses thinc's torch layers
         from cxrkit.text.lean import import_spacy_without_torch
