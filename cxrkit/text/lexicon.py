@@ -1,11 +1,12 @@
 """The radiology lexicon: phrases for findings, anatomy and devices, each mapped to a CheXpert class.
 
 The 14 CheXpert observations (Irvin et al., 2019) are recognised from their
-common synonyms, plurals and spelling variants; the lists follow the spirit of
-the CheXpert labeler's mention phrases, re-written for the scispaCy tokenizer
-(``combined_rule_tokenizer``) and extended on the even-uid half of the IU
-reports (see ``benchmarks/labeler.py``). Matching is case-insensitive on whole
-tokens.
+common synonyms, plurals and spelling variants. The CheXpert labeler's own
+mention lists (``phrases/mention/*.txt``, substrings there) are the floor: each
+of their phrases, in a short sentence, gets its class
+(``tests/test_text_chexpert_reference.py``); the rest was extended on the
+even-uid half of the IU reports (see ``benchmarks/labeler.py``). Matching is
+case-insensitive on whole tokens (statements: regexes over the text).
 
 Each entry is a :class:`Term`: an entity ``label`` (FINDING / ANATOMY / DEVICE
 / NORMAL), the CheXpert class it maps to (``""`` for findings outside the 14,
