@@ -43,7 +43,7 @@ from cxrkit.errors import ConfigError
 from cxrkit.text.classes import CHEXPERT_CLASSES, CLASS_INDEX
 from cxrkit.text.entities import Entity, EntityExtractor, clean_text
 from cxrkit.text.lexicon import FINDING
-from cxrkit.text.sections import LABEL_SECTIONS, split_sections
+from cxrkit.text.sections import HEADERS, LABEL_SECTIONS, split_sections
 
 NAN = float("nan")
 POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
@@ -60,6 +60,9 @@ _MEDIASTINUM_WORD = re.compile(
 )
 _OPACITY_WORD = re.compile(r"opaci", re.IGNORECASE)
 _LETTER = re.compile(r"[^\W\d_]")
+_IMPRESSION_WORD = re.compile(
+    "|".join(h for h, name in HEADERS.items() if name == "impression"), re.IGNORECASE
+)
 _CARDIOMEGALY, _MEDIASTINUM = CLASS_INDEX["Cardiomegaly"], CLASS_INDEX["Enlarged Cardiomediastinum"]
 _OPACITY, _LESION = CLASS_INDEX["Lung Opacity"], CLASS_INDEX["Lung Lesion"]
 
@@ -87,7 +90,9 @@ def label_sections(text: str | None, policy: str = DEFAULT_POLICY) -> frozenset[
         return LABEL_SECTIONS
     if policy != "impression":
         raise ConfigError(f"section policy {policy!r}: use one of {', '.join(SECTION_POLICIES)}")
-    names = {section.name for section in split_sections(text or "")}
+    if not text or not _IMPRESSION_WORD.search(text):  # cheap: most texts have no header
+        return LABEL_SECTIONS
+    names = {section.name for section in split_sections(text)}
     return frozenset({"impression"}) if "impression" in names else LABEL_SECTIONS
 
 
