@@ -84,3 +84,13 @@ def test_statement_with_not_is_a_negated_mention(extractor):
     assert _flags(extractor, "Pulmonary vascularity is mildly increased.") == {
         "Edema": (False, True)
     }
+
+
+def test_or_hedges_findings_but_not_anatomy(extractor):
+    (entities,) = extractor.extract(["Atelectasis in the lingula or left lower lobe."])
+    flags = {e.text: e.uncertain for e in entities}
+    assert {"Atelectasis", "lingula", "lower lobe"} <= flags.keys() and not any(flags.values())
+    assert _flags(extractor, "Atelectasis or pneumonia.") == {
+        "Atelectasis": (False, True),
+        "Pneumonia": (False, True),
+    }

@@ -32,6 +32,8 @@ from spacy.tokens import Doc
 
 from cxrkit.errors import ConfigError
 from cxrkit.text.lexicon import (
+    DEVICE,
+    FINDING,
     NORMAL,
     SHIELD,
     entity_ruler_patterns,
@@ -174,8 +176,10 @@ class EntityExtractor:
         breaks = set()
         if len(sections) > 1:
             breaks = {int(i) for i in np.searchsorted(offsets[:, 0], section_starts)}
-        tagged = [(m[0], m[1]) for m in mentions if m[2] != NORMAL and m[4] in ("", "hedged")]
-        flags = dict(zip(tagged, self.tagger.tag(doc, tagged, breaks), strict=True))
+        tagged = [m for m in mentions if m[2] != NORMAL and m[4] in ("", "hedged")]
+        spans = [(m[0], m[1]) for m in tagged]
+        joinable = [m[2] in (FINDING, DEVICE) or bool(m[3]) for m in tagged]
+        flags = dict(zip(spans, self.tagger.tag(doc, spans, breaks, joinable), strict=True))
         out = []
         for start, end, label, chexpert, fixed in mentions:
             first, last = int(offsets[start, 0]), int(offsets[end - 1, 0] + offsets[end - 1, 1])

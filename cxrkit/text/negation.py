@@ -181,9 +181,17 @@ class AssertionTagger:
         return np.cumsum(starts[:-1])
 
     def tag(
-        self, doc: Doc, spans: list[tuple[int, int]], breaks: set[int] | None = None
+        self,
+        doc: Doc,
+        spans: list[tuple[int, int]],
+        breaks: set[int] | None = None,
+        alternatives: list[bool] | None = None,
     ) -> list[tuple[bool, bool]]:
-        """(negated, uncertain) for each token span ``(start, end)`` of ``doc``."""
+        """(negated, uncertain) for each token span ``(start, end)`` of ``doc``.
+
+        ``alternatives`` marks the spans that "X or Y" can hedge (findings, devices;
+        default all): "left or right lung" hedges no anatomy.
+        """
         if not spans:
             return []
         cues = self.cues(doc)
@@ -195,7 +203,9 @@ class AssertionTagger:
         # A hedge inside a negated list is itself negated: "no consolidation, suspicious
         # opacity, or pneumothorax" -> pneumothorax is negated, not uncertain.
         kind_of = {c: self._pre_kind(c, pre, clause) for c in pre}
-        hedged = self._alternatives(doc, spans, clause)
+        joinable = [i for i in range(len(spans)) if alternatives is None or alternatives[i]]
+        hedged = {joinable[i] for i in self._alternatives(doc, [spans[i] for i in joinable],
+                                                          clause)}  # fmt: skip
         results = []
         for index, (start, end) in enumerate(spans):
             before = [c for c in pre if c.end <= start and start - c.end <= PRE_WINDOW
