@@ -213,12 +213,11 @@ class AssertionTagger:
             after = [c for c in post if c.start >= end and c.start - end <= POST_WINDOW
                      and clause[c.start] == clause[end - 1]]  # fmt: skip
             # The cue nearest to the mention decides, on each side.
-            kinds = {
-                kind_of.get(c) or c.kind.removeprefix("POST_")
-                for c in pre + post
-                if c.start >= start and c.end <= end
-            }  # inside a statement: "may be"
-            kinds.discard("NEG")  # a negated statement is its own lexicon entry
+            kinds = set()
+            if end - start > 2:  # a statement may hold a hedge: "the heart may be enlarged"
+                kinds = {kind_of.get(c) or c.kind.removeprefix("POST_") for c in pre + post
+                         if c.start >= start and c.end <= end}  # fmt: skip
+                kinds.discard("NEG")  # a negated statement is its own lexicon entry
             if before:
                 kinds.add(kind_of[max(before, key=lambda c: (c.end, c.start))])
             if after:
