@@ -344,6 +344,24 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         {"Atelectasis": -1, "Pneumonia": -1},
     ),
     ("post-negation: borderline heart size", "Borderline heart size.", {"Cardiomegaly": -1}),
+    ("post-negation: worrisome for XXX", "Worrisome for pneumonia.", {"Pneumonia": -1}),
+    (
+        "post-negation: correlate clinically for XXX",
+        "Correlate clinically for pneumonia.",
+        {"Pneumonia": -1},
+    ),
+    (
+        "post-negation: may be consistent with XXX",
+        "Findings may be consistent with edema.",
+        {"Edema": -1},
+    ),
+    ("post-negation: favor XXX", "Atelectasis is favored.", {"Atelectasis": -1}),
+    ("post-negation: suggestion of XXX", "Suggestion of pneumonia.", {"Pneumonia": -1}),
+    (
+        "post-negation: may represent XXX",
+        "Opacity may represent pneumonia.",
+        {"Lung Opacity": 1, "Pneumonia": -1},
+    ),
     ("post-negation: vascular congestion", "Mild pulmonary vascular congestion.", {"Edema": -1}),
     (
         "negation before post-negation: no vascular congestion",

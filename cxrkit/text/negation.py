@@ -61,6 +61,12 @@ PRE_UNC = (
     "in the appropriate clinical setting", "in the correct clinical setting",
     "in the proper clinical setting", "clinical correlation for", "alternatively",
     "difficult to exclude", "difficult to completely exclude", "be difficult to exclude",
+    # CheXpert's post_negation_uncertainty.txt: worrisome for, correlate clinically for,
+    # may/could be consistent with, favor, suggestion of.
+    "worrisome for", "correlate clinically for", "clinically correlate for", "correlate for",
+    "may be consistent with", "might be consistent with", "could be consistent with",
+    "can be consistent with", "could be compatible with", "might be compatible with",
+    "favor", "favors", "favoring", "suggestion of",
 )  # fmt: skip
 # Pre-negation uncertainty (CheXpert's patterns/pre_negation_uncertainty.txt): matched before
 # negation, so "no new consolidation" and "no evidence to rule out pneumonia" are uncertain.
@@ -81,6 +87,7 @@ POST_UNC = (
     "of uncertain significance", "is equivocal", "would be difficult to exclude",
     "difficult to exclude", "not completely excluded", "or not", "would be a consideration",
     "be a consideration", "may not be", "may be in place", "might be in place",
+    "is favored", "are favored",
     # CheXpert: "XXX is not well visualized / poorly / incompletely evaluated", "not clearly
     # seen", "obscured" are uncertain, not negated.
     "not well seen", "not well visualized", "not well visualised", "not well evaluated",
