@@ -134,6 +134,10 @@ def describe_file(root: Path, path: Path) -> dict:
     return entry
 
 
+# What a git or Hub upload adds to a directory; never part of an artifact, never checked.
+HOSTING_FILES = frozenset({".git", ".gitattributes", ".gitignore", ".huggingface", ".cache"})
+
+
 def _data_files(root: Path) -> list[Path]:
     skip = {MANIFEST, PARTIAL_MARKER}
     return sorted(
@@ -141,7 +145,9 @@ def _data_files(root: Path) -> list[Path]:
         for p in root.rglob("*")
         if p.is_file()
         and p.name not in skip
-        and not any(part.startswith(".work") for part in p.relative_to(root).parts)
+        and not any(
+            part.startswith(".work") or part in HOSTING_FILES for part in p.relative_to(root).parts
+        )
     )
 
 

@@ -58,6 +58,11 @@ class DataConfig:
         None,
     )
     split: str = doc("dataset split to train on", "train")
+    views: list[str] = doc(
+        'keep only these views, e.g. ["PA", "AP"] or ["frontal"] (PA, AP and frontal of '
+        "unknown projection); empty = every view",
+        [],
+    )
     image_size: int = doc("side of the square training images; must equal model.image_size", 224)
     batch_size: int = doc(
         "images per process per micro-batch (global batch = batch_size x "
@@ -431,6 +436,12 @@ def _annotations(cfg: PretrainConfig) -> Artifact | None:
     return open_artifact(cfg.data.annotations, kind="annotations")
 
 
+def _views(cfg: PretrainConfig) -> frozenset[str] | None:
+    from cxrkit.io.layouts import expand_views
+
+    return expand_views(cfg.data.views) if cfg.data.views else None
+
+
 def _shard_dataset(cfg: PretrainConfig, dataset: Artifact, objective: Any, accelerator: Any):
     from cxrkit.io.dataset import dataset_shards
     from cxrkit.io.shards import ShardDataset
@@ -442,6 +453,7 @@ def _shard_dataset(cfg: PretrainConfig, dataset: Artifact, objective: Any, accel
         batch_size=cfg.data.batch_size,
         needs=objective.needs,
         split=cfg.data.split,
+        views=_views(cfg),
         annotations=_annotations(cfg),
         seed=cfg.data.seed,
         shuffle_buffer=cfg.data.shuffle_buffer,
@@ -503,6 +515,7 @@ def _preview_batch(cfg: PretrainConfig, dataset: Artifact, needs: Any) -> dict[s
         batch_size=PREVIEW_IMAGES,
         needs=frozenset(needs) & {"contour"},  # the preview needs images (and contours) only
         split=cfg.data.split,
+        views=_views(cfg),
         annotations=_annotations(cfg),
         shuffle=False,
         loop=False,
