@@ -3,10 +3,10 @@
 Two sources:
 
 - a cxrkit checkpoint artifact. Image-only objectives (MAE) give features for the
-  probe and fine-tuning. An objective that also offers
-  ``encode_image(images (B, 1, S, S)) -> (B, D)`` and ``encode_text(list[str]) -> (T, D)``
-  (and optionally ``logit_scale``) is an image-text model: zero-shot and retrieval
-  use it unchanged (MaCo/MMCLIP-style objectives are expected to offer this);
+  probe and fine-tuning. An objective declaring the ``image_text`` capability
+  (:mod:`cxrkit.objectives.capabilities`: ``encode_image``, ``tokenize``,
+  ``encode_text``, ``logit_scale()`` as a plain multiplier) is an image-text
+  model: zero-shot and retrieval use it unchanged;
 - an open_clip model built from a JSON architecture config (``--open-clip-config``),
   random-initialised from the seed or loaded from ``--open-clip-weights``. Never
   fetched from a hub.
@@ -31,6 +31,7 @@ from torch import nn
 
 from cxrkit.artifacts import Artifact, open_artifact, sha256_file
 from cxrkit.errors import ArtifactError, InputError
+from cxrkit.objectives.capabilities import IMAGE_TEXT, ImageText, supports
 from cxrkit.vision.normalise import CXR_MEAN, CXR_STD
 
 log = logging.getLogger(__name__)
@@ -86,15 +87,26 @@ def load_checkpoint_model(path: str | Path, device: torch.device) -> EvalModel:
         objective=objective,
         inputs=[artifact],
     )
-    if callable(getattr(objective, "encode_text", None)) and callable(
-        getattr(objective, "encode_image", None)
-    ):
+    if supports(objective, IMAGE_TEXT):
         model.encode_images = objective.encode_image
-        model.encode_texts = objective.encode_text
-        scale = getattr(objective, "logit_scale", None)
-        if scale is not None:
-            model.logit_scale = float(torch.as_tensor(scale).exp().item())
+        model.encode_texts = text_encoder_fn(objective, device)
+        model.logit_scale = float(objective.logit_scale())
     return model
+
+
+def text_encoder_fn(
+    objective: ImageText, device: torch.device
+) -> Callable[[list[str]], torch.Tensor]:
+    """``texts -> (T, D)`` for an ``image_text`` objective: tokenize, move, encode in chunks."""
+
+    def encode_texts(texts: list[str]) -> torch.Tensor:
+        chunks = []
+        for i in range(0, len(texts), TEXT_BATCH):
+            tokens = objective.tokenize(texts[i : i + TEXT_BATCH])
+            chunks.append(objective.encode_text({k: v.to(device) for k, v in tokens.items()}))
+        return torch.cat(chunks)  # (T, D)
+
+    return encode_texts
 
 
 def _register_open_clip_config(config_path: Path) -> str:

@@ -10,7 +10,6 @@ import torch
 
 from cxrkit.evaluate import metrics
 from cxrkit.vision.normalise import CXR_MEAN, CXR_STD
-from cxrkit.vision.reconstruction import reconstruction_panels
 
 
 def _pyplot():
@@ -88,9 +87,7 @@ def reconstruction_figure(path: Path, objective, images: torch.Tensor, seed: int
     """Rows: input, masked input, reconstruction (:func:`reconstruction_panels`), for up to
     8 images (B, 1, S, S), drawn with matplotlib on the normalised [-1, 1] scale."""
     plt = _pyplot()
-    generator = torch.Generator(device=images.device).manual_seed(seed)
-    pred, mask = objective.forward_reconstruction(images, generator=generator)
-    shown = reconstruction_panels(images, pred, mask)
+    shown = list(objective.reconstruct(images, seed))  # images, masked, reconstruction
     low, high = (0.0 - CXR_MEAN) / CXR_STD, (1.0 - CXR_MEAN) / CXR_STD  # [0, 1] normalised
     names: Sequence[str] = ("input", "masked", "reconstruction")
     cols = images.shape[0]

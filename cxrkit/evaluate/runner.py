@@ -18,6 +18,7 @@ from cxrkit.evaluate import labels as label_sources
 from cxrkit.evaluate import plots, protocol
 from cxrkit.evaluate.features import EvalRows, extract_features, read_rows
 from cxrkit.evaluate.tasks import TASKS, Context, Skip, TaskResult
+from cxrkit.objectives.capabilities import RECONSTRUCTION, supports
 from cxrkit.text.prompts import default_class_prompts, load_class_prompts
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def _write_plots(ctx: Context, results: dict[str, TaskResult], work: Path) -> li
             if y.size:
                 written.append(plots.reliability_plot(work / f"reliability-{name}.png", name, y, s))
     objective = ctx.model.objective
-    if objective is not None and callable(getattr(objective, "forward_reconstruction", None)):
+    if objective is not None and supports(objective, RECONSTRUCTION):
         from cxrkit.evaluate.features import image_batches
 
         batch = next(image_batches(ctx.dataset, ctx.transform, 8), None)

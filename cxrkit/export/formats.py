@@ -20,10 +20,9 @@ from cxrkit.artifacts import Artifact
 from cxrkit.errors import ArtifactError
 from cxrkit.export import native, onnx_format, open_clip_format, timm_format
 from cxrkit.models.checkpoint import CheckpointConfig
+from cxrkit.objectives.capabilities import IMAGE_TEXT, PHYSIO, supports
 
 log = logging.getLogger(__name__)
-
-EXTRA_ENCODERS = ("text", "physio")  # objective methods `<name>_encoder()` exported when present
 
 
 @dataclasses.dataclass
@@ -105,19 +104,21 @@ def _write_native(work: Path, src: ExportSource, checks: Checks) -> dict:
 
 
 def _other_encoders(objective: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """Encoders besides the image one: ``text_encoder()``, ``physio_encoder()`` when defined.
+    """Encoders besides the image one, by declared capability.
 
-    A getter may return one module or a dict of them (several physiology teachers:
-    ``{"ecg": ..., "labs": ...}`` becomes ``physio_ecg`` and ``physio_labs``).
+    ``image_text`` gives ``text_encoder()``; ``physio`` gives ``physio_encoder()``,
+    one module or a dict (``{"ecg": ..., "labs": ...}`` becomes ``physio_ecg`` and
+    ``physio_labs``).
     """
     found: dict[str, torch.nn.Module] = {}
-    for name in EXTRA_ENCODERS:
-        getter = getattr(objective, f"{name}_encoder", None)
-        module = getter() if callable(getter) else None
+    if supports(objective, IMAGE_TEXT) and objective.text_encoder() is not None:
+        found["text"] = objective.text_encoder()
+    if supports(objective, PHYSIO):
+        module = objective.physio_encoder()
         if isinstance(module, dict):
-            found.update({f"{name}_{key}": tower for key, tower in module.items()})
+            found.update({f"physio_{key}": tower for key, tower in module.items()})
         elif module is not None:
-            found[name] = module
+            found["physio"] = module
     return found
 
 

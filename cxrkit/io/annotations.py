@@ -66,6 +66,11 @@ class AnnotationIndex:
         row = self.index.get(image_id)
         return None if row is None else self.columns[column][row]
 
+    def row(self, image_id: str) -> dict[str, Any] | None:
+        """Every loaded column of ``image_id`` as a dict; None for an image without annotations."""
+        index = self.index.get(image_id)
+        return None if index is None else {c: v[index] for c, v in self.columns.items()}
+
     def __contains__(self, image_id: object) -> bool:
         return image_id in self.index
 

@@ -186,8 +186,11 @@ def unpack_bits(data: bytes, height: int, width: int) -> np.ndarray:
     return np.asarray(unpack_mask(data, height, width), dtype=bool)
 
 
-def report_text(row: dict) -> str:
-    """Findings + impression, else the whole report, else ""."""
-    parts = [row.get("report_findings"), row.get("report_impression")]
-    joined = "\n".join(p.strip() for p in parts if p and p.strip())
-    return joined or (row.get("report_text") or "").strip()
+def report_text(row: dict, section: str = "both") -> str:
+    """Findings + impression (or one section), else the whole report, else "".
+
+    The text the loader's ``text`` field delivers (:func:`cxrkit.io.fields.compose_text`).
+    """
+    from cxrkit.io.fields import compose_text
+
+    return compose_text(row, section)[0]

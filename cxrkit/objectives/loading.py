@@ -20,7 +20,6 @@ from cxrkit.models.checkpoint import (
     Preprocessing,
     read_checkpoint_config,
     read_weights,
-    strict_load,
     write_checkpoint,
 )
 from cxrkit.objectives.base import Objective, build_objective
@@ -33,7 +32,7 @@ def checkpoint_config(objective: Objective) -> CheckpointConfig:
     return CheckpointConfig(
         objective=objective.name,
         objective_config=to_dict(cfg),
-        image_encoder_prefix=getattr(objective, "image_encoder_prefix", ""),
+        image_encoder_prefix=objective.image_encoder_prefix,
         preprocessing=Preprocessing(image_size=getattr(model_cfg, "image_size", None)),
     )
 
@@ -42,13 +41,15 @@ def save_objective(objective: Objective, directory: str | Path) -> None:
     """Write ``model.safetensors`` and ``config.json`` for an objective.
 
     Takes: a built Objective and an existing directory. The trainer adds its
-    own files (metrics, trainer state) next to these.
+    own files (metrics, trainer state) next to these. Frozen modules
+    (``Objective.frozen_modules``: teachers) are not written: the objective
+    rebuilds them from their own source when it is built.
     """
-    write_checkpoint(directory, checkpoint_config(objective), objective.state_dict())
+    write_checkpoint(directory, checkpoint_config(objective), objective.trainable_state_dict())
 
 
 def load_objective(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> Objective:
-    """Rebuild the Objective saved in a checkpoint directory, weights loaded strictly.
+    """Rebuild the Objective saved in a checkpoint directory, trainable weights loaded strictly.
 
     Returns: the objective in eval mode on ``device``.
     Raises: ArtifactError when config.json or model.safetensors is missing or
@@ -62,5 +63,12 @@ def load_objective(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> 
         raise ArtifactError(
             f"{ckpt_dir / CONFIG_FILE}: cannot rebuild objective {config.objective!r} ({exc})"
         ) from exc
-    strict_load(objective, read_weights(ckpt_dir / WEIGHTS_FILE), ckpt_dir / WEIGHTS_FILE)
+    weights_path = ckpt_dir / WEIGHTS_FILE
+    try:  # strict on the trainable part; frozen modules come from their own source
+        objective.load_trainable_state_dict(read_weights(weights_path))
+    except ArtifactError as exc:
+        raise ArtifactError(
+            f"{weights_path}: {exc}; the checkpoint was written by another model "
+            "configuration or is damaged"
+        ) from exc
     return objective.to(device).eval()

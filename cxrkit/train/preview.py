@@ -1,8 +1,8 @@
-"""A reconstruction preview for objectives that offer ``forward_reconstruction``.
+"""A reconstruction preview for objectives that declare the ``reconstruction`` capability.
 
 One row per image: original | masked input | reconstruction, in display grey
 levels (the loader's normalisation undone); the grid is
-:func:`cxrkit.vision.reconstruction.reconstruction_grid`. The caller supplies the
+:func:`cxrkit.vision.reconstruction.panels_grid` of the objective's ``reconstruct``. The caller supplies the
 images (and contours, for objectives that mask by them).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from cxrkit.vision.reconstruction import reconstruction_grid
+from cxrkit.vision.reconstruction import panels_grid
 
 PREVIEW_IMAGES = 4
 PREVIEW_SEED = 0  # fixed masks, so previews of different runs compare
@@ -29,21 +29,21 @@ def write_reconstruction(
 ) -> Path:
     """Reconstruct ``images`` with fixed masks and save the grid as PNG.
 
-    Takes the objective (with ``forward_reconstruction(images, generator, contour)``
-    returning (reconstruction, mask)), normalised images (B, 1, H, W), the output
-    path, and the matching contour masks when the objective uses them. The
-    objective's train/eval mode is restored afterwards. Returns the path.
+    Takes the objective (declaring the ``reconstruction`` capability:
+    ``reconstruct(images, seed, contour) -> (images, masked, reconstruction)``),
+    normalised images (B, 1, H, W), the output path, and the matching contour
+    masks when the objective uses them. The objective's train/eval mode is
+    restored afterwards. Returns the path.
     """
     from PIL import Image
 
     images = images.to(device)
-    generator = torch.Generator().manual_seed(PREVIEW_SEED)
     was_training = objective.training
     objective.eval()
-    reconstruction, mask = objective.forward_reconstruction(
-        images, generator=generator, contour=contour.to(device) if contour is not None else None
+    _, masked, shown = objective.reconstruct(
+        images, PREVIEW_SEED, contour=contour.to(device) if contour is not None else None
     )
     objective.train(was_training)
-    grid = reconstruction_grid(images.float(), reconstruction.float(), mask.float())
+    grid = panels_grid([images.float(), masked.float(), shown.float()])
     Image.fromarray(grid).save(path)
     return path

@@ -7,6 +7,8 @@ and by evaluation's figure (:func:`cxrkit.evaluate.plots.reconstruction_figure`)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -43,9 +45,19 @@ def reconstruction_grid(
 
     Takes images, reconstruction and mask (1 = hidden), all (B, 1, H, W).
     """
-    columns = [to_grey(panel) for panel in reconstruction_panels(images, reconstruction, mask)]
+    return panels_grid(reconstruction_panels(images, reconstruction, mask), gap)
+
+
+def panels_grid(panels: Sequence[torch.Tensor], gap: int = 2) -> np.ndarray:
+    """uint8 grid: one row per image, one column per panel (each (B, 1, H, W), normalised).
+
+    The panels an objective's ``reconstruct`` returns (original, masked,
+    reconstruction) give the same grid as :func:`reconstruction_grid`.
+    """
+    columns = [to_grey(panel) for panel in panels]
     batch, height, width = columns[0].shape
-    grid = np.full((batch * (height + gap) - gap, 3 * (width + gap) - gap), 255, dtype=np.uint8)
+    count = len(columns)
+    grid = np.full((batch * (height + gap) - gap, count * (width + gap) - gap), 255, dtype=np.uint8)
     for row in range(batch):
         for col, tiles in enumerate(columns):
             y, x = row * (height + gap), col * (width + gap)
