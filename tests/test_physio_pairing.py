@@ -70,3 +70,13 @@ def test_pair_images_matches_each_modality_separately_and_keeps_unpaired_images(
         "with_ecg": 2,
         "with_labs": 2,
     }
+
+
+def test_undated_images_get_no_partner_unless_asked_for_the_latest_record():
+    records = [Record("old", "p", at(-50)), Record("new", "p", at(10)), Record("x", "p", None)]
+    assert nearest(None, records, 24) == (None, None)
+    assert nearest(None, records, 24, undated="latest") == ("new", None)
+    assert nearest(None, [Record("b", "p", None), Record("a", "p", None)], 24, "latest") == (
+        "a",
+        None,
+    )

@@ -6,8 +6,11 @@ The rule, per image (patient pseudonym, study time) and per modality:
   ``[-window_hours, +window_hours]`` of the image (``delta = record - image``);
 - the nearest by ``|delta|`` wins; a tie prefers the record taken BEFORE the
   image (it was available when the image was read), then the smaller id;
-- no candidate (or an image or record without a time) = no partner; the image
-  stays in the table with empty partner columns (it still trains the MAE term).
+- no candidate (or a record without a time) = no partner; the image stays in
+  the table with empty partner columns (it still trains the MAE term);
+- an image without a date (PNG/JPEG sources, datasets that publish none) gets no
+  partner, unless ``undated = "latest"``: then the patient's latest record
+  (records without a time last, then by id), with no time delta.
 
 Image times: the dataset stores only the (shifted) study date, so an image's
 time is that date at 12:00, the middle of the day (error at most 12 h).
@@ -54,11 +57,16 @@ def parse_time(value: str | None) -> datetime | None:
 
 
 def nearest(
-    when: datetime | None, candidates: list[Record], window_hours: float
+    when: datetime | None, candidates: list[Record], window_hours: float, undated: str = "skip"
 ) -> tuple[str | None, float | None]:
     """``(id, delta_hours)`` of the partner chosen by the module's rule, or ``(None, None)``."""
     if when is None:
-        return None, None
+        if undated != "latest" or not candidates:
+            return None, None
+        ordered = sorted(candidates, key=lambda r: r.id)
+        timed = [r for r in ordered if r.time is not None]
+        pick = max(timed, key=lambda r: r.time) if timed else ordered[0]  # first max: smaller id
+        return pick.id, None
     best: tuple[float, int, str, float] | None = None
     for record in candidates:
         if record.time is None:
@@ -78,12 +86,13 @@ def pair_images(
     labs: list[Record],
     ecg_window_hours: float,
     lab_window_hours: float,
+    undated: str = "skip",
 ) -> list[dict[str, Any]]:
     """One row per image: ``image_id, patient_id, split, ecg_id, ecg_delta_hours, lab_id,
     lab_delta_hours`` (partner columns None when there is none).
 
     Takes image dicts with ``image_id, patient_id, study_date, split`` and the
-    ECG and lab records.
+    ECG and lab records; ``undated`` is the rule for images without a date.
     """
     by_patient_ecg: dict[str, list[Record]] = defaultdict(list)
     by_patient_lab: dict[str, list[Record]] = defaultdict(list)
@@ -95,8 +104,12 @@ def pair_images(
     for image in images:
         when = image_time(image.get("study_date"))
         patient = str(image.get("patient_id"))
-        ecg_id, ecg_delta = nearest(when, by_patient_ecg.get(patient, []), ecg_window_hours)
-        lab_id, lab_delta = nearest(when, by_patient_lab.get(patient, []), lab_window_hours)
+        ecg_id, ecg_delta = nearest(
+            when, by_patient_ecg.get(patient, []), ecg_window_hours, undated
+        )
+        lab_id, lab_delta = nearest(
+            when, by_patient_lab.get(patient, []), lab_window_hours, undated
+        )
         rows.append(
             {
                 "image_id": image["image_id"],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -49,6 +49,12 @@ class PairsConfig:
         "a lab panel pairs with an image when drawn within this many hours of it", 24.0
     )
 
+    undated: Literal["skip", "latest"] = doc(
+        "images without a study date: skip (no partner) | latest (the patient's latest "
+        "record, no time delta; for datasets that publish no dates)",
+        "skip",
+    )
+
     def validate(self) -> None:
         """Raise ConfigError on a negative window."""
         if self.ecg_window_hours < 0 or self.lab_window_hours < 0:
@@ -82,7 +88,9 @@ def run(
         images.extend(pq.read_table(shard, columns=columns).to_pylist())
     ecgs = _records(pq.read_table(physio.path / ECG_INDEX).to_pylist(), "ecg_id")
     labs = _records(pq.read_table(physio.path / LABS_TABLE).to_pylist(), "lab_id")
-    rows = pairing.pair_images(images, ecgs, labs, cfg.ecg_window_hours, cfg.lab_window_hours)
+    rows = pairing.pair_images(
+        images, ecgs, labs, cfg.ecg_window_hours, cfg.lab_window_hours, cfg.undated
+    )
     work = writer.begin()
     pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), work / PAIRS_FILE)
     stats = {"coverage": pairing.coverage(rows)}

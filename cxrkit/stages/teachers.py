@@ -79,7 +79,7 @@ def train(
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     ecg_model = ECGEncoder(cfg.ecg_dim, cfg.ecg_width)
-    ecg = torch.from_numpy(np.ascontiguousarray(signals))
+    ecg = torch.from_numpy(np.array(signals, dtype=np.float32))
     leads = torch.tensor([r["lead_mask"] for r in ecg_rows], dtype=torch.float32)
     ecg_losses = _fit(
         ecg_model,
@@ -128,7 +128,7 @@ def _fit(model, count: int, cfg: TeacherConfig, generator, step_loss) -> list[fl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, n = total + float(loss) * len(idx), n + len(idx)
+            total, n = total + float(loss.detach()) * len(idx), n + len(idx)
         history.append(total / max(n, 1))
     return history
 
@@ -170,7 +170,7 @@ def embed(
     panels = load_labs(physio)
     ecg_out = np.zeros((len(ecg_rows), ecg_model.dim), np.float32)
     for start in range(0, len(ecg_rows), 64):
-        chunk = torch.from_numpy(np.ascontiguousarray(signals[start : start + 64]))
+        chunk = torch.from_numpy(np.array(signals[start : start + 64], dtype=np.float32))
         leads = torch.tensor([r["lead_mask"] for r in ecg_rows[start : start + 64]]).float()
         ecg_out[start : start + 64] = ecg_model(chunk, leads).numpy()
     lab_out = np.zeros((len(panels), lab_model.dim), np.float32)
