@@ -184,3 +184,23 @@ def test_tokens_and_entity_masks_come_batched_from_the_workers(annotated_iu):
         # every marked word overlaps an entity, and a report with entities has marked words
         assert all(any(s < e["end"] and t > e["start"] for e in entities) for s, t in marked)
         assert bool(marked) == bool(entities)
+
+
+def test_minilm_wordpiece_tokens_and_entity_masks_from_real_reports(annotated_iu):
+    from cxrkit.io.bundled import minilm_dir
+    from cxrkit.models.tokenizers import WordPieceTokenizer
+
+    transform = TokenizeText(WordPieceTokenizer(minilm_dir(), context_length=96), entities=True)
+    data = _dataset(annotated_iu, {"text", "entities"}, sample_transform=transform)
+    batch = next(iter(make_loader(data, num_workers=2)))  # the tokenizer pickles to workers
+    tokens = batch["tokens"]
+    assert tokens["input_ids"].shape == (3, 96) and tokens["attention_mask"].sum() > 0
+    for row, (text, entities) in enumerate(zip(batch["text"], batch["entities"], strict=True)):
+        marked = tokens["offsets"][row][tokens["entity_mask"][row]].tolist()
+        assert bool(marked) == bool(entities)
+        for entity in entities:  # every word piece of an entity is marked, and only those
+            inside = [(s, e) for s, e in marked if entity["start"] <= s and e <= entity["end"]]
+            assert (
+                "".join(text[s:e] for s, e in inside).lower()
+                == entity["text"].replace(" ", "").lower()
+            )
