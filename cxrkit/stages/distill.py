@@ -191,22 +191,32 @@ def training_config(cfg: DistillConfig, parts: dict[str, Artifact]):
 def run(cfg: DistillConfig, force: bool = False, accelerator: Any = None) -> Artifact:
     """All steps; publish the image-only checkpoint at ``cfg.out`` (or stop at ``cfg.stage``).
 
-    Returns the last artifact made. Raises ConfigError/InputError/ArtifactError
-    for unusable settings or inputs; Preempted (exit 75) / Interrupted from the
-    training run after it saved a checkpoint (re-run the same command).
+    Works in one process and under ``accelerate launch``: the main process makes
+    the pairs, teachers and embeddings while the others wait, then they find
+    them current. Returns the last artifact made. Raises ConfigError/InputError/
+    ArtifactError for unusable settings or inputs; Preempted (exit 75) /
+    Interrupted from the training run after it saved a checkpoint (re-run the
+    same command).
     """
     from cxrkit.stages import pretrain
+    from cxrkit.train.loop import make_accelerator
 
-    parts = prepare(cfg, force)
+    _require(cfg)
+    accelerator = accelerator or make_accelerator(
+        cfg.train.precision, find_unused_parameters=cfg.train.find_unused_parameters
+    )
+    if accelerator.is_main_process:
+        parts = prepare(cfg, force)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        parts = prepare(cfg, force=False)  # published by the main process: no-ops
     if cfg.stage == "pairs":
         return parts["pairs"]
     if cfg.stage == "teachers":
         return parts["embeddings"]
     run_cfg = training_config(cfg, parts)
     trained = pretrain.run(run_cfg, force=force, accelerator=accelerator)
-    from cxrkit.train.distributed import rank
-
-    if rank() != 0:
+    if not accelerator.is_main_process:
         return trained
     return publish_student(cfg, trained, parts, force)
 
