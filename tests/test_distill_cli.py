@@ -210,3 +210,43 @@ def test_kill_9_during_distill_then_the_same_command_resumes_bit_for_bit(
         for d in (tmp_path / "straight", out)
     ]
     assert losses[0] == losses[1] and len(losses[0]) == 16
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_distill_with_negatives_gathered_over_both(
+    demo_dataset, physio_dir, student, tmp_path
+):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(port),
+        *_command(demo_dataset, physio_dir, student, out)[1:],  # -m cxrkit.cli distill ...
+        "--set",
+        "train.find_unused_parameters=true",
+    ]
+    command[command.index("16")] = "4"  # --max-steps
+    done = subprocess.run(
+        command,
+        env={**_env(), "ACCELERATE_USE_CPU": "true"},
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    run = json.loads((tmp_path / "ddp.work" / "run" / "manifest.json").read_text())
+    assert run["stats"]["processes"] == 2 and run["stats"]["steps"] == 4
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    # 4 images per process: more than 4 pairs in a step means both processes' rows were used
+    assert max(r["pairs_ecg"] for r in rows) > 4
+    assert json.loads((out / "config.json").read_text())["objective"] == "mae"
