@@ -145,6 +145,33 @@ def test_exported_encoder_runs_in_timm_and_onnx_runtime_without_physiology(disti
     assert exported.stats["formats"] == {fmt: "ok" for fmt in formats}, exported.stats
 
 
+def test_eval_takes_the_distilled_checkpoint_like_any_other(distilled, demo_dataset, tmp_path):
+    from cxrkit.artifacts import lineage
+    from cxrkit.stages import eval as evaluate
+
+    _, artifact = distilled
+    result = evaluate.run(
+        resolve(
+            evaluate.EvalConfig,
+            flags={
+                "dataset": str(demo_dataset),
+                "checkpoint": str(artifact.path),
+                "out": str(tmp_path / "ev"),
+                "protocol": "cv",
+                "tasks": ["probe"],
+                "fractions": [1.0],
+                "seeds": [0],
+                "bootstrap": 50,
+            },
+        )
+    )
+    metrics = json.loads((result.path / "metrics.json").read_text())
+    probe = metrics["tasks"]["probe"]["fractions"]["1"]["seeds"]["0"]["classes"]["Pneumonia"]
+    assert probe["status"] == "ok"
+    kinds = {row["kind"] for row in lineage(artifact.path)}
+    assert {"pairs", "embeddings", "teachers", "physio", "dataset"} <= kinds
+
+
 def test_same_command_again_is_a_no_op(distilled):
     cfg, artifact = distilled
     assert distill.run(cfg).id == artifact.id

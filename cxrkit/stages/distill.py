@@ -231,7 +231,12 @@ def publish_student(
 
     params = {"synthetic_pairs": cfg.synthetic_pairs}
     writer = ArtifactWriter(
-        Path(cfg.out), "checkpoint", params, [trained, parts["pairs"]], SCHEMA_VERSION, force
+        Path(cfg.out),
+        "checkpoint",
+        params,
+        [trained, parts["pairs"], parts["embeddings"]],
+        SCHEMA_VERSION,
+        force,
     )
     if (done := writer.up_to_date()) is not None:
         return done
