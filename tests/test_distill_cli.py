@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -250,3 +251,29 @@ def test_two_gloo_processes_distill_with_negatives_gathered_over_both(
     # 4 images per process: more than 4 pairs in a step means both processes' rows were used
     assert max(r["pairs_ecg"] for r in rows) > 4
     assert json.loads((out / "config.json").read_text())["objective"] == "mae"
+
+
+def test_slurm_prepares_here_and_hands_the_resolved_run_to_pretrains_job_writer(
+    demo_dataset, physio_dir, student, tmp_path, monkeypatch
+):
+    from types import SimpleNamespace
+
+    handed = {}
+
+    def fake_writer(cfg, job):  # stands in for pretrain.write_slurm_job (cluster)
+        handed["cfg"], handed["job"] = cfg, job
+        script = tmp_path / "run.sbatch"
+        script.write_text("#!/bin/bash\n")
+        return SimpleNamespace(script=script)
+
+    monkeypatch.setattr(pretrain, "write_slurm_job", fake_writer, raising=False)
+    args = ["distill", str(demo_dataset), "--physio", str(physio_dir), "--student"]
+    args += [str(student), "--out", str(tmp_path / "o"), "--preset", "demo-pacx", "--slurm"]
+    result = CliRunner().invoke(app, [*args, "--nodes", "2", "--set", "teacher.epochs=1"])
+    assert result.exit_code == 0, result.output
+    cfg = handed["cfg"]
+    assert cfg.objective["name"] == "pacx" and Path(cfg.objective["embeddings"]).is_absolute()
+    assert Path(cfg.out) == (tmp_path / "o.work" / "run").resolve()
+    assert handed["job"].nodes == 2 and handed["job"].job_name == "cxrkit-distill-o"
+    assert (tmp_path / "o.work" / "embeddings" / "manifest.json").is_file()
+    assert not (tmp_path / "o").exists()  # published by a re-run after the job

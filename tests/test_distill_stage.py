@@ -175,3 +175,17 @@ def test_eval_takes_the_distilled_checkpoint_like_any_other(distilled, demo_data
 def test_same_command_again_is_a_no_op(distilled):
     cfg, artifact = distilled
     assert distill.run(cfg).id == artifact.id
+
+
+def test_teachers_loaded_from_a_local_artifact_give_the_same_embeddings(distilled, tmp_path):
+    import dataclasses
+
+    cfg, _ = distilled
+    trained = distill.work_dir(cfg) / "teachers"
+    again = dataclasses.replace(
+        cfg, teachers=str(trained), work=str(tmp_path / "w"), stage="teachers"
+    )
+    parts = distill.prepare(again)
+    original = json.loads((distill.work_dir(cfg) / "embeddings" / "manifest.json").read_text())
+    assert parts["embeddings"].id == original["id"]
+    assert not (tmp_path / "w" / "teachers").exists()  # loaded, not trained

@@ -134,3 +134,27 @@ def test_ingest_physio_end_to_end(tmp_path, salt_file):
     assert all("short" not in r["path"] for r in rejects)  # paths are salted tokens
     # same command again: a no-op with the same id
     assert physio.run(cfg).id == artifact.id
+
+
+def test_a_wide_lab_csv_gives_the_same_panels_as_the_long_table(tmp_path):
+    long = serum_long_table(["p1", "p2"])
+    wide = long.pivot_table(index=["patient_id", "time"], columns="test", values="value")
+    wide = wide.reset_index()
+    from_long, units = labs.to_wide(long, "long.csv")
+    from_wide, _ = labs.to_wide(wide, "wide.csv")
+    assert units["s1"] == "mg/dL"
+    assert list(from_long.columns) == list(from_wide.columns)
+    assert np.allclose(from_long[list(SERUM)].to_numpy(), from_wide[list(SERUM)].to_numpy())
+    # the raw value survives the pivot: patient p1's total cholesterol (diabetes row 0)
+    from sklearn.datasets import load_diabetes
+
+    assert from_long.loc[0, "s1"] == load_diabetes(scaled=False, as_frame=True).frame.loc[0, "s1"]
+
+
+def test_a_test_in_two_units_is_an_input_error():
+    from cxrkit.errors import InputError
+
+    table = serum_long_table(["p1", "p2"])
+    table.loc[0, "unit"] = "mmol/L"
+    with pytest.raises(InputError, match="several units"):
+        labs.to_wide(table, "labs.csv")

@@ -69,6 +69,23 @@ def distill_command(
             rich_help_panel=SLURM_HELP,
         ),
     ] = False,
+    nodes: Annotated[int, typer.Option(help="Nodes.", rich_help_panel=SLURM_HELP)] = 1,
+    gpus_per_node: Annotated[
+        int, typer.Option(help="GPUs per node.", rich_help_panel=SLURM_HELP)
+    ] = 1,
+    time: Annotated[
+        str, typer.Option(help="Time limit HH:MM:SS.", rich_help_panel=SLURM_HELP)
+    ] = "24:00:00",
+    partition: Annotated[
+        str | None, typer.Option(help="Partition.", rich_help_panel=SLURM_HELP)
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option(help="Account.", rich_help_panel=SLURM_HELP)
+    ] = None,
+    submit: Annotated[
+        bool,
+        typer.Option("--submit", help="Submit the script with sbatch.", rich_help_panel=SLURM_HELP),
+    ] = False,
 ) -> None:
     """Pair images with ECGs and lab panels, train (or load) frozen teachers, and distil them
     into an MAE encoder (LoRA or full) -> an image-only checkpoint for eval and export.
@@ -90,7 +107,14 @@ def distill_command(
         "data.batch_size": batch_size,
     }
     if slurm:
-        _write_slurm(distill, flags, preset, config, sets, force)
+        job = dict(
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            time=time,
+            partition=partition,
+            account=account,
+        )
+        _write_slurm(distill, flags, preset, config, sets, force, job, submit)
         return
     if os.environ.get("RANK", "0") != "0":  # a non-main process under accelerate
         from cxrkit.config import resolve
@@ -137,7 +161,8 @@ def _run_and_show_coverage(cfg, force: bool = False):
     return artifact
 
 
-def _write_slurm(distill, flags, preset, config, sets, force) -> None:
+def _write_slurm(distill, flags, preset, config, sets, force, job: dict, submit: bool) -> None:
+    """Pairs/teachers/embeddings here, then pretrain's sbatch writer for the training run."""
     from cxrkit.cli.common import not_built
     from cxrkit.config import resolve
     from cxrkit.stages import pretrain
@@ -161,9 +186,15 @@ def _write_slurm(distill, flags, preset, config, sets, force) -> None:
         stage="distill",
     )
     parts = distill.prepare(cfg, force=force)
-    files = writer(distill.training_config(cfg, parts), SlurmJob())
+    slurm_job = SlurmJob(job_name=f"cxrkit-distill-{Path(cfg.out).name}", **job)
+    files = writer(distill.training_config(cfg, parts), slurm_job)
     err.print(
         f"wrote {files.script}; after the job, re-run this command without --slurm to "
         "publish the merged image-only checkpoint"
     )
-    out.print(str(files.script))
+    if submit:
+        from cxrkit.train.slurm import submit as sbatch_submit
+
+        out.print(sbatch_submit(files.script))
+    else:
+        out.print(str(files.script))
