@@ -79,6 +79,13 @@ def test_presets_resolve_with_their_tagged_values():
     assert stage1["objective"]["mask_ratio"] == 0.9
 
 
+def test_a_typo_in_the_objective_table_is_a_config_error_with_a_did_you_mean():
+    from cxrkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean 'lora_r'"):
+        resolve(distill.DistillConfig, preset="pacx-mae", sets=["objective.lora_rr=4"])
+
+
 def test_missing_student_is_a_usage_error(demo_dataset, physio_dir, tmp_path):
     result = CliRunner().invoke(
         app,

@@ -118,6 +118,8 @@ def test_output_is_an_image_only_mae_checkpoint_with_lora_merged(distilled):
     cfg, artifact = distilled
     config = json.loads((artifact.path / "config.json").read_text())
     assert config["objective"] == "mae" and artifact.stats["note"] == distill.SYNTHETIC_NOTE
+    # the MAE term and the output keep the student's settings (demo-mae: raw-pixel targets)
+    assert config["objective_config"]["norm_pix_loss"] is False
     student = load_objective(artifact.path)
     run = load_objective(distill.work_dir(cfg) / "run")
     images = torch.randn(2, 1, 64, 64)

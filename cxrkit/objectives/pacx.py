@@ -90,8 +90,12 @@ class PacxConfig:
     mae_weight: float = doc(
         "weight of the student's MAE loss on every image (cxrkit; 0 = the released code)", 1.0
     )
-    mask_ratio: float = doc("MAE term: fraction of hidden patches", 0.75)
-    norm_pix_loss: bool = doc("MAE term: per-patch normalised targets", True)
+    mask_ratio: float | None = doc(
+        "MAE term: fraction of hidden patches; none = the student's (distill) or MAE's 0.75", None
+    )
+    norm_pix_loss: bool | None = doc(
+        "MAE term: per-patch normalised targets; none = the student's (distill) or MAE's", None
+    )
     decoder_dim: int = doc("the student's MAE decoder width (from its checkpoint)", 512)
     decoder_depth: int = doc("the student's MAE decoder depth (from its checkpoint)", 8)
     decoder_heads: int = doc("the student's MAE decoder heads (from its checkpoint)", 16)
@@ -107,10 +111,13 @@ class PacxConfig:
 
     def mae_config(self) -> MAEConfig:
         """The student's MAE settings."""
+        defaults = MAEConfig()
         return MAEConfig(
             model=self.model,
-            mask_ratio=self.mask_ratio,
-            norm_pix_loss=self.norm_pix_loss,
+            mask_ratio=defaults.mask_ratio if self.mask_ratio is None else self.mask_ratio,
+            norm_pix_loss=(
+                defaults.norm_pix_loss if self.norm_pix_loss is None else self.norm_pix_loss
+            ),
             decoder_dim=self.decoder_dim,
             decoder_depth=self.decoder_depth,
             decoder_heads=self.decoder_heads,

@@ -86,9 +86,15 @@ class DistillConfig:
     )
 
     def validate(self) -> None:
-        """Raise ConfigError for an objective other than pacx."""
+        """Check the [objective] table against the pacx Config (typos: ConfigError with a
+        did-you-mean) and fill in its defaults; objective.name must be pacx."""
+        from cxrkit.objectives.base import resolve_objective_config
+
         if self.objective.get("name", "pacx") != "pacx":
             raise ConfigError("distill trains objective pacx; objective.name must be 'pacx'")
+        resolved = to_dict(resolve_objective_config("pacx", dict(self.objective)))
+        resolved.pop("model", None)  # the student's [model] table is used
+        self.objective = {"name": "pacx", **resolved}
 
 
 def work_dir(cfg: DistillConfig) -> Path:
@@ -157,8 +163,8 @@ def training_config(cfg: DistillConfig, parts: dict[str, Artifact]):
     mae = dict(config.objective_config)
     schema = parts["embeddings"].manifest["schema"]
     objective = {
-        **{k: mae[k] for k in ("mask_ratio", "norm_pix_loss") if k in mae},
-        **{k: v for k, v in cfg.objective.items()},
+        **{k: v for k, v in cfg.objective.items() if v is not None},
+        **{k: mae[k] for k in ("mask_ratio", "norm_pix_loss") if cfg.objective.get(k) is None},
         **{k: mae[k] for k in ("decoder_dim", "decoder_depth", "decoder_heads")},
         "name": "pacx",
         "student": str(student.path.resolve()),
