@@ -374,11 +374,10 @@ class _TeacherTable:
 
     def __init__(self, pairs_dir: Path, embeddings_dir: Path) -> None:
         from cxrkit.artifacts import open_artifact
-        from cxrkit.stages.pairs import load_pairs
-        from cxrkit.stages.teachers import load_embeddings
+        from cxrkit.io.physio_files import load_embeddings, load_pairs
 
-        pairs = load_pairs(open_artifact(pairs_dir, kind="pairs"))
-        ecg, lab = load_embeddings(open_artifact(embeddings_dir, kind="embeddings"))
+        pairs = load_pairs(open_artifact(pairs_dir, kind="pairs").path)
+        ecg, lab = load_embeddings(open_artifact(embeddings_dir, kind="embeddings").path)
         self.dims = (ecg.dim, lab.dim)
         self.index = {row["image_id"]: i for i, row in enumerate(pairs)}
         n = len(pairs)

@@ -20,11 +20,11 @@ from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError
 from cxrkit.io import pairing
+from cxrkit.io.physio_files import PAIRS_FILE
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-PAIRS_FILE = "pairs.parquet"
 PAIRS_SCHEMA = pa.schema(
     [
         ("image_id", pa.string()),
@@ -73,7 +73,7 @@ def run(
     Raises ArtifactError when an input is not a dataset / physio artifact.
     """
     from cxrkit.io.dataset import dataset_shards
-    from cxrkit.stages.physio import ECG_INDEX, LABS_TABLE
+    from cxrkit.io.physio_files import ECG_INDEX, LABS_TABLE
 
     dataset = open_artifact(dataset_dir, kind="dataset")
     physio = open_artifact(physio_dir, kind="physio")
@@ -105,4 +105,6 @@ def _records(rows: list[dict[str, Any]], key: str) -> list[pairing.Record]:
 
 def load_pairs(pairs: Artifact) -> list[dict[str, Any]]:
     """The rows of a pairs artifact."""
-    return pq.read_table(pairs.path / PAIRS_FILE).to_pylist()
+    from cxrkit.io.physio_files import load_pairs as read
+
+    return read(pairs.path)

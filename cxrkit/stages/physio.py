@@ -36,15 +36,12 @@ from cxrkit.errors import ConfigError, InputError
 from cxrkit.io import ecg as ecg_io
 from cxrkit.io import labs as labs_io
 from cxrkit.io.deid import Pseudonymizer, load_or_create_salt
+from cxrkit.io.physio_files import ECG_ARRAY, ECG_INDEX, LABS_INFO, LABS_TABLE
 from cxrkit.io.schema import REJECTS_SCHEMA
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-ECG_ARRAY = "ecg.npy"
-ECG_INDEX = "ecg.parquet"
-LABS_TABLE = "labs.parquet"
-LABS_INFO = "labs.json"
 REJECTS = "rejects.parquet"
 ECG_SUFFIXES = (".hea", ".dcm")
 
@@ -347,11 +344,13 @@ def _held_out_patients(dataset: Artifact) -> set[str]:
 # ------------------------------------------------------------------ reading back
 def load_ecgs(physio: Artifact) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """(signals (N, 12, T) memory-mapped, index rows) of a physio artifact."""
-    array = np.load(physio.path / ECG_ARRAY, mmap_mode="r")
-    rows = pq.read_table(physio.path / ECG_INDEX).to_pylist()
-    return array, rows
+    from cxrkit.io.physio_files import load_ecgs as read
+
+    return read(physio.path)
 
 
 def load_labs(physio: Artifact) -> list[dict[str, Any]]:
     """The lab panel rows of a physio artifact (values and flags as lists)."""
-    return pq.read_table(physio.path / LABS_TABLE).to_pylist()
+    from cxrkit.io.physio_files import load_labs as read
+
+    return read(physio.path)

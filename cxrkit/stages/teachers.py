@@ -12,11 +12,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +22,7 @@ import torch
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import from_dict, to_dict
 from cxrkit.errors import ArtifactError, InputError
+from cxrkit.io.physio_files import ECG_EMB, IDS_JSON, LAB_EMB, EmbeddingSet
 from cxrkit.models.physio import ECGEncoder, LabDAE, TeacherConfig
 from cxrkit.stages.physio import load_ecgs, load_labs
 
@@ -33,21 +32,6 @@ SCHEMA_VERSION = 1
 ECG_WEIGHTS = "ecg.safetensors"
 LAB_WEIGHTS = "lab.safetensors"
 TEACHERS_JSON = "teachers.json"
-ECG_EMB = "ecg.npy"
-LAB_EMB = "lab.npy"
-IDS_JSON = "ids.json"
-
-
-@dataclasses.dataclass
-class EmbeddingSet:
-    """Vectors (N, dim) of one modality and the row of each record id."""
-
-    index: dict[str, int]
-    vectors: torch.Tensor
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
 
 
 def _batches(count: int, size: int, generator: torch.Generator):
@@ -189,10 +173,6 @@ def embed(
 
 def load_embeddings(embeddings: Artifact) -> tuple[EmbeddingSet, EmbeddingSet]:
     """(ECG, lab) embedding sets of an embeddings artifact."""
-    ids: dict[str, Any] = json.loads((embeddings.path / IDS_JSON).read_text())
-    ecg = torch.from_numpy(np.load(embeddings.path / ECG_EMB))
-    lab = torch.from_numpy(np.load(embeddings.path / LAB_EMB))
-    return (
-        EmbeddingSet({k: i for i, k in enumerate(ids["ecg"])}, ecg),
-        EmbeddingSet({k: i for i, k in enumerate(ids["lab"])}, lab),
-    )
+    from cxrkit.io.physio_files import load_embeddings as read
+
+    return read(embeddings.path)
