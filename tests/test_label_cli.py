@@ -71,3 +71,16 @@ def test_missing_column_is_an_input_error_and_writes_nothing(tmp_path):
     result = runner.invoke(app, ["label", str(source), "--out", str(out)])
     assert result.exit_code == 3
     assert "Report" in result.output and not out.exists()
+
+
+def test_dash_reads_stdin_and_writes_stdout():
+    source = "Report\nCardiomegaly. No pleural effusion.\nNo acute disease.\n"
+    result = runner.invoke(app, ["label", "-", "--out", "-"], input=source)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert [r["Reports"] for r in rows] == [
+        "Cardiomegaly. No pleural effusion.",
+        "No acute disease.",
+    ]
+    assert rows[0]["Cardiomegaly"] == "1.0" and rows[0]["Pleural Effusion"] == "0.0"
+    assert "labelled 2 reports" in result.stderr

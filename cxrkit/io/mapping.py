@@ -38,6 +38,9 @@ class MappingRow:
     patient_id: str | None
     split: str | None
     labels: dict[str, float]  # CheXpert class -> 1.0 / 0.0 / -1.0; absent = not given
+    view: str | None = None  # PA / AP / LATERAL / FRONTAL ... (upper case); None = not given
+    sex: str | None = None  # M / F, from a dataset's own table (CheXpert CSV)
+    age: float | None = None  # years, from a dataset's own table (CheXpert CSV)
 
     def load_report(self) -> Report | None:
         """The row's report (``source="mapping"``), from its text or file; None if it has none.
@@ -76,7 +79,8 @@ def read_mapping_csv(path: str | Path) -> list[MappingRow]:
     """Read a mapping CSV that pairs images with reports, ids, splits and labels.
 
     Header: ``image_path`` plus ``report_path`` and/or ``report_text`` (required);
-    optional ``study_id``, ``patient_id``, ``split`` (train/val/test or blank) and any
+    optional ``study_id``, ``patient_id``, ``view`` (PA, AP, LATERAL, ...; the DICOM
+    ViewPosition spelling), ``split`` (train/val/test or blank) and any
     CheXpert class column (case-insensitive, ``_`` = space; values 1/0/-1, blank = absent).
     Relative paths are resolved against the CSV's directory. Other columns are ignored.
     Raises:
@@ -144,4 +148,5 @@ def _mapping_row(
         patient_id=_cell(row, columns.get("patient_id")),
         split=split.lower() if split else None,
         labels=labels,
+        view=view.upper() if (view := _cell(row, columns.get("view"))) else None,
     )

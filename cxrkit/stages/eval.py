@@ -48,13 +48,20 @@ class EvalConfig:
     labels: str | None = doc(
         "public label file matched by file name (needs `cxrkit ingest --keep-paths`)", None
     )
-    labels_format: str | None = doc("format of --labels: nih, chexpert, rsna, siim, padchest", None)
+    labels_format: str | None = doc(
+        "format of --labels: nih, chexpert, mimic (MIMIC-CXR-JPG chexpert/negbio CSV), "
+        "rsna, siim, padchest",
+        None,
+    )
     label_source: Literal["auto", "file", "dataset", "annotations"] = doc(
         "auto: the label file if given, else the dataset's labels column, else annotations",
         "auto",
     )
     prompts: str | None = doc("prompts JSON for zero-shot (overrides the annotations')", None)
     classes: list[str] = doc("evaluate only these classes (empty = every labelled class)", [])
+    views: list[str] = doc(
+        'score only these views, e.g. ["PA", "AP"] or ["frontal"]; empty = every view', []
+    )
     tasks: list[str] = doc("tasks: " + ", ".join(ALL_TASKS), list(ALL_TASKS))
     protocol: Literal["split", "cv"] = doc(
         "split: the dataset's train/val/test; cv: grouped stratified k-fold (small sets)", "split"
@@ -90,7 +97,10 @@ class EvalConfig:
         if not self.dataset:
             raise ConfigError("no dataset: give the dataset artifact (DATASET argument)")
         if bool(self.checkpoint) == bool(self.open_clip_config):
-            raise ConfigError("give exactly one of --checkpoint or --open-clip-config")
+            raise ConfigError(
+                "give exactly one model: a checkpoint artifact (as an argument, "
+                "`cxrkit eval CHECKPOINT DATASET`) or --open-clip-config FILE"
+            )
         if self.open_clip_weights and not self.open_clip_config:
             raise ConfigError("--open-clip-weights needs --open-clip-config")
         if bool(self.labels) != bool(self.labels_format):
@@ -181,7 +191,14 @@ def run(cfg: EvalConfig, force: bool = False):
     work = writer.begin()
     from cxrkit.evaluate.runner import evaluate
 
-    summary = evaluate(cfg, model, dataset, annotations, device, work)
+    try:
+        summary = evaluate(cfg, model, dataset, annotations, device, work)
+    except ConfigError:
+        # Nothing could be evaluated: there is nothing to resume, leave no temp dir.
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return writer.publish(schema={"files": summary.pop("_files")}, stats=summary)
 
 
