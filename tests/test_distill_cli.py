@@ -284,3 +284,28 @@ def test_slurm_prepares_here_and_hands_the_resolved_run_to_pretrains_job_writer(
     assert handed["job"].nodes == 2 and handed["job"].job_name == "cxrkit-distill-o"
     assert (tmp_path / "o.work" / "embeddings" / "manifest.json").is_file()
     assert not (tmp_path / "o").exists()  # published by a re-run after the job
+
+
+def test_slurm_job_trains_the_run_and_the_rerun_publishes_it(
+    demo_dataset, physio_dir, student, tmp_path
+):
+    args = ["distill", str(demo_dataset), "--physio", str(physio_dir), "--student", str(student)]
+    args += ["--out", str(tmp_path / "o"), "--preset", "demo-pacx", "--max-steps", "3"]
+    args += ["--set", "teacher.epochs=1"]
+    written = CliRunner().invoke(app, [*args, "--slurm", "--gpus-per-node", "2"])
+    assert written.exit_code == 0, written.output
+    run = (tmp_path / "o.work" / "run").resolve()
+    script = Path(f"{run}.sbatch")
+    assert script.is_file() and "cxrkit" in script.read_text() and "pretrain" in script.read_text()
+    config = Path(f"{run}.pretrain.json")
+    assert json.loads(config.read_text())["objective"]["name"] == "pacx"
+    # what the job runs, here in one process
+    job = CliRunner().invoke(
+        app, ["pretrain", str(demo_dataset), "--out", str(run), "--config", str(config)]
+    )
+    assert job.exit_code == 0, job.output
+    trained = json.loads((run / "manifest.json").read_text())
+    published = CliRunner().invoke(app, args)
+    assert published.exit_code == 0, published.output
+    assert json.loads((run / "manifest.json").read_text())["id"] == trained["id"]  # not retrained
+    assert json.loads((tmp_path / "o" / "config.json").read_text())["objective"] == "mae"

@@ -105,6 +105,7 @@ def distill_command(
         "work": str(work) if work else None,
         "train.max_steps": max_steps,
         "data.batch_size": batch_size,
+        "preset": preset,  # recorded by every path (the run's id includes it)
     }
     if slurm:
         job = dict(
