@@ -25,7 +25,8 @@ TINY_DISTILL = [
     "teacher.ecg_width=8",
     "teacher.lab_dim=16",
     "teacher.lab_hidden=32",
-    "teacher.epochs=3",
+    "teacher.epochs=10",
+    "teacher.lr=3e-3",
     "teacher.batch_size=4",
     "pairs.undated=latest",
     "data.batch_size=8",
@@ -57,7 +58,7 @@ def student(demo_dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def physio_artifact(demo_inputs, salt_file, tmp_path_factory):
+def physio_artifact(demo_inputs, demo_dataset, salt_file, tmp_path_factory):
     with open(demo_inputs) as handle:
         patients = [r["patient_id"] for r in csv.DictReader(handle) if r["patient_id"]]
     files = build_demo_physio(tmp_path_factory.mktemp("physio-raw"), patients)
@@ -66,6 +67,7 @@ def physio_artifact(demo_inputs, salt_file, tmp_path_factory):
         ecg=[str(files["ecg"])],
         ecg_map=str(files["ecg_map"]),
         labs=str(files["labs"]),
+        dataset=str(demo_dataset),
         salt_file=str(salt_file),
     )
     return physio.run(cfg)
@@ -100,6 +102,14 @@ def test_pairs_cover_the_patients_with_physiology(distilled):
     assert coverage["images"] == 17  # 16 pediatric + 1 adult DICOM
     assert coverage["with_ecg"] == 13 and coverage["with_labs"] == 12
     assert coverage["none"] >= 1  # the adult DICOM's patient has no physiology
+
+
+def test_the_teachers_trained_here_learn(distilled):
+    cfg, _ = distilled
+    stats = json.loads((distill.work_dir(cfg) / "teachers" / "manifest.json").read_text())["stats"]
+    assert stats["ecg_loss_final"] < stats["ecg_loss_first"]
+    assert stats["lab_loss_final"] < stats["lab_loss_first"]
+    assert stats["lab_panels"] < 12  # the lab scaling and DAE see training patients only
 
 
 def test_distillation_loss_falls(distilled):
