@@ -84,7 +84,9 @@ def read_mapping_csv(path: str | Path) -> list[MappingRow]:
     CheXpert class column (case-insensitive, ``_`` = space; values 1/0/-1, blank = absent).
     Relative paths are resolved against the CSV's directory. Other columns are ignored.
     Raises:
-        InputError: unreadable CSV, missing required columns, or a bad row (named by line).
+        InputError: unreadable CSV, missing required columns, a bad row (named by line), or
+            a ``patient_id`` given two different ``split`` values (patient leakage between
+            train / val / test; the message counts the patients and names the first).
     """
     path = Path(path)
     try:
@@ -93,9 +95,27 @@ def read_mapping_csv(path: str | Path) -> list[MappingRow]:
             columns = {name.strip().lower(): name for name in reader.fieldnames or []}
             _check_header(path, columns)
             labels = {c: key for c in (reader.fieldnames or []) if (key := _label_key(c))}
-            return [_mapping_row(path, reader.line_num, row, columns, labels) for row in reader]
+            rows = [_mapping_row(path, reader.line_num, row, columns, labels) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read mapping CSV {path}: {exc}") from exc
+    _check_patient_splits(path, rows)
+    return rows
+
+
+def _check_patient_splits(path: Path, rows: list[MappingRow]) -> None:
+    """InputError when one patient_id has rows in two splits (never silent leakage)."""
+    splits: dict[str, set[str]] = {}
+    for row in rows:
+        if row.patient_id is not None and row.split is not None:
+            splits.setdefault(row.patient_id, set()).add(row.split)
+    mixed = [patient for patient, names in splits.items() if len(names) > 1]
+    if mixed:
+        first = mixed[0]
+        raise InputError(
+            f"mapping CSV {path}: {len(mixed)} patient(s) appear in more than one split "
+            f"(e.g. patient_id {first!r} in {', '.join(sorted(splits[first]))}); images of "
+            "one patient must share a split, or train and test leak into each other"
+        )
 
 
 def _check_header(path: Path, columns: dict[str, str]) -> None:
