@@ -32,6 +32,15 @@ def label_command(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Reports per nlp.pipe batch.", min=1)] = 256,
+    sections: Annotated[
+        str,
+        typer.Option(
+            "--sections",
+            help="Sections that make labels: 'impression' (CheXpert's: the IMPRESSION of a "
+            "report that has one, else its findings / header-less text) or "
+            "'findings+impression' (what `cxrkit annotate` uses).",
+        ),
+    ] = "impression",
 ) -> None:
     """Label report texts with the 14 CheXpert observations (1.0 / 0.0 / -1.0 / blank).
 
@@ -43,11 +52,18 @@ def label_command(
     import sys
     import tempfile
 
+    if not scispacy_model:  # the model-free pipeline never uses thinc's torch layers
+        from cxrkit.text.lean import import_spacy_without_torch
+
+        import_spacy_without_torch()  # ~3 s less start-up (see cxrkit/text/lean.py)
+    from cxrkit.artifacts import prepare_output_file
     from cxrkit.text.csvlabel import label_csv
     from cxrkit.text.labeler import Labeler
 
-    labeler = Labeler(scispacy_model) if scispacy_model else None
     to_stdout = str(out_csv) == "-"
+    if not to_stdout:
+        prepare_output_file(out_csv)  # a folder, a file as parent, no permission: exit 3 now
+    labeler = Labeler(scispacy_model, sections=sections)
     with tempfile.TemporaryDirectory(prefix="cxrkit-label-") as scratch:
         source = reports
         if str(reports) == "-":

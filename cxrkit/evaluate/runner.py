@@ -164,6 +164,7 @@ def build_context(cfg, model, dataset: Artifact, annotations, device) -> tuple[C
             "fractions": list(cfg.fractions),
             "seeds": list(cfg.seeds),
             "probe_c": cfg.probe_c,
+            "probe_c_grid": list(cfg.probe_c_grid),
             "probe_max_iter": cfg.probe_max_iter,
             "finetune_epochs": cfg.finetune_epochs,
             "finetune_lr": cfg.finetune_lr,

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxrkit.errors import InputError, Reject
-from cxrkit.io.reports import Report, parse_iu_xml, parse_report_text, read_report_file
+from cxrkit.io.reports import (
+    Report,
+    check_report_file,
+    parse_iu_xml,
+    parse_report_text,
+    read_report_file,
+)
 from cxrkit.text.classes import CHEXPERT_CLASSES
 
 # Column spellings from other label sets (NIH, older CheXpert) that mean the same class.
@@ -38,6 +44,8 @@ class MappingRow:
     patient_id: str | None
     split: str | None
     labels: dict[str, float]  # CheXpert class -> 1.0 / 0.0 / -1.0; absent = not given
+    line: int = 0  # line of the CSV this row came from
+    duplicate_of: int | None = None  # set by ingest: an earlier line names the same image
     view: str | None = None  # PA / AP / LATERAL / FRONTAL ... (upper case); None = not given
     sex: str | None = None  # M / F, from a dataset's own table (CheXpert CSV)
     age: float | None = None  # years, from a dataset's own table (CheXpert CSV)
@@ -53,10 +61,11 @@ class MappingRow:
         if self.report_path is None:
             return None
         if self.report_path.suffix.lower() == ".xml":
+            check_report_file(self.report_path)
             try:
                 report = parse_iu_xml(self.report_path)
             except InputError as exc:
-                raise Reject("report_unreadable", str(exc)) from exc
+                raise Reject("report_unreadable", "unparseable IU XML report") from exc
             return dataclasses.replace(report, source="mapping")
         text = read_report_file(self.report_path)
         return parse_report_text(text, source="mapping", uid=self.report_path.stem)
@@ -84,7 +93,9 @@ def read_mapping_csv(path: str | Path) -> list[MappingRow]:
     CheXpert class column (case-insensitive, ``_`` = space; values 1/0/-1, blank = absent).
     Relative paths are resolved against the CSV's directory. Other columns are ignored.
     Raises:
-        InputError: unreadable CSV, missing required columns, or a bad row (named by line).
+        InputError: unreadable CSV, missing required columns, a bad row (named by line), or
+            a ``patient_id`` given two different ``split`` values (patient leakage between
+            train / val / test; the message counts the patients and names the first).
     """
     path = Path(path)
     try:
@@ -93,9 +104,27 @@ def read_mapping_csv(path: str | Path) -> list[MappingRow]:
             columns = {name.strip().lower(): name for name in reader.fieldnames or []}
             _check_header(path, columns)
             labels = {c: key for c in (reader.fieldnames or []) if (key := _label_key(c))}
-            return [_mapping_row(path, reader.line_num, row, columns, labels) for row in reader]
+            rows = [_mapping_row(path, reader.line_num, row, columns, labels) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read mapping CSV {path}: {exc}") from exc
+    _check_patient_splits(path, rows)
+    return rows
+
+
+def _check_patient_splits(path: Path, rows: list[MappingRow]) -> None:
+    """InputError when one patient_id has rows in two splits (never silent leakage)."""
+    splits: dict[str, set[str]] = {}
+    for row in rows:
+        if row.patient_id is not None and row.split is not None:
+            splits.setdefault(row.patient_id, set()).add(row.split)
+    mixed = [patient for patient, names in splits.items() if len(names) > 1]
+    if mixed:
+        first = mixed[0]
+        raise InputError(
+            f"mapping CSV {path}: {len(mixed)} patient(s) appear in more than one split "
+            f"(e.g. patient_id {first!r} in {', '.join(sorted(splits[first]))}); images of "
+            "one patient must share a split, or train and test leak into each other"
+        )
 
 
 def _check_header(path: Path, columns: dict[str, str]) -> None:
@@ -148,5 +177,6 @@ def _mapping_row(
         patient_id=_cell(row, columns.get("patient_id")),
         split=split.lower() if split else None,
         labels=labels,
+        line=line,
         view=view.upper() if (view := _cell(row, columns.get("view"))) else None,
     )

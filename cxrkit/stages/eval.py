@@ -75,7 +75,14 @@ class EvalConfig:
     )
     fractions: list[float] = doc("label fractions for probe/fine-tuning", [0.01, 0.1, 1.0])
     seeds: list[int] = doc("probe seeds (label subsets); results give mean and SD", [0, 1, 2])
-    probe_c: float = doc("inverse L2 strength of the logistic-regression probe", 1.0)
+    probe_c_grid: list[float] = doc(
+        "inverse L2 strengths the probe chooses from, per class, by validation AUROC",
+        [0.01, 0.1, 1.0, 10.0],
+    )
+    probe_c: float = doc(
+        "inverse L2 strength of the probe where no validation rows can choose one (cv protocol)",
+        1.0,
+    )
     probe_max_iter: int = doc("logistic-regression iterations", 1000)
     finetune_epochs: int = doc("fine-tuning epochs", 3)
     finetune_lr: float = doc("fine-tuning learning rate (AdamW)", 1e-4)
@@ -114,6 +121,8 @@ class EvalConfig:
             raise ConfigError("ci_level must be in (0, 1) and bootstrap >= 10")
         if self.folds < 2:
             raise ConfigError("folds must be >= 2")
+        if not self.probe_c_grid or any(c <= 0 for c in self.probe_c_grid) or self.probe_c <= 0:
+            raise ConfigError(f"probe_c_grid {self.probe_c_grid} / probe_c: each must be > 0")
 
 
 def inputs_by_kind(paths: list[str | Path]) -> dict[str, str]:
