@@ -1,0 +1,425 @@
+"""MaCo: masked contrastive image-report pretraining (Huang et al., Nat. Commun. 2024).
+
+One step, as the released code (SZUHvern/MaCo ``model_MaCo.py``) does it:
+
+1. Hide ``mask_ratio`` of the patches at random; the ViT encodes the visible ones.
+2. Reconstruction: an MAE decoder rebuilds every patch of the *target* image
+   (``target_size``; the code rebuilds the 448-px image with 32-px patches from a
+   224-px encoder input, so each of the 14 x 14 tokens predicts a 32 x 32 patch);
+   L_rec = mean squared error over the hidden patches (raw pixels: norm_pix off).
+3. Contrast: image vector v_i = W_img · mean(visible patch tokens of image i)
+   (class token excluded), text vector t_i = W_txt · pooled(text tower), and
+   S = τ · cos(v, t) (N x N, rows = images) over the batch gathered from every
+   process (with gradient). τ is a plain learnable multiplier, initialised to
+   1 / temperature (the code's ``Tpar``), not a log.
+4. Correlation weight per image: w_i = softplus(aᵀ m_i + b), m_i ∈ {0,1}^L the
+   visible-patch indicator (1 = visible), a ∈ R^L and b initialised to 0, so
+   w = log 2 at the start.
+5. L_con = ¼ [CE(w ⊙ S) + CE(w ⊙ Sᵀ) + CE_w(S) + CE_w(Sᵀ)], see
+   :func:`maco_contrastive_loss` for exactly what is applied where.
+6. Total: ``loss_weighting = "paper"``: λ·L_rec + (1 − λ)·L_con (λ = ``rec_weight``,
+   0.9 in the paper); ``"code_sum"``: L_rec + L_con, what the released
+   ``engine_pretrain.py`` optimises (it passes λ to the model but never uses it).
+
+Where cxrkit differs from the code (each a setting or documented choice):
+- 1-channel images and cxrkit's normalisation (the code repeats grey to RGB).
+- The text tower is any cxrkit text tower with a linear projection to
+  ``embed_dim``; the code uses a 6-layer 384-d BERT's pooler output directly.
+- Zero-shot and retrieval use :meth:`MaCo.encode_image`: the projection of the mean
+  of *all* patch tokens of an unmasked pass, as the code's zero-shot model does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cxrkit.config import doc
+from cxrkit.errors import ConfigError, InputError
+from cxrkit.models.decoders import MAEDecoder
+from cxrkit.models.text import TextConfig, build_text_tower
+from cxrkit.models.vision import (
+    VisionConfig,
+    build_vision_encoder,
+    encode_visible,
+    patchify,
+    set_sincos_pos_embed,
+    unpatchify,
+)
+from cxrkit.objectives.base import Objective, register
+from cxrkit.objectives.mae import masked_patch_loss
+from cxrkit.objectives.masking import random_masking
+
+
+@dataclass
+class MaCoConfig:
+    """Settings of the MaCo objective (the ``[model]`` table plus ``[objective]``)."""
+
+    model: VisionConfig = dataclasses.field(
+        default_factory=VisionConfig, metadata={"help": "the image encoder (the [model] table)"}
+    )
+    text: TextConfig = dataclasses.field(
+        default_factory=TextConfig, metadata={"help": "the text tower ([objective.text])"}
+    )
+    embed_dim: int = doc("width of the shared image-text embedding", 768)
+    mask_ratio: float = doc("fraction of patches hidden per image (released code: 0.5)", 0.5)
+    target_size: int | None = doc(
+        "side of the reconstruction target image in pixels; the batch images come at this "
+        "size (data.image_size) and are resized (bicubic) to model.image_size for the "
+        "encoder; each token predicts a target_size / grid patch. none = model.image_size",
+        None,
+    )
+    norm_pix_loss: bool = doc("regress per-patch normalised pixels (off in MaCo's code)", False)
+    decoder_dim: int = doc("decoder token width", 768)
+    decoder_depth: int = doc("decoder transformer blocks", 4)
+    decoder_heads: int = doc("decoder attention heads", 6)
+    temperature: float = doc("initial temperature; the logit scale starts at 1 / temperature", 0.03)
+    learn_temperature: bool = doc("learn the logit scale (a plain multiplier, not a log)", True)
+    max_logit_scale: float | None = doc(
+        "clamp the logit scale at this value in the loss (CLIP uses 100); none = no clamp, "
+        "as the released code",
+        None,
+    )
+    correlation_weighting: bool = doc(
+        "weight the contrastive terms by w = softplus(a·m + b) of the visible-patch "
+        "indicator m (off: plain symmetric InfoNCE, for ablations)",
+        True,
+    )
+    rec_weight: float = doc(
+        "λ: weight of the reconstruction loss, (1 - λ) on the contrastive loss (paper 0.9)", 0.9
+    )
+    loss_weighting: Literal["paper", "code_sum"] = doc(
+        "paper: λ·L_rec + (1-λ)·L_con; code_sum: L_rec + L_con (released engine_pretrain.py)",
+        "paper",
+    )
+    image_projection_bias: bool = doc("the image projection has a bias (the code's img_mlp)", True)
+    gather_negatives: bool = doc(
+        "contrast against the batch gathered from every process (with gradient)", True
+    )
+
+    def validate(self) -> None:
+        """Raise ConfigError on inconsistent settings."""
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ConfigError(f"objective.mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if not 0.0 <= self.rec_weight <= 1.0:
+            raise ConfigError(f"objective.rec_weight must be in [0, 1], got {self.rec_weight}")
+        if self.temperature <= 0:
+            raise ConfigError(f"objective.temperature must be > 0, got {self.temperature}")
+        if self.embed_dim < 1:
+            raise ConfigError(f"objective.embed_dim must be >= 1, got {self.embed_dim}")
+        if self.decoder_depth < 1 or self.decoder_heads < 1:
+            raise ConfigError("objective.decoder_depth and objective.decoder_heads must be >= 1")
+        if self.decoder_dim % self.decoder_heads or self.decoder_dim % 4:
+            raise ConfigError(
+                f"objective.decoder_dim {self.decoder_dim} must be divisible by "
+                f"decoder_heads ({self.decoder_heads}) and by 4 (sin-cos positions)"
+            )
+        rows, _ = self.model.grid_size
+        if self.target_size is not None and (
+            self.target_size < self.model.image_size or self.target_size % rows
+        ):
+            raise ConfigError(
+                f"objective.target_size {self.target_size} must be >= model.image_size "
+                f"({self.model.image_size}) and a multiple of the {rows}-patch grid side "
+                "(e.g. 448 for 224 px with 16-px patches: 32-px target patches)"
+            )
+
+    @property
+    def target_patch_size(self) -> int:
+        """Side of one target patch in pixels (target_size / grid side)."""
+        rows, _ = self.model.grid_size
+        return (self.target_size or self.model.image_size) // rows
+
+
+def correlation_weight(visible: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """MaCo's correlation weight: w = softplus(aᵀ m + b), one per image.
+
+    Takes: visible (B, L), 1.0 where a patch is visible and 0.0 where hidden, and
+    the ``nn.Linear(L, 1)`` holding a (weight) and b (bias).
+    Returns: (B,) positive weights.
+    """
+    return F.softplus(linear(visible.to(linear.weight.dtype))).squeeze(-1)
+
+
+def maco_contrastive_loss(
+    image_vec: torch.Tensor,
+    text_vec: torch.Tensor,
+    weight: torch.Tensor | None,
+    logit_scale: torch.Tensor,
+) -> torch.Tensor:
+    """MaCo's weighted symmetric InfoNCE over N matched image-text pairs.
+
+    Takes: image_vec (N, E), text_vec (N, E) (not yet normalised; pair i matches
+    i), weight (N,) per image (None = all ones) and the logit scale τ (plain).
+    S = τ · norm(image) · norm(text)ᵀ, (N, N), row i = image i. With target i for row i:
+
+    - CE(w ⊙ S): mean over images of cross-entropy of row i of S multiplied by w_i
+      (the weight sharpens or flattens that image's softmax; gradient reaches w);
+    - CE(w ⊙ Sᵀ): the same over texts, text row i multiplied by its image's w_i;
+    - CE_w(S): cross-entropy of the unscaled rows, averaged with weights w_i
+      *detached*: Σ_i w_i·CE_i / Σ_i w_i (torch's class-weighted mean, target i
+      has class weight w_i: the code's ``CrossEntropyLoss(weight=w.detach())``);
+    - CE_w(Sᵀ): the same for the text rows.
+
+    Returns: the scalar ¼ [CE(w⊙S) + CE(w⊙Sᵀ) + CE_w(S) + CE_w(Sᵀ)], in float32.
+    With w ≡ 1 this is twice-counted plain symmetric InfoNCE, i.e. equal to it.
+    """
+    image = F.normalize(image_vec.float(), dim=-1)
+    text = F.normalize(text_vec.float(), dim=-1)
+    logits = logit_scale.float() * image @ text.T  # (N, N), rows = images
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    if weight is None:
+        weight = torch.ones(logits.shape[0], device=logits.device)
+    w = weight.float()[:, None]  # (N, 1): row i scaled by w_i
+    scaled = F.cross_entropy(logits * w, targets) + F.cross_entropy(logits.T * w, targets)
+    fixed = weight.detach().float()
+    weighted = F.cross_entropy(logits, targets, weight=fixed) + F.cross_entropy(
+        logits.T, targets, weight=fixed
+    )
+    return (scaled + weighted) / 4
+
+
+def gather_batch(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (B, ...) from every process, keeping gradients to each piece.
+
+    Single process: ``x`` itself. Every rank then computes the same full loss; the
+    gather's backward sums the ranks' gradients and DDP averages them, which gives
+    exactly the single-process gradient of the gathered batch (open_clip's
+    ``gather_with_grad``, MaCo's ``GatherLayer``).
+    """
+    try:
+        from cxrkit.train.distributed import gather_with_grad
+    except ImportError:  # the shared helper is not in this checkout yet
+        gather_with_grad = None
+    if gather_with_grad is not None:
+        return gather_with_grad(x)
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+class TokenizeText:
+    """Loader-worker transform: adds ``input_ids`` and ``attention_mask`` for ``text``.
+
+    Picklable (it holds the tower's picklable tokenizer). Takes a sample dict with
+    ``text`` (str) and returns it with ``input_ids`` and ``attention_mask`` (T,) tensors.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        tokens = self.tokenizer([sample["text"]])
+        sample["input_ids"] = tokens["input_ids"][0]
+        sample["attention_mask"] = tokens["attention_mask"][0]
+        return sample
+
+
+@register("maco")
+class MaCo(Objective):
+    """Masked contrastive image-report objective; exported encoder is ``self.encoder``."""
+
+    Config = MaCoConfig
+    image_encoder_prefix = "encoder."
+    needs = frozenset({"image", "text"})
+
+    def __init__(self, config: MaCoConfig | dict[str, Any]) -> None:
+        super().__init__(config)
+        cfg: MaCoConfig = self.cfg
+        cfg.validate()
+        self.grid = cfg.model.grid_size
+        self.num_patches = cfg.model.num_patches
+        self.encoder = build_vision_encoder(cfg.model)
+        set_sincos_pos_embed(self.encoder)  # fixed positions, as MAE and MaCo
+        width = self.encoder.embed_dim
+        self.decoder = MAEDecoder(
+            grid=self.grid,
+            encoder_dim=width,
+            decoder_dim=cfg.decoder_dim,
+            depth=cfg.decoder_depth,
+            num_heads=cfg.decoder_heads,
+            patch_pixels=cfg.target_patch_size**2 * cfg.model.in_chans,
+            num_prefix_tokens=self.encoder.num_prefix_tokens,
+        )
+        self.text_tower = build_text_tower(cfg.text)
+        self.image_projection = nn.Linear(width, cfg.embed_dim, bias=cfg.image_projection_bias)
+        self.text_projection = nn.Linear(self.text_tower.width, cfg.embed_dim, bias=False)
+        for layer in (self.image_projection, self.text_projection):  # the code's xavier init
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        self.correlation = nn.Linear(self.num_patches, 1)  # a (weight), b (bias)
+        nn.init.zeros_(self.correlation.weight)  # the code: a = 0 "only for softplus"
+        nn.init.zeros_(self.correlation.bias)
+        self.logit_scale_value = nn.Parameter(
+            torch.tensor(1.0 / cfg.temperature), requires_grad=cfg.learn_temperature
+        )
+        self._tokenizer = None
+
+    # -- capabilities --------------------------------------------------------------
+
+    def image_encoder(self) -> nn.Module:
+        """The timm ViT (state_dict prefix ``encoder.`` in the checkpoint)."""
+        return self.encoder
+
+    def text_encoder(self) -> nn.Module:
+        """The text tower (without the projection)."""
+        return self.text_tower
+
+    def logit_scale(self) -> float:
+        """τ, the plain multiplier of the cosine similarities (as trained, unclamped)."""
+        return float(self.logit_scale_value.detach())
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Texts -> dict(input_ids (T, C), attention_mask (T, C)) with the tower's tokenizer."""
+        if self._tokenizer is None:
+            self._tokenizer = self.text_tower.tokenizer()
+        return self._tokenizer(list(texts))
+
+    def sample_transform(self) -> TokenizeText:
+        """The per-sample transform loader workers run: tokenise the report."""
+        return TokenizeText(self.text_tower.tokenizer())
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Image embeddings (B, E): projection of the mean of all patch tokens, no masking.
+
+        Takes normalised (B, C, S, S) images at model.image_size or target_size.
+        """
+        tokens = encode_visible(self.encoder, self._encoder_input(images), None)
+        return self.image_projection(tokens[:, self.encoder.num_prefix_tokens :].mean(dim=1))
+
+    def encode_text(self, tokens: dict[str, torch.Tensor] | list[str]) -> torch.Tensor:
+        """Text embeddings (T, E): projection of the tower's pooled output.
+
+        Takes :meth:`tokenize`'s dict or a list of strings (tokenised here).
+        """
+        if not isinstance(tokens, dict):
+            tokens = self.tokenize(tokens)
+        device = self.text_projection.weight.device
+        out = self.text_tower(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
+        return self.text_projection(out.pooled)
+
+    # -- training --------------------------------------------------------------------
+
+    def _encoder_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Check the batch size and resize target-size images to the encoder's size."""
+        size, chans = self.cfg.model.image_size, self.cfg.model.in_chans
+        allowed = {size, self.cfg.target_size or size}
+        if images.ndim != 4 or images.shape[1] != chans or images.shape[2] != images.shape[3]:
+            raise InputError(
+                f"MaCo expects square images (B, {chans}, S, S), got {tuple(images.shape)}"
+            )
+        if images.shape[-1] not in allowed:
+            raise InputError(
+                f"MaCo got {images.shape[-1]}-px images; make data.image_size "
+                f"{max(allowed)} (objective.target_size, or model.image_size when unset)"
+            )
+        if images.shape[-1] == size:
+            return images
+        return F.interpolate(
+            images, size=(size, size), mode="bicubic", align_corners=False, antialias=True
+        )
+
+    def _text_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) from loader-tokenised fields, else tokenise ``text``."""
+        if "input_ids" in batch and "attention_mask" in batch:
+            return batch["input_ids"], batch["attention_mask"]
+        if "text" not in batch:
+            raise InputError("MaCo needs the report text (batch key 'text' or 'input_ids')")
+        tokens = self.tokenize(batch["text"])
+        device = batch["image"].device
+        return tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
+
+    def _masked_pass(
+        self, images: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(latent (B, P + K, D), pred (B, L, N), mask (B, L), target (B, L, N))."""
+        if self.cfg.target_size and images.shape[-1] != self.cfg.target_size:
+            raise InputError(
+                f"MaCo reconstructs {self.cfg.target_size}-px images (objective.target_size) "
+                f"but got {images.shape[-1]}-px; set data.image_size = {self.cfg.target_size}"
+            )
+        encoder_input = self._encoder_input(images)
+        ids_keep, mask, ids_restore = random_masking(
+            images.shape[0], self.num_patches, self.cfg.mask_ratio, generator, images.device
+        )
+        latent = encode_visible(self.encoder, encoder_input, ids_keep)  # (B, P + K, D)
+        pred = self.decoder(latent, ids_restore)  # (B, L, q*q*C), q = target patch
+        target = patchify(images, self.cfg.target_patch_size)  # (B, L, q*q*C)
+        return latent, pred, mask, target
+
+    def loss(self, batch: dict[str, Any], step: int = 0) -> dict[str, torch.Tensor]:
+        """Named losses for a batch with ``image`` (B, C, S, S) and the report text.
+
+        Returns: ``loss`` (optimised), ``rec`` (L_rec), ``con`` (L_con),
+        ``logit_scale`` (τ), ``correlation_weight`` (mean w), ``mse_masked``
+        (pixel-space MSE on hidden patches). ``step`` is unused (no curriculum).
+        Raises: InputError for images of the wrong size or a batch without text.
+        """
+        cfg = self.cfg
+        images = batch["image"]
+        input_ids, attention_mask = self._text_batch(batch)
+        latent, pred, mask, target = self._masked_pass(images, None)
+        rec, mse = masked_patch_loss(pred.float(), target.float(), mask.float(), cfg.norm_pix_loss)
+        visible_tokens = latent[:, self.encoder.num_prefix_tokens :]  # (B, K, D)
+        image_vec = self.image_projection(visible_tokens.mean(dim=1))  # (B, E)
+        text_vec = self.text_projection(self.text_tower(input_ids, attention_mask).pooled)
+        weight = (
+            correlation_weight(1.0 - mask.float(), self.correlation)
+            if cfg.correlation_weighting
+            else None
+        )  # (B,)
+        scale = self.logit_scale_value
+        if cfg.max_logit_scale is not None:
+            scale = scale.clamp(max=cfg.max_logit_scale)
+        if cfg.gather_negatives:
+            image_vec, text_vec = gather_batch(image_vec), gather_batch(text_vec)
+            weight = gather_batch(weight) if weight is not None else None
+        con = maco_contrastive_loss(image_vec, text_vec, weight, scale)
+        if cfg.loss_weighting == "paper":
+            total = cfg.rec_weight * rec + (1.0 - cfg.rec_weight) * con
+        else:
+            total = rec + con
+        return {
+            "loss": total,
+            "rec": rec.detach(),
+            "con": con.detach(),
+            "logit_scale": scale.detach().float(),
+            "correlation_weight": (
+                weight.detach().mean() if weight is not None else torch.ones(())
+            ),
+            "mse_masked": mse,
+        }
+
+    @torch.no_grad()
+    def forward_reconstruction(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        contour: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reconstruct images for a preview: (pred, mask), both (B, C, S, S) at the target size.
+
+        ``contour`` is ignored (MaCo masks uniformly at random).
+        """
+        _, pred, mask, target = self._masked_pass(images, generator)
+        pred = pred.float()
+        if self.cfg.norm_pix_loss:
+            mean = target.float().mean(dim=-1, keepdim=True)
+            std = (target.float().var(dim=-1, keepdim=True) + 1e-6).sqrt()
+            pred = pred * std + mean
+        patch, chans = self.cfg.target_patch_size, self.cfg.model.in_chans
+        pixels = unpatchify(pred, patch, self.grid, chans)
+        hidden = mask.float()[:, :, None].expand(-1, -1, pred.shape[-1])
+        return pixels, unpatchify(hidden, patch, self.grid, chans)
+
+    reconstruct = forward_reconstruction

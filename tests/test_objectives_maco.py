@@ -1,0 +1,232 @@
+"""MaCo: the weighted InfoNCE and correlation weight by hand, the objective on real data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from cxrkit.errors import ConfigError, InputError
+from cxrkit.objectives.base import build_objective
+from cxrkit.objectives.maco import MaCo, correlation_weight, maco_contrastive_loss
+
+TINY_MODEL = {"arch": "vit_tiny_patch16_224", "image_size": 32, "patch_size": 8, "depth": 1}
+TINY = {
+    "model": TINY_MODEL,
+    "text": {"context_length": 24},
+    "embed_dim": 32,
+    "decoder_dim": 32,
+    "decoder_depth": 1,
+    "decoder_heads": 2,
+}
+REPORTS = [
+    "No acute cardiopulmonary abnormality.",
+    "Right lower lobe pneumonia.",
+    "Small left pleural effusion.",
+    "Heart size is normal. Lungs are clear.",
+]
+
+E1, E2, E3 = torch.eye(3)
+
+
+def _ce(row: list[float], target: int) -> float:
+    return math.log(sum(math.exp(v) for v in row)) - row[target]
+
+
+def _real_images(count: int = 4, size: int = 32) -> torch.Tensor:
+    """Real pediatric chest X-rays, grey, normalised to [-1, 1]: (B, 1, S, S)."""
+    from cxrkit.io.bundled import pediatric_jpegs
+
+    images = []
+    for path in pediatric_jpegs()[:count]:
+        grey = Image.open(path).convert("L").resize((size, size), Image.BILINEAR)
+        images.append(torch.from_numpy(np.asarray(grey, dtype=np.float32) / 255.0))
+    return ((torch.stack(images) - 0.5) / 0.5)[:, None]
+
+
+@pytest.fixture(scope="module")
+def tiny_maco() -> MaCo:
+    torch.manual_seed(0)
+    return build_objective("maco", dict(TINY))
+
+
+# -- the weighted InfoNCE on a 3x3 example -------------------------------------------------
+
+
+def test_weighted_infonce_equals_hand_computation_on_3x3():
+    # images e1, e2, e3; texts e1, e1, e3 -> cos = [[1,1,0],[0,0,0],[0,0,1]]; tau = 2
+    images, texts = torch.stack([E1, E2, E3]), torch.stack([E1, E1, E3])
+    weight = torch.tensor([1.0, 2.0, 0.5])
+    loss = maco_contrastive_loss(images, texts, weight, torch.tensor(2.0))
+    # S rows (images): [2,2,0], [0,0,0], [0,0,2]; S^T rows (texts): [2,0,0], [2,0,0], [0,0,2]
+    scaled_images = (_ce([2, 2, 0], 0) + _ce([0, 0, 0], 1) + _ce([0, 0, 1], 2)) / 3  # w_i * row i
+    scaled_texts = (_ce([2, 0, 0], 0) + _ce([4, 0, 0], 1) + _ce([0, 0, 1], 2)) / 3
+    weighted_images = (
+        1 * _ce([2, 2, 0], 0) + 2 * _ce([0, 0, 0], 1) + 0.5 * _ce([0, 0, 2], 2)
+    ) / 3.5
+    weighted_texts = (1 * _ce([2, 0, 0], 0) + 2 * _ce([2, 0, 0], 1) + 0.5 * _ce([0, 0, 2], 2)) / 3.5
+    expected = (scaled_images + scaled_texts + weighted_images + weighted_texts) / 4
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_weighted_infonce_with_unit_weights_is_symmetric_infonce():
+    images, texts = torch.randn(5, 8), torch.randn(5, 8)
+    logits = 3.0 * F.normalize(images, dim=-1) @ F.normalize(texts, dim=-1).T
+    targets = torch.arange(5)
+    plain = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    loss = maco_contrastive_loss(images, texts, torch.ones(5), torch.tensor(3.0))
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_infonce_is_invariant_to_vector_length():
+    images, texts = torch.randn(4, 6), torch.randn(4, 6)
+    weight, scale = torch.rand(4) + 0.5, torch.tensor(10.0)
+    a = maco_contrastive_loss(images, texts, weight, scale)
+    b = maco_contrastive_loss(images * 7.0, texts * 0.1, weight, scale)
+    assert a.item() == pytest.approx(b.item(), rel=1e-5)
+
+
+# -- the correlation weight ---------------------------------------------------------------
+
+
+def test_correlation_weight_is_log2_per_image_at_init():
+    linear = nn.Linear(6, 1)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    visible = torch.tensor([[1.0, 0, 1, 0, 1, 0], [0, 0, 0, 1, 1, 1]])
+    weight = correlation_weight(visible, linear)
+    assert weight.shape == (2,)
+    assert torch.allclose(weight, torch.full((2,), math.log(2.0)))
+
+
+def test_correlation_weight_gradient_is_sigmoid_times_visible_indicator():
+    linear = nn.Linear(4, 1)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[1.0, -1.0, 0.5, 0.0]]))
+        linear.bias.fill_(0.25)
+    visible = torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]])
+    correlation_weight(visible, linear).sum().backward()
+    # d softplus(z)/dz = sigmoid(z); z = a.m + b: image 0 -> 0.25, image 1 -> 0.75
+    s0, s1 = 1 / (1 + math.exp(-0.25)), 1 / (1 + math.exp(-0.75))
+    expected = torch.tensor([[s0, s0, s1, s1]])
+    assert torch.allclose(linear.weight.grad, expected, atol=1e-6)
+    assert linear.bias.grad.item() == pytest.approx(s0 + s1, rel=1e-6)
+
+
+def test_correlation_weight_gets_gradient_only_through_the_scaled_terms():
+    torch.manual_seed(1)
+    images, texts = torch.randn(3, 5), torch.randn(3, 5)
+    visible = torch.tensor([[1.0, 0, 1, 0], [0, 1, 1, 0], [1, 1, 1, 0]])
+    scale = torch.tensor(4.0)
+
+    def grad_of_a(loss_fn) -> torch.Tensor:
+        linear = nn.Linear(4, 1)
+        with torch.no_grad():
+            linear.weight.copy_(torch.tensor([[0.3, -0.2, 0.1, 0.4]]))
+            linear.bias.fill_(-0.1)
+        loss_fn(correlation_weight(visible, linear)).backward()
+        return linear.weight.grad
+
+    def scaled_terms_only(weight: torch.Tensor) -> torch.Tensor:
+        logits = scale * F.normalize(images, dim=-1) @ F.normalize(texts, dim=-1).T
+        w, targets = weight[:, None], torch.arange(3)
+        return (F.cross_entropy(logits * w, targets) + F.cross_entropy(logits.T * w, targets)) / 4
+
+    full = grad_of_a(lambda w: maco_contrastive_loss(images, texts, w, scale))
+    assert full.abs().sum() > 0
+    assert torch.allclose(full, grad_of_a(scaled_terms_only), atol=1e-6)
+    assert torch.all(full[0, 3] == 0)  # a patch never visible gets no gradient
+
+
+# -- the objective --------------------------------------------------------------------------
+
+
+def test_objective_reports_named_losses_and_backpropagates_everywhere(tiny_maco):
+    tiny_maco.train()
+    out = tiny_maco.loss({"image": _real_images(), "text": REPORTS})
+    assert {"loss", "rec", "con", "logit_scale", "correlation_weight"} <= set(out)
+    assert out["loss"].item() == pytest.approx(
+        0.9 * out["rec"].item() + 0.1 * out["con"].item(), rel=1e-5
+    )
+    assert out["logit_scale"].item() == pytest.approx(1 / 0.03, rel=1e-5)
+    assert out["correlation_weight"].item() == pytest.approx(math.log(2.0), rel=1e-5)
+    tiny_maco.zero_grad()
+    out["loss"].backward()
+    for name in ("logit_scale_value", "correlation.weight", "image_projection.weight"):
+        assert dict(tiny_maco.named_parameters())[name].grad.abs().sum() > 0, name
+    assert tiny_maco.text_projection.weight.grad.abs().sum() > 0
+    assert tiny_maco.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert tiny_maco.decoder.head.weight.grad.abs().sum() > 0
+
+
+def test_code_sum_weighting_adds_the_losses_unweighted():
+    torch.manual_seed(0)
+    maco = build_objective("maco", {**TINY, "loss_weighting": "code_sum"}).eval()
+    out = maco.loss({"image": _real_images(), "text": REPORTS})
+    assert out["loss"].item() == pytest.approx(out["rec"].item() + out["con"].item(), rel=1e-5)
+
+
+def test_unmasked_training_vector_equals_encode_image(tiny_maco):
+    """With nothing hidden, the visible-token vector is encode_image's (mean of all patches)."""
+    maco = build_objective("maco", {**TINY, "mask_ratio": 0.0})
+    maco.load_state_dict(tiny_maco.state_dict())
+    maco.eval()  # no dropout in the text tower
+    images = _real_images()
+    out = maco.loss({"image": images, "text": REPORTS})
+    with torch.no_grad():
+        weight = F.softplus(maco.correlation(torch.ones(1, maco.num_patches))).reshape(1)
+        expected = maco_contrastive_loss(
+            maco.encode_image(images),
+            maco.encode_text(REPORTS),
+            weight.expand(4),
+            maco.logit_scale_value,
+        )
+    assert out["con"].item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_reconstruction_target_at_twice_the_encoder_size():
+    """As the code: 32-px encoder input, 64-px target, 16-px target patches (4x4 grid)."""
+    torch.manual_seed(0)
+    maco = build_objective("maco", {**TINY, "target_size": 64}).eval()
+    assert maco.decoder.head.out_features == 16 * 16
+    images = _real_images(size=64)
+    out = maco.loss({"image": images, "text": REPORTS})
+    assert torch.isfinite(out["loss"])
+    pixels, hidden = maco.forward_reconstruction(images, torch.Generator().manual_seed(0))
+    assert pixels.shape == hidden.shape == (4, 1, 64, 64)
+    assert hidden.mean().item() == pytest.approx(0.5)
+    assert maco.encode_image(images).shape == (4, 32)  # resized to the encoder's 32 px
+    with pytest.raises(InputError, match="data.image_size"):
+        maco.loss({"image": _real_images(size=48), "text": REPORTS})
+
+
+def test_encode_text_accepts_tokens_or_strings(tiny_maco):
+    tiny_maco.eval()
+    with torch.no_grad():
+        a = tiny_maco.encode_text(tiny_maco.tokenize(REPORTS))
+        b = tiny_maco.encode_text(REPORTS)
+    assert a.shape == (4, 32)
+    assert torch.equal(a, b)
+
+
+def test_sample_transform_tokenises_one_report(tiny_maco):
+    import pickle
+
+    transform = pickle.loads(pickle.dumps(tiny_maco.sample_transform()))
+    sample = transform({"text": REPORTS[1]})
+    assert sample["input_ids"].shape == sample["attention_mask"].shape == (24,)
+    assert torch.equal(sample["input_ids"], tiny_maco.tokenize([REPORTS[1]])["input_ids"][0])
+
+
+def test_bad_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="target_size"):
+        build_objective("maco", {**TINY, "target_size": 50})
+    with pytest.raises(ConfigError, match="rec_weight"):
+        build_objective("maco", {**TINY, "rec_weight": 1.5})
+    with pytest.raises(ConfigError, match="did you mean"):
+        build_objective("maco", {**TINY, "mask_ration": 0.5})
