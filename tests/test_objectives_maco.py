@@ -230,3 +230,82 @@ def test_bad_settings_are_config_errors():
         build_objective("maco", {**TINY, "rec_weight": 1.5})
     with pytest.raises(ConfigError, match="did you mean"):
         build_objective("maco", {**TINY, "mask_ration": 0.5})
+
+
+# -- negatives gathered across 2 gloo processes -------------------------------------------
+
+GATHER_SCRIPT = r"""
+import json, sys
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from cxrkit.objectives.maco import correlation_weight, gather_batch, maco_contrastive_loss
+
+WORLD, PER_RANK = 2, 3
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(WORLD * PER_RANK, 5, generator=g)
+    texts = torch.randn(WORLD * PER_RANK, 4, generator=g)
+    visible = (torch.rand(WORLD * PER_RANK, 6, generator=g) > 0.5).float()
+    torch.manual_seed(1)
+    heads = nn.Linear(5, 4), nn.Linear(6, 1)
+    return feats, texts, visible, heads
+
+
+def loss_of(heads, feats, texts, visible, gather):
+    image_head, corr = heads
+    image, weight = image_head(feats), correlation_weight(visible, corr)
+    if gather:
+        image, texts, weight = gather_batch(image), gather_batch(texts), gather_batch(weight)
+    return maco_contrastive_loss(image, texts, weight, torch.tensor(5.0))
+
+
+def grads(heads):
+    return torch.cat([p.grad.flatten() for h in heads for p in h.parameters()])
+
+
+def worker(rank, init, out):
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
+    feats, texts, visible, heads = data()
+    part = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+    loss = loss_of(heads, feats[part], texts[part], visible[part], gather=True)
+    loss.backward()
+    grad = grads(heads)
+    dist.all_reduce(grad)
+    grad /= WORLD  # what DDP does with the ranks' gradients
+    if rank == 0:
+        feats, texts, visible, heads = data()
+        single = loss_of(heads, feats, texts, visible, gather=False)
+        single.backward()
+        json.dump({"loss": [loss.item(), single.item()],
+                   "max_grad_diff": (grad - grads(heads)).abs().max().item(),
+                   "grad_norm": grads(heads).norm().item()}, open(out, "w"))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    mp.spawn(worker, args=(sys.argv[1], sys.argv[2]), nprocs=WORLD)
+"""
+
+
+def test_gathered_negatives_on_two_gloo_processes_equal_one_process(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "gather.py"
+    script.write_text(GATHER_SCRIPT)
+    out = tmp_path / "result.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    init = f"file://{tmp_path / 'rendezvous'}"
+    subprocess.run([sys.executable, str(script), init, str(out)], check=True, env=env, timeout=120)
+    result = json.loads(out.read_text())
+    distributed, single = result["loss"]
+    assert distributed == pytest.approx(single, rel=1e-6)
+    assert result["grad_norm"] > 0
+    assert result["max_grad_diff"] < 1e-6
