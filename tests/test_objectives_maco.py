@@ -309,3 +309,31 @@ def test_gathered_negatives_on_two_gloo_processes_equal_one_process(tmp_path):
     assert distributed == pytest.approx(single, rel=1e-6)
     assert result["grad_norm"] > 0
     assert result["max_grad_diff"] < 1e-6
+
+
+# -- open_clip export -----------------------------------------------------------------------
+
+
+def test_open_clip_export_loads_with_open_clip_alone_and_matches(tiny_maco, tmp_path):
+    from cxrkit.export import open_clip_format
+
+    tiny_maco.eval()
+    with torch.no_grad():  # a non-zero projection bias, so folding it is checked
+        tiny_maco.image_projection.bias.uniform_(-0.5, 0.5)
+    out = tmp_path / "open_clip"
+    model_cfg, state = tiny_maco.to_open_clip(out)
+    preprocess = {"image_size": 32, "mean": 0.5, "std": 0.5}
+    open_clip_format.write_open_clip(
+        out, model_cfg, state, open_clip_format.preprocess_cfg(preprocess)
+    )
+    model, _, tokenizer = open_clip_format.load_open_clip(out)
+    images = _real_images()
+    with torch.no_grad():
+        theirs_image = model.encode_image(images.expand(-1, 3, -1, -1))
+        theirs_text = model.encode_text(tokenizer(REPORTS))
+        ours_image, ours_text = tiny_maco.encode_image(images), tiny_maco.encode_text(REPORTS)
+    assert torch.allclose(theirs_image, ours_image, atol=1e-4)
+    assert torch.allclose(theirs_text, ours_text, atol=1e-4)
+    assert model.logit_scale.exp().item() == pytest.approx(tiny_maco.logit_scale(), rel=1e-5)
+    report = open_clip_format.verify(out, tiny_maco, images)
+    assert report["max_abs_diff"] < 1e-4

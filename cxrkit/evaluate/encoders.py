@@ -92,7 +92,9 @@ def load_checkpoint_model(path: str | Path, device: torch.device) -> EvalModel:
         model.encode_images = objective.encode_image
         model.encode_texts = objective.encode_text
         scale = getattr(objective, "logit_scale", None)
-        if scale is not None:
+        if callable(scale):  # the declared capability: the plain multiplier
+            model.logit_scale = float(scale())
+        elif scale is not None:  # a stored log-scale parameter (CLIP's convention)
             model.logit_scale = float(torch.as_tensor(scale).exp().item())
     return model
 

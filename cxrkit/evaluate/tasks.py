@@ -124,7 +124,7 @@ def _curves(ctx: Context, scores: np.ndarray, rows: np.ndarray, scored: dict) ->
 
 
 def run_zeroshot(ctx: Context) -> TaskResult:
-    """MaCo-style (positive vs negative prompt) and CLIP-style (softmax over classes) scores."""
+    """The chosen scorings: MaCo-style, MaCo's code exactly, CLIP-style (see evaluate.zeroshot)."""
     if not ctx.model.has_text:
         raise Skip("the model has no text encoder (image-only objective); zero-shot needs one")
     if ctx.protocol == "cv":
@@ -135,17 +135,25 @@ def run_zeroshot(ctx: Context) -> TaskResult:
         ctx.model.encode_texts, ctx.prompts, ctx.classes
     )
     features = ctx.features()
+    chosen = ctx.options.get("zeroshot_scoring", ["maco", "clip"])
     variants: dict[str, np.ndarray | str] = {}
-    variants["maco"] = (
-        zeroshot.maco_scores(features, positive, negative, ctx.model.logit_scale)
-        if negative is not None
-        else "a class has no negative prompts"
-    )
-    variants["clip"] = (
-        zeroshot.clip_scores(features, positive, ctx.model.logit_scale)
-        if len(ctx.classes) >= 2
-        else "needs >= 2 classes (a softmax over one class is always 1)"
-    )
+    if "maco" in chosen:
+        variants["maco"] = (
+            zeroshot.maco_scores(features, positive, negative, ctx.model.logit_scale)
+            if negative is not None
+            else "a class has no negative prompts"
+        )
+    if "maco_code" in chosen:
+        code_pos, code_neg = zeroshot.raw_prompt_embeddings(
+            ctx.model.encode_texts, zeroshot.maco_code_prompts(ctx.classes), ctx.classes
+        )
+        variants["maco_code"] = zeroshot.maco_code_scores(features, code_pos, code_neg)
+    if "clip" in chosen:
+        variants["clip"] = (
+            zeroshot.clip_scores(features, positive, ctx.model.logit_scale)
+            if len(ctx.classes) >= 2
+            else "needs >= 2 classes (a softmax over one class is always 1)"
+        )
     result = TaskResult(
         {"prompts_source": ctx.prompts_source, "logit_scale": ctx.model.logit_scale}
     )

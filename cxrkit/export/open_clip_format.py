@@ -177,12 +177,19 @@ def load_open_clip(out_dir: Path) -> tuple[nn.Module, Any, Any]:
     """Load an exported directory with open_clip only: ``(model, preprocess, tokenizer)``.
 
     Uses ``create_model_and_transforms('local-dir:...')`` (strict load, safetensors,
-    no hub) and ``get_tokenizer`` on the same directory.
+    no hub) and ``get_tokenizer`` on the same directory. A Hugging Face text tower
+    (``text_cfg.hf_model_name``) is pointed at ``out_dir``, where its config and
+    tokenizer files lie.
     """
     import open_clip
 
-    name = f"local-dir:{Path(out_dir).resolve()}"
-    model, _, preprocess = open_clip.create_model_and_transforms(name)
+    out_dir = Path(out_dir).resolve()
+    name = f"local-dir:{out_dir}"
+    overrides = {}
+    text_cfg = json.loads((out_dir / CONFIG_FILE).read_text())["model_cfg"].get("text_cfg", {})
+    if "hf_model_name" in text_cfg:  # a Hugging Face text tower whose files lie in out_dir
+        overrides["text_cfg"] = {**text_cfg, "hf_model_name": str(out_dir)}
+    model, _, preprocess = open_clip.create_model_and_transforms(name, **overrides)
     return model.eval(), preprocess, open_clip.get_tokenizer(name)
 
 
@@ -205,7 +212,9 @@ def verify(
     diffs = {"max_abs_diff_image": diff_image, "max_abs_diff_text": diff_text}
     scale = max(float(ref_image.abs().max()), float(ref_text.abs().max()))
     logit_scale = getattr(objective, "logit_scale", None)
-    if isinstance(logit_scale, torch.Tensor):
+    if callable(logit_scale):  # the declared capability: the plain multiplier
+        diffs["max_abs_diff_logit_scale"] = abs(model.logit_scale.exp().item() - logit_scale())
+    elif isinstance(logit_scale, torch.Tensor):
         diffs["max_abs_diff_logit_scale"] = max_abs_diff(
             model.logit_scale.reshape(-1), logit_scale.reshape(-1)
         )

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -224,6 +225,25 @@ class TokenizeText:
         return sample
 
 
+OPEN_CLIP_DIR = "open_clip"  # the export's open_clip folder, relative to the export root
+
+
+def _fold_bias(projection: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """δ (D,) with δ @ projection = bias, so mean(LN(x) + δ) @ P = mean(LN(x)) @ P + bias.
+
+    Takes projection (D, E) and bias (E,). Raises InputError when no exact δ exists.
+    """
+    delta = torch.linalg.lstsq(projection.T.double(), bias.double()[:, None]).solution[:, 0]
+    error = (delta @ projection.double() - bias.double()).abs().max().item()
+    if error > 1e-6 * max(1.0, bias.abs().max().item()):
+        raise InputError(
+            f"the image projection's bias cannot be folded into open_clip's layout "
+            f"(residual {error:.2g}; needs embed_dim <= the ViT width); train with "
+            "objective.image_projection_bias = false to export to open_clip"
+        )
+    return delta.float()
+
+
 @register("maco")
 class MaCo(Objective):
     """Masked contrastive image-report objective; exported encoder is ``self.encoder``."""
@@ -307,6 +327,56 @@ class MaCo(Objective):
         device = self.text_projection.weight.device
         out = self.text_tower(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
         return self.text_projection(out.pooled)
+
+    def to_open_clip(self, out_dir: Path | None = None) -> tuple[dict[str, Any], dict]:
+        """open_clip's model config and state dict for the image + text towers.
+
+        Image: the timm ViT as open_clip's VisionTransformer with mean pooling of the
+        normed patch tokens and ``visual.proj`` = the image projection; its bias
+        (open_clip's projection has none) is folded into ``ln_post``'s bias, exact when
+        embed_dim <= the ViT width. Text: open_clip's ``HFTextEncoder`` over the same
+        Hugging Face model with the tower's pooling and the projection as
+        ``text.proj``; ``logit_scale`` = log τ (open_clip stores the log).
+        When ``out_dir`` is given, the Hugging Face config and tokenizer files the
+        text tower needs are written there; ``hf_model_name`` names the folder
+        relative to the export root (load from there, or override it, see
+        ``cxrkit.export.open_clip_format.load_open_clip``).
+        Raises: InputError when the image tower or the bias cannot be expressed.
+        """
+        from cxrkit.export.open_clip_format import vit_to_open_clip_visual
+
+        projection = self.image_projection.weight.detach().float().T  # (D, E)
+        vision_cfg, state = vit_to_open_clip_visual(self.encoder, projection)
+        vision_cfg.update(pool_type="avg", final_ln_after_pool=False)
+        if self.image_projection.bias is not None:
+            state["visual.ln_post.bias"] = state["visual.ln_post.bias"] + _fold_bias(
+                projection, self.image_projection.bias.detach().float()
+            )
+        hf = self.text_tower.model
+        for key, value in hf.state_dict().items():
+            state[f"text.transformer.{key}"] = value.detach().float()
+        state["text.proj.weight"] = self.text_projection.weight.detach().float()
+        state["logit_scale"] = self.logit_scale_value.detach().float().log()
+        pooler = {"mean": "mean_pooler", "cls": "cls_last_hidden_state_pooler"}
+        text_cfg = {
+            "hf_model_name": OPEN_CLIP_DIR,
+            "hf_tokenizer_name": OPEN_CLIP_DIR,
+            "hf_model_pretrained": False,
+            "hf_proj_type": "linear",
+            "hf_pooler_type": pooler[self.cfg.text.pooling],
+            "context_length": self.cfg.text.context_length,
+        }
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            hf.config.save_pretrained(str(out_dir))
+            self.text_tower.tokenizer().hf.save_pretrained(str(out_dir))
+        model_cfg = {
+            "embed_dim": self.cfg.embed_dim,
+            "custom_text": True,
+            "vision_cfg": vision_cfg,
+            "text_cfg": text_cfg,
+        }
+        return model_cfg, {k: v.contiguous() for k, v in state.items()}
 
     # -- training --------------------------------------------------------------------
 

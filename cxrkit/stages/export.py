@@ -240,7 +240,7 @@ def _write_open_clip(work: Path, src: _Source, tolerance: float) -> dict:
     if reason is not None:
         log.info("open_clip skipped: %s", reason)
         return {"status": "skipped", "reason": reason}
-    model_cfg, state = src.objective.to_open_clip()
+    model_cfg, state = src.objective.to_open_clip(work / "open_clip")
     out = open_clip_format.write_open_clip(
         work / "open_clip", model_cfg, state, open_clip_format.preprocess_cfg(src.preprocessing)
     )

@@ -101,10 +101,15 @@ class PretrainConfig:
         """Raise ConfigError on settings that contradict each other."""
         if not isinstance(self.objective.get("name"), str):
             raise ConfigError("objective.name is required (e.g. --set objective.name=mae)")
-        if self.data.image_size != self.model.image_size:
+        # Objectives that reconstruct a larger image than the encoder sees (MaCo's
+        # 448-px target for a 224-px encoder) take the batch at objective.target_size.
+        expected = self.objective.get("target_size") or self.model.image_size
+        if self.data.image_size != expected:
+            target = self.objective.get("target_size")
+            where = "objective.target_size" if target else "model.image_size"
             raise ConfigError(
-                f"data.image_size {self.data.image_size} != model.image_size "
-                f"{self.model.image_size}; set both to the same value"
+                f"data.image_size {self.data.image_size} != {where} {expected}; "
+                "set both to the same value"
             )
 
 
