@@ -337,3 +337,12 @@ def test_open_clip_export_loads_with_open_clip_alone_and_matches(tiny_maco, tmp_
     assert model.logit_scale.exp().item() == pytest.approx(tiny_maco.logit_scale(), rel=1e-5)
     report = open_clip_format.verify(out, tiny_maco, images)
     assert report["max_abs_diff"] < 1e-4
+
+
+def test_reconstruction_preview_comes_back_at_the_input_size():
+    """Eval feeds images at model.image_size; the preview must overlay on them."""
+    torch.manual_seed(0)
+    maco = build_objective("maco", {**TINY, "target_size": 64}).eval()
+    pixels, hidden = maco.forward_reconstruction(_real_images(size=32), torch.Generator())
+    assert pixels.shape == hidden.shape == (4, 1, 32, 32)
+    assert set(hidden.unique().tolist()) == {0.0, 1.0}

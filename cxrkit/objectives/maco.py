@@ -477,10 +477,27 @@ class MaCo(Objective):
         generator: torch.Generator | None = None,
         contour: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reconstruct images for a preview: (pred, mask), both (B, C, S, S) at the target size.
+        """Reconstruct images for a preview: (pred, mask), both shaped like ``images``.
 
-        ``contour`` is ignored (MaCo masks uniformly at random).
+        Images at model.image_size (as eval feeds them) are resized (bicubic) to
+        ``target_size``, reconstructed there and the result resized back (the mask
+        by nearest neighbour). ``contour`` is ignored (MaCo masks at random).
         """
+        side = images.shape[-1]
+        target_size = self.cfg.target_size or self.cfg.model.image_size
+        if side != target_size:
+            images = F.interpolate(
+                self._encoder_input(images), size=(target_size, target_size), mode="bicubic"
+            )
+        pixels, hidden = self._reconstruct_at_target(images, generator)
+        if side != target_size:
+            pixels = F.interpolate(pixels, size=(side, side), mode="bilinear", antialias=True)
+            hidden = F.interpolate(hidden, size=(side, side), mode="nearest")
+        return pixels, hidden
+
+    def _reconstruct_at_target(
+        self, images: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         _, pred, mask, target = self._masked_pass(images, generator)
         pred = pred.float()
         if self.cfg.norm_pix_loss:

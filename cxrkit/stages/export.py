@@ -279,9 +279,12 @@ def _snippets(work: Path, results: dict) -> dict[str, str]:
         snippets["timm"] = timm_format.snippet(native.IMAGE_DIR, work / native.IMAGE_DIR)
     if results.get("open_clip", {}).get("status") == "ok":
         snippets["open_clip"] = (
-            "import open_clip\nmodel, _, preprocess = "
+            "import open_clip  # run in this directory (a text tower's files lie in open_clip/)\n"
+            "model, _, preprocess = "
             "open_clip.create_model_and_transforms('local-dir:open_clip')\n"
-            "tokenizer = open_clip.get_tokenizer('local-dir:open_clip')"
+            "tokenizer = open_clip.get_tokenizer('local-dir:open_clip')\n"
+            "image_emb = model.encode_image(preprocess(pil_image)[None])\n"
+            "text_emb = model.encode_text(tokenizer(['There is pneumonia.']))"
         )
     if results.get("onnx", {}).get("status") == "ok":
         snippets["ONNX Runtime"] = (
