@@ -8,10 +8,18 @@ size and batch (random images; the data loader is not timed):
 - hand MAE:    an MAE written here in ~30 lines on the same timm ViT blocks
                (argsort masking, visible-token encoder, small decoder, masked MSE).
 
+With ``--method maco`` the same for MaCo (image + report): cxrkit's Trainer step
+on the MaCo objective, a hand-written MaCo step (same shapes: timm ViT on the
+visible half of the patches, decoder to the 2x target, the same Hugging Face text
+tower, mean pooling, projections, correlation weight and the four cross-entropy
+terms written out), and cxrkit's MAE step on the same encoder, decoder and mask
+ratio (what the text side and the contrast cost). Reports are tokenised once,
+outside the timing (the loader does it in its workers).
+
 Timings are interleaved (A, B, C, A, B, C, ...) and the median is reported, so
 a busy machine slows all three alike. Prints seconds per step and the ratios
 cxrkit / plain and cxrkit / hand (target <= 1.1).
-Run: OMP_NUM_THREADS=2 python benchmarks/train_step.py [--size 224] [--batch 8]
+Run: OMP_NUM_THREADS=2 python benchmarks/train_step.py [--method mae|maco] [--size 224] [--batch 8]
 """
 
 from __future__ import annotations
@@ -78,14 +86,149 @@ class HandMAE(nn.Module):
         return ((((pred - target) ** 2).mean(-1)) * hidden).sum() / hidden.sum()
 
 
+class HandMaCo(nn.Module):
+    """Minimal MaCo: HandMAE's pieces at 50 % masking plus text tower, projections, weights."""
+
+    def __init__(self, size: int, patch: int, decoder_dim: int, decoder_depth: int) -> None:
+        super().__init__()
+        from transformers import AutoModel
+
+        from cxrkit.io.bundled import minilm_dir
+
+        self.mae = HandMAE(size, patch, decoder_dim, decoder_depth)
+        self.mae.ratio = 0.5
+        self.mae.head = nn.Linear(decoder_dim, 4 * patch * patch)  # 2x target: (2p)^2 pixels
+        self.text = AutoModel.from_pretrained(str(minilm_dir()), add_pooling_layer=False)
+        width = self.mae.vit.embed_dim
+        self.image_proj = nn.Linear(width, 64)
+        self.text_proj = nn.Linear(self.text.config.hidden_size, 64, bias=False)
+        self.corr = nn.Linear((size // patch) ** 2, 1)
+        self.tau = nn.Parameter(torch.tensor(1 / 0.03))
+
+    def forward(self, images: torch.Tensor, big: torch.Tensor, ids, attention) -> torch.Tensor:
+        mae, vit = self.mae, self.mae.vit
+        x = vit.patch_embed(images) + vit.pos_embed[:, 1:]  # (B, L, D)
+        batch, length, dim = x.shape
+        keep = int(length * (1 - mae.ratio))
+        order = torch.rand(batch, length).argsort(dim=1)
+        restore = order.argsort(dim=1)
+        x = torch.gather(x, 1, order[:, :keep, None].expand(-1, -1, dim))
+        cls = vit.cls_token + vit.pos_embed[:, :1]
+        x = vit.norm(vit.blocks(torch.cat([cls.expand(batch, -1, -1), x], 1)))  # (B, 1+K, D)
+        y = mae.embed(x)
+        fill = mae.mask_token.expand(batch, length - keep, -1)
+        tokens = torch.gather(
+            torch.cat([y[:, 1:], fill], 1), 1, restore[..., None].expand(-1, -1, y.shape[-1])
+        )
+        pred = mae.head(mae.norm(mae.blocks(torch.cat([y[:, :1], tokens], 1) + mae.dec_pos)))
+        p2 = 2 * mae.patch
+        target = nn.functional.unfold(big, p2, stride=p2).transpose(1, 2)  # (B, L, 4p^2)
+        hidden = torch.ones(batch, length)
+        hidden[:, :keep] = 0
+        hidden = torch.gather(hidden, 1, restore)
+        rec = ((((pred[:, 1:] - target) ** 2).mean(-1)) * hidden).sum() / hidden.sum()
+        v = nn.functional.normalize(self.image_proj(x[:, 1:].mean(1)), dim=-1)
+        h = self.text(input_ids=ids, attention_mask=attention).last_hidden_state
+        m = attention[..., None].float()
+        t = nn.functional.normalize(self.text_proj((h * m).sum(1) / m.sum(1)), dim=-1)
+        w = nn.functional.softplus(self.corr(1 - hidden)).squeeze(-1)  # (B,)
+        s = self.tau * v @ t.T
+        gt = torch.arange(batch)
+        ce = nn.functional.cross_entropy
+        con = (
+            ce(s * w[:, None], gt)
+            + ce(s.T * w[:, None], gt)
+            + ce(s, gt, weight=w.detach())
+            + ce(s.T, gt, weight=w.detach())
+        ) / 4
+        return 0.9 * rec + 0.1 * con
+
+
+def _interleaved(steps: dict, rounds: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_index in range(rounds + 2):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if round_index >= 2:  # first rounds warm up allocators and caches
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def maco_main(args: argparse.Namespace) -> None:
+    """MaCo step: cxrkit Trainer vs hand-written MaCo vs cxrkit MAE on the same encoder."""
+    size, decoder = (
+        args.size,
+        {
+            "decoder_dim": args.decoder_dim,
+            "decoder_depth": args.decoder_depth,
+            "decoder_heads": 16,
+        },
+    )
+    model = {"arch": "vit_tiny_patch16_224", "image_size": size, "patch_size": 16}
+    maco_cfg = {
+        "model": model,
+        "target_size": 2 * size,
+        "embed_dim": 64,
+        "text": {"context_length": 64},
+        **decoder,
+    }
+    mae_cfg = {"model": model, "mask_ratio": 0.5, "norm_pix_loss": False, **decoder}
+    torch.manual_seed(0)
+    big = torch.randn(args.batch, 1, 2 * size, 2 * size)
+    small = nn.functional.interpolate(big, size=(size, size), mode="bicubic", antialias=True)
+    texts = [f"Report {i}: the lungs are clear, no effusion." for i in range(args.batch)]
+    maco = build_objective("maco", maco_cfg)
+    tokens = maco.tokenize(texts)
+    batch = {"image": big, "image_id": [str(i) for i in range(args.batch)], **tokens}
+    optim = OptimConfig(lr=1e-4, grad_clip=1.0)
+    train = TrainConfig(max_steps=1000, precision="fp32")
+    trainer = Trainer(maco, optim, train)
+    mae_trainer = Trainer(build_objective("mae", mae_cfg), optim, train)
+    mae_batch = {"image": small, "image_id": batch["image_id"]}
+    hand = HandMaCo(size, 16, args.decoder_dim, args.decoder_depth)
+    hand_opt = torch.optim.AdamW(hand.parameters(), lr=1e-4, betas=(0.9, 0.95))
+
+    def hand_step() -> None:
+        images = nn.functional.interpolate(big, size=(size, size), mode="bicubic", antialias=True)
+        hand(images, big, tokens["input_ids"], tokens["attention_mask"]).backward()
+        torch.nn.utils.clip_grad_norm_(hand.parameters(), 1.0)
+        hand_opt.step()
+        hand_opt.zero_grad(set_to_none=True)
+
+    median = _interleaved(
+        {
+            "cxrkit": lambda: trainer.train_step([batch]),
+            "hand": hand_step,
+            "mae": lambda: mae_trainer.train_step([mae_batch]),
+        },
+        args.steps,
+    )
+    print(
+        f"MaCo vit_tiny {size}px (target {2 * size}px), MiniLM text tower, batch {args.batch}, "
+        f"decoder {args.decoder_depth}x{args.decoder_dim}, fp32, "
+        f"{torch.get_num_threads()} threads, median of {args.steps}"
+    )
+    for name, value in median.items():
+        print(f"  {name:7s} {value:.3f} s/step")
+    print(f"ratio cxrkit MaCo / hand MaCo: {median['cxrkit'] / median['hand']:.3f}")
+    print(
+        f"ratio cxrkit MaCo / cxrkit MAE (same encoder, 50 %): {median['cxrkit'] / median['mae']:.3f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=["mae", "maco"], default="mae")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--decoder-dim", type=int, default=256)
     parser.add_argument("--decoder-depth", type=int, default=2)
     args = parser.parse_args()
+    if args.method == "maco":
+        maco_main(args)
+        return
     mae_cfg = {
         "model": {"arch": "vit_tiny_patch16_224", "image_size": args.size, "patch_size": 16},
         "mask_ratio": 0.75,
@@ -124,14 +267,7 @@ def main() -> None:
         hand_opt.zero_grad(set_to_none=True)
 
     steps = {"cxrkit": lambda: trainer.train_step([batch]), "plain": plain_step, "hand": hand_step}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for round_index in range(args.steps + 2):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            if round_index >= 2:  # first rounds warm up allocators and caches
-                times[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(values) for name, values in times.items()}
+    median = _interleaved(steps, args.steps)
     print(
         f"MAE vit_tiny {args.size}px, batch {args.batch}, decoder {args.decoder_depth}x"
         f"{args.decoder_dim}, fp32, {torch.get_num_threads()} threads, median of {args.steps}"
