@@ -68,7 +68,8 @@ def _images(count: int, size: int) -> list[np.ndarray]:
 
 
 def bench_images(count: int, size: int) -> dict:
-    from cxrkit.vision.contour import chest_contour, pack_mask
+    from cxrkit.vision.contour import chest_contour
+    from cxrkit.vision.masks import pack_mask
 
     images = _images(count, size)
     ours = _cpu(lambda: [pack_mask(chest_contour(i).mask) for i in images])

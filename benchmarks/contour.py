@@ -27,8 +27,10 @@ from scipy import ndimage
 
 from cxrkit.io import bundled
 from cxrkit.io.dicom import read_dicom
-from cxrkit.io.images import quantise, read_image, resize_long_side
-from cxrkit.vision.contour import WORK_SIZE, chest_contour, otsu_threshold
+from cxrkit.io.images import read_image
+from cxrkit.io.intensity import quantise, resize_long_side
+from cxrkit.vision.contour import WORK_SIZE, chest_contour
+from cxrkit.vision.morphology import otsu_threshold
 from cxrkit.vision.transforms import AugmentConfig, EvalTransform, TrainTransform
 
 

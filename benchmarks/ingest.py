@@ -58,7 +58,7 @@ import pydicom
 from PIL import Image
 from pydicom.uid import JPEG2000, JPEG2000Lossless, generate_uid
 
-from cxrkit.io import images
+from cxrkit.io import images, intensity, sniff
 from cxrkit.io.bundled import pediatric_jpegs, rg1_dicoms
 from cxrkit.io.dicom import read_dicom
 from cxrkit.stages.ingest import IngestConfig, run
@@ -192,11 +192,11 @@ def cxrkit_pass(
 
 def pipeline_one(path: Path, size: int) -> np.ndarray:
     """cxrkit's per-file pixel work, as ingest calls it: sniff, decode + intensity, resize, quantise."""
-    if images.sniff_format(path) == "dicom":
+    if sniff.sniff_format(path) == "dicom":
         decoded = read_dicom(path)
     else:
         decoded = images.read_image(path)
-    return images.quantise(images.resize_long_side(decoded.pixels, size), "uint8")
+    return intensity.quantise(intensity.resize_long_side(decoded.pixels, size), "uint8")
 
 
 def startup_seconds() -> float:
@@ -204,7 +204,7 @@ def startup_seconds() -> float:
 
     A spawned worker pays about this before its first file (plus pickling its state).
     """
-    code = "import cxrkit.stages.ingest, cxrkit.io.dicom, cxrkit.io.images, cxrkit.io.deid"
+    code = "import cxrkit.stages.ingest, cxrkit.io.dicom, cxrkit.io.decode, cxrkit.io.deid"
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
     return time.perf_counter() - start

@@ -29,8 +29,9 @@ import torch
 
 from cxrkit.artifacts import ArtifactWriter
 from cxrkit.io import bundled
+from cxrkit.io.dataset import dataset_shards
 from cxrkit.io.schema import DATASET_SCHEMA, REJECTS_SCHEMA
-from cxrkit.io.shards import ShardDataset, dataset_shards
+from cxrkit.io.shards import ShardDataset
 
 
 def normalise(image: torch.Tensor, contour, generator):

@@ -17,14 +17,42 @@ except PackageNotFoundError:  # running from a source tree without install
 __all__ = ["__version__"]
 
 
-def load(path):  # noqa: ANN001,ANN201 - thin re-export, documented in cxrkit.models.loading.load
-    """Load a checkpoint or export artifact directory: ``cxrkit.load("runs/mae")``.
+def load(path, device="cpu"):  # noqa: ANN001,ANN201 - the package's one-call entry point
+    """Load whatever a directory holds: ``cxrkit.load("runs/mae")``.
 
-    See :func:`cxrkit.models.loading.load` for what is returned and raised.
+    Takes: a checkpoint directory (gives its Objective), an export artifact
+    directory (its ``image_encoder/``, after every file hash is checked) or an
+    exported encoder directory itself (gives the timm image encoder); both in
+    eval mode on ``device``.
+    Raises: ArtifactError when the directory is none of these, or its files are
+    missing or corrupt.
     """
-    from cxrkit.models.loading import load as _load
+    from pathlib import Path
 
-    return _load(path)
+    from cxrkit.artifacts import MANIFEST, read_manifest
+    from cxrkit.errors import ArtifactError
+    from cxrkit.models.checkpoint import CONFIG_FILE, EXPORT_IMAGE_DIR, read_config
+
+    path = Path(path)
+    if (path / MANIFEST).is_file() and read_manifest(path).get("kind") == "export":
+        from cxrkit.export.native import load_exported_encoder
+
+        return load_exported_encoder(path)[0].to(device)
+    if not (path / CONFIG_FILE).is_file() and (path / EXPORT_IMAGE_DIR / CONFIG_FILE).is_file():
+        path = path / EXPORT_IMAGE_DIR
+    config = read_config(path)
+    if "objective" in config and "model" not in config:
+        from cxrkit.objectives.loading import load_objective
+
+        return load_objective(path, device)
+    if "model" in config:
+        from cxrkit.models.checkpoint import load_image_encoder
+
+        return load_image_encoder(path, device)[0]
+    raise ArtifactError(
+        f"{path / CONFIG_FILE}: neither a checkpoint ('objective') nor an exported "
+        "encoder ('model'); nothing to load"
+    )
 
 
 __all__ += ["load"]

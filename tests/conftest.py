@@ -41,7 +41,7 @@ def salt_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_inputs(tmp_path_factory):
     """Mapping CSV of the demo's real inputs (pediatric JPEGs, adult DICOM, bad files)."""
-    from cxrkit.demo import build_demo_inputs
+    from cxrkit.stages.demo import build_demo_inputs
 
     return build_demo_inputs(tmp_path_factory.mktemp("demo-inputs"))
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from cxrkit.artifacts import Artifact, ArtifactWriter
 from cxrkit.io import bundled
+from cxrkit.io.dataset import dataset_shards
 from cxrkit.io.schema import DATASET_SCHEMA, REJECTS_SCHEMA
 from cxrkit.objectives.base import Objective, register
 
@@ -85,9 +86,7 @@ def write_dataset(
 
 def write_annotations(out: Path, dataset: Artifact) -> Artifact:
     """An annotations artifact: contour = brighter-than-median pixels, labels from the dataset."""
-    table = pa.concat_tables(
-        pq.read_table(p) for p in dataset.files(".parquet") if p.name != "rejects.parquet"
-    )
+    table = pa.concat_tables(pq.read_table(p) for p in dataset_shards(dataset))
     rows = []
     for row in table.to_pylist():
         pixels = np.frombuffer(row["pixels"], dtype=row["dtype"]).reshape(
@@ -157,7 +156,7 @@ class TinyObjective(Objective):
     def image_encoder(self) -> nn.Module:
         return self.encoder
 
-    def loss(self, batch: dict) -> dict[str, torch.Tensor]:
+    def loss(self, batch: dict, step: int = 0) -> dict[str, torch.Tensor]:
         images = batch["image"]  # (B, 1, S, S)
         tokens = self.encoder(images).flatten(2).transpose(1, 2)  # (B, L, D)
         hidden = (torch.rand(tokens.shape[:2], device=images.device) < 0.5).float()  # (B, L)
@@ -166,3 +165,29 @@ class TinyObjective(Objective):
         per_patch = ((pred - target) ** 2).mean(-1)
         loss = (per_patch * hidden).sum() / hidden.sum().clamp_min(1)
         return {"loss": loss, "visible_mse": (per_patch * (1 - hidden)).mean().detach()}
+
+
+def write_report_dataset(root: Path, count: int = 6) -> tuple[Artifact, Artifact]:
+    """(dataset, annotations) of real IU reports (with findings and impression) paired with
+    real pediatric images (48 px), annotated by the real `cxrkit annotate` (entities, labels,
+    contours, prompts.json)."""
+    import itertools
+
+    from cxrkit.io.reports import iter_iu_reports
+    from cxrkit.stages.annotate import AnnotateConfig, run
+
+    reports = [r for r in itertools.islice(iter_iu_reports(), 60) if r.findings and r.impression]
+    writer = ArtifactWriter(Path(root) / "dataset", "dataset", {"test": "iu-reports", "n": count})
+    work = writer.begin()
+    rows = []
+    images = pediatric_images(48)[:count]
+    for index, (report, (_, pixels, _)) in enumerate(zip(reports[:count], images, strict=True)):
+        rows.append({name: None for name in DATASET_SCHEMA.names} | report.columns() | {
+            "image_id": f"img-{index}", "study_id": f"st-{index}", "patient_id": f"pt-{index}",
+            "view": "PA", "pixels": pixels.tobytes(), "dtype": "uint8",
+            "height": pixels.shape[0], "width": pixels.shape[1], "split": "train"})  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(rows, schema=DATASET_SCHEMA), work / "shard-00000.parquet")
+    pq.write_table(REJECTS_SCHEMA.empty_table(), work / "rejects.parquet")
+    dataset = writer.publish(stats={"rows": len(rows)})
+    annotations = run(AnnotateConfig(dataset=str(dataset.path), out=str(Path(root) / "ann")))
+    return dataset, annotations

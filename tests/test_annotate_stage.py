@@ -17,7 +17,7 @@ from cxrkit.io.schema import DATASET_SCHEMA, DATASET_SCHEMA_VERSION
 from cxrkit.stages import annotate
 from cxrkit.stages.annotate import AnnotateConfig, run
 from cxrkit.text.labeler import CHEXPERT_CLASSES
-from cxrkit.vision.contour import unpack_mask
+from cxrkit.vision.masks import unpack_mask
 
 REPORTS = [
     "FINDINGS: Heart size is enlarged. No pleural effusion or pneumothorax.\n\nIMPRESSION: Cardiomegaly.",

@@ -37,8 +37,8 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mae_checkpoint(workdir):
     """A checkpoint artifact of a tiny random-init MAE, written as the trainer writes one."""
-    from cxrkit.models.loading import save_objective
     from cxrkit.objectives.base import build_objective
+    from cxrkit.objectives.loading import save_objective
 
     config = {
         "model": {"arch": "vit_tiny_patch16_224", "image_size": 64, "patch_size": 16, "depth": 2},

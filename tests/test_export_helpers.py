@@ -15,9 +15,10 @@ from torch import nn
 
 from cxrkit.artifacts import Artifact, ArtifactWriter
 from cxrkit.config import doc
-from cxrkit.models.loading import save_objective
 from cxrkit.models.vision import VisionConfig, build_vision_encoder
 from cxrkit.objectives.base import Objective, build_objective, register
+from cxrkit.objectives.capabilities import IMAGE_TEXT, OPEN_CLIP
+from cxrkit.objectives.loading import save_objective
 
 TINY_VIT = {"arch": "vit_tiny_patch16_224", "image_size": 64, "patch_size": 16, "depth": 2}
 TINY_MAE = {"model": TINY_VIT, "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}
@@ -42,6 +43,7 @@ class TinyClip(Objective):
     Config = TinyClipConfig
     needs = frozenset({"image", "text"})
     image_encoder_prefix = "encoder."
+    capabilities = frozenset({IMAGE_TEXT, OPEN_CLIP})
 
     def __init__(self, config: TinyClipConfig | dict[str, Any]) -> None:
         from open_clip.model import CLIPTextCfg, _build_text_tower
@@ -57,7 +59,7 @@ class TinyClip(Objective):
             "layers": cfg.text_layers,
         }
         self.text = _build_text_tower(cfg.embed_dim, CLIPTextCfg(**self.text_cfg))
-        self.logit_scale = nn.Parameter(torch.tensor(2.5))
+        self.log_logit_scale = nn.Parameter(torch.tensor(2.5))  # stored as the log, as CLIP
 
     def image_encoder(self) -> nn.Module:
         return self.encoder
@@ -68,16 +70,21 @@ class TinyClip(Objective):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.image_proj(self.encoder(images))  # (B, E)
 
-    def encode_text(self, texts: list[str]) -> torch.Tensor:
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         import open_clip
 
-        tokens = open_clip.tokenize(texts, context_length=self.cfg.context_length)
-        return self.text(tokens)  # (B, E)
+        return {"input_ids": open_clip.tokenize(texts, context_length=self.cfg.context_length)}
 
-    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def encode_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.text(tokens["input_ids"])  # (B, E)
+
+    def logit_scale(self) -> float:
+        return float(self.log_logit_scale.exp())
+
+    def loss(self, batch: dict[str, Any], step: int = 0) -> dict[str, torch.Tensor]:
         image = nn.functional.normalize(self.encode_image(batch["image"]), dim=-1)
-        text = nn.functional.normalize(self.encode_text(batch["text"]), dim=-1)
-        logits = self.logit_scale.exp() * image @ text.T  # (B, B)
+        text = nn.functional.normalize(self.encode_text(self.tokenize(batch["text"])), dim=-1)
+        logits = self.log_logit_scale.exp() * image @ text.T  # (B, B)
         target = torch.arange(len(logits))
         loss = (
             nn.functional.cross_entropy(logits, target)
@@ -90,7 +97,7 @@ class TinyClip(Objective):
 
         vision_cfg, state = vit_to_open_clip_visual(self.encoder, self.image_proj.weight.T)
         state.update({f"text.{k}": v for k, v in self.text.state_dict().items()})
-        state["logit_scale"] = self.logit_scale.detach()
+        state["logit_scale"] = self.log_logit_scale.detach()
         model_cfg = {
             "embed_dim": self.cfg.embed_dim,
             "vision_cfg": vision_cfg,

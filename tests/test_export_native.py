@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from cxrkit.config import to_dict
 from cxrkit.errors import ArtifactError, InputError
 from cxrkit.export import native
-from cxrkit.models.loading import load_image_encoder
+from cxrkit.models.checkpoint import load_image_encoder
 from cxrkit.models.vision import VisionConfig, build_vision_encoder
 
 PRE = {"image_size": 64, "in_chans": 1, "mean": 0.5, "std": 0.5}

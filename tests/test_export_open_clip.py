@@ -95,12 +95,13 @@ def test_image_only_objective_is_skipped_with_reason():
 def test_text_tower_without_open_clip_mapping_is_skipped():
     class TextOnlyHalfway(torch.nn.Module):
         name = "halfway"
+        capabilities = frozenset({"image_text"})
 
         def text_encoder(self):
             return torch.nn.Linear(2, 2)
 
     reason = open_clip_format.skip_reason(TextOnlyHalfway())
-    assert reason is not None and "to_open_clip" in reason
+    assert reason is not None and "does not declare the open_clip export" in reason
 
 
 def test_image_text_objective_is_accepted():

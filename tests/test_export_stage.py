@@ -25,7 +25,7 @@ from cxrkit.cli import app
 from cxrkit.errors import ArtifactError, ConfigError
 from cxrkit.export import native
 from cxrkit.export.open_clip_format import load_open_clip
-from cxrkit.models.loading import load_image_encoder
+from cxrkit.models.checkpoint import load_image_encoder
 from cxrkit.stages.export import ExportConfig, run
 
 # shaped like `cxrkit eval`'s metrics.json: context keys, warnings, nested task results

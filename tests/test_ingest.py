@@ -17,12 +17,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxrkit.artifacts import open_artifact, verify
-from cxrkit.stages.ingest import IngestConfig, merge, run, shard_files
+from cxrkit.io.dataset import dataset_shards
+from cxrkit.stages.ingest import IngestConfig, merge, run
 
 
 def _rows(path) -> list[dict]:
     art = open_artifact(path, kind="dataset")
-    return [r for f in shard_files(art) for r in pq.read_table(f).to_pylist()]
+    return [r for f in dataset_shards(art, allow_empty=True) for r in pq.read_table(f).to_pylist()]
 
 
 def _rejects(path) -> list[dict]:
@@ -30,7 +31,10 @@ def _rejects(path) -> list[dict]:
 
 
 def _shard_hashes(path) -> list[str]:
-    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in shard_files(open_artifact(path))]
+    return [
+        hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in dataset_shards(open_artifact(path), allow_empty=True)
+    ]
 
 
 # ---------------------------------------------------------------- accounting on real inputs
@@ -90,7 +94,7 @@ def test_verify_fails_after_one_shard_byte_changes(demo_dataset, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(demo_dataset, copy)
     assert verify(copy) == []
-    shard = shard_files(open_artifact(copy))[0]
+    shard = dataset_shards(open_artifact(copy), allow_empty=True)[0]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))

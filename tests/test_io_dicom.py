@@ -15,7 +15,8 @@ from cxrkit.errors import Reject
 from cxrkit.io import bundled
 from cxrkit.io.dicom import KEPT_TAGS, _display_values, _read_dataset, dicom_to_unit, read_dicom
 from cxrkit.io.dicom_meta import extract_meta, infer_view, parse_age
-from cxrkit.io.images import quantise, resize_long_side, robust_normalise, sniff_format
+from cxrkit.io.intensity import quantise, resize_long_side, robust_normalise
+from cxrkit.io.sniff import sniff_format
 
 RG1 = ("RG1_UNCR", "RG1_UNCI", "RG1_J2KR", "RG1_J2KI")
 # Lossy JPEG 2000 (RG1_J2KI) vs the original (RG1_UNCR) after the pipeline, resize to

@@ -8,16 +8,16 @@ from PIL import Image
 
 from cxrkit.errors import Reject
 from cxrkit.io import bundled
-from cxrkit.io.images import (
+from cxrkit.io.decode import read_any
+from cxrkit.io.images import read_image
+from cxrkit.io.intensity import (
     histogram_window,
     percentile_window,
     quantise,
-    read_any,
-    read_image,
     resize_long_side,
     robust_normalise,
-    sniff_format,
 )
+from cxrkit.io.sniff import sniff_format
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import tarfile
 import pytest
 
 from cxrkit.errors import InputError, Reject
+from cxrkit.io.mapping import read_mapping_csv
 from cxrkit.io.report_index import ReportIndex, patient_study_for_image
 from cxrkit.io.reports import (
     iter_iu_reports,
     parse_iu_xml,
     parse_report_text,
-    read_mapping_csv,
     section_spans,
     split_sections,
 )

@@ -8,14 +8,11 @@ import torch
 from pretrain_support import SquareTransform, pediatric_images, write_annotations, write_dataset
 
 from cxrkit.errors import InputError
+from cxrkit.io.dataset import dataset_shards, decode_pixels, report_text, unpack_bits
 from cxrkit.io.shards import (
     ShardDataset,
     _buffer_shuffle,
-    dataset_shards,
-    decode_pixels,
     make_loader,
-    report_text,
-    unpack_bits,
 )
 
 VAL = ("NORMAL2-IM-1427-0001",)

@@ -37,12 +37,29 @@ def test_patchify_unpatchify_round_trip_non_square_two_channels():
 
 
 def test_sincos_pos_embed_hand_values():
-    # embed_dim 4 -> one frequency (1.0) per axis; rows encoded first, then columns.
+    # embed_dim 4 -> one frequency (1.0) per axis; columns encoded first, then rows (MAE).
     table = sincos_pos_embed_2d(4, (2, 3))
     assert table.shape == (6, 4)
     s1, c1, s2, c2 = math.sin(1), math.cos(1), math.sin(2), math.cos(2)
     assert torch.allclose(table[4], torch.tensor([s1, c1, s1, c1]))  # row 1, col 1
-    assert torch.allclose(table[2], torch.tensor([0.0, 1.0, s2, c2]))  # row 0, col 2
+    assert torch.allclose(table[2], torch.tensor([s2, c2, 0.0, 1.0]))  # row 0, col 2
+    assert torch.allclose(table[3], torch.tensor([0.0, 1.0, s1, c1]))  # row 1, col 0
+
+
+def test_sincos_pos_embed_matches_mae_layout_d8_2x2():
+    # MAE util/pos_embed.py: grid = meshgrid(w, h), emb_h from grid[0] (the column) fills
+    # channels 0..3, emb_w from grid[1] (the row) fills 4..7; each half is
+    # [sin(p w0), sin(p w1), cos(p w0), cos(p w1)] with w0 = 1, w1 = 1 / 10000 ** (1/2) = 0.01.
+    s, c = math.sin, math.cos
+    expected = torch.tensor(
+        [
+            [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0],  # patch 0: row 0, col 0
+            [s(1), s(0.01), c(1), c(0.01), 0.0, 0.0, 1.0, 1.0],  # patch 1: row 0, col 1
+            [0.0, 0.0, 1.0, 1.0, s(1), s(0.01), c(1), c(0.01)],  # patch 2: row 1, col 0
+            [s(1), s(0.01), c(1), c(0.01), s(1), s(0.01), c(1), c(0.01)],  # patch 3: row 1, col 1
+        ]
+    )
+    assert torch.allclose(sincos_pos_embed_2d(8, (2, 2)), expected, atol=1e-7)
 
 
 def test_one_channel_encoder_at_64px_patch8_gives_65_tokens():

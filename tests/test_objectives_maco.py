@@ -18,7 +18,7 @@ from cxrkit.objectives.maco import MaCo, correlation_weight, maco_contrastive_lo
 TINY_MODEL = {"arch": "vit_tiny_patch16_224", "image_size": 32, "patch_size": 8, "depth": 1}
 TINY = {
     "model": TINY_MODEL,
-    "text": {"context_length": 24},
+    "text": {"context_length": 24, "pooling": "mean"},
     "embed_dim": 32,
     "decoder_dim": 32,
     "decoder_depth": 1,
@@ -182,7 +182,7 @@ def test_unmasked_training_vector_equals_encode_image(tiny_maco):
         weight = F.softplus(maco.correlation(torch.ones(1, maco.num_patches))).reshape(1)
         expected = maco_contrastive_loss(
             maco.encode_image(images),
-            maco.encode_text(REPORTS),
+            maco.encode_text(maco.tokenize(REPORTS)),
             weight.expand(4),
             maco.logit_scale_value,
         )
@@ -205,22 +205,23 @@ def test_reconstruction_target_at_twice_the_encoder_size():
         maco.loss({"image": _real_images(size=48), "text": REPORTS})
 
 
-def test_encode_text_accepts_tokens_or_strings(tiny_maco):
+def test_encode_text_projects_the_pooled_text(tiny_maco):
     tiny_maco.eval()
+    tokens = tiny_maco.tokenize(REPORTS)
     with torch.no_grad():
-        a = tiny_maco.encode_text(tiny_maco.tokenize(REPORTS))
-        b = tiny_maco.encode_text(REPORTS)
-    assert a.shape == (4, 32)
-    assert torch.equal(a, b)
+        embedded = tiny_maco.encode_text(tokens)
+        pooled = tiny_maco.text_tower(tokens["input_ids"], tokens["attention_mask"]).pooled
+    assert embedded.shape == (4, 32)
+    assert torch.allclose(embedded, pooled @ tiny_maco.text_projection.weight.T, atol=1e-6)
 
 
 def test_sample_transform_tokenises_one_report(tiny_maco):
     import pickle
 
     transform = pickle.loads(pickle.dumps(tiny_maco.sample_transform()))
-    sample = transform({"text": REPORTS[1]})
-    assert sample["input_ids"].shape == sample["attention_mask"].shape == (24,)
-    assert torch.equal(sample["input_ids"], tiny_maco.tokenize([REPORTS[1]])["input_ids"][0])
+    tokens = transform({"text": REPORTS[1]})["tokens"]
+    assert tokens["input_ids"].shape == tokens["attention_mask"].shape == (24,)
+    assert torch.equal(tokens["input_ids"], tiny_maco.tokenize([REPORTS[1]])["input_ids"][0])
 
 
 def test_bad_settings_are_config_errors():
@@ -331,7 +332,8 @@ def test_open_clip_export_loads_with_open_clip_alone_and_matches(tiny_maco, tmp_
     with torch.no_grad():
         theirs_image = model.encode_image(images.expand(-1, 3, -1, -1))
         theirs_text = model.encode_text(tokenizer(REPORTS))
-        ours_image, ours_text = tiny_maco.encode_image(images), tiny_maco.encode_text(REPORTS)
+        ours_image = tiny_maco.encode_image(images)
+        ours_text = tiny_maco.encode_text(tiny_maco.tokenize(REPORTS))
     assert torch.allclose(theirs_image, ours_image, atol=1e-4)
     assert torch.allclose(theirs_text, ours_text, atol=1e-4)
     assert model.logit_scale.exp().item() == pytest.approx(tiny_maco.logit_scale(), rel=1e-5)

@@ -9,9 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from cxrkit import load
 from cxrkit.errors import ArtifactError, ConfigError, InputError
-from cxrkit.models.loading import load, load_image_encoder, load_objective, save_objective
+from cxrkit.models.checkpoint import load_image_encoder
 from cxrkit.objectives.base import build_objective
+from cxrkit.objectives.loading import load_objective, save_objective
 from cxrkit.objectives.mae import MAE, masked_patch_loss
 from cxrkit.objectives.masking import grid_from_pixel_mask
 

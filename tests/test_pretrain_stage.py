@@ -113,7 +113,7 @@ def test_reconstruction_preview_is_a_png_of_three_columns(trained):
 
 
 def test_checkpoint_loads_back_into_the_objective(trained):
-    from cxrkit.models.loading import load_objective
+    from cxrkit.objectives.loading import load_objective
 
     objective = load_objective(trained.path)
     images = torch.zeros(2, 1, 64, 64)

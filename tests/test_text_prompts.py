@@ -7,9 +7,16 @@ import json
 import pytest
 
 from cxrkit.errors import InputError
-from cxrkit.evaluate.zeroshot import load_prompts as eval_load_prompts
 from cxrkit.text.labeler import CHEXPERT_CLASSES
-from cxrkit.text.prompts import load_prompts, prompts_bytes, prompts_sha256
+from cxrkit.text.prompts import (
+    default_class_prompts,
+    expand_template,
+    fill_templates,
+    load_prompts,
+    prompts_bytes,
+    prompts_sha256,
+)
+from cxrkit.text.prompts import load_class_prompts as eval_load_prompts
 
 
 def test_default_prompts_cover_the_14_classes_with_both_sides():
@@ -56,3 +63,27 @@ def test_hash_changes_with_the_wording():
     changed = json.loads(json.dumps(prompts))
     changed["classes"]["Edema"]["positive"][0] = "Edema is seen."
     assert prompts_sha256(prompts) != prompts_sha256(changed)
+
+
+def test_capital_template_capitalises_only_the_first_letter():
+    assert expand_template("{C} is present.", "pleural effusion") == "Pleural effusion is present."
+    assert (
+        expand_template("There is no {c}.", "pleural effusion") == "There is no pleural effusion."
+    )
+
+
+def test_expansion_rebuilds_the_shipped_sentences():
+    shipped = load_prompts()
+    for cls, name in shipped["names"].items():
+        if cls in ("No Finding", "Support Devices"):  # written by hand, not from the templates
+            continue
+        assert shipped["classes"][cls] == fill_templates(shipped["templates"], name), cls
+
+
+def test_classes_missing_from_the_default_set_get_sentence_case_prompts():
+    prompts = default_class_prompts(["Pleural_Thickening"])
+    assert prompts["Pleural_Thickening"]["positive"][:2] == [
+        "There is pleural_thickening.",
+        "Pleural_thickening is present.",
+    ]
+    assert prompts["Pleural_Thickening"]["negative"][0] == "There is no pleural_thickening."

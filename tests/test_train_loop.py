@@ -9,7 +9,8 @@ import torch
 from pretrain_support import SquareTransform, TinyObjective, write_dataset
 
 from cxrkit.errors import Interrupted, Preempted
-from cxrkit.io.shards import ShardDataset, dataset_shards, make_loader
+from cxrkit.io.dataset import dataset_shards
+from cxrkit.io.shards import ShardDataset, make_loader
 from cxrkit.train import checkpoint as ckpt
 from cxrkit.train.config import OptimConfig, TrainConfig
 from cxrkit.train.loop import Trainer

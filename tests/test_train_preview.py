@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cxrkit.train.preview import reconstruction_grid, to_grey
+from cxrkit.vision.reconstruction import reconstruction_grid, to_grey
 
 
 def test_grey_levels_undo_the_minus_one_to_one_normalisation():

@@ -10,9 +10,8 @@ import torch
 
 from cxrkit.config import from_dict
 from cxrkit.errors import ConfigError, InputError
+from cxrkit.vision.normalise import CXR_MEAN, CXR_STD
 from cxrkit.vision.transforms import (
-    CXR_MEAN,
-    CXR_STD,
     AugmentConfig,
     EvalTransform,
     TrainTransform,

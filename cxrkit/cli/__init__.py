@@ -6,18 +6,28 @@ resolves a config, calls ``cxrkit.stages.<name>.run`` and renders the result.
 
 from __future__ import annotations
 
-from cxrkit.cli import annotate as _annotate  # noqa: E402,F401
-from cxrkit.cli import demo as _demo  # noqa: E402,F401
-from cxrkit.cli import distill as _distill  # noqa: E402,F401
-from cxrkit.cli import evaluate as _evaluate  # noqa: E402,F401
-from cxrkit.cli import export as _export  # noqa: E402,F401
+import importlib
 
-# Importing the command modules registers their commands on `app` (order = help order).
-from cxrkit.cli import ingest as _ingest  # noqa: E402,F401
-from cxrkit.cli import inspect as _inspect  # noqa: E402,F401
-from cxrkit.cli import label as _label  # noqa: E402,F401
-from cxrkit.cli import pretrain as _pretrain  # noqa: E402,F401
 from cxrkit.cli.common import app
+
+# One module per command (cli/X.py for `cxrkit X`); importing one registers its
+# commands on `app`, so this order is the order of `cxrkit --help`.
+COMMANDS = (
+    "annotate",
+    "demo",
+    "distill",
+    "eval",
+    "export",
+    "ingest",
+    "show",
+    "verify",
+    "presets",
+    "models",
+    "label",
+    "pretrain",
+)
+for _command in COMMANDS:
+    importlib.import_module(f"cxrkit.cli.{_command}")
 
 
 def main() -> None:
@@ -25,4 +35,4 @@ def main() -> None:
     app()
 
 
-__all__ = ["app", "main"]
+__all__ = ["COMMANDS", "app", "main"]

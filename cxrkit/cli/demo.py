@@ -34,7 +34,7 @@ def demo_command(
     Real chest X-rays (16 pediatric JPEGs, one adult DICOM) paired with unrelated
     real IU reports: plumbing, not medicine.
     """
-    from cxrkit.demo import DISCLAIMER, run_demo
+    from cxrkit.stages.demo import DISCLAIMER, run_demo
 
     err.print(f"[bold]cxrkit demo[/] - {DISCLAIMER}", markup=True)
     summary = run_demo(out_dir, steps=steps, force=force, method=method)

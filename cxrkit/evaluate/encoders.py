@@ -3,15 +3,15 @@
 Two sources:
 
 - a cxrkit checkpoint artifact. Image-only objectives (MAE) give features for the
-  probe and fine-tuning. An objective that also offers
-  ``encode_image(images (B, 1, S, S)) -> (B, D)`` and ``encode_text(list[str]) -> (T, D)``
-  (and optionally ``logit_scale``) is an image-text model: zero-shot and retrieval
-  use it unchanged (MaCo/MMCLIP-style objectives are expected to offer this);
+  probe and fine-tuning. An objective declaring the ``image_text`` capability
+  (:mod:`cxrkit.objectives.capabilities`: ``encode_image``, ``tokenize``,
+  ``encode_text``, ``logit_scale()`` as a plain multiplier) is an image-text
+  model: zero-shot and retrieval use it unchanged;
 - an open_clip model built from a JSON architecture config (``--open-clip-config``),
   random-initialised from the seed or loaded from ``--open-clip-weights``. Never
   fetched from a hub.
 
-Images arrive normalised as cxrkit stores them ((x/max - 0.5)/0.5, one channel);
+Images arrive normalised as cxrkit stores them ((x/max - CXR_MEAN)/CXR_STD, one channel);
 open_clip models get them mapped back to [0, 1], repeated to three channels and
 normalised with the model's own mean and std.
 """
@@ -31,6 +31,8 @@ from torch import nn
 
 from cxrkit.artifacts import Artifact, open_artifact, sha256_file
 from cxrkit.errors import ArtifactError, InputError
+from cxrkit.objectives.capabilities import IMAGE_TEXT, ImageText, supports
+from cxrkit.vision.normalise import CXR_MEAN, CXR_STD
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +67,17 @@ def pooled(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 def load_checkpoint_model(path: str | Path, device: torch.device) -> EvalModel:
     """Wrap a checkpoint artifact. Raises ArtifactError when it is not a loadable checkpoint."""
-    from cxrkit.models.loading import load_objective, read_config
+    from cxrkit.models.checkpoint import read_checkpoint_config
+    from cxrkit.objectives.loading import load_objective
 
     artifact: Artifact = open_artifact(path, kind="checkpoint", verify_files=True)
-    config = read_config(artifact.path)
+    config = read_checkpoint_config(artifact.path)
     objective = load_objective(artifact.path, device)
     encoder = objective.image_encoder()
-    size = (config.get("preprocessing") or {}).get("image_size") or (
-        config.get("objective_config", {}).get("model", {}).get("image_size")
-    )
+    size = config.image_size
     if not isinstance(size, int):
         raise ArtifactError(f"{artifact.path}/config.json: no preprocessing.image_size")
-    name = config.get("objective", "?")
+    name = config.objective
     model = EvalModel(
         key=f"checkpoint:{artifact.id}",
         description=f"checkpoint {artifact.path} (objective {name})",
@@ -86,17 +87,26 @@ def load_checkpoint_model(path: str | Path, device: torch.device) -> EvalModel:
         objective=objective,
         inputs=[artifact],
     )
-    if callable(getattr(objective, "encode_text", None)) and callable(
-        getattr(objective, "encode_image", None)
-    ):
+    if supports(objective, IMAGE_TEXT):
         model.encode_images = objective.encode_image
-        model.encode_texts = objective.encode_text
-        scale = getattr(objective, "logit_scale", None)
-        if callable(scale):  # the declared capability: the plain multiplier
-            model.logit_scale = float(scale())
-        elif scale is not None:  # a stored log-scale parameter (CLIP's convention)
-            model.logit_scale = float(torch.as_tensor(scale).exp().item())
+        model.encode_texts = text_encoder_fn(objective, device)
+        model.logit_scale = float(objective.logit_scale())
     return model
+
+
+def text_encoder_fn(
+    objective: ImageText, device: torch.device
+) -> Callable[[list[str]], torch.Tensor]:
+    """``texts -> (T, D)`` for an ``image_text`` objective: tokenize, move, encode in chunks."""
+
+    def encode_texts(texts: list[str]) -> torch.Tensor:
+        chunks = []
+        for i in range(0, len(texts), TEXT_BATCH):
+            tokens = objective.tokenize(texts[i : i + TEXT_BATCH])
+            chunks.append(objective.encode_text({k: v.to(device) for k, v in tokens.items()}))
+        return torch.cat(chunks)  # (T, D)
+
+    return encode_texts
 
 
 def _register_open_clip_config(config_path: Path) -> str:
@@ -153,7 +163,7 @@ def load_open_clip_model(
     std = torch.tensor(preprocess.get("std", open_clip.OPENAI_DATASET_STD), device=device)
 
     def encode_images(images: torch.Tensor) -> torch.Tensor:
-        rgb = (images * 0.5 + 0.5).expand(-1, 3, -1, -1)  # (B, 3, S, S) in [0, 1]
+        rgb = (images * CXR_STD + CXR_MEAN).expand(-1, 3, -1, -1)  # (B, 3, S, S) in [0, 1]
         return model.encode_image((rgb - mean[:, None, None]) / std[:, None, None])
 
     def encode_texts(texts: list[str]) -> torch.Tensor:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cxrkit.artifacts import Artifact
-from cxrkit.io.shards import dataset_shards, decode_pixels
+from cxrkit.io.dataset import dataset_shards, decode_pixels
 from cxrkit.reporting import progress
 
 log = logging.getLogger(__name__)

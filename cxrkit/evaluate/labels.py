@@ -79,20 +79,14 @@ def from_dataset_column(labels_json: Sequence[str | None]) -> LabelTable:
 
 def from_annotations(annotations_dir: Path, image_ids: Sequence[str]) -> LabelTable:
     """Report-derived labels from an annotations artifact, aligned to ``image_ids``."""
-    import pyarrow.parquet as pq
-
-    from cxrkit.artifacts import open_artifact
+    from cxrkit.io.annotations import AnnotationIndex
     from cxrkit.text.classes import CHEXPERT_CLASSES
 
-    artifact = open_artifact(annotations_dir, kind="annotations")
-    table = pq.read_table(artifact.file("annotations.parquet"), columns=["image_id", "labels"])
-    by_id = dict(
-        zip(table.column("image_id").to_pylist(), table.column("labels").to_pylist(), strict=True)
-    )
+    by_id = AnnotationIndex(annotations_dir, ["labels"])
     values = np.full((len(image_ids), len(CHEXPERT_CLASSES)), np.nan)
     matched = 0
     for i, image_id in enumerate(image_ids):
-        row = by_id.get(image_id)
+        row = by_id.get(image_id, "labels")
         if row is not None:
             values[i] = np.asarray(row, dtype=np.float64)
             matched += 1

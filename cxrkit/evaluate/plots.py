@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from cxrkit.evaluate import metrics
+from cxrkit.vision.normalise import CXR_MEAN, CXR_STD
 
 
 def _pyplot():
@@ -82,19 +83,19 @@ def reliability_plot(path: Path, title: str, labels: np.ndarray, probs: np.ndarr
 
 
 @torch.inference_mode()
-def reconstruction_grid(path: Path, objective, images: torch.Tensor, seed: int) -> Path:
-    """Rows: input, masked input, reconstruction, for up to 8 images (B, 1, S, S)."""
+def reconstruction_figure(path: Path, objective, images: torch.Tensor, seed: int) -> Path:
+    """Rows: input, masked input, reconstruction (:func:`reconstruction_panels`), for up to
+    8 images (B, 1, S, S), drawn with matplotlib on the normalised [-1, 1] scale."""
     plt = _pyplot()
-    generator = torch.Generator(device=images.device).manual_seed(seed)
-    pred, mask = objective.forward_reconstruction(images, generator=generator)
-    shown = [images, images * (1 - mask), pred * mask + images * (1 - mask)]
+    shown = list(objective.reconstruct(images, seed))  # images, masked, reconstruction
+    low, high = (0.0 - CXR_MEAN) / CXR_STD, (1.0 - CXR_MEAN) / CXR_STD  # [0, 1] normalised
     names: Sequence[str] = ("input", "masked", "reconstruction")
     cols = images.shape[0]
     fig, axes = plt.subplots(3, cols, figsize=(1.2 * cols, 3.8), dpi=80, squeeze=False)
     for r, (row, name) in enumerate(zip(shown, names, strict=True)):
         for c in range(cols):
             ax = axes[r][c]
-            ax.imshow(row[c, 0].float().cpu().numpy(), cmap="gray", vmin=-1, vmax=1)
+            ax.imshow(row[c, 0].float().cpu().numpy(), cmap="gray", vmin=low, vmax=high)
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:

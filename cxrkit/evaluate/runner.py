@@ -15,9 +15,11 @@ import pyarrow.parquet as pq
 from cxrkit.artifacts import Artifact, write_json_atomic
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.evaluate import labels as label_sources
-from cxrkit.evaluate import plots, protocol, zeroshot
+from cxrkit.evaluate import plots, protocol
 from cxrkit.evaluate.features import EvalRows, extract_features, read_rows
 from cxrkit.evaluate.tasks import TASKS, Context, Skip, TaskResult
+from cxrkit.objectives.capabilities import RECONSTRUCTION, supports
+from cxrkit.text.prompts import default_class_prompts, load_class_prompts
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +95,15 @@ def resolve_prompts(cfg, annotations: Artifact | None, classes: list[str]) -> tu
     """Prompts per class and where they came from (file, annotations, cxrkit's shipped set)."""
     found: dict = {}
     if cfg.prompts:
-        found, source = zeroshot.load_prompts(cfg.prompts), f"--prompts {cfg.prompts}"
+        found, source = load_class_prompts(cfg.prompts), f"--prompts {cfg.prompts}"
     elif annotations is not None and (annotations.path / "prompts.json").is_file():
-        found = zeroshot.load_prompts(annotations.file("prompts.json"))
+        found = load_class_prompts(annotations.file("prompts.json"))
         source = f"annotations {annotations.path}/prompts.json"
     else:
         source = "cxrkit default prompt set (stages/prompts-default.json)"
     missing = [c for c in classes if c not in found]
     if missing:
-        shipped = zeroshot.shipped_prompts(missing)
+        shipped = default_class_prompts(missing)
         found = {**{c: shipped[c] for c in missing}, **found}
         if cfg.prompts or annotations is not None:
             source += f"; default prompt set for {', '.join(missing)}"
@@ -203,13 +205,13 @@ def _write_plots(ctx: Context, results: dict[str, TaskResult], work: Path) -> li
             if y.size:
                 written.append(plots.reliability_plot(work / f"reliability-{name}.png", name, y, s))
     objective = ctx.model.objective
-    if objective is not None and callable(getattr(objective, "forward_reconstruction", None)):
+    if objective is not None and supports(objective, RECONSTRUCTION):
         from cxrkit.evaluate.features import image_batches
 
         batch = next(image_batches(ctx.dataset, ctx.transform, 8), None)
         if batch is not None:
             written.append(
-                plots.reconstruction_grid(
+                plots.reconstruction_figure(
                     work / "reconstruction.png", objective, batch.to(ctx.device), ctx.stats.seed
                 )
             )

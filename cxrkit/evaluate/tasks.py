@@ -325,6 +325,7 @@ def run_retrieval(ctx: Context) -> TaskResult:
 TASKS: dict[str, Callable[[Context], TaskResult]] = {
     "zeroshot": run_zeroshot,
     "probe": run_probe,
-    "finetune": run_finetune,
     "retrieval": run_retrieval,
+    "finetune": run_finetune,
 }
+"""Every eval task by name, in the order of the default ``tasks`` setting (the one list)."""

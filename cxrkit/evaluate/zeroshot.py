@@ -1,11 +1,8 @@
 """Zero-shot classification from class prompts (prompt data kept apart from the logic).
 
 Prompts come from an annotations artifact's ``prompts.json``, ``--prompts FILE``, or
-cxrkit's shipped prompt set (``cxrkit.text.prompts``, the one source of prompt data).
-A file is either a versioned cxrkit prompt set (see ``cxrkit.text.prompts``) or a
-plain ``{class: {"positive": [...], "negative": [...]}}`` (a bare list is positives
-only). Classes without prompts get the set's templates filled with their name.
-Each class embedding is the renormalised mean of its normalised prompt embeddings.
+cxrkit's shipped prompt set, all read by ``cxrkit.text.prompts`` (the one source of
+prompt data and of template expansion). Each class embedding is the renormalised mean of its normalised prompt embeddings.
 
 Three scorings (``cxrkit eval --set zeroshot_scoring=[...]`` picks among them):
 
@@ -24,64 +21,9 @@ Three scorings (``cxrkit eval --set zeroshot_scoring=[...]`` picks among them):
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from cxrkit.errors import InputError
-
-
-def load_prompts(path: str | Path) -> dict[str, dict[str, list[str]]]:
-    """Read a prompts file into ``{class: {"positive": [...], "negative": [...]}}``.
-
-    Raises InputError when the file is unreadable or holds no prompt lists.
-    """
-    from cxrkit.text.prompts import validate_prompts
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable prompts file ({exc})") from exc
-    if isinstance(data, dict) and "version" in data:  # a versioned cxrkit prompt set
-        data = validate_prompts(data, str(path))["classes"]
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object of class -> prompts")
-    prompts = {}
-    for name, entry in data.items():
-        if isinstance(entry, list):
-            entry = {"positive": entry}
-        if not isinstance(entry, dict):
-            continue
-        positive, negative = entry.get("positive", []), entry.get("negative", [])
-        if positive and all(isinstance(t, str) for t in [*positive, *negative]):
-            prompts[str(name)] = {"positive": list(positive), "negative": list(negative)}
-    if not prompts:
-        raise InputError(f"{path}: no class with a list of positive prompts")
-    return prompts
-
-
-def shipped_prompts(classes: list[str]) -> dict[str, dict[str, list[str]]]:
-    """cxrkit's default prompt set, with its templates filled in for classes it lacks."""
-    from cxrkit.text.prompts import load_prompts as load_prompt_set
-
-    prompt_set = load_prompt_set(None)
-    templates = prompt_set.get("templates") or {}
-    prompts = dict(prompt_set["classes"])
-    for name in classes:
-        if name not in prompts:
-            filled = {
-                side: [t.replace("{c}", name.lower()).replace("{C}", name) for t in lines]
-                for side, lines in templates.items()
-            }
-            prompts[name] = {
-                "positive": filled.get("positive", []),
-                "negative": filled.get("negative", []),
-            }
-    return prompts
 
 
 @torch.inference_mode()

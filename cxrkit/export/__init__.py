@@ -10,11 +10,10 @@ loading it back and comparing features with the cxrkit model:
 - :mod:`cxrkit.export.open_clip_format`: image-text models as an open_clip local dir.
 - :mod:`cxrkit.export.onnx_format`: the image encoder with CXR normalisation in the graph.
 - :mod:`cxrkit.export.card`: the model card (README.md) and ``metadata.json``.
+- :mod:`cxrkit.export.formats`: the registry ``FORMATS`` (name -> writer that loads
+  back and checks, skip rule, usage snippet); a new format is one entry there.
 
 Nothing here unpickles: weights are safetensors, metadata is JSON.
 """
 
 from __future__ import annotations
-
-FORMATS = ("safetensors", "timm", "open_clip", "onnx")
-"""Every export format, in the order the stage writes them."""

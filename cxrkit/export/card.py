@@ -16,6 +16,7 @@ from typing import Any
 
 from cxrkit import __version__
 from cxrkit.artifacts import Artifact, lineage, read_manifest
+from cxrkit.models.checkpoint import CheckpointConfig
 
 METADATA_FORMAT = "cxrkit-export-metadata/1"
 MAX_EVAL_ROWS = 60  # the card shows this many eval numbers; metadata.json keeps them all
@@ -78,11 +79,11 @@ def _training_data(rows: list[dict]) -> list[dict[str, Any]]:
     ]
 
 
-def _method(checkpoint: Artifact, ckpt_config: dict) -> dict[str, Any]:
+def _method(checkpoint: Artifact, ckpt_config: CheckpointConfig) -> dict[str, Any]:
     params = checkpoint.params
-    objective_cfg = dict(ckpt_config.get("objective_config", {}))
+    objective_cfg = ckpt_config.objective_config
     return {
-        "objective": ckpt_config.get("objective"),
+        "objective": ckpt_config.objective,
         "preset": params.get("preset") or checkpoint.stats.get("preset") or "not recorded",
         "objective_config": {k: v for k, v in objective_cfg.items() if k != "model"},
         "train": params.get("train", {}),
@@ -143,7 +144,7 @@ def _inputs_outputs(pre: dict, encoder_info: dict, onnx_input_dtype: str) -> dic
 
 def build_metadata(
     checkpoint: Artifact,
-    ckpt_config: dict,
+    ckpt_config: CheckpointConfig,
     encoder_info: dict,
     formats: dict[str, dict],
     eval_metrics: dict | None,
@@ -156,7 +157,7 @@ def build_metadata(
     vision_config, model_args, embed_dim, num_tokens), the per-format results, the
     eval metrics (or None) with the eval artifact's ref, and the ONNX input dtype.
     """
-    pre = dict(ckpt_config.get("preprocessing", {}))
+    pre = ckpt_config.preprocessing.to_dict()
     rows = lineage_rows(checkpoint)
     evaluation = None
     if eval_metrics is not None:
@@ -164,7 +165,7 @@ def build_metadata(
     return {
         "format": METADATA_FORMAT,
         "cxrkit_version": __version__,
-        "name": f"cxrkit {ckpt_config.get('objective')} {encoder_info['arch']}",
+        "name": f"cxrkit {ckpt_config.objective} {encoder_info['arch']}",
         "task": "chest X-ray image representation (feature extraction)",
         "intended_use": INTENDED_USE,
         "limitations": LIMITATIONS,

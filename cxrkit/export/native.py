@@ -9,23 +9,30 @@ safetensors. Loading never unpickles anything.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from cxrkit.errors import ArtifactError, InputError
+from cxrkit.models.checkpoint import (
+    CONFIG_FILE,
+    EXPORT_IMAGE_DIR,
+    WEIGHTS_FILE,
+    load_image_encoder,
+    read_config,
+    write_config,
+    write_weights,
+)
 
 log = logging.getLogger(__name__)
 
 ENCODER_FORMAT = "cxrkit-encoder/1"
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
-IMAGE_DIR = "image_encoder"
+WEIGHTS = WEIGHTS_FILE
+CONFIG = CONFIG_FILE
+IMAGE_DIR = EXPORT_IMAGE_DIR
 
 
 def encoder_dir_name(encoder: str) -> str:
@@ -120,9 +127,9 @@ def save_image_encoder(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(plain_state_dict(encoder), str(out_dir / WEIGHTS), metadata={"format": "pt"})
+    write_weights(out_dir / WEIGHTS, plain_state_dict(encoder), metadata={"format": "pt"})
     config = timm_config(arch, vit_model_args(encoder), preprocessing)
-    # "model" is what cxrkit.models.loading.load_image_encoder reads in an export dir.
+    # "model" is what cxrkit.models.checkpoint.load_image_encoder reads in an export dir.
     config["model"] = vision_config
     config["cxrkit"] = {
         "format": ENCODER_FORMAT,
@@ -131,7 +138,7 @@ def save_image_encoder(
         "preprocessing": preprocessing,
         "source": source,
     }
-    (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    write_config(out_dir, config)
     return out_dir
 
 
@@ -146,7 +153,7 @@ def save_encoder(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = plain_state_dict(module)
-    save_file(state, str(out_dir / WEIGHTS), metadata={"format": "pt"})
+    write_weights(out_dir / WEIGHTS, state, metadata={"format": "pt"})
     config = {
         "cxrkit": {
             "format": ENCODER_FORMAT,
@@ -156,17 +163,14 @@ def save_encoder(
             "objective_config": checkpoint_config.get("objective_config"),
         }
     }
-    (out_dir / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    write_config(out_dir, config)
     return state
 
 
 def read_encoder_config(encoder_dir: Path) -> dict[str, Any]:
     """Read and check an exported encoder's ``config.json``. Raises ArtifactError."""
     path = Path(encoder_dir) / CONFIG
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: unreadable encoder config ({exc})") from exc
+    config = read_config(encoder_dir)
     fmt = config.get("cxrkit", {}).get("format", "")
     if fmt.partition("/")[0] != "cxrkit-encoder" or fmt != ENCODER_FORMAT:
         raise ArtifactError(
@@ -196,11 +200,9 @@ def load_exported_encoder(
     Takes an export artifact directory (or its ``image_encoder/`` directory). With
     ``verify`` the artifact's file hashes are checked first, so a tampered export is
     refused. Returns ``(encoder, VisionConfig)`` like
-    :func:`cxrkit.models.loading.load_image_encoder`. Raises ArtifactError for a
+    :func:`cxrkit.models.checkpoint.load_image_encoder`. Raises ArtifactError for a
     missing, tampered or foreign export, InputError for an unknown encoder name.
     """
-    from cxrkit.models.loading import load_image_encoder
-
     if encoder != "image":
         raise InputError(
             f"no loader for exported {encoder!r} encoders in this cxrkit; "

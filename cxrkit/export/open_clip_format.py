@@ -4,16 +4,16 @@ Layout (what ``open_clip.create_model_and_transforms("local-dir:DIR")`` reads):
 ``DIR/open_clip_config.json`` = ``{"model_cfg": ..., "preprocess_cfg": ...}`` and
 ``DIR/open_clip_model.safetensors`` (the state dict in open_clip's key names).
 
-Which objectives apply. An image-only objective (MAE) has no text tower, so the
-format is skipped with that reason. An image-text objective opts in with:
-
-- ``text_encoder() -> nn.Module``: its text tower (this is how it is detected);
-- ``to_open_clip() -> (model_cfg, state_dict)``: open_clip's model config and the
-  weights in open_clip's names; :func:`vit_to_open_clip_visual` does the image
-  tower (a timm ViT) exactly, the objective adds its text tower and ``logit_scale``;
-- ``encode_image(images) -> (B, E)`` on normalised (B, 1, S, S) images and
-  ``encode_text(texts: list[str]) -> (B, E)``: the embeddings the export must
-  reproduce (before L2 normalisation).
+Which objectives apply: those declaring the ``open_clip`` capability
+(:mod:`cxrkit.objectives.capabilities`), which implies ``image_text``. Others
+(MAE: image-only) are skipped with that reason. The objective gives
+``to_open_clip() -> (model_cfg, state_dict)``: open_clip's model config and the
+weights in open_clip's names; :func:`vit_to_open_clip_visual` does the image
+tower (a timm ViT) exactly, the objective adds its text tower and
+``logit_scale`` (open_clip stores the log). The export must reproduce
+``encode_image(images)`` on normalised (B, 1, S, S) images,
+``encode_text(tokenize(texts))`` (before L2 normalisation) and the plain
+``logit_scale()``.
 
 open_clip's vision towers take 3 channels. The 1-channel patch weight is spread
 over 3 channels (each a third), so a grey image repeated to RGB, as open_clip's
@@ -33,6 +33,8 @@ from torch import nn
 
 from cxrkit.errors import InputError
 from cxrkit.export.native import max_abs_diff
+from cxrkit.objectives.base import Objective
+from cxrkit.objectives.capabilities import IMAGE_TEXT, OPEN_CLIP, supports
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +48,15 @@ PROBE_TEXTS = [
 ]
 
 
-def skip_reason(objective: nn.Module) -> str | None:
+def skip_reason(objective: Objective) -> str | None:
     """Why this objective cannot be written as open_clip, or None when it can."""
-    name = getattr(objective, "name", type(objective).__name__)
-    text_encoder = getattr(objective, "text_encoder", None)
-    if not callable(text_encoder) or text_encoder() is None:
+    name = objective.name
+    if not supports(objective, IMAGE_TEXT) or objective.text_encoder() is None:
         return (
             f"objective {name!r} is image-only (no text tower); open_clip holds image-text models"
         )
-    missing = [
-        m
-        for m in ("to_open_clip", "encode_image", "encode_text")
-        if not callable(getattr(objective, m, None))
-    ]
-    if missing:
-        return (
-            f"objective {name!r} has a text tower but does not define "
-            f"{', '.join(missing)}() for the open_clip layout"
-        )
+    if not supports(objective, OPEN_CLIP):
+        return f"objective {name!r} has a text tower but does not declare the open_clip export"
     return None
 
 
@@ -206,18 +199,16 @@ def verify(
     texts = texts or PROBE_TEXTS
     model, _, tokenizer = load_open_clip(out_dir)
     rgb = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images  # (B, 3, S, S)
-    ref_image, ref_text = objective.encode_image(images), objective.encode_text(texts)
+    device = images.device
+    tokens = {k: v.to(device) for k, v in objective.tokenize(texts).items()}
+    ref_image, ref_text = objective.encode_image(images), objective.encode_text(tokens)
     diff_image = max_abs_diff(model.encode_image(rgb), ref_image)
     diff_text = max_abs_diff(model.encode_text(tokenizer(texts)), ref_text)
     diffs = {"max_abs_diff_image": diff_image, "max_abs_diff_text": diff_text}
     scale = max(float(ref_image.abs().max()), float(ref_text.abs().max()))
-    logit_scale = getattr(objective, "logit_scale", None)
-    if callable(logit_scale):  # the declared capability: the plain multiplier
-        diffs["max_abs_diff_logit_scale"] = abs(model.logit_scale.exp().item() - logit_scale())
-    elif isinstance(logit_scale, torch.Tensor):
-        diffs["max_abs_diff_logit_scale"] = max_abs_diff(
-            model.logit_scale.reshape(-1), logit_scale.reshape(-1)
-        )
+    diffs["max_abs_diff_logit_scale"] = abs(
+        float(model.logit_scale.exp().item()) - float(objective.logit_scale())
+    )
     return {
         "max_abs_diff": max(diffs.values()),
         **diffs,

@@ -30,26 +30,19 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+)
 
 from cxrkit.errors import Reject
-
-# The metadata helpers live in cxrkit.io.dicom_meta; extract_meta, parse_age,
-# infer_view and views_in_text are re-exported for existing imports.
-from cxrkit.io.dicom_meta import (  # noqa: F401 - re-exported
-    CHEST_MODALITIES,
-    extract_meta,
-    infer_view,
-    parse_age,
-    views_in_text,
-)
-from cxrkit.io.images import (
-    DecodedImage,
-    looks_like_headerless_dicom,
-    normalise_through_table,
-    robust_normalise,
-    scrub_path,
-)
+from cxrkit.io.decoded import DecodedImage, scrub_path
+from cxrkit.io.dicom_meta import CHEST_MODALITIES, extract_meta
+from cxrkit.io.intensity import normalise_through_table, robust_normalise
+from cxrkit.io.sniff import looks_like_headerless_dicom
 
 # The allow-list: the only elements pydicom parses (``dcmread(specific_tags=...)``);
 # everything else, names, addresses, physicians, institution, free-text comments, is
@@ -207,6 +200,11 @@ def _check_photometric(ds: Dataset) -> str:
     return photometric
 
 
+# pydicom tries GDCM first for JPEG-LS; pyjpegls returns the same pixels 2-5x faster
+# on radiographs (benchmarks/decoders.py). Other syntaxes keep pydicom's order.
+PREFERRED_PLUGIN = {JPEGLSLossless: "pyjpegls", JPEGLSNearLossless: "pyjpegls"}
+
+
 def _decode_frame0(ds: Dataset) -> np.ndarray:
     """Decode the first frame; Reject for a missing decoder or broken pixel data."""
     uid = UID(str(ds.file_meta.TransferSyntaxUID))
@@ -221,8 +219,10 @@ def _decode_frame0(ds: Dataset) -> np.ndarray:
         raise Reject(
             "unsupported_transfer_syntax", f"{uid} ({uid.name}): no installed decoder ({needs})"
         )
+    plugin = PREFERRED_PLUGIN.get(uid)
+    options = {"decoding_plugin": plugin} if plugin in decoder.available_plugins else {}
     try:
-        arr, _ = decoder.as_array(ds, index=0)
+        arr, _ = decoder.as_array(ds, index=0, **options)
     except Exception as exc:  # noqa: BLE001 - decoder plugins raise arbitrary types
         raise Reject("corrupt_pixels", f"{uid.name}: {type(exc).__name__}: {exc}") from exc
     if arr.ndim != 2:
@@ -274,7 +274,7 @@ def read_dicom(
     greyscale check: the pipeline needs one sample per pixel); `low_pct`/`high_pct`
     are the robust-normalisation percentiles.
     Returns: :class:`DecodedImage` with `source_format` "dicom" and `meta` holding
-    the keys of ``cxrkit.io.images.META_KEYS`` (raw PHI: pseudonymise before storing).
+    the keys of ``cxrkit.io.decoded.META_KEYS`` (raw PHI: pseudonymise before storing).
     Raises: Reject with reason not_dicom, no_pixel_data, not_chest_xray,
     burned_in_annotation, unsupported_transfer_syntax or corrupt_pixels.
     """

@@ -14,8 +14,8 @@ import re
 
 from pydicom.dataset import Dataset
 
+from cxrkit.io.decoded import empty_meta
 from cxrkit.io.deid import parse_date
-from cxrkit.io.images import empty_meta
 
 CHEST_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})  # RG: digitised film radiographs
 
@@ -108,7 +108,7 @@ def _code_meanings(ds: Dataset) -> list[str]:
 
 
 def extract_meta(ds: Dataset) -> dict:
-    """The metadata dict of a DecodedImage (keys: cxrkit.io.images.META_KEYS)."""
+    """The metadata dict of a DecodedImage (keys: cxrkit.io.decoded.META_KEYS)."""
     modality = (_text(ds, "Modality") or "").upper() or None
     sex = (_text(ds, "PatientSex") or "").upper()
     study = parse_date(_text(ds, "StudyDate"))

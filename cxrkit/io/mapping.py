@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxrkit.errors import InputError, Reject
-from cxrkit.io.reports import Report, _read_text, parse_iu_xml, parse_report_text
+from cxrkit.io.reports import Report, parse_iu_xml, parse_report_text, read_report_file
 from cxrkit.text.classes import CHEXPERT_CLASSES
 
 # Column spellings from other label sets (NIH, older CheXpert) that mean the same class.
@@ -55,7 +55,7 @@ class MappingRow:
             except InputError as exc:
                 raise Reject("report_unreadable", str(exc)) from exc
             return dataclasses.replace(report, source="mapping")
-        text = _read_text(self.report_path)
+        text = read_report_file(self.report_path)
         return parse_report_text(text, source="mapping", uid=self.report_path.stem)
 
 

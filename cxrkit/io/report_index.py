@@ -18,10 +18,10 @@ from pathlib import Path
 from cxrkit.errors import InputError, Reject
 from cxrkit.io.reports import (
     Report,
-    _read_text,
     iter_iu_reports,
     parse_iu_xml,
     parse_report_text,
+    read_report_file,
 )
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class ReportIndex:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        report = parse_report_text(_read_text(path), source=source, uid=path.stem)
+        report = parse_report_text(read_report_file(path), source=source, uid=path.stem)
         self._cache[key] = report
         if len(self._cache) > self._CACHE_SIZE:
             self._cache.popitem(last=False)
@@ -168,6 +168,6 @@ class ReportIndex:
 
 def _read_text_or_fail(path: Path) -> str:
     try:
-        return _read_text(path)
+        return read_report_file(path)
     except Reject as exc:
         raise InputError(exc.detail) from exc

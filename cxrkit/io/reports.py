@@ -308,7 +308,7 @@ def iter_iu_reports(archive: Path | None = None) -> Iterator[Report]:
 # ---------------------------------------------------------------- reading
 
 
-def _read_text(path: Path) -> str:
+def read_report_file(path: Path) -> str:
     """A report file's text (UTF-8, undecodable bytes replaced).
 
     Raises Reject("report_unreadable") when the file cannot be read, so that one
@@ -318,27 +318,3 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise Reject("report_unreadable", f"cannot read report {path}: {exc}") from exc
-
-
-# ---------------------------------------------------------------- moved names
-
-_MOVED_TO_MAPPING = ("MappingRow", "read_mapping_csv")
-_MOVED_TO_INDEX = ("ReportIndex", "patient_study_for_image")
-
-
-def __getattr__(name: str) -> object:
-    """Keep ``from cxrkit.io.reports import ReportIndex`` (and the other moved names) working.
-
-    The mapping CSV reader moved to :mod:`cxrkit.io.mapping` and the report index to
-    :mod:`cxrkit.io.report_index`; both import this module, so a top-level re-export
-    here would make the import circular, and the names are resolved lazily instead.
-    """
-    if name in _MOVED_TO_MAPPING:
-        from cxrkit.io import mapping
-
-        return getattr(mapping, name)
-    if name in _MOVED_TO_INDEX:
-        from cxrkit.io import report_index
-
-        return getattr(report_index, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

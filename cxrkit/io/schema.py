@@ -1,4 +1,5 @@
-"""The dataset artifact's Arrow schema (DESIGN.md §3). One row per image."""
+"""Arrow schemas of the dataset (one row per image) and annotations (one row per
+dataset image) artifacts, DESIGN.md §3."""
 
 from __future__ import annotations
 
@@ -42,3 +43,20 @@ REJECTS_SCHEMA = pa.schema(
         pa.field("detail", pa.string()),
     ]
 )
+
+# ---------------------------------------------------------------- annotations
+
+ANNOTATIONS_SCHEMA_VERSION = 1
+ENTITY_TYPE = pa.struct([
+    ("text", pa.string()), ("label", pa.string()), ("chexpert", pa.string()),
+    ("start", pa.int32()), ("end", pa.int32()), ("negated", pa.bool_()),
+    ("uncertain", pa.bool_()), ("section", pa.string()),
+])  # fmt: skip
+ANNOTATIONS_SCHEMA = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("labels", pa.list_(pa.float32())),  # 14, order of CHEXPERT_CLASSES; NaN = not mentioned
+    pa.field("entities", pa.list_(ENTITY_TYPE)),  # offsets into the dataset row's report_text
+    pa.field("contour_mask", pa.binary()),  # np.packbits of the (height, width) bool mask
+    pa.field("contour_bbox", pa.list_(pa.int32())),  # (y0, x0, y1, x1), end-exclusive
+    pa.field("contour_quality", pa.string()),  # ok / low / none
+])  # fmt: skip

@@ -23,7 +23,6 @@ is a function of (seed, epoch, sample), never of a worker's history.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +34,17 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cxrkit.artifacts import Artifact, open_artifact
-from cxrkit.errors import ArtifactError, InputError
+from cxrkit.errors import ArtifactError, ConfigError, InputError
+from cxrkit.io.annotations import AnnotationIndex, annotations_file
+from cxrkit.io.dataset import decode_pixels, unpack_bits
+from cxrkit.io.fields import (
+    FIELDS,
+    TEXT_SECTIONS,
+    SampleContext,
+    SampleTransform,
+    load_prompts_file,
+    resolve_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,49 +54,19 @@ Transform = Callable[
 ]
 
 
-def dataset_shards(artifact: Artifact) -> list[Path]:
-    """The data shards of a dataset artifact (every .parquet but rejects.parquet)."""
-    shards = [p for p in artifact.files(".parquet") if p.name != "rejects.parquet"]
-    if not shards:
-        raise ArtifactError(f"{artifact.path}: dataset artifact lists no Parquet shards")
-    return shards
-
-
-def _chexpert_classes() -> list[str]:
-    from cxrkit.text.classes import CHEXPERT_CLASSES
-
-    return list(CHEXPERT_CLASSES)
-
-
-class _Annotations:
-    """annotations.parquet joined by image_id (labels, packed contour masks)."""
-
-    def __init__(self, path: Path, columns: list[str]) -> None:
-        try:
-            table = pq.read_table(path, columns=["image_id", *columns])
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{path}: cannot read annotations ({exc})") from exc
-        self.columns = {name: table.column(name).to_pylist() for name in columns}
-        self.index = {
-            image_id: i for i, image_id in enumerate(table.column("image_id").to_pylist())
-        }
-
-    def get(self, image_id: str, column: str) -> Any:
-        row = self.index.get(image_id)
-        return None if row is None else self.columns[column][row]
-
-
 class ShardDataset(IterableDataset):
     """Batches of decoded, transformed images (plus what the objective ``needs``).
 
     Takes the shard paths of a dataset artifact, the split to read, the
-    ``needs`` of the objective (subset of ``image``, ``contour``, ``labels``,
-    ``text``; ``image_id`` always comes), a ``transform`` with the
+    ``needs`` of the objective (batch field names, see :mod:`cxrkit.io.fields`;
+    ``image`` and ``image_id`` always come), a ``transform`` with the
     ``cxrkit.vision.transforms`` call signature, the per-rank batch size, the
-    seed, the shuffle buffer size, this process's rank and the world size.
-    With ``loop=False`` it makes one pass (keeping the last partial batch)
-    instead of cycling epochs. Raises InputError when the split is empty or
-    holds fewer samples than ranks.
+    seed, the shuffle buffer size, this process's rank and the world size,
+    the report section delivered as ``text`` and an optional per-sample
+    ``sample_transform`` (run in the workers). With ``loop=False`` it makes one
+    pass (keeping the last partial batch) instead of cycling epochs. Raises
+    ConfigError for an unknown field, InputError when the split is empty, holds
+    fewer samples than ranks, or a field needs annotations that were not given.
     """
 
     def __init__(
@@ -98,37 +77,55 @@ class ShardDataset(IterableDataset):
         batch_size: int,
         needs: frozenset[str] | set[str] = frozenset({"image"}),
         split: str | None = "train",
-        annotations: Path | None = None,
+        annotations: Artifact | Path | None = None,
         seed: int = 0,
         shuffle: bool = True,
         shuffle_buffer: int = 1024,
         rank: int = 0,
         world_size: int = 1,
         loop: bool = True,
+        text_section: str = "both",
+        sample_transform: SampleTransform | None = None,
     ) -> None:
         super().__init__()
         self.shards = [Path(p) for p in shards]
         self.transform, self.batch_size, self.split = transform, int(batch_size), split
-        self.needs = frozenset(needs) | {"image", "image_id"}
+        fields = resolve_fields(needs)
+        self.needs = frozenset(f.name for f in fields)
+        # Names only: the Field objects hold closures, the dataset must pickle for workers.
+        self.sample_fields = [f.name for f in fields if f.kind == "sample"]
+        self.dataset_field_names = [f.name for f in fields if f.kind == "dataset"]
+        if text_section not in TEXT_SECTIONS:
+            raise ConfigError(f"text section {text_section!r} is not one of {TEXT_SECTIONS}")
+        self.text_section, self.sample_transform = text_section, sample_transform
         self.seed, self.shuffle, self.loop = int(seed), shuffle, loop
         self.shuffle_buffer = max(1, int(shuffle_buffer))
         self.rank, self.world_size = int(rank), int(world_size)
         self.start_batch = 0
         self._build_index()
         self.annotations = None
-        wanted = [
-            c
-            for c, need in (("labels", "labels"), ("contour_mask", "contour"))
-            if need in self.needs
-        ]
-        if annotations is not None and wanted:
-            self.annotations = _Annotations(Path(annotations), wanted)
-        elif "contour" in self.needs:
+        self.annotations_file = annotations_file(annotations) if annotations is not None else None
+        needing = [f.name for f in fields if f.requires_annotations]
+        if annotations is None and needing:
             raise InputError(
-                "the objective needs chest contours but no annotations artifact was "
-                "given; run `cxrkit annotate` and pass --annotations DIR"
+                f"the objective needs {', '.join(needing)} from an annotations artifact but "
+                "none was given; run `cxrkit annotate` and pass --annotations DIR"
             )
+        wanted = sorted({c for f in fields if f.kind == "sample" for c in f.annotation_columns})
+        if annotations is not None and wanted:
+            self.annotations = AnnotationIndex(annotations, wanted)
+        self._columns = sorted(
+            {c for f in fields for c in f.columns}
+            | {c for f in fields if self.annotations is None for c in f.columns_without_annotations}
+        )
         self._files: dict[int, pq.ParquetFile] = {}
+
+    def dataset_fields(self) -> dict[str, Any]:
+        """The per-dataset fields the objective needs (e.g. ``prompts``), read once."""
+        values: dict[str, Any] = {}
+        if "prompts" in self.dataset_field_names and self.annotations_file is not None:
+            values["prompts"] = load_prompts_file(self.annotations_file)
+        return values
 
     # ------------------------------------------------------------ index and order
     def _build_index(self) -> None:
@@ -222,7 +219,7 @@ class ShardDataset(IterableDataset):
                         self, epoch, self._worker_positions(epoch, worker, workers)
                     )
                 samples.append(stream.take(offset))
-            yield collate(samples, self.needs)
+            yield collate(samples, self.sample_fields, self.sample_transform)
             batch += workers
 
     def _worker_positions(self, epoch: int, worker: int, workers: int) -> np.ndarray:
@@ -239,11 +236,8 @@ class ShardDataset(IterableDataset):
     def read_samples(self, epoch: int, sample_ids: list[int]) -> dict[int, dict[str, Any]]:
         """Read, decode and transform samples that all sit in one row group."""
         slot = int(self.sample_rg[sample_ids[0]])
-        columns = ["image_id", "pixels", "dtype", "height", "width"]
-        if "text" in self.needs:
-            columns += ["report_findings", "report_impression", "report_text"]
-        if "labels" in self.needs and self.annotations is None:
-            columns.append("labels")
+        base = ["image_id", "pixels", "dtype", "height", "width"]
+        columns = base + [c for c in self._columns if c not in base]
         table = self._parquet(int(self.rg_file[slot])).read_row_group(
             int(self.rg_group[slot]), columns=columns
         )
@@ -264,15 +258,17 @@ class ShardDataset(IterableDataset):
         contour = None
         if "contour" in self.needs:
             contour = torch.from_numpy(self._contour(row["image_id"], height, width))
-        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, sample_id))
+        seed = sample_seed(self.seed, epoch, sample_id)
+        generator = torch.Generator().manual_seed(seed)
         image_t, contour_t = self.transform(torch.from_numpy(image), contour, generator)
-        sample: dict[str, Any] = {"image": image_t, "image_id": row["image_id"]}
-        if "contour" in self.needs:
-            sample["contour"] = contour_t
-        if "labels" in self.needs:
-            sample["labels"] = self._labels(row)
-        if "text" in self.needs:
-            sample["text"] = report_text(row)
+        notes = None
+        if self.annotations is not None:
+            notes = self.annotations.row(row["image_id"])
+        context = SampleContext(row, notes, image_t, contour_t, self.text_section, {})
+        sample = {name: FIELDS[name].provide(context) for name in self.sample_fields}
+        if self.sample_transform is not None:
+            # Its own seed stream, so adding a transform never shifts the image augmentation.
+            sample.update(self.sample_transform({**sample, "seed": _mix64(seed ^ 0x5A17) >> 1}))
         return sample
 
     def _contour(self, image_id: str, height: int, width: int) -> np.ndarray:
@@ -281,18 +277,6 @@ class ShardDataset(IterableDataset):
             # No usable contour: treat the whole image as chest (contour masking falls back to random).
             return np.ones((height, width), dtype=bool)
         return unpack_bits(packed, height, width)
-
-    def _labels(self, row: dict) -> torch.Tensor:
-        classes = _chexpert_classes()
-        if self.annotations is not None:
-            values = self.annotations.get(row["image_id"], "labels")
-            if values is None:
-                return torch.full((len(classes),), float("nan"))
-            return torch.tensor(values, dtype=torch.float32)
-        mapping = json.loads(row["labels"]) if row.get("labels") else {}
-        return torch.tensor(
-            [float(mapping.get(c, float("nan"))) for c in classes], dtype=torch.float32
-        )
 
 
 class _EpochStream:
@@ -357,45 +341,22 @@ def sample_seed(seed: int, epoch: int, sample_id: int) -> int:
     return _mix64(_mix64(_mix64(seed & _MASK64) ^ epoch) ^ sample_id) >> 1
 
 
-def decode_pixels(data: bytes, dtype: str, height: int, width: int) -> np.ndarray:
-    """Raw row-major pixel bytes -> writable array (height, width). Raises ArtifactError."""
-    if dtype not in ("uint8", "uint16"):
-        raise ArtifactError(f"pixel dtype {dtype!r} is not uint8/uint16")
-    array = np.frombuffer(data, dtype=np.dtype(dtype))
-    if array.size != height * width:
-        raise ArtifactError(f"pixels hold {array.size} values, expected {height}x{width}")
-    return array.reshape(height, width).copy()  # copy: torch wants writable memory
+def collate(
+    samples: list[dict[str, Any]],
+    fields: list[str] | frozenset[str],
+    sample_transform: SampleTransform | None = None,
+) -> dict[str, Any]:
+    """Stack samples into a batch: each field by its own rule, then the transform's outputs.
 
-
-def unpack_bits(data: bytes, height: int, width: int) -> np.ndarray:
-    """np.packbits bytes of a row-major bool mask -> bool array (height, width)."""
-    try:
-        from cxrkit.vision.contour import unpack_mask
-    except ImportError:  # contour module not installed in this build: same bit layout
-        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=height * width)
-        return bits.reshape(height, width).astype(bool)
-    return np.asarray(unpack_mask(data, height, width), dtype=bool)
-
-
-def report_text(row: dict) -> str:
-    """Findings + impression, else the whole report, else ""."""
-    parts = [row.get("report_findings"), row.get("report_impression")]
-    joined = "\n".join(p.strip() for p in parts if p and p.strip())
-    return joined or (row.get("report_text") or "").strip()
-
-
-def collate(samples: list[dict[str, Any]], needs: frozenset[str]) -> dict[str, Any]:
-    """Stack samples into a batch: image (B, 1, H, W), contour (B, H, W), labels (B, 14)."""
-    batch: dict[str, Any] = {
-        "image": torch.stack([s["image"] for s in samples]),
-        "image_id": [s["image_id"] for s in samples],
-    }
-    if "contour" in needs:
-        batch["contour"] = torch.stack([s["contour"] for s in samples])
-    if "labels" in needs:
-        batch["labels"] = torch.stack([s["labels"] for s in samples])
-    if "text" in needs:
-        batch["text"] = [s["text"] for s in samples]
+    Takes the samples, the per-sample field names (:mod:`cxrkit.io.fields`) and
+    the sample transform that added the other keys (None: no other keys).
+    """
+    names = [n for n in fields if FIELDS[n].kind == "sample"]
+    batch: dict[str, Any] = {n: FIELDS[n].collate([s[n] for s in samples]) for n in names}
+    if sample_transform is not None:
+        for key in samples[0]:
+            if key not in batch:
+                batch[key] = sample_transform.collate(key, [s[key] for s in samples])
     return batch
 
 

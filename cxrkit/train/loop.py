@@ -1,8 +1,10 @@
 """The training loop: Accelerate, gradient accumulation, checkpoints, resume, preemption.
 
-The trainer knows nothing about any method: it calls ``objective.loss(batch)``
+The trainer knows nothing about any method: it calls ``objective.loss(batch, step)``
 (through :class:`LossModule`, so DDP sees a ``forward``), optimises the key
-``"loss"`` and logs every other named loss.
+``"loss"`` and logs every other named loss. Frozen modules of the objective
+(``Objective.frozen_modules``) stay in eval mode, get no optimiser group and
+are left out of EMA and of the checkpoint weights.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from cxrkit.errors import Interrupted, Preempted
 from cxrkit.objectives.base import Objective
 from cxrkit.train import checkpoint as ckpt
 from cxrkit.train.config import OptimConfig, TrainConfig, resolve_precision
-from cxrkit.train.optim import EMA, build_optimizer, cosine_lr, set_lr
+from cxrkit.train.optim import EMA, SCHEDULES, build_optimizer, set_lr
 from cxrkit.train.signals import StopFlag, reason_from_code
 
 log = logging.getLogger(__name__)
@@ -37,14 +39,14 @@ BatchSource = Callable[[int], Iterator[dict[str, Any]]]
 
 
 class LossModule(nn.Module):
-    """``forward(batch) = objective.loss(batch)``: the module DDP and torch.compile wrap."""
+    """``forward(batch, step) = objective.loss(batch, step)``: the module DDP and torch.compile wrap."""
 
     def __init__(self, objective: Objective) -> None:
         super().__init__()
         self.objective = objective
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.objective.loss(batch)
+    def forward(self, batch: dict[str, Any], step: int = 0) -> dict[str, torch.Tensor]:
+        return self.objective.loss(batch, step)
 
 
 @dataclass
@@ -69,7 +71,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
-def make_accelerator(precision: str, cpu: bool | None = None):
+def make_accelerator(precision: str, cpu: bool | None = None, find_unused_parameters: bool = False):
     """An Accelerator with cxrkit's precision rule (see ``resolve_precision``).
 
     ``cpu`` forces CPU (gloo between processes); by default Accelerate decides
@@ -77,15 +79,19 @@ def make_accelerator(precision: str, cpu: bool | None = None):
     process-wide state and refuses a second Accelerator with another precision,
     so a later run in the same Python process (the stage used as a library)
     drops that state first; the distributed setup itself is kept.
+    ``find_unused_parameters`` is handed to DDP (objectives whose branches skip
+    some batches need it).
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.state import AcceleratorState
 
     mixed = resolve_precision(precision)
     shared = AcceleratorState._shared_state
     if shared and str(shared.get("_mixed_precision", mixed)) != mixed:
         AcceleratorState._reset_state(reset_partial_state=False)
-    kwargs = {"cpu": True} if cpu else {}
+    kwargs: dict[str, Any] = {"cpu": True} if cpu else {}
+    if find_unused_parameters:
+        kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
     return Accelerator(mixed_precision=mixed, **kwargs)
 
 
@@ -100,31 +106,40 @@ class Trainer:
         self, objective: Objective, optim: OptimConfig, train: TrainConfig, accelerator: Any = None
     ) -> None:
         self.optim_cfg, self.train_cfg = optim, train
-        self.accelerator = accelerator or make_accelerator(train.precision)
+        self.accelerator = accelerator or make_accelerator(
+            train.precision, find_unused_parameters=train.find_unused_parameters
+        )
         self.objective = objective
+        objective.freeze()
         module: nn.Module = LossModule(objective)
         if train.compile:
             module = torch.compile(module)
         fused = self.accelerator.device.type == "cuda"
         optimizer = build_optimizer(
-            objective.param_groups(optim.weight_decay), optim.lr, tuple(optim.betas), fused=fused
+            objective.param_groups(optim.weight_decay),
+            optim.lr,
+            tuple(optim.betas),
+            fused=fused,
+            kind=optim.optimizer,
+            momentum=optim.momentum,
         )
         self.model, self.optimizer = self.accelerator.prepare(module, optimizer)
-        self.ema = EMA(objective, optim.ema_decay) if optim.ema_decay else None
+        self.ema = (
+            EMA(objective, optim.ema_decay, skip=objective.frozen_prefixes())
+            if optim.ema_decay
+            else None
+        )
         self.step = 0
 
     # ------------------------------------------------------------ one step
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Move the tensors of a batch to the accelerator's device."""
-        device = self.accelerator.device
-        return {
-            k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
-            for k, v in batch.items()
-        }
+        """Move the tensors of a batch (nested dicts and lists included) to the device."""
+        return to_device(batch, self.accelerator.device)
 
     def lr_at(self, step: int) -> float:
+        """The schedule's base learning rate at ``step`` (a group's lr is this x its lr_scale)."""
         cfg = self.optim_cfg
-        return cosine_lr(
+        return SCHEDULES[cfg.schedule](
             step,
             lr=cfg.lr,
             min_lr=cfg.min_lr,
@@ -148,7 +163,7 @@ class Trainer:
             context = contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model)
             with context:
                 with self.accelerator.autocast():
-                    losses = self.model(batch)
+                    losses = self.model(batch, self.step)
                 self.accelerator.backward(losses["loss"] / count)
             for name, value in losses.items():
                 value = value.detach().float()
@@ -200,7 +215,7 @@ class Trainer:
         acc.wait_for_everyone()
         final = ckpt.step_dir(run_dir, self.step)
         if acc.is_main_process:
-            ckpt.write_model(staging, self.objective.state_dict(), self.step)
+            ckpt.write_model(staging, self.objective.trainable_state_dict(), self.step)
             ckpt.write_state(staging, self.trainer_state(loader))
             final = ckpt.commit(run_dir, self.step)
         acc.wait_for_everyone()
@@ -209,7 +224,7 @@ class Trainer:
     def load_checkpoint(self, directory: Path) -> dict[str, Any]:
         """Load weights, optimiser and EMA state; return the trainer state (RNG not yet applied)."""
         weights, state = ckpt.load(directory)
-        self.objective.load_state_dict(weights)
+        self.objective.load_trainable_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
@@ -326,7 +341,7 @@ class Trainer:
             "step": self.step,
             "loss": losses.pop("loss"),
             **losses,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": self.lr_at(self.step - 1),  # the base rate this step used
             "grad_norm": float(out.grad_norm.item()),
             "img_per_s": round(window.rate(), 2),
             "epoch": consumed // max(per_epoch, 1),
@@ -349,6 +364,17 @@ class Trainer:
             "re-run the same command to resume"
         )
         raise Preempted(message) if reason == "preempted" else Interrupted(message)
+
+
+def to_device(value: Any, device: torch.device | str) -> Any:
+    """``value`` with every tensor moved to ``device``: dicts and lists are walked."""
+    if torch.is_tensor(value):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple) and any(torch.is_tensor(v) for v in value):
+        return type(value)(to_device(v, device) for v in value)
+    return value
 
 
 class _SilentBar:

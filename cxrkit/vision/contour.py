@@ -35,21 +35,17 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from cxrkit.errors import InputError
-
-# Mask storage, patch grids and previews live in cxrkit.vision.masks; pack_mask,
-# unpack_mask, mask_to_grid and preview_grid are re-exported for existing imports.
-from cxrkit.vision.masks import (  # noqa: F401 - re-exported
-    mask_bbox,
-    mask_to_grid,
-    pack_mask,
-    preview_grid,
-    resize_mask,
-    unpack_mask,
+from cxrkit.vision.grey import as_2d, downscale, normalise_percentiles
+from cxrkit.vision.masks import mask_bbox, resize_mask
+from cxrkit.vision.morphology import (
+    border_connected,
+    dilate,
+    largest_component,
+    opening,
+    otsu_threshold,
 )
 
 log = logging.getLogger(__name__)
@@ -83,75 +79,7 @@ class ContourResult:
     reason: str | None = None
 
 
-# ---------------------------------------------------------------- preprocessing
-
-
-def _as_2d(image: np.ndarray) -> np.ndarray:
-    """Accept (H, W) or (H, W, 1)/(1, H, W) arrays; raise InputError otherwise."""
-    array = np.asarray(image)
-    if array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):
-        array = array.reshape(array.shape[1:] if array.shape[0] == 1 else array.shape[:2])
-    if array.ndim != 2 or array.size == 0:
-        raise InputError(
-            f"chest_contour: expected a 2-D grey image, got shape {array.shape}; "
-            "convert colour images to one channel first"
-        )
-    return array
-
-
-def _normalise(array: np.ndarray) -> np.ndarray:
-    """float32 in [0, 1] by the 0.5/99.5 percentiles (robust to burnt-in text)."""
-    values = array.astype(np.float32)
-    if not np.isfinite(values).all():
-        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = np.percentile(values, [0.5, 99.5])
-    if high - low < 1e-6:
-        return np.zeros_like(values)
-    return np.clip((values - low) / (high - low), 0.0, 1.0)
-
-
-def _downscale(array: np.ndarray, long_side: int) -> np.ndarray:
-    """Antialiased bilinear resize of a float image so its long side is <= long_side."""
-    height, width = array.shape
-    scale = long_side / max(height, width)
-    if scale >= 1.0:
-        return array.astype(np.float32, copy=False)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    image = Image.fromarray(array.astype(np.float32, copy=False), mode="F")
-    return np.asarray(image.resize(size, Image.BILINEAR, reducing_gap=2.0))
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
-    """Otsu's threshold of 1-D values in [0, 1]: maximises between-class variance."""
-    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight_low = np.cumsum(hist)
-    weight_high = weight_low[-1] - weight_low
-    sum_low = np.cumsum(hist * centres)
-    mean_low = sum_low / np.maximum(weight_low, 1)
-    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
-    between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(edges[int(np.argmax(between)) + 1])
-
-
 # ---------------------------------------------------------------- body and lungs
-
-
-def _border_connected(mask: np.ndarray) -> np.ndarray:
-    """The parts of ``mask`` whose components touch the image border."""
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return mask
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return np.isin(labels, edge[edge > 0])
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask)
-    if count <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == (int(np.argmax(sizes)) + 1)
 
 
 def _body_mask(smooth: np.ndarray) -> np.ndarray:
@@ -162,29 +90,9 @@ def _body_mask(smooth: np.ndarray) -> np.ndarray:
     lit = smooth[smooth > low + 0.05]
     level = float(np.median(lit)) if lit.size else low
     dark = smooth < low + 0.25 * (level - low)
-    body = ~_border_connected(dark)
+    body = ~border_connected(dark)
     body = ndimage.binary_opening(body, iterations=2)
-    return ndimage.binary_fill_holes(_largest_component(body))
-
-
-# Morphology with square structuring elements: separable max/min filters cost
-# well under a millisecond at the working size, where disk kernels or exact
-# distance transforms cost several, and the lung shapes do not care.
-
-
-def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Dilation by a (2r+1)-pixel square."""
-    return ndimage.maximum_filter(mask, size=2 * round(radius) + 1)
-
-
-def _erode(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Erosion by a (2r+1)-pixel square; pixels beyond the image edge count as inside."""
-    return ndimage.minimum_filter(mask, size=2 * round(radius) + 1, mode="nearest")
-
-
-def _open(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Opening: removes parts and bridges narrower than about 2 * radius."""
-    return _dilate(_erode(mask, radius), radius)
+    return ndimage.binary_fill_holes(largest_component(body))
 
 
 def _below_shoulders(body: np.ndarray, drop: float = 0.15) -> np.ndarray:
@@ -218,7 +126,7 @@ def _lung_candidates(
         return np.zeros_like(body)
     threshold = otsu_threshold(smooth[inner]) * threshold_scale
     dark = inner & (smooth < threshold)
-    return _open(dark, max(1.0, 0.02 * body_size))
+    return opening(dark, max(1.0, 0.02 * body_size))
 
 
 @dataclass
@@ -358,7 +266,7 @@ def _thorax(
     hull = _hull_mask(points.astype(np.float64), union.shape, margin)
     if hull is None:
         return None
-    return ndimage.binary_fill_holes(_largest_component(hull & body))
+    return ndimage.binary_fill_holes(largest_component(hull & body))
 
 
 LUNG_CONTRAST_MIN = 0.13
@@ -436,14 +344,14 @@ def _thorax_small(small: np.ndarray) -> tuple[np.ndarray | None, str | None]:
         dark = _lung_candidates(smooth, body, scale, body_size)
         # Cores: a wide opening cuts the bridges from a lung to the shoulder or
         # arm; the lung's own outline is restored from `dark` after.
-        cores = _open(dark, core_radius)
+        cores = opening(dark, core_radius)
         labels, blobs = _blobs(cores, body)
         picked = _pick_lungs(blobs)
         if not picked:
             reason = "no lung field found"
             continue
         lungs = [
-            _largest_component(dark & _dilate(labels == b.label, core_radius + 2)) for b in picked
+            largest_component(dark & dilate(labels == b.label, core_radius + 2)) for b in picked
         ]
         lungs = _symmetric_pair(smooth, body, [lung for lung in lungs if lung.any()])
         if not lungs:
@@ -476,12 +384,12 @@ def chest_contour(image: np.ndarray, work_size: int = WORK_SIZE) -> ContourResul
     with a reason and a centred box mask. Raises InputError only when the array
     is not a single-channel image at all.
     """
-    array = _as_2d(image)
+    array = as_2d(image)
     height, width = array.shape
     values = array.astype(np.float32)
     if array.dtype.kind == "f":  # NaN/inf would spread through the resize
         np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    small = _normalise(_downscale(values, work_size))
+    small = normalise_percentiles(downscale(values, work_size))
     if min(height, width) < 16:
         thorax, reason = None, f"image too small ({height}x{width}) for a contour"
     else:

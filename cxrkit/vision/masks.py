@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cxrkit.errors import ArtifactError, InputError
+from cxrkit.vision.grey import as_2d, downscale, normalise_percentiles
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -82,11 +83,9 @@ def mask_to_grid(mask: np.ndarray, grid_h: int, grid_w: int) -> np.ndarray:
 
 def _tile(image: np.ndarray, mask: np.ndarray | None, size: int, title: str | None) -> Image.Image:
     """One preview tile: grey image, red translucent mask, yellow bbox, optional title."""
-    # The tile shows the image as the contour saw it. Imported here, not at the top:
-    # contour imports this module, so a top-level import would be circular.
-    from cxrkit.vision.contour import _as_2d, _downscale, _normalise
-
-    grey = (_normalise(_downscale(_as_2d(image).astype(np.float32), size)) * 255).astype(np.uint8)
+    # The tile shows the image as the contour saw it.
+    grey = normalise_percentiles(downscale(as_2d(image).astype(np.float32), size))
+    grey = (grey * 255).astype(np.uint8)
     tile = Image.fromarray(grey).convert("RGB")
     if mask is not None:
         small = resize_mask(np.asarray(mask, dtype=bool), *grey.shape)

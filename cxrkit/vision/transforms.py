@@ -24,12 +24,7 @@ import torch.nn.functional as F
 
 from cxrkit.config import doc
 from cxrkit.errors import ConfigError, InputError
-
-CXR_MEAN = 0.5
-"""Mean used to normalise images scaled to [0, 1]; export and eval reuse it."""
-
-CXR_STD = 0.5
-"""Std used to normalise images scaled to [0, 1]; (x - 0.5) / 0.5 maps [0, 1] to [-1, 1]."""
+from cxrkit.vision.normalise import CXR_MEAN, CXR_STD
 
 _MAXVAL = {torch.uint8: 255.0, torch.uint16: 65535.0}
 # (x - MEAN) / STD == x * _GAIN - _SHIFT: the train path folds _GAIN into its box filter.

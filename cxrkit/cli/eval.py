@@ -23,24 +23,6 @@ from cxrkit.cli.common import (
 )
 
 
-def _inputs_by_kind(inputs: list[Path]) -> dict[str, str]:
-    """Map positional artifacts to their kinds (checkpoint, dataset, annotations)."""
-    from cxrkit.artifacts import read_manifest
-    from cxrkit.errors import ConfigError
-
-    found: dict[str, str] = {}
-    for path in inputs:
-        kind = read_manifest(path).get("kind")
-        if kind not in ("checkpoint", "dataset", "annotations"):
-            raise ConfigError(
-                f"{path}: a {kind} artifact; eval takes checkpoint, dataset, annotations"
-            )
-        if kind in found:
-            raise ConfigError(f"two {kind} artifacts given ({found[kind]}, {path}); give one")
-        found[kind] = str(path)
-    return found
-
-
 def _ci(entry: dict | None) -> str:
     if not entry:
         return "-"
@@ -175,7 +157,7 @@ def evaluate_command(
     from cxrkit.config import resolve, to_dict
     from cxrkit.stages import eval as eval_stage
 
-    kinds = _inputs_by_kind(list(inputs or []))
+    kinds = eval_stage.inputs_by_kind(list(inputs or []))
     flags = {
         "checkpoint": kinds.get("checkpoint"), "dataset": kinds.get("dataset"),
         "annotations": kinds.get("annotations"), "out": str(out_dir),

@@ -1,0 +1,25 @@
+"""`cxrkit verify`: check an artifact's files against its manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cxrkit.cli.common import app, err, guarded, out
+
+
+@app.command()
+@guarded
+def verify(path: Annotated[Path, typer.Argument(help="Artifact directory.")]) -> None:
+    """Check every file of an artifact against its manifest (hash, size, missing, extra)."""
+    from cxrkit.artifacts import verify as verify_artifact
+    from cxrkit.errors import ArtifactError
+
+    problems = verify_artifact(path)
+    if problems:
+        for problem in problems:
+            err.print(f"[red]FAIL[/] {path}: {problem}", markup=True)
+        raise ArtifactError(f"{path}: {len(problems)} integrity problem(s)")
+    out.print(f"OK {path}")

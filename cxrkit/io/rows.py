@@ -1,0 +1,192 @@
+"""One input file -> one dataset row (or one reject): the per-file work of `cxrkit ingest`.
+
+:class:`RowBuilder` holds everything a worker needs, typed: the salt, the report
+source and the pixel settings. It is a frozen dataclass that pickles to its fields
+only, so ingest sends it once to each worker process; the pseudonymiser and the
+report index are built lazily on first use inside the worker.
+
+Per file: hash the source bytes, decode (:func:`cxrkit.io.decode.read_any`),
+reject what is too small, resize and quantise, pseudonymise identifiers and dates,
+attach the report, assign the split. Bad input never raises: it becomes a reject
+row with a reason, and the file's path never appears in a reject's detail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass, fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from cxrkit.artifacts import sha256_file
+from cxrkit.errors import Reject
+from cxrkit.io.decode import read_any
+from cxrkit.io.decoded import scrub_path
+from cxrkit.io.deid import Pseudonymizer, safe_harbor_age
+from cxrkit.io.intensity import quantise, resize_long_side
+from cxrkit.io.mapping import MappingRow
+from cxrkit.io.report_index import ReportIndex
+from cxrkit.io.reports import Report, parse_iu_xml, parse_report_text
+
+# (source path, its mapping CSV row or None): one unit of ingest work.
+WorkItem = tuple[str, MappingRow | None]
+
+
+@dataclass(frozen=True)
+class RowBuilder:
+    """Builds dataset rows from files; the settings are those of `IngestConfig`.
+
+    ``salt`` keys every pseudonym and the split; ``reports`` is a report source
+    for :meth:`ReportIndex.build` (None: reports only from the mapping CSV).
+    """
+
+    salt: bytes
+    reports: str | None = None
+    image_size: int = 512
+    dtype: str = "uint8"
+    min_size: int = 128
+    window_low_pct: float = 0.5
+    window_high_pct: float = 99.5
+    allow_burned_in: bool = False
+    check_chest: bool = True
+    keep_paths: bool = False
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Only the settings travel to workers; each builds its own index and pseudonymiser.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    @cached_property
+    def pseudonymizer(self) -> Pseudonymizer:
+        return Pseudonymizer(self.salt)
+
+    @cached_property
+    def report_index(self) -> ReportIndex | None:
+        return ReportIndex.build(Path(self.reports)) if self.reports else None
+
+    def prepare(self) -> RowBuilder:
+        """Build the report index and pseudonymiser now (once per worker); returns self."""
+        # pydicom logs warnings that quote file paths; the reader records them itself.
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
+        _ = self.pseudonymizer, self.report_index
+        return self
+
+    def __call__(self, item: WorkItem) -> dict:
+        """``{"row": dataset row}`` or ``{"reject": rejects row}`` for one file. Never raises
+        for bad input (MemoryError propagates)."""
+        path_str, mapped = item
+        path = Path(path_str)
+        shown = path_str if self.keep_paths else self.pseudonymizer.path_token(path_str)
+        try:
+            return {"row": self.build(path, mapped)}
+        except Reject as rej:
+            return {"reject": {"path": shown, "reason": rej.reason, "detail": rej.detail}}
+        except MemoryError:
+            raise
+        except Exception as exc:  # an unforeseen decoder failure must not stop a 377k-image run
+            detail = scrub_path(f"{type(exc).__name__}: {exc}", path)
+            return {"reject": {"path": shown, "reason": "corrupt_pixels", "detail": detail}}
+
+    def build(self, path: Path, mapped: MappingRow | None = None) -> dict:
+        """The dataset row (DATASET_SCHEMA columns) of one file.
+
+        Raises: Reject for a missing, undecodable, non-chest or too small image.
+        """
+        if not path.is_file():
+            raise Reject("missing_file", "listed in the mapping CSV but not found")
+        source_sha = sha256_file(path)
+        decoded = read_any(
+            path,
+            allow_burned_in=self.allow_burned_in,
+            check_chest=self.check_chest,
+            low_pct=self.window_low_pct,
+            high_pct=self.window_high_pct,
+        )
+        orig_h, orig_w = decoded.pixels.shape
+        if min(orig_h, orig_w) < self.min_size:
+            raise Reject("too_small", f"{orig_w}x{orig_h} < min_size {self.min_size}")
+        stored = quantise(resize_long_side(decoded.pixels, self.image_size), self.dtype)
+        row = self._identity(path, mapped, source_sha, decoded.meta or {})
+        row.update(
+            {
+                "pixels": stored.tobytes(),
+                "dtype": str(stored.dtype),
+                "height": int(stored.shape[0]),
+                "width": int(stored.shape[1]),
+                "orig_height": int(orig_h),
+                "orig_width": int(orig_w),
+                "source_format": decoded.source_format,
+                "photometric": decoded.photometric,
+            }
+        )
+        return row
+
+    def _identity(self, path: Path, mapped: MappingRow | None, source_sha: str, meta: dict) -> dict:
+        """Pseudonymised ids, demographics, provenance, labels, report and split of a file."""
+        pseudo = self.pseudonymizer
+        index = self.report_index
+        layout_keys = index.patient_study_for_image(path) if index is not None else None
+        patient_raw = (
+            (mapped and mapped.patient_id)
+            or meta.get("patient_id")
+            or (layout_keys[0] if layout_keys else None)
+            or f"image:{source_sha}"
+        )
+        study_raw = (
+            (mapped and mapped.study_id)
+            or meta.get("study_uid")
+            or (layout_keys[1] if layout_keys else None)
+            or f"image:{source_sha}"
+        )
+        image_raw = meta.get("sop_uid") or source_sha
+        report = self._report_for(path, mapped)
+        patient_id = pseudo.pseudonym("patient", str(patient_raw))
+        labels = (mapped and mapped.labels) or None
+        return {
+            "image_id": pseudo.pseudonym("image", str(image_raw)),
+            "study_id": pseudo.pseudonym("study", str(study_raw)),
+            "patient_id": patient_id,
+            "view": meta.get("view") or "UNKNOWN",
+            "sex": meta.get("sex"),
+            "age": safe_harbor_age(meta.get("age")),
+            "study_date": pseudo.shift_date(meta.get("study_date"), str(patient_raw)),
+            "pixel_spacing": meta.get("pixel_spacing"),
+            "source_sha256": source_sha,
+            "source_path": str(path) if self.keep_paths else pseudo.path_token(str(path)),
+            "labels": json.dumps(labels, sort_keys=True) if labels else None,
+            "report_findings": report.findings if report else None,
+            "report_impression": report.impression if report else None,
+            "report_text": report.text if report else None,
+            "report_source": report.source if report else "none",
+            "split": (mapped and mapped.split) or self.split_for(patient_id),
+        }
+
+    def _report_for(self, path: Path, mapped: MappingRow | None) -> Report | None:
+        """The mapping row's report (text, then file), else the report index's, else None."""
+        if mapped is not None and mapped.report_text:
+            return parse_report_text(mapped.report_text, source="mapping")
+        if mapped is not None and mapped.report_path:
+            if mapped.report_path.suffix.lower() == ".xml":
+                return parse_iu_xml(mapped.report_path)
+            text = mapped.report_path.read_text(errors="replace")
+            return parse_report_text(text, source="mapping")
+        index = self.report_index
+        return index.for_image(path) if index is not None else None
+
+    def split_for(self, patient_id: str) -> str:
+        """Salted, deterministic split by patient: the same patient is always in one split."""
+        digest = hmac.new(self.salt, f"split\0{patient_id}".encode(), hashlib.sha256).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        if u < self.test_fraction:
+            return "test"
+        if u < self.test_fraction + self.val_fraction:
+            return "val"
+        return "train"

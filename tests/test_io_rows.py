@@ -1,0 +1,134 @@
+"""Ingest's per-file worker (RowBuilder), the dataset shard rule and the annotations reader."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pretrain_support import write_annotations, write_dataset
+
+from cxrkit.errors import ArtifactError
+from cxrkit.io import bundled
+from cxrkit.io.annotations import AnnotationIndex, annotations_file, labels_matrix
+from cxrkit.io.dataset import dataset_shards
+from cxrkit.io.mapping import MappingRow
+from cxrkit.io.rows import RowBuilder
+from cxrkit.io.schema import DATASET_SCHEMA
+
+SALT = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def jpeg():
+    return bundled.pediatric_jpegs()[0]
+
+
+# ---------------------------------------------------------------- RowBuilder
+
+
+def test_builder_pickles_its_settings_not_its_caches(jpeg):
+    builder = RowBuilder(salt=SALT, image_size=64).prepare()
+    assert "pseudonymizer" in builder.__dict__  # built by prepare()
+    copy = pickle.loads(pickle.dumps(builder))
+    assert "pseudonymizer" not in copy.__dict__  # each worker builds its own
+    assert copy == builder
+    assert copy.build(jpeg) == builder.build(jpeg)
+
+
+def test_built_row_fits_the_dataset_schema_and_the_size(jpeg):
+    row = RowBuilder(salt=SALT, image_size=64).build(jpeg)
+    table = pa.Table.from_pylist([row], schema=DATASET_SCHEMA)  # raises on a wrong column
+    assert set(row) == set(DATASET_SCHEMA.names)
+    assert max(row["height"], row["width"]) == 64
+    assert len(row["pixels"]) == row["height"] * row["width"]  # uint8
+    assert table.column("source_format").to_pylist() == ["jpeg"]
+
+
+def test_mapping_row_supplies_ids_split_labels_and_report(jpeg):
+    mapped = MappingRow(
+        image_path=jpeg,
+        report_path=None,
+        report_text="FINDINGS: Clear lungs.\n\nIMPRESSION: Normal.",
+        study_id="study-1",
+        patient_id="patient-1",
+        split="val",
+        labels={"Pneumonia": 1.0},
+    )
+    builder = RowBuilder(salt=SALT, image_size=64)
+    row = builder.build(jpeg, mapped)
+    assert row["patient_id"] == builder.pseudonymizer.pseudonym("patient", "patient-1")
+    assert row["split"] == "val"
+    assert row["labels"] == '{"Pneumonia": 1.0}'
+    assert row["report_source"] == "mapping" and row["report_impression"] == "Normal."
+
+
+def test_bad_files_become_rejects_without_their_path(tmp_path):
+    noise = tmp_path / "secret-name.dcm"
+    noise.write_bytes(bytes(4096))
+    missing = tmp_path / "gone.png"
+    builder = RowBuilder(salt=SALT)
+    rejected = builder((str(noise), None))["reject"]
+    assert rejected["reason"] == "not_dicom"
+    assert "secret-name" not in rejected["path"] + rejected["detail"]
+    assert builder((str(missing), None))["reject"]["reason"] == "missing_file"
+
+
+def test_split_is_a_salted_function_of_the_patient():
+    builder = RowBuilder(salt=SALT, val_fraction=0.2, test_fraction=0.2)
+    splits = [builder.split_for(f"patient-{i}") for i in range(400)]
+    assert splits == [builder.split_for(f"patient-{i}") for i in range(400)]
+    shares = {name: splits.count(name) / 400 for name in ("train", "val", "test")}
+    assert 0.5 < shares["train"] < 0.7 and 0.13 < shares["val"] < 0.27
+    other = RowBuilder(salt=bytes(32), val_fraction=0.2, test_fraction=0.2)
+    assert splits != [other.split_for(f"patient-{i}") for i in range(400)]
+
+
+# ---------------------------------------------------------------- shards and annotations
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("rows") / "ds", size=32)
+
+
+def test_dataset_shards_are_the_shard_files_without_rejects(dataset):
+    shards = dataset_shards(dataset)
+    assert [p.name for p in shards] == ["shard-00000.parquet"]
+    assert "rejects.parquet" in [p.name for p in dataset.files(".parquet")]
+
+
+def test_a_dataset_without_shards_is_an_error_unless_allowed(tmp_path):
+    from cxrkit.artifacts import ArtifactWriter
+    from cxrkit.io.schema import REJECTS_SCHEMA
+
+    writer = ArtifactWriter(tmp_path / "empty", "dataset", {"test": "empty"}, inputs=[])
+    work = writer.begin()
+    pq.write_table(REJECTS_SCHEMA.empty_table(), work / "rejects.parquet")
+    empty = writer.publish()
+    with pytest.raises(ArtifactError, match="lists no Parquet shards"):
+        dataset_shards(empty)
+    assert dataset_shards(empty, allow_empty=True) == []
+
+
+def test_annotations_reader_takes_artifact_directory_or_file(dataset, tmp_path):
+    annotations = write_annotations(tmp_path / "ann", dataset)
+    file = annotations.path / "annotations.parquet"
+    assert annotations_file(annotations) == annotations_file(annotations.path) == file
+    assert annotations_file(file) == file
+    with pytest.raises(ArtifactError):
+        annotations_file(dataset.path)  # a dataset is not an annotations artifact
+    ids, labels = labels_matrix(annotations)
+    assert labels.shape == (len(ids), 14) and labels.dtype == np.float32
+    index = AnnotationIndex(annotations.path, ["contour_quality"])
+    assert index.get(ids[0], "contour_quality") == "ok"
+    assert index.get("no-such-image", "contour_quality") is None
+
+
+def test_unreadable_annotations_name_the_file(tmp_path):
+    broken = tmp_path / "annotations.parquet"
+    broken.write_bytes(b"not parquet")
+    with pytest.raises(ArtifactError, match="annotations.parquet: cannot read annotations"):
+        AnnotationIndex(broken, ["labels"])
