@@ -348,3 +348,38 @@ def test_reconstruction_preview_comes_back_at_the_input_size():
     pixels, hidden = maco.forward_reconstruction(_real_images(size=32), torch.Generator())
     assert pixels.shape == hidden.shape == (4, 1, 32, 32)
     assert set(hidden.unique().tolist()) == {0.0, 1.0}
+
+
+# -- MaCo's own zero-shot scoring --------------------------------------------------------
+
+
+def test_maco_code_scoring_is_a_softmax_over_raw_dot_products():
+    from cxrkit.evaluate.zeroshot import maco_code_scores
+
+    image = np.array([[1.0, 2.0], [0.0, 0.0]])
+    positive, negative = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    # image 0: x.p = 1, x.n = 2 -> e^1 / (e^1 + e^2); image 1: a tie -> 0.5. No normalising:
+    # doubling the image vector sharpens the softmax (a cosine would not change).
+    scores = maco_code_scores(image, positive, negative)
+    assert scores[:, 0] == pytest.approx([math.exp(1) / (math.exp(1) + math.exp(2)), 0.5])
+    doubled = maco_code_scores(image * 2, positive, negative)[0, 0]
+    assert doubled == pytest.approx(math.exp(2) / (math.exp(2) + math.exp(4)))
+
+
+def test_maco_code_prompts_and_plain_mean_class_embeddings():
+    from cxrkit.evaluate.zeroshot import maco_code_prompts, raw_prompt_embeddings
+
+    prompts = maco_code_prompts(["Pleural Effusion"])["Pleural Effusion"]
+    assert prompts["positive"] == ["There is pleural effusion."]
+    assert prompts["negative"] == [
+        "the lung is clear.",
+        "There is no pleural effusion.",
+        "no pleural effusion.",
+        "no evidence of pleural effusion.",
+    ]
+    table = {"a": [2.0, 0.0], "b": [0.0, 4.0]}
+    encode = lambda texts: torch.tensor([table[t] for t in texts])  # noqa: E731
+    pos, neg = raw_prompt_embeddings(
+        encode, {"c": {"positive": ["a", "b"], "negative": ["b"]}}, ["c"]
+    )
+    assert pos.tolist() == [[1.0, 2.0]] and neg.tolist() == [[0.0, 4.0]]  # unnormalised means
