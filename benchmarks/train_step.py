@@ -180,7 +180,7 @@ def maco_main(args: argparse.Namespace) -> None:
     texts = [f"Report {i}: the lungs are clear, no effusion." for i in range(args.batch)]
     maco = build_objective("maco", maco_cfg)
     tokens = maco.tokenize(texts)
-    batch = {"image": big, "image_id": [str(i) for i in range(args.batch)], **tokens}
+    batch = {"image": big, "image_id": [str(i) for i in range(args.batch)], "tokens": tokens}
     optim = OptimConfig(lr=1e-4, grad_clip=1.0)
     train = TrainConfig(max_steps=1000, precision="fp32")
     trainer = Trainer(maco, optim, train)

@@ -383,3 +383,44 @@ def test_maco_code_prompts_and_plain_mean_class_embeddings():
         encode, {"c": {"positive": ["a", "b"], "negative": ["b"]}}, ["c"]
     )
     assert pos.tolist() == [[1.0, 2.0]] and neg.tolist() == [[0.0, 4.0]]  # unnormalised means
+
+
+def test_open_clip_export_of_a_bert_from_scratch_with_its_pooler(tmp_path):
+    """The paper's setting: a BERT trained from scratch, pooled by BERT's pooler (the code's)."""
+    from cxrkit.export import open_clip_format
+
+    text = {"kind": "bert", "width": 32, "layers": 1, "heads": 2, "context_length": 16}
+    torch.manual_seed(0)
+    maco = build_objective("maco", {**TINY, "text": {**text, "pooling": "pooler"}}).eval()
+    out = tmp_path / "open_clip"
+    model_cfg, state = maco.to_open_clip(out)
+    preprocess = open_clip_format.preprocess_cfg({"image_size": 32, "mean": 0.5, "std": 0.5})
+    open_clip_format.write_open_clip(out, model_cfg, state, preprocess)
+    report = open_clip_format.verify(out, maco, _real_images())
+    assert report["max_abs_diff"] < 1e-4, report
+
+
+def test_image_encoder_starts_from_mae_weights_and_the_checkpoint_config_forgets_the_file(
+    tmp_path,
+):
+    import timm
+
+    from cxrkit.objectives.loading import load_objective, save_objective
+
+    torch.manual_seed(3)
+    rgb = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8, depth=1
+    )
+    state = {**rgb.state_dict(), "decoder_embed.weight": torch.zeros(4, 4)}  # MAE's layout
+    path = tmp_path / "mae_pretrain_vit_tiny.pth"
+    torch.save({"model": state}, path)
+    maco = build_objective("maco", {**TINY, "image_init": str(path)})
+    ours = maco.encoder.state_dict()
+    assert torch.equal(ours["blocks.0.attn.qkv.weight"], state["blocks.0.attn.qkv.weight"])
+    summed = state["patch_embed.proj.weight"].sum(dim=1, keepdim=True)  # RGB -> grey
+    assert torch.allclose(ours["patch_embed.proj.weight"], summed, atol=1e-6)
+    assert maco.cfg.image_init is None
+    save_objective(maco, tmp_path)
+    path.unlink()  # the checkpoint rebuilds without the file
+    again = load_objective(tmp_path)
+    assert torch.equal(again.encoder.blocks[0].attn.qkv.weight, ours["blocks.0.attn.qkv.weight"])

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxrkit.config import doc
+from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.io.tokens import TokenizeText
 from cxrkit.models.decoders import MAEDecoder
@@ -69,6 +69,15 @@ class MaCoConfig:
     )
     text: TextConfig = dataclasses.field(
         default_factory=TextConfig, metadata={"help": "the text tower ([objective.text])"}
+    )
+    image_init: str | None = doc(
+        "weights file to start the image encoder from (the code: ImageNet MAE ViT-B/16, "
+        "mae_pretrain_vit_base.pth); read once when training starts; checkpoints hold the "
+        "trained weights, so their config records none",
+        None,
+    )
+    image_init_source: Literal["mae", "timm", "open_clip"] = doc(
+        "layout of image_init: mae (facebookresearch/mae), timm or open_clip", "mae"
     )
     embed_dim: int = doc("width of the shared image-text embedding", 768)
     mask_ratio: float = doc("fraction of patches hidden per image (released code: 0.5)", 0.5)
@@ -248,6 +257,15 @@ class MaCo(Objective):
         self.num_patches = cfg.model.num_patches
         self.encoder = build_vision_encoder(cfg.model)
         set_sincos_pos_embed(self.encoder)  # fixed positions, as MAE and MaCo
+        if cfg.image_init:
+            from cxrkit.models.init import load_pretrained_image_weights
+
+            load_pretrained_image_weights(self.encoder, cfg.image_init, cfg.image_init_source)
+            # The weights now live in this module; a checkpoint rebuilt from its config
+            # must not need the file again.
+            self.cfg = dataclasses.replace(cfg, image_init=None)
+            self.config = to_dict(self.cfg)
+            cfg = self.cfg
         width = self.encoder.embed_dim
         self.decoder = MAEDecoder(
             grid=self.grid,
@@ -328,11 +346,10 @@ class MaCo(Objective):
         """
         from cxrkit.export.open_clip_format import vit_to_open_clip_visual
 
-        if self.cfg.text.kind not in ("hf", "bert") or self.cfg.text.pooling == "pooler":
+        if self.cfg.text.kind not in ("hf", "bert"):
             raise InputError(
-                f"open_clip export of MaCo needs a Hugging Face text tower (text.kind hf or "
-                f"bert) pooled by cls or mean; this one is kind={self.cfg.text.kind}, "
-                f"pooling={self.cfg.text.pooling}"
+                "open_clip export of MaCo needs a Hugging Face text tower (text.kind hf or "
+                f"bert); this one is kind={self.cfg.text.kind}"
             )
         projection = self.image_projection.weight.detach().float().T  # (D, E)
         vision_cfg, state = vit_to_open_clip_visual(self.encoder, projection)
@@ -346,7 +363,11 @@ class MaCo(Objective):
             state[f"text.transformer.{key}"] = value.detach().float()
         state["text.proj.weight"] = self.text_projection.weight.detach().float()
         state["logit_scale"] = self.logit_scale_value.detach().float().log()
-        pooler = {"mean": "mean_pooler", "cls": "cls_last_hidden_state_pooler"}
+        pooler = {
+            "mean": "mean_pooler",
+            "cls": "cls_last_hidden_state_pooler",
+            "pooler": "cls_pooler",  # BERT's pooler output (dense + tanh on [CLS])
+        }
         text_cfg = {
             "hf_model_name": OPEN_CLIP_DIR,
             "hf_tokenizer_name": OPEN_CLIP_DIR,
