@@ -424,3 +424,27 @@ def test_image_encoder_starts_from_mae_weights_and_the_checkpoint_config_forgets
     path.unlink()  # the checkpoint rebuilds without the file
     again = load_objective(tmp_path)
     assert torch.equal(again.encoder.blocks[0].attn.qkv.weight, ours["blocks.0.attn.qkv.weight"])
+
+
+def test_sentence_sampling_keeps_a_seeded_subset_of_shuffled_lowercased_sentences():
+    from cxrkit.objectives.maco import sample_sentences
+
+    report = "Heart size normal. No effusion. None. Lungs are clear.  ."
+    sentences = {"heart size normal.", "no effusion.", "lungs are clear."}
+    outputs = {sample_sentences(report, seed) for seed in range(40)}
+    for text in outputs:
+        kept = [s.strip() + "." for s in text.split(".") if s.strip()]
+        assert 1 <= len(kept) <= 3 and set(kept) <= sentences and len(set(kept)) == len(kept)
+    assert len(outputs) > 5  # different subsets and orders across seeds
+    assert sample_sentences(report, 7) == sample_sentences(report, 7)
+    assert sample_sentences("", 1) == ""
+
+
+def test_text_augment_runs_in_the_sample_transform(tiny_maco):
+    maco = build_objective("maco", {**TINY, "text_augment": "sentence_sample"})
+    transform = maco.sample_transform()
+    tokens = transform({"text": "Heart size normal. No effusion.", "seed": 3})["tokens"]
+    decoded = maco.text_tower.tokenizer().backend.decode(
+        tokens["input_ids"], skip_special_tokens=True
+    )
+    assert decoded.count(".") in (1, 2) and decoded == decoded.lower()

@@ -111,6 +111,12 @@ class MaCoConfig:
         "paper",
     )
     image_projection_bias: bool = doc("the image projection has a bias (the code's img_mlp)", True)
+    text_augment: Literal["none", "sentence_sample"] = doc(
+        "report augmentation in the loader workers: none, or sentence_sample (the released "
+        "code's util/pretrain_datasets.py: split at '.', shuffle, keep a random 1..n of the "
+        "sentences, lower-case); the paper does not describe one",
+        "none",
+    )
     gather_negatives: bool = doc(
         "contrast against the batch gathered from every process (with gradient)", True
     )
@@ -206,6 +212,34 @@ def gather_batch(x: torch.Tensor) -> torch.Tensor:
     ``gather_with_grad``, MaCo's ``GatherLayer``).
     """
     return gather_with_grad(x)
+
+
+def sample_sentences(text: str, seed: int) -> str:
+    """The released code's report augmentation, seeded: a random subset of shuffled sentences.
+
+    Splits at '.', drops empty and 'none' pieces, shuffles, keeps the first k of them
+    (k uniform in 1..n) and lower-cases, each sentence ending in '. '. Takes the
+    report and a seed (the loader's per-sample seed, so resume stays exact).
+    Returns the new text; a text without sentences comes back unchanged.
+    """
+    import random
+
+    sentences = [p.strip() for p in text.split(".")]
+    sentences = [p for p in sentences if p and p.lower() != "none"]
+    if not sentences:
+        return text
+    rng = random.Random(seed)
+    rng.shuffle(sentences)
+    keep = rng.randint(1, len(sentences))
+    return "".join(f"{p.lower()}. " for p in sentences[:keep]).strip()
+
+
+class SampleSentences(TokenizeText):
+    """TokenizeText after :func:`sample_sentences` (MaCo's ``text_augment = sentence_sample``)."""
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        text = sample_sentences(sample["text"], int(sample.get("seed", 0)))
+        return super().__call__({**sample, "text": text})
 
 
 OPEN_CLIP_DIR = "open_clip"  # the export's open_clip folder, relative to the export root
@@ -310,6 +344,8 @@ class MaCo(Objective):
 
     def sample_transform(self) -> TokenizeText:
         """The per-sample transform loader workers run: the report to ``batch["tokens"]``."""
+        if self.cfg.text_augment == "sentence_sample":
+            return SampleSentences(self.text_tower.tokenizer())
         return TokenizeText(self.text_tower.tokenizer())
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
