@@ -13,7 +13,8 @@ from torch import nn
 
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.objectives.base import build_objective
-from cxrkit.objectives.maco import MaCo, correlation_weight, maco_contrastive_loss
+from cxrkit.objectives.contrastive import correlation_weight, maco_contrastive_loss
+from cxrkit.objectives.maco import MaCo
 
 TINY_MODEL = {"arch": "vit_tiny_patch16_224", "image_size": 32, "patch_size": 8, "depth": 1}
 TINY = {
@@ -241,7 +242,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
-from cxrkit.objectives.maco import correlation_weight, gather_batch, maco_contrastive_loss
+from cxrkit.objectives.contrastive import correlation_weight, gather_batch, maco_contrastive_loss
 
 WORLD, PER_RANK = 2, 3
 
@@ -322,13 +323,17 @@ def test_open_clip_export_loads_with_open_clip_alone_and_matches(tiny_maco, tmp_
     with torch.no_grad():  # a non-zero projection bias, so folding it is checked
         tiny_maco.image_projection.bias.uniform_(-0.5, 0.5)
     out = tmp_path / "open_clip"
+    images = _real_images()
+    with torch.no_grad():
+        before = tiny_maco.encode_image(images)
     model_cfg, state = tiny_maco.to_open_clip(out)
+    with torch.no_grad():  # exporting leaves the model as it was
+        assert torch.equal(tiny_maco.encode_image(images), before)
     preprocess = {"image_size": 32, "mean": 0.5, "std": 0.5}
     open_clip_format.write_open_clip(
         out, model_cfg, state, open_clip_format.preprocess_cfg(preprocess)
     )
     model, _, tokenizer = open_clip_format.load_open_clip(out)
-    images = _real_images()
     with torch.no_grad():
         theirs_image = model.encode_image(images.expand(-1, 3, -1, -1))
         theirs_text = model.encode_text(tokenizer(REPORTS))

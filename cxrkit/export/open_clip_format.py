@@ -81,11 +81,14 @@ def _check_plain_vit(encoder: nn.Module) -> None:
 
 
 def vit_to_open_clip_visual(
-    encoder: nn.Module, projection: torch.Tensor
+    encoder: nn.Module, projection: torch.Tensor, pool: str | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Map a timm ViT plus its image projection onto open_clip's ``VisionTransformer``.
 
-    Takes the encoder and ``projection`` (D, E) applied as ``pooled @ projection``.
+    Takes the encoder, ``projection`` (D, E) applied as ``pooled @ projection`` and
+    ``pool``: None = the encoder's own global pool; ``"avg"`` = the mean of the
+    normed patch tokens (``encoder.norm`` then mean, the class token left out),
+    whatever the encoder's own pooling.
     Returns ``(vision_cfg, state_dict)`` with ``visual.``-prefixed keys. The patch
     bias (open_clip's conv has none) is folded into the patch positions; equal
     outputs are exact up to float rounding. Raises InputError for ViT variants that
@@ -137,7 +140,71 @@ def vit_to_open_clip_visual(
         "final_ln_after_pool": avg,
         "norm_kwargs": {"eps": float(block.norm1.eps)},
     }
+    if pool == "avg" and not avg:  # normed tokens, then the mean over patches
+        vision_cfg.update(pool_type="avg", final_ln_after_pool=False)
     return vision_cfg, {k: v.contiguous() for k, v in out.items()}
+
+
+def fold_projection_bias(projection: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """δ (D,) with δ @ projection = bias: a projection bias moved into ``ln_post``'s bias.
+
+    open_clip's ``visual.proj`` has no bias; with mean pooling after ``ln_post``,
+    mean(LN(x) + δ) @ P = mean(LN(x)) @ P + bias. Takes projection (D, E) and bias
+    (E,). Raises InputError when no exact δ exists (E > D or a rank-deficient P).
+    """
+    delta = torch.linalg.lstsq(projection.T.double(), bias.double()[:, None]).solution[:, 0]
+    error = (delta @ projection.double() - bias.double()).abs().max().item()
+    if error > 1e-6 * max(1.0, bias.abs().max().item()):
+        raise InputError(
+            f"the image projection's bias cannot be folded into open_clip's layout "
+            f"(residual {error:.2g}; needs embed_dim <= the ViT width); train without "
+            "an image projection bias to export to open_clip"
+        )
+    return delta.float()
+
+
+HF_POOLERS = {  # cxrkit text pooling -> open_clip HFTextEncoder pooler
+    "mean": "mean_pooler",
+    "cls": "cls_last_hidden_state_pooler",
+    "pooler": "cls_pooler",  # BERT's pooler output (dense + tanh on [CLS])
+}
+HF_TEXT_DIR = "open_clip"  # the export's open_clip folder, relative to the export root
+
+
+def hf_text_to_open_clip(
+    tower: nn.Module, projection: torch.Tensor, out_dir: Path | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Map a cxrkit Hugging Face text tower plus its projection onto open_clip's HFTextEncoder.
+
+    Takes the tower (``cxrkit.models.text.HFTextTower``: ``.model``, ``.cfg``,
+    ``.tokenizer()``), the projection weight (E, D) applied as ``pooled @ W.T``, and
+    ``out_dir``: when given, the model's config.json and the tokenizer files are
+    written there (open_clip reads them; ``hf_model_name`` names the folder
+    relative to the export root, see :func:`load_open_clip`).
+    Returns ``(text_cfg, state_dict)`` with ``text.``-prefixed keys.
+    Raises InputError for a tower that is not a Hugging Face one.
+    """
+    model = getattr(tower, "model", None)
+    if model is None or not hasattr(model, "config") or tower.cfg.kind not in ("hf", "bert"):
+        raise InputError(
+            "open_clip export needs a Hugging Face text tower (text.kind hf or bert); "
+            f"this one is kind={getattr(tower.cfg, 'kind', '?')}"
+        )
+    state = {f"text.transformer.{k}": v.detach().float() for k, v in model.state_dict().items()}
+    state["text.proj.weight"] = projection.detach().float()
+    text_cfg = {
+        "hf_model_name": HF_TEXT_DIR,
+        "hf_tokenizer_name": HF_TEXT_DIR,
+        "hf_model_pretrained": False,
+        "hf_proj_type": "linear",
+        "hf_pooler_type": HF_POOLERS[tower.cfg.pooling],
+        "context_length": tower.cfg.context_length,
+    }
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        model.config.save_pretrained(str(out_dir))
+        tower.tokenizer().backend.save_pretrained(str(out_dir))
+    return text_cfg, {k: v.contiguous() for k, v in state.items()}
 
 
 def preprocess_cfg(preprocessing: dict) -> dict[str, Any]:

@@ -55,9 +55,9 @@ from cxrkit.models.vision import (
 )
 from cxrkit.objectives.base import Objective, register
 from cxrkit.objectives.capabilities import IMAGE_TEXT, OPEN_CLIP, RECONSTRUCTION
+from cxrkit.objectives.contrastive import correlation_weight, gather_batch, maco_contrastive_loss
 from cxrkit.objectives.mae import masked_patch_loss
 from cxrkit.objectives.masking import random_masking
-from cxrkit.train.distributed import gather_with_grad
 
 
 @dataclass
@@ -155,65 +155,6 @@ class MaCoConfig:
         return (self.target_size or self.model.image_size) // rows
 
 
-def correlation_weight(visible: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-    """MaCo's correlation weight: w = softplus(aᵀ m + b), one per image.
-
-    Takes: visible (B, L), 1.0 where a patch is visible and 0.0 where hidden, and
-    the ``nn.Linear(L, 1)`` holding a (weight) and b (bias).
-    Returns: (B,) positive weights.
-    """
-    return F.softplus(linear(visible.to(linear.weight.dtype))).squeeze(-1)
-
-
-def maco_contrastive_loss(
-    image_vec: torch.Tensor,
-    text_vec: torch.Tensor,
-    weight: torch.Tensor | None,
-    logit_scale: torch.Tensor,
-) -> torch.Tensor:
-    """MaCo's weighted symmetric InfoNCE over N matched image-text pairs.
-
-    Takes: image_vec (N, E), text_vec (N, E) (not yet normalised; pair i matches
-    i), weight (N,) per image (None = all ones) and the logit scale τ (plain).
-    S = τ · norm(image) · norm(text)ᵀ, (N, N), row i = image i. With target i for row i:
-
-    - CE(w ⊙ S): mean over images of cross-entropy of row i of S multiplied by w_i
-      (the weight sharpens or flattens that image's softmax; gradient reaches w);
-    - CE(w ⊙ Sᵀ): the same over texts, text row i multiplied by its image's w_i;
-    - CE_w(S): cross-entropy of the unscaled rows, averaged with weights w_i
-      *detached*: Σ_i w_i·CE_i / Σ_i w_i (torch's class-weighted mean, target i
-      has class weight w_i: the code's ``CrossEntropyLoss(weight=w.detach())``);
-    - CE_w(Sᵀ): the same for the text rows.
-
-    Returns: the scalar ¼ [CE(w⊙S) + CE(w⊙Sᵀ) + CE_w(S) + CE_w(Sᵀ)], in float32.
-    With w ≡ 1 this is twice-counted plain symmetric InfoNCE, i.e. equal to it.
-    """
-    image = F.normalize(image_vec.float(), dim=-1)
-    text = F.normalize(text_vec.float(), dim=-1)
-    logits = logit_scale.float() * image @ text.T  # (N, N), rows = images
-    targets = torch.arange(logits.shape[0], device=logits.device)
-    if weight is None:
-        weight = torch.ones(logits.shape[0], device=logits.device)
-    w = weight.float()[:, None]  # (N, 1): row i scaled by w_i
-    scaled = F.cross_entropy(logits * w, targets) + F.cross_entropy(logits.T * w, targets)
-    fixed = weight.detach().float()
-    weighted = F.cross_entropy(logits, targets, weight=fixed) + F.cross_entropy(
-        logits.T, targets, weight=fixed
-    )
-    return (scaled + weighted) / 4
-
-
-def gather_batch(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` (B, ...) from every process, keeping gradients to each piece.
-
-    Single process: ``x`` itself. Every rank then computes the same full loss; the
-    gather's backward sums the ranks' gradients and DDP averages them, which gives
-    exactly the single-process gradient of the gathered batch (open_clip's
-    ``gather_with_grad``, MaCo's ``GatherLayer``).
-    """
-    return gather_with_grad(x)
-
-
 def sample_sentences(text: str, seed: int) -> str:
     """The released code's report augmentation, seeded: a random subset of shuffled sentences.
 
@@ -240,25 +181,6 @@ class SampleSentences(TokenizeText):
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         text = sample_sentences(sample["text"], int(sample.get("seed", 0)))
         return super().__call__({**sample, "text": text})
-
-
-OPEN_CLIP_DIR = "open_clip"  # the export's open_clip folder, relative to the export root
-
-
-def _fold_bias(projection: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """δ (D,) with δ @ projection = bias, so mean(LN(x) + δ) @ P = mean(LN(x)) @ P + bias.
-
-    Takes projection (D, E) and bias (E,). Raises InputError when no exact δ exists.
-    """
-    delta = torch.linalg.lstsq(projection.T.double(), bias.double()[:, None]).solution[:, 0]
-    error = (delta @ projection.double() - bias.double()).abs().max().item()
-    if error > 1e-6 * max(1.0, bias.abs().max().item()):
-        raise InputError(
-            f"the image projection's bias cannot be folded into open_clip's layout "
-            f"(residual {error:.2g}; needs embed_dim <= the ViT width); train with "
-            "objective.image_projection_bias = false to export to open_clip"
-        )
-    return delta.float()
 
 
 @register("maco")
@@ -368,61 +290,36 @@ class MaCo(Objective):
     def to_open_clip(self, out_dir: Path | None = None) -> tuple[dict[str, Any], dict]:
         """open_clip's model config and state dict for the image + text towers.
 
-        Image: the timm ViT as open_clip's VisionTransformer with mean pooling of the
-        normed patch tokens and ``visual.proj`` = the image projection; its bias
-        (open_clip's projection has none) is folded into ``ln_post``'s bias, exact when
-        embed_dim <= the ViT width. Text: open_clip's ``HFTextEncoder`` over the same
-        Hugging Face model with the tower's pooling and the projection as
-        ``text.proj``; ``logit_scale`` = log τ (open_clip stores the log).
-        When ``out_dir`` is given, the Hugging Face config and tokenizer files the
-        text tower needs are written there; ``hf_model_name`` names the folder
-        relative to the export root (load from there, or override it, see
-        ``cxrkit.export.open_clip_format.load_open_clip``).
-        Raises: InputError when the image tower or the bias cannot be expressed.
+        Image: the timm ViT as open_clip's VisionTransformer, mean pooling of the
+        normed patch tokens, ``visual.proj`` = the image projection (its bias folded
+        into ``ln_post``). Text: open_clip's ``HFTextEncoder`` over the same Hugging
+        Face model, the tower's pooling, ``text.proj`` = the text projection; given
+        ``out_dir``, the text tower's config and tokenizer files are written there.
+        ``logit_scale`` = log τ (open_clip stores the log).
+        Raises: InputError for a text tower that is not a Hugging Face one, or a bias
+        that cannot be folded (embed_dim > the ViT width).
         """
-        from cxrkit.export.open_clip_format import vit_to_open_clip_visual
+        from cxrkit.export import open_clip_format as ocf
 
-        if self.cfg.text.kind not in ("hf", "bert"):
-            raise InputError(
-                "open_clip export of MaCo needs a Hugging Face text tower (text.kind hf or "
-                f"bert); this one is kind={self.cfg.text.kind}"
-            )
         projection = self.image_projection.weight.detach().float().T  # (D, E)
-        vision_cfg, state = vit_to_open_clip_visual(self.encoder, projection)
-        vision_cfg.update(pool_type="avg", final_ln_after_pool=False)
+        vision_cfg, state = ocf.vit_to_open_clip_visual(self.encoder, projection, pool="avg")
         if self.image_projection.bias is not None:
-            state["visual.ln_post.bias"] = state["visual.ln_post.bias"] + _fold_bias(
+            # not in place: the state's tensors share storage with the encoder's
+            state["visual.ln_post.bias"] = state["visual.ln_post.bias"] + ocf.fold_projection_bias(
                 projection, self.image_projection.bias.detach().float()
             )
-        hf = self.text_tower.model
-        for key, value in hf.state_dict().items():
-            state[f"text.transformer.{key}"] = value.detach().float()
-        state["text.proj.weight"] = self.text_projection.weight.detach().float()
+        text_cfg, text_state = ocf.hf_text_to_open_clip(
+            self.text_tower, self.text_projection.weight.detach().float(), out_dir
+        )
+        state.update(text_state)
         state["logit_scale"] = self.logit_scale_value.detach().float().log()
-        pooler = {
-            "mean": "mean_pooler",
-            "cls": "cls_last_hidden_state_pooler",
-            "pooler": "cls_pooler",  # BERT's pooler output (dense + tanh on [CLS])
-        }
-        text_cfg = {
-            "hf_model_name": OPEN_CLIP_DIR,
-            "hf_tokenizer_name": OPEN_CLIP_DIR,
-            "hf_model_pretrained": False,
-            "hf_proj_type": "linear",
-            "hf_pooler_type": pooler[self.cfg.text.pooling],
-            "context_length": self.cfg.text.context_length,
-        }
-        if out_dir is not None:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            hf.config.save_pretrained(str(out_dir))
-            self.text_tower.tokenizer().backend.save_pretrained(str(out_dir))
         model_cfg = {
             "embed_dim": self.cfg.embed_dim,
             "custom_text": True,
             "vision_cfg": vision_cfg,
             "text_cfg": text_cfg,
         }
-        return model_cfg, {k: v.contiguous() for k, v in state.items()}
+        return model_cfg, state
 
     # -- training --------------------------------------------------------------------
 
