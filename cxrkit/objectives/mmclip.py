@@ -48,10 +48,12 @@ Choices where the paper is silent or inconsistent (each a setting):
 - ``entity_min_one``: λ₃ = 0.2 of a report's few entity words rounds to 0
   often; at least one entity word is masked when the report has any.
 - MLM decoder input: with a causal text tower (``text.kind = open_clip``, CLIP's)
-  the decoder reads the report features of the unmasked pass (a position never
-  carries a later token); with a bidirectional tower (hf/bert), where every
-  feature carries the whole report, a second text pass with the chosen tokens
-  replaced by the mask token feeds it.
+  the decoder reads the report features of the unmasked pass with the chosen
+  positions replaced by a mask token: a position never carries its own or a
+  later token, so no target leaks (tested), though an unmasked position after a
+  masked entity still carries that entity as context; with a bidirectional
+  tower (hf/bert), where every feature carries the whole report, a second text
+  pass with the chosen tokens replaced by the mask token feeds it.
 - MIM target: raw pixels (Eq 13: ‖y - x‖²); ``norm_pix_loss`` turns on MAE's
   per-patch normalisation. The decoder reads the encoder tokens (its own input
   projection stands for Eq 9's Linear).
