@@ -252,17 +252,20 @@ class EntityDecoder(nn.Module):
         mlm_mask: torch.Tensor,
         allowed: torch.Tensor,
         image: torch.Tensor,
+        predict: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Takes text (B, T, C), mlm_mask (B, T), allowed (B, T, T), image (B, N, C).
 
-        Returns logits (B, T, V).
+        Returns logits (B, T, V), or (P, V) at the positions ``predict`` (B, T)
+        bool selects (the vocabulary head is the costly part: run it where needed).
         """
         x = torch.where(mlm_mask[..., None], self.mask_token.to(text.dtype), text)
         x = x + self.pos_embed[:, : x.shape[1]].to(x.dtype)
         blocked = (~allowed).repeat_interleave(self.heads, dim=0)  # (B * heads, T, T)
         for layer in self.layers:
             x = layer(x, image, tgt_mask=blocked)
-        return self.head(self.norm(x))
+        x = self.norm(x)
+        return self.head(x if predict is None else x[predict])
 
 
 @register("mmclip")
@@ -547,10 +550,10 @@ class MMCLIP(Objective):
             )
             e_rep = self.text_proj(self.text(ids, tokens["attention_mask"]).tokens)
         allowed = entmlm_attention(mlm_mask, tokens["attention_mask"])
-        logits = self.mlm_decoder(e_rep, mlm_mask, allowed, e_img)  # (R, T, V)
+        logits = self.mlm_decoder(e_rep, mlm_mask, allowed, e_img, predict=mlm_mask)  # (M, V)
         if not bool(mlm_mask.any()):
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits[mlm_mask].float(), tokens["input_ids"][mlm_mask])
+            return self.mlm_decoder.head.weight.sum() * 0.0 + e_rep.sum() * 0.0
+        return F.cross_entropy(logits.float(), tokens["input_ids"][mlm_mask])
 
     def _align_loss(
         self, x_img: torch.Tensor, y_txt: torch.Tensor | None, paired: torch.Tensor
