@@ -338,3 +338,17 @@ def test_entity_choice_rejects_a_bad_ratio():
         choose_entity_tokens(
             torch.ones(3, dtype=torch.bool), torch.arange(3), 1.5, random.Random(0)
         )
+
+
+def test_merge_batches_concatenates_tensors_lists_and_token_dicts():
+    from cxrkit.io.mixing import ImageOnly, merge_batches
+
+    a = {"image": torch.zeros(2, 1), "text": ["x", "y"], "tokens": {"ids": torch.ones(2, 3)}}
+    b = {"image": torch.ones(1, 1), "text": [""], "tokens": {"ids": torch.zeros(1, 3)}}
+    merged = merge_batches(a, b)
+    assert merged["image"].flatten().tolist() == [0.0, 0.0, 1.0]
+    assert merged["text"] == ["x", "y", ""] and merged["tokens"]["ids"].shape == (3, 3)
+    with pytest.raises(ValueError, match="different keys"):
+        merge_batches(a, {"image": torch.ones(1, 1)})
+    blank = ImageOnly(None, entities=True)({"text": "a report", "entities": [{"start": 0}]})
+    assert blank == {"text": "", "entities": []}
