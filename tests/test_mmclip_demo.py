@@ -81,7 +81,6 @@ def test_mmclip_pretrains_on_pairs_and_image_only_rows_with_falling_losses(artif
     for term in ("align", "mim", "mlm"):
         values = [r[term] for r in after if math.isfinite(r[term])]
         assert len(values) >= 20, term
-        print(term, _mean(values[:6]), "->", _mean(values[-6:]))
         assert _mean(values[-6:]) < _mean(values[:6]), (term, values)
 
 
