@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -96,6 +97,10 @@ def describe_file(root: Path, path: Path) -> dict:
     return entry
 
 
+# What a git or Hub upload adds to a directory; never part of an artifact, never checked.
+HOSTING_FILES = frozenset({".git", ".gitattributes", ".gitignore", ".huggingface", ".cache"})
+
+
 def _data_files(root: Path) -> list[Path]:
     skip = {MANIFEST, PARTIAL_MARKER}
     return sorted(
@@ -103,7 +108,9 @@ def _data_files(root: Path) -> list[Path]:
         for p in root.rglob("*")
         if p.is_file()
         and p.name not in skip
-        and not any(part.startswith(".work") for part in p.relative_to(root).parts)
+        and not any(
+            part.startswith(".work") or part in HOSTING_FILES for part in p.relative_to(root).parts
+        )
     )
 
 
@@ -352,8 +359,24 @@ class ArtifactWriter:
                 info = json.loads(marker.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
-            if info.get("id") == self.id and not _pid_alive(int(info.get("pid", -1))):
+            if info.get("id") == self.id and owner_state(info) == "dead":
                 return candidate
+        return None
+
+    def busy(self) -> tuple[Path, dict, str] | None:
+        """A temp dir building this id whose owner is alive, or on another host and unknown.
+
+        Returns (dir, marker, "alive" | "unknown") or None. Stages that must not
+        start a second copy of a run (pretrain) refuse on it instead of
+        silently starting afresh beside it.
+        """
+        for candidate in sorted(self.out.parent.glob(self.out.name + ".tmp-*")):
+            try:
+                info = json.loads((candidate / PARTIAL_MARKER).read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if info.get("id") == self.id and (state := owner_state(info)) != "dead":
+                return candidate, info, state
         return None
 
     def begin(self) -> Path:
@@ -367,7 +390,7 @@ class ArtifactWriter:
             previous.rename(work)
         work.mkdir(exist_ok=True)
         (work / PARTIAL_MARKER).write_text(
-            json.dumps({"id": self.id, "kind": self.kind, "pid": os.getpid()})
+            json.dumps({"id": self.id, "kind": self.kind, **owner()})
         )
         self.work = work
         return work
@@ -429,6 +452,35 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def owner() -> dict:
+    """Who is building: pid, host and SLURM job (a pid means nothing on another host)."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "slurm_job": os.environ.get("SLURM_JOB_ID") or None,
+        "slurm_restart": os.environ.get("SLURM_RESTART_COUNT", "0"),
+    }
+
+
+def owner_state(info: dict) -> str:
+    """Whether the run that wrote a marker still runs: "dead", "alive" or "unknown".
+
+    The same SLURM job id with another restart count means a requeue of this
+    very job: SLURM ends every process of a job before it runs again, so the
+    owner is dead wherever it ran. Otherwise a pid is only checked on its own
+    host; on another host it is "unknown" (markers from before hosts were
+    recorded count as this host).
+    """
+    job = os.environ.get("SLURM_JOB_ID")
+    restart = os.environ.get("SLURM_RESTART_COUNT", "0")
+    if job and info.get("slurm_job") == job and info.get("slurm_restart") != restart:
+        return "dead"
+    host = info.get("host")
+    if host and host != socket.gethostname():
+        return "unknown"
+    return "alive" if _pid_alive(int(info.get("pid", -1))) else "dead"
 
 
 def _pid_alive(pid: int) -> bool:

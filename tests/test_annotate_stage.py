@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from cxrkit.artifacts import ArtifactWriter, open_artifact, verify
 from cxrkit.cli import app
+from cxrkit.errors import ConfigError
 from cxrkit.io.schema import DATASET_SCHEMA, DATASET_SCHEMA_VERSION
 from cxrkit.stages import annotate
 from cxrkit.stages.annotate import AnnotateConfig, run
@@ -93,6 +94,13 @@ def test_labels_follow_the_reports(annotated):
     assert rows["img4"]["Pleural Effusion"] == 1 and rows["img4"]["Fracture"] == 1
 
 
+def test_unknown_section_policy_is_a_config_error(tiny_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="sections"):
+        AnnotateConfig(
+            dataset=str(tiny_dataset), out=str(tmp_path / "a"), sections="all"
+        ).validate()
+
+
 def test_entity_offsets_index_the_dataset_report_text(annotated):
     for row, text in zip(_rows(annotated), REPORTS, strict=True):
         for entity in row["entities"]:
@@ -119,6 +127,7 @@ def test_stats_prompts_and_preview_are_in_the_artifact(annotated):
     prompts = json.loads(art.file("prompts.json").read_text())
     assert art.params["prompts_version"] == prompts["version"]
     assert art.file("preview.png").stat().st_size > 0
+    assert art.params["sections"] == "findings+impression"  # the labeler's section policy
 
 
 def test_rerun_is_a_noop(annotated, tiny_dataset):

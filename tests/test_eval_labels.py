@@ -125,3 +125,33 @@ def test_annotation_labels_and_prompts_come_from_the_annotations_artifact(tmp_pa
     prompts, source = resolve_prompts(cfg, annotations, ["Pneumonia"])
     assert "prompts.json" in source
     assert prompts["Pneumonia"]["negative"]  # MaCo-style pairs need negatives
+
+
+def test_mimic_label_file_labels_every_image_of_its_study(tmp_path):
+    csv_path = tmp_path / "mimic-cxr-2.0.0-chexpert.csv"
+    csv_path.write_text(
+        "subject_id,study_id,Atelectasis,Cardiomegaly,No Finding,Pneumonia\n"
+        "10000032,50414267,,,1.0,\n"
+        "10000032,53189527,1.0,-1.0,,0.0\n"
+    )
+    parsed = labels.read_label_file(csv_path, "mimic")
+    assert parsed.classes == ["Atelectasis", "Cardiomegaly", "No Finding", "Pneumonia"]
+    assert parsed.study_level and parsed.keys == ["p10000032/s50414267", "p10000032/s53189527"]
+    sources = [
+        "/d/files/p10/p10000032/s50414267/02aa804e-bde0afdd.jpg",
+        "/d/files/p10/p10000032/s50414267/174413ec-4ec4c1f7.jpg",
+        "/d/files/p10/p10000032/s53189527/2a2277a9-b0ded155.jpg",
+        "/d/files/p10/p10000764/s57375967/096052b7-d256dc40.jpg",
+    ]
+    table = labels.match_by_name(parsed, sources, str(csv_path))
+    assert table.matched == 3
+    np.testing.assert_array_equal(table.values[2], [1.0, -1.0, np.nan, 0.0])
+    assert table.values[0, 2] == table.values[1, 2] == 1.0
+    assert np.isnan(table.values[3]).all()
+    assert table.patients[:3] == ["p10000032"] * 3
+
+
+def test_mimic_format_refuses_a_file_without_study_ids():
+    path = _xrv_data("chexpert_train.csv.gz")
+    with pytest.raises(InputError, match="--labels-format mimic"):
+        labels.read_label_file(path, "mimic")

@@ -157,6 +157,15 @@ def test_fixed_seed_run_is_bit_for_bit_reproducible(workdir, mae_checkpoint, dem
     assert first == second
     finetune = json.loads(first)["tasks"]["finetune"]["fractions"]["1"]["seeds"]["0"]
     assert finetune["classes"]["Pneumonia"]["status"] == "ok"
+    # one image subset per fraction and seed, the same for the probe and fine-tuning
+    tasks = json.loads(first)["tasks"]
+    half = [tasks[t]["fractions"]["0.5"]["seeds"]["0"]["train_images"]["folds"]
+            for t in ("probe", "finetune")]  # fmt: skip
+    assert [f["images"] for f in half[0]] == [f["images"] for f in half[1]]
+    for fold, full in zip(half[0], tasks["probe"]["fractions"]["1"]["seeds"]["0"]
+                          ["train_images"]["folds"], strict=True):  # fmt: skip
+        assert fold["images"] == round(0.5 * full["images"])
+        assert fold["classes"]["Pneumonia"]["C"] in (0.01, 0.1, 1.0, 10.0, None)
 
 
 def test_split_protocol_with_few_test_positives_reports_too_few(

@@ -29,12 +29,27 @@ from cxrkit.models.checkpoint import load_image_encoder
 from cxrkit.stages.export import ExportConfig, run
 
 # shaped like `cxrkit eval`'s metrics.json: context keys, warnings, nested task results
+_SCORED = {
+    "classes": {
+        "Pneumonia": {
+            "status": "ok",
+            "n_pos": 6,
+            "n_neg": 6,
+            "auroc": {"value": 0.71, "ci": [0.5, 0.9]},
+            "auprc": {"value": 0.6, "ci": [0.4, 0.8]},
+        },
+        "Edema": {"status": "too_few", "n_pos": 1, "n_neg": 11},
+    },
+    "macro": {},
+}
 METRICS = {
     "model": "checkpoint ckpt (objective mae)",
+    "dataset": {"path": "/home/someone/secret-site/dataset", "id": "abc"},
     "warnings": ["n = 3 scored images (< 100): a smoke test"],
     "n_scored": 3,
+    "protocol": "cv",
     "tasks": {
-        "probe": {"macro_auroc": 0.71, "auroc_sd": None},
+        "probe": {"fractions": {"1.0": {"seeds": {"0": _SCORED}, "over_seeds": {}}}},
         "retrieval": {"skipped": "no text"},
     },
 }
@@ -123,10 +138,14 @@ def test_model_card_states_data_lineage_eval_and_use(pipeline):
     raw_id = dataset.manifest["inputs"][0]["id"]
     assert dataset.id[:16] in text and raw_id[:16] in text
     assert "| dataset |" in text and "| 3 |" in text  # 3 real images in the training data
-    assert "| tasks.probe.macro_auroc | 0.71 |" in text
-    assert "| tasks.retrieval.skipped | no text |" in text
+    assert (
+        "| probe 100% labels (seed 0) | 1 of 2 | 0.710 [0.500, 0.900] | 0.600 [0.400, 0.800] |"
+        in text
+    )
+    assert "| retrieval | skipped | no text |" in text
     assert "> warning: n = 3 scored images" in text
-    assert "| model |" not in text and "| None |" not in text  # context, empty numbers out
+    assert "n = 3 scored images, protocol cv." in text
+    assert "tasks." not in text and "| None |" not in text  # a summary, not raw keys
     assert "not for diagnosis" in text and "MONOCHROME1" in text
     assert "objective: `mae`, preset:" in text
     assert "- steps: 2" in text  # the trainer's stats travel into the card
@@ -142,7 +161,8 @@ def test_metadata_describes_inputs_outputs_and_preprocessing(pipeline):
     assert meta["preprocessing"]["mean"] == 0.5 and meta["preprocessing"]["std"] == 0.5
     assert [row["kind"] for row in meta["lineage"]] == ["checkpoint", "dataset", "raw"]
     assert meta["training_data"][0]["rows"] == 3
-    assert meta["eval"]["metrics"] == METRICS
+    assert meta["eval"]["metrics"]["tasks"] == METRICS["tasks"]
+    assert meta["eval"]["metrics"]["dataset"]["path"] == "dataset"  # no local path travels
 
 
 @torch.no_grad()
@@ -294,3 +314,105 @@ def test_format_that_does_not_load_back_faithfully_stops_the_export(pipeline):
         run(cfg)
     assert not out.exists()
     assert not list(root.glob("strict-export.tmp-*"))
+
+
+# ---------------------------------------------------------------- honest card and files
+def test_card_states_the_exact_transform_onnx_size_and_precision(pipeline):
+    text = (pipeline["export"].path / "README.md").read_text()
+    assert "clip to the 0.5 and 99.5 percentiles" in text
+    assert "centre-pad to 64 x 64 with black (letterbox, no crop)" in text
+    assert "round to uint8" in text and "downscale the long side to 64 px" in text
+    assert "(batch, 1, 64, 64)" in text and ", S, S)" not in text
+    assert "- precision: fp32" in text and "precision: no" not in text
+    assert "from preprocess import preprocess, transform_config" in text
+
+
+def test_card_and_metadata_carry_no_local_paths(pipeline):
+    root = str(pipeline["root"])
+    for name in ("README.md", "metadata.json", "image_encoder/config.json"):
+        body = (pipeline["export"].path / name).read_text()
+        assert root not in body, name
+        assert "/home/someone" not in body, name
+
+
+def test_timm_pretrained_cfg_letterboxes_and_says_how_it_differs(pipeline):
+    config = json.loads((pipeline["export"].path / "image_encoder/config.json").read_text())
+    cfg = config["pretrained_cfg"]
+    assert cfg["crop_mode"] == "border" and cfg["crop_pct"] == 1.0
+    assert "percentile window" in cfg["notes"][0] and "preprocess.py" in cfg["notes"][0]
+    assert config["cxrkit"]["transform"]["ingest_settings"].startswith("dataset ")
+
+
+def test_export_files_have_one_mode(pipeline):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {
+        f["path"]: stat.S_IMODE((pipeline["export"].path / f["path"]).stat().st_mode)
+        for f in pipeline["export"].manifest["files"]
+    }
+    assert modes["image_encoder/model.safetensors"] == 0o666 & ~umask
+    assert len(set(modes.values())) == 1, modes
+
+
+def test_hosting_files_do_not_break_load_or_verify(pipeline, tmp_path):
+    copy = tmp_path / "hub-copy"
+    shutil.copytree(pipeline["export"].path, copy)
+    (copy / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
+    (copy / ".git" / "objects").mkdir(parents=True)
+    (copy / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    assert verify(copy) == []
+    encoder = cxrkit.load(copy)
+    images = native.normalise(native.probe_images(64), {"mean": 0.5, "std": 0.5})
+    reference, _ = load_image_encoder(pipeline["checkpoint"].path)
+    with torch.no_grad():
+        assert native.max_abs_diff(encoder(images), reference(images)) == 0.0
+
+
+@torch.no_grad()
+def test_following_the_card_reproduces_cxrkit_features(pipeline):
+    """preprocess.py (shipped) + timm on the real JPEGs == cxrkit's ingest + eval transform."""
+    import importlib.util
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    import timm
+
+    from cxrkit.io import bundled
+    from cxrkit.io.dataset import dataset_shards
+    from cxrkit.vision.transforms import EvalTransform
+
+    export = pipeline["export"].path
+    spec = importlib.util.spec_from_file_location("shipped_preprocess", export / "preprocess.py")
+    shipped = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shipped)
+    transform = shipped.transform_config(export)
+    assert transform["low_pct"] == 0.5 and transform["high_pct"] == 99.5
+    assert transform["store_size"] == 64 and transform["image_size"] == 64
+
+    model = timm.create_model(f"local-dir:{export / 'image_encoder'}", pretrained=True).eval()
+    rows = {
+        r["source_sha256"]: r
+        for f in dataset_shards(pipeline["dataset"])
+        for r in pq.read_table(f).to_pylist()
+    }
+    ours, naive_timm = [], []
+    for path in bundled.pediatric_jpegs()[:3]:
+        import hashlib
+
+        row = rows[hashlib.sha256(path.read_bytes()).hexdigest()]
+        stored = np.frombuffer(row["pixels"], row["dtype"]).reshape(row["height"], row["width"])
+        expected = model(EvalTransform(64)(stored.copy())[0][None])  # (1, D)
+        got = model(shipped.preprocess(path, **transform))
+        ours.append(torch.nn.functional.cosine_similarity(got, expected).item())
+        # timm's own transform from the pretrained_cfg (what a timm user would do)
+        config = timm.data.resolve_data_config({}, model=model)
+        from PIL import Image
+
+        timm_input = timm.data.create_transform(**config)(Image.open(path).convert("L"))
+        naive = model(timm_input[None])
+        naive_timm.append(torch.nn.functional.cosine_similarity(naive, expected).item())
+    print(f"cosine card route {min(ours):.6f}; timm create_transform {min(naive_timm):.4f}")
+    assert min(ours) >= 0.9999

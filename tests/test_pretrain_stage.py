@@ -191,11 +191,47 @@ def test_cli_slurm_writes_the_sbatch_next_to_out(demo_dataset, tmp_path):
     )
     assert result.exit_code == 0, result.output
     script = (tmp_path / "runs" / "mae.sbatch").read_text()
-    assert f"pretrain {demo_dataset.resolve()} --out {out.resolve()}" in script
-    assert "--max-steps 50 --resume auto --preset demo-mae --set optim.lr=1e-4" in script
+    config = tmp_path / "runs" / "mae.pretrain.json"
+    assert f"pretrain {demo_dataset.resolve()} --out {out.resolve()} --config {config}'" in script
+    resolved = json.loads(config.read_text())  # the job runs the config checked here
+    assert resolved["optim"]["lr"] == 1e-4 and resolved["train"]["max_steps"] == 50
+    assert resolved["preset"] == "demo-mae" and resolved["train"]["resume"] == "auto"
     assert "#SBATCH --nodes=2" in script and "--num_processes $((SLURM_NNODES * 4))" in script
-    srun = next(line for line in script.splitlines() if line.startswith("srun "))
+    srun = next(line for line in script.splitlines() if line.strip().startswith("srun "))
     assert "--slurm" not in srun and "--nodes" not in srun and not out.exists()
+    assert "global batch 64 = 8 per process x 8 processes x 1 accumulation" in result.output
+
+
+def _slurm(*args: str):
+    from cxrkit.cli import app
+
+    return CliRunner().invoke(app, ["pretrain", *args, "--slurm", "--nodes", "2"])
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "reason"),
+    [
+        (["{missing}", "--preset", "demo-mae"], 4, "nope: not a cxrkit artifact"),
+        (["{dataset}", "--preset", "hd-mae"], 3, "annotations"),
+        (["{dataset}", "--preset", "demo-mae", "--set", "objective.name=nope"], 2, "nope"),
+        (["{dataset}", "--preset", "demo-mae", "--set", "optim.lr=-1"], 2, "optim.lr"),
+        (["{dataset}", "--preset", "demo-mae", "--set", "data.split=val"], 3, "split"),
+        (["{dataset}", "--preset", "mae", "--batch-size", "48"], 2, "global_batch"),
+        (["{dataset}", "--preset", "demo-mae", "--partition", "gpu\nrm -rf ~"], 2, "partition"),
+        (["{dataset}", "--preset", "demo-mae", "--time", "soon"], 2, "--time"),
+    ],
+)
+def test_cli_slurm_refuses_a_job_that_would_fail_and_writes_nothing(
+    demo_dataset, tmp_path, args, code, reason
+):
+    import re
+
+    out = tmp_path / "o"
+    fill = {"{missing}": str(tmp_path / "nope"), "{dataset}": str(demo_dataset)}
+    result = _slurm(*[fill.get(a, a) for a in args], "--out", str(out))
+    assert result.exit_code == code, result.output
+    assert re.search(reason, result.output, re.IGNORECASE), result.output
+    assert not list(tmp_path.glob("o.*")), "a script or config was written"
 
 
 def test_cli_slurm_submit_without_sbatch_exits_with_input_error(

@@ -56,14 +56,84 @@ def test_a_positive_child_leaves_lung_opacity_as_mentioned(labeler):
 def test_indication_and_history_never_make_labels(labeler):
     text = "INDICATION: Pneumonia?\n\nHISTORY: effusion.\n\nFINDINGS: The lungs are clear."
     assert _labels(labeler, text) == {"No Finding": 1.0}
+    assert _labels(Labeler(sections="findings+impression"), text) == {"No Finding": 1.0}
+
+
+@pytest.mark.parametrize("text", ["", "   ", "1234 5678", "... --- ...", None])
+def test_texts_without_a_letter_are_all_blank(labeler, text):
+    assert _labels(labeler, text) == {}
 
 
 @pytest.mark.parametrize(
-    "text", ["", "   ", "asdf qwerty zxcv", "肺部清晰，无胸腔积液。", "1234 5678"]
+    "text", ["asdf qwerty zxcv", "肺部清晰，无胸腔积液。", "Comparison is made."]
 )
-def test_empty_foreign_and_garbage_texts_are_all_blank(labeler, text):
-    assert _labels(labeler, text) == {}
+def test_a_text_with_no_mention_is_no_finding_as_in_chexpert(labeler, text):
+    # stages/aggregate.py starts every report at no_finding = True.
+    assert _labels(labeler, text) == {"No Finding": 1.0}
 
 
 def test_format_label_matches_the_chexpert_csv():
     assert [format_label(v) for v in (1.0, 0.0, -1.0, float("nan"))] == ["1.0", "0.0", "-1.0", ""]
+
+
+# Robustness on real report text: list numbering, wrapped lines, hedges, other organs.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("IMPRESSION: 1.Cardiomegaly 2.no pleural effusion 3.no pneumothorax",
+         {"Cardiomegaly": 1.0, "Pleural Effusion": 0.0, "Pneumothorax": 0.0}),
+        ("No pleural\neffusion.", {"No Finding": 1.0, "Pleural Effusion": 0.0}),
+        ("Small left pleural\neffusion.", {"Pleural Effusion": 1.0}),
+        ("Cardiomegaly.\nNo effusion.", {"Cardiomegaly": 1.0, "Pleural Effusion": 0.0}),
+        ("Mild scarring and/or atelectasis at the bases.",
+         {"Lung Opacity": -1.0, "Atelectasis": -1.0}),
+        ("Left basilar atelectasis/infiltrate.", {"Atelectasis": -1.0, "Lung Opacity": -1.0}),
+        # a bone lesion is a finding (No Finding stays blank), not a Lung Lesion
+        ("Lytic lesion of the left humerus. Lungs are clear.", {}),
+        ("Lucent lesion with a sclerotic margin in the right humeral head.", {}),
+        ("Expansile lesion of the right posterior 9th rib.", {}),
+        ("Findings discussed with Dr. X on the telephone line. No pneumothorax.",
+         {"No Finding": 1.0, "Pneumothorax": 0.0}),
+        ("Results given via the consult line.", {"No Finding": 1.0}),
+        ("A visceral pleural line is seen at the right apex.", {"No Finding": 1.0}),
+        ("Bilateral reticular pattern.", {"Lung Opacity": 1.0}),
+        ("Peribronchial thickening.", {"Lung Opacity": 1.0}),
+        ("Right chest drain and defibrillator pads. Left chest wall mediport.",
+         {"No Finding": 1.0, "Support Devices": 1.0}),
+    ],
+)  # fmt: skip
+def test_real_text_quirks(labeler, text, expected):
+    assert _labels(labeler, text) == expected
+
+
+@pytest.fixture(scope="module")
+def iu_reports():
+    from cxrkit.io.reports import iter_iu_reports
+
+    return {str(r.uid): r.text for r in iter_iu_reports()}
+
+
+@pytest.mark.parametrize(
+    ("uid", "expected"),
+    [
+        # "mild XXXX scarring and/or atelectasis in the lung bases" (FINDINGS)
+        ("CXR1075", {"Atelectasis": -1.0}),
+        # "Question of left lower lobe pneumonia and/or pleural effusion. 2. Borderline heart size"
+        ("CXR1076", {"Pneumonia": -1.0, "Pleural Effusion": -1.0, "Cardiomegaly": -1.0}),
+        # "Expansile lesion of the right posterior 9th rib ... multiple myeloma": not the lung
+        ("CXR146", {"Lung Lesion": None}),
+        # results given "by telephone": not a device
+        ("CXR249", {"Support Devices": None}),
+    ],
+)
+def test_real_iu_reports(iu_reports, uid, expected):
+    ((labels, _),) = Labeler(sections="findings+impression").label([iu_reports[uid]])
+    got = dict(zip(CHEXPERT_CLASSES, labels, strict=True))
+    for name, value in expected.items():
+        assert math.isnan(got[name]) if value is None else got[name] == value, (name, got[name])
+
+
+def test_impression_policy_reads_only_the_impression_of_a_real_report(iu_reports):
+    text = iu_reports["CXR1075"]  # scarring / atelectasis in FINDINGS only
+    ((labels, _),) = Labeler().label([text])
+    assert math.isnan(labels[CHEXPERT_CLASSES.index("Atelectasis")])

@@ -80,6 +80,17 @@ def test_mentions_carry_their_section(extractor):
 
 def test_statement_with_not_is_a_negated_mention(extractor):
     assert _flags(extractor, "The heart is not enlarged.") == {"Cardiomegaly": (True, False)}
+    # CheXpert (post_negation_uncertainty.txt): vascular prominence is uncertain Edema.
     assert _flags(extractor, "Pulmonary vascularity is mildly increased.") == {
-        "Edema": (False, False)
+        "Edema": (False, True)
+    }
+
+
+def test_or_hedges_findings_but_not_anatomy(extractor):
+    (entities,) = extractor.extract(["Atelectasis in the lingula or left lower lobe."])
+    flags = {e.text: e.uncertain for e in entities}
+    assert {"Atelectasis", "lingula", "lower lobe"} <= flags.keys() and not any(flags.values())
+    assert _flags(extractor, "Atelectasis or pneumonia.") == {
+        "Atelectasis": (False, True),
+        "Pneumonia": (False, True),
     }

@@ -33,3 +33,13 @@ def test_previous_handlers_come_back_on_exit():
 
 def test_codes_round_trip_for_the_all_reduce():
     assert [reason_from_code(c) for c in (0, 1, 2)] == [None, "interrupted", "preempted"]
+
+
+def test_a_signal_before_the_inner_block_is_kept_and_handlers_return_after_the_outer():
+    before = signal.getsignal(signal.SIGUSR1)
+    with StopFlag() as flag:  # the stage enters first, during start-up...
+        os.kill(os.getpid(), signal.SIGUSR1)
+        with flag:  # ...the training loop enters the same flag again
+            assert flag.reason == "preempted"
+        assert signal.getsignal(signal.SIGUSR1) != before  # still the flag's handler
+    assert signal.getsignal(signal.SIGUSR1) == before

@@ -30,13 +30,21 @@ app = typer.Typer(
     "Each stage reads artifacts and writes one: ingest -> annotate -> pretrain -> eval/export.\n\n"
     + EXIT_HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 log = logging.getLogger("cxrkit")
+LOG_WIDTH = 160  # columns for tables written to a log file (not a terminal): never wrapped
+_state = {"quiet": False}
+
+
+def is_quiet() -> bool:
+    """Whether ``-q/--quiet`` was given: no tables or summaries, only results and errors."""
+    return _state["quiet"]
+
 
 # ---------------------------------------------------------------- shared options
 Preset = Annotated[
@@ -52,14 +60,20 @@ Sets = Annotated[
         "--set", "-s", help="Override one setting: key=value (repeatable), e.g. optim.lr=1e-4."
     ),
 ]
+FLAG = ""  # metavar of on/off flags: typer would otherwise print "<bool>" as if they took a value
 DryRun = Annotated[
-    bool, typer.Option("--dry-run", help="Print the fully resolved config as JSON and exit.")
+    bool,
+    typer.Option(
+        "--dry-run", help="Print the fully resolved config as JSON and exit.", metavar=FLAG
+    ),
 ]
 Force = Annotated[
-    bool, typer.Option("--force", help="Rebuild even if OUT already holds this artifact.")
+    bool,
+    typer.Option("--force", help="Rebuild even if OUT already holds this artifact.", metavar=FLAG),
 ]
 JsonOut = Annotated[
-    bool, typer.Option("--json", help="Print the artifact manifest as JSON on stdout.")
+    bool,
+    typer.Option("--json", help="Print the artifact manifest as JSON on stdout.", metavar=FLAG),
 ]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output artifact directory.")]
 
@@ -168,14 +182,27 @@ def _main(
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="More log output.")
     ] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Only warnings, errors and results; no tables (also after the subcommand).",
+            metavar=FLAG,
+        ),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
+            metavar=FLAG,
         ),
     ] = False,
 ) -> None:
+    _state["quiet"] = quiet
     _setup_logging(verbose, quiet)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub at run time
 
@@ -193,7 +220,7 @@ def _fmt(value: Any) -> str:
 
 def print_stats_table(title: str, stats: dict, console: Console = err) -> None:
     """One two-column table of an artifact's stats (nested counts shown inline)."""
-    if not stats:
+    if not stats or is_quiet():
         return
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("stat", style="bold")
@@ -224,8 +251,13 @@ def run_stage(
     dry_run: bool,
     as_json: bool,
     force: bool,
-) -> None:
-    """Resolve a stage config from its layers and run (or print) it."""
+    report: bool = True,
+) -> Any:
+    """Resolve a stage config from its layers and run (or print) it.
+
+    ``report=False`` runs silently (the non-main processes of a multi-process launch).
+    Returns the published artifact, or None for ``--dry-run``.
+    """
     import dataclasses
 
     from cxrkit.config import resolve, to_dict
@@ -234,10 +266,13 @@ def run_stage(
         flags = {**flags, "preset": preset}  # stages that record their preset's name
     cfg = resolve(cfg_cls, preset=preset, config_file=config, flags=flags, sets=sets, stage=stage)
     if dry_run:
-        out.print_json(json.dumps(to_dict(cfg)))
-        return
+        if report:
+            out.print_json(json.dumps(to_dict(cfg)))
+        return None
     artifact = runner(cfg, force=force)
-    report_artifact(artifact, as_json)
+    if report:
+        report_artifact(artifact, as_json)
+    return artifact
 
 
 def not_built(command: str, plan: str) -> None:

@@ -7,9 +7,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from cxrkit.cli.common import (
+    FLAG,
+    LOG_WIDTH,
     ConfigFile,
     DryRun,
     Force,
@@ -19,6 +23,7 @@ from cxrkit.cli.common import (
     app,
     err,
     guarded,
+    is_quiet,
     out,
 )
 
@@ -31,43 +36,97 @@ def _ci(entry: dict | None) -> str:
     return f"{entry['value']:.3f}{interval}"
 
 
-def _class_rows(table: Table, task: str, scored: dict, extra: str = "") -> None:
+def _value(entry: dict | None) -> str:
+    return "-" if not entry else f"{entry['value']:.3f}"
+
+
+def _class_rows(table: Table, task: str, scored: dict, note: str = "") -> None:
     for name, report in scored["classes"].items():
         counts = f"{report['n_pos']}/{report['n_neg']}"
         if report.get("status") != "ok":
-            table.add_row(task, name, counts, "too few to score", "", "", "", extra)
+            table.add_row(task, name, counts, "too few to score", "", "", "")
             continue
         table.add_row(
-            task, name, counts, _ci(report["auroc"]), _ci(report["auprc"]),
-            _ci(report["f1"]), _ci(report["accuracy"]), extra,
+            task, name, counts, _ci(report["auroc"]), _value(report["auprc"]),
+            _value(report["f1"]), _value(report["accuracy"]),
         )  # fmt: skip
     macro = scored.get("macro", {})
     if len(scored["classes"]) > 1 and "macro_auroc" in macro:
         table.add_row(
-            task, "macro", "", _ci(macro["macro_auroc"]), _ci(macro["macro_auprc"]), "", "", extra
+            task, "macro", "", _ci(macro["macro_auroc"]), _value(macro["macro_auprc"]), "", ""
         )
 
 
-def _sweep_rows(table: Table, task: str, result: dict) -> None:
+def _sweep_rows(table: Table, task: str, result: dict, notes: list[str]) -> None:
     for fraction, entry in result["fractions"].items():
         seeds = entry["seeds"]
         first = next(iter(seeds))
+        label = f"{task} {float(fraction):.0%}"
         spread = entry["over_seeds"].get("macro_auroc", {})
-        note = f"seed {first}"
         if spread.get("seeds", 0) > 1:
-            note += f"; AUROC {spread['auroc_mean']:.3f}±{spread['auroc_sd']:.3f} over {spread['seeds']} seeds"
-        _class_rows(table, f"{task} {float(fraction):.0%}", seeds[first], note)
+            notes.append(
+                f"{label}: rows show seed {first}; AUROC {spread['auroc_mean']:.3f}"
+                f"±{spread['auroc_sd']:.3f} over {spread['seeds']} seeds"
+            )
+        _class_rows(table, label, seeds[first])
+
+
+def _class_reports(metrics: dict) -> list[dict]:
+    """Every per-class report of every scored task (all seeds and fractions)."""
+    found: list[dict] = []
+    for task, result in metrics["tasks"].items():
+        if "skipped" in result:
+            continue
+        if task == "zeroshot":
+            scored = [result[v] for v in ("maco", "clip") if "classes" in result.get(v, {})]
+        elif task in ("probe", "finetune"):
+            scored = [s for e in result["fractions"].values() for s in e["seeds"].values()]
+        else:
+            scored = []
+        found += [r for s in scored for r in s["classes"].values()]
+    return found
+
+
+def small_data_hint(metrics: dict) -> str | None:
+    """A hint when every class was too few to score under the split protocol, else None."""
+    reports = _class_reports(metrics)
+    if not reports or any(r.get("status") == "ok" for r in reports):
+        return None
+    if str(metrics.get("protocol", "")).startswith("split"):
+        return (
+            f"every class has too few positives or negatives among the {metrics['n_scored']} "
+            "test-split images to score; for a small labelled set use `--protocol cv` "
+            "(patient-grouped k-fold over all labelled images)"
+        )
+    return (
+        "every class has too few positives or negatives to score even with cross-validation; "
+        "more labelled images are needed (or lower --set min_count=N, knowing the intervals "
+        "will be wide)"
+    )
 
 
 def render(metrics: dict, path: Path) -> None:
-    """The results table and notes on stderr."""
+    """The results table and notes on stderr (nothing with --quiet).
+
+    Compact on purpose: one line per class in an 80-column terminal for short class
+    names, and never wrapped in a log file (non-terminal output is printed wide).
+    """
+    if is_quiet():
+        return
     table = Table(
-        title=f"eval {path}  (n = {metrics['n_scored']} scored images, {metrics['protocol']})",
+        title=f"eval {path.name}  (n = {metrics['n_scored']} scored, {metrics['protocol']})",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
     )
-    for column in ("task", "class", "pos/neg", "AUROC [95% CI]", "AUPRC", "F1", "accuracy", "note"):
-        table.add_column(column, overflow="fold")
-    skipped = []
+    for column in ("task", "class", "pos/neg", "AUROC [95% CI]", "AUPRC", "F1", "acc"):
+        if column == "class":
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, no_wrap=True)
+    skipped: list[str] = []
+    notes: list[str] = []
     for task, result in metrics["tasks"].items():
         if "skipped" in result:
             skipped.append(f"{task}: {result['skipped']}")
@@ -78,26 +137,31 @@ def render(metrics: dict, path: Path) -> None:
                 elif variant in result:
                     _class_rows(table, f"zero-shot {variant}", result[variant])
         elif task in ("probe", "finetune"):
-            _sweep_rows(table, task, result)
+            _sweep_rows(table, task, result, notes)
         elif task == "retrieval":
             for direction in ("image_to_report", "report_to_image"):
                 entry = result[direction]
-                recalls = ", ".join(f"R@{k} {_ci(entry[f'recall_at_{k}'])}" for k in (1, 5, 10))
+                recalls = " ".join(f"R@{k} {_value(entry[f'recall_at_{k}'])}" for k in (1, 5, 10))
                 table.add_row(
-                    "retrieval",
-                    direction.replace("_", " "),
-                    str(result["n"]),
-                    recalls,
-                    "",
-                    "",
-                    "",
-                    f"median rank {_ci(entry['median_rank'])}",
+                    "retrieval", direction.replace("_", " ").replace("report", "rep"),
+                    str(result["n"]), recalls, "", "", "",
+                )  # fmt: skip
+                notes.append(
+                    f"retrieval {direction.replace('_', ' ')}: R@1 {_ci(entry['recall_at_1'])}, "
+                    f"median rank {_ci(entry['median_rank'])}"
                 )
-    err.print(table)
+    if err.is_terminal:
+        err.print(table)
+    else:  # a log file: as wide as the table needs, up to LOG_WIDTH, never wrapped
+        Console(file=err.file, width=max(err.width, LOG_WIDTH), highlight=False).print(table)
+    for line in notes:
+        err.print(f"note {line}")
     for line in skipped:
         err.print(f"[yellow]skipped[/] {line}", markup=True)
     for note in metrics.get("warnings", []):
         err.print(f"[yellow]warning[/] {note}", markup=True)
+    if (hint := small_data_hint(metrics)) is not None:
+        err.print(f"[bold]hint[/] {hint}", markup=True)
     if metrics.get("plots"):
         err.print("plots: " + ", ".join(str(path / p) for p in metrics["plots"]))
 
@@ -124,7 +188,7 @@ def evaluate_command(
         Path | None, typer.Option("--labels", help="Public label file (needs ingest --keep-paths).")
     ] = None,
     labels_format: Annotated[
-        str | None, typer.Option("--labels-format", help="nih|chexpert|rsna|siim|padchest")
+        str | None, typer.Option("--labels-format", help="nih|chexpert|mimic|rsna|siim|padchest")
     ] = None,
     prompts: Annotated[
         Path | None, typer.Option("--prompts", help="Prompts JSON for zero-shot.")
@@ -132,20 +196,27 @@ def evaluate_command(
     task: Annotated[
         str | None, typer.Option("--task", help="Comma list: zeroshot,probe,retrieval,finetune.")
     ] = None,
+    views: Annotated[
+        str | None,
+        typer.Option("--views", help="Score only these views: PA,AP or frontal (or lateral)."),
+    ] = None,
     protocol: Annotated[
         str | None,
         typer.Option("--protocol", help="split (dataset splits) or cv (k-fold, small sets)."),
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda.")] = None,
     no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")
+        bool,
+        typer.Option("--no-cache", help="Do not read or write the feature cache.", metavar=FLAG),
     ] = False,
     preset: Preset = None,
     config: ConfigFile = None,
     sets: Sets = None,
     dry_run: DryRun = False,
     force: Force = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print metrics.json on stdout.", metavar=FLAG)
+    ] = False,
 ) -> None:
     """Checkpoint (or open_clip model) + labelled dataset -> eval artifact (metrics.json, predictions, plots).
 
@@ -165,6 +236,7 @@ def evaluate_command(
         "open_clip_weights": str(open_clip_weights) if open_clip_weights else None,
         "labels": str(labels) if labels else None, "labels_format": labels_format,
         "prompts": str(prompts) if prompts else None, "tasks": task, "protocol": protocol,
+        "views": [v.strip() for v in views.split(",") if v.strip()] if views else None,
         "device": device, "cache": False if no_cache else None,
     }  # fmt: skip
     cfg = resolve(

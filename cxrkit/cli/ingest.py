@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cxrkit.cli.common import (
+    FLAG,
     ConfigFile,
     DryRun,
     Force,
@@ -16,7 +17,9 @@ from cxrkit.cli.common import (
     Preset,
     Sets,
     app,
+    err,
     guarded,
+    is_quiet,
     report_artifact,
     run_stage,
 )
@@ -35,14 +38,15 @@ def ingest_command(
     mapping: Annotated[
         Path | None,
         typer.Option(
-            help="CSV: image_path,report_path|report_text,study_id,patient_id,split[,label columns]."
+            help="CSV pairing images with reports: columns image_path and report_path or "
+            "report_text; optional study_id, patient_id, view, split, label columns.",
         ),
     ] = None,
     image_size: Annotated[
         int | None, typer.Option(help="Long side of stored images (default 512).")
     ] = None,
     uint16: Annotated[
-        bool, typer.Option("--uint16", help="Store 16-bit pixels instead of 8-bit.")
+        bool, typer.Option("--uint16", help="Store 16-bit pixels instead of 8-bit.", metavar=FLAG)
     ] = False,
     workers: Annotated[int | None, typer.Option(help="Decode processes (0 = all cores).")] = None,
     shard_index: Annotated[
@@ -53,10 +57,11 @@ def ingest_command(
         Path | None, typer.Option(help="Private HMAC salt file (created if absent).")
     ] = None,
     allow_burned_in: Annotated[
-        bool, typer.Option("--allow-burned-in", help="Keep BurnedInAnnotation=YES images.")
+        bool,
+        typer.Option("--allow-burned-in", help="Keep BurnedInAnnotation=YES images.", metavar=FLAG),
     ] = False,
     keep_paths: Annotated[
-        bool, typer.Option("--keep-paths", help="Store raw source paths.")
+        bool, typer.Option("--keep-paths", help="Store raw source paths.", metavar=FLAG)
     ] = False,
     preset: Preset = None,
     config: ConfigFile = None,
@@ -71,6 +76,7 @@ def ingest_command(
     per patient, only allow-listed tags are read. Every input ends up in a shard
     or in rejects.parquet. A killed run resumes when re-run with the same command.
     """
+    from cxrkit.io.local_rejects import local_rejects_path
     from cxrkit.stages import ingest
 
     flags = {
@@ -87,7 +93,7 @@ def ingest_command(
         "allow_burned_in": allow_burned_in or None,
         "keep_paths": keep_paths or None,
     }
-    run_stage(
+    artifact = run_stage(
         "ingest",
         ingest.IngestConfig,
         ingest.run,
@@ -99,6 +105,13 @@ def ingest_command(
         as_json=as_json,
         force=force,
     )
+    listing = local_rejects_path(artifact.path) if artifact is not None else None
+    shown = listing is not None and listing.is_file() and not is_quiet()
+    if shown and artifact.stats.get("rejects"):
+        err.print(
+            f"{artifact.stats['rejects']} rejected files with their real paths: {listing} "
+            "(local only, mode 0600; not part of the artifact, do not share)"
+        )
 
 
 @app.command("ingest-merge")
@@ -110,6 +123,11 @@ def ingest_merge_command(
     as_json: JsonOut = False,
 ) -> None:
     """Combine the partitions of a partitioned ingest (--num-shards) into one dataset."""
+    from cxrkit.io.local_rejects import local_rejects_path
     from cxrkit.stages import ingest
 
-    report_artifact(ingest.merge(parts, out, force=force), as_json)
+    merged = ingest.merge(parts, out, force=force)
+    report_artifact(merged, as_json)
+    listing = local_rejects_path(merged.path)
+    if listing.is_file() and merged.stats.get("rejects") and not is_quiet():
+        err.print(f"rejected files (local only, do not share): {listing}")

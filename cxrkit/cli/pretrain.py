@@ -6,9 +6,8 @@ that runs this same command on every node under ``accelerate launch``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,6 +25,9 @@ from cxrkit.cli.common import (
     out,
     run_stage,
 )
+
+if TYPE_CHECKING:
+    from cxrkit.train.slurm import SlurmJob
 
 SLURM_HELP = "SLURM (with --slurm)"
 
@@ -61,6 +63,13 @@ def pretrain_command(
         str | None,
         typer.Option(help="auto (bf16 on a CUDA GPU that supports it, else fp32) | bf16 | fp32."),
     ] = None,
+    track: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also log metrics to tensorboard or wandb (offline), repeatable; "
+            "metrics.jsonl is always written (train.track).",
+        ),
+    ] = None,
     preset: Preset = None,
     config: ConfigFile = None,
     sets: Sets = None,
@@ -80,13 +89,55 @@ def pretrain_command(
         int, typer.Option(help="GPUs per node.", rich_help_panel=SLURM_HELP)
     ] = 1,
     time: Annotated[
-        str, typer.Option(help="Time limit HH:MM:SS.", rich_help_panel=SLURM_HELP)
+        str,
+        typer.Option(
+            help="Time limit: 48h, 90m, 2d12h, 2-00:00:00 or HH:MM:SS.",
+            rich_help_panel=SLURM_HELP,
+        ),
     ] = "24:00:00",
     partition: Annotated[
         str | None, typer.Option(help="Partition.", rich_help_panel=SLURM_HELP)
     ] = None,
     account: Annotated[
         str | None, typer.Option(help="Account.", rich_help_panel=SLURM_HELP)
+    ] = None,
+    qos: Annotated[
+        str | None, typer.Option(help="Quality of service.", rich_help_panel=SLURM_HELP)
+    ] = None,
+    constraint: Annotated[
+        str | None,
+        typer.Option(help="Node features, e.g. 'a100|h100'.", rich_help_panel=SLURM_HELP),
+    ] = None,
+    exclude: Annotated[
+        str | None,
+        typer.Option(help="Nodes to avoid, e.g. 'gpu[01-03]'.", rich_help_panel=SLURM_HELP),
+    ] = None,
+    mem: Annotated[
+        str | None,
+        typer.Option(help="Memory per node, e.g. 256G (0 = all).", rich_help_panel=SLURM_HELP),
+    ] = None,
+    cpus_per_task: Annotated[
+        int | None,
+        typer.Option(
+            help="CPUs per node's task (default 8 per GPU, for data-loader workers).",
+            rich_help_panel=SLURM_HELP,
+        ),
+    ] = None,
+    env_setup: Annotated[
+        str | None,
+        typer.Option(
+            help="Shell run first in the job, e.g. 'module load cuda; source venv/bin/activate' "
+            "(default: call this interpreter by path).",
+            rich_help_panel=SLURM_HELP,
+        ),
+    ] = None,
+    sbatch_extra: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sbatch",
+            help="Extra #SBATCH option, e.g. --sbatch=--mail-type=END (repeatable).",
+            rich_help_panel=SLURM_HELP,
+        ),
     ] = None,
     submit: Annotated[
         bool,
@@ -100,6 +151,7 @@ def pretrain_command(
     run under `accelerate launch -m cxrkit.cli pretrain ...` or use --slurm.
     """
     from cxrkit.stages import pretrain
+    from cxrkit.train import launch
 
     flags = {
         "data.dataset": str(dataset),
@@ -110,105 +162,87 @@ def pretrain_command(
         "data.batch_size": batch_size,
         "train.resume": resume,
         "train.precision": precision,
+        "train.track": list(track) if track else None,
     }
     if slurm:
-        _write_slurm(
-            pretrain.PretrainConfig,
-            flags,
-            preset=preset,
-            config=config,
-            sets=sets,
-            force=force,
-            job=dict(
-                nodes=nodes,
-                gpus_per_node=gpus_per_node,
-                time=time,
-                partition=partition,
-                account=account,
-            ),
-            submit=submit,
+        from cxrkit.errors import ConfigError
+        from cxrkit.train.slurm import SlurmJob
+
+        if force:
+            raise ConfigError(
+                "--force does not go into a SLURM job (every requeue would rebuild); "
+                "remove OUT first, or choose another --out"
+            )
+
+        job = SlurmJob(
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            time=time,
+            partition=partition,
+            account=account,
+            qos=qos,
+            constraint=constraint,
+            exclude=exclude,
+            mem=mem,
+            cpus_per_task=cpus_per_task,
+            env_setup=env_setup,
+            extra=list(sbatch_extra or []),
         )
+        _write_slurm(job, flags, preset=preset, config=config, sets=sets, submit=submit)
         return
     if submit:
         from cxrkit.errors import ConfigError
 
         raise ConfigError("--submit only goes with --slurm")
-    if os.environ.get("RANK", "0") != "0":  # a non-main process under accelerate: train, stay quiet
-        from cxrkit.config import resolve
-
-        cfg = resolve(
+    with launch.exit_record():  # the generated SLURM script reads each rank's exit code
+        run_stage(
+            "pretrain",
             pretrain.PretrainConfig,
+            pretrain.run,
             preset=preset,
-            config_file=config,
-            flags=flags,
+            config=config,
             sets=sets,
-            stage="pretrain",
+            flags=flags,
+            dry_run=dry_run,
+            as_json=as_json,
+            force=force,
+            report=launch.is_main_process(),  # the other ranks train quietly
         )
-        if not dry_run:
-            pretrain.run(cfg, force=force)
-        return
-    run_stage(
-        "pretrain",
-        pretrain.PretrainConfig,
-        pretrain.run,
-        preset=preset,
-        config=config,
-        sets=sets,
-        flags=flags,
-        dry_run=dry_run,
-        as_json=as_json,
-        force=force,
-    )
 
 
 def _write_slurm(
-    cfg_cls: type,
+    job: SlurmJob,
     flags: dict,
     *,
     preset: str | None,
     config: Path | None,
     sets: list[str] | None,
-    force: bool,
-    job: dict,
     submit: bool,
 ) -> None:
     """Check the config here (fail fast on the login node), then write/submit the script."""
     from cxrkit.config import resolve
-    from cxrkit.train.slurm import SlurmJob, render_sbatch, write_sbatch
+    from cxrkit.stages import pretrain
     from cxrkit.train.slurm import submit as sbatch_submit
 
-    resolve(cfg_cls, preset=preset, config_file=config, flags=flags, sets=sets, stage="pretrain")
-    out_path = Path(flags["out"]).resolve()
-    args = [str(Path(flags["data.dataset"]).resolve()), "--out", str(out_path)]
-    if flags["data.annotations"]:
-        args += ["--annotations", str(Path(flags["data.annotations"]).resolve())]
-    if flags.get("data.unpaired"):
-        args += ["--unpaired", str(Path(flags["data.unpaired"]).resolve())]
-    for option, key in (
-        ("--max-steps", "train.max_steps"),
-        ("--batch-size", "data.batch_size"),
-        ("--precision", "train.precision"),
-    ):
-        if flags[key] is not None:
-            args += [option, str(flags[key])]
-    args += ["--resume", flags["train.resume"] or "auto"]
     if preset:
-        args += ["--preset", str(Path(preset).resolve()) if preset.endswith(".toml") else preset]
-    if config:
-        args += ["--config", str(Path(config).resolve())]
-    for item in sets or []:
-        args += ["--set", item]
-    if force:
-        args.append("--force")
-    slurm_job = SlurmJob(job_name=f"cxrkit-pretrain-{out_path.name}", **job)
-    script = write_sbatch(
-        out_path.parent / f"{out_path.name}.sbatch",
-        render_sbatch(slurm_job, args, out_path.parent / f"{out_path.name}-%j.log"),
+        flags = {**flags, "preset": preset}
+    cfg = resolve(
+        pretrain.PretrainConfig,
+        preset=preset,
+        config_file=config,
+        flags=flags,
+        sets=sets,
+        stage="pretrain",
     )
-    err.print(f"wrote {script} ({slurm_job.nodes} node(s) x {slurm_job.gpus_per_node} GPU(s))")
+    files = pretrain.write_slurm_job(cfg, job)
+    err.print(f"{files.plan.describe()}")
+    err.print(
+        f"wrote {files.script} and {files.config.name} "
+        f"({job.nodes} node(s) x {job.gpus_per_node} GPU(s))"
+    )
     if submit:
-        job_id = sbatch_submit(script)
+        job_id = sbatch_submit(files.script)
         err.print(f"submitted job {job_id}")
         out.print(job_id)
     else:
-        out.print(str(script))
+        out.print(str(files.script))

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ META_COLUMNS = [
     "labels",
     "source_path",
     "source_format",
+    "view",
     "report_findings",
     "report_impression",
     "report_text",
@@ -51,6 +52,7 @@ class EvalRows:
     source_paths: list[str | None]
     source_formats: list[str | None]
     reports: list[str]  # "" when the row has no report
+    views: list[str | None] = field(default_factory=list)  # PA / AP / LATERAL / ... per row
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -85,6 +87,7 @@ def read_rows(dataset: Artifact) -> EvalRows:
         source_paths=[r.get("source_path") for r in records],
         source_formats=[r.get("source_format") for r in records],
         reports=[_report_of(r) for r in records],
+        views=[r.get("view") for r in records],
     )
 
 

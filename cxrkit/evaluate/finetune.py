@@ -20,8 +20,7 @@ from torch import nn
 
 from cxrkit.artifacts import Artifact
 from cxrkit.evaluate.features import image_batches
-from cxrkit.evaluate.probe import stratified_subset
-from cxrkit.evaluate.protocol import Fold
+from cxrkit.evaluate.protocol import Fold, fraction_subset, subset_counts
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +50,6 @@ class Classifier(nn.Module):
         return self.head(features)  # (B, C)
 
 
-def _training_rows(fold: Fold, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Union over classes of each class's stratified ``fraction`` of the training rows."""
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for c in range(labels.shape[1]):
-        known = fold.train[~np.isnan(labels[fold.train, c])]
-        chosen.append(stratified_subset(known, labels[known, c], fraction, rng))
-    return np.unique(np.concatenate(chosen)) if chosen else fold.train[:0]
-
-
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy averaged over the known (non-NaN) targets only."""
     known = ~torch.isnan(targets)
@@ -80,18 +69,21 @@ def finetune_scores(
     lr: float,
     batch_size: int,
     device: torch.device,
-) -> tuple[np.ndarray, int]:
+    classes: Sequence[str] = (),
+) -> tuple[np.ndarray, dict]:
     """Fine-tune a fresh copy of ``encoder`` per fold; scores (N, C) on val and test rows.
 
-    Returns the scores (NaN where not predicted) and the number of training images used.
+    Each fold trains on ONE image subset for the fraction and seed, the same one the
+    linear probe uses (:func:`cxrkit.evaluate.protocol.fraction_subset`). Returns the
+    scores (NaN where not predicted) and ``{"folds": [realised subset counts]}``.
     """
     scores = np.full(labels.shape, np.nan)
-    used = 0
+    used = []
     for f, fold in enumerate(folds):
-        rows = _training_rows(fold, labels, fraction, seed + 1000 * f)
+        rows = fraction_subset(fold.train, labels, fraction, np.random.default_rng([seed, f]))
+        used.append(subset_counts(rows, labels, classes))
         if rows.size == 0:
             continue
-        used += int(rows.size)
         torch.manual_seed(seed + 1000 * f)
         width = int(getattr(encoder, "num_features", 0)) or _infer_width(
             encoder, images[int(rows[0])], device
@@ -101,7 +93,7 @@ def finetune_scores(
         predict = np.concatenate([fold.val, fold.test]).astype(np.int64)
         if predict.size:
             scores[predict] = _predict(model, images, predict, batch_size, device)
-    return scores, used
+    return scores, {"folds": used}
 
 
 def _infer_width(encoder: nn.Module, image: torch.Tensor, device: torch.device) -> int:

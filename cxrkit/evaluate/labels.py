@@ -3,8 +3,9 @@
 Every source ends as a :class:`LabelTable` aligned to the dataset's rows:
 ``values`` (N, C) float with 1 positive, 0 negative, -1 uncertain, NaN unknown.
 
-Public label files (``--labels FILE --labels-format nih|chexpert|rsna|siim|padchest``)
-are matched to images by file name. That needs the dataset to keep its source
+Public label files (``--labels FILE --labels-format nih|chexpert|mimic|rsna|siim|padchest``)
+are matched to images by file name (MIMIC-CXR-JPG's ``mimic-cxr-2.0.0-chexpert.csv`` /
+``-negbio.csv`` label studies, so those match the ``pNNN/sNNN`` study folder). That needs the dataset to keep its source
 paths (``cxrkit ingest --keep-paths``); otherwise ``source_path`` is a salted hash
 and nothing can match. Matching compares path endings without the extension,
 case-insensitively: the file name first, then as many parent folders as it takes to
@@ -52,6 +53,7 @@ class LabelFile:
     keys: list[str]
     values: np.ndarray  # (M, C)
     patients: list[str | None] | None = None
+    study_level: bool = False  # keys name study folders (MIMIC), not image files
 
 
 def binarise(values: np.ndarray, uncertain: str) -> np.ndarray:
@@ -194,6 +196,28 @@ def read_chexpert(path: Path) -> LabelFile:
     return _collapse(paths, values, classes, patients)
 
 
+def read_mimic(path: Path) -> LabelFile:
+    """MIMIC-CXR-JPG ``mimic-cxr-2.0.0-chexpert.csv`` or ``-negbio.csv``: one row per study
+    (``subject_id``, ``study_id``), 14 classes, 1/0/-1, blank unknown. Keys are the study
+    folders ``p<subject_id>/s<study_id>``; every image of a study gets its labels."""
+    header = next(csv.reader([_csv_source(Path(path))[1]]))
+    names = [h.strip() for h in header]
+    if "subject_id" not in names or "study_id" not in names:
+        raise InputError(
+            f"{path}: no subject_id/study_id columns; is --labels-format mimic right? "
+            "(it reads mimic-cxr-2.0.0-chexpert.csv or -negbio.csv)"
+        )
+    classes = [n for n in names if n not in ("subject_id", "study_id")]
+    table = _read_csv(path, ["subject_id", "study_id", *classes], floats=classes)
+    values = np.column_stack([_float_column(table, c) for c in classes])
+    subjects = [str(s).strip() for s in table.column(0).to_pylist()]
+    studies = [str(s).strip() for s in table.column(1).to_pylist()]
+    keys = [f"p{a}/s{b}" for a, b in zip(subjects, studies, strict=True)]
+    label_file = _collapse(keys, values, classes, [f"p{a}" for a in subjects])
+    label_file.study_level = True
+    return label_file
+
+
 def read_rsna(path: Path) -> LabelFile:
     """RSNA Pneumonia Detection ``stage_2_train_labels`` (one row per box): Target -> Pneumonia."""
     table = _read_csv(path, ["patientId", "Target"], floats=["Target"])
@@ -247,6 +271,7 @@ def read_padchest(path: Path) -> LabelFile:
 LABEL_FORMATS: dict[str, Callable[[Path], LabelFile]] = {
     "nih": read_nih,
     "chexpert": read_chexpert,
+    "mimic": read_mimic,
     "rsna": read_rsna,
     "siim": read_siim,
     "padchest": read_padchest,
@@ -281,6 +306,8 @@ def match_by_name(
     matched = 0
     for i, source in enumerate(source_paths):
         parts = _key_parts(source or "")
+        if label_file.study_level:
+            parts = parts[:-1]  # the study folder names the labels, not the file
         for k in range(1, min(len(parts), MAX_SUFFIX_PARTS) + 1):
             row = index.get(tuple(parts[-k:]))
             if row is not None and row >= 0:

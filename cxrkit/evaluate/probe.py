@@ -1,9 +1,12 @@
 """Linear probe: one logistic regression per class on frozen, standardised features.
 
-Label-efficiency sweeps train on a fraction of the training labels. The subset
-is drawn per class, stratified (the same fraction of its positives and of its
-negatives, at least one of each) and seeded; several seeds show how much the
-result depends on which few labels were drawn.
+Label-efficiency sweeps train on a fraction of the training images: ONE subset
+per fraction, seed and fold, shared by every class (and by fine-tuning;
+:func:`cxrkit.evaluate.protocol.fraction_subset`); several seeds show how much
+the result depends on which few images were drawn. The L2 strength ``C`` is
+chosen per class from a small grid by AUROC on the validation rows; where there
+are none with both labels (the ``cv`` protocol) the configured fallback is used.
+The chosen ``C`` and the realised subset counts are returned for metrics.json.
 """
 
 from __future__ import annotations
@@ -14,28 +17,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cxrkit.evaluate.protocol import Fold
+from cxrkit.evaluate.protocol import Fold, fraction_subset, subset_counts
 
 log = logging.getLogger(__name__)
 
-
-def stratified_subset(
-    rows: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator
-) -> np.ndarray:
-    """``fraction`` of the positive and of the negative rows (>= 1 each when available), sorted.
-
-    ``labels`` are the 1/0 labels of ``rows``.
-    """
-    if fraction >= 1.0:
-        return np.sort(rows)
-    chosen = []
-    for value in (1, 0):
-        members = rows[labels == value]
-        if members.size == 0:
-            continue
-        take = max(1, int(round(fraction * members.size)))
-        chosen.append(rng.choice(members, size=take, replace=False))
-    return np.sort(np.concatenate(chosen)) if chosen else rows[:0]
+C_GRID = (0.01, 0.1, 1.0, 10.0)
 
 
 def fit_predict(
@@ -61,34 +47,63 @@ def fit_predict(
     return classifier.predict_proba(scaler.transform(features[predict_rows]))[:, 1]
 
 
+def _val_auroc(y: np.ndarray, scores: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    known = ~np.isnan(y)
+    if not known.any() or y[known].min() == y[known].max():
+        return None
+    return float(roc_auc_score(y[known], scores[known]))
+
+
 def probe_scores(
     features: np.ndarray,
     labels: np.ndarray,
     folds: Sequence[Fold],
     fraction: float,
     seed: int,
-    c_value: float = 1.0,
+    classes: Sequence[str],
+    c_grid: Sequence[float] = C_GRID,
+    fallback_c: float = 1.0,
     max_iter: int = 1000,
-) -> tuple[np.ndarray, dict[int, int]]:
-    """Scores (N, C) for every fold's val and test rows (NaN elsewhere) and train sizes per class.
+) -> tuple[np.ndarray, dict]:
+    """Scores (N, C) for every fold's val and test rows (NaN elsewhere), and what was used.
 
-    ``labels`` (N, C) are 1/0/NaN. A class whose training subset lacks a positive or
-    a negative gets no scores in that fold (train sizes sum over folds).
+    ``labels`` (N, C) are 1/0/NaN. Per fold, one image subset for all classes; a class
+    whose subset lacks a positive or a negative gets no scores in that fold. Returns
+    ``(scores, {"folds": [{"images", "classes": {name: {"positive", "negative", "C",
+    "C_source"}}}]})``.
     """
     scores = np.full(labels.shape, np.nan)
-    train_sizes: dict[int, int] = {}
-    rng = np.random.default_rng(seed)
-    for fold in folds:
+    used = []
+    for f, fold in enumerate(folds):
+        subset = fraction_subset(fold.train, labels, fraction, np.random.default_rng([seed, f]))
+        counts = subset_counts(subset, labels, classes)
         predict_rows = np.concatenate([fold.val, fold.test])
-        for c in range(labels.shape[1]):
-            known = fold.train[~np.isnan(labels[fold.train, c])]
-            subset = stratified_subset(known, labels[known, c], fraction, rng)
-            y = labels[subset, c]
-            train_sizes.setdefault(c, 0)
+        for c, name in enumerate(classes):
+            train = subset[~np.isnan(labels[subset, c])]
+            y = labels[train, c]
+            info = counts["classes"][name]
             if y.size == 0 or y.min() == y.max():
+                info.update(C=None, C_source="not fitted: the subset lacks a positive or negative")
                 continue  # this fold cannot fit class c; its rows keep NaN scores
-            train_sizes[c] += int(subset.size)
-            scores[predict_rows, c] = fit_predict(
-                features, subset, y.astype(int), predict_rows, c_value, max_iter
-            )
-    return scores, train_sizes
+            best = None
+            for c_value in c_grid:
+                predicted = fit_predict(features, train, y.astype(int), predict_rows, c_value,
+                                        max_iter)  # fmt: skip
+                auroc = _val_auroc(labels[fold.val, c], predicted[: fold.val.size])
+                if auroc is None:
+                    break
+                if best is None or auroc > best[0]:
+                    best = (auroc, c_value, predicted)
+            if best is None:
+                predicted = fit_predict(features, train, y.astype(int), predict_rows, fallback_c,
+                                        max_iter)  # fmt: skip
+                info.update(C=fallback_c, C_source="fixed (no validation rows with both labels)")
+            else:
+                predicted = best[2]
+                info.update(C=best[1], C_source=f"max validation AUROC ({best[0]:.3f}) over "
+                            f"{list(c_grid)}")  # fmt: skip
+            scores[predict_rows, c] = predicted
+        used.append(counts)
+    return scores, {"folds": used}

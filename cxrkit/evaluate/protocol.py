@@ -87,6 +87,57 @@ def cv_folds(labels: np.ndarray, groups: Sequence[str] | None, k: int, seed: int
     ]
 
 
+def fraction_subset(
+    train: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """ONE subset of the labelled training rows for a label fraction, shared by every class.
+
+    Takes the fold's training rows, the (N, C) 1/0/NaN labels, the fraction and a
+    seeded generator; returns the sorted chosen rows. Its size is
+    ``max(1, round(fraction * n))`` over the ``n`` training rows with any known label
+    (label-efficiency papers subsample images, not labels per class). Within that
+    budget the draw is stratified only as far as one subset allows: rarest class
+    first, a random positive and a random negative are added for each class the
+    subset still lacks, then random rows fill the rest. ``fraction >= 1`` returns
+    every labelled training row.
+    """
+    rows = train[~np.all(np.isnan(labels[train]), axis=1)]
+    if fraction >= 1.0 or rows.size == 0:
+        return np.sort(rows)
+    budget = min(rows.size, max(1, int(round(fraction * rows.size))))
+    known = labels[rows]
+    chosen: list[int] = []
+    taken = np.zeros(rows.size, dtype=bool)
+    for c in np.argsort(np.nansum(known == 1, axis=0), kind="stable"):
+        for value in (1, 0):
+            if len(chosen) >= budget:
+                break
+            if np.any(known[taken, c] == value):
+                continue
+            candidates = np.nonzero((known[:, c] == value) & ~taken)[0]
+            if candidates.size:
+                pick = int(rng.choice(candidates))
+                taken[pick] = True
+                chosen.append(pick)
+    rest = np.nonzero(~taken)[0]
+    if budget > len(chosen):
+        chosen += rng.choice(rest, size=budget - len(chosen), replace=False).tolist()
+    return np.sort(rows[chosen])
+
+
+def subset_counts(subset: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict:
+    """Realised counts of a training subset: images, and positives / negatives per class."""
+    known = labels[subset]
+    return {
+        "images": int(subset.size),
+        "classes": {
+            name: {"positive": int(np.sum(known[:, c] == 1)),
+                   "negative": int(np.sum(known[:, c] == 0))}
+            for c, name in enumerate(classes)
+        },
+    }  # fmt: skip
+
+
 def choose_threshold(labels: np.ndarray, scores: np.ndarray, fixed: float) -> tuple[float, str]:
     """Max-F1 threshold on validation rows with both classes, else the fixed one (and why)."""
     known = ~np.isnan(labels)

@@ -41,6 +41,9 @@ PREDICTIONS_SCHEMA = pa.schema(
 )
 
 
+MIN_RELIABILITY_N = 10  # (image, class) predictions below which no reliability diagram is drawn
+
+
 def resolve_labels(cfg, rows: EvalRows, annotations: Artifact | None) -> label_sources.LabelTable:
     """Pick the label source (see EvalConfig.label_source). Raises InputError when none has labels."""
     source = cfg.label_source
@@ -126,7 +129,8 @@ def build_context(cfg, model, dataset: Artifact, annotations, device) -> tuple[C
     if not columns:
         raise InputError(f"{table.source}: no class has any known label in {cfg.dataset}")
     classes = [table.classes[j] for j in columns]
-    raw = table.values[:, columns]
+    raw = table.values[:, columns].copy()
+    view_summary = _filter_views(rows, raw, list(getattr(cfg, "views", []) or []))
     labels = label_sources.binarise(raw, cfg.uncertain)
     if table.patients is not None and rows.patient_groups() is None:
         rows.patient_ids = [p or f"row-{i}" for i, p in enumerate(table.patients)]
@@ -160,6 +164,7 @@ def build_context(cfg, model, dataset: Artifact, annotations, device) -> tuple[C
             "fractions": list(cfg.fractions),
             "seeds": list(cfg.seeds),
             "probe_c": cfg.probe_c,
+            "probe_c_grid": list(cfg.probe_c_grid),
             "probe_max_iter": cfg.probe_max_iter,
             "finetune_epochs": cfg.finetune_epochs,
             "finetune_lr": cfg.finetune_lr,
@@ -173,8 +178,35 @@ def build_context(cfg, model, dataset: Artifact, annotations, device) -> tuple[C
         "rows_with_labels": table.matched,
         "uncertain_policy": cfg.uncertain,
         "classes": class_counts(labels, raw, classes),
+        **view_summary,
     }
     return ctx, summary
+
+
+def _filter_views(rows: EvalRows, raw: np.ndarray, views: list[str]) -> dict:
+    """Drop rows of other views from scoring: their labels become unknown and their split
+    empty (features are still computed for every row, so the cache stays shared).
+
+    Returns the summary for metrics.json (empty without a filter). Raises ConfigError for
+    an empty filter, InputError when no row has a kept view.
+    """
+    if not views:
+        return {}
+    from cxrkit.io.layouts import expand_views
+
+    try:
+        keep = expand_views(views)
+    except ValueError as exc:
+        raise ConfigError(f"views: {exc}") from exc
+    kept = np.array([(v or "UNKNOWN").upper() in keep for v in rows.views], dtype=bool)
+    if not kept.any():
+        found = sorted({str(v) for v in rows.views})
+        raise InputError(
+            f"no image has a view in {', '.join(views)}; views in the dataset: {', '.join(found)}"
+        )
+    raw[~kept] = np.nan
+    rows.splits = [s if k else None for s, k in zip(rows.splits, kept, strict=True)]
+    return {"views": sorted(keep), "rows_in_views": int(kept.sum())}
 
 
 def _warnings(ctx: Context, small_n: int) -> list[str]:
@@ -196,12 +228,15 @@ def _write_plots(ctx: Context, results: dict[str, TaskResult], work: Path) -> li
         for name, curves in result.curves.items():
             simple = {c: (y, s) for c, (y, s, _) in curves.items()}
             reports = {c: r for c, (_, _, r) in curves.items()}
-            written.append(
-                plots.roc_plot(work / f"roc-{name}.png", f"ROC: {name}", simple, reports)
-            )
+            # A ROC curve needs both labels among the scored images; without one, no plot.
+            if any(y.size and y.min() != y.max() for y, _ in simple.values()):
+                written.append(
+                    plots.roc_plot(work / f"roc-{name}.png", f"ROC: {name}", simple, reports)
+                )
             y = np.concatenate([y for y, _ in simple.values()]) if simple else np.zeros(0)
             s = np.concatenate([s for _, s in simple.values()]) if simple else np.zeros(0)
-            if y.size:
+            # Calibration over a handful of predictions is noise, not an ECE.
+            if y.size >= MIN_RELIABILITY_N:
                 written.append(plots.reliability_plot(work / f"reliability-{name}.png", name, y, s))
     objective = ctx.model.objective
     if objective is not None and supports(objective, RECONSTRUCTION):
@@ -256,6 +291,12 @@ def evaluate(cfg, model, dataset: Artifact, annotations, device, work: Path) -> 
             continue
         metrics["tasks"][task] = results[task].metrics
         predictions += results[task].predictions
+    if not results:
+        reasons = "; ".join(f"{t}: {r['skipped']}" for t, r in metrics["tasks"].items())
+        raise ConfigError(
+            f"none of the requested tasks can run ({reasons}); choose tasks this model "
+            "supports, e.g. --task probe for an image-only checkpoint"
+        )
     metrics["plots"] = _write_plots(ctx, results, work) if cfg.plots else []
     table = pa.Table.from_pylist(predictions, schema=PREDICTIONS_SCHEMA)
     pq.write_table(table, work / "predictions.parquet", compression="zstd")

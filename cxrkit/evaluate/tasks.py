@@ -223,10 +223,10 @@ def run_probe(ctx: Context) -> TaskResult:
     opts = ctx.options
 
     def scorer(fraction: float, seed: int):
-        scores, sizes = probe.probe_scores(
-            features, ctx.labels, ctx.folds, fraction, seed, opts["probe_c"], opts["probe_max_iter"]
-        )
-        return scores, {ctx.classes[c]: n for c, n in sizes.items()}
+        return probe.probe_scores(
+            features, ctx.labels, ctx.folds, fraction, seed, ctx.classes,
+            opts["probe_c_grid"], opts["probe_c"], opts["probe_max_iter"],
+        )  # fmt: skip
 
     if not any(f.train.size for f in ctx.folds):
         raise Skip(
@@ -257,8 +257,9 @@ def run_finetune(ctx: Context) -> TaskResult:
             opts["finetune_lr"],
             opts["finetune_batch_size"],
             ctx.device,
+            ctx.classes,
         )
-        return scores, {"all classes": used}
+        return scores, used
 
     result = _sweep(ctx, "finetune", scorer, opts["fractions"], opts["finetune_seeds"])
     result.metrics["recipe"] = {

@@ -9,7 +9,10 @@ loading it back and comparing features with the cxrkit model:
 - :mod:`cxrkit.export.timm_format`: how timm loads the image encoder, and the check.
 - :mod:`cxrkit.export.open_clip_format`: image-text models as an open_clip local dir.
 - :mod:`cxrkit.export.onnx_format`: the image encoder with CXR normalisation in the graph.
-- :mod:`cxrkit.export.card`: the model card (README.md) and ``metadata.json``.
+- :mod:`cxrkit.export.card`: the model card (README.md) and ``metadata.json``;
+  :mod:`cxrkit.export.card_text` keeps local paths out and summarises eval metrics.
+- :mod:`cxrkit.export.preprocess`: the exact input transform, shipped in every
+  export as ``preprocess.py`` (numpy, Pillow, torch only).
 - :mod:`cxrkit.export.formats`: the registry ``FORMATS`` (name -> writer that loads
   back and checks, skip rule, usage snippet); a new format is one entry there.
 

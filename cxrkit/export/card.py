@@ -16,11 +16,10 @@ from typing import Any
 
 from cxrkit import __version__
 from cxrkit.artifacts import Artifact, lineage, read_manifest
+from cxrkit.export.card_text import public_path, scrub_local_paths, summarise_metrics
 from cxrkit.models.checkpoint import CheckpointConfig
 
 METADATA_FORMAT = "cxrkit-export-metadata/1"
-MAX_EVAL_ROWS = 60  # the card shows this many eval numbers; metadata.json keeps them all
-EVAL_CONTEXT_KEYS = ("model", "dataset", "plots", "warnings", "rows_by_format")
 INTENDED_USE = (
     "Research only: a feature extractor for chest radiographs, to study linear probes, "
     "fine-tuning, retrieval and zero-shot methods. Not a medical device; not for diagnosis, "
@@ -95,21 +94,33 @@ def _method(checkpoint: Artifact, ckpt_config: CheckpointConfig) -> dict[str, An
     }
 
 
-def _preprocessing(pre: dict) -> dict[str, Any]:
+def _preprocessing(pre: dict, transform: dict | None) -> dict[str, Any]:
+    """The exact input transform, step by step (what ``preprocess.py`` in the export does)."""
     size = int(pre.get("image_size") or 0)
+    t = transform or {}
+    low, high = t.get("low_pct", 0.5), t.get("high_pct", 99.5)
+    store, dtype = t.get("store_size", 512), t.get("store_dtype", "uint8")
     return {
         "input_size": [size, size],
         "channels": int(pre.get("in_chans", 1)),
         "mean": pre.get("mean"),
         "std": pre.get("std"),
         "photometric": pre.get("photometric", "MONOCHROME2"),
+        "transform": transform,
+        "function": "preprocess.py in this export: preprocess(image, **transform_config('.'))",
         "steps": [
-            "decode; apply modality and VOI LUT / window",
-            "MONOCHROME1 images are inverted so bone is bright (MONOCHROME2)",
-            "scale to [0, 1] by the stored type's maximum (255 or 65535)",
-            f"resize the long side to {size} px (antialiased), centre-pad to square",
+            "grey levels: DICOM after modality and VOI LUT with MONOCHROME1 inverted (bright "
+            "bone); PNG/JPEG as stored (colour to luminance), scaled to [0, 1] by 255 or 65535",
+            f"percentile window: clip to the {low:g} and {high:g} percentiles of the image, "
+            "stretch linearly to [0, 1] (applied at ingest)",
+            f"stored image: downscale the long side to {store} px (bilinear, antialiased, never "
+            f"upscaled) and round to {dtype} (as the training dataset stored it)",
+            f"model input: resize the long side to {size} px (bilinear, antialiased) and "
+            f"centre-pad to {size} x {size} with black (letterbox, no crop)",
             f"normalise (x - {pre.get('mean')}) / {pre.get('std')}",
         ],
+        "timm_create_transform": "not exact: use crop_mode='border' (letterbox) at best; it "
+        "pads with the mean grey and has no percentile window. Use preprocess.py.",
     }
 
 
@@ -150,19 +161,33 @@ def build_metadata(
     eval_metrics: dict | None,
     eval_ref: dict | None,
     onnx_input_dtype: str,
+    transform: dict | None = None,
 ) -> dict[str, Any]:
     """Everything the card says, as one JSON-ready dict.
 
     Takes the checkpoint artifact and its config.json, ``encoder_info`` (arch,
     vision_config, model_args, embed_dim, num_tokens), the per-format results, the
-    eval metrics (or None) with the eval artifact's ref, and the ONNX input dtype.
+    eval metrics (or None) with the eval artifact's ref, the ONNX input dtype and the
+    exact input transform (:func:`cxrkit.stages.export.input_transform`). Paths are
+    reduced to directory names: the card travels, local paths must not.
     """
     pre = ckpt_config.preprocessing.to_dict()
-    rows = lineage_rows(checkpoint)
+    rows = [{**r, "path": public_path(r["path"])} for r in lineage_rows(checkpoint)]
     evaluation = None
     if eval_metrics is not None:
-        evaluation = {"artifact": eval_ref, "metrics": eval_metrics}
-    return {
+        ref = {**eval_ref, "path": public_path(eval_ref.get("path"))} if eval_ref else None
+        metrics = {**eval_metrics}
+        if isinstance(metrics.get("dataset"), dict):
+            metrics["dataset"] = {
+                **metrics["dataset"],
+                "path": public_path(metrics["dataset"].get("path")),
+            }
+        evaluation = {
+            "artifact": ref,
+            "metrics": metrics,
+            "summary": summarise_metrics(eval_metrics),
+        }
+    meta = {
         "format": METADATA_FORMAT,
         "cxrkit_version": __version__,
         "name": f"cxrkit {ckpt_config.objective} {encoder_info['arch']}",
@@ -171,11 +196,11 @@ def build_metadata(
         "limitations": LIMITATIONS,
         "architecture": encoder_info,
         "method": _method(checkpoint, ckpt_config),
-        "preprocessing": _preprocessing(pre),
+        "preprocessing": _preprocessing(pre, transform),
         **_inputs_outputs(pre, encoder_info, onnx_input_dtype),
         "checkpoint": {
             "id": checkpoint.id,
-            "path": str(checkpoint.path.resolve()),
+            "path": public_path(checkpoint.path),
             "content_sha256": content_hash(checkpoint.manifest),
         },
         "training_data": _training_data(rows),
@@ -183,23 +208,22 @@ def build_metadata(
         "eval": evaluation,
         "formats": formats,
     }
+    return scrub_local_paths(meta)
+
+
+_PRECISION = {
+    "no": "fp32",
+    "fp32": "fp32",
+    "bf16": "bf16 mixed precision",
+    "fp16": "fp16 mixed precision",
+    "fp8": "fp8 mixed precision",
+}
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return json.dumps(value) if isinstance(value, dict | list) else str(value)
-
-
-def _flat_metrics(metrics: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    rows = []
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            rows += _flat_metrics(value, name + ".")
-        elif isinstance(value, int | float | str | bool) or value is None:
-            rows.append((name, value))
-    return rows
 
 
 def _card_head(meta: dict) -> list[str]:
@@ -223,7 +247,10 @@ def _card_head(meta: dict) -> list[str]:
         f"- objective: `{method['objective']}`, preset: {method['preset']}",
         f"- objective settings: `{json.dumps(method['objective_config'], sort_keys=True)}`",
     ]
-    return lines + [f"- {k}: {_fmt(v)}" for k, v in method["checkpoint_stats"].items()]
+    stats = dict(method["checkpoint_stats"])
+    if "precision" in stats:
+        stats["precision"] = _PRECISION.get(str(stats["precision"]), stats["precision"])
+    return lines + [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in stats.items()]
 
 
 def _card_data(meta: dict) -> list[str]:
@@ -254,21 +281,34 @@ def _card_data(meta: dict) -> list[str]:
     lines += [f"From eval artifact `{ref.get('id', '')[:16]}` ({ref.get('path', '')})."]
     warnings = metrics.get("warnings") if isinstance(metrics.get("warnings"), list) else []
     lines += [line for note in warnings for line in ("", f"> warning: {note}")]
-    rows = [
-        (k, v)
-        for k, v in _flat_metrics(metrics)
-        if k.split(".")[0] not in EVAL_CONTEXT_KEYS and v is not None
+    lines += [
+        "",
+        f"n = {metrics.get('n_scored', '?')} scored images, protocol {metrics.get('protocol', '?')}.",
     ]
-    lines += ["", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in rows[:MAX_EVAL_ROWS]]
-    if len(rows) > MAX_EVAL_ROWS:
-        lines += ["", f"({len(rows) - MAX_EVAL_ROWS} more in `metadata.json` under eval.metrics)"]
-    return lines
+    summary = meta["eval"].get("summary") or []
+    if not summary:
+        return lines + ["", "No task produced numbers (see metadata.json under eval.metrics)."]
+    columns = list(summary[0])
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row.get(c, "") for c in columns) + " |" for row in summary]
+    return lines + ["", "Per-class numbers and counts: `metadata.json` under eval.metrics."]
 
 
 def _card_use(meta: dict, snippets: dict[str, str]) -> list[str]:
-    steps = meta["preprocessing"]["steps"]
-    lines = ["", "## Preprocessing", ""] + [f"{i}. {s}" for i, s in enumerate(steps, 1)]
+    pre = meta["preprocessing"]
+    size = pre["input_size"][0]
+    lines = ["", "## Preprocessing", ""] + [f"{i}. {s}" for i, s in enumerate(pre["steps"], 1)]
+    lines += [
+        "",
+        "`preprocess.py` in this export applies exactly these steps (numpy, Pillow, torch only):",
+        "",
+        "```python",
+        "from preprocess import preprocess, transform_config",
+        f"x = preprocess('image.jpg', **transform_config('.'))  # (1, 1, {size}, {size}) float32",
+        "```",
+        "",
+        f"timm's `create_transform`: {pre['timm_create_transform']}",
+    ]
     lines += [
         "",
         "## Formats and load-back checks",

@@ -35,6 +35,7 @@ class ExportSource:
     encoder: torch.nn.Module
     preprocessing: dict  # the checkpoint's, image_size and in_chans read from the live encoder
     images01: torch.Tensor  # (B, C, S, S) probe images in [0, 1]
+    transform: dict | None = None  # keyword arguments of cxrkit.export.preprocess.preprocess
 
     @property
     def images(self) -> torch.Tensor:
@@ -80,6 +81,7 @@ def _save_image_encoder(work: Path, src: ExportSource, source: dict) -> Path:
         model_cfg,
         src.preprocessing,
         source,
+        src.transform,
     )
 
 
@@ -177,6 +179,7 @@ def _write_onnx(work: Path, src: ExportSource, checks: Checks) -> dict:
         checks.onnx_opset,
     )
     result = onnx_format.verify(path, src.encoder, src.images01, mean, std, checks.onnx_input_dtype)
+    result["input_size"] = int(src.preprocessing["image_size"])
     return check("onnx", {**result, "path": f"onnx/{onnx_format.ONNX_FILE}"}, checks.onnx_tolerance)
 
 
@@ -203,11 +206,13 @@ def _open_clip_snippet(work: Path, result: dict) -> str:
 
 
 def _onnx_snippet(work: Path, result: dict) -> str:
+    size = result.get("input_size") or "S"
+    dtype = "uint8 0..255" if result["input_dtype"] == "uint8" else "float32 in [0, 1]"
     return (
         "import onnxruntime as ort\nsession = ort.InferenceSession('onnx/image_encoder.onnx')\n"
-        "# image: (batch, 1, S, S) at the model size, "
-        + ("uint8 0..255" if result["input_dtype"] == "uint8" else "float32 in [0, 1]")
-        + ", bone bright\nembedding, tokens = session.run(None, {'image': image})"
+        f"# image: (batch, 1, {size}, {size}), {dtype}, bone bright: steps 1-4 of preprocess.py\n"
+        "# (normalisation is inside the graph)\n"
+        "embedding, tokens = session.run(None, {'image': image})"
     )
 
 

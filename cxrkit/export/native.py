@@ -79,11 +79,22 @@ def vit_model_args(encoder: nn.Module) -> dict[str, Any]:
     }
 
 
+TIMM_TRANSFORM_NOTE = (
+    "cxrkit letterboxes: long side resized to the input size, centre-padded with black "
+    "(0 before normalisation), after a 0.5-99.5 percentile window at ingest. "
+    "timm's create_transform with crop_mode='border' also letterboxes but pads with the "
+    "mean grey and skips the window; use preprocess.py shipped with this export for "
+    "cxrkit's exact transform."
+)
+
+
 def timm_config(arch: str, model_args: dict, preprocessing: dict) -> dict[str, Any]:
     """The timm part of ``config.json``: what ``timm.create_model('local-dir:DIR')`` reads.
 
     ``pretrained_cfg`` declares 1 input channel and no classifier, so timm loads the
-    1-channel patch embedding unchanged and keeps a strict state-dict load.
+    1-channel patch embedding unchanged and keeps a strict state-dict load. Its
+    ``crop_mode="border"`` with ``crop_pct=1.0`` is timm's closest transform to
+    cxrkit's letterbox (never a centre crop); ``notes`` say how it still differs.
     """
     size = model_args["img_size"]
     height, width = (size, size) if isinstance(size, int) else size
@@ -101,7 +112,9 @@ def timm_config(arch: str, model_args: dict, preprocessing: dict) -> dict[str, A
             "fixed_input_size": True,
             "interpolation": "bilinear",
             "crop_pct": 1.0,
-            "crop_mode": "center",
+            "crop_mode": "border",
+            "description": "cxrkit chest X-ray image encoder (1 channel, bright bone)",
+            "notes": [TIMM_TRANSFORM_NOTE],
             "mean": [preprocessing["mean"]] * channels,
             "std": [preprocessing["std"]] * channels,
             "num_classes": 0,
@@ -118,11 +131,14 @@ def save_image_encoder(
     vision_config: dict,
     preprocessing: dict,
     source: dict,
+    transform: dict | None = None,
 ) -> Path:
     """Write ``out_dir/model.safetensors`` and a cxrkit + timm ``config.json``.
 
     Takes the timm ViT, its timm architecture name, the VisionConfig as a dict, the
-    checkpoint's preprocessing dict and a ``source`` dict (checkpoint id, objective).
+    checkpoint's preprocessing dict, a ``source`` dict (checkpoint id, objective) and
+    the exact input ``transform`` (keyword arguments of
+    :func:`cxrkit.export.preprocess.preprocess`, stored as ``cxrkit.transform``).
     Returns ``out_dir``.
     """
     out_dir = Path(out_dir)
@@ -138,6 +154,8 @@ def save_image_encoder(
         "preprocessing": preprocessing,
         "source": source,
     }
+    if transform is not None:
+        config["cxrkit"]["transform"] = transform
     write_config(out_dir, config)
     return out_dir
 

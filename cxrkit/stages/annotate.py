@@ -59,8 +59,20 @@ class AnnotateConfig:
         "Prompt set JSON replacing the shipped default (see text/prompts.py).", None
     )
     batch_size: int = doc("Reports per nlp.pipe batch. Does not change the output.", 256)
+    sections: str = doc(
+        "Report sections that make labels: 'findings+impression' (findings, impression and "
+        "header-less text; the default here, recorded in the manifest) or 'impression' "
+        "(CheXpert's, the default of `cxrkit label`).",
+        "findings+impression",
+    )
 
     def validate(self) -> None:
+        from cxrkit.text.labeler import SECTION_POLICIES
+
+        if self.sections not in SECTION_POLICIES:
+            raise ConfigError(
+                f"sections: {self.sections!r} is not one of {', '.join(SECTION_POLICIES)}"
+            )
         if self.workers < 0:
             raise ConfigError(f"workers: {self.workers} is negative; use 0 for all cores")
         if self.preview < 0:
@@ -72,11 +84,15 @@ class AnnotateConfig:
 def labeler_fingerprint() -> str:
     """sha256 over the lexicon patterns and cue lists: a rule change gives a new artifact id."""
     from cxrkit.text import negation
-    from cxrkit.text.lexicon import entity_ruler_patterns
+    from cxrkit.text.labeler import RULES_VERSION
+    from cxrkit.text.lexicon import entity_ruler_patterns, statement_regexes
 
     cues = {k: list(v) for k, v in negation._KINDS.items()}
     payload = canonical_json({"patterns": entity_ruler_patterns(), "cues": cues,
-                              "windows": [negation.PRE_WINDOW, negation.POST_WINDOW]})  # fmt: skip
+                              "statements": [list(s) for s in statement_regexes()],
+                              "rules": RULES_VERSION,
+                              "windows": [negation.PRE_WINDOW, negation.POST_WINDOW,
+                                          negation.OR_GAP]})  # fmt: skip
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -151,7 +167,8 @@ def _init_worker(cfg_dict: dict, dataset_path: str) -> None:
 
     cfg = from_dict(AnnotateConfig, cfg_dict)
     _WORKER.update(cfg=cfg, dataset=Path(dataset_path),
-                   labeler=Labeler(cfg.scispacy_model, cfg.abbreviations))  # fmt: skip
+                   labeler=Labeler(cfg.scispacy_model, cfg.abbreviations,
+                                   sections=cfg.sections))  # fmt: skip
 
 
 def _process_chunk(args: tuple[tuple[str, int], str]) -> dict:

@@ -48,13 +48,20 @@ class EvalConfig:
     labels: str | None = doc(
         "public label file matched by file name (needs `cxrkit ingest --keep-paths`)", None
     )
-    labels_format: str | None = doc("format of --labels: nih, chexpert, rsna, siim, padchest", None)
+    labels_format: str | None = doc(
+        "format of --labels: nih, chexpert, mimic (MIMIC-CXR-JPG chexpert/negbio CSV), "
+        "rsna, siim, padchest",
+        None,
+    )
     label_source: Literal["auto", "file", "dataset", "annotations"] = doc(
         "auto: the label file if given, else the dataset's labels column, else annotations",
         "auto",
     )
     prompts: str | None = doc("prompts JSON for zero-shot (overrides the annotations')", None)
     classes: list[str] = doc("evaluate only these classes (empty = every labelled class)", [])
+    views: list[str] = doc(
+        'score only these views, e.g. ["PA", "AP"] or ["frontal"]; empty = every view', []
+    )
     tasks: list[str] = doc("tasks: " + ", ".join(ALL_TASKS), list(ALL_TASKS))
     protocol: Literal["split", "cv"] = doc(
         "split: the dataset's train/val/test; cv: grouped stratified k-fold (small sets)", "split"
@@ -68,7 +75,14 @@ class EvalConfig:
     )
     fractions: list[float] = doc("label fractions for probe/fine-tuning", [0.01, 0.1, 1.0])
     seeds: list[int] = doc("probe seeds (label subsets); results give mean and SD", [0, 1, 2])
-    probe_c: float = doc("inverse L2 strength of the logistic-regression probe", 1.0)
+    probe_c_grid: list[float] = doc(
+        "inverse L2 strengths the probe chooses from, per class, by validation AUROC",
+        [0.01, 0.1, 1.0, 10.0],
+    )
+    probe_c: float = doc(
+        "inverse L2 strength of the probe where no validation rows can choose one (cv protocol)",
+        1.0,
+    )
     probe_max_iter: int = doc("logistic-regression iterations", 1000)
     finetune_epochs: int = doc("fine-tuning epochs", 3)
     finetune_lr: float = doc("fine-tuning learning rate (AdamW)", 1e-4)
@@ -90,7 +104,10 @@ class EvalConfig:
         if not self.dataset:
             raise ConfigError("no dataset: give the dataset artifact (DATASET argument)")
         if bool(self.checkpoint) == bool(self.open_clip_config):
-            raise ConfigError("give exactly one of --checkpoint or --open-clip-config")
+            raise ConfigError(
+                "give exactly one model: a checkpoint artifact (as an argument, "
+                "`cxrkit eval CHECKPOINT DATASET`) or --open-clip-config FILE"
+            )
         if self.open_clip_weights and not self.open_clip_config:
             raise ConfigError("--open-clip-weights needs --open-clip-config")
         if bool(self.labels) != bool(self.labels_format):
@@ -104,6 +121,8 @@ class EvalConfig:
             raise ConfigError("ci_level must be in (0, 1) and bootstrap >= 10")
         if self.folds < 2:
             raise ConfigError("folds must be >= 2")
+        if not self.probe_c_grid or any(c <= 0 for c in self.probe_c_grid) or self.probe_c <= 0:
+            raise ConfigError(f"probe_c_grid {self.probe_c_grid} / probe_c: each must be > 0")
 
 
 def inputs_by_kind(paths: list[str | Path]) -> dict[str, str]:
@@ -181,7 +200,14 @@ def run(cfg: EvalConfig, force: bool = False):
     work = writer.begin()
     from cxrkit.evaluate.runner import evaluate
 
-    summary = evaluate(cfg, model, dataset, annotations, device, work)
+    try:
+        summary = evaluate(cfg, model, dataset, annotations, device, work)
+    except ConfigError:
+        # Nothing could be evaluated: there is nothing to resume, leave no temp dir.
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return writer.publish(schema={"files": summary.pop("_files")}, stats=summary)
 
 

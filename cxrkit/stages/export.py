@@ -29,7 +29,7 @@ import torch
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ArtifactError, ConfigError
-from cxrkit.export import card, native, onnx_format
+from cxrkit.export import card, native, onnx_format, preprocess
 from cxrkit.export.formats import FORMATS, Checks, ExportSource, snippets, write_formats
 from cxrkit.models.checkpoint import read_checkpoint_config
 
@@ -115,7 +115,43 @@ def _load_source(checkpoint: Artifact) -> ExportSource:
     pre["image_size"] = pre["image_size"] or args["img_size"]
     pre["in_chans"] = args["in_chans"]
     images01 = native.probe_images(int(pre["image_size"]), batch=3, in_chans=args["in_chans"])
-    return ExportSource(checkpoint, config, objective, encoder, pre, images01)
+    return ExportSource(
+        checkpoint, config, objective, encoder, pre, images01, input_transform(checkpoint, pre)
+    )
+
+
+def input_transform(checkpoint: Artifact, pre: dict) -> dict[str, Any]:
+    """The exact input transform of this encoder: keyword arguments of
+    :func:`cxrkit.export.preprocess.preprocess`, with the ingest settings (percentile
+    window, stored size and type) read from the training dataset in the lineage.
+
+    ``ingest_settings`` says whether they were read (``"dataset <id>"``) or are the
+    ingest defaults because no dataset manifest was found.
+    """
+    from cxrkit.artifacts import lineage, read_manifest
+    from cxrkit.stages.ingest import IngestConfig
+
+    ingest = IngestConfig()
+    settings = "cxrkit ingest defaults (no training dataset manifest found)"
+    for row in lineage(checkpoint.path):
+        if row["kind"] == "dataset" and row["found"]:
+            params = read_manifest(Path(row["path"])).get("params", {})
+            for key in ("window_low_pct", "window_high_pct", "image_size", "dtype"):
+                if key in params:
+                    setattr(ingest, key, params[key])
+            settings = f"dataset {row['id'][:16]}"
+            break
+    return {
+        "version": preprocess.TRANSFORM_VERSION,
+        "image_size": int(pre["image_size"]),
+        "mean": float(pre["mean"]),
+        "std": float(pre["std"]),
+        "low_pct": float(ingest.window_low_pct),
+        "high_pct": float(ingest.window_high_pct),
+        "store_size": int(ingest.image_size),
+        "store_dtype": str(ingest.dtype),
+        "ingest_settings": settings,
+    }
 
 
 def _encoder_info(src: ExportSource) -> dict[str, Any]:
@@ -174,7 +210,9 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
         metrics,
         evaluation.ref() if evaluation else None,
         cfg.onnx_input_dtype,
+        src.transform,
     )
+    shutil.copyfile(Path(preprocess.__file__), work / "preprocess.py")
     card.write_card(work, meta, snippets(work, results))
     stats = _summary(results)
     schema = {"image_input": meta["inputs"]["image"], "outputs": meta["outputs"]}

@@ -36,10 +36,13 @@ from cxrkit.io.dataset import (
     write_dataset,
 )
 from cxrkit.io.deid import load_or_create_salt
+from cxrkit.io.layouts import mimic_report_beside
+from cxrkit.io.local_rejects import known_paths, write_local_rejects
 from cxrkit.io.mapping import MappingRow, read_mapping_csv
 from cxrkit.io.parquet import ROW_GROUP_BYTES, SHARD_MAX_BYTES
 from cxrkit.io.rows import RowBuilder, WorkItem
 from cxrkit.io.schema import DATASET_SCHEMA, DATASET_SCHEMA_VERSION, REJECTS_SCHEMA
+from cxrkit.io.tables import DatasetTables, find_tables
 from cxrkit.reporting import progress
 
 log = logging.getLogger(__name__)
@@ -76,14 +79,34 @@ class IngestConfig:
     )
     allow_burned_in: bool = doc("Keep images flagged BurnedInAnnotation=YES.", False)
     keep_paths: bool = doc("Store raw source paths (otherwise only a salted hash).", False)
+    layout_reports: bool = doc(
+        "Attach MIMIC-CXR reports found beside the study folders (files/p10/p10000032/"
+        "s50414267.txt) to images that get no report from --mapping or --reports.",
+        True,
+    )
     check_chest: bool = doc(
         "Reject DICOMs whose modality/body part say they are not chest X-rays.", True
+    )
+    dataset_tables: bool = doc(
+        "Read the tables a public dataset ships beside its images (MIMIC-CXR-JPG "
+        "metadata/split/chexpert CSVs, CheXpert train.csv/valid.csv): views, official "
+        "split, labels, sex, age. Looked for in each source folder and two folders up.",
+        True,
+    )
+    mimic_labels: Literal["chexpert", "negbio"] = doc(
+        "Which MIMIC-CXR-JPG label file to store: mimic-cxr-2.0.0-chexpert or -negbio.",
+        "chexpert",
     )
     val_fraction: float = doc("Patients assigned to val when no split is given.", 0.1)
     test_fraction: float = doc("Patients assigned to test when no split is given.", 0.1)
     shard_max_bytes: int = doc("Upper bound on a shard's size in bytes.", SHARD_MAX_BYTES)
     row_group_bytes: int = doc("Target row-group size in bytes.", ROW_GROUP_BYTES)
     chunk_files: int = doc("Files per resumable unit of work. Does not change the output.", 64)
+
+    def __post_init__(self) -> None:
+        # One path given as a string is one source, not a list of its characters.
+        if isinstance(self.sources, str | os.PathLike):
+            self.sources = [os.fspath(self.sources)]
 
     def validate(self) -> None:
         if self.image_size < 16:
@@ -107,6 +130,7 @@ def _row_builder(cfg: IngestConfig, salt: bytes) -> RowBuilder:
         allow_burned_in=cfg.allow_burned_in,
         check_chest=cfg.check_chest,
         keep_paths=cfg.keep_paths,
+        layout_reports=cfg.layout_reports,
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
     )
@@ -131,9 +155,14 @@ def _load_mapping(cfg: IngestConfig) -> dict[Path, MappingRow]:
     return {Path(row.image_path).resolve(): row for row in read_mapping_csv(Path(cfg.mapping))}
 
 
-def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict]:
-    """The ordered work list for this partition, the number of skipped files, partition info."""
+def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict, list[Path]]:
+    """The ordered work list for this partition, the number of skipped files, partition
+    info, and the dataset tables (:mod:`cxrkit.io.tables`) that were read."""
     mapping = _load_mapping(cfg) if cfg.mapping else {}
+    found = find_tables(cfg.sources) if cfg.dataset_tables and cfg.sources else []
+    tables = DatasetTables.read(found, cfg.mimic_labels)
+    if tables:
+        log.info("reading the dataset's own tables: %s", ", ".join(p.name for p in tables.paths))
     files, skipped = src.expand_sources(cfg.sources) if cfg.sources else ([], 0)
     if not files and not mapping:
         raise ConfigError("nothing to ingest: give SOURCES and/or --mapping")
@@ -141,8 +170,8 @@ def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict]:
     index, count = src.resolve_partition(cfg.shard_index, cfg.num_shards)
     if count > 1:
         names = [p for p in names if src.partition_of(p, count) == index]
-    work = [(str(p), mapping.get(p)) for p in names]
-    return work, skipped, {"shard_index": index, "num_shards": count}
+    work = [(str(p), mapping.get(p) or (tables.hints_for(p) if tables else None)) for p in names]
+    return work, skipped, {"shard_index": index, "num_shards": count}, tables.paths
 
 
 def _id_params(cfg: IngestConfig, salt: bytes, part: dict) -> dict:
@@ -167,7 +196,7 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
     if not cfg.out:
         raise ConfigError("--out is required")
     salt = load_or_create_salt(Path(os.path.expanduser(cfg.salt_file)))
-    work, skipped, part = _plan(cfg)
+    work, skipped, part, table_paths = _plan(cfg)
     raw_inputs = [
         {
             "kind": "raw",
@@ -183,6 +212,20 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
         raw_inputs.append(
             {"kind": "raw", "id": _reports_fingerprint(Path(cfg.reports)), "path": cfg.reports}
         )
+    for table in table_paths:
+        raw_inputs.append({"kind": "raw", "id": src.fingerprint([table]), "path": table.name})
+    beside = _reports_beside(work)
+    if beside and cfg.layout_reports:
+        log.info("attaching %d MIMIC-CXR study reports found beside the study folders", len(beside))
+        raw_inputs.append(
+            {"kind": "raw", "id": src.fingerprint(beside), "path": "MIMIC-CXR study reports"}
+        )
+    elif beside:
+        log.warning(
+            "%d MIMIC-CXR report files beside the study folders were found and not used "
+            "(layout_reports is off)",
+            len(beside),
+        )
     writer = ArtifactWriter(
         Path(cfg.out),
         "dataset",
@@ -192,6 +235,7 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
         force=force,
     )
     if (done := writer.up_to_date()) is not None:
+        write_local_rejects(done, work, salt)
         return done
     tmp = writer.begin()
     start = time.monotonic()
@@ -204,14 +248,28 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
         {
             "inputs": len(work),
             "non_image_files_skipped": skipped,
+            "study_reports_beside": len(beside) if cfg.layout_reports else 0,
+            "dataset_tables": [p.name for p in table_paths],
             "images_per_s": round(decoded / elapsed, 2) if elapsed else None,
             "wall_s": round(elapsed, 2),
             **part,
         }
     )
-    return writer.publish(
+    artifact = writer.publish(
         schema={"arrow": str(DATASET_SCHEMA), "rejects": str(REJECTS_SCHEMA)}, stats=stats
     )
+    write_local_rejects(artifact, work, salt)
+    return artifact
+
+
+def _reports_beside(work: list[WorkItem]) -> list[Path]:
+    """The MIMIC-CXR study reports that sit beside the study folders of the work list."""
+    found: dict[Path, Path | None] = {}
+    for path, _ in work:
+        study_dir = Path(path).parent
+        if study_dir not in found:
+            found[study_dir] = mimic_report_beside(path)
+    return sorted(p for p in found.values() if p is not None)
 
 
 def _reports_fingerprint(path: Path) -> str:
@@ -301,6 +359,7 @@ def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Arti
         force=force,
     )
     if (done := writer.up_to_date()) is not None:
+        write_local_rejects(done, None, None, known_paths(arts))
         return done
     tmp = writer.begin()
     tables = (
@@ -318,6 +377,9 @@ def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Arti
             "rows_per_partition": [a.stats.get("rows") for a in arts],
         }
     )
-    return writer.publish(
+    merged = writer.publish(
         schema={"arrow": str(DATASET_SCHEMA), "rejects": str(REJECTS_SCHEMA)}, stats=stats
     )
+    # Duplicates found only now were rows of a part: their listing shows the token.
+    write_local_rejects(merged, None, None, known_paths(arts))
+    return merged

@@ -20,12 +20,24 @@ from typing import Any, Literal
 
 import torch
 
-from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
+from cxrkit.artifacts import (
+    Artifact,
+    ArtifactWriter,
+    open_artifact,
+    write_json_atomic,
+)
 from cxrkit.config import doc, to_dict
-from cxrkit.errors import ConfigError, InputError
+from cxrkit.errors import ConfigError, CxrkitError, InputError
 from cxrkit.models.vision import VisionConfig
 from cxrkit.train import checkpoint as ckpt
+from cxrkit.train.batch import BatchPlan, plan_batch
 from cxrkit.train.config import OptimConfig, TrainConfig
+from cxrkit.train.launch import world_size
+from cxrkit.train.runs import begin_run
+from cxrkit.train.signals import StopFlag
+from cxrkit.train.slurm import SlurmJob, render_sbatch, write_sbatch
+from cxrkit.train.tracking import Trackers
+from cxrkit.train.tracking import require as require_trackers
 from cxrkit.vision.transforms import AugmentConfig
 
 log = logging.getLogger(__name__)
@@ -46,6 +58,11 @@ class DataConfig:
         None,
     )
     split: str = doc("dataset split to train on", "train")
+    views: list[str] = doc(
+        'keep only these views, e.g. ["PA", "AP"] or ["frontal"] (PA, AP and frontal of '
+        "unknown projection); empty = every view",
+        [],
+    )
     image_size: int = doc("side of the square training images; must equal model.image_size", 224)
     batch_size: int = doc(
         "images per process per micro-batch (global batch = batch_size x "
@@ -166,8 +183,8 @@ def build(cfg: PretrainConfig):
 def id_params(cfg: PretrainConfig) -> dict[str, Any]:
     """Settings that change the trained weights (the artifact id).
 
-    Left out: paths (inputs count by their ids), resume, loader workers and the
-    checkpoint interval, none of which changes the result.
+    Left out: paths (inputs count by their ids), resume, loader workers, the
+    checkpoint interval and the trackers, none of which changes the result.
     """
     params = to_dict(cfg)
     params.pop("out")
@@ -176,7 +193,55 @@ def id_params(cfg: PretrainConfig) -> dict[str, Any]:
     params["train"].pop("resume")
     params["train"].pop("find_unused_parameters")  # a DDP setting, not a result
     params["train"].pop("checkpoint_every")  # so a re-run with another interval still resumes
+    params["train"].pop("track", None)  # where metrics are copied to changes no weight
     return params
+
+
+@dataclasses.dataclass
+class Checked:
+    """What :func:`check` found: the opened inputs and the batch plan."""
+
+    dataset: Artifact
+    annotations: Artifact | None
+    plan: BatchPlan
+
+
+def check(cfg: PretrainConfig, processes: int) -> Checked:
+    """Everything that would make the run fail, checked before any work (and on a login node).
+
+    Takes the resolved config and the number of training processes. Opens the
+    dataset (and annotations) artifacts, builds the objective on the meta
+    device (no memory, no weights) to check its name and settings, checks that
+    an objective needing contours has annotations and that the split has
+    images, and derives the gradient accumulation (:func:`plan_batch`).
+    Returns a :class:`Checked`. Raises ConfigError (2), InputError (3) or
+    ArtifactError (4) naming the reason.
+    """
+    if not cfg.out:
+        raise ConfigError("--out is required")
+    if not cfg.data.dataset:
+        raise ConfigError("a dataset artifact is required: cxrkit pretrain DATASET --out DIR")
+    dataset = open_artifact(cfg.data.dataset, kind="dataset")
+    annotations = None
+    if cfg.data.annotations:
+        annotations = open_artifact(cfg.data.annotations, kind="annotations")
+    try:
+        with torch.device("meta"):  # no memory, no weights: checks names and settings
+            objective = build(cfg)
+    except CxrkitError:
+        raise
+    except Exception:  # noqa: BLE001 - an objective that needs real tensors to construct
+        objective = build(cfg)
+    _check_annotations(cfg, objective.needs)
+    splits = dataset.stats.get("split_counts")
+    if isinstance(splits, dict) and splits and not splits.get(cfg.data.split):
+        raise InputError(
+            f"{cfg.data.dataset}: no images in split {cfg.data.split!r} "
+            f"(it has {', '.join(f'{k} {v}' for k, v in splits.items())}); set data.split"
+        )
+    require_trackers(list(cfg.train.track))
+    plan = plan_batch(cfg.data.batch_size, processes, cfg.optim.accumulate, cfg.train.global_batch)
+    return Checked(dataset, annotations, plan)
 
 
 def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Artifact:
@@ -185,18 +250,32 @@ def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Ar
     Works the same in one process and under ``accelerate launch``. Returns the
     published Artifact. Raises ConfigError/InputError/ArtifactError for unusable
     settings or inputs, Preempted (exit 75) or Interrupted after saving a
-    checkpoint on SIGUSR1/SIGTERM or SIGINT.
+    checkpoint on SIGUSR1/SIGTERM or SIGINT (also when the signal comes during
+    start-up, before the first step).
     """
-    from cxrkit.train.loop import Trainer, make_accelerator
+    from cxrkit.train.loop import make_accelerator
 
-    if not cfg.out:
-        raise ConfigError("--out is required")
-    if not cfg.data.dataset:
-        raise ConfigError("a dataset artifact is required: cxrkit pretrain DATASET --out DIR")
-    dataset = open_artifact(cfg.data.dataset, kind="dataset")
-    inputs = [dataset]
-    if cfg.data.annotations:
-        inputs.append(open_artifact(cfg.data.annotations, kind="annotations"))
+    with StopFlag() as stop:  # from the start: a scheduler's USR1 during set-up is kept
+        checked = check(cfg, world_size())
+        accelerator = accelerator or make_accelerator(
+            cfg.train.precision, find_unused_parameters=cfg.train.find_unused_parameters
+        )
+        if accelerator.num_processes != checked.plan.processes:
+            checked = check(cfg, accelerator.num_processes)
+        cfg = dataclasses.replace(
+            cfg, optim=dataclasses.replace(cfg.optim, accumulate=checked.plan.accumulate)
+        )
+        log.info("%s", checked.plan.describe())
+        return _train(cfg, checked, force, accelerator, stop)
+
+
+def _train(
+    cfg: PretrainConfig, checked: Checked, force: bool, accelerator: Any, stop: StopFlag
+) -> Artifact:
+    from cxrkit.train.loop import Trainer
+
+    dataset = checked.dataset
+    inputs = [dataset] + ([checked.annotations] if checked.annotations else [])
     unpaired = open_artifact(cfg.data.unpaired, kind="dataset") if cfg.data.unpaired else None
     if unpaired is not None:
         inputs.append(unpaired)
@@ -211,12 +290,12 @@ def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Ar
     if (done := writer.up_to_date()) is not None:
         return done
     objective = build(cfg)
-    _check_annotations(cfg, objective.needs)  # fail before any work
-    accelerator = accelerator or make_accelerator(
-        cfg.train.precision, find_unused_parameters=cfg.train.find_unused_parameters
+    run_dir, extension, resume = begin_run(
+        writer, cfg.train.resume, cfg.train.max_steps, accelerator
     )
-    run_dir = _run_dir(writer, accelerator)
-    resume_from = _resume_point(cfg.train.resume, run_dir, accelerator.is_main_process)
+    resume_from = _resume_point(resume, run_dir, accelerator.is_main_process)
+    if resume_from is None and extension is not None and extension.source == "published":
+        resume_from = extension.path
     trainer = Trainer(objective, cfg.optim, cfg.train, accelerator)
     data = _shard_dataset(cfg, dataset, objective, accelerator)
     extra = None if unpaired is None else _unpaired_dataset(cfg, unpaired, objective, accelerator)
@@ -243,16 +322,28 @@ def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Ar
         accelerator.mixed_precision,
         run_dir,
     )
-    result = trainer.fit(
-        make_batches,
-        run_dir=run_dir,
-        batch_size=cfg.data.batch_size,
-        samples_per_epoch=data.samples_per_rank,
-        resume_from=resume_from,
-    )
+    trackers = None
+    if cfg.train.track and accelerator.is_main_process:
+        trackers = Trackers(list(cfg.train.track), Path(cfg.out), run_dir.name, to_dict(cfg))
+    try:
+        result = trainer.fit(
+            make_batches,
+            run_dir=run_dir,
+            batch_size=cfg.data.batch_size,
+            samples_per_epoch=data.samples_per_rank,
+            resume_from=resume_from,
+            stop=stop,
+            on_log=trackers.log if trackers else None,
+        )
+    finally:
+        if trackers is not None:
+            trackers.finish()
     if accelerator.is_main_process:
         _finish_run_dir(cfg, trainer, run_dir, dataset)
-        artifact = writer.publish(schema=_schema(cfg, objective), stats=_stats(result, accelerator))
+        stats = {**_stats(result, accelerator), "batch": checked.plan.as_dict()}
+        if extension is not None:
+            stats["extended_from"] = extension.as_dict()
+        artifact = writer.publish(schema=_schema(cfg, objective), stats=stats)
         log.info(
             "published %s (final loss %s after %d steps)",
             artifact.path,
@@ -276,14 +367,49 @@ def _check_annotations(cfg: PretrainConfig, needs: frozenset[str]) -> None:
         )
 
 
-def _run_dir(writer: ArtifactWriter, accelerator: Any) -> Path:
-    """The main process begins (or adopts) OUT.tmp-<pid>; the others learn its path."""
-    from accelerate.utils import broadcast_object_list
+def write_slurm_job(cfg: PretrainConfig, job: SlurmJob) -> SlurmFiles:
+    """Check ``cfg`` for ``job``'s world size, then write OUT.pretrain.json and OUT.sbatch.
 
-    path = [str(writer.begin()) if accelerator.is_main_process else None]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(path, from_process=0)
-    return Path(path[0])
+    The job runs ``cxrkit pretrain DATASET --out OUT --config OUT.pretrain.json``
+    (the resolved config, with ``train.resume = auto`` so a requeue resumes).
+    Nothing is written when a check fails. Returns the paths and the batch plan.
+    Raises ConfigError/InputError/ArtifactError (see :func:`check`).
+    """
+    out = Path(cfg.out).resolve()
+    cfg = dataclasses.replace(
+        cfg,
+        out=str(out),
+        data=dataclasses.replace(
+            cfg.data,
+            dataset=str(Path(cfg.data.dataset).resolve()) if cfg.data.dataset else "",
+            annotations=str(Path(cfg.data.annotations).resolve()) if cfg.data.annotations else None,
+        ),
+        train=dataclasses.replace(cfg.train, resume=_absolute_resume(cfg.train.resume)),
+    )
+    job.validate()
+    checked = check(cfg, job.num_processes)
+    if not job.job_name or job.job_name == SlurmJob.job_name:
+        job.job_name = f"cxrkit-pretrain-{out.name}"
+    config_path = out.parent / f"{out.name}.pretrain.json"
+    args = [cfg.data.dataset, "--out", str(out), "--config", str(config_path)]
+    text = render_sbatch(job, args, out.parent / f"{out.name}-%j.log")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(config_path, to_dict(cfg))
+    script = write_sbatch(out.parent / f"{out.name}.sbatch", text)
+    return SlurmFiles(script=script, config=config_path, plan=checked.plan)
+
+
+@dataclasses.dataclass
+class SlurmFiles:
+    """What :func:`write_slurm_job` wrote."""
+
+    script: Path
+    config: Path
+    plan: BatchPlan
+
+
+def _absolute_resume(resume: str) -> str:
+    return resume if resume in ("auto", "never") else str(Path(resume).resolve())
 
 
 def _resume_point(resume: str, run_dir: Path, is_main: bool) -> Path | None:
@@ -316,6 +442,12 @@ def _annotations(cfg: PretrainConfig) -> Artifact | None:
     return open_artifact(cfg.data.annotations, kind="annotations")
 
 
+def _views(cfg: PretrainConfig) -> frozenset[str] | None:
+    from cxrkit.io.layouts import expand_views
+
+    return expand_views(cfg.data.views) if cfg.data.views else None
+
+
 def _shard_dataset(cfg: PretrainConfig, dataset: Artifact, objective: Any, accelerator: Any):
     from cxrkit.io.dataset import dataset_shards
     from cxrkit.io.shards import ShardDataset
@@ -327,6 +459,7 @@ def _shard_dataset(cfg: PretrainConfig, dataset: Artifact, objective: Any, accel
         batch_size=cfg.data.batch_size - cfg.data.unpaired_per_batch,
         needs=objective.needs,
         split=cfg.data.split,
+        views=_views(cfg),
         annotations=_annotations(cfg),
         seed=cfg.data.seed,
         shuffle_buffer=cfg.data.shuffle_buffer,
@@ -358,6 +491,7 @@ def _unpaired_dataset(cfg: PretrainConfig, unpaired: Artifact, objective: Any, a
         batch_size=cfg.data.unpaired_per_batch,
         needs=needs,
         split=cfg.data.split,
+        views=_views(cfg),
         seed=cfg.data.seed + 1,  # its own order
         shuffle_buffer=cfg.data.shuffle_buffer,
         rank=accelerator.process_index,
@@ -418,6 +552,7 @@ def _preview_batch(cfg: PretrainConfig, dataset: Artifact, needs: Any) -> dict[s
         batch_size=PREVIEW_IMAGES,
         needs=frozenset(needs) & {"contour"},  # the preview needs images (and contours) only
         split=cfg.data.split,
+        views=_views(cfg),
         annotations=_annotations(cfg),
         shuffle=False,
         loop=False,

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrkit.artifacts import lineage, open_artifact
+from cxrkit.errors import ArtifactError
 
 
 def run(path: str | Path) -> dict[str, Any]:
@@ -14,7 +15,23 @@ def run(path: str | Path) -> dict[str, Any]:
     Takes: an artifact directory.
     Returns: the manifest's keys plus ``lineage``, one row per ancestor (kind,
     id, path, depth, found), the artifact itself first.
-    Raises: ArtifactError when ``path`` holds no readable manifest.
+    When ``path`` is not published yet but a build is under way (or stopped)
+    in ``PATH.tmp-*``, returns ``{"kind": "in-progress", "path", "runs": [...]}``
+    with each run's step, loss, throughput, ETA and last checkpoint instead
+    (see :func:`cxrkit.train.runs.progress`); a published artifact with a build
+    under way beside it gets them as ``runs_in_progress``.
+    Raises: ArtifactError when ``path`` holds no readable manifest and no build.
     """
-    artifact = open_artifact(path)
-    return {**artifact.manifest, "lineage": lineage(path)}
+    from cxrkit.train.runs import progress
+
+    try:
+        artifact = open_artifact(path)
+    except ArtifactError:
+        runs = progress(Path(path)) if not (Path(path) / "manifest.json").exists() else []
+        if not runs:
+            raise
+        return {"kind": "in-progress", "path": str(path), "runs": runs}
+    shown = {**artifact.manifest, "lineage": lineage(path)}
+    if runs := progress(Path(path)):  # e.g. an extension of this run under way
+        shown["runs_in_progress"] = runs
+    return shown

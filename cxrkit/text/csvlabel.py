@@ -3,8 +3,10 @@
 Output: a ``Reports`` column followed by the 14 observations in the CheXpert
 labeler's column order, cells "1.0" / "0.0" / "-1.0" or blank (not mentioned),
 so it is a drop-in for that tool's ``labeled_reports.csv``. Rows are read one
-at a time (``csv`` module) and labelled in ``nlp.pipe`` batches; an empty,
-unreadable, non-English or garbage row gets blank labels, never an exception.
+at a time (``csv`` module) and labelled in ``nlp.pipe`` batches; an empty or
+unreadable row, or one without a letter, gets blank labels; other text without a
+mention (non-English, garbage) is No Finding = 1, as in the CheXpert labeler. Never
+an exception.
 """
 
 from __future__ import annotations

@@ -32,7 +32,10 @@ from spacy.tokens import Doc
 
 from cxrkit.errors import ConfigError
 from cxrkit.text.lexicon import (
+    DEVICE,
+    FINDING,
     NORMAL,
+    SHIELD,
     entity_ruler_patterns,
     split_pattern_id,
     statement_regexes,
@@ -148,7 +151,7 @@ class EntityExtractor:
 
     def extract(self, texts: Iterable[str | None], batch_size: int = 256) -> Iterator[list[Entity]]:
         """Entities per text, in input order. None/empty/non-string texts give []."""
-        items = ((text, text) for text in map(clean_text, texts))
+        items = ((readable_text(text), text) for text in map(clean_text, texts))
         for doc, text in self.nlp.pipe(items, as_tuples=True, batch_size=batch_size):
             yield self.entities(doc, text)
 
@@ -164,6 +167,7 @@ class EntityExtractor:
         offsets = doc.to_array([IDX, LENGTH])  # (T, 2): character offset and length per token
         mentions = [(e.start, e.end, e.label_, *split_pattern_id(e.ent_id_)) for e in doc.ents]
         mentions = _longest_first([*self._statements(text, offsets[:, 0].tolist()), *mentions])
+        mentions = [m for m in mentions if m[2] != SHIELD]  # shields only kept words from others
         if self.abbreviations:
             mentions += self._abbreviation_mentions(doc, mentions)
         mentions.sort()
@@ -172,12 +176,16 @@ class EntityExtractor:
         breaks = set()
         if len(sections) > 1:
             breaks = {int(i) for i in np.searchsorted(offsets[:, 0], section_starts)}
-        tagged = [(m[0], m[1]) for m in mentions if m[2] != NORMAL and not m[4]]
-        flags = dict(zip(tagged, self.tagger.tag(doc, tagged, breaks), strict=True))
+        tagged = [m for m in mentions if m[2] != NORMAL and m[4] in ("", "hedged")]
+        spans = [(m[0], m[1]) for m in tagged]
+        joinable = [m[2] in (FINDING, DEVICE) or bool(m[3]) for m in tagged]
+        flags = dict(zip(spans, self.tagger.tag(doc, spans, breaks, joinable), strict=True))
         out = []
         for start, end, label, chexpert, fixed in mentions:
             first, last = int(offsets[start, 0]), int(offsets[end - 1, 0] + offsets[end - 1, 1])
             negated, uncertain = flags.get((start, end), (fixed == "negated", fixed == "uncertain"))
+            if fixed == "hedged" and not negated:  # CheXpert: uncertain unless negated
+                uncertain = True
             section = sections[max(bisect.bisect_right(section_starts, first) - 1, 0)]
             out.append(Entity(text[first:last], label, chexpert, first, last, negated, uncertain,
                               section.name))  # fmt: skip
@@ -223,6 +231,24 @@ def _longest_first(mentions: list[tuple]) -> list[tuple]:
             kept.append(mention)
             taken.update(span)
     return kept
+
+
+# "3.no effusion", "2)Cardiomegaly": list numbering glued to the next word.
+_GLUED_NUMBER = re.compile(r"(?<![\w.])(\d{1,2})[.)](?=[A-Za-z])")
+# A single line break inside a sentence (a wrapped line): after a word or comma, before
+# a lower-case word. A blank line, or a break after sentence punctuation, stays a break.
+_WRAPPED_LINE = re.compile(r"(?<=[A-Za-z,])[ \t]*\r?\n(?=[ \t]*[a-z])")
+
+
+def readable_text(text: str) -> str:
+    """The text the pipeline reads: same length as ``text`` (offsets stay valid).
+
+    Unglues list numbering ("3.no pleural effusion": the "." becomes a line break,
+    the number a clause of its own) and joins wrapped lines ("pleural\\neffusion").
+    """
+    if "\n" in text:
+        text = _WRAPPED_LINE.sub(lambda m: " " * len(m.group()), text)
+    return _GLUED_NUMBER.sub(lambda m: m.group(1) + "\n", text)
 
 
 def clean_text(text: object) -> str:

@@ -1,42 +1,74 @@
 """CheXpert-style labels (1 / 0 / -1 / NaN) for the 14 observations, from report entities.
 
-Conventions (those of the CheXpert labeler, Irvin et al. 2019, unless noted):
+Conventions are those of the CheXpert labeler (Irvin et al. 2019; its
+``stages/aggregate.py`` and ``stages/classify.py``) unless noted:
 
-- Only mentions in the findings, impression or header-less body count;
-  indication / history / comparison / technique never make a label.
+- Sections (:data:`SECTION_POLICIES`): CheXpert labels the impression it is given.
+  ``"impression"`` (the default of ``cxrkit label``) reads the IMPRESSION section of
+  a report that has one, else its findings and header-less text (the whole text of a
+  header-less report, like a CheXpert ``Reports`` cell). ``"findings+impression"``
+  (what ``cxrkit annotate`` uses) reads findings, impression and header-less text.
+  Indication / history / comparison / technique never make a label under either.
+- A mention is negated or uncertain as :mod:`cxrkit.text.negation` says
+  (pre-negation uncertainty > negation > post-negation uncertainty).
 - Per class, over its mentions: any positive -> 1; else any uncertain -> -1;
-  else any negated -> 0; no mention -> NaN.
+  else negated -> 0; no mention -> NaN.
+- A positive or uncertain "CHF" / "heart failure" mention (an Edema mention) also
+  adds an uncertain Cardiomegaly mention.
+- One statement naming both the heart and the mediastinum ("heart size and
+  mediastinal contours are normal") counts for Cardiomegaly and Enlarged
+  Cardiomediastinum; a "nodular opacity" is a Lung Lesion and a Lung Opacity
+  mention (CheXpert matches each of its phrase lists on its own).
 - Hierarchy: each class is labelled from its own mentions only. A positive
-  child (Consolidation, Edema, Atelectasis, Pneumonia, Lung Lesion under Lung
-  Opacity; Cardiomegaly under Enlarged Cardiomediastinum) does **not** set its
-  parent, and does not make the parent NaN either -- like the CheXpert
-  labeler's output, which leaves such propagation to the consumer.
-- No Finding = 1 when the report says something (at least one entity in a
-  label section) and no class other than Support Devices is 1 or -1 and no
-  other finding (a lexicon finding outside the 14, e.g. granuloma, scoliosis,
-  emphysema) is asserted. Else NaN. The last condition is our deliberate
-  addition: CheXpert looks at its 13 classes only, which calls "calcified
-  granuloma, scoliosis" a normal study.
-- A text with no entity at all (empty, non-English, garbage) is all NaN.
+  child (Consolidation under Lung Opacity, Cardiomegaly under Enlarged
+  Cardiomediastinum, ...) does not set its parent -- like the CheXpert labeler,
+  which leaves such propagation to the consumer.
+- No Finding = 1 unless a mention of a class other than Support Devices, or of
+  another finding (the lexicon's findings outside the 14: granuloma, scoliosis,
+  emphysema, ... -- CheXpert's ``phrases/mention/no_finding.txt`` does the same),
+  is positive or uncertain in the labelled sections. So a report with no mention
+  at all is No Finding = 1, as in CheXpert. A text with no letter at all (empty,
+  whitespace, digits, punctuation) is all NaN: there is no report to label.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from cxrkit.errors import ConfigError
 from cxrkit.text.classes import CHEXPERT_CLASSES, CLASS_INDEX
-from cxrkit.text.entities import Entity, EntityExtractor
+from cxrkit.text.entities import Entity, EntityExtractor, clean_text
 from cxrkit.text.lexicon import FINDING
-from cxrkit.text.sections import LABEL_SECTIONS
+from cxrkit.text.sections import HEADERS, LABEL_SECTIONS, split_sections
 
 NAN = float("nan")
 POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
 
+SECTION_POLICIES = ("impression", "findings+impression")
+"""Which report sections make labels; see the module docstring."""
+DEFAULT_POLICY = "impression"
+RULES_VERSION = 2  # bump when a rule in this module changes (annotate's labeler fingerprint)
+
+_HEART_FAILURE = re.compile(r"\b(?:chf|heart failure)\b", re.IGNORECASE)
+_HEART_WORD = re.compile(r"\b(?:heart|cardiac)\b", re.IGNORECASE)
+_MEDIASTINUM_WORD = re.compile(
+    r"mediastin|pericardial silhouette|hilar|silhouette and vascularity", re.IGNORECASE
+)
+_OPACITY_WORD = re.compile(r"opaci", re.IGNORECASE)
+_LETTER = re.compile(r"[^\W\d_]")
+_IMPRESSION_WORD = re.compile(
+    "|".join(h for h, name in HEADERS.items() if name == "impression"), re.IGNORECASE
+)
+_CARDIOMEGALY, _MEDIASTINUM = CLASS_INDEX["Cardiomegaly"], CLASS_INDEX["Enlarged Cardiomediastinum"]
+_OPACITY, _LESION = CLASS_INDEX["Lung Opacity"], CLASS_INDEX["Lung Lesion"]
+
 
 def mention_value(entity: Entity) -> float:
-    """1 / 0 / -1 for one mention (uncertainty wins over negation, see negation.py)."""
+    """1 / 0 / -1 for one mention (its negation.py flags)."""
     if entity.uncertain:
         return UNCERTAIN
     return NEGATIVE if entity.negated else POSITIVE
@@ -49,38 +81,96 @@ def _combine(current: float, value: float) -> float:
     return value if order[value] > order[current] else current
 
 
-def labels_from_entities(entities: Iterable[Entity]) -> list[float]:
-    """The 14 labels (order of CHEXPERT_CLASSES) from a report's entities. Never raises."""
+def label_sections(text: str | None, policy: str = DEFAULT_POLICY) -> frozenset[str]:
+    """The section names whose mentions make labels for ``text`` under ``policy``.
+
+    Raises ConfigError for an unknown policy.
+    """
+    if policy == "findings+impression":
+        return LABEL_SECTIONS
+    if policy != "impression":
+        raise ConfigError(f"section policy {policy!r}: use one of {', '.join(SECTION_POLICIES)}")
+    if not text or not _IMPRESSION_WORD.search(text):  # cheap: most texts have no header
+        return LABEL_SECTIONS
+    names = {section.name for section in split_sections(text)}
+    return frozenset({"impression"}) if "impression" in names else LABEL_SECTIONS
+
+
+def _classes_of(entity: Entity, index: int) -> list[int]:
+    """The class indices one mention counts for (itself plus CheXpert's co-mentions)."""
+    out = [index]
+    if index == _CARDIOMEGALY and _MEDIASTINUM_WORD.search(entity.text):
+        out.append(_MEDIASTINUM)
+    elif index == _MEDIASTINUM and _HEART_WORD.search(entity.text):
+        out.append(_CARDIOMEGALY)
+    elif index == _LESION and _OPACITY_WORD.search(entity.text):
+        out.append(_OPACITY)
+    return out
+
+
+def labels_from_entities(
+    entities: Iterable[Entity], sections: frozenset[str] = LABEL_SECTIONS, has_text: bool = True
+) -> list[float]:
+    """The 14 labels (order of CHEXPERT_CLASSES) from a report's entities. Never raises.
+
+    ``sections``: the section names that count (:func:`label_sections`);
+    ``has_text=False`` (no report at all) gives all NaN.
+    """
     labels = [NAN] * len(CHEXPERT_CLASSES)
-    said_something = other_finding = False
+    if not has_text:
+        return labels
+    finding = False  # a positive or uncertain mention that is not a device
     for entity in entities:
-        if entity.section not in LABEL_SECTIONS:
+        if entity.section not in sections:
             continue
-        said_something = True
         index = CLASS_INDEX.get(entity.chexpert)
+        value = mention_value(entity)
         if index is not None and index != 0:
-            labels[index] = _combine(labels[index], mention_value(entity))
-        elif entity.label == FINDING and not entity.chexpert and not entity.negated:
-            other_finding = True
-    if said_something:
-        blocked = any(labels[i] in (POSITIVE, UNCERTAIN) for i in range(1, 13))
-        if not blocked and not other_finding:
-            labels[0] = POSITIVE
+            for i in _classes_of(entity, index):
+                labels[i] = _combine(labels[i], value)
+            if value != NEGATIVE and _HEART_FAILURE.search(entity.text):
+                labels[_CARDIOMEGALY] = _combine(labels[_CARDIOMEGALY], UNCERTAIN)
+            finding = finding or (value != NEGATIVE and entity.chexpert != "Support Devices")
+        elif entity.label == FINDING and not entity.chexpert and value != NEGATIVE:
+            finding = True
+    if not finding:
+        labels[0] = POSITIVE
     return labels
 
 
+def has_letters(text: object) -> bool:
+    """Whether ``text`` holds a letter (a report to label, however short or foreign)."""
+    return bool(_LETTER.search(clean_text(text)))
+
+
 class Labeler:
-    """Report text -> (labels, entities), streaming; build once per process."""
+    """Report text -> (labels, entities), streaming; build once per process.
+
+    ``sections`` is the section policy (:data:`SECTION_POLICIES`).
+    """
 
     def __init__(self, scispacy_model: str | Path | None = None, abbreviations: bool = True,
-                 extractor: EntityExtractor | None = None) -> None:  # fmt: skip
+                 extractor: EntityExtractor | None = None,
+                 sections: str = DEFAULT_POLICY) -> None:  # fmt: skip
+        label_sections("", sections)  # ConfigError now, not at the first report
+        self.sections = sections
         self.extractor = extractor or EntityExtractor(scispacy_model, abbreviations)
 
     def label(self, texts: Iterable[str | None],
               batch_size: int = 256) -> Iterator[tuple[list[float], list[Entity]]]:  # fmt: skip
         """(labels, entities) per text, in input order."""
-        for entities in self.extractor.extract(texts, batch_size=batch_size):
-            yield labels_from_entities(entities), entities
+        pending: deque = deque()
+
+        def remember() -> Iterator[str | None]:
+            for text in texts:
+                pending.append(text)
+                yield text
+
+        for entities in self.extractor.extract(remember(), batch_size=batch_size):
+            clean = clean_text(pending.popleft())
+            labels = labels_from_entities(entities, label_sections(clean, self.sections),
+                                          has_letters(clean))  # fmt: skip
+            yield labels, entities
 
 
 def format_label(value: float) -> str:

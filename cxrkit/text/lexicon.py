@@ -1,19 +1,24 @@
 """The radiology lexicon: phrases for findings, anatomy and devices, each mapped to a CheXpert class.
 
 The 14 CheXpert observations (Irvin et al., 2019) are recognised from their
-common synonyms, plurals and spelling variants; the lists follow the spirit of
-the CheXpert labeler's mention phrases, re-written for the scispaCy tokenizer
-(``combined_rule_tokenizer``) and extended on the even-uid half of the IU
-reports (see ``benchmarks/labeler.py``). Matching is case-insensitive on whole
-tokens.
+common synonyms, plurals and spelling variants. The CheXpert labeler's own
+mention lists (``phrases/mention/*.txt``, substrings there) are the floor: each
+of their phrases, in a short sentence, gets its class
+(``tests/test_text_chexpert_reference.py``); the rest was extended on the
+even-uid half of the IU reports (see ``benchmarks/labeler.py``). Matching is
+case-insensitive on whole tokens (statements: regexes over the text).
 
 Each entry is a :class:`Term`: an entity ``label`` (FINDING / ANATOMY / DEVICE
 / NORMAL), the CheXpert class it maps to (``""`` for findings outside the 14,
 e.g. granuloma, which still count as "a finding" for No Finding) and an
 optional fixed ``assertion``: ``"negated"`` marks phrases that state the
 absence themselves ("normal heart size" is a negative Cardiomegaly mention),
-``"uncertain"`` phrases that hedge themselves ("heart size at the upper limits
-of normal").
+``"uncertain"`` phrases that hedge themselves ("borderline heart size") and
+``"hedged"`` phrases that are uncertain unless negated (CheXpert's post-negation
+uncertainty rules: "vascular congestion" is an uncertain Edema mention, "no vascular
+congestion" a negative one). Entries labelled ``SHIELD`` make no entity: they only keep
+their words from shorter entries ("telephone line" is not a device, "humerus lesion"
+not a Lung Lesion).
 
 Phrase lists are written compactly: ``"nodule(s), opacit(y|ies)"`` expands to
 nodule, nodules, opacity, opacities (see :func:`expand`).
@@ -25,9 +30,18 @@ import re
 from dataclasses import dataclass
 
 FINDING, ANATOMY, DEVICE, NORMAL = "FINDING", "ANATOMY", "DEVICE", "NORMAL"
+SHIELD = "SHIELD"  # matched only to keep its words from shorter entries; never an entity
 OTHER = ""  # a finding outside the 14 CheXpert classes
 
 _VARIANT = re.compile(r"\(([^()]*)\)")
+# Organs whose lesions / masses / nodules are not Lung Lesions.
+_ORGANS = (
+    "humerus", "humeral", "bone", "bony", "osseous", "lytic", "sclerotic", "blastic", "liver",
+    "hepatic", "renal", "kidney", "adrenal", "thyroid", "breast", "skin", "cutaneous",
+    "subcutaneous", "splenic", "spleen", "rib", "vertebral", "spinal", "spine", "clavicle",
+    "clavicular", "scapula", "scapular", "pancreatic", "abdominal", "nipple", "shoulder",
+    "sternal", "sternum", "neck", "axillary", "axilla", "chest wall", "soft tissue",
+)  # fmt: skip
 
 
 def expand(spec: str) -> tuple[str, ...]:
@@ -65,7 +79,7 @@ class Term:
     chexpert: str
     phrases: tuple[str, ...] = ()
     token_patterns: tuple[tuple[dict, ...], ...] = ()
-    assertion: str = ""  # "" = decided by context; "negated" / "uncertain" = fixed by the phrase
+    assertion: str = ""  # "" = context; "negated" / "uncertain" = fixed; "hedged" = see above
 
 
 def _any(*words: str, op: str | None = None) -> dict:
@@ -99,13 +113,54 @@ _BE = _any(
     "xxxx",
     op="{0,2}",
 )  # fmt: skip  (xxxx: the IU reports' de-identification mark)
+_THE = _any("the", op="?")
 _HEART = _any("heart", "cardiac", "cardiopericardial")
-_HEART_ANY = _any("heart", "cardiac", "cardiomediastinal", "cardiopericardial", "cardiothymic")
 _HEART_NOUN = _any("size", "silhouette", "silhouettes", "shadow", "contour", "contours",
                    "outline", op="?")  # fmt: skip
-_ENLARGED = _any("enlarged", "increased", "large", "prominent", "enlarging", "widened")
-_NORMAL = _any("normal", "unremarkable", "stable", "unchanged", "nl")
+# Enlarged Cardiomediastinum subjects: CheXpert's mention list has "mediastinum",
+# "cardiomediastinum", "contour", "mediastinal configuration / silhouette", "pericardial
+# silhouette" -- the cardiomediastinal silhouette and contours are not the heart.
+_MEDIASTINUM = _any("mediastinum", "cardiomediastinum", "mediastinal", "cardiomediastinal",
+                    "cardiothymic", "pericardial", "hilar")  # fmt: skip
+_MEDIASTINUM_NOUN = _any("silhouette", "silhouettes", "contour", "contours", "configuration",
+                         "shadow", "width", "outline", op="?")  # fmt: skip
+# "heart size and mediastinal contours are ...": an optional "and <one to three words>"
+# after the subject; the labeler gives the statement to both classes when it names both.
+_AND = {"REGEX": r"and(?:\s+(?!(?:not|no|is|are|be|was|were|may|never|without)\b)[a-z]+){1,3}",
+        "OP": "?"}  # fmt: skip
+_ENLARGED = _any("enlarged", "increased", "large", "prominent", "enlarging", "widened", "wide")
+_NORMAL = _any("normal", "unremarkable", "nl")
+_STABLE = _any("stable", "unchanged")
 _LIMITS = _any("limit", "limits", "range")
+# "at the upper limits of normal", "top normal", "high-normal": negative in CheXpert
+# (patterns/negation.txt: limit < upper, of normal, at|within).
+_UPPER_NORMAL = (_any("at", "in", "near", "within", op="?"), _THE,
+                 _any("upper", "high", "top", "upper-normal", "high-normal", "top-normal"),
+                 _any("limits", "limit", "range", "normal", "end", op="?"),
+                 _any("of", op="?"), _any("normal", op="?"))  # fmt: skip
+
+
+def _statements(subject: tuple, noun: dict) -> dict[str, tuple]:
+    """Token patterns of "<subject> [and ...] is <predicate>" by assertion ("" = positive)."""
+    head = (subject, noun, _AND, _BE, _ADV)
+    return {
+        "": ((*head, _ENLARGED),),
+        "negated": (
+            (*head, _NORMAL),
+            (*head, _any("within"), _any("normal", "nl"), _LIMITS),
+            (*head, _any("normal"), _any("in"), _any("size", "contour", "configuration")),
+            (*head, _any("not"), _ADV, _ENLARGED),
+            (*head, *_UPPER_NORMAL),
+            (_NORMAL, subject, noun, _AND),
+        ),
+        # CheXpert (post_negation_uncertainty.txt): a stable / unchanged silhouette,
+        # contour, size, heart or mediastinum is uncertain, not negative.
+        "uncertain": ((*head, _STABLE), (_STABLE, subject, noun)),
+    }
+
+
+_HEART_SAYS = _statements(_HEART, _HEART_NOUN)
+_MEDIASTINUM_SAYS = _statements(_MEDIASTINUM, _MEDIASTINUM_NOUN)
 
 TERMS: tuple[Term, ...] = (
     # ------------------------------------------------------------------ Cardiomegaly
@@ -118,31 +173,20 @@ TERMS: tuple[Term, ...] = (
         "cardiac silhouette enlargement, enlarged cardiopericardial silhouette, "
         "increase in heart size, interval increase in heart size, increase in cardiac size, "
         "increase in the size of the heart, increased size of the heart"),
-        token_patterns=(
-            (_HEART, _HEART_NOUN, _BE, _ADV, _ENLARGED),
-            (_ENLARGED, _HEART, _HEART_NOUN),  # no leading adverb: a leading "*" is slow
-        )),
+        token_patterns=(*_HEART_SAYS[""], (_ENLARGED, _HEART, _HEART_NOUN))),
     Term(FINDING, "Cardiomegaly", assertion="uncertain", phrases=expand(
         "borderline heart size, borderline cardiac size, borderline size heart, "
         "borderline cardiac silhouette, borderline enlarged heart"), token_patterns=(
-        (_HEART_ANY, _HEART_NOUN, _BE, _any("at", "in", "near", op="?"), _any("the", op="?"),
-         _any("upper", "high"), _any("limits", "limit", "range", "normal", "end"),
-         _any("of", op="?"), _any("normal", op="?")),
-        (_HEART_ANY, _HEART_NOUN, _BE, _any("borderline"),
+        *_HEART_SAYS["uncertain"],
+        (_HEART, _HEART_NOUN, _BE, _any("borderline"),
          _any("enlarged", "large", "size", "normal", op="?")),
     )),
     Term(FINDING, "Cardiomegaly", assertion="negated", phrases=expand(
         "normal heart size, normal cardiac size, normal-sized heart, normal size heart, "
-        "normal heart, normal cardiac silhouette(s), normal cardiomediastinal silhouette(s), "
-        "normal cardiac contour(s), normal cardiomediastinal contour(s), "
-        "normal cardiomediastinal size, normal size of the heart"),
-        token_patterns=(
-            (_HEART_ANY, _HEART_NOUN, _BE, _ADV, _NORMAL),
-            (_HEART_ANY, _HEART_NOUN, _BE, _any("within"), _any("normal", "nl"), _LIMITS),
-            (_HEART_ANY, _HEART_NOUN, _BE, _ADV, _any("normal"), _any("in"),
-             _any("size", "contour", "configuration")),
-            (_HEART_ANY, _HEART_NOUN, _BE, _ADV, _any("not"), _any("enlarged")),
-        )),
+        "normal heart, normal cardiac silhouette(s), normal cardiac contour(s), "
+        "normal size of the heart, top normal heart size, top-normal heart size, "
+        "upper normal heart size, high normal heart size"),
+        token_patterns=_HEART_SAYS["negated"]),
     # ------------------------------------------------------------------ Enlarged Cardiomediastinum
     Term(FINDING, "Enlarged Cardiomediastinum", expand(
         "widened mediastinum, mediastinal widening, widening of the mediastinum, "
@@ -150,12 +194,15 @@ TERMS: tuple[Term, ...] = (
         "enlarged cardiomediastinal silhouette, widened cardiomediastinal silhouette, "
         "prominent cardiomediastinal silhouette, mediastinal mass(es), "
         "enlarged cardiomediastinum, prominent mediastinal contour(s), "
-        "enlarged cardiomediastinal contour(s)"),
-        token_patterns=(
-            (_any("mediastinum", "mediastinal", "cardiomediastinal"),
-             _any("silhouette", "contour", "contours", op="?"), _BE, _ADV,
-             _any("widened", "enlarged", "prominent", "wide")),
-        )),
+        "enlarged cardiomediastinal contour(s), cardiac silhouette and vascularity"),
+        token_patterns=_MEDIASTINUM_SAYS[""]),
+    Term(FINDING, "Enlarged Cardiomediastinum", assertion="uncertain",
+         token_patterns=_MEDIASTINUM_SAYS["uncertain"]),
+    Term(FINDING, "Enlarged Cardiomediastinum", assertion="negated", phrases=expand(
+        "normal cardiomediastinal silhouette(s), normal cardiomediastinal contour(s), "
+        "normal cardiomediastinal size, normal mediastinum, normal mediastinal contour(s), "
+        "normal mediastinal silhouette(s), normal mediastinal width"),
+        token_patterns=_MEDIASTINUM_SAYS["negated"]),
     # ------------------------------------------------------------------ Lung Opacity
     Term(FINDING, "Lung Opacity", expand(
         "opacit(y|ies), opacification(s), opacified, densit(y|ies), increased densit(y|ies), "
@@ -170,9 +217,11 @@ TERMS: tuple[Term, ...] = (
         "interstitial lung disease, reticular marking(s), reticulonodular, "
         "reticulonodular opacit(y|ies), bronchovascular crowding, increased marking(s), "
         "increased lung marking(s), coarse marking(s), parenchymal abnormalit(y|ies), "
-        "focal abnormalit(y|ies), "
-        # MeSH indexes these as Opacity/Density ("round"), not Nodule: an opacity first.
-        "nodular densit(y|ies), nodular opacit(y|ies)")),
+        "focal abnormalit(y|ies), interstitial pattern(s), reticular pattern(s), "
+        "reticulation, reticular change(s), decreased translucency, scar(s), scarring, scarred, "
+        "parenchymal scar(s), parenchymal scarring, fibrotic change(s), fibrotic scarring, "
+        "peribronchial thickening, bronchial wall thickening, wall thickening, "
+        "interstitial change(s), interstitial thickening")),
     # ------------------------------------------------------------------ Lung Lesion
     Term(FINDING, "Lung Lesion", expand(
         "nodule(s), micronodule(s), pulmonary nodule(s), lung nodule(s), mass(es), "
@@ -180,22 +229,41 @@ TERMS: tuple[Term, ...] = (
         "nodular lesion(s), nodularity, masslike opacit(y|ies), mass-like opacit(y|ies), "
         "neoplasm(s), neoplastic, tumor(s), carcinoma(s), malignanc(y|ies), cancer, "
         "lung cancer, metastasis, metastases, metastatic disease, cavitary lesion(s), "
-        "cavit(y|ies), cavitation, cavitary, calcified nodule(s)")),
+        "cavit(y|ies), cavitation, cavitary, lump(s), "
+        # CheXpert: Lung Lesion (the labeler adds Lung Opacity when the words say "opaci").
+        "nodular densit(y|ies), nodular opacit(y|ies), nodular opacification")),
+    # Lesions of other organs (CheXpert unmentions "calcified nodul", "massive"), as
+    # shields: "humerus lesion", "mass in the left breast" are not Lung Lesions.
+    Term(FINDING, OTHER, expand(
+        "calcified nodule(s), calcified pulmonary nodule(s), calcified lung nodule(s), "
+        "pericardial effusion(s)") + tuple(
+        f"{organ} {kind}" for organ in _ORGANS for kind in expand("lesion(s), mass(es), nodule(s)")),
+        token_patterns=(
+            (_any(*expand("lesion(s), mass(es), nodule(s)")),
+             _any("in", "of", "within", "involving", "at", "along"), _THE,
+             {"REGEX": r"[a-z0-9-]+", "OP": "{0,3}"}, _any(*_ORGANS)),
+            (_any("lucent", "lytic", "osteolytic", "sclerotic", "blastic", "osteoblastic",
+                  "expansile", "destructive", "permeative"),
+             _any(*expand("lesion(s), mass(es), focus, foci"))),
+        )),
     # ------------------------------------------------------------------ Edema
     # CheXpert counts vascular congestion and heart failure as edema mentions.
     Term(FINDING, "Edema", expand(
         "edema, oedema, edematous, pulmonary edema, interstitial edema, alveolar edema, "
         "interstitial pulmonary edema, heart failure, congestive heart failure, chf, "
-        "congestive failure, vascular congestion, pulmonary vascular congestion, "
-        "pulmonary congestion, congestion, pulmonary venous congestion, venous congestion, "
-        "pulmonary venous hypertension, vascular engorgement, engorgement, cephalization, "
-        "cephalization of the vasculature, fluid overload, volume overload, "
-        "kerley b line(s), kerley line(s), vascular redistribution, perihilar haziness, "
-        "indistinct pulmonary vasculature, pulmonary vascular prominence, "
+        "congestive failure, pulmonary venous hypertension, fluid overload, volume overload, "
+        "kerley b line(s), kerley line(s), perihilar haziness, early failure")),
+    # CheXpert (post_negation_uncertainty.txt): vascular / pulmonary congestion,
+    # indistinctness and vascular prominence are uncertain Edema unless negated.
+    Term(FINDING, "Edema", assertion="hedged", phrases=expand(
+        "vascular congestion, pulmonary vascular congestion, pulmonary congestion, congestion, "
+        "pulmonary venous congestion, venous congestion, vascular engorgement, engorgement, "
+        "cephalization, cephalization of the vasculature, vascular redistribution, "
+        "indistinctness, indistinct pulmonary vasculature, pulmonary vascular prominence, "
         "prominent pulmonary vasculature, vascular prominence, increased lung vascularity, "
         "increased pulmonary vascularity, increased vascularity, indistinct vascular margination, "
         "vascular indistinctness, prominence of the central vasculature, "
-        "prominence of the pulmonary vasculature, prominent central vasculature, early failure"),
+        "prominence of the pulmonary vasculature, prominent central vasculature"),
         token_patterns=(
             (_any("vascularity", "vasculature", "vessels", "vascular"),
              _any("markings", op="?"), _BE, _ADV,
@@ -230,7 +298,7 @@ TERMS: tuple[Term, ...] = (
         "effusion(s), pleural effusion(s), pleural fluid, pleural fluid collection(s), "
         "hydrothorax, hemothorax, loculated effusion(s), subpulmonic effusion(s), "
         "parapneumonic effusion(s), empyema, fluid in the fissure, fissural fluid, "
-        "layering fluid")),
+        "layering fluid, fluid in the minor fissure, fluid in the major fissure")),
     # ------------------------------------------------------------------ Pleural Other
     Term(FINDING, "Pleural Other", expand(
         "pleural thickening(s), apical pleural thickening(s), pleural plaque(s), "
@@ -240,7 +308,10 @@ TERMS: tuple[Term, ...] = (
         "pleural parenchymal scarring, pleural reaction, apical cap(s), "
         "pleural based opacit(y|ies), pleural-based opacit(y|ies), "
         "pleural based densit(y|ies), pleural-based densit(y|ies), "
-        "pleural abnormalit(y|ies), pleural disease")),
+        "pleural abnormalit(y|ies), pleural disease, fibrosis, pulmonary fibrosis, "
+        "interstitial fibrosis, apical fibrosis, pleuro-parenchymal scar(s), "
+        "pleuro-parenchymal scarring, pleuro-pericardial scar(s), pleuro-pericardial scarring, "
+        "pleural parenchymal scar(s)")),
     # ------------------------------------------------------------------ Fracture
     Term(FINDING, "Fracture", expand(
         "fracture(s), fractured, fx, fx's, fracture deformit(y|ies), rib fracture(s), "
@@ -269,19 +340,25 @@ TERMS: tuple[Term, ...] = (
         "prosthes(is|es), implant(s), device(s), medical device(s), support device(s), "
         "monitoring device(s), drain(s), tube(s), line(s), iabp, intra-aortic balloon pump, "
         "impella, lvad, cannula(s), ecmo cannula(s), ventriculoperitoneal shunt(s), "
-        "vp shunt(s), shunt catheter(s)")),
+        "vp shunt(s), shunt catheter(s), mediport(s), medi-port(s), port catheter(s), "
+        "power port(s), defibrillator pad(s), pad(s), external pad(s), pacer pad(s), "
+        "chest drain(s), pleural drain(s), surgical drain(s), mediastinal drain(s), "
+        "pigtail drain(s), jp drain(s), arthroplast(y|ies), shoulder arthroplast(y|ies), "
+        "marker(s), skin marker(s), nipple marker(s), plate(s), fixation plate(s), screw(s), "
+        "apparatus, support apparatus, coil(s), embolization coil(s), equipment, "
+        "monitoring equipment, support line(s), support tube(s)")),
     # ------------------------------------------------------------------ other findings
     # Not one of the 14 classes, but a finding: a positive one keeps No Finding off.
     Term(FINDING, OTHER, expand(
         "granuloma(s), granulomata, calcified granuloma(s), granulomatous disease, "
-        "calcified lymph node(s), scar(s), scarring, scarred, "
-        "fibrosis, fibrotic change(s), emphysema, emphysematous, emphysematous change(s), "
+        "calcified lymph node(s), "
+        "emphysema, emphysematous, emphysematous change(s), "
         "hyperinflation, hyperinflated, hyperexpansion, hyperexpanded, hyperaerated, "
         "overinflation, overinflated, hyperlucency, increased ap diameter, "
         "flattened diaphragms, flattened hemidiaphragms, flattening of the diaphragms, "
         "copd, chronic obstructive pulmonary disease, chronic lung disease, chronic changes, "
-        "bulla(e), bleb(s), bronchiectasis, bronchitis, bronchial wall thickening, "
-        "peribronchial thickening, peribronchial cuffing, air trapping, cyst(s), lucency, "
+        "bulla(e), bleb(s), bronchiectasis, bronchitis, "
+        "peribronchial cuffing, air trapping, cyst(s), lucency, "
         "hypoinflation, hypoinflated, low lung volume(s), scoliosis, dextroscoliosis, "
         "levoscoliosis, dextrocurvature, levocurvature, kyphosis, kyphotic, "
         "degenerative, degenerative change(s), thoracic degenerative changes, "
@@ -298,7 +375,22 @@ TERMS: tuple[Term, ...] = (
         "sarcoidosis, tuberculosis, histoplasmosis, granulomatous infection, "
         "tuberculous infection, tuberculosis infection, old granulomatous process, "
         "granulomatous process, rib deformit(y|ies), deformity of the rib(s), "
-        "wedge deformit(y|ies), wedging, callus")),
+        "wedge deformit(y|ies), wedging, callus, osteophytosis, airways disease, "
+        "airway disease, small airways disease, reactive airways disease, thickening, "
+        "contusion(s), pulmonary contusion(s), hypertension, pulmonary hypertension, "
+        "pulmonary arterial hypertension, prominence, hemorrhage, hematoma(s), arthropathy, "
+        "bronchospasm, asthma, bronchiolitis, aortic disease, inflammation, inflammatory, "
+        "osteodystrophy, aerophagia, bullet(s), bullet fragment(s), radiopaque foreign bod(y|ies), "
+        "foreign bod(y|ies), thoracentesis, irregular lucency, "
+        "fissural thickening, thickening of the minor fissure")),
+    # ------------------------------------------------------------------ shields
+    # "line" and "plate" are devices, but not in these phrases.
+    Term(SHIELD, OTHER, expand(
+        "telephone line, phone line, consult line, consultation line, telephone, "
+        "pleural line, visceral pleural line, pleural reflection line, skin line, skin fold line, "
+        "skinfold line, midline, junction line, anterior junction line, posterior junction line, "
+        "paratracheal line, paraspinal line, paraspinous line, azygoesophageal line, "
+        "mach line, line of sight, plate-like, plate like, platelike")),
     # ------------------------------------------------------------------ anatomy
     Term(ANATOMY, OTHER, expand(
         "lung(s), bilateral lungs, lung base(s), lung apex, lung apices, lung field(s), "
@@ -359,14 +451,19 @@ def statement_regexes(terms: tuple[Term, ...] = TERMS) -> list[tuple[str, str, s
         for tokens in term.token_patterns:
             parts = []
             for index, token in enumerate(tokens):
-                values = token["LOWER"]
-                words = values["IN"] if isinstance(values, dict) else [values]
-                body = "(?:" + "|".join(re.escape(w) for w in words) + ")"
+                if "REGEX" in token:  # a raw regex piece (the first token must be words)
+                    body = "(?:" + token["REGEX"] + ")"
+                else:
+                    values = token["LOWER"]
+                    words = values["IN"] if isinstance(values, dict) else [values]
+                    body = "(?:" + "|".join(re.escape(w) for w in words) + ")"
                 body = body if index == 0 else r"\s+" + body
                 op = token.get("OP")
                 parts.append(body if op is None else f"(?:{body}){op}")  # ?, *, {m,n} as in regex
             first = tokens[0]["LOWER"]
             first_words = list(first["IN"]) if isinstance(first, dict) else [first]
+            if tokens[0].get("OP"):
+                raise ValueError(f"{term.chexpert}: a statement cannot start with an optional word")
             regex = r"\b" + "".join(parts) + r"\b"
             out.append((regex, term.label, f"{term.chexpert}|{term.assertion}", first_words))
     return out

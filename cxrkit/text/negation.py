@@ -7,8 +7,10 @@ in its own clause only: pre-cues the mentions after them (within
 headers and terminators ("but", "however", "although", ...). Overlapping cues
 resolve to the longest one, so "cannot be excluded" (uncertain) wins over the
 "not" inside it, and pseudo-cues ("no change in", "no increase") cancel the
-negation they look like. Uncertainty wins over negation when both apply
-(the CheXpert labeler's order: "no definite" aside, a hedge is a hedge).
+negation they look like. When cues of several kinds reach a mention, the
+CheXpert labeler's order decides (``stages/classify.py``): pre-negation
+uncertainty ("no new", "cannot exclude", "no evidence to rule out") > negation >
+post-negation uncertainty ("possible", "may", "not well seen", "X or Y").
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from spacy.attrs import ORTH
+from spacy.attrs import LOWER, ORTH
 from spacy.language import Language
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
@@ -26,7 +28,7 @@ PRE_NEG = (
     "no evidence for", "no radiographic evidence of", "no sign of", "no signs of",
     "no findings of", "no findings to suggest", "absence of", "absent", "resolution of",
     "resolved", "interval resolution of", "removal of", "interval removal of", "nor",
-    "neither", "no new", "no definite", "no convincing", "no suspicious", "rather than",
+    "neither", "no definite", "no obvious", "no convincing", "no suspicious", "rather than",
     "never", "no longer", "denies", "are clear of", "is clear of", "are free of", "is free of",
     "remain clear of", "remains clear of", "otherwise clear of",
 )  # fmt: skip
@@ -40,7 +42,8 @@ POST_NEG = (
     "not noted", "not found", "not enlarged", "within normal limits", "within limits of normal",
     "within normal limits for", "is normal", "are normal", "appears normal", "appear normal",
     "is unremarkable", "are unremarkable", "is clear", "are clear", "is within normal limits",
-    "are within normal limits",
+    "are within normal limits", "not in place", "is not in place", "are not in place",
+    "no longer in place",
 )  # fmt: skip
 PRE_UNC = (
     "possible", "possibly", "may", "may represent", "may be", "may reflect",
@@ -58,6 +61,20 @@ PRE_UNC = (
     "in the appropriate clinical setting", "in the correct clinical setting",
     "in the proper clinical setting", "clinical correlation for", "alternatively",
     "difficult to exclude", "difficult to completely exclude", "be difficult to exclude",
+    # CheXpert's post_negation_uncertainty.txt: worrisome for, correlate clinically for,
+    # may/could be consistent with, favor, suggestion of.
+    "worrisome for", "correlate clinically for", "clinically correlate for", "correlate for",
+    "may be consistent with", "might be consistent with", "could be consistent with",
+    "can be consistent with", "could be compatible with", "might be compatible with",
+    "favor", "favors", "favoring", "suggestion of",
+)  # fmt: skip
+# Pre-negation uncertainty (CheXpert's patterns/pre_negation_uncertainty.txt): matched before
+# negation, so "no new consolidation" and "no evidence to rule out pneumonia" are uncertain.
+PRE_XUNC = (
+    "no new", "no new area of", "no new areas of", "no evidence to rule out",
+    "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
+    "not exclude", "cannot be excluded", "cannot be entirely excluded", "to exclude",
+    "difficult to exclude", "difficult to completely exclude", "be difficult to exclude",
 )  # fmt: skip
 POST_UNC = (
     "cannot be excluded", "can not be excluded", "could not be excluded", "not excluded",
@@ -69,7 +86,21 @@ POST_UNC = (
     "may be present", "could be present", "not entirely clear", "is uncertain",
     "of uncertain significance", "is equivocal", "would be difficult to exclude",
     "difficult to exclude", "not completely excluded", "or not", "would be a consideration",
-    "be a consideration", "may not be",
+    "be a consideration", "may not be", "may be in place", "might be in place",
+    "is favored", "are favored",
+    # CheXpert: "XXX is not well visualized / poorly / incompletely evaluated", "not clearly
+    # seen", "obscured" are uncertain, not negated.
+    "not well seen", "not well visualized", "not well visualised", "not well evaluated",
+    "not well demonstrated", "not well assessed", "not clearly seen", "not clearly visualized",
+    "poorly evaluated", "poorly visualized", "poorly seen", "incompletely evaluated",
+    "incompletely visualized", "obscured", "is obscured", "are obscured", "may be obscured",
+)  # fmt: skip
+POST_XUNC = (
+    "cannot be excluded", "can not be excluded", "could not be excluded", "not excluded",
+    "is not excluded", "are not excluded", "not entirely excluded", "not be excluded",
+    "cannot be entirely excluded", "cannot be ruled out", "can not be ruled out",
+    "not ruled out", "not be ruled out", "is not entirely excluded",
+    "would be difficult to exclude", "difficult to exclude", "not completely excluded",
 )  # fmt: skip
 PSEUDO = (
     "no change", "no significant change", "no interval change", "no significant interval change",
@@ -85,11 +116,18 @@ TERMINATORS = (
     "there are", "as well as",
 )  # fmt: skip
 
+OR_GAP = 3  # at most this many tokens between two mentions joined by "or" ("or early")
+_OR_WORDS = frozenset({"or", "and/or", "/"})
 PRE_WINDOW = 12  # tokens from the end of a pre-cue to the start of its mention
 POST_WINDOW = 6  # tokens from the end of a mention to the start of its post-cue
 
+PRE_UNC = tuple(p for p in PRE_UNC if p not in PRE_XUNC)
+POST_UNC = tuple(p for p in POST_UNC if p not in POST_XUNC)
 _KINDS = {"PRE_NEG": PRE_NEG, "POST_NEG": POST_NEG, "PRE_UNC": PRE_UNC, "POST_UNC": POST_UNC,
-          "PSEUDO": PSEUDO, "TERM": TERMINATORS}  # fmt: skip
+          "PRE_XUNC": PRE_XUNC, "POST_XUNC": POST_XUNC, "PSEUDO": PSEUDO,
+          "TERM": TERMINATORS}  # fmt: skip
+_PRE = ("PRE_NEG", "PRE_UNC", "PRE_XUNC")
+_POST = ("POST_NEG", "POST_UNC", "POST_XUNC")
 _CLAUSE_END = frozenset({".", ";", "!", ":", "?", "..", "...", "....", ".;", ";.", "?."})
 
 
@@ -115,6 +153,7 @@ class AssertionTagger:
             docs = [nlp.make_doc(p) for p in dict.fromkeys(phrases)]
             self.matcher.add(kind, docs)
         self.strings = nlp.vocab.strings
+        self.or_ids = frozenset(nlp.vocab.strings.add(w) for w in _OR_WORDS)
         # Whitespace tokens holding a line break end a clause too; list the common ones.
         ends = [*_CLAUSE_END, *("\n" * n + " " * k for n in range(1, 5) for k in range(4))]
         self.clause_end_ids = frozenset(nlp.vocab.strings.add(t) for t in ends)
@@ -149,42 +188,92 @@ class AssertionTagger:
         return np.cumsum(starts[:-1])
 
     def tag(
-        self, doc: Doc, spans: list[tuple[int, int]], breaks: set[int] | None = None
+        self,
+        doc: Doc,
+        spans: list[tuple[int, int]],
+        breaks: set[int] | None = None,
+        alternatives: list[bool] | None = None,
     ) -> list[tuple[bool, bool]]:
-        """(negated, uncertain) for each token span ``(start, end)`` of ``doc``."""
+        """(negated, uncertain) for each token span ``(start, end)`` of ``doc``.
+
+        ``alternatives`` marks the spans that "X or Y" can hedge (findings, devices;
+        default all): "left or right lung" hedges no anatomy.
+        """
+        if not spans:
+            return []
         cues = self.cues(doc)
-        if not cues or not spans:
+        if not cues and len(spans) < 2:  # no cue, no "X or Y": nothing to decide
             return [(False, False)] * len(spans)
         clause = self.clause_ids(doc, cues, breaks or set())
-        pre = [c for c in cues if c.kind in ("PRE_NEG", "PRE_UNC")]
-        post = [c for c in cues if c.kind in ("POST_NEG", "POST_UNC")]
+        pre = [c for c in cues if c.kind in _PRE]
+        post = [c for c in cues if c.kind in _POST]
         # A hedge inside a negated list is itself negated: "no consolidation, suspicious
         # opacity, or pneumothorax" -> pneumothorax is negated, not uncertain.
         kind_of = {c: self._pre_kind(c, pre, clause) for c in pre}
+        joinable = [i for i in range(len(spans)) if alternatives is None or alternatives[i]]
+        hedged = {joinable[i] for i in self._alternatives(doc, [spans[i] for i in joinable],
+                                                          clause)}  # fmt: skip
         results = []
-        for start, end in spans:
+        for index, (start, end) in enumerate(spans):
             before = [c for c in pre if c.end <= start and start - c.end <= PRE_WINDOW
                       and clause[c.start] == clause[start]]  # fmt: skip
             after = [c for c in post if c.start >= end and c.start - end <= POST_WINDOW
                      and clause[c.start] == clause[end - 1]]  # fmt: skip
             # The cue nearest to the mention decides, on each side.
             kinds = set()
+            if end - start > 2:  # a statement may hold a hedge: "the heart may be enlarged"
+                kinds = {kind_of.get(c) or c.kind.removeprefix("POST_") for c in pre + post
+                         if c.start >= start and c.end <= end}  # fmt: skip
+                kinds.discard("NEG")  # a negated statement is its own lexicon entry
             if before:
                 kinds.add(kind_of[max(before, key=lambda c: (c.end, c.start))])
             if after:
                 kinds.add(min(after, key=lambda c: c.start).kind.removeprefix("POST_"))
-            uncertain = "UNC" in kinds
-            results.append(("NEG" in kinds and not uncertain, uncertain))
+            if index in hedged:
+                kinds.add("UNC")
+            results.append(resolve(kinds))
         return results
+
+    def _alternatives(self, doc: Doc, spans: list[tuple[int, int]], clause) -> set[int]:
+        """Indices of spans joined to a neighbour by "or" / "and/or" / "/" ("X or Y").
+
+        CheXpert makes both sides of an "or" uncertain (post-negation, so "no X or Y"
+        stays negated); its loader reads "and/or" and "X/Y" as "or".
+        """
+        order = sorted(range(len(spans)), key=lambda i: spans[i])
+        out: set[int] = set()
+        lower = None
+        for a, b in zip(order, order[1:], strict=False):
+            gap_start, gap_end = spans[a][1], spans[b][0]
+            if not 0 < gap_end - gap_start <= OR_GAP or clause[spans[a][0]] != clause[gap_end]:
+                continue
+            if lower is None:
+                lower = doc.to_array(LOWER).tolist()
+            if any(lower[i] in self.or_ids for i in range(gap_start, gap_end)):
+                out.update((a, b))
+        return out
 
     @staticmethod
     def _pre_kind(cue: Cue, pre: list[Cue], clause: list[int]) -> str:
-        """NEG or UNC for a pre-cue; a hedge under an earlier negation in its clause is NEG."""
-        if cue.kind == "PRE_NEG":
-            return "NEG"
+        """NEG, UNC or XUNC for a pre-cue; a plain hedge under an earlier negation is NEG."""
+        if cue.kind != "PRE_UNC":
+            return cue.kind.removeprefix("PRE_")
         for other in pre:
             if (other.kind == "PRE_NEG" and other.end <= cue.start
                     and cue.start - other.end <= PRE_WINDOW
                     and clause[other.start] == clause[cue.start]):  # fmt: skip
                 return "NEG"
         return "UNC"
+
+
+def resolve(kinds: set[str]) -> tuple[bool, bool]:
+    """(negated, uncertain) from the cue kinds that reach a mention, in CheXpert's order.
+
+    Pre-negation uncertainty (XUNC: "no new", "cannot exclude") wins over negation
+    (NEG), which wins over post-negation uncertainty (UNC: "possible", "or").
+    """
+    if "XUNC" in kinds:
+        return False, True
+    if "NEG" in kinds:
+        return True, False
+    return False, "UNC" in kinds

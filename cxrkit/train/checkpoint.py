@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,23 +23,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cxrkit.errors import ArtifactError
+from cxrkit.train.layout import CHECKPOINTS as CHECKPOINTS
+from cxrkit.train.layout import MODEL_FILE, STATE_FILE, list_checkpoints, staging_dir, step_dir
+from cxrkit.train.layout import latest as latest
 
 log = logging.getLogger(__name__)
-
-CHECKPOINTS = "checkpoints"
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "trainer_state.pt"
-_STEP_DIR = re.compile(r"^step-(\d{8})$")
-
-
-def step_dir(run_dir: Path, step: int) -> Path:
-    """Final directory of the checkpoint taken after ``step`` optimiser steps."""
-    return Path(run_dir) / CHECKPOINTS / f"step-{step:08d}"
-
-
-def staging_dir(run_dir: Path, step: int) -> Path:
-    """Temp directory a checkpoint is written into before the rename."""
-    return Path(run_dir) / CHECKPOINTS / f".step-{step:08d}.tmp"
 
 
 def begin(run_dir: Path, step: int) -> Path:
@@ -88,28 +75,6 @@ def commit(run_dir: Path, step: int, keep_last: int = 1) -> Path:
     for old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoint directories of a run, oldest first."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = [
-        p
-        for p in root.iterdir()
-        if p.is_dir()
-        and _STEP_DIR.match(p.name)
-        and (p / MODEL_FILE).is_file()
-        and (p / STATE_FILE).is_file()
-    ]
-    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
-
-
-def latest(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
 
 
 def load(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -64,6 +64,11 @@ class TrainConfig:
     """Length, precision, logging, checkpointing and resume of a training run."""
 
     max_steps: int = doc("optimiser steps to train for", 1000)
+    global_batch: int | None = doc(
+        "images per optimiser step over all processes; optim.accumulate is derived from it "
+        "and the world size (see cxrkit.train.batch); unset = optim.accumulate as given",
+        None,
+    )
     precision: str = doc(
         "auto (bf16 on a CUDA GPU that supports it, else fp32) | bf16 | fp32", "auto"
     )
@@ -76,6 +81,11 @@ class TrainConfig:
         "auto",
     )
     seed: int = doc("seed of model init and masking (the loader has its own: data.seed)", 0)
+    track: list[str] = doc(
+        "experiment trackers fed with every metrics row: tensorboard, wandb (offline); "
+        "metrics.jsonl is always written",
+        [],
+    )
     find_unused_parameters: bool = doc(
         "DDP: look for parameters that got no gradient this step (needed by objectives "
         "whose branches skip some batches; slower)",

@@ -255,12 +255,14 @@ class Trainer:
         samples_per_epoch: int,
         resume_from: Path | None = None,
         stop: StopFlag | None = None,
+        on_log: Callable[[dict], None] | None = None,
     ) -> FitResult:
         """Train until ``train.max_steps``; checkpoint every ``checkpoint_every`` steps.
 
         Takes a batch source (see ``BatchSource``), the run directory (shared by
         all processes), the per-process batch size and samples per epoch, and
-        optionally a checkpoint to resume from. Raises Preempted (SIGUSR1/SIGTERM)
+        optionally a checkpoint to resume from and a callback that gets every
+        logged metrics row (main process). Raises Preempted (SIGUSR1/SIGTERM)
         or Interrupted (SIGINT) after saving a checkpoint.
         """
         run_dir = Path(run_dir)
@@ -291,6 +293,8 @@ class Trainer:
         with flag, progress as bar:
             bar.advance(self.step)
             info: dict[str, str] = {}
+            if reason := self.agree_stop(flag):  # a signal during start-up: stop before a step
+                self._raise_stop(reason, flag, resume_from)  # nothing new to save
             while self.step < cfg.max_steps:
                 set_lr(self.optimizer, self.lr_at(self.step))
                 micro = [next(batches) for _ in range(accumulate)]
@@ -302,6 +306,8 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step in (1, cfg.max_steps):
                     row = self._log_row(out, window, consumed, samples_per_epoch)
                     metrics.write(row)
+                    if on_log is not None and acc.is_main_process:
+                        on_log(row)  # trackers (metrics.jsonl stays the source of truth)
                     info = {"loss": f"{row['loss']:.4f}", "lr": f"{row['lr']:.2e}"}
                 bar.advance(1, **info)
                 reason = self.agree_stop(flag)
@@ -345,6 +351,7 @@ class Trainer:
             "grad_norm": float(out.grad_norm.item()),
             "img_per_s": round(window.rate(), 2),
             "epoch": consumed // max(per_epoch, 1),
+            "time": round(time.time(), 3),  # wall clock: `cxrkit show` derives rate and ETA
         }
         if self.accelerator.is_main_process and not sys.stderr.isatty():
             log.info(
@@ -357,11 +364,11 @@ class Trainer:
             )
         return row
 
-    def _raise_stop(self, reason: str, flag: StopFlag, where: Path) -> None:
+    def _raise_stop(self, reason: str, flag: StopFlag, where: Path | None) -> None:
         what = flag.signal_name or "a stop request"
+        saved = f"checkpoint in {where}" if where is not None else "nothing trained yet"
         message = (
-            f"stopped by {what} at step {self.step}; checkpoint saved in {where}; "
-            "re-run the same command to resume"
+            f"stopped by {what} at step {self.step}; {saved}; re-run the same command to resume"
         )
         raise Preempted(message) if reason == "preempted" else Interrupted(message)
 

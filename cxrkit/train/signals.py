@@ -23,16 +23,22 @@ class StopFlag:
 
     ``reason`` is "preempted" (SIGUSR1/SIGTERM), "interrupted" (SIGINT) or None.
     A second SIGINT restores the default handler, so a user can still force quit.
+
+    Re-entrant: a stage enters the flag as soon as it starts (so a scheduler's
+    USR1 during start-up is kept, not lost) and the training loop enters the
+    same flag again; the handlers go back only when the outermost block ends.
     """
 
     def __init__(self) -> None:
         self.reason: str | None = None
         self.signal_name: str | None = None
         self._previous: dict[int, object] = {}
+        self._depth = 0
 
     def __enter__(self) -> StopFlag:
-        if threading.current_thread() is not threading.main_thread():
-            return self  # signal handlers can only be set from the main thread
+        self._depth += 1
+        if self._depth > 1 or threading.current_thread() is not threading.main_thread():
+            return self  # already installed, or not the main thread (handlers need it)
         for name in PREEMPT_SIGNALS + INTERRUPT_SIGNALS:
             number = getattr(signal, name, None)
             if number is not None:
@@ -40,6 +46,9 @@ class StopFlag:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth > 0:
+            return
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous.clear()
