@@ -352,3 +352,17 @@ def test_merge_batches_concatenates_tensors_lists_and_token_dicts():
         merge_batches(a, {"image": torch.ones(1, 1)})
     blank = ImageOnly(None, entities=True)({"text": "a report", "entities": [{"start": 0}]})
     assert blank == {"text": "", "entities": []}
+
+
+def test_open_clip_loads_the_export_and_gives_the_same_embeddings(tiny, tmp_path):
+    from cxrkit.export import open_clip_format
+
+    tiny.eval()
+    model_cfg, state = tiny.to_open_clip()
+    assert model_cfg["vision_cfg"]["no_ln_pre"] is False  # the CLIP ViT's ln_pre travels
+    preprocess = {"image_size": 32, "mean": 0.5, "std": 0.5}
+    out = open_clip_format.write_open_clip(
+        tmp_path, model_cfg, state, open_clip_format.preprocess_cfg(preprocess)
+    )
+    report = open_clip_format.verify(out, tiny, torch.randn(2, 1, 32, 32))
+    assert report["max_abs_diff"] < 1e-4, report

@@ -85,7 +85,7 @@ from cxrkit.models.vision import (
     unpatchify,
 )
 from cxrkit.objectives.base import Objective, register
-from cxrkit.objectives.capabilities import IMAGE_TEXT, RECONSTRUCTION
+from cxrkit.objectives.capabilities import IMAGE_TEXT, OPEN_CLIP, RECONSTRUCTION
 from cxrkit.objectives.contrastive import gathered_pairs, symmetric_infonce
 from cxrkit.objectives.mae import masked_patch_loss
 from cxrkit.objectives.mmclip_masking import (
@@ -274,7 +274,7 @@ class MMCLIP(Objective):
 
     Config = MMCLIPConfig
     needs = frozenset({"image", "text", "entities", "prompts"})
-    capabilities = frozenset({IMAGE_TEXT, RECONSTRUCTION})
+    capabilities = frozenset({IMAGE_TEXT, OPEN_CLIP, RECONSTRUCTION})
     image_encoder_prefix = "encoder."
 
     @classmethod
@@ -570,6 +570,40 @@ class MMCLIP(Objective):
             return None
         i2t, t2i = symmetric_infonce(image, text, self._scale())
         return i2t + t2i
+
+    def to_open_clip(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """The ``open_clip`` capability: (model_cfg, state_dict) in open_clip's CLIP names.
+
+        Raises InputError for a text tower that is not open_clip's (``text.kind``
+        hf/bert) or not pooled at the end-of-text token.
+        """
+        from cxrkit.export.open_clip_format import clip_text_to_open_clip, vit_to_open_clip_visual
+
+        if self.cfg.text.kind != "open_clip" or self.cfg.text.pooling != "eos":
+            raise InputError(
+                "open_clip export of MMCLIP needs the open_clip text tower pooled at the "
+                f"end-of-text token (text.kind={self.cfg.text.kind}, pooling={self.cfg.text.pooling})"
+            )
+        import open_clip
+
+        if (open_clip.get_model_config(self.cfg.text.open_clip_model) or {}).get("quick_gelu"):
+            raise InputError(
+                f"open_clip export: text.open_clip_model {self.cfg.text.open_clip_model!r} uses "
+                "QuickGELU, the image tower exact GELU; open_clip's config holds one for both"
+            )
+        vision_cfg, state = vit_to_open_clip_visual(self.encoder, self.image_proj.weight.T)
+        text_cfg, text_state = clip_text_to_open_clip(
+            self.text.transformer, self.text_proj.weight.T, self.cfg.text.context_length
+        )
+        state.update(text_state)
+        state["logit_scale"] = self._scale().detach().float().log().reshape(())
+        model_cfg = {
+            "embed_dim": self.cfg.embed_dim,
+            "vision_cfg": vision_cfg,
+            "text_cfg": text_cfg,
+            "quick_gelu": False,
+        }
+        return model_cfg, state
 
     # ------------------------------------------------------------ previews
     @torch.no_grad()
