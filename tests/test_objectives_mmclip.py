@@ -366,3 +366,23 @@ def test_open_clip_loads_the_export_and_gives_the_same_embeddings(tiny, tmp_path
     )
     report = open_clip_format.verify(out, tiny, torch.randn(2, 1, 32, 32))
     assert report["max_abs_diff"] < 1e-4, report
+
+
+def test_clip_weights_initialise_both_towers_projections_and_temperature(tiny, tmp_path):
+    """An open_clip CLIP state dict (here: the tiny model's own export) -> the same embeddings."""
+    tiny.eval()
+    _, state = tiny.to_open_clip()
+    with torch.no_grad():
+        state["logit_scale"] = torch.tensor(math.log(20.0))
+    path = tmp_path / "clip.pt"
+    torch.save(state, path)
+    cfg = objective_class("mmclip").tiny_config()
+    cfg = {**cfg, "image_weights": str(path), "text": {**cfg["text"], "weights": str(path)}}
+    torch.manual_seed(123)  # other random init: only the file can make them equal
+    fresh = build_objective("mmclip", cfg).eval()
+    images = torch.randn(2, 1, 32, 32)
+    tokens = tiny.tokenize(["small left pleural effusion", "no pneumothorax"])
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.encode_image(images), tiny.encode_image(images))
+        torch.testing.assert_close(fresh.encode_text(tokens), tiny.encode_text(tokens))
+    assert fresh.logit_scale() == pytest.approx(20.0, rel=1e-5)

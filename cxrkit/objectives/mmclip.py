@@ -125,8 +125,10 @@ class MMCLIPConfig:
     )
     embed_dim: int = doc("joint width C of E_img, E_report, E_prompt (CLIP ViT-B/16: 512)", 512)
     image_weights: str | None = doc(
-        "local open_clip CLIP state dict whose visual tower initialises the image encoder "
-        "(read whenever the objective is built); none = random init",
+        "local open_clip CLIP state dict: its visual tower initialises the image encoder, "
+        "visual.proj / text_projection / logit_scale the projections and temperature (set "
+        "text.weights to the same file for the text tower); read whenever the objective is "
+        "built; none = random init",
         None,
     )
     temperature: float = doc("initial σ of Eq 12; the logit scale starts at 1/σ", 0.07)
@@ -301,10 +303,6 @@ class MMCLIP(Objective):
         self.patch_size = cfg.model.patch_size
         self.grid = cfg.model.grid_size
         self.encoder = build_vision_encoder(cfg.model)
-        if cfg.image_weights:
-            from cxrkit.models.init import load_pretrained_image_weights
-
-            load_pretrained_image_weights(self.encoder, cfg.image_weights, source="open_clip")
         self.text = build_text_tower(cfg.text)
         tokenizer = self.text.tokenizer()
         self.causal_text = cfg.text.kind == "open_clip"
@@ -322,6 +320,8 @@ class MMCLIP(Objective):
             self.log_logit_scale = nn.Parameter(scale)
         else:
             self.register_buffer("log_logit_scale", scale)
+        if cfg.image_weights:
+            self._load_clip_weights(cfg.image_weights)
         self.mim_decoder = MAEDecoder(
             grid=self.grid,
             encoder_dim=width,
@@ -336,6 +336,35 @@ class MMCLIP(Objective):
             tokenizer.vocab_size,
         )  # fmt: skip
         self.dataset_fields: dict[str, Any] = {}
+
+    def _load_clip_weights(self, path: str) -> None:
+        """CLIP-base initialisation (App. A) from a local open_clip CLIP state dict.
+
+        The ``visual.`` tower goes into the image encoder
+        (:func:`cxrkit.models.init.load_pretrained_image_weights`); CLIP's
+        ``visual.proj``, ``text_projection`` and ``logit_scale`` initialise the two
+        projections and the temperature when their shapes fit (the text tower's
+        own weights come from ``text.weights``). Raises InputError for an
+        unreadable file or tensors that do not fit.
+        """
+        from cxrkit.models.init import load_pretrained_image_weights, read_state_dict
+
+        load_pretrained_image_weights(self.encoder, path, source="open_clip")
+        state = read_state_dict(path)
+        pairs = (("visual.proj", self.image_proj), ("text_projection", self.text_proj))
+        with torch.no_grad():
+            for key, linear in pairs:
+                if key not in state:
+                    continue
+                weight = state[key].T  # CLIP applies x @ proj: (in, out) -> Linear's (out, in)
+                if tuple(weight.shape) != tuple(linear.weight.shape):
+                    raise InputError(
+                        f"{path}: {key} {tuple(state[key].shape)} does not fit the projection "
+                        f"{tuple(linear.weight.T.shape)} (check objective.embed_dim)"
+                    )
+                linear.weight.copy_(weight)
+            if "logit_scale" in state:
+                self.log_logit_scale.copy_(state["logit_scale"].reshape(()))
 
     # ------------------------------------------------------------ data
     def sample_transform(self) -> EntityTokens:
