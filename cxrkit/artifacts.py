@@ -30,7 +30,17 @@ FORMAT = "cxrkit-artifact/1"
 FORMAT_MAJOR = 1
 MANIFEST = "manifest.json"
 PARTIAL_MARKER = ".cxrkit-partial.json"
-KINDS = ("dataset", "annotations", "checkpoint", "physio", "pairs", "eval", "export")
+KINDS = (
+    "dataset",
+    "annotations",
+    "checkpoint",
+    "physio",
+    "pairs",
+    "teachers",
+    "embeddings",
+    "eval",
+    "export",
+)
 
 
 def canonical_json(obj: Any) -> str:

@@ -46,8 +46,13 @@ def test_exit_codes_are_distinct():
     assert len(set(EXIT_CODES.values())) == len(EXIT_CODES)
 
 
-def test_unbuilt_stage_says_so_and_exits_5():
-    result = runner.invoke(app, ["distill", "anything", "--out", "x"])
+def test_unbuilt_part_says_so_and_exits_5(monkeypatch, tmp_path):
+    from cxrkit.stages import pretrain
+
+    # distill --slurm hands the run to pretrain's SLURM job writer; without it: not built
+    monkeypatch.delattr(pretrain, "write_slurm_job", raising=False)
+    args = ["distill", "ds", "--physio", "ph", "--out", str(tmp_path / "x"), "--slurm"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 5
     assert "not built yet" in result.output
 

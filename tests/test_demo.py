@@ -28,3 +28,8 @@ def test_demo_runs_every_stage_and_chains_the_lineage(tmp_path, monkeypatch):
     assert probe["status"] == "ok" and 0.0 <= probe["auroc"]["value"] <= 1.0
     assert "skipped" in metrics["tasks"]["zeroshot"]
     assert (out / "export" / "README.md").is_file()
+    # the tiny distillation on synthetic pairs, said so on the terminal
+    assert verify(out / "physio") == [] and verify(out / "distill") == []
+    assert "distill: SYNTHETIC pairs (real ECG/labs assigned to demo patients)" in result.output
+    distilled = json.loads((out / "distill" / "config.json").read_text())
+    assert distilled["objective"] == "mae"  # image-only, LoRA merged

@@ -252,3 +252,29 @@ def test_show_on_a_published_run_lists_an_extension_under_way(demo_dataset, tmp_
     (extension / PARTIAL_MARKER).write_text(json.dumps({"id": "y", "kind": "checkpoint", "pid": 1}))
     result = CliRunner().invoke(app, ["show", str(out)])
     assert result.exit_code == 0 and "build under way beside it" in result.output
+
+
+def test_tensorboard_tracker_writes_the_metrics_rows(demo_dataset, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    cfg = resolve(
+        pretrain.PretrainConfig,
+        preset="demo-mae",
+        flags={"data.dataset": str(demo_dataset), "out": str(out)},
+        sets=[*TINY, "train.max_steps=3", "train.log_every=1", "train.track=['tensorboard']"],
+        stage="pretrain",
+    )
+    pretrain.run(cfg)
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    events = sorted((tmp_path / "tb.tensorboard").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file written beside the artifact"
+    logged = {}
+    for path in events:
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        if "loss" in acc.Tags()["scalars"]:
+            logged = {e.step: e.value for e in acc.Scalars("loss")}
+    assert logged == pytest.approx({r["step"]: r["loss"] for r in rows}, rel=1e-6)
+    assert not any(p.name.startswith("events") for p in out.rglob("*"))  # not in the artifact

@@ -19,6 +19,7 @@ COMMANDS = (
     "eval",
     "export",
     "ingest",
+    "physio",
     "show",
     "verify",
     "presets",

@@ -29,10 +29,12 @@ def demo_command(
     ] = "mae",
     force: Force = False,
 ) -> None:
-    """Run ingest -> annotate -> pretrain -> eval -> export on real data shipped by packages.
+    """Run ingest -> annotate -> pretrain -> eval -> export -> ingest-physio -> distill
+    on real data shipped by packages.
 
     Real chest X-rays (16 pediatric JPEGs, one adult DICOM) paired with unrelated
-    real IU reports: plumbing, not medicine.
+    real IU reports, and a real ECG and real serum values assigned to the demo
+    patients (synthetic pairs): plumbing, not medicine.
     """
     from cxrkit.stages.demo import DISCLAIMER, run_demo
 
@@ -44,4 +46,6 @@ def demo_command(
     for row in summary:
         table.add_row(row["stage"], row["artifact"], row["id"], row["note"])
     err.print(table)
+    if any(row["stage"] == "distill" for row in summary):
+        err.print("distill: SYNTHETIC pairs (real ECG/labs assigned to demo patients)")
     out.print(str(out_dir))

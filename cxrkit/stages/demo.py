@@ -140,7 +140,8 @@ def run_demo(
     ``method`` picks the pretraining preset ``demo-<method>``. For image-text
     methods (mmclip) the dataset also holds image-only rows and eval scores
     zero-shot and retrieval on the *training* pairs (where a minute of training
-    can show that images and reports were aligned; plumbing, not a result).
+    can show that images and reports were aligned; plumbing, not a result) and
+    the PaCX distillation (whose student is the MAE checkpoint) is left out.
     Each stage writes its artifact in ``out/<stage>``; re-running is a no-op per
     stage when nothing changed. Raises ConfigError for an unknown method and the
     stage's CxrkitError on failure.
@@ -246,6 +247,8 @@ def run_demo(
         force=force,
     )
     summary.append(_row("export", exported, _export_note(exported.stats)))
+    if not image_text:  # the distillation's student is the MAE checkpoint
+        summary += _demo_distill(out, mapping, dataset, checkpoint, steps, force)
     return summary
 
 
@@ -280,6 +283,66 @@ def _terms_note(path: Path, window: int = 2) -> str:
             last = sum(values[-window:]) / window
             notes.append(f"{term} {first:.3f} -> {last:.3f}")
     return f"; after the {warmup}-step warm-up: " + ", ".join(notes) if notes else ""
+
+
+def _demo_distill(out: Path, mapping: Path, dataset, checkpoint, steps, force: bool) -> list[dict]:
+    """ingest-physio + a tiny PaCX distillation on SYNTHETIC pairs (see demo_physio)."""
+    from cxrkit.config import resolve
+    from cxrkit.stages import distill, physio
+    from cxrkit.stages.demo_physio import build_demo_physio
+
+    with open(mapping, newline="") as handle:
+        patients = [r["patient_id"] for r in csv.DictReader(handle) if r["patient_id"]]
+    files = build_demo_physio(out / "inputs" / "physio", patients)
+    physio_artifact = physio.run(
+        physio.PhysioConfig(
+            out=str(out / "physio"),
+            ecg=[str(files["ecg"])],
+            ecg_map=str(files["ecg_map"]),
+            labs=str(files["labs"]),
+            dataset=str(dataset.path),
+            salt_file=str(out / "salt.hex"),
+        ),
+        force=force,
+    )
+    stats = physio_artifact.stats
+    rows = [
+        _row(
+            "ingest-physio",
+            physio_artifact,
+            f"{stats['ecgs']} ECGs, {stats['lab_panels']} lab panels (real signals and "
+            "serum values, synthetic pairs)",
+        )
+    ]
+    sets = [f"train.max_steps={steps}"] if steps else []
+    distilled = distill.run(
+        resolve(
+            distill.DistillConfig,
+            preset="demo-pacx",
+            flags={
+                "preset": "demo-pacx",
+                "out": str(out / "distill"),
+                "dataset": str(dataset.path),
+                "physio": str(physio_artifact.path),
+                "student": str(checkpoint.path),
+            },
+            sets=sets,
+            stage="distill",
+        ),
+        force=force,
+    )
+    result = distilled.stats
+    coverage = result["coverage"]
+    rows.append(
+        _row(
+            "distill",
+            distilled,
+            f"SYNTHETIC PAIRS: {coverage['with_ecg']}/{coverage['images']} images with ECG, "
+            f"{coverage['with_labs']} with labs; loss {result.get('first_loss', float('nan')):.3f}"
+            f" -> {result.get('final_loss', float('nan')):.3f} in {result.get('steps')} steps",
+        )
+    )
+    return rows
 
 
 def _row(stage: str, artifact, note: str) -> dict:

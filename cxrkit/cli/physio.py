@@ -1,0 +1,80 @@
+"""`cxrkit ingest-physio`: ECG records and lab tables -> a physio artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cxrkit.cli.common import (
+    ConfigFile,
+    DryRun,
+    Force,
+    JsonOut,
+    OutDir,
+    Preset,
+    Sets,
+    app,
+    guarded,
+    run_stage,
+)
+
+
+@app.command("ingest-physio")
+@guarded
+def ingest_physio_command(
+    ecg: Annotated[
+        list[str] | None,
+        typer.Option("--ecg", help="ECG files, directories or globs (WFDB .hea, DICOM .dcm)."),
+    ] = None,
+    labs: Annotated[
+        Path | None, typer.Option(help="Lab table (CSV/Parquet), long or wide.")
+    ] = None,
+    ecg_map: Annotated[
+        Path | None, typer.Option(help="CSV path,patient_id[,time] for the ECG files.")
+    ] = None,
+    dataset: Annotated[
+        Path | None,
+        typer.Option(help="Dataset artifact: its train split decides who fits the lab scaling."),
+    ] = None,
+    out: OutDir = ...,
+    salt_file: Annotated[
+        Path | None, typer.Option(help="The salt `cxrkit ingest` used (pseudonyms join).")
+    ] = None,
+    preset: Preset = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    dry_run: DryRun = False,
+    force: Force = False,
+    as_json: JsonOut = False,
+) -> None:
+    """ECGs (WFDB/DICOM) + lab panels -> a physio artifact for `cxrkit distill`.
+
+    ECGs are resampled to 500 Hz, cut or padded to 10 s, put in the 12-lead order
+    with lead and sample masks, filtered and normalised per lead; labs become
+    percentile-scaled values + missing flags (scaling fitted on training patients).
+    Patient ids and times are pseudonymised with the salt of `cxrkit ingest`.
+    """
+    from cxrkit.stages import physio
+
+    flags = {
+        "out": str(out),
+        "ecg": list(ecg) if ecg else None,
+        "labs": str(labs) if labs else None,
+        "ecg_map": str(ecg_map) if ecg_map else None,
+        "dataset": str(dataset) if dataset else None,
+        "salt_file": str(salt_file) if salt_file else None,
+    }
+    run_stage(
+        "ingest-physio",
+        physio.PhysioConfig,
+        physio.run,
+        preset=preset,
+        config=config,
+        sets=sets,
+        flags=flags,
+        dry_run=dry_run,
+        as_json=as_json,
+        force=force,
+    )

@@ -1,0 +1,110 @@
+"""Pairing: a dataset + a physio artifact -> a `pairs` artifact (``pairs.parquet``).
+
+One row per image of the dataset (every split): ``image_id, patient_id, split,
+ecg_id, ecg_delta_hours, lab_id, lab_delta_hours``; the rule is in
+:mod:`cxrkit.io.pairing`. Coverage (images with ECG / labs / both / none) is
+in the stats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
+from cxrkit.config import doc, to_dict
+from cxrkit.errors import ConfigError
+from cxrkit.io import pairing
+from cxrkit.io.physio_files import PAIRS_FILE
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+PAIRS_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("patient_id", pa.string()),
+        ("split", pa.string()),
+        ("ecg_id", pa.string()),
+        ("ecg_delta_hours", pa.float64()),
+        ("lab_id", pa.string()),
+        ("lab_delta_hours", pa.float64()),
+    ]
+)
+
+
+@dataclasses.dataclass
+class PairsConfig:
+    """How images find their physiology partners (the [pairs] table of distill)."""
+
+    ecg_window_hours: float = doc(
+        "an ECG pairs with an image when taken within this many hours of it (either side)", 24.0
+    )
+    lab_window_hours: float = doc(
+        "a lab panel pairs with an image when drawn within this many hours of it", 24.0
+    )
+
+    undated: Literal["skip", "latest"] = doc(
+        "images without a study date: skip (no partner) | latest (the patient's latest "
+        "record, no time delta; for datasets that publish no dates)",
+        "skip",
+    )
+
+    def validate(self) -> None:
+        """Raise ConfigError on a negative window."""
+        if self.ecg_window_hours < 0 or self.lab_window_hours < 0:
+            raise ConfigError("pairs.ecg_window_hours and pairs.lab_window_hours must be >= 0")
+
+
+def run(
+    dataset_dir: str | Path,
+    physio_dir: str | Path,
+    out: str | Path,
+    cfg: PairsConfig,
+    force: bool = False,
+) -> Artifact:
+    """Pair every image of the dataset; publish the pairs artifact at ``out``.
+
+    Raises ArtifactError when an input is not a dataset / physio artifact.
+    """
+    from cxrkit.io.dataset import dataset_shards
+    from cxrkit.io.physio_files import ECG_INDEX, LABS_TABLE
+
+    dataset = open_artifact(dataset_dir, kind="dataset")
+    physio = open_artifact(physio_dir, kind="physio")
+    writer = ArtifactWriter(
+        Path(out), "pairs", to_dict(cfg), [dataset, physio], SCHEMA_VERSION, force
+    )
+    if (done := writer.up_to_date()) is not None:
+        return done
+    images: list[dict[str, Any]] = []
+    for shard in dataset_shards(dataset):
+        columns = ["image_id", "patient_id", "study_date", "split"]
+        images.extend(pq.read_table(shard, columns=columns).to_pylist())
+    ecgs = _records(pq.read_table(physio.path / ECG_INDEX).to_pylist(), "ecg_id")
+    labs = _records(pq.read_table(physio.path / LABS_TABLE).to_pylist(), "lab_id")
+    rows = pairing.pair_images(
+        images, ecgs, labs, cfg.ecg_window_hours, cfg.lab_window_hours, cfg.undated
+    )
+    work = writer.begin()
+    pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), work / PAIRS_FILE)
+    stats = {"coverage": pairing.coverage(rows)}
+    train = [r for r in rows if r["split"] == "train"]
+    stats["coverage_train"] = pairing.coverage(train)
+    return writer.publish(schema={"columns": PAIRS_SCHEMA.names}, stats=stats)
+
+
+def _records(rows: list[dict[str, Any]], key: str) -> list[pairing.Record]:
+    return [pairing.Record(r[key], r["patient_id"], pairing.parse_time(r["time"])) for r in rows]
+
+
+def load_pairs(pairs: Artifact) -> list[dict[str, Any]]:
+    """The rows of a pairs artifact."""
+    from cxrkit.io.physio_files import load_pairs as read
+
+    return read(pairs.path)
