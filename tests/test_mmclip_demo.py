@@ -139,7 +139,12 @@ def test_the_mmclip_demo_aligns_the_training_pairs_and_runs_zero_shot(tmp_path):
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     retrieval = metrics["tasks"]["retrieval"]
     assert retrieval["n"] == 11  # the paired training rows; the 6 image-only rows have no report
-    assert retrieval["image_to_report"]["recall_at_1"]["value"] > retrieval["chance_recall_at_1"]
+    directions = [retrieval["image_to_report"], retrieval["report_to_image"]]
+    # 11 pairs, 150 steps: single R@1 values are noisy; both median ranks and the mean
+    # R@1 must beat what random embeddings give (median rank (n + 1) / 2, R@1 1 / n).
+    assert all(d["median_rank"]["value"] < (retrieval["n"] + 1) / 2 for d in directions)
+    mean_r1 = sum(d["recall_at_1"]["value"] for d in directions) / 2
+    assert mean_r1 > retrieval["chance_recall_at_1"]
     zeroshot = metrics["tasks"]["zeroshot"]["maco"]["macro"]
     assert zeroshot["status"] == "ok" and 0.0 <= zeroshot["macro_auroc"]["value"] <= 1.0
     rows = [json.loads(r) for r in (out / "checkpoint" / "metrics.jsonl").read_text().splitlines()]

@@ -379,9 +379,12 @@ def _eval_note(path: Path) -> str:
             notes.append(f"zero-shot ({variant}) AUROC {auroc['value']:.2f}")
     if "image_to_report" in tasks.get("retrieval", {}):
         result = tasks["retrieval"]
+        i2r, r2i = result["image_to_report"], result["report_to_image"]
         notes.append(
-            f"image->report R@1 {result['image_to_report']['recall_at_1']['value']:.2f} on "
-            f"{result['n']} training pairs (chance {result['chance_recall_at_1']:.2f})"
+            f"R@1 image->report {i2r['recall_at_1']['value']:.2f}, report->image "
+            f"{r2i['recall_at_1']['value']:.2f} on {result['n']} training pairs (chance "
+            f"{result['chance_recall_at_1']:.2f}); median rank {i2r['median_rank']['value']:.0f}"
+            f" / {r2i['median_rank']['value']:.0f} (chance {(result['n'] + 1) / 2:.0f})"
         )
     return f"n = {metrics.get('n_scored')} ({metrics.get('protocol')}): " + "; ".join(notes)
 
