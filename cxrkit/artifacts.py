@@ -18,11 +18,11 @@ import socket
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cxrkit import __version__
-from cxrkit.errors import ArtifactError
+from cxrkit import __version__, hashcache
+from cxrkit.errors import ArtifactError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,15 @@ KINDS = (
     "eval",
     "export",
 )
+# Files every artifact of a kind has; verify() reports one missing from the file list
+# (a file deleted together with its manifest entry).
+REQUIRED_FILES = {
+    "dataset": ("rejects.parquet",),
+    "annotations": ("annotations.parquet", "prompts.json"),
+    "checkpoint": ("config.json", "model.safetensors"),
+    "eval": ("metrics.json",),
+    "export": ("image_encoder/config.json", "image_encoder/model.safetensors", "metadata.json"),
+}
 
 
 def canonical_json(obj: Any) -> str:
@@ -61,13 +70,41 @@ def compute_id(kind: str, schema_version: int, params: dict, input_ids: Iterable
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes (remembered while the file is unchanged, see hashcache)."""
+    return hashcache.sha256_file(path)
+
+
+def manifest_checksum(manifest: dict) -> str:
+    """sha256 over a manifest's own content (every key but ``checksum``).
+
+    Catches a manifest edited by hand or by a script that did not recompute it
+    (a file deleted together with its entry, stats rewritten). It is a
+    checksum, not a signature: whoever can rewrite the manifest can rewrite it.
+    """
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def entry_path(root: Path, rel: object) -> Path:
+    """The file a manifest entry names, confined to the artifact directory ``root``.
+
+    Raises ArtifactError for an absolute path, a ``..`` component, or a path that
+    resolves (through symlinks) outside ``root``.
+    """
+    if not isinstance(rel, str) or not rel or "\0" in rel:
+        raise ArtifactError(f"{root}: manifest lists a file with an invalid path {rel!r}")
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise ArtifactError(f"{root}: manifest path {rel!r} points outside the artifact; refused")
+    path = root / pure
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError) as exc:  # symlink loop
+        raise ArtifactError(f"{root}: manifest path {rel!r} cannot be resolved ({exc})") from exc
+    if not inside:
+        raise ArtifactError(f"{root}: manifest path {rel!r} resolves outside the artifact; refused")
+    return path
 
 
 def git_sha() -> str | None:
@@ -152,12 +189,12 @@ class Artifact:
         listed = {f["path"] for f in self.manifest.get("files", [])}
         if name not in listed:
             raise ArtifactError(f"{self.path}: no file {name!r} in this {self.kind} artifact")
-        return self.path / name
+        return entry_path(self.path, name)
 
     def files(self, suffix: str = "") -> list[Path]:
         """Data files listed in the manifest, optionally filtered by suffix, in manifest order."""
         return [
-            self.path / f["path"]
+            entry_path(self.path, f["path"])
             for f in self.manifest.get("files", [])
             if f["path"].endswith(suffix)
         ]
@@ -191,13 +228,14 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-def open_artifact(
-    path: str | Path, kind: str | None = None, verify_files: bool = False
-) -> Artifact:
-    """Open a published artifact, optionally checking its kind and file hashes.
+def open_artifact(path: str | Path, kind: str | None = None, verify_files: bool = True) -> Artifact:
+    """Open a published artifact, checking its kind and (by default) verifying it.
 
+    Stages read what they verified: sizes, paths, stats and the manifest checksum
+    every time, file hashes through the hash cache (hashed once while a file is
+    unchanged). ``verify_files=False`` only reads the manifest (``cxrkit show``).
     Raises ArtifactError when it is missing, of another kind, of an unknown format,
-    or (with ``verify_files``) fails :func:`verify`.
+    or fails :func:`verify`.
     """
     path = Path(path)
     manifest = read_manifest(path)
@@ -213,29 +251,68 @@ def open_artifact(
     return Artifact(path=path, manifest=manifest)
 
 
-def verify(path: str | Path) -> list[str]:
-    """Check every file against the manifest. Returns a list of problems (empty = intact)."""
+def verify_model_artifact(path: str | Path) -> Artifact:
+    """The verified checkpoint/export artifact holding ``path`` (itself, or the export
+    around an ``image_encoder/`` folder), before any weights are read from it.
+
+    Raises ArtifactError when there is no manifest to check the weights against (a
+    folder copied out of an artifact, an artifact whose manifest was deleted), when
+    the artifact is not a checkpoint or export, or when it fails verification.
+    """
+    path = Path(path)
+    root = path
+    if not (path / MANIFEST).is_file() and (path.parent / MANIFEST).is_file():
+        root = path.parent  # e.g. export/image_encoder
+    if not (root / MANIFEST).is_file():
+        raise ArtifactError(
+            f"{path}: no {MANIFEST} to verify these weights against (a folder copied out of "
+            "an artifact, or an artifact whose manifest was deleted); load the whole "
+            "artifact directory, or pass verify=False to load unverified weights"
+        )
+    kind = read_manifest(root).get("kind")
+    if kind not in ("checkpoint", "export"):
+        raise ArtifactError(f"{root}: a {kind} artifact holds no model to load")
+    return open_artifact(root, verify_files=True)
+
+
+def verify(path: str | Path, hashes: bool = True, cached: bool = True) -> list[str]:
+    """Check an artifact against its manifest. Returns a list of problems (empty = intact).
+
+    Checks: the manifest's own checksum and id; every listed path stays inside the
+    artifact; every listed file exists with its size and (``hashes``) sha256; no
+    unlisted data file; the files the kind requires are listed; row counts agree
+    with the stats (dataset rows/rejects/shards, annotation rows). Hashes come from
+    the hash cache when a file is unchanged since it was last hashed; ``cached=False``
+    reads every byte (``cxrkit verify``: bit rot on disk does not move a file's ctime).
+    """
     path = Path(path)
     manifest = read_manifest(path)
     problems: list[str] = []
-    listed = {}
+    if manifest.get("checksum") != manifest_checksum(manifest):
+        problems.append(
+            "manifest checksum mismatch (manifest edited after publishing?)"
+            if "checksum" in manifest
+            else "manifest has no checksum (edited, or written by an older cxrkit; rebuild "
+            "with --force)"
+        )
+    listed: dict[str, dict] = {}
     for entry in manifest.get("files", []):
-        listed[entry["path"]] = entry
-        file_path = path / entry["path"]
-        if not file_path.is_file():
-            problems.append(f"missing file {entry['path']}")
+        try:
+            file_path = entry_path(path, entry.get("path") if isinstance(entry, dict) else None)
+        except ArtifactError as exc:
+            problems.append(str(exc).split(": ", 1)[-1])
             continue
-        if file_path.stat().st_size != entry["bytes"]:
-            problems.append(
-                f"changed file {entry['path']} (size {file_path.stat().st_size} "
-                f"!= {entry['bytes']})"
-            )
-        elif sha256_file(file_path) != entry["sha256"]:
-            problems.append(f"changed file {entry['path']} (sha256 mismatch)")
+        listed[entry["path"]] = entry
+        problems.extend(_check_file(file_path, entry, hashes, cached))
     for file_path in _data_files(path):
         rel = file_path.relative_to(path).as_posix()
         if rel not in listed:
             problems.append(f"extra file {rel} not in manifest")
+    kind = manifest.get("kind")
+    for required in REQUIRED_FILES.get(kind, ()):
+        if required not in listed:
+            problems.append(f"a {kind} artifact needs {required}; it is not in the manifest")
+    problems.extend(_stats_problems(manifest, listed))
     expected = compute_id(
         manifest["kind"],
         manifest.get("schema", {}).get("version", 0),
@@ -244,6 +321,50 @@ def verify(path: str | Path) -> list[str]:
     )
     if expected != manifest.get("id"):
         problems.append("manifest id does not match its kind/params/inputs (edited manifest?)")
+    return problems
+
+
+def _check_file(file_path: Path, entry: dict, hashes: bool, cached: bool = True) -> list[str]:
+    rel = entry["path"]
+    if not file_path.is_file():
+        return [f"missing file {rel}"]
+    size = file_path.stat().st_size
+    if size != entry.get("bytes"):
+        return [f"changed file {rel} (size {size} != {entry.get('bytes')})"]
+    if hashes:
+        try:
+            digest = sha256_file(file_path) if cached else hashcache.hash_bytes_of(file_path)
+        except OSError as exc:
+            return [f"unreadable file {rel} ({exc.strerror or exc})"]
+        if digest != entry.get("sha256"):
+            return [f"changed file {rel} (sha256 mismatch)"]
+    return []
+
+
+def _stats_problems(manifest: dict, listed: dict[str, dict]) -> list[str]:
+    """Row counts promised by the stats against the rows recorded per file."""
+    stats = manifest.get("stats") or {}
+    kind = manifest.get("kind")
+    problems = []
+
+    def rows(names: list[str]) -> int:
+        return sum(int(listed[n].get("rows", 0)) for n in names)
+
+    if kind == "dataset":
+        shards = sorted(n for n in listed if n.startswith("shard-") and n.endswith(".parquet"))
+        if "shards" in stats and stats["shards"] != len(shards):
+            problems.append(f"stats promise {stats['shards']} shards, manifest lists {len(shards)}")
+        if "rows" in stats and stats["rows"] != rows(shards):
+            problems.append(f"stats promise {stats['rows']} rows, the shards hold {rows(shards)}")
+        rejects = rows(["rejects.parquet"]) if "rejects.parquet" in listed else None
+        if "rejects" in stats and rejects is not None and stats["rejects"] != rejects:
+            problems.append(
+                f"stats promise {stats['rejects']} rejects, rejects.parquet holds {rejects}"
+            )
+    elif kind == "annotations" and "annotations.parquet" in listed:
+        held = rows(["annotations.parquet"])
+        if "rows" in stats and stats["rows"] != held:
+            problems.append(f"stats promise {stats['rows']} rows, annotations.parquet holds {held}")
     return problems
 
 
@@ -287,13 +408,21 @@ class ArtifactWriter:
     Usage::
 
         writer = ArtifactWriter(out, "dataset", params, inputs=[...], schema_version=1)
-        if writer.is_current():          # same id, intact: nothing to do
-            return writer.existing()
+        if (done := writer.up_to_date()) is not None:   # same id, intact: nothing to do
+            return done
         work = writer.begin()            # DIR.tmp-<pid>, adopting a dead run's temp dir
         ... write files into work ...
         artifact = writer.publish(schema={...}, stats={...})
 
     ``inputs`` holds Artifact objects or raw-input refs (dicts with kind="raw").
+
+    Crash and race safety: one run at a time writes OUT (an exclusive ``flock`` on
+    ``.OUT.lock`` beside it, taken by ``up_to_date``/``begin`` and held until
+    publish); a run that waited for the lock and then finds the same id published
+    returns it ("published by another run"). The temp dir keeps its in-progress
+    marker until after the final rename, and a temp dir whose manifest is already
+    written is published as it is by the next run, so a kill at any point of
+    publishing loses no work.
     """
 
     out: Path
@@ -303,6 +432,7 @@ class ArtifactWriter:
     schema_version: int = 1
     force: bool = False
     work: Path | None = None
+    lock: bool = True
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -312,7 +442,48 @@ class ArtifactWriter:
         self.id = compute_id(
             self.kind, self.schema_version, self.params, [r["id"] for r in self._input_refs]
         )
+        self._lock_fd: int | None = None
+        self._waited = False
 
+    # ------------------------------------------------------------ lock
+    @property
+    def lock_path(self) -> Path:
+        return self.out.parent / f".{self.out.name}.lock"
+
+    def acquire(self) -> None:
+        """Take the exclusive lock on OUT (waiting for another run that holds it)."""
+        if not self.lock or self._lock_fd is not None:
+            return
+        import fcntl
+
+        _make_parent(self.out)
+        key = str(self.lock_path.resolve())
+        stale = _HELD_LOCKS.pop(key, None)
+        if stale is not None:  # an earlier writer in this process that never published
+            os.close(stale)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"{self.out}: cannot create the lock file ({_why(exc)})") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("%s: another cxrkit run is writing it; waiting for it to finish", self.out)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._waited = True
+        self._lock_fd = fd
+        _HELD_LOCKS[key] = fd
+
+    def release(self) -> None:
+        """Release the lock on OUT (also released when the process exits)."""
+        if self._lock_fd is not None:
+            key = str(self.lock_path.resolve())
+            if _HELD_LOCKS.get(key) == self._lock_fd:
+                del _HELD_LOCKS[key]
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------ state of OUT
     def is_current(self) -> bool:
         """True when OUT already holds this artifact (same id) and it verifies."""
         if self.force or not (self.out / MANIFEST).is_file():
@@ -329,28 +500,48 @@ class ArtifactWriter:
     def up_to_date(self) -> Artifact | None:
         """The published artifact if OUT already holds this id intact (and says so), else None.
 
+        Takes the lock first (waiting for a concurrent run into the same OUT), and
+        finishes publishing a build of this id that a killed run left complete.
         Stages start with ``if (done := writer.up_to_date()) is not None: return done``.
         """
-        if not self.is_current():
+        self.acquire()
+        current = self.is_current()
+        if not current and not self.force:
+            current = self._publish_finished_leftover()
+        if not current:
             return None
-        log.info(
-            "%s is up to date (id %s); nothing to do (use --force to rebuild)",
-            self.out,
-            self.id[:12],
-        )
+        if self._waited:
+            log.info(
+                "%s was published by another run (id %s); nothing to do", self.out, self.id[:12]
+            )
+        else:
+            log.info(
+                "%s is up to date (id %s); nothing to do (use --force to rebuild)",
+                self.out,
+                self.id[:12],
+            )
+        self.release()
         return self.existing()
 
     def check_target(self) -> None:
-        """Refuse to overwrite a different artifact (or any non-artifact dir) without --force."""
-        if self.force or not self.out.exists():
+        """Refuse to overwrite a different artifact without --force, and a non-artifact ever.
+
+        An existing file, or a non-empty directory without a cxrkit manifest, is
+        never replaced (--force included): it may hold the user's own files.
+        """
+        if not self.out.exists() and not self.out.is_symlink():
             return
+        if not self.out.is_dir():
+            raise OutputError(f"{self.out}: exists and is not a directory; choose another --out")
         if not (self.out / MANIFEST).is_file():
-            if self.out.is_dir() and not any(self.out.iterdir()):
+            if not any(self.out.iterdir()):
                 return
-            raise ArtifactError(
-                f"{self.out}: exists and is not a cxrkit artifact; "
-                "choose another --out or remove it"
+            raise OutputError(
+                f"{self.out}: exists and is not a cxrkit artifact (no {MANIFEST}); it is never "
+                "replaced, --force included; choose another --out or remove it yourself"
             )
+        if self.force:
+            return
         manifest = read_manifest(self.out)
         if manifest.get("id") != self.id:
             raise ArtifactError(
@@ -359,8 +550,9 @@ class ArtifactWriter:
                 "use --force to replace it"
             )
 
-    def resume_dir(self) -> Path | None:
-        """A temp dir left by a dead run with the same id, if any."""
+    def _leftovers(self) -> list[tuple[Path, dict]]:
+        """Temp dirs of dead runs building this id, with their markers."""
+        found = []
         for candidate in sorted(self.out.parent.glob(self.out.name + ".tmp-*")):
             marker = candidate / PARTIAL_MARKER
             if not marker.is_file():
@@ -370,8 +562,30 @@ class ArtifactWriter:
             except (OSError, json.JSONDecodeError):
                 continue
             if info.get("id") == self.id and owner_state(info) == "dead":
-                return candidate
-        return None
+                found.append((candidate, info))
+        return found
+
+    def resume_dir(self) -> Path | None:
+        """A temp dir left by a dead run with the same id, if any."""
+        found = self._leftovers()
+        return found[0][0] if found else None
+
+    def _publish_finished_leftover(self) -> bool:
+        """A killed run wrote its manifest but did not rename: finish its publish (True)."""
+        for candidate, _ in self._leftovers():
+            if not (candidate / MANIFEST).is_file():
+                continue
+            try:
+                if read_manifest(candidate).get("id") != self.id or verify(candidate):
+                    continue
+            except ArtifactError:
+                continue
+            self.check_target()
+            log.info("publishing the finished build a killed run left in %s", candidate)
+            self.work = candidate
+            self._rename_into_place(release=False)
+            return True
+        return False
 
     def busy(self) -> tuple[Path, dict, str] | None:
         """A temp dir building this id whose owner is alive, or on another host and unknown.
@@ -389,29 +603,41 @@ class ArtifactWriter:
                 return candidate, info, state
         return None
 
+    # ------------------------------------------------------------ build and publish
     def begin(self) -> Path:
-        """Create (or adopt) the temp dir and return it."""
+        """Create (or adopt) the temp dir and return it. Raises OutputError if OUT is unusable."""
+        self.acquire()
         self.check_target()
-        self.out.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(self.out)
         work = self.out.parent / f"{self.out.name}.tmp-{os.getpid()}"
         previous = self.resume_dir()
-        if previous is not None and previous != work:
-            log.info("resuming unfinished build from %s", previous)
-            previous.rename(work)
-        work.mkdir(exist_ok=True)
-        (work / PARTIAL_MARKER).write_text(
-            json.dumps({"id": self.id, "kind": self.kind, **owner()})
-        )
+        try:
+            if previous is not None and previous != work:
+                log.info("resuming unfinished build from %s", previous)
+                previous.rename(work)
+            work.mkdir(exist_ok=True)
+            (work / MANIFEST).unlink(missing_ok=True)  # a stale manifest is rewritten at publish
+            (work / PARTIAL_MARKER).write_text(
+                json.dumps({"id": self.id, "kind": self.kind, **owner()})
+            )
+        except OSError as exc:
+            raise OutputError(
+                f"{self.out}: cannot create the build directory ({_why(exc)})"
+            ) from exc
         self.work = work
         return work
 
     def publish(self, schema: dict | None = None, stats: dict | None = None) -> Artifact:
-        """Hash the files, write the manifest and rename the temp dir into place."""
+        """Hash the files, write the manifest and rename the temp dir into place.
+
+        Kill-safe order: the manifest is written while the scratch files
+        (``.work*``) and the in-progress marker are still there; scratch goes
+        next, the rename after, and the marker last. A run killed before the
+        manifest resumes from scratch; one killed after it is published as it is
+        by the next run.
+        """
         if self.work is None:
             raise RuntimeError("publish() before begin()")
-        for scratch in self.work.glob(".work*"):
-            shutil.rmtree(scratch) if scratch.is_dir() else scratch.unlink()
-        (self.work / PARTIAL_MARKER).unlink(missing_ok=True)
         manifest = {
             "format": FORMAT,
             "kind": self.kind,
@@ -425,18 +651,63 @@ class ArtifactWriter:
             "schema": {"version": self.schema_version, **(schema or {})},
             "stats": stats or {},
         }
+        manifest["checksum"] = manifest_checksum(manifest)
         write_json_atomic(self.work / MANIFEST, manifest)
         _fsync_dir(self.work)
+        self._rename_into_place()
+        return Artifact(path=self.out, manifest=manifest)
+
+    def _rename_into_place(self, release: bool = True) -> None:
+        for scratch in self.work.glob(".work*"):
+            shutil.rmtree(scratch) if scratch.is_dir() else scratch.unlink()
         old = None
         if self.out.exists():
             old = self.out.parent / f"{self.out.name}.old-{os.getpid()}"
             self.out.rename(old)
         self.work.rename(self.out)
+        (self.out / PARTIAL_MARKER).unlink(missing_ok=True)
         _fsync_dir(self.out.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        for stale in self.out.parent.glob(f"{self.out.name}.old-*"):  # left by a killed publish
+            pid = stale.name.rpartition("-")[2]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
         self.work = None
-        return Artifact(path=self.out, manifest=manifest)
+        if release:
+            self.release()
+
+
+_HELD_LOCKS: dict[str, int] = {}  # lock file -> fd, for the writers of this process
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def prepare_output_file(path: str | Path) -> Path:
+    """Check that a single output file (``cxrkit label --out``) can be written.
+
+    Creates missing parent folders. Raises OutputError (exit 3) when the path is
+    a folder, a parent is a file, or the folder is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; --out names the file to write")
+    _make_parent(path)
+    return path
+
+
+def _make_parent(out: Path) -> None:
+    """Create OUT's parent folder; OutputError naming the reason when impossible."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise OutputError(f"{out}: a parent of --out is a file, not a folder") from exc
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create its parent folder ({_why(exc)})") from exc
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: the folder {out.parent} is not writable")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

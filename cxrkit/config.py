@@ -74,11 +74,17 @@ def load_toml(path: str | Path) -> dict:
         if path.suffix == ".json":
             import json
 
-            return json.loads(path.read_text())
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+            data = json.loads(path.read_text())
+        else:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
     except (ValueError, OSError) as exc:
         raise ConfigError(f"{path}: cannot parse config ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: a config file holds one table/object of settings, not a {type(data).__name__}"
+        )
+    return data
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -24,6 +24,10 @@ class InputError(CxrkitError):
     exit_code = 3
 
 
+class OutputError(InputError):
+    """``--out`` cannot be written: a file in the way, no permission, disk full (exit 3)."""
+
+
 class ArtifactError(CxrkitError):
     """An artifact is missing, of the wrong kind, unknown format, or fails integrity checks."""
 
@@ -34,6 +38,13 @@ class NotBuiltError(CxrkitError):
     """The requested feature is not implemented yet in this version of cxrkit."""
 
     exit_code = 5
+
+
+class WorkerDied(CxrkitError):
+    """A worker process died (killed by the OOM killer, a signal or a crash); finished work
+    is kept and re-running the same command resumes."""
+
+    exit_code = 70  # EX_SOFTWARE: an internal process failed, not the input or the settings
 
 
 class Preempted(CxrkitError):
@@ -65,9 +76,10 @@ EXIT_CODES: dict[str, int] = {
     "ok": 0,
     "unexpected error": 1,
     "usage / bad configuration": ConfigError.exit_code,
-    "bad input file or directory": InputError.exit_code,
+    "bad input or unwritable output (file, folder, disk full)": InputError.exit_code,
     "artifact missing, wrong kind or failed integrity check": ArtifactError.exit_code,
     "feature not built yet": NotBuiltError.exit_code,
+    "a worker process died (finished work kept, re-run to resume)": WorkerDied.exit_code,
     "preempted (state saved, re-run to resume)": Preempted.exit_code,
     "interrupted by the user": Interrupted.exit_code,
 }

@@ -7,6 +7,8 @@ them (64-px long side, fast); both are reused by the stage tests downstream.
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +37,7 @@ def _restore_cxrkit_logger():
 def salt_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("salt") / "salt.hex"
     path.write_text("00" * 32)
+    path.chmod(0o600)  # a salt readable by others is warned about
     return path
 
 
@@ -57,3 +60,25 @@ def demo_dataset(tmp_path_factory, demo_inputs, salt_file):
     )
     run(cfg)
     return out
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """Mount a small tmpfs (skips where mounting is not allowed); unmounted afterwards."""
+    mounted = []
+
+    def mount(size: str, read_only: bool = False) -> Path:
+        point = tmp_path / f"mnt{len(mounted)}"
+        point.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)

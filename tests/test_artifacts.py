@@ -20,7 +20,8 @@ from cxrkit.errors import ArtifactError
 
 
 def _build(out, params=None, inputs=None, force=False, payload=b"hello"):
-    writer = ArtifactWriter(out, "dataset", params or {"a": 1}, inputs=inputs or [], force=force)
+    # "pairs": a kind without required files, so the payload can be any file
+    writer = ArtifactWriter(out, "pairs", params or {"a": 1}, inputs=inputs or [], force=force)
     if (done := writer.up_to_date()) is not None:
         return done, False
     work = writer.begin()
@@ -140,7 +141,7 @@ def test_lineage_walks_back_to_raw_inputs(tmp_path):
     rows = lineage(tmp_path / "ann")
     assert [(r["depth"], r["kind"]) for r in rows] == [
         (0, "annotations"),
-        (1, "dataset"),
+        (1, "pairs"),
         (2, "raw"),
     ]
     assert rows[2]["id"] == "f" * 64

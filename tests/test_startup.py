@@ -31,7 +31,8 @@ print(json.dumps({"exit_code": result.exit_code, "heavy": heavy}))
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
-    writer = ArtifactWriter(tmp_path_factory.mktemp("startup") / "art", "dataset", {"n": 1}, [])
+    # "pairs": a kind without required files (a "dataset" must hold rejects.parquet)
+    writer = ArtifactWriter(tmp_path_factory.mktemp("startup") / "art", "pairs", {"n": 1}, [])
     work = writer.begin()
     (work / "data.txt").write_text("x")
     return writer.publish().path

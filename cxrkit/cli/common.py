@@ -6,6 +6,7 @@ stderr. Only the ``cxrkit.cli`` package knows about typer and exit codes.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cxrkit import __version__
-from cxrkit.errors import EXIT_CODES, CxrkitError, Interrupted
+from cxrkit.errors import EXIT_CODES, CxrkitError, Interrupted, OutputError
 
 EXIT_HELP = "Exit codes: " + ", ".join(f"{code} {what}" for what, code in EXIT_CODES.items()) + "."
 
@@ -151,6 +152,27 @@ def _rich_progress(desc: str, total: int | None):
     return manager()
 
 
+# Write failures that are the environment's, not a bug: disk full, quota, read-only.
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+# The same failures as raised by writers that do not give an OSError (safetensors' Rust
+# I/O, some pyarrow paths): recognised by the operating system's message.
+_OUTPUT_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system")
+
+
+def _output_failure(exc: BaseException) -> str | None:
+    """'FILE: No space left on device' for a disk-full/quota/read-only failure, else None."""
+    if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    text = str(exc)
+    for message in _OUTPUT_MESSAGES:
+        if message in text:
+            return message
+    return None
+
+
 def guarded(func: Callable) -> Callable:
     """Map cxrkit errors to one-line messages and their exit codes."""
 
@@ -161,6 +183,16 @@ def guarded(func: Callable) -> Callable:
         except CxrkitError as exc:
             err.print(f"[bold red]error:[/] {exc}", markup=True)
             raise typer.Exit(exc.exit_code) from None
+        except Exception as exc:  # noqa: BLE001 - only write failures of the environment
+            reason = _output_failure(exc)
+            if reason is None:
+                raise
+            err.print(
+                f"[bold red]error:[/] {reason} while writing; nothing was published "
+                "(partial work stays in the OUT.tmp-* folder for a re-run)",
+                markup=True,
+            )
+            raise typer.Exit(OutputError.exit_code) from None
         except KeyboardInterrupt:
             err.print(
                 "[yellow]interrupted[/]; partial work is kept, re-run the same command to resume",

@@ -48,11 +48,13 @@ def ingest_command(
     uint16: Annotated[
         bool, typer.Option("--uint16", help="Store 16-bit pixels instead of 8-bit.", metavar=FLAG)
     ] = False,
-    workers: Annotated[int | None, typer.Option(help="Decode processes (0 = all cores).")] = None,
-    shard_index: Annotated[
-        int | None, typer.Option(help="Partition index (default: SLURM_ARRAY_TASK_ID).")
+    workers: Annotated[
+        int | None, typer.Option(help="Decode processes (0 = all cores).", min=0)
     ] = None,
-    num_shards: Annotated[int | None, typer.Option(help="Number of partitions.")] = None,
+    shard_index: Annotated[
+        int | None, typer.Option(help="Partition index (default: SLURM_ARRAY_TASK_ID).", min=0)
+    ] = None,
+    num_shards: Annotated[int | None, typer.Option(help="Number of partitions.", min=1)] = None,
     salt_file: Annotated[
         Path | None, typer.Option(help="Private HMAC salt file (created if absent).")
     ] = None,

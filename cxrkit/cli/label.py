@@ -56,11 +56,14 @@ def label_command(
         from cxrkit.text.lean import import_spacy_without_torch
 
         import_spacy_without_torch()  # ~3 s less start-up (see cxrkit/text/lean.py)
+    from cxrkit.artifacts import prepare_output_file
     from cxrkit.text.csvlabel import label_csv
     from cxrkit.text.labeler import Labeler
 
-    labeler = Labeler(scispacy_model, sections=sections)
     to_stdout = str(out_csv) == "-"
+    if not to_stdout:
+        prepare_output_file(out_csv)  # a folder, a file as parent, no permission: exit 3 now
+    labeler = Labeler(scispacy_model, sections=sections)
     with tempfile.TemporaryDirectory(prefix="cxrkit-label-") as scratch:
         source = reports
         if str(reports) == "-":

@@ -13,11 +13,12 @@ from cxrkit.cli.common import app, err, guarded, out
 @app.command()
 @guarded
 def verify(path: Annotated[Path, typer.Argument(help="Artifact directory.")]) -> None:
-    """Check every file of an artifact against its manifest (hash, size, missing, extra)."""
+    """Check an artifact against its manifest: every file's bytes (sha256, read in full),
+    sizes, missing and extra files, paths outside it, required files, stats, checksum."""
     from cxrkit.artifacts import verify as verify_artifact
     from cxrkit.errors import ArtifactError
 
-    problems = verify_artifact(path)
+    problems = verify_artifact(path, cached=False)  # read every byte: bit rot keeps ctime
     if problems:
         for problem in problems:
             err.print(f"[red]FAIL[/] {path}: {problem}", markup=True)

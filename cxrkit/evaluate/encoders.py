@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,8 +79,12 @@ def load_checkpoint_model(path: str | Path, device: torch.device) -> EvalModel:
     if not isinstance(size, int):
         raise ArtifactError(f"{artifact.path}/config.json: no preprocessing.image_size")
     name = config.objective
+    # The feature cache is keyed by what the features come from: the verified
+    # content of the weights and config, not the artifact id (two runs whose ids
+    # collide must never share features).
+    digests = {f["path"]: f["sha256"] for f in artifact.manifest.get("files", [])}
     model = EvalModel(
-        key=f"checkpoint:{artifact.id}",
+        key=f"checkpoint-content:{digests.get('model.safetensors')}:{digests.get('config.json')}",
         description=f"checkpoint {artifact.path} (objective {name})",
         image_size=size,
         encode_images=lambda x: pooled(encoder, x),
@@ -151,7 +156,12 @@ def load_open_clip_model(
             raise InputError(f"{weights}: open_clip weights file not found")
         try:
             open_clip.load_checkpoint(model, str(weights))
-        except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        except pickle.UnpicklingError as exc:
+            raise ArtifactError(
+                f"{weights}: refused: holds pickled objects other than tensors (possibly "
+                "malicious; nothing was unpickled); use a safetensors or plain state_dict file"
+            ) from exc
+        except (RuntimeError, OSError, ValueError, KeyError, EOFError) as exc:
             raise InputError(f"{weights}: cannot load into {config_path.name} ({exc})") from exc
         raw.append({"kind": "raw", "id": sha256_file(weights), "path": str(weights.resolve())})
     model = model.to(device).eval()

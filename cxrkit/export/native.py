@@ -207,6 +207,12 @@ def _resolve_encoder_dir(path: Path, encoder: str, verify: bool) -> Path:
         return path / encoder_dir_name(encoder)
     if (path.parent / MANIFEST).is_file() and verify:
         open_artifact(path.parent, kind="export", verify_files=True)
+    elif verify:
+        raise ArtifactError(
+            f"{path}: no {MANIFEST} beside or above this encoder to verify it against (copied "
+            "out of its export, or the manifest was deleted); load the export directory, or "
+            "pass verify=False"
+        )
     return path
 
 

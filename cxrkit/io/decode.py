@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cxrkit.errors import Reject
 from cxrkit.io.decoded import DecodedImage
-from cxrkit.io.dicom import read_dicom
+from cxrkit.io.dicom import MAX_PIXELS, read_dicom
 from cxrkit.io.images import read_image
 from cxrkit.io.sniff import sniff_format
 
@@ -18,6 +18,7 @@ def read_any(
     check_chest: bool = True,
     low_pct: float = 0.5,
     high_pct: float = 99.5,
+    max_pixels: int = MAX_PIXELS,
 ) -> DecodedImage:
     """Sniff `path` and decode it with the matching reader.
 
@@ -33,9 +34,10 @@ def read_any(
             check_chest=check_chest,
             low_pct=low_pct,
             high_pct=high_pct,
+            max_pixels=max_pixels,
         )
     if fmt in ("png", "jpeg"):
-        return read_image(path, low_pct=low_pct, high_pct=high_pct)
+        return read_image(path, low_pct=low_pct, high_pct=high_pct, max_pixels=max_pixels)
     named_dicom = Path(path).suffix.lower() in ("", ".dcm", ".dicom")
     reason = "not_dicom" if named_dicom else "unsupported_format"
     raise Reject(reason, "not DICOM, PNG or JPEG (checked by magic bytes)")

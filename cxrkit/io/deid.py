@@ -25,6 +25,7 @@ import hmac
 import logging
 import os
 import secrets
+import stat
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -52,8 +53,25 @@ def load_or_create_salt(path: str | Path) -> bytes:
     Raises: InputError when the file cannot be read or does not hold >= 16 bytes of hex.
     """
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         _create_salt_file(path)
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise InputError(f"cannot read the salt file {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(
+            f"the salt file {path} is not a regular file (a folder, FIFO or device); "
+            "point --salt-file at a file"
+        )
+    if info.st_mode & 0o077:
+        log.warning(
+            "the salt file %s can be read by other users (mode %o); anyone who reads it can "
+            "reverse the pseudonyms: chmod 600 %s",
+            path,
+            stat.S_IMODE(info.st_mode),
+            path,
+        )
     try:
         text = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as exc:
@@ -92,7 +110,7 @@ def _create_salt_file(path: Path) -> None:
         finally:
             tmp.unlink()
     except OSError as exc:
-        raise InputError(f"cannot create the salt file {path}: {exc}") from exc
+        raise InputError(f"cannot create the salt file {path}: {exc.strerror or exc}") from exc
 
 
 def parse_date(value: str | None) -> date | None:
@@ -127,7 +145,8 @@ class Pseudonymizer:
         return "Pseudonymizer(salt=<hidden>)"
 
     def _digest(self, namespace: str, value: str) -> bytes:
-        message = f"{namespace}\x00{value}".encode()
+        # surrogateescape: a file name that is not UTF-8 still gets its own stable token
+        message = f"{namespace}\x00{value}".encode("utf-8", "surrogateescape")
         return hmac.new(self._salt, message, hashlib.sha256).digest()
 
     def pseudonym(self, namespace: str, value: str, length: int = 20) -> str:

@@ -23,6 +23,7 @@ and ``meta["n_frames"]`` records the count.
 from __future__ import annotations
 
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,82 @@ MAX_BLANK_MODALITY_ASPECT = 3.0
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 _LUT_MAX_VALUES = 1 << 20  # wider integer ranges (32-bit data) take the direct path
 _DEFER_SIZE = "256 KB"  # pixel bytes are read only once the checks have passed
+# Like Pillow's MAX_IMAGE_PIXELS: what a header may make us allocate. 100 Mpx is 2.5x
+# the largest detector (43x43 cm at 0.07 mm); ingest's `max_pixels` setting overrides it.
+MAX_PIXELS = 100_000_000
+_INFLATE_CHUNK = 1 << 20
+
+
+def _check_deflate_budget(path: Path, max_bytes: int) -> None:
+    """Bound a Deflated Explicit VR file's inflated size before pydicom inflates all of it.
+
+    pydicom inflates the whole dataset in memory; a 2 kB file can claim gigabytes.
+    Inflate in chunks here, counting, and Reject("too_large") past ``max_bytes``.
+    """
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    try:
+        with path.open("rb") as fh:
+            read_preamble(fh, False)
+            meta = _read_file_meta_info(fh)
+            if meta.get("TransferSyntaxUID") != pydicom.uid.DeflatedExplicitVRLittleEndian:
+                return
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            total = 0
+            while block := fh.read(_INFLATE_CHUNK):
+                data = inflater.decompress(block, max_bytes + 1 - total)
+                total += len(data)
+                while inflater.unconsumed_tail and total <= max_bytes:
+                    data = inflater.decompress(inflater.unconsumed_tail, max_bytes + 1 - total)
+                    total += len(data)
+                if total > max_bytes:
+                    raise Reject(
+                        "too_large",
+                        f"deflated dataset inflates past {max_bytes:,} bytes (max_pixels limit)",
+                    )
+    except (InvalidDicomError, OSError, zlib.error, ValueError, KeyError, AttributeError):
+        return  # not a deflated file we can pre-read: the normal reader decides
+
+
+def _check_pixel_budget(ds: Dataset, max_pixels: int) -> None:
+    """Check the header's image size against ``max_pixels`` and, for native (uncompressed)
+    pixel data, the element's byte count against what the header implies, before decoding.
+
+    Raises Reject("too_large") for a header claiming more pixels than allowed, and
+    Reject("pixel_data_mismatch") when BitsAllocated/Rows/Columns/frames describe
+    fewer bytes than are present (a lying header decodes to noise), and
+    Reject("corrupt_pixels") when fewer bytes are present than described.
+    """
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = int(str(ds.get("NumberOfFrames", 1) or 1).strip() or 1)
+    if rows <= 0 or cols <= 0:
+        raise Reject("corrupt_pixels", f"Rows {rows} x Columns {cols}: no image size")
+    if rows * cols > max_pixels:
+        raise Reject(
+            "too_large", f"header claims {cols}x{rows} = {rows * cols:,} pixels > max_pixels "
+            f"{max_pixels:,}"
+        )  # fmt: skip
+    file_meta = getattr(ds, "file_meta", None)
+    syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if syntax is None or UID(str(syntax)).is_compressed:
+        return
+    bits = int(ds.get("BitsAllocated", 0) or 0)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if bits not in (1, 8, 16, 32, 64):
+        raise Reject("pixel_data_mismatch", f"BitsAllocated {bits} is not 1, 8, 16, 32 or 64")
+    expected = (rows * cols * frames * samples * bits + 7) // 8
+    element = ds.get_item("PixelData")
+    present = getattr(element, "length", None)
+    if present is None or present == 0xFFFFFFFF:
+        value = getattr(element, "value", None)
+        present = len(value) if isinstance(value, bytes | bytearray) else None
+    if present is not None and present not in (expected, expected + 1):
+        reason = "corrupt_pixels" if present < expected else "pixel_data_mismatch"
+        raise Reject(
+            reason,
+            f"header implies {expected:,} pixel bytes ({cols}x{rows}, {frames} frame(s), "
+            f"BitsAllocated {bits}) but Pixel Data holds {present:,}",
+        )
 
 
 def _read_dataset(path: Path) -> tuple[Dataset, list[str]]:
@@ -266,6 +343,7 @@ def read_dicom(
     check_chest: bool = True,
     low_pct: float = 0.5,
     high_pct: float = 99.5,
+    max_pixels: int = MAX_PIXELS,
 ) -> DecodedImage:
     """Read a DICOM file and return its first frame as a display-ready radiograph.
 
@@ -276,17 +354,24 @@ def read_dicom(
     Returns: :class:`DecodedImage` with `source_format` "dicom" and `meta` holding
     the keys of ``cxrkit.io.decoded.META_KEYS`` (raw PHI: pseudonymise before storing).
     Raises: Reject with reason not_dicom, no_pixel_data, not_chest_xray,
-    burned_in_annotation, unsupported_transfer_syntax or corrupt_pixels.
+    burned_in_annotation, unsupported_transfer_syntax, corrupt_pixels, too_large
+    (more than `max_pixels` pixels claimed, or a deflated dataset inflating past
+    what that allows) or pixel_data_mismatch (the header does not describe the bytes).
     """
     path = Path(path)
     try:
-        return _read_dicom(path, allow_burned_in, check_chest, (low_pct, high_pct))
+        _check_deflate_budget(path, max_pixels * 8)  # 8 bytes a pixel: 64-bit data plus header
+        return _read_dicom(path, allow_burned_in, check_chest, (low_pct, high_pct), max_pixels)
     except Reject as exc:  # messages from pydicom and plugins quote the file path
         raise Reject(exc.reason, scrub_path(exc.detail, path)) from exc.__cause__
 
 
 def _read_dicom(
-    path: Path, allow_burned_in: bool, check_chest: bool, window_pct: tuple[float, float]
+    path: Path,
+    allow_burned_in: bool,
+    check_chest: bool,
+    window_pct: tuple[float, float],
+    max_pixels: int = MAX_PIXELS,
 ) -> DecodedImage:
     ds, read_warnings = _read_dataset(path)
     _check_pixels_present(ds, read_warnings)
@@ -296,6 +381,7 @@ def _read_dicom(
         _check_is_chest(ds, meta["n_frames"])
     if meta["burned_in"] and not allow_burned_in:
         raise Reject("burned_in_annotation", "BurnedInAnnotation is YES (allow with the option)")
+    _check_pixel_budget(ds, max_pixels)
     arr = _decode_frame0(ds)  # (H, W): frame 0 of a multi-frame file, see meta["n_frames"]
     pixels = dicom_to_unit(arr, ds, photometric, *window_pct)
     return DecodedImage(pixels=pixels, source_format="dicom", photometric=photometric, meta=meta)

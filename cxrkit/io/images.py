@@ -101,7 +101,13 @@ def _levels_to_unit(
     return normalise_through_table(levels, table, low_pct, high_pct)
 
 
-def read_image(path: str | Path, *, low_pct: float = 0.5, high_pct: float = 99.5) -> DecodedImage:
+def read_image(
+    path: str | Path,
+    *,
+    low_pct: float = 0.5,
+    high_pct: float = 99.5,
+    max_pixels: int = 100_000_000,
+) -> DecodedImage:
     """Decode a PNG or JPEG radiograph.
 
     Takes: a file path and the robust-normalisation percentiles. Returns: a :class:`DecodedImage` (robust-normalised float32,
@@ -113,6 +119,12 @@ def read_image(path: str | Path, *, low_pct: float = 0.5, high_pct: float = 99.5
     path = Path(path)
     try:
         with Image.open(path) as img:
+            width, height = img.size  # from the header; nothing decoded yet
+            if width * height > max_pixels:
+                raise Reject(
+                    "too_large",
+                    f"header claims {width}x{height} pixels > max_pixels {max_pixels:,}",
+                )
             img.load()  # decode now: truncation surfaces here, not later
             fmt = (img.format or "").lower()
             mode = img.mode
@@ -120,7 +132,9 @@ def read_image(path: str | Path, *, low_pct: float = 0.5, high_pct: float = 99.5
     except UnidentifiedImageError as exc:
         detail = scrub_path(f"not a PNG/JPEG image Pillow can read: {exc}", path)
         raise Reject("unsupported_format", detail) from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, at open
+        raise Reject("too_large", scrub_path(str(exc), path)) from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         detail = scrub_path(f"cannot decode: {exc}", path)
         raise Reject("corrupt_pixels", detail) from exc
     source_format = "jpeg" if fmt in ("jpeg", "mpo") else fmt or "unknown"

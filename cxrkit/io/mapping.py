@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxrkit.errors import InputError, Reject
-from cxrkit.io.reports import Report, parse_iu_xml, parse_report_text, read_report_file
+from cxrkit.io.reports import (
+    Report,
+    check_report_file,
+    parse_iu_xml,
+    parse_report_text,
+    read_report_file,
+)
 from cxrkit.text.classes import CHEXPERT_CLASSES
 
 # Column spellings from other label sets (NIH, older CheXpert) that mean the same class.
@@ -38,6 +44,8 @@ class MappingRow:
     patient_id: str | None
     split: str | None
     labels: dict[str, float]  # CheXpert class -> 1.0 / 0.0 / -1.0; absent = not given
+    line: int = 0  # line of the CSV this row came from
+    duplicate_of: int | None = None  # set by ingest: an earlier line names the same image
     view: str | None = None  # PA / AP / LATERAL / FRONTAL ... (upper case); None = not given
     sex: str | None = None  # M / F, from a dataset's own table (CheXpert CSV)
     age: float | None = None  # years, from a dataset's own table (CheXpert CSV)
@@ -53,10 +61,11 @@ class MappingRow:
         if self.report_path is None:
             return None
         if self.report_path.suffix.lower() == ".xml":
+            check_report_file(self.report_path)
             try:
                 report = parse_iu_xml(self.report_path)
             except InputError as exc:
-                raise Reject("report_unreadable", str(exc)) from exc
+                raise Reject("report_unreadable", "unparseable IU XML report") from exc
             return dataclasses.replace(report, source="mapping")
         text = read_report_file(self.report_path)
         return parse_report_text(text, source="mapping", uid=self.report_path.stem)
@@ -168,5 +177,6 @@ def _mapping_row(
         patient_id=_cell(row, columns.get("patient_id")),
         split=split.lower() if split else None,
         labels=labels,
+        line=line,
         view=view.upper() if (view := _cell(row, columns.get("view"))) else None,
     )

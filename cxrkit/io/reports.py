@@ -21,6 +21,7 @@ The IU reports are CC BY-NC-ND 4.0: read them in place, never copy them.
 from __future__ import annotations
 
 import re
+import stat
 import tarfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -297,6 +298,11 @@ def iter_iu_reports(archive: Path | None = None) -> Iterator[Report]:
             for member in tar:
                 if not (member.isfile() and member.name.endswith(".xml")):
                     continue
+                if member.size > MAX_REPORT_BYTES:  # a 400 MB "report" is not read into memory
+                    raise InputError(
+                        f"the report archive {archive} holds a {member.size:,}-byte member "
+                        f"{member.name!r}; reports are at most {MAX_REPORT_BYTES:,} bytes"
+                    )
                 handle = tar.extractfile(member)
                 if handle is None:
                     continue
@@ -308,13 +314,38 @@ def iter_iu_reports(archive: Path | None = None) -> Iterator[Report]:
 # ---------------------------------------------------------------- reading
 
 
+MAX_REPORT_BYTES = 1 << 20  # a radiology report is a few kB; 1 MB is never a report
+
+
+def check_report_file(path: Path, max_bytes: int = MAX_REPORT_BYTES) -> None:
+    """Reject a report path that is missing, not a regular file (a FIFO would block) or huge.
+
+    Raises Reject("report_unreadable") (missing, FIFO, folder, no permission) or
+    Reject("report_too_large"); the detail never names the path (it may hold PHI).
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError as exc:
+        raise Reject(
+            "report_unreadable", "the report file named in the mapping is missing"
+        ) from exc
+    except OSError as exc:
+        raise Reject("report_unreadable", f"cannot stat the report: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise Reject("report_unreadable", "the report is not a regular file (FIFO, device, folder)")
+    if info.st_size > max_bytes:
+        raise Reject("report_too_large", f"report of {info.st_size:,} bytes > {max_bytes:,}")
+
+
 def read_report_file(path: Path) -> str:
     """A report file's text (UTF-8, undecodable bytes replaced).
 
-    Raises Reject("report_unreadable") when the file cannot be read, so that one
-    bad report rejects its image rather than the run.
+    Raises Reject("report_unreadable"/"report_too_large") when the
+    file cannot be read (see :func:`check_report_file`), so that one bad report
+    rejects its image rather than the run.
     """
+    check_report_file(path)
     try:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise Reject("report_unreadable", f"cannot read report {path}: {exc}") from exc
+        raise Reject("report_unreadable", f"cannot read the report: {exc.strerror}") from exc

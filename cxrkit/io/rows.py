@@ -13,10 +13,13 @@ row with a reason, and the file's path never appears in a reject's detail.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
 import logging
+import os
+import stat
 from dataclasses import dataclass, fields
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -24,7 +27,7 @@ from typing import Any
 
 from cxrkit.artifacts import sha256_file
 from cxrkit.errors import Reject
-from cxrkit.io.decode import read_any
+from cxrkit.io.decode import MAX_PIXELS, read_any
 from cxrkit.io.decoded import scrub_path
 from cxrkit.io.deid import Pseudonymizer, safe_harbor_age
 from cxrkit.io.intensity import quantise, resize_long_side
@@ -32,9 +35,38 @@ from cxrkit.io.layouts import layout_keys, mimic_report_beside
 from cxrkit.io.mapping import MappingRow
 from cxrkit.io.report_index import ReportIndex
 from cxrkit.io.reports import Report, parse_report_text, read_report_file
+from cxrkit.io.scrub import scrub_report
 
 # (source path, its mapping CSV row or None): one unit of ingest work.
 WorkItem = tuple[str, MappingRow | None]
+
+
+def printable_path(path: str) -> str:
+    """A path as valid UTF-8 text: bytes that are not UTF-8 (a name from another locale)
+    are shown as ``\\xNN`` escapes instead of failing the Parquet writer."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_source_file(path: Path) -> None:
+    """Reject an input that is not a readable regular file, before any byte is read.
+
+    Raises Reject("missing_file") for a missing path or a broken symbolic link,
+    Reject("symlink_loop"), Reject("not_a_file") for a FIFO, device or folder (reading
+    a FIFO would block the run), Reject("unreadable_file") for other OS errors.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError as exc:
+        detail = "a broken symbolic link" if path.is_symlink() else "not found"
+        raise Reject("missing_file", detail) from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Reject("symlink_loop", "symbolic links point at each other") from exc
+        raise Reject("unreadable_file", exc.strerror or type(exc).__name__) from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise Reject("not_a_file", "a FIFO, device or folder, not a regular file")
+    if not os.access(path, os.R_OK):
+        raise Reject("unreadable_file", "no read permission")
 
 
 @lru_cache(maxsize=256)
@@ -65,6 +97,8 @@ class RowBuilder:
     layout_reports: bool = True
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    max_pixels: int = MAX_PIXELS
+    scrub_reports: bool = False
 
     def __getstate__(self) -> dict[str, Any]:
         # Only the settings travel to workers; each builds its own index and pseudonymiser.
@@ -93,8 +127,15 @@ class RowBuilder:
         for bad input (MemoryError propagates)."""
         path_str, mapped = item
         path = Path(path_str)
-        shown = path_str if self.keep_paths else self.pseudonymizer.path_token(path_str)
+        shown = (
+            printable_path(path_str) if self.keep_paths else self.pseudonymizer.path_token(path_str)
+        )
         try:
+            if mapped is not None and mapped.duplicate_of is not None:
+                raise Reject(
+                    "duplicate_mapping_row",
+                    f"mapping line {mapped.line} names the same image as line {mapped.duplicate_of}",
+                )
             return {"row": self.build(path, mapped)}
         except Reject as rej:
             return {"reject": {"path": shown, "reason": rej.reason, "detail": rej.detail}}
@@ -109,8 +150,7 @@ class RowBuilder:
 
         Raises: Reject for a missing, undecodable, non-chest or too small image.
         """
-        if not path.is_file():
-            raise Reject("missing_file", "listed in the mapping CSV but not found")
+        check_source_file(path)
         source_sha = sha256_file(path)
         decoded = read_any(
             path,
@@ -118,6 +158,7 @@ class RowBuilder:
             check_chest=self.check_chest,
             low_pct=self.window_low_pct,
             high_pct=self.window_high_pct,
+            max_pixels=self.max_pixels,
         )
         orig_h, orig_w = decoded.pixels.shape
         if min(orig_h, orig_w) < self.min_size:
@@ -181,7 +222,9 @@ class RowBuilder:
             "study_date": pseudo.shift_date(meta.get("study_date"), str(patient_raw)),
             "pixel_spacing": meta.get("pixel_spacing"),
             "source_sha256": source_sha,
-            "source_path": str(path) if self.keep_paths else pseudo.path_token(str(path)),
+            "source_path": printable_path(str(path))
+            if self.keep_paths
+            else pseudo.path_token(str(path)),
             "labels": json.dumps(labels, sort_keys=True) if labels else None,
             "report_findings": report.findings if report else None,
             "report_impression": report.impression if report else None,
@@ -194,12 +237,14 @@ class RowBuilder:
         """The mapping row's report (text, then file), else the report index's, else (with
         ``layout_reports``) a MIMIC-CXR report beside the study folder, else None."""
         if mapped is not None and (mapped.report_text or mapped.report_path):
-            report = mapped.load_report()  # Reject("report_unreadable")
+            report = mapped.load_report()  # Reject("report_unreadable"/"report_too_large")
         else:
             index = self.report_index
             report = index.for_image(path) if index is not None else None
             if report is None and self.layout_reports and (beside := mimic_report_beside(path)):
                 report = _study_report(str(beside))
+        if report is not None and self.scrub_reports:
+            report = scrub_report(report)
         return report
 
     def split_for(self, patient_id: str) -> str:

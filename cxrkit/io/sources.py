@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 from cxrkit.errors import ConfigError, InputError
@@ -58,40 +59,79 @@ def expand_sources(sources: list[str]) -> tuple[list[Path], int]:
                         if path.suffix.lower() in NON_IMAGE_SUFFIXES:
                             skipped += 1
                             continue
-                        files.add(path.resolve())
-            elif match.is_file():
-                files.add(match.resolve())
+                        files.add(safe_resolve(path))
+            elif os.path.lexists(match):  # a file, or a FIFO/broken link ingest will reject
+                files.add(safe_resolve(match))
     return sorted(files), skipped
 
 
+def safe_resolve(path: Path) -> Path:
+    """``path.resolve()``, or the absolute path unresolved when resolving fails (a symlink
+    loop); the file is then rejected by ingest with its reason instead of stopping the run."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
 def fingerprint(files: list[Path]) -> str:
-    """A cheap content id for a set of raw files: sha256 over (path, size, mtime_ns)."""
+    """A content id for a set of raw files: sha256 over (path, sha256 of the bytes).
+
+    Keyed on content, so ``touch`` keeps the id and new bytes behind an old
+    size and mtime change it. Digests come from the hash cache (see
+    :mod:`cxrkit.hashcache`), so a re-run over unchanged files reads no bytes.
+    A file that is not a regular file (FIFO, device) or cannot be read counts by
+    its path and the reason; ingest rejects it on its own.
+    """
+    from cxrkit.hashcache import sha256_file
+
     digest = hashlib.sha256()
     for path in files:
-        stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        try:
+            mode = os.stat(path).st_mode
+            content = sha256_file(path) if stat.S_ISREG(mode) else f"special:{stat.S_IFMT(mode)}"
+        except OSError as exc:
+            content = f"unreadable:{exc.errno}"
+        digest.update(f"{path}\0{content}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
 def partition_of(path: Path, num_shards: int) -> int:
     """Deterministic partition of a file: stable when other files are added or removed."""
-    return int.from_bytes(hashlib.sha256(str(path).encode()).digest()[:8], "big") % num_shards
+    digest = hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % num_shards
 
 
 def resolve_partition(shard_index: int | None, num_shards: int | None) -> tuple[int, int]:
     """Partition settings from flags, falling back to a SLURM job array. Returns (index, count)."""
     if num_shards is None and shard_index is None and "SLURM_ARRAY_TASK_ID" in os.environ:
-        task = int(os.environ["SLURM_ARRAY_TASK_ID"])
-        first = int(os.environ.get("SLURM_ARRAY_TASK_MIN", 0))
-        count = int(os.environ.get("SLURM_ARRAY_TASK_COUNT", 0))
+        task = _env_int("SLURM_ARRAY_TASK_ID", None)
+        first = _env_int("SLURM_ARRAY_TASK_MIN", 0)
+        count = _env_int("SLURM_ARRAY_TASK_COUNT", 0)
         if count <= 0:
             raise ConfigError(
                 "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; "
                 "pass --shard-index/--num-shards"
             )
+        if not 0 <= task - first < count:
+            raise ConfigError(
+                f"SLURM_ARRAY_TASK_ID {task} is outside the array "
+                f"(SLURM_ARRAY_TASK_MIN {first}, SLURM_ARRAY_TASK_COUNT {count})"
+            )
         return task - first, count
-    num_shards = num_shards or 1
-    shard_index = shard_index or 0
+    num_shards = 1 if num_shards is None else num_shards
+    shard_index = 0 if shard_index is None else shard_index
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise ConfigError(f"--shard-index {shard_index} must be in [0, --num-shards {num_shards})")
     return shard_index, num_shards
+
+
+def _env_int(name: str, default: int | None) -> int:
+    """An integer environment variable; ConfigError (exit 2) naming it when it is not one."""
+    value = os.environ.get(name)
+    if value is None and default is not None:
+        return default
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not an integer") from None

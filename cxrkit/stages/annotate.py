@@ -15,6 +15,7 @@ import os
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 
 from cxrkit.artifacts import Artifact, ArtifactWriter, canonical_json, open_artifact
 from cxrkit.config import doc, to_dict
-from cxrkit.errors import ConfigError
+from cxrkit.errors import ConfigError, WorkerDied
 from cxrkit.io.annotations import ANNOTATIONS_FILE
 from cxrkit.io.dataset import dataset_shards
 from cxrkit.io.parquet import write_table_atomic
@@ -228,9 +229,19 @@ def _run_chunks(cfg: AnnotateConfig, chunks: list[tuple[str, int]], scratch: Pat
         else:
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                                      initializer=_init_worker, initargs=init_args) as pool:  # fmt: skip
-                for result in pool.map(_process_chunk, [(c, str(scratch)) for c in todo]):
-                    totals.update(result)
-                    bar.advance(1, rows=totals["rows"])
+                try:
+                    for result in pool.map(_process_chunk, [(c, str(scratch)) for c in todo]):
+                        totals.update(result)
+                        bar.advance(1, rows=totals["rows"])
+                except BrokenProcessPool as exc:
+                    from cxrkit.workers import death_causes
+
+                    kept = sum((scratch / _chunk_name(c)).exists() for c in chunks)
+                    raise WorkerDied(
+                        f"an annotate worker process died ({death_causes(pool)}); {kept} of "
+                        f"{len(chunks)} chunk(s) finished and are kept in {scratch.parent}; "
+                        "re-run the same command to resume (fewer --workers use less memory)"
+                    ) from exc
     wall = time.monotonic() - wall
     rows = totals["rows"]
     return {

@@ -17,6 +17,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Literal
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
-from cxrkit.errors import ArtifactError, ConfigError
+from cxrkit.errors import ArtifactError, ConfigError, WorkerDied
 from cxrkit.io import sources as src
 from cxrkit.io.dataset import (
     REJECTS_FILE,
@@ -35,6 +36,7 @@ from cxrkit.io.dataset import (
     write_chunk,
     write_dataset,
 )
+from cxrkit.io.decode import MAX_PIXELS
 from cxrkit.io.deid import load_or_create_salt
 from cxrkit.io.layouts import mimic_report_beside
 from cxrkit.io.local_rejects import known_paths, write_local_rejects
@@ -102,6 +104,18 @@ class IngestConfig:
     shard_max_bytes: int = doc("Upper bound on a shard's size in bytes.", SHARD_MAX_BYTES)
     row_group_bytes: int = doc("Target row-group size in bytes.", ROW_GROUP_BYTES)
     chunk_files: int = doc("Files per resumable unit of work. Does not change the output.", 64)
+    max_pixels: int = doc(
+        "Reject (too_large) an image whose header claims more pixels than this, before "
+        "decoding it; bounds what a hostile header can make ingest allocate (like Pillow's "
+        "MAX_IMAGE_PIXELS).",
+        MAX_PIXELS,
+    )
+    scrub_reports: bool = doc(
+        "Scrub report text at ingest (names after titles/roles, phone numbers, MRN/accession "
+        "numbers, dates, e-mails; rule-based, see cxrkit.io.scrub). Off: MIMIC-CXR and IU "
+        "reports are already de-identified.",
+        False,
+    )
 
     def __post_init__(self) -> None:
         # One path given as a string is one source, not a list of its characters.
@@ -109,6 +123,10 @@ class IngestConfig:
             self.sources = [os.fspath(self.sources)]
 
     def validate(self) -> None:
+        if self.workers < 0:
+            raise ConfigError(f"workers {self.workers} is negative; use 0 for all cores")
+        if self.max_pixels < 1 or self.chunk_files < 1:
+            raise ConfigError("max_pixels and chunk_files must be >= 1")
         if self.image_size < 16:
             raise ConfigError(f"image_size {self.image_size} is too small (>= 16)")
         if not 0 <= self.val_fraction + self.test_fraction < 1:
@@ -133,6 +151,8 @@ def _row_builder(cfg: IngestConfig, salt: bytes) -> RowBuilder:
         layout_reports=cfg.layout_reports,
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
+        max_pixels=cfg.max_pixels,
+        scrub_reports=cfg.scrub_reports,
     )
 
 
@@ -151,14 +171,26 @@ def _build_in_worker(item: WorkItem) -> dict:
 
 
 # ---------------------------------------------------------------- orchestration
-def _load_mapping(cfg: IngestConfig) -> dict[Path, MappingRow]:
-    return {Path(row.image_path).resolve(): row for row in read_mapping_csv(Path(cfg.mapping))}
+def _load_mapping(cfg: IngestConfig) -> tuple[dict[Path, MappingRow], list[WorkItem]]:
+    """Mapping rows by resolved image path, and the rows naming an image a previous row
+    already named (``./a.png`` after ``a.png``): those become ``duplicate_mapping_row``
+    rejects, so every CSV row ends as a dataset row or a reject."""
+    first: dict[Path, MappingRow] = {}
+    duplicates: list[WorkItem] = []
+    for row in read_mapping_csv(Path(cfg.mapping)):
+        key = src.safe_resolve(Path(row.image_path))
+        if key in first:
+            row.duplicate_of = first[key].line
+            duplicates.append((str(key), row))
+        else:
+            first[key] = row
+    return first, duplicates
 
 
 def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict, list[Path]]:
     """The ordered work list for this partition, the number of skipped files, partition
     info, and the dataset tables (:mod:`cxrkit.io.tables`) that were read."""
-    mapping = _load_mapping(cfg) if cfg.mapping else {}
+    mapping, duplicates = _load_mapping(cfg) if cfg.mapping else ({}, [])
     found = find_tables(cfg.sources) if cfg.dataset_tables and cfg.sources else []
     tables = DatasetTables.read(found, cfg.mimic_labels)
     if tables:
@@ -168,9 +200,10 @@ def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict, list[Path]]:
         raise ConfigError("nothing to ingest: give SOURCES and/or --mapping")
     names = sorted(set(files) | set(mapping))
     index, count = src.resolve_partition(cfg.shard_index, cfg.num_shards)
-    if count > 1:
-        names = [p for p in names if src.partition_of(p, count) == index]
     work = [(str(p), mapping.get(p) or (tables.hints_for(p) if tables else None)) for p in names]
+    work += sorted(duplicates, key=lambda item: (item[0], item[1].line))
+    if count > 1:
+        work = [item for item in work if src.partition_of(Path(item[0]), count) == index]
     return work, skipped, {"shard_index": index, "num_shards": count}, tables.paths
 
 
@@ -179,6 +212,10 @@ def _id_params(cfg: IngestConfig, salt: bytes, part: dict) -> dict:
     for volatile in ("out", "workers", "salt_file", "shard_index", "num_shards", "chunk_files"):
         params.pop(volatile)
     params.update(part)
+    if not cfg.keep_paths:  # folder names carry PHI in real archives: salted tokens only
+        params["sources"] = [_path_token(salt, s) for s in cfg.sources]
+        params["reports"] = _path_token(salt, cfg.reports) if cfg.reports else None
+        params["mapping"] = _path_token(salt, cfg.mapping) if cfg.mapping else None
     # The salt changes every pseudonym, so it belongs in the id; only a keyed
     # fingerprint of it is stored, never the salt.
     params["salt_fingerprint"] = hmac.new(salt, b"cxrkit-salt-fingerprint", "sha256").hexdigest()[
@@ -197,20 +234,25 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
         raise ConfigError("--out is required")
     salt = load_or_create_salt(Path(os.path.expanduser(cfg.salt_file)))
     work, skipped, part, table_paths = _plan(cfg)
+
+    def shown(path: str) -> str:  # raw input paths reach the manifest only with keep_paths
+        return path if cfg.keep_paths else f"path:{_path_token(salt, path)}"
+
+    images = ", ".join(map(shown, cfg.sources)) or f"images listed in {shown(cfg.mapping)}"
     raw_inputs = [
-        {
-            "kind": "raw",
-            "id": src.fingerprint([Path(p) for p, _ in work]),
-            "path": ", ".join(cfg.sources) or f"images listed in {cfg.mapping}",
-        }
+        {"kind": "raw", "id": src.fingerprint([Path(p) for p, _ in work]), "path": images}
     ]
     if cfg.mapping:
         raw_inputs.append(
-            {"kind": "raw", "id": src.fingerprint([Path(cfg.mapping)]), "path": cfg.mapping}
+            {"kind": "raw", "id": src.fingerprint([Path(cfg.mapping)]), "path": shown(cfg.mapping)}
         )
     if cfg.reports:
         raw_inputs.append(
-            {"kind": "raw", "id": _reports_fingerprint(Path(cfg.reports)), "path": cfg.reports}
+            {
+                "kind": "raw",
+                "id": _reports_fingerprint(Path(cfg.reports)),
+                "path": shown(cfg.reports),
+            }
         )
     for table in table_paths:
         raw_inputs.append({"kind": "raw", "id": src.fingerprint([table]), "path": table.name})
@@ -272,6 +314,12 @@ def _reports_beside(work: list[WorkItem]) -> list[Path]:
     return sorted(p for p in found.values() if p is not None)
 
 
+def _path_token(salt: bytes, path: str) -> str:
+    from cxrkit.io.deid import Pseudonymizer
+
+    return Pseudonymizer(salt).path_token(path)
+
+
 def _reports_fingerprint(path: Path) -> str:
     if path.is_file():
         return src.fingerprint([path])
@@ -288,6 +336,7 @@ def _run_chunks(cfg: IngestConfig, salt: bytes, work: list[WorkItem], scratch: P
     if len(todo) < len(chunks):
         log.info("resuming: %d of %d chunks already done", len(chunks) - len(todo), len(chunks))
     builder = _row_builder(cfg, salt)
+    builder.prepare()  # a bad --reports source fails here, in this process, with its reason
     workers = cfg.workers or os.cpu_count() or 1
     items = (item for i in todo for item in chunks[i])
     done = 0
@@ -308,10 +357,24 @@ def _run_chunks(cfg: IngestConfig, salt: bytes, work: list[WorkItem], scratch: P
                 write_chunk(scratch, i, chunk_results)
                 done += len(chunk_results)
                 bar.advance(len(chunk_results))
+        except BrokenProcessPool as exc:
+            raise WorkerDied(_pool_death(pool, scratch, len(chunks))) from exc
         finally:
             if workers > 1:
                 pool.shutdown(cancel_futures=True)
     return done
+
+
+def _pool_death(pool: ProcessPoolExecutor, scratch: Path, n_chunks: int) -> str:
+    """Why the pool broke (the dead workers' exit codes) and what was kept."""
+    from cxrkit.workers import death_causes
+
+    kept = sum(chunks_done(scratch, n_chunks))
+    return (
+        f"a decode worker process died ({death_causes(pool)}); "
+        f"{kept} of {n_chunks} chunk(s) finished and are kept in {scratch.parent}; re-run "
+        "the same command to resume (fewer --workers or a lower --image-size use less memory)"
+    )
 
 
 def _rolling_map(pool: ProcessPoolExecutor, items, window: int):

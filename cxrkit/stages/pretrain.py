@@ -180,13 +180,22 @@ def build(cfg: PretrainConfig):
     return build_objective(cfg.objective["name"], objective_config(cfg))
 
 
-def id_params(cfg: PretrainConfig) -> dict[str, Any]:
+def id_params(cfg: PretrainConfig, processes: int = 1, precision: str | None = None) -> dict:
     """Settings that change the trained weights (the artifact id).
 
-    Left out: paths (inputs count by their ids), resume, loader workers, the
-    checkpoint interval and the trackers, none of which changes the result.
+    Takes the config plus what the launch decides: the number of training
+    processes (the global batch is batch_size x processes x accumulate, and each
+    process draws its own share of the data) and the resolved mixed precision
+    ("auto" becomes bf16 on one machine and fp32 on another). Left out: paths
+    (inputs count by their ids), resume, loader workers, the checkpoint interval
+    and the trackers, none of which changes the result.
     """
     params = to_dict(cfg)
+    params["launch"] = {
+        "processes": processes,
+        "global_batch": cfg.data.batch_size * processes * cfg.optim.accumulate,
+        "precision": precision or cfg.train.precision,
+    }
     params.pop("out")
     for key in ("dataset", "annotations", "num_workers", "unpaired"):
         params["data"].pop(key)
@@ -282,13 +291,14 @@ def _train(
     writer = ArtifactWriter(
         Path(cfg.out),
         "checkpoint",
-        id_params(cfg),
+        id_params(cfg, accelerator.num_processes, str(accelerator.mixed_precision)),
         inputs=inputs,
         schema_version=SCHEMA_VERSION,
         force=force,
+        lock=accelerator.is_main_process,  # one lock per run, held by rank 0
     )
-    if (done := writer.up_to_date()) is not None:
-        return done
+    if _agreed_up_to_date(writer, accelerator):
+        return open_artifact(cfg.out, kind="checkpoint")
     objective = build(cfg)
     run_dir, extension, resume = begin_run(
         writer, cfg.train.resume, cfg.train.max_steps, accelerator
@@ -352,6 +362,16 @@ def _train(
         )
     accelerator.wait_for_everyone()
     return open_artifact(cfg.out, kind="checkpoint")
+
+
+def _agreed_up_to_date(writer: ArtifactWriter, accelerator: Any) -> bool:
+    """Rank 0 decides (under the lock) whether OUT is already done; every rank follows."""
+    decision = [writer.up_to_date() is not None if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(decision, from_process=0)
+    return bool(decision[0])
 
 
 def _check_annotations(cfg: PretrainConfig, needs: frozenset[str]) -> None:

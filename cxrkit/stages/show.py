@@ -25,7 +25,7 @@ def run(path: str | Path) -> dict[str, Any]:
     from cxrkit.train.runs import progress
 
     try:
-        artifact = open_artifact(path)
+        artifact = open_artifact(path, verify_files=False)  # show even a damaged one
     except ArtifactError:
         runs = progress(Path(path)) if not (Path(path) / "manifest.json").exists() else []
         if not runs:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cxrkit.errors import ArtifactError
@@ -95,10 +97,33 @@ def load(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         )
     try:
         weights = load_file(str(model_path))
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise ArtifactError(f"{directory}: unreadable checkpoint ({exc})") from exc
-    return weights, state
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
+        raise ArtifactError(f"{model_path}: unreadable weights ({_first_line(exc)})") from exc
+    return weights, _load_state(state_path)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    """torch.load with ``weights_only=True``; ArtifactError for a damaged or unsafe file.
+
+    A file that holds anything but tensors and plain values (a pickled object, the
+    way a malicious checkpoint runs code) is refused, never unpickled.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ArtifactError(
+            f"{path}: refused: holds objects other than tensors and plain values (not a "
+            f"cxrkit trainer state, possibly malicious; nothing was unpickled): {_first_line(exc)}"
+        ) from exc
+    except (OSError, RuntimeError, ValueError, EOFError, KeyError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: unreadable trainer state ({_first_line(exc)})") from exc
+    if not isinstance(state, dict):
+        raise ArtifactError(f"{path}: not a cxrkit trainer state (a {type(state).__name__})")
+    return state
 
 
 def load_rank_rng(directory: Path, rank: int) -> dict[str, Any] | None:
@@ -106,7 +131,7 @@ def load_rank_rng(directory: Path, rank: int) -> dict[str, Any] | None:
     path = Path(directory) / f"rng-rank{rank}.pt"
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return _load_state(path)
 
 
 def rng_state() -> dict[str, Any]:
