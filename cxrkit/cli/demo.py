@@ -18,8 +18,15 @@ def demo_command(
         Path, typer.Option("--out", "-o", help="Directory for the demo's inputs and artifacts.")
     ] = Path("demo-out"),
     steps: Annotated[
-        int | None, typer.Option(help="Pretraining steps (default: the demo-mae preset's).")
+        int | None, typer.Option(help="Pretraining steps (default: the demo-METHOD preset's).")
     ] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="Pretraining method: mae (image only) or mmclip (image-report with "
+            "image-only rows; zero-shot and retrieval on the training pairs)."
+        ),
+    ] = "mae",
     force: Force = False,
 ) -> None:
     """Run ingest -> annotate -> pretrain -> eval -> export -> ingest-physio -> distill
@@ -32,7 +39,7 @@ def demo_command(
     from cxrkit.stages.demo import DISCLAIMER, run_demo
 
     err.print(f"[bold]cxrkit demo[/] - {DISCLAIMER}", markup=True)
-    summary = run_demo(out_dir, steps=steps, force=force)
+    summary = run_demo(out_dir, steps=steps, force=force, method=method)
     table = Table(title="demo pipeline", title_justify="left")
     for column in ("stage", "artifact", "id", "note"):
         table.add_column(column, overflow="fold")
