@@ -23,8 +23,8 @@ def demo_command(
     method: Annotated[
         str,
         typer.Option(
-            help="Pretraining method: mae (image only) or maco (image-report, zero-shot, "
-            "retrieval, open_clip export)."
+            help="Pretraining method: mae (image only), maco or mmclip (image-report; "
+            "zero-shot and retrieval on the training pairs, open_clip export)."
         ),
     ] = "mae",
     force: Force = False,

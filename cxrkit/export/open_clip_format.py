@@ -68,8 +68,8 @@ def _check_plain_vit(encoder: nn.Module) -> None:
         problems.append("needs exactly one class token with a position slot")
     if encoder.global_pool not in ("token", "avg"):
         problems.append(f"global_pool {encoder.global_pool!r} (token or avg only)")
-    if not isinstance(encoder.norm_pre, nn.Identity):
-        problems.append("a pre-norm (norm_pre)")
+    if not isinstance(encoder.norm_pre, nn.Identity | nn.LayerNorm):
+        problems.append("a pre-norm (norm_pre) other than a LayerNorm (open_clip's ln_pre)")
     if not isinstance(block.ls1, nn.Identity) or not isinstance(block.attn.q_norm, nn.Identity):
         problems.append("layer scale or qk-norm")
     if not isinstance(block.mlp.act, nn.GELU) or block.mlp.act.approximate != "none":
@@ -113,6 +113,10 @@ def vit_to_open_clip_visual(
         "visual.ln_post.weight": sd[f"{final_norm}.weight"],
         "visual.ln_post.bias": sd[f"{final_norm}.bias"],
     }
+    has_ln_pre = isinstance(encoder.norm_pre, nn.LayerNorm)  # CLIP ViTs: ln_pre
+    if has_ln_pre:
+        out["visual.ln_pre.weight"] = sd["norm_pre.weight"]
+        out["visual.ln_pre.bias"] = sd["norm_pre.bias"]
     pairs = {
         "ln_1": "norm1",
         "ln_2": "norm2",
@@ -135,7 +139,7 @@ def vit_to_open_clip_visual(
         "layers": depth,
         "head_width": width // heads,
         "mlp_ratio": block.mlp.fc1.out_features / width,
-        "no_ln_pre": True,
+        "no_ln_pre": not has_ln_pre,
         "pool_type": "avg" if avg else "tok",
         "final_ln_after_pool": avg,
         "norm_kwargs": {"eps": float(block.norm1.eps)},
@@ -205,6 +209,37 @@ def hf_text_to_open_clip(
         model.config.save_pretrained(str(out_dir))
         tower.tokenizer().backend.save_pretrained(str(out_dir))
     return text_cfg, {k: v.contiguous() for k, v in state.items()}
+
+
+def clip_text_to_open_clip(
+    transformer: nn.Module, projection: torch.Tensor, context_length: int
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Map open_clip's own text transformer (no projection) plus a projection onto CLIP's names.
+
+    Takes the ``TextTransformer`` of a cxrkit ``open_clip`` text tower (pooled at
+    the end-of-text token), ``projection`` (W, E) applied as ``pooled @ projection``
+    and the context length. Returns ``(text_cfg, state_dict)`` with CLIP's
+    top-level text keys (``token_embedding.weight``, ``transformer.*``,
+    ``ln_final.*``, ``text_projection``); open_clip pools at the highest token id,
+    which is CLIP's end-of-text token.
+    """
+    sd = {k: v.detach().float() for k, v in transformer.state_dict().items() if k != "attn_mask"}
+    block = transformer.transformer.resblocks[0]
+    width = int(transformer.width)
+    text_cfg = {
+        "context_length": int(context_length),
+        "vocab_size": int(transformer.vocab_size),
+        "width": width,
+        "heads": int(transformer.heads),
+        "layers": len(transformer.transformer.resblocks),
+        "mlp_ratio": block.mlp.c_fc.out_features / width,
+    }
+    kept = {
+        k: v
+        for k, v in sd.items()
+        if k.startswith(("token_embedding.", "positional_embedding", "transformer.", "ln_final."))
+    }
+    return text_cfg, {**kept, "text_projection": projection.detach().float().contiguous()}
 
 
 def preprocess_cfg(preprocessing: dict) -> dict[str, Any]:

@@ -49,9 +49,12 @@ def _pick_reports(count_normal: int, count_abnormal: int) -> tuple[list, list]:
     return normal, abnormal
 
 
-def build_demo_inputs(directory: Path) -> Path:
+def build_demo_inputs(directory: Path, image_only: bool = False) -> Path:
     """Lay out the demo's raw inputs in ``directory`` and return its mapping CSV path.
 
+    With ``image_only`` the pediatric images past the first TRAIN_PER_CLASS of
+    each class become training rows WITHOUT a report (image-only rows, as
+    MMCLIP's unpaired data) instead of test rows.
     Raises InputError (from cxrkit.io.bundled) when a data package is missing.
     """
     # Absolute paths: the mapping CSV's relative paths resolve against its own folder.
@@ -68,11 +71,14 @@ def build_demo_inputs(directory: Path) -> Path:
         label = bundled.pediatric_label(path)
         report = (abnormal if label else normal)[seen[label]]
         split = "train" if seen[label] < TRAIN_PER_CLASS else "test"
+        text = report.text
+        if image_only and split == "test":
+            split, text = "train", ""
         seen[label] += 1
         rows.append(
             {
                 "image_path": str(path),
-                "report_text": report.text,
+                "report_text": text,
                 "patient_id": f"demo-ped-{path.stem}",
                 "study_id": f"demo-study-{path.stem}",
                 "split": split,
@@ -122,7 +128,10 @@ def _bad_inputs(directory: Path, good_dicom: Path) -> list[Path]:
     return [ct, truncated, noise]
 
 
-METHODS = ("mae", "maco")
+DEMO_METHODS = ("mae", "maco", "mmclip")
+IMAGE_TEXT_DEMOS = ("maco", "mmclip")
+IMAGE_ONLY_ROWS = ("mmclip",)  # methods whose demo data also holds rows without a report
+DISPLAY = {"mae": "MAE", "maco": "MaCo", "mmclip": "MMCLIP"}
 
 
 def run_demo(
@@ -130,25 +139,28 @@ def run_demo(
 ) -> list[dict]:
     """Run every built stage on the demo data under ``out``; returns one summary row per stage.
 
-    ``method`` picks the pretraining: ``mae`` (image only) or ``maco`` (image-report,
-    preset demo-maco; eval then scores zero-shot and retrieval on the *training*
-    pairs, the only place a short training can show that images and reports
-    were aligned; the PaCX distillation that follows the MAE demo is left out). Each stage writes its artifact in ``out/<stage>``; re-running is a
-    no-op per stage when nothing changed. Raises ConfigError for an unknown method
-    and the stage's CxrkitError on failure.
+    ``method`` picks the pretraining preset ``demo-<method>``. For image-text
+    methods (maco, mmclip; for mmclip the dataset also holds image-only rows) eval scores
+    zero-shot and retrieval on the *training* pairs (where a minute of training
+    can show that images and reports were aligned; plumbing, not a result) and
+    the PaCX distillation (whose student is the MAE checkpoint) is left out.
+    Each stage writes its artifact in ``out/<stage>``; re-running is a no-op per
+    stage when nothing changed. Raises ConfigError for an unknown method and the
+    stage's CxrkitError on failure.
     """
+    from cxrkit.config import resolve
     from cxrkit.errors import ConfigError
 
-    if method not in METHODS:
-        raise ConfigError(f"demo method {method!r}: choose from {', '.join(METHODS)}")
-    from cxrkit.config import resolve
+    if method not in DEMO_METHODS:
+        raise ConfigError(f"demo method {method!r}: choose from {', '.join(DEMO_METHODS)}")
     from cxrkit.stages import annotate, export, ingest, pretrain
     from cxrkit.stages import eval as evaluate
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log.info("%s", DISCLAIMER)
-    mapping = build_demo_inputs(out / "inputs")
+    image_text = method in IMAGE_TEXT_DEMOS
+    mapping = build_demo_inputs(out / "inputs", image_only=method in IMAGE_ONLY_ROWS)
     summary = []
 
     dataset = ingest.run(
@@ -201,20 +213,12 @@ def run_demo(
         _row(
             "pretrain",
             checkpoint,
-            f"{method.upper() if method == 'mae' else 'MaCo'} loss "
-            f"{stats.get('first_loss', float('nan')):.3f}"
-            f" -> {stats.get('final_loss', float('nan')):.3f} in {stats.get('steps')} steps",
+            f"{DISPLAY[method]} loss {stats.get('first_loss', float('nan')):.3f}"
+            f" -> {stats.get('final_loss', float('nan')):.3f} in {stats.get('steps')} steps"
+            + (_terms_note(checkpoint.path) if image_text else ""),
         )
     )
 
-    if method == "mae":
-        # 16 labelled images: cross-validation scores all of them (the 6-image
-        # test split gives no number); zero-shot/retrieval skip with a reason.
-        protocol = {"protocol": "cv", "tasks": ["probe", "zeroshot", "retrieval"]}
-    else:
-        # The training pairs: retrieval there shows the alignment was learnt; zero-shot
-        # runs on the same 10 labelled training images (plumbing, not a result).
-        protocol = {"protocol": "split", "test_split": "train", "tasks": ["zeroshot", "retrieval"]}
     evaluation = evaluate.run(
         resolve(
             evaluate.EvalConfig,
@@ -223,7 +227,7 @@ def run_demo(
                 "checkpoint": str(checkpoint.path),
                 "annotations": str(annotations.path),
                 "out": str(out / "eval"),
-                **protocol,
+                **_eval_protocol(image_text),
                 "fractions": [1.0],
                 "seeds": [0],
                 "bootstrap": 200,
@@ -245,9 +249,42 @@ def run_demo(
         force=force,
     )
     summary.append(_row("export", exported, _export_note(exported.stats)))
-    if method == "mae":  # the MaCo demo stops at its own export (image-report, open_clip)
+    if not image_text:  # the distillation's student is the MAE checkpoint
         summary += _demo_distill(out, mapping, dataset, checkpoint, steps, force)
     return summary
+
+
+def _eval_protocol(image_text: bool) -> dict:
+    if not image_text:
+        # 16 labelled images: cross-validation scores all of them (the 6-image
+        # test split gives no number); zero-shot/retrieval skip with a reason.
+        return {"protocol": "cv", "tasks": ["probe", "zeroshot", "retrieval"]}
+    # The training rows: retrieval on the training pairs shows the alignment was learnt;
+    # zero-shot runs on the labelled training images (plumbing, not a result).
+    return {"protocol": "split", "test_split": "train", "tasks": ["zeroshot", "retrieval"]}
+
+
+TERMS = ("align", "mim", "mlm", "rec", "con")  # MMCLIP's and MaCo's named loss terms
+
+
+def _terms_note(path: Path, window: int = 2) -> str:
+    """Each loss term after the objective's warm-up: mean of the first ``window`` logged rows
+    past the warm-up -> mean of the last ``window`` rows."""
+    import json
+    import math
+
+    config = json.loads((Path(path) / "config.json").read_text())
+    warmup = int(config.get("objective_config", {}).get("warmup_steps", 0))
+    rows = [json.loads(line) for line in (Path(path) / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["step"] > warmup]
+    notes = []
+    for term in TERMS:
+        values = [r[term] for r in rows if term in r and not math.isnan(r[term])]
+        if len(values) >= 2 * window:
+            first = sum(values[:window]) / window
+            last = sum(values[-window:]) / window
+            notes.append(f"{term} {first:.3f} -> {last:.3f}")
+    return f"; after the {warmup}-step warm-up: " + ", ".join(notes) if notes else ""
 
 
 def _demo_distill(out: Path, mapping: Path, dataset, checkpoint, steps, force: bool) -> list[dict]:
@@ -337,16 +374,19 @@ def _eval_note(path: Path) -> str:
                     notes.append(f"{task} AUROC {auroc['value']:.2f} [{low:.2f}, {high:.2f}]")
                 break
             break
-    for variant, result in metrics.get("tasks", {}).get("zeroshot", {}).items():
+    tasks = metrics.get("tasks", {})
+    for variant, result in tasks.get("zeroshot", {}).items():
         auroc = result.get("macro", {}).get("macro_auroc") if isinstance(result, dict) else None
         if auroc:
-            notes.append(f"zero-shot {variant} AUROC {auroc['value']:.2f}")
-    retrieval = metrics.get("tasks", {}).get("retrieval", {})
-    if "image_to_report" in retrieval:
-        recall = retrieval["image_to_report"]["recall_at_1"]["value"]
+            notes.append(f"zero-shot ({variant}) AUROC {auroc['value']:.2f}")
+    if "image_to_report" in tasks.get("retrieval", {}):
+        result = tasks["retrieval"]
+        i2r, r2i = result["image_to_report"], result["report_to_image"]
         notes.append(
-            f"image->report R@1 {recall:.2f} on {retrieval['n']} pairs "
-            f"(chance {retrieval['chance_recall_at_1']:.2f})"
+            f"R@1 image->report {i2r['recall_at_1']['value']:.2f}, report->image "
+            f"{r2i['recall_at_1']['value']:.2f} on {result['n']} training pairs (chance "
+            f"{result['chance_recall_at_1']:.2f}); median rank {i2r['median_rank']['value']:.0f}"
+            f" / {r2i['median_rank']['value']:.0f} (chance {(result['n'] + 1) / 2:.0f})"
         )
     return f"n = {metrics.get('n_scored')} ({metrics.get('protocol')}): " + "; ".join(notes)
 
