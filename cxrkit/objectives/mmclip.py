@@ -600,8 +600,10 @@ class MMCLIP(Objective):
         i2t, t2i = symmetric_infonce(image, text, self._scale())
         return i2t + t2i
 
-    def to_open_clip(self) -> tuple[dict, dict[str, torch.Tensor]]:
+    def to_open_clip(self, out_dir: Any = None) -> tuple[dict, dict[str, torch.Tensor]]:
         """The ``open_clip`` capability: (model_cfg, state_dict) in open_clip's CLIP names.
+
+        ``out_dir`` is unused: open_clip's own text tower needs no side files.
 
         Raises InputError for a text tower that is not open_clip's (``text.kind``
         hf/bert) or not pooled at the end-of-text token.
