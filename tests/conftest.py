@@ -6,6 +6,7 @@ them (64-px long side, fast); both are reused by the stage tests downstream.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -20,17 +21,28 @@ if "CXRKIT_CACHE" not in os.environ:  # keep the feature cache out of the user's
     os.environ["CXRKIT_CACHE"] = tempfile.mkdtemp(prefix="cxrkit-test-cache-")
 
 
+_PRISTINE_LOGGER = (
+    list(logging.getLogger("cxrkit").handlers),
+    logging.getLogger("cxrkit").level,
+    logging.getLogger("cxrkit").propagate,
+)
+
+
+def _reset_cxrkit_logger() -> None:
+    logger = logging.getLogger("cxrkit")
+    logger.handlers[:] = _PRISTINE_LOGGER[0]
+    logger.setLevel(_PRISTINE_LOGGER[1])
+    logger.propagate = _PRISTINE_LOGGER[2]
+
+
 @pytest.fixture(autouse=True)
 def _restore_cxrkit_logger():
-    """In-process CLI calls configure the `cxrkit` logger; give each test a clean one."""
-    import logging
-
-    logger = logging.getLogger("cxrkit")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
+    """In-process CLI calls configure the `cxrkit` logger; every test starts and ends with
+    the logger as it was at start-up (module- or session-scoped fixtures that call the CLI
+    run outside a test, so restoring "what it was before the test" is not enough)."""
+    _reset_cxrkit_logger()
     yield
-    logger.handlers[:] = saved[0]
-    logger.setLevel(saved[1])
-    logger.propagate = saved[2]
+    _reset_cxrkit_logger()
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,7 @@ class TinyClip(Objective):
         ) / 2
         return {"loss": loss}
 
-    def to_open_clip(self) -> tuple[dict, dict[str, torch.Tensor]]:
+    def to_open_clip(self, out_dir=None) -> tuple[dict, dict[str, torch.Tensor]]:
         from cxrkit.export.open_clip_format import vit_to_open_clip_visual
 
         vision_cfg, state = vit_to_open_clip_visual(self.encoder, self.image_proj.weight.T)

@@ -56,7 +56,10 @@ def test_extending_a_published_run_continues_it_and_says_so(demo_dataset, tmp_pa
         *range(1, 11)
     ]
     assert _losses(out)[:6] == _losses_of_first  # the history continues, unchanged
-    assert list(tmp_path.iterdir()) == [out], "a second directory or a leftover"
+    # Only the artifact, and the documented lock file beside it (flock: never deleted, see
+    # ArtifactWriter): no second run directory, no leftover temp dir.
+    left = sorted(tmp_path.iterdir())
+    assert left == sorted([out, tmp_path / f".{out.name}.lock"]), "a second directory or a leftover"
 
 
 def test_extending_a_run_killed_before_publishing_adopts_its_directory(

@@ -45,15 +45,20 @@ def _pretrain_presets() -> list[str]:
 @pytest.mark.parametrize("name", _pretrain_presets())
 def test_every_shipped_pretrain_preset_resolves_and_builds_its_objective(name):
     full = resolve(PretrainConfig, preset=name, stage="pretrain")  # as shipped
-    assert full.objective["name"] and full.data.image_size == full.model.image_size
+    # The batch comes at the encoder's size, or at the reconstruction target's (MaCo: 448 for 224).
+    target = full.objective.get("target_size")
+    assert full.objective["name"] and full.data.image_size == (target or full.model.image_size)
     side = 2 * full.model.patch_size  # shrink to 2x2 patches and a narrow encoder/decoder
+    sizes = [f"data.image_size={side}"]
+    if target:
+        sizes = [f"data.image_size={2 * side}", f"objective.target_size={2 * side}"]
     tiny = resolve(
         PretrainConfig,
         preset=name,
         stage="pretrain",
         sets=[
             f"model.image_size={side}",
-            f"data.image_size={side}",
+            *sizes,
             "model.depth=1",
             "model.embed_dim=32",
             "model.num_heads=2",

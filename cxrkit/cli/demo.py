@@ -18,11 +18,15 @@ def demo_command(
         Path, typer.Option("--out", "-o", help="Directory for the demo's inputs and artifacts.")
     ] = Path("demo-out"),
     steps: Annotated[
-        int | None, typer.Option(help="Pretraining steps (default: the demo preset's).")
+        int | None, typer.Option(help="Pretraining steps (default: the demo-METHOD preset's).")
     ] = None,
     method: Annotated[
         str,
-        typer.Option(help="Pretraining method: mae or m3ae (preset demo-<method>)."),
+        typer.Option(
+            help="Pretraining method: mae (image only), maco or mmclip (image-report; "
+            "zero-shot and retrieval on the training pairs, open_clip export), m3ae "
+            "(fused image-report; pairs scored by its ITM head)."
+        ),
     ] = "mae",
     force: Force = False,
 ) -> None:

@@ -41,6 +41,14 @@ def pretrain_command(
         Path | None,
         typer.Option("--annotations", help="Annotations artifact (from `cxrkit annotate`)."),
     ] = None,
+    unpaired: Annotated[
+        Path | None,
+        typer.Option(
+            "--unpaired",
+            help="Second dataset artifact of image-only rows mixed into every batch "
+            "(data.unpaired; how many per batch: --set data.unpaired_per_batch=N).",
+        ),
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option(help="Optimiser steps (train.max_steps).")
     ] = None,
@@ -148,6 +156,7 @@ def pretrain_command(
     flags = {
         "data.dataset": str(dataset),
         "data.annotations": str(annotations) if annotations else None,
+        "data.unpaired": str(unpaired) if unpaired else None,
         "out": str(out_dir),
         "train.max_steps": max_steps,
         "data.batch_size": batch_size,

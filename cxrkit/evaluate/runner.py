@@ -171,6 +171,7 @@ def build_context(cfg, model, dataset: Artifact, annotations, device) -> tuple[C
             "finetune_batch_size": cfg.finetune_batch_size,
             "finetune_seeds": list(cfg.finetune_seeds),
             "retrieval_split": cfg.test_split,
+            "zeroshot_scoring": list(cfg.zeroshot_scoring),
         },
     )
     summary = {

@@ -124,10 +124,11 @@ def _curves(ctx: Context, scores: np.ndarray, rows: np.ndarray, scored: dict) ->
 
 
 def run_zeroshot(ctx: Context) -> TaskResult:
-    """MaCo-style (positive vs negative prompt) and CLIP-style (softmax over classes) scores.
+    """The chosen scorings: MaCo-style, MaCo's code exactly, CLIP-style (see evaluate.zeroshot).
 
     Cosines of embeddings for image-text models; for fused models (M3AE) every
-    image is scored with every prompt by the model itself (:mod:`cxrkit.evaluate.fused`).
+    image is scored with every prompt by the model itself (:mod:`cxrkit.evaluate.fused`;
+    MaCo-style and CLIP-style only).
     """
     if not ctx.model.has_text and not ctx.model.fused:
         raise Skip("the model has no text encoder (image-only objective); zero-shot needs one")
@@ -135,25 +136,36 @@ def run_zeroshot(ctx: Context) -> TaskResult:
         test, val = np.sort(np.concatenate([f.test for f in ctx.folds])), np.zeros(0, np.int64)
     else:
         test, val = ctx.test_rows(), ctx.val_rows()
+    chosen = ctx.options.get("zeroshot_scoring", ["maco", "clip"])
     variants: dict[str, np.ndarray | str] = {}
     if ctx.model.fused:
-        variants["maco"], variants["clip"] = _fused_zeroshot(ctx, np.r_[val, test])
+        maco, clip = _fused_zeroshot(ctx, np.r_[val, test])
+        variants.update({k: v for k, v in (("maco", maco), ("clip", clip)) if k in chosen})
+        if "maco_code" in chosen:
+            variants["maco_code"] = "MaCo's code scoring needs separate embeddings"
         result = TaskResult({"prompts_source": ctx.prompts_source, "scoring": fused.ITM_SCORING})
     else:
         positive, negative = zeroshot.prompt_embeddings(
             ctx.model.encode_texts, ctx.prompts, ctx.classes
         )
         features = ctx.features()
-        variants["maco"] = (
-            zeroshot.maco_scores(features, positive, negative, ctx.model.logit_scale)
-            if negative is not None
-            else "a class has no negative prompts"
-        )
-        variants["clip"] = (
-            zeroshot.clip_scores(features, positive, ctx.model.logit_scale)
-            if len(ctx.classes) >= 2
-            else "needs >= 2 classes (a softmax over one class is always 1)"
-        )
+        if "maco" in chosen:
+            variants["maco"] = (
+                zeroshot.maco_scores(features, positive, negative, ctx.model.logit_scale)
+                if negative is not None
+                else "a class has no negative prompts"
+            )
+        if "maco_code" in chosen:
+            code_pos, code_neg = zeroshot.raw_prompt_embeddings(
+                ctx.model.encode_texts, zeroshot.maco_code_prompts(ctx.classes), ctx.classes
+            )
+            variants["maco_code"] = zeroshot.maco_code_scores(features, code_pos, code_neg)
+        if "clip" in chosen:
+            variants["clip"] = (
+                zeroshot.clip_scores(features, positive, ctx.model.logit_scale)
+                if len(ctx.classes) >= 2
+                else "needs >= 2 classes (a softmax over one class is always 1)"
+            )
         result = TaskResult(
             {
                 "prompts_source": ctx.prompts_source,

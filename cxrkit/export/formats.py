@@ -185,7 +185,8 @@ def _write_timm(work: Path, src: ExportSource, checks: Checks) -> dict:
 
 
 def _write_open_clip(work: Path, src: ExportSource, checks: Checks) -> dict:
-    model_cfg, state = src.objective.to_open_clip()
+    # out_dir: the objective writes side files its text tower needs there (tokenizer, config).
+    model_cfg, state = src.objective.to_open_clip(work / "open_clip")
     out = open_clip_format.write_open_clip(
         work / "open_clip", model_cfg, state, open_clip_format.preprocess_cfg(src.preprocessing)
     )
@@ -235,9 +236,11 @@ def _timm_snippet(work: Path, result: dict) -> str:
 
 def _open_clip_snippet(work: Path, result: dict) -> str:
     return (
-        "import open_clip\nmodel, _, preprocess = "
-        "open_clip.create_model_and_transforms('local-dir:open_clip')\n"
-        "tokenizer = open_clip.get_tokenizer('local-dir:open_clip')"
+        "import open_clip  # run in this directory (a text tower's files lie in open_clip/)\n"
+        "model, _, preprocess = open_clip.create_model_and_transforms('local-dir:open_clip')\n"
+        "tokenizer = open_clip.get_tokenizer('local-dir:open_clip')\n"
+        "image_embedding = model.encode_image(preprocess(pil_image)[None])\n"
+        "text_embedding = model.encode_text(tokenizer(['There is pneumonia.']))"
     )
 
 

@@ -73,8 +73,8 @@ def _check_plain_vit(encoder: nn.Module) -> None:
         problems.append("needs exactly one class token with a position slot")
     if encoder.global_pool not in ("token", "avg"):
         problems.append(f"global_pool {encoder.global_pool!r} (token or avg only)")
-    if not isinstance(encoder.norm_pre, nn.Identity):
-        problems.append("a pre-norm (norm_pre)")
+    if not isinstance(encoder.norm_pre, nn.Identity | nn.LayerNorm):
+        problems.append("a pre-norm (norm_pre) other than a LayerNorm (open_clip's ln_pre)")
     if not isinstance(block.ls1, nn.Identity) or not isinstance(block.attn.q_norm, nn.Identity):
         problems.append("layer scale or qk-norm")
     if not isinstance(block.mlp.act, nn.GELU) or block.mlp.act.approximate != "none":
@@ -86,11 +86,14 @@ def _check_plain_vit(encoder: nn.Module) -> None:
 
 
 def vit_to_open_clip_visual(
-    encoder: nn.Module, projection: torch.Tensor
+    encoder: nn.Module, projection: torch.Tensor, pool: str | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Map a timm ViT plus its image projection onto open_clip's ``VisionTransformer``.
 
-    Takes the encoder and ``projection`` (D, E) applied as ``pooled @ projection``.
+    Takes the encoder, ``projection`` (D, E) applied as ``pooled @ projection`` and
+    ``pool``: None = the encoder's own global pool; ``"avg"`` = the mean of the
+    normed patch tokens (``encoder.norm`` then mean, the class token left out),
+    whatever the encoder's own pooling.
     Returns ``(vision_cfg, state_dict)`` with ``visual.``-prefixed keys. The patch
     bias (open_clip's conv has none) is folded into the patch positions; equal
     outputs are exact up to float rounding. Raises InputError for ViT variants that
@@ -115,6 +118,10 @@ def vit_to_open_clip_visual(
         "visual.ln_post.weight": sd[f"{final_norm}.weight"],
         "visual.ln_post.bias": sd[f"{final_norm}.bias"],
     }
+    has_ln_pre = isinstance(encoder.norm_pre, nn.LayerNorm)  # CLIP ViTs: ln_pre
+    if has_ln_pre:
+        out["visual.ln_pre.weight"] = sd["norm_pre.weight"]
+        out["visual.ln_pre.bias"] = sd["norm_pre.bias"]
     pairs = {
         "ln_1": "norm1",
         "ln_2": "norm2",
@@ -137,12 +144,107 @@ def vit_to_open_clip_visual(
         "layers": depth,
         "head_width": width // heads,
         "mlp_ratio": block.mlp.fc1.out_features / width,
-        "no_ln_pre": True,
+        "no_ln_pre": not has_ln_pre,
         "pool_type": "avg" if avg else "tok",
         "final_ln_after_pool": avg,
         "norm_kwargs": {"eps": float(block.norm1.eps)},
     }
+    if pool == "avg" and not avg:  # normed tokens, then the mean over patches
+        vision_cfg.update(pool_type="avg", final_ln_after_pool=False)
     return vision_cfg, {k: v.contiguous() for k, v in out.items()}
+
+
+def fold_projection_bias(projection: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """δ (D,) with δ @ projection = bias: a projection bias moved into ``ln_post``'s bias.
+
+    open_clip's ``visual.proj`` has no bias; with mean pooling after ``ln_post``,
+    mean(LN(x) + δ) @ P = mean(LN(x)) @ P + bias. Takes projection (D, E) and bias
+    (E,). Raises InputError when no exact δ exists (E > D or a rank-deficient P).
+    """
+    delta = torch.linalg.lstsq(projection.T.double(), bias.double()[:, None]).solution[:, 0]
+    error = (delta @ projection.double() - bias.double()).abs().max().item()
+    if error > 1e-6 * max(1.0, bias.abs().max().item()):
+        raise InputError(
+            f"the image projection's bias cannot be folded into open_clip's layout "
+            f"(residual {error:.2g}; needs embed_dim <= the ViT width); train without "
+            "an image projection bias to export to open_clip"
+        )
+    return delta.float()
+
+
+HF_POOLERS = {  # cxrkit text pooling -> open_clip HFTextEncoder pooler
+    "mean": "mean_pooler",
+    "cls": "cls_last_hidden_state_pooler",
+    "pooler": "cls_pooler",  # BERT's pooler output (dense + tanh on [CLS])
+}
+HF_TEXT_DIR = "open_clip"  # the export's open_clip folder, relative to the export root
+
+
+def hf_text_to_open_clip(
+    tower: nn.Module, projection: torch.Tensor, out_dir: Path | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Map a cxrkit Hugging Face text tower plus its projection onto open_clip's HFTextEncoder.
+
+    Takes the tower (``cxrkit.models.text.HFTextTower``: ``.model``, ``.cfg``,
+    ``.tokenizer()``), the projection weight (E, D) applied as ``pooled @ W.T``, and
+    ``out_dir``: when given, the model's config.json and the tokenizer files are
+    written there (open_clip reads them; ``hf_model_name`` names the folder
+    relative to the export root, see :func:`load_open_clip`).
+    Returns ``(text_cfg, state_dict)`` with ``text.``-prefixed keys.
+    Raises InputError for a tower that is not a Hugging Face one.
+    """
+    model = getattr(tower, "model", None)
+    if model is None or not hasattr(model, "config") or tower.cfg.kind not in ("hf", "bert"):
+        raise InputError(
+            "open_clip export needs a Hugging Face text tower (text.kind hf or bert); "
+            f"this one is kind={getattr(tower.cfg, 'kind', '?')}"
+        )
+    state = {f"text.transformer.{k}": v.detach().float() for k, v in model.state_dict().items()}
+    state["text.proj.weight"] = projection.detach().float()
+    text_cfg = {
+        "hf_model_name": HF_TEXT_DIR,
+        "hf_tokenizer_name": HF_TEXT_DIR,
+        "hf_model_pretrained": False,
+        "hf_proj_type": "linear",
+        "hf_pooler_type": HF_POOLERS[tower.cfg.pooling],
+        "context_length": tower.cfg.context_length,
+    }
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        model.config.save_pretrained(str(out_dir))
+        tower.tokenizer().backend.save_pretrained(str(out_dir))
+    return text_cfg, {k: v.contiguous() for k, v in state.items()}
+
+
+def clip_text_to_open_clip(
+    transformer: nn.Module, projection: torch.Tensor, context_length: int
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Map open_clip's own text transformer (no projection) plus a projection onto CLIP's names.
+
+    Takes the ``TextTransformer`` of a cxrkit ``open_clip`` text tower (pooled at
+    the end-of-text token), ``projection`` (W, E) applied as ``pooled @ projection``
+    and the context length. Returns ``(text_cfg, state_dict)`` with CLIP's
+    top-level text keys (``token_embedding.weight``, ``transformer.*``,
+    ``ln_final.*``, ``text_projection``); open_clip pools at the highest token id,
+    which is CLIP's end-of-text token.
+    """
+    sd = {k: v.detach().float() for k, v in transformer.state_dict().items() if k != "attn_mask"}
+    block = transformer.transformer.resblocks[0]
+    width = int(transformer.width)
+    text_cfg = {
+        "context_length": int(context_length),
+        "vocab_size": int(transformer.vocab_size),
+        "width": width,
+        "heads": int(transformer.heads),
+        "layers": len(transformer.transformer.resblocks),
+        "mlp_ratio": block.mlp.c_fc.out_features / width,
+    }
+    kept = {
+        k: v
+        for k, v in sd.items()
+        if k.startswith(("token_embedding.", "positional_embedding", "transformer.", "ln_final."))
+    }
+    return text_cfg, {**kept, "text_projection": projection.detach().float().contiguous()}
 
 
 def preprocess_cfg(preprocessing: dict) -> dict[str, Any]:
@@ -175,12 +277,19 @@ def load_open_clip(out_dir: Path) -> tuple[nn.Module, Any, Any]:
     """Load an exported directory with open_clip only: ``(model, preprocess, tokenizer)``.
 
     Uses ``create_model_and_transforms('local-dir:...')`` (strict load, safetensors,
-    no hub) and ``get_tokenizer`` on the same directory.
+    no hub) and ``get_tokenizer`` on the same directory. A Hugging Face text tower
+    (``text_cfg.hf_model_name``) is pointed at ``out_dir``, where its config and
+    tokenizer files lie.
     """
     import open_clip
 
-    name = f"local-dir:{Path(out_dir).resolve()}"
-    model, _, preprocess = open_clip.create_model_and_transforms(name)
+    out_dir = Path(out_dir).resolve()
+    name = f"local-dir:{out_dir}"
+    overrides = {}
+    text_cfg = json.loads((out_dir / CONFIG_FILE).read_text())["model_cfg"].get("text_cfg", {})
+    if "hf_model_name" in text_cfg:  # a Hugging Face text tower whose files lie in out_dir
+        overrides["text_cfg"] = {**text_cfg, "hf_model_name": str(out_dir)}
+    model, _, preprocess = open_clip.create_model_and_transforms(name, **overrides)
     return model.eval(), preprocess, open_clip.get_tokenizer(name)
 
 

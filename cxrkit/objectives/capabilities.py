@@ -17,7 +17,9 @@ Capabilities and their methods:
     (how it is stored, log or plain, is the objective's business; it says so in
     its docstring); ``text_encoder() -> nn.Module | None``: the text tower.
 ``open_clip`` (:class:`OpenClipExportable`, needs ``image_text``)
-    ``to_open_clip() -> (model_cfg, state_dict)`` in open_clip's names.
+    ``to_open_clip(out_dir=None) -> (model_cfg, state_dict)`` in open_clip's names;
+    given ``out_dir`` (the export's open_clip folder), it also writes the side files
+    its text tower needs there (a Hugging Face tokenizer and config).
 ``reconstruction`` (:class:`Reconstructs`)
     ``reconstruct(images, seed, contour=None) -> (images, masked, reconstruction)``,
     all (B, C, H, W) in the input's pixel space, for plots.
@@ -33,6 +35,7 @@ Capabilities and their methods:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -64,7 +67,7 @@ class ImageText(Protocol):
 class OpenClipExportable(ImageText, Protocol):
     """An image-text model that can write itself in open_clip's layout."""
 
-    def to_open_clip(self) -> tuple[dict, dict[str, torch.Tensor]]: ...
+    def to_open_clip(self, out_dir: Path | None = None) -> tuple[dict, dict[str, torch.Tensor]]: ...
 
 
 @runtime_checkable

@@ -49,9 +49,12 @@ def _pick_reports(count_normal: int, count_abnormal: int) -> tuple[list, list]:
     return normal, abnormal
 
 
-def build_demo_inputs(directory: Path) -> Path:
+def build_demo_inputs(directory: Path, image_only: bool = False) -> Path:
     """Lay out the demo's raw inputs in ``directory`` and return its mapping CSV path.
 
+    With ``image_only`` the pediatric images past the first TRAIN_PER_CLASS of
+    each class become training rows WITHOUT a report (image-only rows, as
+    MMCLIP's unpaired data) instead of test rows.
     Raises InputError (from cxrkit.io.bundled) when a data package is missing.
     """
     # Absolute paths: the mapping CSV's relative paths resolve against its own folder.
@@ -68,11 +71,14 @@ def build_demo_inputs(directory: Path) -> Path:
         label = bundled.pediatric_label(path)
         report = (abnormal if label else normal)[seen[label]]
         split = "train" if seen[label] < TRAIN_PER_CLASS else "test"
+        text = report.text
+        if image_only and split == "test":
+            split, text = "train", ""
         seen[label] += 1
         rows.append(
             {
                 "image_path": str(path),
-                "report_text": report.text,
+                "report_text": text,
                 "patient_id": f"demo-ped-{path.stem}",
                 "study_id": f"demo-study-{path.stem}",
                 "split": split,
@@ -122,13 +128,10 @@ def _bad_inputs(directory: Path, good_dicom: Path) -> list[Path]:
     return [ct, truncated, noise]
 
 
-# Pretraining methods the demo can run: name -> its CPU preset (``demo-<name>``).
-DEMO_METHODS = ("mae", "m3ae")
-
-
-def _suffix(method: str) -> str:
-    """Artifact-folder suffix: none for MAE (the original layout), ``-<method>`` otherwise."""
-    return "" if method == "mae" else f"-{method}"
+DEMO_METHODS = ("mae", "maco", "mmclip", "m3ae")
+IMAGE_TEXT_DEMOS = ("maco", "mmclip", "m3ae")
+IMAGE_ONLY_ROWS = ("mmclip",)  # methods whose demo data also holds rows without a report
+DISPLAY = {"mae": "MAE", "maco": "MaCo", "mmclip": "MMCLIP", "m3ae": "M3AE"}
 
 
 def run_demo(
@@ -136,25 +139,28 @@ def run_demo(
 ) -> list[dict]:
     """Run every built stage on the demo data under ``out``; returns one summary row per stage.
 
-    ``method`` picks the pretraining objective (:data:`DEMO_METHODS`; preset
-    ``demo-<method>``). Each stage writes its artifact in ``out/<stage>`` (the
-    method's own ``out/<stage>-<method>`` from pretraining on, for methods other
-    than MAE); re-running is a no-op per stage when nothing changed. Raises
-    ConfigError for an unknown method and the stage's CxrkitError on failure.
+    ``method`` picks the pretraining preset ``demo-<method>``. For image-text
+    methods (maco, mmclip; for mmclip the dataset also holds image-only rows) eval scores
+    zero-shot and retrieval on the *training* pairs (where a minute of training
+    can show that images and reports were aligned; plumbing, not a result) and
+    the PaCX distillation (whose student is the MAE checkpoint) is left out.
+    Each stage writes its artifact in ``out/<stage>``; re-running is a no-op per
+    stage when nothing changed. Raises ConfigError for an unknown method and the
+    stage's CxrkitError on failure.
     """
-    if method not in DEMO_METHODS:
-        from cxrkit.errors import ConfigError
-
-        raise ConfigError(f"demo method {method!r} is not one of {', '.join(DEMO_METHODS)}")
-    suffix = _suffix(method)
     from cxrkit.config import resolve
+    from cxrkit.errors import ConfigError
+
+    if method not in DEMO_METHODS:
+        raise ConfigError(f"demo method {method!r}: choose from {', '.join(DEMO_METHODS)}")
     from cxrkit.stages import annotate, export, ingest, pretrain
     from cxrkit.stages import eval as evaluate
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log.info("%s", DISCLAIMER)
-    mapping = build_demo_inputs(out / "inputs")
+    image_text = method in IMAGE_TEXT_DEMOS
+    mapping = build_demo_inputs(out / "inputs", image_only=method in IMAGE_ONLY_ROWS)
     summary = []
 
     dataset = ingest.run(
@@ -193,7 +199,7 @@ def run_demo(
             preset=preset,
             flags={
                 "preset": preset,
-                "out": str(out / f"checkpoint{suffix}"),
+                "out": str(out / "checkpoint"),
                 "data.dataset": str(dataset.path),
                 "data.annotations": str(annotations.path),
             },
@@ -203,14 +209,17 @@ def run_demo(
         force=force,
     )
     stats = checkpoint.stats
-    if method == "m3ae":
-        note = _m3ae_note(checkpoint.path, dataset)
-    else:
-        note = (
-            f"MAE loss {stats.get('first_loss', float('nan')):.3f}"
+    summary.append(
+        _row(
+            "pretrain",
+            checkpoint,
+            _m3ae_note(checkpoint.path, dataset)
+            if method == "m3ae"
+            else f"{DISPLAY[method]} loss {stats.get('first_loss', float('nan')):.3f}"
             f" -> {stats.get('final_loss', float('nan')):.3f} in {stats.get('steps')} steps"
+            + (_terms_note(checkpoint.path) if image_text else ""),
         )
-    summary.append(_row("pretrain", checkpoint, note))
+    )
 
     evaluation = evaluate.run(
         resolve(
@@ -219,11 +228,8 @@ def run_demo(
                 "dataset": str(dataset.path),
                 "checkpoint": str(checkpoint.path),
                 "annotations": str(annotations.path),
-                "out": str(out / f"eval{suffix}"),
-                # 16 labelled images: cross-validation scores all of them (the 6-image
-                # test split gives no number); zero-shot/retrieval skip with a reason.
-                "protocol": "cv",
-                "tasks": ["probe", "zeroshot", "retrieval"],
+                "out": str(out / "eval"),
+                **_eval_protocol(image_text),
                 "fractions": [1.0],
                 "seeds": [0],
                 "bootstrap": 200,
@@ -238,16 +244,49 @@ def run_demo(
             export.ExportConfig,
             flags={
                 "checkpoint": str(checkpoint.path),
-                "out": str(out / f"export{suffix}"),
+                "out": str(out / "export"),
                 "eval": str(evaluation.path),
             },
         ),
         force=force,
     )
     summary.append(_row("export", exported, _export_note(exported.stats)))
-    if method == "mae":  # the PaCX distillation demo distils into the MAE student
+    if not image_text:  # the distillation's student is the MAE checkpoint
         summary += _demo_distill(out, mapping, dataset, checkpoint, steps, force)
     return summary
+
+
+def _eval_protocol(image_text: bool) -> dict:
+    if not image_text:
+        # 16 labelled images: cross-validation scores all of them (the 6-image
+        # test split gives no number); zero-shot/retrieval skip with a reason.
+        return {"protocol": "cv", "tasks": ["probe", "zeroshot", "retrieval"]}
+    # The training rows: retrieval on the training pairs shows the alignment was learnt;
+    # zero-shot runs on the labelled training images (plumbing, not a result).
+    return {"protocol": "split", "test_split": "train", "tasks": ["zeroshot", "retrieval"]}
+
+
+TERMS = ("align", "mim", "mlm", "rec", "con")  # MMCLIP's and MaCo's named loss terms
+
+
+def _terms_note(path: Path, window: int = 2) -> str:
+    """Each loss term after the objective's warm-up: mean of the first ``window`` logged rows
+    past the warm-up -> mean of the last ``window`` rows."""
+    import json
+    import math
+
+    config = json.loads((Path(path) / "config.json").read_text())
+    warmup = int(config.get("objective_config", {}).get("warmup_steps", 0))
+    rows = [json.loads(line) for line in (Path(path) / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["step"] > warmup]
+    notes = []
+    for term in TERMS:
+        values = [r[term] for r in rows if term in r and not math.isnan(r[term])]
+        if len(values) >= 2 * window:
+            first = sum(values[:window]) / window
+            last = sum(values[-window:]) / window
+            notes.append(f"{term} {first:.3f} -> {last:.3f}")
+    return f"; after the {warmup}-step warm-up: " + ", ".join(notes) if notes else ""
 
 
 def loss_trajectory(checkpoint: Path, names: tuple[str, ...]) -> dict[str, tuple[float, float]]:
@@ -276,7 +315,7 @@ def _m3ae_note(checkpoint: Path, dataset) -> str:
     held = held_pair_accuracy(objective, dataset, "test", "both", torch.device("cpu"))
     if held:
         parts.append(f"held-out ITM accuracy {held['balanced']:.2f} on {int(held['n'])} images")
-    return "; ".join(parts)
+    return "M3AE " + "; ".join(parts)
 
 
 def _demo_distill(out: Path, mapping: Path, dataset, checkpoint, steps, force: bool) -> list[dict]:
@@ -366,6 +405,20 @@ def _eval_note(path: Path) -> str:
                     notes.append(f"{task} AUROC {auroc['value']:.2f} [{low:.2f}, {high:.2f}]")
                 break
             break
+    tasks = metrics.get("tasks", {})
+    for variant, result in tasks.get("zeroshot", {}).items():
+        auroc = result.get("macro", {}).get("macro_auroc") if isinstance(result, dict) else None
+        if auroc:
+            notes.append(f"zero-shot ({variant}) AUROC {auroc['value']:.2f}")
+    if "image_to_report" in tasks.get("retrieval", {}):
+        result = tasks["retrieval"]
+        i2r, r2i = result["image_to_report"], result["report_to_image"]
+        notes.append(
+            f"R@1 image->report {i2r['recall_at_1']['value']:.2f}, report->image "
+            f"{r2i['recall_at_1']['value']:.2f} on {result['n']} training pairs (chance "
+            f"{result['chance_recall_at_1']:.2f}); median rank {i2r['median_rank']['value']:.0f}"
+            f" / {r2i['median_rank']['value']:.0f} (chance {(result['n'] + 1) / 2:.0f})"
+        )
     return f"n = {metrics.get('n_scored')} ({metrics.get('protocol')}): " + "; ".join(notes)
 
 

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 ALL_TASKS = tuple(TASKS)
 INPUT_KINDS = ("checkpoint", "dataset", "annotations")  # artifacts eval reads, by manifest kind
+ZEROSHOT_SCORINGS = ("maco", "maco_code", "clip")
 
 
 @dataclass
@@ -63,6 +64,11 @@ class EvalConfig:
         'score only these views, e.g. ["PA", "AP"] or ["frontal"]; empty = every view', []
     )
     tasks: list[str] = doc("tasks: " + ", ".join(ALL_TASKS), list(ALL_TASKS))
+    zeroshot_scoring: list[str] = doc(
+        "zero-shot scorings: maco (pos/neg cosine softmax), maco_code (MaCo's released "
+        "code: its prompts, raw dot products), clip (softmax over classes)",
+        ["maco", "maco_code", "clip"],
+    )
     protocol: Literal["split", "cv"] = doc(
         "split: the dataset's train/val/test; cv: grouped stratified k-fold (small sets)", "split"
     )
@@ -115,6 +121,11 @@ class EvalConfig:
         unknown = sorted(set(self.tasks) - set(ALL_TASKS))
         if unknown or not self.tasks:
             raise ConfigError(f"tasks {unknown or '[]'}: choose from {', '.join(ALL_TASKS)}")
+        bad = sorted(set(self.zeroshot_scoring) - set(ZEROSHOT_SCORINGS))
+        if bad or not self.zeroshot_scoring:
+            raise ConfigError(
+                f"zeroshot_scoring {bad or '[]'}: choose from {', '.join(ZEROSHOT_SCORINGS)}"
+            )
         if any(not 0 < f <= 1 for f in self.fractions) or not self.fractions:
             raise ConfigError(f"fractions {self.fractions}: each must be in (0, 1]")
         if not 0 < self.ci_level < 1 or self.bootstrap < 10:

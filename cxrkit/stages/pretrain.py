@@ -82,13 +82,30 @@ class DataConfig:
     augment: AugmentConfig = dataclasses.field(
         default_factory=AugmentConfig, metadata={"help": "training augmentation"}
     )
+    unpaired: str | None = doc(
+        "a second dataset artifact whose rows join every batch as image-only rows (their "
+        "reports blanked), e.g. PadChest images for MMCLIP; none = one dataset",
+        None,
+    )
+    unpaired_per_batch: int = doc(
+        "rows of each batch taken from data.unpaired (the batch mix); the other "
+        "batch_size - unpaired_per_batch come from data.dataset",
+        0,
+    )
 
     def validate(self) -> None:
-        """Raise ConfigError on impossible sizes."""
+        """Raise ConfigError on impossible sizes or an unpaired mix that does not fit."""
         if self.batch_size < 1 or self.num_workers < 0 or self.image_size < 1:
             raise ConfigError(
                 "data.batch_size and data.image_size must be >= 1, data.num_workers >= 0"
             )
+        if self.unpaired and not 0 < self.unpaired_per_batch < self.batch_size:
+            raise ConfigError(
+                f"data.unpaired needs 0 < data.unpaired_per_batch < data.batch_size "
+                f"({self.batch_size}), got {self.unpaired_per_batch}"
+            )
+        if not self.unpaired and self.unpaired_per_batch:
+            raise ConfigError("data.unpaired_per_batch is set but data.unpaired is not")
 
 
 @dataclasses.dataclass
@@ -125,10 +142,15 @@ class PretrainConfig:
         """Raise ConfigError on settings that contradict each other."""
         if not isinstance(self.objective.get("name"), str):
             raise ConfigError("objective.name is required (e.g. --set objective.name=mae)")
-        if self.data.image_size != self.model.image_size:
+        # Objectives that reconstruct a larger image than the encoder sees (MaCo's
+        # 448-px target for a 224-px encoder) take the batch at objective.target_size.
+        expected = self.objective.get("target_size") or self.model.image_size
+        if self.data.image_size != expected:
+            target = self.objective.get("target_size")
+            where = "objective.target_size" if target else "model.image_size"
             raise ConfigError(
-                f"data.image_size {self.data.image_size} != model.image_size "
-                f"{self.model.image_size}; set both to the same value"
+                f"data.image_size {self.data.image_size} != {where} {expected}; "
+                "set both to the same value"
             )
         self.objective = resolved_objective_table(self)
 
@@ -180,7 +202,7 @@ def id_params(cfg: PretrainConfig, processes: int = 1, precision: str | None = N
         "precision": precision or cfg.train.precision,
     }
     params.pop("out")
-    for key in ("dataset", "annotations", "num_workers"):
+    for key in ("dataset", "annotations", "num_workers", "unpaired"):
         params["data"].pop(key)
     params["train"].pop("resume")
     params["train"].pop("find_unused_parameters")  # a DDP setting, not a result
@@ -221,8 +243,8 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
         with torch.device("meta"):  # no memory, no weights: checks names and settings
             objective = build(cfg)
     except Exception:  # noqa: BLE001 - an objective that needs real tensors to construct
-        # (also a CxrkitError: transformers' from_pretrained refuses the meta device and the
-        # text tower reports that as InputError); a real error comes back from the real build.
+        # (a text tower read with from_pretrained refuses the meta device and says so as
+        # an InputError); a real error comes back from the real build.
         objective = build(cfg)
     _check_annotations(cfg, objective.needs)
     splits = dataset.stats.get("split_counts")
@@ -268,6 +290,9 @@ def _train(
 
     dataset = checked.dataset
     inputs = [dataset] + ([checked.annotations] if checked.annotations else [])
+    unpaired = open_artifact(cfg.data.unpaired, kind="dataset") if cfg.data.unpaired else None
+    if unpaired is not None:
+        inputs.append(unpaired)
     writer = ArtifactWriter(
         Path(cfg.out),
         "checkpoint",
@@ -288,12 +313,18 @@ def _train(
         resume_from = extension.path
     trainer = Trainer(objective, cfg.optim, cfg.train, accelerator)
     data = _shard_dataset(cfg, dataset, objective, accelerator)
+    extra = None if unpaired is None else _unpaired_dataset(cfg, unpaired, objective, accelerator)
     pin = accelerator.device.type == "cuda"
 
     def make_batches(start_batch: int):
+        from cxrkit.io.mixing import mixed
         from cxrkit.io.shards import make_loader
 
-        return iter(make_loader(data, cfg.data.num_workers, start_batch, pin_memory=pin))
+        loader = make_loader(data, cfg.data.num_workers, start_batch, pin_memory=pin)
+        if extra is None:
+            return iter(loader)
+        second = make_loader(extra, cfg.data.num_workers, start_batch, pin_memory=pin)
+        return mixed(loader, second)
 
     log.info(
         "pretraining %s on %d %s images (%d per process per epoch), %d process(es), "
@@ -450,7 +481,7 @@ def _shard_dataset(cfg: PretrainConfig, dataset: Artifact, objective: Any, accel
     data = ShardDataset(
         dataset_shards(dataset),
         transform=TrainTransform(cfg.data.augment, cfg.data.image_size),
-        batch_size=cfg.data.batch_size,
+        batch_size=cfg.data.batch_size - cfg.data.unpaired_per_batch,
         needs=objective.needs,
         split=cfg.data.split,
         views=_views(cfg),
@@ -464,6 +495,37 @@ def _shard_dataset(cfg: PretrainConfig, dataset: Artifact, objective: Any, accel
     # Per-dataset fields first: a transform may tokenise the prompt set once.
     objective.on_dataset_fields(data.dataset_fields())
     data.sample_transform = objective.sample_transform()
+    return data
+
+
+def _unpaired_dataset(cfg: PretrainConfig, unpaired: Artifact, objective: Any, accelerator: Any):
+    """``data.unpaired_per_batch`` image-only rows per batch from the second dataset.
+
+    Reads images (and the report columns, blanked by :class:`cxrkit.io.mixing.ImageOnly`
+    before the objective's sample transform); no annotations are needed.
+    """
+    from cxrkit.io.dataset import dataset_shards
+    from cxrkit.io.mixing import ImageOnly
+    from cxrkit.io.shards import ShardDataset
+    from cxrkit.vision.transforms import TrainTransform
+
+    needs = frozenset(objective.needs) & {"image", "text", "image_id"}
+    data = ShardDataset(
+        dataset_shards(unpaired),
+        transform=TrainTransform(cfg.data.augment, cfg.data.image_size),
+        batch_size=cfg.data.unpaired_per_batch,
+        needs=needs,
+        split=cfg.data.split,
+        views=_views(cfg),
+        seed=cfg.data.seed + 1,  # its own order
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        text_section=cfg.data.text_section,
+    )
+    data.sample_transform = ImageOnly(
+        objective.sample_transform(), entities="entities" in objective.needs
+    )
     return data
 
 
