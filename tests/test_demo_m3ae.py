@@ -52,25 +52,22 @@ def test_m3ae_losses_are_finite_and_fall_on_real_demo_batches(demo_dataset):
 
 
 @pytest.mark.slow
-def test_demo_method_m3ae_runs_every_stage_and_prints_the_losses(tmp_path):
-    from cxrkit.cli import app
+def test_demo_method_m3ae_runs_every_stage_and_reports_the_losses(tmp_path):
+    from cxrkit.stages.demo import run_demo
 
     out = tmp_path / "demo"
-    result = CliRunner().invoke(
-        app, ["demo", "--method", "m3ae", "--out", str(out), "--steps", "40"]
-    )
-    assert result.exit_code == 0, result.output
+    summary = run_demo(out, steps=40, method="m3ae")
     for stage in ("dataset", "annotations", "checkpoint", "eval", "export"):
         assert verify(out / stage) == [], stage
-    text = " ".join(result.output.split())
+    note = next(row["note"] for row in summary if row["stage"] == "pretrain")
     losses = {
-        name: tuple(map(float, re.search(rf"{name} ([\d.]+) -> ([\d.]+)", text).groups()))
+        name: tuple(map(float, re.search(rf"{name} ([\d.]+) -> ([\d.]+)", note).groups()))
         for name in ("mim", "mlm", "itm")
     }
     # Reconstruction and MLM fall within 40 CPU steps; ITM stays near ln 2 that early.
     assert losses["mim"][1] < losses["mim"][0] and losses["mlm"][1] < losses["mlm"][0], losses
     assert 0.0 < losses["itm"][1] < 1.0, losses
-    assert re.search(r"held-out ITM accuracy [\d.]+ on 6 images", text)
+    assert re.search(r"held-out ITM accuracy [\d.]+ on 6 images", note)
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["tasks"]["zeroshot"]["scoring"] == fused.ITM_SCORING
     assert metrics["tasks"]["retrieval"]["scoring"] == fused.ITM_SCORING
