@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import math
 import resource
@@ -239,6 +240,7 @@ def run_one(cfg: Any, dataset, annotations, args, flops: int | None) -> dict[str
         "compile": cfg.train.compile,
         "precision": str(accelerator.mixed_precision),
         "num_workers": cfg.data.num_workers,
+        "annotations": annotations is not None,
         "fused_adamw": bool(optimizer.defaults.get("fused")),
         "fused_attn": fused_attention(objective),
         "parameters": int(sum(p.numel() for p in objective.parameters())),
@@ -284,7 +286,8 @@ def run_one(cfg: Any, dataset, annotations, args, flops: int | None) -> dict[str
         peak_tflops(row_device_name(device)) if device.type == "cuda" else None
     )
     row["mfu"] = flops / step_s / (peak * 1e12) if peak else None
-    del trainer, objective, loader
+    del trainer, objective, loader, data, optimizer, accelerator
+    gc.collect()  # the prepared model sits in reference cycles; free it before the next run
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row
