@@ -60,7 +60,7 @@ BOUNDS = [
 def test_reduced_decode_stays_within_the_measured_bound(name, size, max_diff, mean_diff):
     path = bundled.rg1_dicoms()[name]
     full = read_dicom(path)
-    reduced = read_dicom(path, decode_long_side=size)
+    reduced = read_dicom(path, decode_long_side=size, reduce_lossless=True)
     assert full.pixels.shape == (1955, 1841) and full.full_shape == (1955, 1841)
     assert max(reduced.pixels.shape) < 1955, "the reduced path was not taken"
     assert max(reduced.pixels.shape) >= size, "the final resize must still downsample"
@@ -76,9 +76,18 @@ def test_reduced_decode_stays_within_the_measured_bound(name, size, max_diff, me
 def test_target_over_half_the_source_decodes_in_full(name):
     path = bundled.rg1_dicoms()[name]
     full = read_dicom(path)
-    same = read_dicom(path, decode_long_side=979)  # ceil(1955 / 2) = 978 < 979
+    same = read_dicom(path, decode_long_side=979, reduce_lossless=True)  # ceil(1955/2) < 979
     assert same.pixels.shape == (1955, 1841)
     np.testing.assert_array_equal(same.pixels, full.pixels)
+
+
+def test_lossless_j2k_is_decoded_in_full_unless_asked():
+    # Ingest's default ("lossy"): a lossless file keeps the exact full-decode pixels,
+    # so it stores what its uncompressed twin stores (and is deduplicated against it).
+    rg1 = bundled.rg1_dicoms()
+    kept = read_dicom(rg1["RG1_J2KR"], decode_long_side=64)
+    np.testing.assert_array_equal(kept.pixels, read_dicom(rg1["RG1_UNCR"]).pixels)
+    assert read_dicom(rg1["RG1_J2KI"], decode_long_side=64).pixels.shape == (123, 116)
 
 
 def test_uncompressed_input_ignores_the_target():
@@ -86,3 +95,17 @@ def test_uncompressed_input_ignores_the_target():
     np.testing.assert_array_equal(
         read_dicom(path, decode_long_side=64).pixels, read_dicom(path).pixels
     )
+
+
+def test_ingest_row_keeps_the_source_size_after_a_reduced_decode():
+    from cxrkit.io.rows import RowBuilder
+
+    path = bundled.rg1_dicoms()["RG1_J2KI"]
+    rows = {
+        mode: RowBuilder(salt=b"s" * 32, image_size=64, decode_reduce=mode).prepare().build(path)
+        for mode in ("off", "lossy")
+    }
+    for row in rows.values():
+        assert (row["height"], row["width"]) == (64, 60)
+        assert (row["orig_height"], row["orig_width"]) == (1955, 1841)
+    assert rows["off"]["pixels"] != rows["lossy"]["pixels"]

@@ -286,17 +286,18 @@ def _check_photometric(ds: Dataset) -> str:
 PREFERRED_PLUGIN = {JPEGLSLossless: "pyjpegls", JPEGLSNearLossless: "pyjpegls"}
 
 
-J2K_SYNTAXES = (JPEG2000Lossless, JPEG2000)
-
-
-def _decode_frame0_reduced(ds: Dataset, target_long_side: int) -> np.ndarray | None:
+def _decode_frame0_reduced(
+    ds: Dataset, target_long_side: int, reduce_lossless: bool
+) -> np.ndarray | None:
     """Frame 0 of a JPEG 2000 dataset at a reduced resolution level, or None.
 
-    None when the syntax is not JPEG 2000, the samples are signed (the modality LUT
-    reads PixelRepresentation), or :func:`decode_reduced` declines.
+    None when the syntax is not JPEG 2000 (lossless only with `reduce_lossless`), the
+    samples are signed (the modality LUT reads PixelRepresentation), or
+    :func:`decode_reduced` declines.
     """
     uid = UID(str(ds.file_meta.TransferSyntaxUID))
-    if uid not in J2K_SYNTAXES or int(ds.get("PixelRepresentation", 0) or 0) != 0:
+    syntaxes = (JPEG2000, JPEG2000Lossless) if reduce_lossless else (JPEG2000,)
+    if uid not in syntaxes or int(ds.get("PixelRepresentation", 0) or 0) != 0:
         return None
     try:
         frames = int(str(ds.get("NumberOfFrames", 1) or 1).strip() or 1)
@@ -369,6 +370,7 @@ def read_dicom(
     high_pct: float = 99.5,
     max_pixels: int = MAX_PIXELS,
     decode_long_side: int | None = None,
+    reduce_lossless: bool = False,
 ) -> DecodedImage:
     """Read a DICOM file and return its first frame as a display-ready radiograph.
 
@@ -376,8 +378,10 @@ def read_dicom(
     `check_chest=False` skips the modality/body-part/volume checks (not the
     greyscale check: the pipeline needs one sample per pixel); `low_pct`/`high_pct`
     are the robust-normalisation percentiles; `decode_long_side`, the long side the
-    caller will downscale to, lets JPEG 2000 decode at the coarsest resolution level
-    still at least that large (None: always full resolution).
+    caller will downscale to, lets lossy JPEG 2000 (and lossless too with
+    `reduce_lossless`) decode at the coarsest resolution level still at least that
+    large (None: always full resolution). A lossless file decoded in full gives exactly
+    the stored image of its uncompressed twin; a reduced decode does not.
     Returns: :class:`DecodedImage` with `source_format` "dicom" and `meta` holding
     the keys of ``cxrkit.io.decoded.META_KEYS`` (raw PHI: pseudonymise before storing);
     after a reduced decode `pixels` is smaller and `full_shape` is the source's (H, W).
@@ -390,7 +394,13 @@ def read_dicom(
     try:
         _check_deflate_budget(path, max_pixels * 8)  # 8 bytes a pixel: 64-bit data plus header
         return _read_dicom(
-            path, allow_burned_in, check_chest, (low_pct, high_pct), max_pixels, decode_long_side
+            path,
+            allow_burned_in,
+            check_chest,
+            (low_pct, high_pct),
+            max_pixels,
+            decode_long_side,
+            reduce_lossless,
         )
     except Reject as exc:  # messages from pydicom and plugins quote the file path
         raise Reject(exc.reason, scrub_path(exc.detail, path)) from exc.__cause__
@@ -403,6 +413,7 @@ def _read_dicom(
     window_pct: tuple[float, float],
     max_pixels: int = MAX_PIXELS,
     decode_long_side: int | None = None,
+    reduce_lossless: bool = False,
 ) -> DecodedImage:
     ds, read_warnings = _read_dataset(path)
     _check_pixels_present(ds, read_warnings)
@@ -414,7 +425,9 @@ def _read_dicom(
         raise Reject("burned_in_annotation", "BurnedInAnnotation is YES (allow with the option)")
     _check_pixel_budget(ds, max_pixels)
     full_shape = (int(ds.Rows), int(ds.Columns))
-    arr = _decode_frame0_reduced(ds, decode_long_side) if decode_long_side else None
+    arr = None
+    if decode_long_side:
+        arr = _decode_frame0_reduced(ds, decode_long_side, reduce_lossless)
     if arr is None:
         arr = _decode_frame0(ds)  # (H, W): frame 0 of a multi-frame file, see meta["n_frames"]
         full_shape = arr.shape
