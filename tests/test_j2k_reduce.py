@@ -125,3 +125,22 @@ def test_truncated_codestream_is_left_to_the_full_decoder(name):
     assert decode_reduced(codestream, 512) is not None
     # None sends the file to pydicom's decoder, which rejects it as corrupt_pixels
     assert decode_reduced(codestream[: len(codestream) * 7 // 10], 512) is None
+
+
+def test_header_size_unlike_the_codestream_skips_the_reduced_path(tmp_path):
+    import pydicom
+
+    from cxrkit.errors import Reject
+
+    ds = pydicom.dcmread(bundled.rg1_dicoms()["RG1_J2KI"])
+    ds.Rows = 1900  # the codestream says 1955
+    path = tmp_path / "lying.dcm"
+    ds.save_as(path)
+    outcomes = []
+    for target in (None, 512):
+        try:
+            outcomes.append(read_dicom(path, decode_long_side=target).pixels.shape)
+        except Reject as exc:
+            outcomes.append(exc.reason)
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1] != (978, 921)

@@ -46,7 +46,7 @@ from cxrkit.errors import Reject
 from cxrkit.io.decoded import DecodedImage, scrub_path
 from cxrkit.io.dicom_meta import CHEST_MODALITIES, extract_meta
 from cxrkit.io.intensity import normalise_through_table, robust_normalise
-from cxrkit.io.j2k_reduce import decode_reduced
+from cxrkit.io.j2k_reduce import codestream_header, decode_reduced
 from cxrkit.io.sniff import looks_like_headerless_dicom
 
 # The allow-list: the only elements pydicom parses (``dcmread(specific_tags=...)``);
@@ -292,8 +292,8 @@ def _decode_frame0_reduced(
     """Frame 0 of a JPEG 2000 dataset at a reduced resolution level, or None.
 
     None when the syntax is not JPEG 2000 (lossless only with `reduce_lossless`), the
-    samples are signed (the modality LUT reads PixelRepresentation), or
-    :func:`decode_reduced` declines.
+    samples are signed (the modality LUT reads PixelRepresentation), the codestream's
+    size is not the header's Rows x Columns, or :func:`decode_reduced` declines.
     """
     uid = UID(str(ds.file_meta.TransferSyntaxUID))
     syntaxes = (JPEG2000, JPEG2000Lossless) if reduce_lossless else (JPEG2000,)
@@ -304,6 +304,9 @@ def _decode_frame0_reduced(
         codestream = next(generate_frames(ds.PixelData, number_of_frames=frames))
     except Exception:  # noqa: BLE001 - broken encapsulation: the full decoder reports it
         return None
+    header = codestream_header(codestream)
+    if header is None or header[:2] != (int(ds.Columns), int(ds.Rows)):
+        return None  # the full decoder decides what a mismatched codestream is
     return decode_reduced(codestream, target_long_side)
 
 
