@@ -134,7 +134,7 @@ def test_open_clip_zero_shot_and_retrieval_run_end_to_end(clip_eval):
     assert retrieval["n"] == metrics_of(clip_eval)["n_rows"]  # every demo row has a report
     recall = retrieval["image_to_report"]["recall_at_10"]["value"]
     assert 0.0 <= recall <= 1.0
-    assert "image-only" in tasks["finetune"]["skipped"]
+    assert "trainable image encoder" in tasks["finetune"]["skipped"]
     assert "roc-zeroshot-maco.png" in metrics_of(clip_eval)["plots"]
 
 
@@ -225,3 +225,29 @@ def test_cli_eval_prints_metrics_json_on_stdout(workdir, mae_checkpoint, demo_da
     printed = json.loads(result.stdout)
     assert printed == json.loads((Path(out) / "metrics.json").read_text())
     assert "AUROC" in result.stderr and "n = 16" in result.stderr
+
+
+def test_finetune_runs_for_image_text_checkpoints_and_skips_only_without_an_encoder():
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from cxrkit.evaluate import tasks
+    from cxrkit.evaluate.encoders import EvalModel
+
+    def model(encoder):
+        return EvalModel(
+            key="k",
+            description="image-text",
+            image_size=32,
+            encode_images=lambda x: x,
+            encode_texts=lambda texts: texts,  # an image-text model
+            image_encoder=encoder,
+        )
+
+    no_rows = SimpleNamespace(train=np.array([], dtype=int))
+    with pytest.raises(tasks.Skip, match="trainable image encoder"):
+        tasks.run_finetune(SimpleNamespace(model=model(None), folds=[no_rows]))
+    # With an image tower the text tower does not stop it: it goes on to the data check.
+    with pytest.raises(tasks.Skip, match="no labelled training rows"):
+        tasks.run_finetune(SimpleNamespace(model=model(nn.Identity()), folds=[no_rows]))

@@ -280,8 +280,8 @@ def run_probe(ctx: Context) -> TaskResult:
 
 def run_finetune(ctx: Context) -> TaskResult:
     """Encoder + linear head trained end to end at each label fraction (finetune_seeds)."""
-    if ctx.model.image_encoder is None or ctx.model.has_text:
-        raise Skip("fine-tuning is built for image-only checkpoints")
+    if ctx.model.image_encoder is None:  # image-text checkpoints fine-tune their image tower
+        raise Skip("fine-tuning needs a trainable image encoder; this model offers none")
     if not any(f.train.size for f in ctx.folds):
         raise Skip("no labelled training rows")
     opts = ctx.options

@@ -19,9 +19,13 @@ def read_any(
     low_pct: float = 0.5,
     high_pct: float = 99.5,
     max_pixels: int = MAX_PIXELS,
+    decode_long_side: int | None = None,
+    reduce_lossless: bool = False,
 ) -> DecodedImage:
     """Sniff `path` and decode it with the matching reader.
 
+    `decode_long_side`, `reduce_lossless`: see :func:`read_dicom` (PNG/JPEG always
+    decode in full).
     Returns: a :class:`DecodedImage`. Raises: Reject("not_dicom") when a file named
     like a DICOM (``.dcm``, ``.dicom`` or no extension) is neither DICOM, PNG nor JPEG,
     Reject("unsupported_format") for any other such file, else whatever the reader rejects.
@@ -35,6 +39,8 @@ def read_any(
             low_pct=low_pct,
             high_pct=high_pct,
             max_pixels=max_pixels,
+            decode_long_side=decode_long_side,
+            reduce_lossless=reduce_lossless,
         )
     if fmt in ("png", "jpeg"):
         return read_image(path, low_pct=low_pct, high_pct=high_pct, max_pixels=max_pixels)

@@ -48,12 +48,15 @@ class DecodedImage:
     Pillow mode such as "L", "I;16", "RGB" for PNG/JPEG).
     `meta`: raw metadata with the keys of :data:`META_KEYS`; PHI included, the caller
     pseudonymises before anything is stored.
+    `full_shape`: the source's (H, W) when `pixels` were decoded at a reduced resolution
+    (JPEG 2000 resolution levels); None means `pixels` are at the source's resolution.
     """
 
     pixels: np.ndarray
     source_format: str
     photometric: str
     meta: dict[str, Any] = field(default_factory=dict)
+    full_shape: tuple[int, int] | None = None
 
 
 def empty_meta(**values: Any) -> dict[str, Any]:

@@ -29,12 +29,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import (
+    JPEG2000,
     UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000Lossless,
     JPEGLSLossless,
     JPEGLSNearLossless,
 )
@@ -43,6 +46,7 @@ from cxrkit.errors import Reject
 from cxrkit.io.decoded import DecodedImage, scrub_path
 from cxrkit.io.dicom_meta import CHEST_MODALITIES, extract_meta
 from cxrkit.io.intensity import normalise_through_table, robust_normalise
+from cxrkit.io.j2k_reduce import codestream_header, decode_reduced
 from cxrkit.io.sniff import looks_like_headerless_dicom
 
 # The allow-list: the only elements pydicom parses (``dcmread(specific_tags=...)``);
@@ -282,6 +286,30 @@ def _check_photometric(ds: Dataset) -> str:
 PREFERRED_PLUGIN = {JPEGLSLossless: "pyjpegls", JPEGLSNearLossless: "pyjpegls"}
 
 
+def _decode_frame0_reduced(
+    ds: Dataset, target_long_side: int, reduce_lossless: bool
+) -> np.ndarray | None:
+    """Frame 0 of a JPEG 2000 dataset at a reduced resolution level, or None.
+
+    None when the syntax is not JPEG 2000 (lossless only with `reduce_lossless`), the
+    samples are signed (the modality LUT reads PixelRepresentation), the codestream's
+    size is not the header's Rows x Columns, or :func:`decode_reduced` declines.
+    """
+    uid = UID(str(ds.file_meta.TransferSyntaxUID))
+    syntaxes = (JPEG2000, JPEG2000Lossless) if reduce_lossless else (JPEG2000,)
+    if uid not in syntaxes or int(ds.get("PixelRepresentation", 0) or 0) != 0:
+        return None
+    try:
+        frames = int(str(ds.get("NumberOfFrames", 1) or 1).strip() or 1)
+        codestream = next(generate_frames(ds.PixelData, number_of_frames=frames))
+    except Exception:  # noqa: BLE001 - broken encapsulation: the full decoder reports it
+        return None
+    header = codestream_header(codestream)
+    if header is None or header[:2] != (int(ds.Columns), int(ds.Rows)):
+        return None  # the full decoder decides what a mismatched codestream is
+    return decode_reduced(codestream, target_long_side)
+
+
 def _decode_frame0(ds: Dataset) -> np.ndarray:
     """Decode the first frame; Reject for a missing decoder or broken pixel data."""
     uid = UID(str(ds.file_meta.TransferSyntaxUID))
@@ -344,15 +372,22 @@ def read_dicom(
     low_pct: float = 0.5,
     high_pct: float = 99.5,
     max_pixels: int = MAX_PIXELS,
+    decode_long_side: int | None = None,
+    reduce_lossless: bool = False,
 ) -> DecodedImage:
     """Read a DICOM file and return its first frame as a display-ready radiograph.
 
     Takes: a path; `allow_burned_in` keeps images flagged BurnedInAnnotation=YES;
     `check_chest=False` skips the modality/body-part/volume checks (not the
     greyscale check: the pipeline needs one sample per pixel); `low_pct`/`high_pct`
-    are the robust-normalisation percentiles.
+    are the robust-normalisation percentiles; `decode_long_side`, the long side the
+    caller will downscale to, lets lossy JPEG 2000 (and lossless too with
+    `reduce_lossless`) decode at the coarsest resolution level still at least that
+    large (None: always full resolution). A lossless file decoded in full gives exactly
+    the stored image of its uncompressed twin; a reduced decode does not.
     Returns: :class:`DecodedImage` with `source_format` "dicom" and `meta` holding
-    the keys of ``cxrkit.io.decoded.META_KEYS`` (raw PHI: pseudonymise before storing).
+    the keys of ``cxrkit.io.decoded.META_KEYS`` (raw PHI: pseudonymise before storing);
+    after a reduced decode `pixels` is smaller and `full_shape` is the source's (H, W).
     Raises: Reject with reason not_dicom, no_pixel_data, not_chest_xray,
     burned_in_annotation, unsupported_transfer_syntax, corrupt_pixels, too_large
     (more than `max_pixels` pixels claimed, or a deflated dataset inflating past
@@ -361,7 +396,15 @@ def read_dicom(
     path = Path(path)
     try:
         _check_deflate_budget(path, max_pixels * 8)  # 8 bytes a pixel: 64-bit data plus header
-        return _read_dicom(path, allow_burned_in, check_chest, (low_pct, high_pct), max_pixels)
+        return _read_dicom(
+            path,
+            allow_burned_in,
+            check_chest,
+            (low_pct, high_pct),
+            max_pixels,
+            decode_long_side,
+            reduce_lossless,
+        )
     except Reject as exc:  # messages from pydicom and plugins quote the file path
         raise Reject(exc.reason, scrub_path(exc.detail, path)) from exc.__cause__
 
@@ -372,6 +415,8 @@ def _read_dicom(
     check_chest: bool,
     window_pct: tuple[float, float],
     max_pixels: int = MAX_PIXELS,
+    decode_long_side: int | None = None,
+    reduce_lossless: bool = False,
 ) -> DecodedImage:
     ds, read_warnings = _read_dataset(path)
     _check_pixels_present(ds, read_warnings)
@@ -382,6 +427,18 @@ def _read_dicom(
     if meta["burned_in"] and not allow_burned_in:
         raise Reject("burned_in_annotation", "BurnedInAnnotation is YES (allow with the option)")
     _check_pixel_budget(ds, max_pixels)
-    arr = _decode_frame0(ds)  # (H, W): frame 0 of a multi-frame file, see meta["n_frames"]
+    full_shape = (int(ds.Rows), int(ds.Columns))
+    arr = None
+    if decode_long_side:
+        arr = _decode_frame0_reduced(ds, decode_long_side, reduce_lossless)
+    if arr is None:
+        arr = _decode_frame0(ds)  # (H, W): frame 0 of a multi-frame file, see meta["n_frames"]
+        full_shape = arr.shape
     pixels = dicom_to_unit(arr, ds, photometric, *window_pct)
-    return DecodedImage(pixels=pixels, source_format="dicom", photometric=photometric, meta=meta)
+    return DecodedImage(
+        pixels=pixels,
+        source_format="dicom",
+        photometric=photometric,
+        meta=meta,
+        full_shape=(int(full_shape[0]), int(full_shape[1])),
+    )

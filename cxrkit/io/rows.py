@@ -99,6 +99,7 @@ class RowBuilder:
     test_fraction: float = 0.1
     max_pixels: int = MAX_PIXELS
     scrub_reports: bool = False
+    decode_reduce: str = "lossy"  # IngestConfig.decode_reduce: "off" | "lossy" | "all"
 
     def __getstate__(self) -> dict[str, Any]:
         # Only the settings travel to workers; each builds its own index and pseudonymiser.
@@ -159,8 +160,10 @@ class RowBuilder:
             low_pct=self.window_low_pct,
             high_pct=self.window_high_pct,
             max_pixels=self.max_pixels,
+            decode_long_side=None if self.decode_reduce == "off" else self.image_size,
+            reduce_lossless=self.decode_reduce == "all",
         )
-        orig_h, orig_w = decoded.pixels.shape
+        orig_h, orig_w = decoded.full_shape or decoded.pixels.shape
         if min(orig_h, orig_w) < self.min_size:
             raise Reject("too_small", f"{orig_w}x{orig_h} < min_size {self.min_size}")
         stored = quantise(resize_long_side(decoded.pixels, self.image_size), self.dtype)

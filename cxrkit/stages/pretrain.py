@@ -334,7 +334,7 @@ def _train(
         cfg.data.split,
         data.samples_per_rank,
         accelerator.num_processes,
-        accelerator.mixed_precision,
+        {"no": "fp32"}.get(str(accelerator.mixed_precision), str(accelerator.mixed_precision)),
         run_dir,
     )
     trackers = None

@@ -1,0 +1,192 @@
+"""Ingest against its decode-only bound, per encoding, with JPEG 2000 reduce off and on.
+
+Run: ``python benchmarks/decode_bound.py [--copies 3] [--image-size 512] [--repeat 2]``.
+Prints one plain-text table: CPU ms per image for
+
+- ``bound``: pydicom decoding frame 0 at full resolution (``dcmread`` + the transfer
+  syntax's decoder, ``as_array``), nothing else: what any DICOM ingest must pay today;
+- ``reduced``: for JPEG 2000, the reduced-resolution decode alone
+  (:func:`cxrkit.io.j2k_reduce.decode_reduced`, the level ingest picks for the size);
+- ``ingest off`` / ``ingest all``: ``cxrkit.stages.ingest.run`` end to end, one
+  worker (planning, hashing, decode, intensity pipeline, resize, pseudonyms, Parquet
+  chunks, shard merge, manifest) with ``decode_reduce`` "off" and "all" (the default
+  "lossy" is "all" for lossy J2K and "off" for the rest);
+- overhead % = ingest / bound - 1 (negative: ingest beats the full-decode bound).
+
+Inputs (real data only, from :mod:`cxrkit.io.bundled`, in a temp dir removed at the
+end): the RG1 adult chest radiograph (CR, 1955x1841, 15-bit) as bundled uncompressed,
+J2K lossless and J2K lossy, plus a JPEG baseline (8-bit, quality 90) made here from
+the uncompressed pixels with Pillow; ``--copies`` copies each with a new SOPInstanceUID
+(pixels unchanged, so ingest decodes every copy and drops all but one at the merge).
+Times are CPU seconds (user + system of this process and its children), best of
+``--repeat`` rounds: the steadier figure on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import resource
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.pixels import get_decoder
+from pydicom.uid import JPEGBaseline8Bit, generate_uid
+
+from cxrkit.io.bundled import rg1_dicoms
+from cxrkit.io.j2k_reduce import decode_reduced
+from cxrkit.stages.ingest import IngestConfig, run
+
+ENCODINGS = {
+    "uncompressed": "RG1_UNCR",
+    "J2K lossless": "RG1_J2KR",
+    "J2K lossy": "RG1_J2KI",
+    "JPEG baseline": None,
+}
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its waited-for children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def jpeg_baseline_copy(uncompressed: Path, target: Path) -> Path:
+    """The uncompressed radiograph re-encoded as 8-bit JPEG baseline (quality 90)."""
+    ds = pydicom.dcmread(uncompressed)
+    arr = ds.pixel_array.astype(np.float64)
+    eight = np.round(255 * (arr - arr.min()) / (arr.max() - arr.min())).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(eight, mode="L").save(buf, format="JPEG", quality=90)
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for tag in ("WindowCenter", "WindowWidth", "SmallestImagePixelValue"):
+        if tag in ds:
+            delattr(ds, tag)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.save_as(target, enforce_file_format=True)
+    return target
+
+
+def make_copies(source: Path, directory: Path, copies: int) -> list[Path]:
+    """`copies` copies of `source` in `directory`, each with a new SOPInstanceUID."""
+    directory.mkdir(parents=True)
+    out = []
+    for i in range(copies):
+        ds = pydicom.dcmread(source)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        path = directory / f"copy{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        out.append(path)
+    return out
+
+
+def bound_ms(files: list[Path]) -> float:
+    """pydicom full decode of frame 0, CPU ms per image."""
+    start = cpu_seconds()
+    for path in files:
+        ds = pydicom.dcmread(path)
+        get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, index=0)
+    return 1e3 * (cpu_seconds() - start) / len(files)
+
+
+def reduced_ms(files: list[Path], size: int) -> float | None:
+    """Reduced-level JPEG 2000 decode alone (read + decode), CPU ms per image; None when
+    the files are not JPEG 2000 or no level can be skipped."""
+    start = cpu_seconds()
+    for path in files:
+        ds = pydicom.dcmread(path)
+        if ds.file_meta.TransferSyntaxUID.name.find("2000") < 0:
+            return None
+        if decode_reduced(next(generate_frames(ds.PixelData, number_of_frames=1)), size) is None:
+            return None
+    return 1e3 * (cpu_seconds() - start) / len(files)
+
+
+def ingest_ms(directory: Path, out: Path, size: int, mode: str, salt: Path) -> float:
+    """`cxrkit ingest` of `directory`, one worker, CPU ms per input image."""
+    shutil.rmtree(out, ignore_errors=True)
+    n = len(list(directory.glob("*.dcm")))
+    cfg = IngestConfig(
+        sources=[str(directory)],
+        out=str(out),
+        image_size=size,
+        workers=1,
+        salt_file=str(salt),
+        decode_reduce=mode,
+    )
+    start = cpu_seconds()
+    run(cfg)
+    return 1e3 * (cpu_seconds() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    rg1 = rg1_dicoms()
+    tmp = Path(tempfile.mkdtemp(prefix="cxrkit-decode-bound-"))
+    try:
+        salt = tmp / "salt.hex"
+        sources = {name: rg1[key] for name, key in ENCODINGS.items() if key}
+        sources["JPEG baseline"] = jpeg_baseline_copy(rg1["RG1_UNCR"], tmp / "jpeg.dcm")
+        dirs = {
+            name: make_copies(src, tmp / name.replace(" ", "_"), args.copies)
+            for name, src in sources.items()
+        }
+        bound_ms(dirs["J2K lossy"][:1])  # warm-up: imports and plugin discovery
+        ingest_ms(dirs["J2K lossy"][0].parent, tmp / "warm", args.image_size, "all", salt)
+        best: dict[tuple[str, str], float] = {}
+        for _ in range(args.repeat):
+            for name, files in dirs.items():
+                figures = {
+                    "bound": bound_ms(files),
+                    "reduced": reduced_ms(files, args.image_size),
+                    "off": ingest_ms(files[0].parent, tmp / "out", args.image_size, "off", salt),
+                    "all": ingest_ms(files[0].parent, tmp / "out", args.image_size, "all", salt),
+                }
+                for key, value in figures.items():
+                    if value is not None:
+                        best[name, key] = min(best.get((name, key), value), value)
+        print(
+            f"cxrkit ingest vs the decode-only bound, image_size {args.image_size}, "
+            f"{args.copies} copies, best of {args.repeat}, CPU ms/image, one worker "
+            f"({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
+        )
+        header = (
+            "encoding",
+            "bound",
+            "reduced",
+            "ingest off",
+            "overhead",
+            "ingest all",
+            "overhead",
+        )
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for name in dirs:
+            bound = best[name, "bound"]
+            red = best.get((name, "reduced"))
+            off, on = best[name, "off"], best[name, "all"]
+            print(
+                f"| {name} | {bound:.0f} | {'-' if red is None else f'{red:.0f}'} | {off:.0f} | "
+                f"{100 * (off / bound - 1):+.0f} % | {on:.0f} | {100 * (on / bound - 1):+.0f} % |"
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
