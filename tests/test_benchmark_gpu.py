@@ -33,7 +33,7 @@ def test_tiny_run_reports_finite_throughput_flops_and_memory(gpu_bench, tmp_path
             "--tiny",
             "--cpu",
             "--presets",
-            "mae,maco,mmclip,m3ae",
+            "mae,maco,mmclip,m3ae,no-such-preset",
             "--steps",
             "2",
             "--compile",
@@ -44,8 +44,8 @@ def test_tiny_run_reports_finite_throughput_flops_and_memory(gpu_bench, tmp_path
     )
     printed = capsys.readouterr().out
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    assert [row["preset"] for row in result["rows"]] == ["mae", "maco", "mmclip"]
-    assert "m3ae" in result["skipped"]  # no such preset: skipped with a reason, not an error
+    assert [row["preset"] for row in result["rows"]] == ["mae", "maco", "mmclip", "m3ae"]
+    assert "no-such-preset" in result["skipped"]  # skipped with a reason, not an error
     for row in result["rows"]:
         for key in ("images_per_s", "step_s", "data_wait_fraction", "gflop_per_image",
                     "tflops_achieved", "final_loss"):  # fmt: skip
@@ -57,7 +57,7 @@ def test_tiny_run_reports_finite_throughput_flops_and_memory(gpu_bench, tmp_path
         assert row["mfu"] is None  # no bf16 peak on a CPU
         assert row["fused_attn"] is True  # timm's scaled_dot_product_attention path
         assert f"{row['preset']:<12} compile off" in printed
-    mae, maco, mmclip = result["rows"]
+    mae, maco, mmclip, _ = result["rows"]
     # MMCLIP's entities and prompts came from `cxrkit annotate`; MAE needs none.
     assert mmclip["annotations"] and not mae["annotations"] and not maco["annotations"]
     # The MaCo step adds a text tower and a 2x-size reconstruction: more FLOPs per image.
