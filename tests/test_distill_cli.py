@@ -292,11 +292,17 @@ def test_slurm_job_trains_the_run_and_the_rerun_publishes_it(
     args = ["distill", str(demo_dataset), "--physio", str(physio_dir), "--student", str(student)]
     args += ["--out", str(tmp_path / "o"), "--preset", "demo-pacx", "--max-steps", "3"]
     args += ["--set", "teacher.epochs=1"]
-    written = CliRunner().invoke(app, [*args, "--slurm", "--gpus-per-node", "2"])
+    cluster = ["--slurm", "--gpus-per-node", "2", "--mem", "64G", "--qos", "high"]
+    cluster += ["--env-setup", "module load cuda", "--sbatch=--mail-type=END"]
+    written = CliRunner().invoke(app, [*args, *cluster])
     assert written.exit_code == 0, written.output
     run = (tmp_path / "o.work" / "run").resolve()
     script = Path(f"{run}.sbatch")
-    assert script.is_file() and "cxrkit" in script.read_text() and "pretrain" in script.read_text()
+    text = script.read_text()
+    assert script.is_file() and "cxrkit" in text and "pretrain" in text
+    # the same SLURM options as `cxrkit pretrain --slurm` (one definition, cli/slurm_options.py)
+    assert "#SBATCH --mem=64G" in text and "#SBATCH --qos=high" in text
+    assert "#SBATCH --mail-type=END" in text and "module load cuda" in text
     config = Path(f"{run}.pretrain.json")
     assert json.loads(config.read_text())["objective"]["name"] == "pacx"
     # what the job runs, here in one process

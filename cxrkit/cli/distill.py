@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -22,8 +21,23 @@ from cxrkit.cli.common import (
     out,
     run_stage,
 )
-
-SLURM_HELP = "SLURM (with --slurm)"
+from cxrkit.cli.slurm_options import (
+    SLURM_HELP,
+    Account,
+    Constraint,
+    CpusPerTask,
+    EnvSetup,
+    Exclude,
+    GpusPerNode,
+    Mem,
+    Nodes,
+    Partition,
+    Qos,
+    SbatchExtra,
+    Submit,
+    Time,
+    slurm_job,
+)
 
 
 @app.command("distill")
@@ -69,23 +83,19 @@ def distill_command(
             rich_help_panel=SLURM_HELP,
         ),
     ] = False,
-    nodes: Annotated[int, typer.Option(help="Nodes.", rich_help_panel=SLURM_HELP)] = 1,
-    gpus_per_node: Annotated[
-        int, typer.Option(help="GPUs per node.", rich_help_panel=SLURM_HELP)
-    ] = 1,
-    time: Annotated[
-        str, typer.Option(help="Time limit HH:MM:SS.", rich_help_panel=SLURM_HELP)
-    ] = "24:00:00",
-    partition: Annotated[
-        str | None, typer.Option(help="Partition.", rich_help_panel=SLURM_HELP)
-    ] = None,
-    account: Annotated[
-        str | None, typer.Option(help="Account.", rich_help_panel=SLURM_HELP)
-    ] = None,
-    submit: Annotated[
-        bool,
-        typer.Option("--submit", help="Submit the script with sbatch.", rich_help_panel=SLURM_HELP),
-    ] = False,
+    nodes: Nodes = 1,
+    gpus_per_node: GpusPerNode = 1,
+    time: Time = "24:00:00",
+    partition: Partition = None,
+    account: Account = None,
+    qos: Qos = None,
+    constraint: Constraint = None,
+    exclude: Exclude = None,
+    mem: Mem = None,
+    cpus_per_task: CpusPerTask = None,
+    env_setup: EnvSetup = None,
+    sbatch_extra: SbatchExtra = None,
+    submit: Submit = False,
 ) -> None:
     """Pair images with ECGs and lab panels, train (or load) frozen teachers, and distil them
     into an MAE encoder (LoRA or full) -> an image-only checkpoint for eval and export.
@@ -94,6 +104,7 @@ def distill_command(
     resume bit for bit, accelerate launch); re-run the same command to resume.
     """
     from cxrkit.stages import distill
+    from cxrkit.train import launch
 
     flags = {
         "dataset": str(dataset),
@@ -108,50 +119,51 @@ def distill_command(
         "preset": preset,  # recorded by every path (the run's id includes it)
     }
     if slurm:
-        job = dict(
+        job = slurm_job(
             nodes=nodes,
             gpus_per_node=gpus_per_node,
             time=time,
             partition=partition,
             account=account,
+            qos=qos,
+            constraint=constraint,
+            exclude=exclude,
+            mem=mem,
+            cpus_per_task=cpus_per_task,
+            env_setup=env_setup,
+            sbatch_extra=sbatch_extra,
+            job_name=f"cxrkit-distill-{Path(out_dir).name}",
         )
         _write_slurm(distill, flags, preset, config, sets, force, job, submit)
         return
-    if os.environ.get("RANK", "0") != "0":  # a non-main process under accelerate
-        from cxrkit.config import resolve
+    if submit:
+        from cxrkit.errors import ConfigError
 
-        cfg = resolve(
+        raise ConfigError("--submit only goes with --slurm")
+    with launch.exit_record():  # the generated SLURM script reads each rank's exit code
+        run_stage(
+            "distill",
             distill.DistillConfig,
+            _run_and_show_coverage,
             preset=preset,
-            config_file=config,
-            flags=flags,
+            config=config,
             sets=sets,
-            stage="distill",
+            flags=flags,
+            dry_run=dry_run,
+            as_json=as_json,
+            force=force,
+            report=launch.is_main_process(),  # the other ranks train quietly
         )
-        if not dry_run:
-            distill.run(cfg, force=force)
-        return
-    run_stage(
-        "distill",
-        distill.DistillConfig,
-        _run_and_show_coverage,
-        preset=preset,
-        config=config,
-        sets=sets,
-        flags=flags,
-        dry_run=dry_run,
-        as_json=as_json,
-        force=force,
-    )
 
 
 def _run_and_show_coverage(cfg, force: bool = False):
     from cxrkit.cli.common import print_stats_table
     from cxrkit.stages import distill
+    from cxrkit.train import launch
 
     artifact = distill.run(cfg, force=force)
     pairs = distill.work_dir(cfg) / "pairs"
-    if (pairs / "manifest.json").is_file():
+    if launch.is_main_process() and (pairs / "manifest.json").is_file():
         import json
 
         coverage = json.loads((pairs / "manifest.json").read_text())["stats"]["coverage"]
@@ -162,21 +174,10 @@ def _run_and_show_coverage(cfg, force: bool = False):
     return artifact
 
 
-def _write_slurm(distill, flags, preset, config, sets, force, job: dict, submit: bool) -> None:
+def _write_slurm(distill, flags, preset, config, sets, force, job, submit: bool) -> None:
     """Pairs/teachers/embeddings here, then pretrain's sbatch writer for the training run."""
-    from cxrkit.cli.common import not_built
     from cxrkit.config import resolve
     from cxrkit.stages import pretrain
-
-    writer = getattr(pretrain, "write_slurm_job", None)
-    if writer is None:
-        not_built(
-            "distill --slurm",
-            "it hands the training run to `cxrkit pretrain --slurm`'s job writer "
-            "(pretrain.write_slurm_job), which this build lacks; run distill under "
-            "`accelerate launch` or `srun` instead",
-        )
-    from cxrkit.train.slurm import SlurmJob
 
     cfg = resolve(
         distill.DistillConfig,
@@ -187,8 +188,7 @@ def _write_slurm(distill, flags, preset, config, sets, force, job: dict, submit:
         stage="distill",
     )
     parts = distill.prepare(cfg, force=force)
-    slurm_job = SlurmJob(job_name=f"cxrkit-distill-{Path(cfg.out).name}", **job)
-    files = writer(distill.training_config(cfg, parts), slurm_job)
+    files = pretrain.write_slurm_job(distill.training_config(cfg, parts), job)
     err.print(
         f"wrote {files.script}; after the job, re-run this command without --slurm to "
         "publish the merged image-only checkpoint"

@@ -25,11 +25,26 @@ from cxrkit.cli.common import (
     out,
     run_stage,
 )
+from cxrkit.cli.slurm_options import (
+    SLURM_HELP,
+    Account,
+    Constraint,
+    CpusPerTask,
+    EnvSetup,
+    Exclude,
+    GpusPerNode,
+    Mem,
+    Nodes,
+    Partition,
+    Qos,
+    SbatchExtra,
+    Submit,
+    Time,
+    slurm_job,
+)
 
 if TYPE_CHECKING:
     from cxrkit.train.slurm import SlurmJob
-
-SLURM_HELP = "SLURM (with --slurm)"
 
 
 @app.command("pretrain")
@@ -84,65 +99,19 @@ def pretrain_command(
             rich_help_panel=SLURM_HELP,
         ),
     ] = False,
-    nodes: Annotated[int, typer.Option(help="Nodes.", rich_help_panel=SLURM_HELP)] = 1,
-    gpus_per_node: Annotated[
-        int, typer.Option(help="GPUs per node.", rich_help_panel=SLURM_HELP)
-    ] = 1,
-    time: Annotated[
-        str,
-        typer.Option(
-            help="Time limit: 48h, 90m, 2d12h, 2-00:00:00 or HH:MM:SS.",
-            rich_help_panel=SLURM_HELP,
-        ),
-    ] = "24:00:00",
-    partition: Annotated[
-        str | None, typer.Option(help="Partition.", rich_help_panel=SLURM_HELP)
-    ] = None,
-    account: Annotated[
-        str | None, typer.Option(help="Account.", rich_help_panel=SLURM_HELP)
-    ] = None,
-    qos: Annotated[
-        str | None, typer.Option(help="Quality of service.", rich_help_panel=SLURM_HELP)
-    ] = None,
-    constraint: Annotated[
-        str | None,
-        typer.Option(help="Node features, e.g. 'a100|h100'.", rich_help_panel=SLURM_HELP),
-    ] = None,
-    exclude: Annotated[
-        str | None,
-        typer.Option(help="Nodes to avoid, e.g. 'gpu[01-03]'.", rich_help_panel=SLURM_HELP),
-    ] = None,
-    mem: Annotated[
-        str | None,
-        typer.Option(help="Memory per node, e.g. 256G (0 = all).", rich_help_panel=SLURM_HELP),
-    ] = None,
-    cpus_per_task: Annotated[
-        int | None,
-        typer.Option(
-            help="CPUs per node's task (default 8 per GPU, for data-loader workers).",
-            rich_help_panel=SLURM_HELP,
-        ),
-    ] = None,
-    env_setup: Annotated[
-        str | None,
-        typer.Option(
-            help="Shell run first in the job, e.g. 'module load cuda; source venv/bin/activate' "
-            "(default: call this interpreter by path).",
-            rich_help_panel=SLURM_HELP,
-        ),
-    ] = None,
-    sbatch_extra: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--sbatch",
-            help="Extra #SBATCH option, e.g. --sbatch=--mail-type=END (repeatable).",
-            rich_help_panel=SLURM_HELP,
-        ),
-    ] = None,
-    submit: Annotated[
-        bool,
-        typer.Option("--submit", help="Submit the script with sbatch.", rich_help_panel=SLURM_HELP),
-    ] = False,
+    nodes: Nodes = 1,
+    gpus_per_node: GpusPerNode = 1,
+    time: Time = "24:00:00",
+    partition: Partition = None,
+    account: Account = None,
+    qos: Qos = None,
+    constraint: Constraint = None,
+    exclude: Exclude = None,
+    mem: Mem = None,
+    cpus_per_task: CpusPerTask = None,
+    env_setup: EnvSetup = None,
+    sbatch_extra: SbatchExtra = None,
+    submit: Submit = False,
 ) -> None:
     """Pretrain an objective (MAE, HD-MAE, ...) on a dataset artifact -> a checkpoint artifact.
 
@@ -166,7 +135,6 @@ def pretrain_command(
     }
     if slurm:
         from cxrkit.errors import ConfigError
-        from cxrkit.train.slurm import SlurmJob
 
         if force:
             raise ConfigError(
@@ -174,7 +142,7 @@ def pretrain_command(
                 "remove OUT first, or choose another --out"
             )
 
-        job = SlurmJob(
+        job = slurm_job(
             nodes=nodes,
             gpus_per_node=gpus_per_node,
             time=time,
@@ -186,7 +154,7 @@ def pretrain_command(
             mem=mem,
             cpus_per_task=cpus_per_task,
             env_setup=env_setup,
-            extra=list(sbatch_extra or []),
+            sbatch_extra=sbatch_extra,
         )
         _write_slurm(job, flags, preset=preset, config=config, sets=sets, submit=submit)
         return
