@@ -11,7 +11,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cxrkit.errors import ConfigError
 from cxrkit.models.vision import sincos_pos_embed_2d
+
+
+def check_decoder_width(decoder_dim: int, decoder_heads: int) -> None:
+    """The [objective] check every MAEDecoder user shares: the width splits into heads and
+    into the 4 quarters of the 2-D sin-cos table. Raises ConfigError naming the settings."""
+    if decoder_dim % decoder_heads or decoder_dim % 4:
+        raise ConfigError(
+            f"objective.decoder_dim {decoder_dim} must be divisible by "
+            f"decoder_heads ({decoder_heads}) and by 4 (sin-cos positions)"
+        )
 
 
 class MAEDecoder(nn.Module):

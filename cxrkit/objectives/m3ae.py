@@ -48,7 +48,7 @@ from torch import nn
 from cxrkit.config import doc
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.io.fields import SampleTransform
-from cxrkit.models.decoders import MAEDecoder
+from cxrkit.models.decoders import MAEDecoder, check_decoder_width
 from cxrkit.models.text import TextConfig, TextTower, build_text_tower
 from cxrkit.models.vision import VisionConfig, build_vision_encoder, encode_visible, patchify
 from cxrkit.objectives.base import Objective, register
@@ -139,11 +139,7 @@ class M3AEConfig:
                 f"objective.fusion_dim {self.fusion_dim} is not divisible by "
                 f"fusion_heads {self.fusion_heads}"
             )
-        if self.decoder_dim % self.decoder_heads or self.decoder_dim % 4:
-            raise ConfigError(
-                f"objective.decoder_dim {self.decoder_dim} must be divisible by "
-                f"decoder_heads ({self.decoder_heads}) and by 4 (sin-cos positions)"
-            )
+        check_decoder_width(self.decoder_dim, self.decoder_heads)
         if not 0.0 < self.itm_negative_fraction < 1.0:
             raise ConfigError("objective.itm_negative_fraction must be in (0, 1)")
         if self.lr_scale_fusion < 0 or self.lr_scale_heads < 0:

@@ -43,7 +43,7 @@ from torch import nn
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.io.tokens import TokenizeText
-from cxrkit.models.decoders import MAEDecoder
+from cxrkit.models.decoders import MAEDecoder, check_decoder_width
 from cxrkit.models.text import TextConfig, build_text_tower
 from cxrkit.models.vision import (
     VisionConfig,
@@ -133,11 +133,7 @@ class MaCoConfig:
             raise ConfigError(f"objective.embed_dim must be >= 1, got {self.embed_dim}")
         if self.decoder_depth < 1 or self.decoder_heads < 1:
             raise ConfigError("objective.decoder_depth and objective.decoder_heads must be >= 1")
-        if self.decoder_dim % self.decoder_heads or self.decoder_dim % 4:
-            raise ConfigError(
-                f"objective.decoder_dim {self.decoder_dim} must be divisible by "
-                f"decoder_heads ({self.decoder_heads}) and by 4 (sin-cos positions)"
-            )
+        check_decoder_width(self.decoder_dim, self.decoder_heads)
         rows, _ = self.model.grid_size
         if self.target_size is not None and (
             self.target_size < self.model.image_size or self.target_size % rows

@@ -21,7 +21,7 @@ import torch
 
 from cxrkit.config import doc
 from cxrkit.errors import ConfigError, InputError
-from cxrkit.models.decoders import MAEDecoder
+from cxrkit.models.decoders import MAEDecoder, check_decoder_width
 from cxrkit.models.vision import (
     VisionConfig,
     build_vision_encoder,
@@ -82,11 +82,7 @@ class MAEConfig:
                     raise ConfigError(f"objective.{name} must be in [0, 1], got {value}")
         if self.decoder_depth < 1 or self.decoder_heads < 1:
             raise ConfigError("objective.decoder_depth and objective.decoder_heads must be >= 1")
-        if self.decoder_dim % self.decoder_heads or self.decoder_dim % 4:
-            raise ConfigError(
-                f"objective.decoder_dim {self.decoder_dim} must be divisible by "
-                f"decoder_heads ({self.decoder_heads}) and by 4 (sin-cos positions)"
-            )
+        check_decoder_width(self.decoder_dim, self.decoder_heads)
 
 
 def masked_patch_loss(

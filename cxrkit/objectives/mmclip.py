@@ -75,7 +75,7 @@ from torch import nn
 from cxrkit.config import doc
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.io.tokens import TokenizeText
-from cxrkit.models.decoders import MAEDecoder
+from cxrkit.models.decoders import MAEDecoder, check_decoder_width
 from cxrkit.models.text import TextConfig, build_text_tower
 from cxrkit.models.vision import (
     VisionConfig,
@@ -195,11 +195,7 @@ class MMCLIPConfig:
             )
         if self.mlm_depth < 1 or self.decoder_depth < 1 or self.decoder_heads < 1:
             raise ConfigError("objective.mlm_depth, decoder_depth and decoder_heads must be >= 1")
-        if self.decoder_dim % self.decoder_heads or self.decoder_dim % 4:
-            raise ConfigError(
-                f"objective.decoder_dim {self.decoder_dim} must be divisible by "
-                f"decoder_heads ({self.decoder_heads}) and by 4 (sin-cos positions)"
-            )
+        check_decoder_width(self.decoder_dim, self.decoder_heads)
         if self.warmup_steps < 0 or self.unpaired_weight < 0:
             raise ConfigError("objective.warmup_steps and objective.unpaired_weight must be >= 0")
 
