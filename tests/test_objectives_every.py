@@ -117,6 +117,16 @@ def test_train_save_load_export(name, reports, tmp_path):
 
 
 # ------------------------------------------------------------------ config typing and declarations
+@pytest.mark.parametrize("name", BUILTIN)
+def test_a_decoder_width_that_cannot_split_is_a_config_error(name):
+    config = objective_class(name).tiny_config()
+    if "decoder_dim" not in config:
+        pytest.skip(f"{name} has no MAE-style decoder")
+    config.update(decoder_dim=30, decoder_heads=4)  # 30 splits into neither 4 heads nor 4 quarters
+    with pytest.raises(ConfigError, match=r"decoder_dim 30 must be divisible.*sin-cos"):
+        build_objective(name, config)
+
+
 def test_a_typo_in_the_objective_table_is_a_config_error_with_a_did_you_mean():
     with pytest.raises(ConfigError, match=r"objective.mask_ration.*did you mean 'mask_ratio'"):
         resolve(pretrain.PretrainConfig, preset="demo-mae", sets=["objective.mask_ration=0.5"])

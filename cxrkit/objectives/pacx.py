@@ -44,6 +44,7 @@ from torch import nn
 
 from cxrkit.config import doc
 from cxrkit.errors import ArtifactError, ConfigError, InputError
+from cxrkit.models.decoders import check_decoder_width
 from cxrkit.models.vision import VisionConfig
 from cxrkit.objectives.base import Objective, register
 from cxrkit.objectives.capabilities import RECONSTRUCTION
@@ -108,6 +109,7 @@ class PacxConfig:
             raise ConfigError(f"objective.temperature must be in (0, 1], got {self.temperature}")
         if min(self.clip_weight, self.regression_weight, self.mae_weight) < 0:
             raise ConfigError("objective weights must be >= 0")
+        check_decoder_width(self.decoder_dim, self.decoder_heads)
 
     def mae_config(self) -> MAEConfig:
         """The student's MAE settings."""
