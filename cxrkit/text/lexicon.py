@@ -140,17 +140,23 @@ _UPPER_NORMAL = (_any("at", "in", "near", "within", op="?"), _THE,
                  _any("of", op="?"), _any("normal", op="?"))  # fmt: skip
 
 
+# "stable and" before a normal predicate: "heart size is stable and within normal limits"
+# is negative (CheXpert matches negation before post-negation uncertainty such as "stable").
+_STABLE_AND = {"REGEX": r"(?:stable|unchanged)(?:\s+and)?", "OP": "?"}
+
+
 def _statements(subject: tuple, noun: dict) -> dict[str, tuple]:
     """Token patterns of "<subject> [and ...] is <predicate>" by assertion ("" = positive)."""
     head = (subject, noun, _AND, _BE, _ADV)
+    normal_head = (*head, _STABLE_AND, _ADV)
     return {
         "": ((*head, _ENLARGED),),
         "negated": (
-            (*head, _NORMAL),
-            (*head, _any("within"), _any("normal", "nl"), _LIMITS),
-            (*head, _any("normal"), _any("in"), _any("size", "contour", "configuration")),
+            (*normal_head, _NORMAL),
+            (*normal_head, _any("within"), _any("normal", "nl"), _LIMITS),
+            (*normal_head, _any("normal"), _any("in"), _any("size", "contour", "configuration")),
             (*head, _any("not"), _ADV, _ENLARGED),
-            (*head, *_UPPER_NORMAL),
+            (*normal_head, *_UPPER_NORMAL),
             (_NORMAL, subject, noun, _AND),
         ),
         # CheXpert (post_negation_uncertainty.txt): a stable / unchanged silhouette,
@@ -213,9 +219,9 @@ TERMS: tuple[Term, ...] = (
         "groundglass, ground glass, ground-glass opacit(y|ies), ground glass opacit(y|ies), "
         "reticular opacit(y|ies), interstitial opacit(y|ies), interstitial infiltrate(s), "
         "interstitial marking(s), increased interstitial marking(s), "
-        "prominent interstitial marking(s), interstitial prominence, interstitial disease, "
+        "prominent interstitial marking(s), interstitial disease, "
         "interstitial lung disease, reticular marking(s), reticulonodular, "
-        "reticulonodular opacit(y|ies), bronchovascular crowding, increased marking(s), "
+        "reticulonodular opacit(y|ies), increased marking(s), "
         "increased lung marking(s), coarse marking(s), parenchymal abnormalit(y|ies), "
         "focal abnormalit(y|ies), interstitial pattern(s), reticular pattern(s), "
         "reticulation, reticular change(s), decreased translucency, scar(s), scarring, scarred, "
@@ -227,9 +233,7 @@ TERMS: tuple[Term, ...] = (
         "nodule(s), micronodule(s), pulmonary nodule(s), lung nodule(s), mass(es), "
         "lung mass(es), pulmonary mass(es), lesion(s), nodular focus, nodular foci, nodular shadow(s), "
         "nodular lesion(s), nodularity, masslike opacit(y|ies), mass-like opacit(y|ies), "
-        "neoplasm(s), neoplastic, tumor(s), carcinoma(s), malignanc(y|ies), cancer, "
-        "lung cancer, metastasis, metastases, metastatic disease, cavitary lesion(s), "
-        "cavit(y|ies), cavitation, cavitary, lump(s), "
+        "neoplasm(s), tumor(s), carcinoma(s), cavitary lesion(s), lump(s), "
         # CheXpert: Lung Lesion (the labeler adds Lung Opacity when the words say "opaci").
         "nodular densit(y|ies), nodular opacit(y|ies), nodular opacification")),
     # Lesions of other organs (CheXpert unmentions "calcified nodul", "massive"), as
@@ -258,7 +262,7 @@ TERMS: tuple[Term, ...] = (
     Term(FINDING, "Edema", assertion="hedged", phrases=expand(
         "vascular congestion, pulmonary vascular congestion, pulmonary congestion, congestion, "
         "pulmonary venous congestion, venous congestion, vascular engorgement, engorgement, "
-        "cephalization, cephalization of the vasculature, vascular redistribution, "
+        "vascular redistribution, "
         "indistinctness, indistinct pulmonary vasculature, pulmonary vascular prominence, "
         "prominent pulmonary vasculature, vascular prominence, increased lung vascularity, "
         "increased pulmonary vascularity, increased vascularity, indistinct vascular margination, "
@@ -279,8 +283,7 @@ TERMS: tuple[Term, ...] = (
         "pneumonia(s), bronchopneumonia, pneumonitis, pna, aspiration pneumonia, "
         "multifocal pneumonia, lobar pneumonia, atypical pneumonia, developing pneumonia, "
         "early pneumonia, infection(s), infectious, infected, infectious process(es), "
-        "infective process(es), infectious infiltrate(s), infectious etiolog(y|ies), "
-        "aspiration")),
+        "infective process(es), infectious infiltrate(s), infectious etiolog(y|ies)")),
     # ------------------------------------------------------------------ Atelectasis
     Term(FINDING, "Atelectasis", expand(
         "atelectasis, atelectases, atelectatic, atelectatic change(s), "
@@ -288,7 +291,7 @@ TERMS: tuple[Term, ...] = (
         "plate-like atelectasis, platelike atelectasis, discoid atelectasis, "
         "linear atelectasis, bibasilar atelectasis, dependent atelectasis, "
         "relaxation atelectasis, compressive atelectasis, collapse, lobar collapse, "
-        "collapsed, volume loss")),
+        "collapsed")),
     # ------------------------------------------------------------------ Pneumothorax
     Term(FINDING, "Pneumothorax", expand(
         "pneumothorax, pneumothoraces, pneumothoraxes, ptx, hydropneumothorax, "
@@ -382,7 +385,16 @@ TERMS: tuple[Term, ...] = (
         "bronchospasm, asthma, bronchiolitis, aortic disease, inflammation, inflammatory, "
         "osteodystrophy, aerophagia, bullet(s), bullet fragment(s), radiopaque foreign bod(y|ies), "
         "foreign bod(y|ies), thoracentesis, irregular lucency, "
-        "fissural thickening, thickening of the minor fissure")),
+        "fissural thickening, thickening of the minor fissure, "
+        # CheXpert: findings of no_finding.txt, not of a class ("volume loss" is not
+        # Atelectasis, "aspiration" not Pneumonia, "cephalization" not Edema, "metastasis"
+        # not a Lung Lesion); cancers and cavities outside lung_lesion.txt likewise.
+        "volume loss, aspiration, cephalization, cephalization of the vasculature, "
+        "metastasis, metastases, metastatic disease, malignanc(y|ies), cancer, lung cancer, "
+        "neoplastic, cavit(y|ies), cavitation, cavitary, "
+        # not in lung_opacity.txt: crowded markings of low lung volumes, a prominent
+        # interstitium ("prominen" is a no_finding.txt phrase)
+        "bronchovascular crowding, interstitial prominence")),
     # ------------------------------------------------------------------ shields
     # "line" and "plate" are devices, but not in these phrases.
     Term(SHIELD, OTHER, expand(

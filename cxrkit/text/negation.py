@@ -44,6 +44,10 @@ POST_NEG = (
     "is unremarkable", "are unremarkable", "is clear", "are clear", "is within normal limits",
     "are within normal limits", "not in place", "is not in place", "are not in place",
     "no longer in place",
+    # "fractures may not be demonstrated": a disclaimer. CheXpert matches the negation
+    # ("not demonstrated") before post-negation uncertainty ("may").
+    "may not be demonstrated", "may not be seen", "may not be visible", "may not be visualized",
+    "may not be detected", "may not be identified", "may not be apparent", "may not be evident",
 )  # fmt: skip
 PRE_UNC = (
     "possible", "possibly", "may", "may represent", "may be", "may reflect",
