@@ -73,7 +73,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
-from cxrkit.text.labeler import CHEXPERT_CLASSES, Labeler
+from cxrkit.text.labeler import CHEXPERT_CLASSES, Labeler, has_letters
 
 MESH_MAP: dict[str, set[str]] = {
     "No Finding": {"normal"},
@@ -116,6 +116,8 @@ def read_reports() -> list[dict]:
     for report in iter_iu_reports():
         if report.mesh == ["No Indexing"]:
             continue  # not indexed: no reference to score against
+        if not has_letters(report.text):
+            continue  # no text at all (14 per half, all indexed "normal"): nothing to label
         uid = int(str(report.uid).removeprefix("CXR"))
         reports.append({"uid": uid, "text": report.text, "mesh": list(report.mesh)})
     return sorted(reports, key=lambda r: r["uid"])
@@ -129,6 +131,9 @@ NON_LUNG_SITES = ("ribs", "adipose tissue", "breast", "thoracic vertebrae", "spi
 # MeSH qualifiers naming a CheXpert lung_opacity.txt phrase ("interstitial marking",
 # "reticular marking"); "Lung Diseases, Interstitial" is its "interstitial lung".
 OPACITY_MARKINGS = ("interstitial", "reticular")
+# MeSH qualifiers that describe rather than place a finding.
+DESCRIPTORS = {"multiple", "small", "large", "focal", "round", "scattered", "mild", "chronic",
+               "severe", "moderate", "diffuse", "patchy"}  # fmt: skip
 
 
 def _qualifiers(term: str) -> list[str]:
@@ -138,6 +143,18 @@ def _qualifiers(term: str) -> list[str]:
 def _site(term: str, sites: tuple[str, ...]) -> bool:
     """Whether one of the term's qualifiers is in ``sites``."""
     return bool(set(_qualifiers(term)) & set(sites))
+
+
+def _calcified(nodule: str, mesh: list[str]) -> bool:
+    """Whether a Nodule term has a Calcinosis / Calcified Granuloma term at the same site:
+    a calcified nodule, which CheXpert's unmention list ("calcified nodul") keeps out of
+    Lung Lesion."""
+    site = set(_qualifiers(nodule)) - DESCRIPTORS
+    return any(
+        t.split("/")[0] in ("Calcinosis", "Calcified Granuloma")
+        and set(_qualifiers(t)) - DESCRIPTORS == site
+        for t in mesh
+    )
 
 
 def reference(mesh: list[str], name: str, table: dict[str, set[str]]) -> float:
@@ -167,7 +184,7 @@ def reference(mesh: list[str], name: str, table: dict[str, set[str]]) -> float:
         if not enlarged:
             return 0.0
         return -1.0 if all("borderline" in _qualifiers(t) for t in enlarged) else 1.0
-    if heads & table[name]:
+    if name != "Lung Lesion" and heads & table[name]:
         return 1.0
     # CheXpert's class definitions (phrases/mention/): a lung scar is a Lung Opacity
     # ("scar"), interstitial / reticular markings too; a round opacity / density is a
@@ -176,6 +193,12 @@ def reference(mesh: list[str], name: str, table: dict[str, set[str]]) -> float:
         any(t.startswith("Cicatrix") and "pleura" not in t for t in mesh)
         or "Lung Diseases, Interstitial" in heads
         or any(t.startswith("Markings") and _site(t, OPACITY_MARKINGS) for t in mesh)
+    ):
+        return 1.0
+    if name == "Lung Lesion" and heads & table[name] - {"Nodule"}:
+        return 1.0
+    if name == "Lung Lesion" and any(
+        t.split("/")[0] == "Nodule" and not _calcified(t, mesh) for t in mesh
     ):
         return 1.0
     if name == "Lung Lesion" and any(

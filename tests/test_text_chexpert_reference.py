@@ -218,6 +218,7 @@ NO_FINDING_PHRASES: list[tuple[str, str]] = [
 # phrases/unmention/*.txt: these contain a mention phrase but are not that class.
 UNMENTIONS: list[tuple[str, str, str]] = [
     ("Lung Lesion", "calcified nodul", "There is a calcified nodule."),
+    ("Lung Lesion", "calcified nodul", "Stable 5 mm calcified right midlung nodule."),
     ("Lung Lesion", "massive", "There is a massive hiatal hernia."),
     ("Lung Opacity", "pleural scar", "There is a pleural scar."),
     ("Pleural Effusion", "pericardial effusion", "There is a pericardial effusion."),

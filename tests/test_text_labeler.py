@@ -98,6 +98,14 @@ def test_format_label_matches_the_chexpert_csv():
         ("A visceral pleural line is seen at the right apex.", {"No Finding": 1.0}),
         ("Bilateral reticular pattern.", {"Lung Opacity": 1.0}),
         ("Peribronchial thickening.", {"Lung Opacity": 1.0}),
+        # crowded markings of low volumes are not an opacity (a finding all the same)
+        ("Low lung volumes with bronchovascular crowding.", {}),
+        # a calcified nodule with size and site words between is still calcified ...
+        ("Stable 5 mm calcified right upper lobe nodule.", {}),
+        # ... but "calcified" does not reach past a granuloma to a new nodule
+        ("Calcified granuloma and a new right upper lobe nodule.", {"Lung Lesion": 1.0}),
+        ("Heart size and mediastinal contours are stable and within normal limits.",
+         {"No Finding": 1.0, "Cardiomegaly": 0.0, "Enlarged Cardiomediastinum": 0.0}),
         ("Right chest drain. Left chest wall mediport.",
          {"No Finding": 1.0, "Support Devices": 1.0}),
         # "defib" is also a no_finding.txt phrase: it blocks No Finding (CheXpert).

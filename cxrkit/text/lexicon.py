@@ -89,6 +89,13 @@ def _any(*words: str, op: str | None = None) -> dict:
     return token
 
 
+# Size and site words that may stand between "calcified" and "nodule".
+_CALCIFIED_FILLER = {
+    "REGEX": r"(?:\d+(?:\.\d+)?|mm|cm|x|small|tiny|punctate|subcentimeter|few|several|"
+    r"multiple|scattered|stable|right|left|bilateral|upper|lower|middle|mid|midlung|lung|"
+    r"lobe|apical|basilar|base|hilar|perihilar|lingular|peripheral|pulmonary|calcified)",
+    "OP": "{1,5}",
+}
 # Token-pattern pieces for "the heart size is mildly enlarged" and friends.
 _ADV = _any("mildly", "moderately", "markedly", "severely", "slightly", "minimally", "massively",
             "significantly", "again", "now", "still", "somewhat", "very", "grossly", "stably",
@@ -249,6 +256,10 @@ TERMS: tuple[Term, ...] = (
             (_any("lucent", "lytic", "osteolytic", "sclerotic", "blastic", "osteoblastic",
                   "expansile", "destructive", "permeative"),
              _any(*expand("lesion(s), mass(es), focus, foci"))),
+            # "calcified nodul" with its size and site between: "5 mm calcified right
+            # midlung nodule", "calcified left lower lobe nodules".
+            (_any("calcified", "calcific", "densely"), _CALCIFIED_FILLER,
+             _any(*expand("nodule(s), nodular densit(y|ies)"))),
         )),
     # ------------------------------------------------------------------ Edema
     # CheXpert counts vascular congestion and heart failure as edema mentions.
