@@ -145,16 +145,17 @@ def _site(term: str, sites: tuple[str, ...]) -> bool:
     return bool(set(_qualifiers(term)) & set(sites))
 
 
+def _same_site(term: str, other: str) -> bool:
+    """Whether two terms name the same site (their qualifiers less DESCRIPTORS)."""
+    return set(_qualifiers(term)) - DESCRIPTORS == set(_qualifiers(other)) - DESCRIPTORS
+
+
 def _calcified(nodule: str, mesh: list[str]) -> bool:
     """Whether a Nodule term has a Calcinosis / Calcified Granuloma term at the same site:
     a calcified nodule, which CheXpert's unmention list ("calcified nodul") keeps out of
     Lung Lesion."""
-    site = set(_qualifiers(nodule)) - DESCRIPTORS
-    return any(
-        t.split("/")[0] in ("Calcinosis", "Calcified Granuloma")
-        and set(_qualifiers(t)) - DESCRIPTORS == site
-        for t in mesh
-    )
+    return any(t.split("/")[0] in ("Calcinosis", "Calcified Granuloma")
+               and _same_site(nodule, t) for t in mesh)  # fmt: skip
 
 
 def reference(mesh: list[str], name: str, table: dict[str, set[str]]) -> float:
@@ -190,7 +191,7 @@ def reference(mesh: list[str], name: str, table: dict[str, set[str]]) -> float:
     # ("scar"), interstitial / reticular markings too; a round opacity / density is a
     # Lung Lesion ("nodular opacity / density").
     if name == "Lung Opacity" and (
-        any(t.startswith("Cicatrix") and "pleura" not in t for t in mesh)
+        any(t.startswith("Cicatrix") and "pleura" not in t for t in lung)
         or "Lung Diseases, Interstitial" in heads
         or any(t.startswith("Markings") and _site(t, OPACITY_MARKINGS) for t in mesh)
     ):
