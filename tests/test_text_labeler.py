@@ -100,6 +100,12 @@ def test_format_label_matches_the_chexpert_csv():
         ("Peribronchial thickening.", {"Lung Opacity": 1.0}),
         # crowded markings of low volumes are not an opacity (a finding all the same)
         ("Low lung volumes with bronchovascular crowding.", {}),
+        # a broken device is a device, not a Fracture
+        ("Left central venous catheter fracture at the clavicle.",
+         {"No Finding": 1.0, "Support Devices": 1.0}),
+        ("Pacemaker with a fractured proximal lead. Old right rib fracture.",
+         {"Support Devices": 1.0, "Fracture": 1.0}),
+        ("Calcified nodes from prior histoplasmosis infection.", {}),
         # a calcified nodule with size and site words between is still calcified ...
         ("Stable 5 mm calcified right upper lobe nodule.", {}),
         # ... but "calcified" does not reach past a granuloma to a new nodule

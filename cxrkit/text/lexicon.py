@@ -361,6 +361,18 @@ TERMS: tuple[Term, ...] = (
         "marker(s), skin marker(s), nipple marker(s), plate(s), fixation plate(s), screw(s), "
         "apparatus, support apparatus, coil(s), embolization coil(s), equipment, "
         "monitoring equipment, support line(s), support tube(s)")),
+    # A broken device is a device, not a Fracture: "catheter fracture", "fractured lead".
+    Term(DEVICE, "Support Devices", expand(
+        "catheter fracture(s), lead fracture(s), wire fracture(s), fracture of the catheter, "
+        "fracture of the lead, fractured catheter(s), fractured lead(s), fractured wire(s), "
+        "fractured sternotomy wire(s), fractured sternal wire(s), fractured pacer lead(s), "
+        "fractured pacemaker lead(s), fractured screw(s), fractured hardware, "
+        "fractured proximal lead(s), fractured distal lead(s)"),
+        # "central venous catheter fracture": longer than the device phrase inside it
+        token_patterns=((_any("central", "venous", "catheter", "picc", "port", "lead", "leads",
+                              "wire", "wires", "line", "tunneled", "dialysis"),
+                         {"REGEX": r"(?:venous|catheter|picc|lead|wire|line)", "OP": "{0,2}"},
+                         _any("fracture", "fractures")),)),
     # ------------------------------------------------------------------ other findings
     # Not one of the 14 classes, but a finding: a positive one keeps No Finding off.
     Term(FINDING, OTHER, expand(
@@ -388,6 +400,8 @@ TERMS: tuple[Term, ...] = (
         "mastectomy, pneumonectomy, lobectomy, cholecystectomy clips, abnormalit(y|ies), "
         "sarcoidosis, tuberculosis, histoplasmosis, granulomatous infection, "
         "tuberculous infection, tuberculosis infection, old granulomatous process, "
+        "histoplasmosis infection, prior infection, previous infection, old infection, "
+        "remote infection, "
         "granulomatous process, rib deformit(y|ies), deformity of the rib(s), "
         "wedge deformit(y|ies), wedging, callus, osteophytosis, airways disease, "
         "airway disease, small airways disease, reactive airways disease, thickening, "
