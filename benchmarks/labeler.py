@@ -93,6 +93,8 @@ EXTRA_MAP: dict[str, set[str]] = {
                         "Medical Device", "Stents", "Pacemaker, Artificial"},
 }  # fmt: skip
 ENLARGED_HEART_HEADS = {"Cardiac Shadow", "Heart"}
+# Not an observation: a report indexed with only this (and devices) has no finding.
+IMAGE_QUALITY = "Technical Quality of Image Unsatisfactory"
 HEADLINE = (
     "Macro F1 over the 11 classes of MESH_MAP. Reference: a MeSH major term of the class "
     "(present); 'Pulmonary Congestion' alone (Edema) and an all-'borderline' Cardiomegaly are "
@@ -167,8 +169,8 @@ def reference(mesh: list[str], name: str, table: dict[str, set[str]]) -> float:
     that every term qualifies "borderline" ("borderline heart size").
     """
     heads = {term.split("/")[0].strip() for term in mesh}
-    if name == "No Finding" and heads and heads <= DEVICE_HEADS:
-        return 1.0
+    if name == "No Finding" and heads and heads - {IMAGE_QUALITY} <= DEVICE_HEADS:
+        return 1.0  # only devices and image quality: no finding
     lung = [t for t in mesh if not _site(t, NON_LUNG_SITES)]
     lung_heads = {t.split("/")[0].strip() for t in lung}
     if name in ("Lung Opacity", "Lung Lesion"):

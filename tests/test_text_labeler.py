@@ -106,6 +106,10 @@ def test_format_label_matches_the_chexpert_csv():
         ("Pacemaker with a fractured proximal lead. Old right rib fracture.",
          {"Support Devices": 1.0, "Fracture": 1.0}),
         ("Calcified nodes from prior histoplasmosis infection.", {}),
+        # findings outside the 14 keep No Finding blank
+        ("The lungs appear clear. Lung volumes are low.", {}),
+        ("The lungs are hypoventilated. No focal consolidation.", {"Consolidation": 0.0}),
+        ("Lung volumes are normal.", {"No Finding": 1.0}),
         # a calcified nodule with size and site words between is still calcified ...
         ("Stable 5 mm calcified right upper lobe nodule.", {}),
         # ... but "calcified" does not reach past a granuloma to a new nodule

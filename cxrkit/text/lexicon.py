@@ -419,7 +419,14 @@ TERMS: tuple[Term, ...] = (
         "neoplastic, cavit(y|ies), cavitation, cavitary, "
         # not in lung_opacity.txt: crowded markings of low lung volumes, a prominent
         # interstitium ("prominen" is a no_finding.txt phrase)
-        "bronchovascular crowding, interstitial prominence")),
+        "bronchovascular crowding, interstitial prominence, "
+        # findings with no class that the lists above missed (dev half)
+        "hypoventilation, hypoventilated, hypoventilatory, underinflation, underinflated, "
+        "degeneration, endplate change(s), endplate sclerosis, scoliotic, scoliotic curvature"),
+        token_patterns=(
+            (_any("lung", "lungs"), _any("volume", "volumes"), _BE, _ADV,
+             _any("low", "decreased", "reduced", "diminished")),
+        )),
     # ------------------------------------------------------------------ shields
     # "line" and "plate" are devices, but not in these phrases.
     Term(SHIELD, OTHER, expand(
