@@ -367,12 +367,12 @@ TERMS: tuple[Term, ...] = (
         "fracture of the lead, fractured catheter(s), fractured lead(s), fractured wire(s), "
         "fractured sternotomy wire(s), fractured sternal wire(s), fractured pacer lead(s), "
         "fractured pacemaker lead(s), fractured screw(s), fractured hardware, "
-        "fractured proximal lead(s), fractured distal lead(s)"),
-        # "central venous catheter fracture": longer than the device phrase inside it
-        token_patterns=((_any("central", "venous", "catheter", "picc", "port", "lead", "leads",
-                              "wire", "wires", "line", "tunneled", "dialysis"),
-                         {"REGEX": r"(?:venous|catheter|picc|lead|wire|line)", "OP": "{0,2}"},
-                         _any("fracture", "fractures")),)),
+        "fractured proximal lead(s), fractured distal lead(s), "
+        # longer than the device phrase inside them ("central venous catheter")
+        "central venous catheter fracture(s), venous catheter fracture(s), "
+        "central line fracture(s), picc fracture(s), picc line fracture(s), "
+        "port catheter fracture(s), dialysis catheter fracture(s), "
+        "tunneled catheter fracture(s), pacemaker lead fracture(s), pacer lead fracture(s)")),
     # ------------------------------------------------------------------ other findings
     # Not one of the 14 classes, but a finding: a positive one keeps No Finding off.
     Term(FINDING, OTHER, expand(
@@ -424,7 +424,7 @@ TERMS: tuple[Term, ...] = (
         "hypoventilation, hypoventilated, hypoventilatory, underinflation, underinflated, "
         "degeneration, endplate change(s), endplate sclerosis, scoliotic, scoliotic curvature"),
         token_patterns=(
-            (_any("lung", "lungs"), _any("volume", "volumes"), _BE, _ADV,
+            (_any("volume", "volumes"), _BE, _ADV,
              _any("low", "decreased", "reduced", "diminished")),
         )),
     # ------------------------------------------------------------------ shields
