@@ -14,7 +14,7 @@ Protocol (the split was fixed before any measurement; what changed after is said
   maps to it (MESH_MAP below, first "/"-part of the term; for Cardiomegaly also
   "Cardiac Shadow/.../enlarged" and "Heart/.../enlarged"); otherwise negative.
   No Finding is positive for "normal" or when every major term is a device
-  (CheXpert's No Finding ignores Support Devices). Reports indexed
+  (CheXpert's No Finding ignores most Support Devices). Reports indexed
   "No Indexing" (no reference at all) are left out. These two rules were
   added after the first dev-half run: without them every un-indexed or
   device-only report counts as a No Finding false positive.
@@ -43,8 +43,21 @@ Protocol (the split was fixed before any measurement; what changed after is said
   * MeSH "Markings" qualified "interstitial" / "reticular" and "Lung Diseases,
     Interstitial" are Lung Opacity references (lung_opacity.txt: "interstitial marking",
     "reticular marking", "interstitial lung").
-  * Opacity / Density terms qualified by a non-lung site (ribs, adipose tissue, breast,
-    spine, ...: NON_LUNG_SITES) are not Lung Opacity / Lung Lesion references.
+  * Opacity / Density / Cicatrix terms qualified by a non-lung site (ribs, adipose
+    tissue, breast, spine, ...: NON_LUNG_SITES) are not Lung Opacity / Lung Lesion
+    references (dev half: bone islands, nipple shadows, a breast scar).
+  * A "Nodule" term with a "Calcinosis" / "Calcified Granuloma" term at the same site
+    is a calcified nodule, not a Lung Lesion reference (the reference's
+    unmention/lung_lesion.txt: "calcified nodul"; the labeler reads "calcified <size and
+    site words> nodule" the same way).
+  * No Finding is also positive when the only other term is "Technical Quality of Image
+    Unsatisfactory" (image quality is not an observation).
+  * Reports with no text at all (14 per half, all indexed "normal") are left out like
+    "No Indexing" ones: there is nothing to label.
+  Tried on the dev half and dropped: "Hydropneumothorax" as a Pneumothorax reference
+  (indexed from "effusion with air-fluid level ... no pneumothorax"), a round density
+  next to a granuloma term as no Lung Lesion (the labeler follows the reference's
+  literal "nodule" there).
   Both macro F1s are printed for both halves; the definition is printed with the tables.
 - Assertion accuracy (printed per class x affirmed / negated / uncertain): every
   mention phrase of the CheXpert labeler's ``phrases/mention`` lists, in the
