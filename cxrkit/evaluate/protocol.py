@@ -60,7 +60,8 @@ def split_folds(
         found = sorted(set(names.tolist()))
         raise InputError(
             f"no labelled rows in split {test!r} (splits present: {', '.join(found)}); "
-            'use protocol = "cv" for a small set, or choose eval_split'
+            "use --protocol cv for a small set, or score another split with "
+            "--set test_split=NAME"
         )
     return [Fold(pick[train], pick[val], pick[test])]
 
