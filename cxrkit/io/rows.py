@@ -25,7 +25,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from cxrkit.artifacts import sha256_file
+from cxrkit.artifacts.manifest import sha256_file
 from cxrkit.errors import Reject
 from cxrkit.io.decode import MAX_PIXELS, read_any
 from cxrkit.io.decoded import scrub_path

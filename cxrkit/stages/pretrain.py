@@ -20,12 +20,8 @@ from typing import Any, Literal
 
 import torch
 
-from cxrkit.artifacts import (
-    Artifact,
-    ArtifactWriter,
-    open_artifact,
-    write_json_atomic,
-)
+from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
+from cxrkit.artifacts.files import write_json_atomic
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.models.vision import VisionConfig
