@@ -219,6 +219,9 @@ NO_FINDING_PHRASES: list[tuple[str, str]] = [
 UNMENTIONS: list[tuple[str, str, str]] = [
     ("Lung Lesion", "calcified nodul", "There is a calcified nodule."),
     ("Lung Lesion", "calcified nodul", "Stable 5 mm calcified right midlung nodule."),
+    # stages/extract.py: positional unmentions ("over the" / "in the" + a heart phrase)
+    ("Cardiomegaly", "over the heart", "A nodule projecting over the heart is unchanged."),
+    ("Cardiomegaly", "in the left heart", "Density in the left heart is stable."),
     ("Lung Lesion", "massive", "There is a massive hiatal hernia."),
     ("Lung Opacity", "pleural scar", "There is a pleural scar."),
     ("Pleural Effusion", "pericardial effusion", "There is a pericardial effusion."),

@@ -435,6 +435,16 @@ TERMS: tuple[Term, ...] = (
         "skinfold line, midline, junction line, anterior junction line, posterior junction line, "
         "paratracheal line, paraspinal line, paraspinous line, azygoesophageal line, "
         "mach line, line of sight, plate-like, plate like, platelike")),
+    # The heart as a place, not the subject (the reference's positional unmentions,
+    # extract.py: "over the" / "in the" [+ left / right / superior] + a heart phrase):
+    # "a nodule projecting near the left heart is unchanged" says nothing of heart size.
+    Term(SHIELD, OTHER, tuple(
+        f"{where} the{side} {heart}"
+        for where in ("over", "overlying", "overly", "in", "near", "adjacent to", "behind",
+                      "projecting over", "projecting near", "projecting adjacent to")
+        for side in ("", " left", " right", " superior")
+        for heart in ("heart", "cardiac silhouette", "cardiac shadow", "cardiac contour")
+    )),
     # ------------------------------------------------------------------ anatomy
     Term(ANATOMY, OTHER, expand(
         "lung(s), bilateral lungs, lung base(s), lung apex, lung apices, lung field(s), "
