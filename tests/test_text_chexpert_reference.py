@@ -405,6 +405,11 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
     ("post-negation: favor XXX", "Atelectasis is favored.", {"Atelectasis": -1}),
     ("post-negation: suggestion of XXX", "Suggestion of pneumonia.", {"Pneumonia": -1}),
     (
+        "post-negation: XXX would be / is another consideration",
+        "Atypical infection is another consideration.",
+        {"Pneumonia": -1},
+    ),
+    (
         "post-negation: may represent XXX",
         "Opacity may represent pneumonia.",
         {"Lung Opacity": 1, "Pneumonia": -1},

@@ -91,7 +91,8 @@ POST_UNC = (
     "of uncertain significance", "is equivocal", "would be difficult to exclude",
     "difficult to exclude", "not completely excluded", "or not", "would be a consideration",
     "be a consideration", "may not be", "may be in place", "might be in place",
-    "is favored", "are favored",
+    "is favored", "are favored", "another consideration", "is another consideration",
+    "a consideration", "is a consideration", "also a consideration", "considerations",
     # CheXpert: "XXX is not well visualized / poorly / incompletely evaluated", "not clearly
     # seen", "obscured" are uncertain, not negated.
     "not well seen", "not well visualized", "not well visualised", "not well evaluated",
