@@ -98,18 +98,51 @@ def normalise_through_table(
         raise Reject("corrupt_pixels", "empty image")
     pairs = _level_pairs(index, lut.size)
     if pairs is None:
-        counts = np.bincount(index.ravel(), minlength=lut.size)
+        counts = _blockwise_bincount(index, lut.size)
     else:
         joint = np.bincount(pairs, minlength=1 << 16).reshape(256, 256)  # [second, first]
         counts = joint.sum(axis=0) + joint.sum(axis=1)
     low, high = histogram_window(lut, counts, low_pct, high_pct)
     table = rescale_to_unit(lut, low, high)  # (N,) float32
     if pairs is None:
-        return table.take(index)  # take: ~2x faster than [index]
+        return _blockwise_take(table, index)
     # Entry first + 256 * second of the pair table holds (table[first], table[second]).
     pair_table = np.stack(np.broadcast_arrays(table[None, :], table[:, None]), axis=-1)
     pair_values = pair_table.view(np.uint64).reshape(-1).take(pairs)  # (H * W / 2,)
     return pair_values.view(np.float32).reshape(index.shape)
+
+
+# Row blocks of about this many pixels: np.bincount and np.take convert their indices to
+# intp (8 bytes a pixel) first; per block that temporary stays in cache (a 3.6 Mpx
+# 16-bit radiograph: 6.7 -> 4.5 ms histogram, 4.4 -> 2.5 ms gather, same values).
+_BLOCK_PIXELS = 1 << 18
+
+
+def _row_blocks(index: np.ndarray):
+    """Slices of consecutive rows of (H, W) `index`, about _BLOCK_PIXELS pixels each."""
+    rows = max(1, _BLOCK_PIXELS // max(1, index.shape[-1]))
+    return (slice(i, i + rows) for i in range(0, index.shape[0], rows))
+
+
+def _blockwise_bincount(index: np.ndarray, size: int) -> np.ndarray:
+    """``np.bincount(index.ravel(), minlength=size)``, row block by row block."""
+    if index.ndim != 2:
+        return np.bincount(index.ravel(), minlength=size)
+    counts = np.zeros(size, dtype=np.intp)
+    for rows in _row_blocks(index):
+        counts += np.bincount(index[rows].ravel(), minlength=size)
+    return counts
+
+
+def _blockwise_take(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``table[index]``, row block by row block. `index` must lie in [0, len(table))."""
+    if index.ndim != 2:
+        return table.take(index)
+    out = np.empty(index.shape, dtype=table.dtype)
+    for rows in _row_blocks(index):
+        # mode="clip" skips the range check's buffering; the caller guarantees the range
+        table.take(index[rows], out=out[rows], mode="clip")
+    return out
 
 
 def _level_pairs(index: np.ndarray, size: int) -> np.ndarray | None:
