@@ -116,6 +116,13 @@ def test_format_label_matches_the_chexpert_csv():
         ("Calcified granuloma and a new right upper lobe nodule.", {"Lung Lesion": 1.0}),
         ("Heart size and mediastinal contours are stable and within normal limits.",
          {"No Finding": 1.0, "Cardiomegaly": 0.0, "Enlarged Cardiomediastinum": 0.0}),
+        # CheXpert's "nodular opacities" is a substring of these; fibronodular names nodules
+        ("Multiple reticular-nodular opacities in the upper lobes bilaterally.",
+         {"Lung Opacity": 1.0, "Lung Lesion": 1.0}),
+        ("Reticulonodular opacities at the bases.", {"Lung Opacity": 1.0, "Lung Lesion": 1.0}),
+        ("Reticulonodular changes in the left lung base.", {"Lung Opacity": 1.0}),
+        ("Minimal fibronodular scarring right apex, otherwise lungs clear.",
+         {"Lung Opacity": 1.0, "Lung Lesion": 1.0}),
         ("Right chest drain. Left chest wall mediport.",
          {"No Finding": 1.0, "Support Devices": 1.0}),
         # "defib" is also a no_finding.txt phrase: it blocks No Finding (CheXpert).

@@ -228,7 +228,7 @@ TERMS: tuple[Term, ...] = (
         "interstitial marking(s), increased interstitial marking(s), "
         "prominent interstitial marking(s), interstitial disease, "
         "interstitial lung disease, reticular marking(s), reticulonodular, "
-        "reticulonodular opacit(y|ies), increased marking(s), "
+        "increased marking(s), "
         "increased lung marking(s), coarse marking(s), parenchymal abnormalit(y|ies), "
         "focal abnormalit(y|ies), interstitial pattern(s), reticular pattern(s), "
         "reticulation, reticular change(s), decreased translucency, scar(s), scarring, scarred, "
@@ -242,7 +242,14 @@ TERMS: tuple[Term, ...] = (
         "nodular lesion(s), nodularity, masslike opacit(y|ies), mass-like opacit(y|ies), "
         "neoplasm(s), tumor(s), carcinoma(s), cavitary lesion(s), lump(s), "
         # CheXpert: Lung Lesion (the labeler adds Lung Opacity when the words say "opaci").
-        "nodular densit(y|ies), nodular opacit(y|ies), nodular opacification")),
+        "nodular densit(y|ies), nodular opacit(y|ies), nodular opacification, "
+        # CheXpert matches its phrases as substrings, so "reticulonodular opacities" and
+        # "reticular-nodular opacities" hold its "nodular opacities"; "fibronodular"
+        # scarring / thickening / infiltrate names nodules (every one on the dev half is
+        # indexed "Nodule").
+        "reticulonodular opacit(y|ies), reticulonodular densit(y|ies), "
+        "reticular-nodular opacit(y|ies), reticular-nodular densit(y|ies), "
+        "micronodular opacit(y|ies), fibronodular")),
     # Lesions of other organs (CheXpert unmentions "calcified nodul", "massive"), as
     # shields: "humerus lesion", "mass in the left breast" are not Lung Lesions.
     Term(FINDING, OTHER, expand(
