@@ -123,6 +123,9 @@ def test_format_label_matches_the_chexpert_csv():
         ("Reticulonodular changes in the left lung base.", {"Lung Opacity": 1.0}),
         ("Minimal fibronodular scarring right apex, otherwise lungs clear.",
          {"Lung Opacity": 1.0, "Lung Lesion": 1.0}),
+        ("Small medial left upper lobe pleural air collection.", {"Pneumothorax": 1.0}),
+        ("No pleural air collections. Lungs are clear.", {"No Finding": 1.0, "Pneumothorax": 0.0}),
+        ("Lungs are clear. Negative acute cardiopulmonary abnormality.", {"No Finding": 1.0}),
         ("Right chest drain. Left chest wall mediport.",
          {"No Finding": 1.0, "Support Devices": 1.0}),
         # "defib" is also a no_finding.txt phrase: it blocks No Finding (CheXpert).

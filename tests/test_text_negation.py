@@ -49,6 +49,19 @@ def test_hedges_make_a_mention_uncertain(extractor):
     )
 
 
+def test_negative_before_a_finding_negates_it(extractor):
+    # IU report wording: "IMPRESSION: Negative acute cardiopulmonary abnormality."
+    assert _flags(extractor, "Negative acute pneumothorax.") == {"Pneumothorax": (True, False)}
+    (entities,) = extractor.extract(["Negative acute cardiopulmonary abnormality."])
+    assert [(e.text, e.negated) for e in entities if e.text == "abnormality"] == [
+        ("abnormality", True)
+    ]
+    # ... and still after it, as before
+    assert _flags(extractor, "Tuberculosis screen negative. Small effusion.") == {
+        "Pleural Effusion": (False, False)
+    }
+
+
 def test_cannot_exclude_is_uncertain_not_a_negation(extractor):
     assert _flags(extractor, "Cannot exclude pneumonia.")["Pneumonia"] == (False, True)
 

@@ -313,7 +313,9 @@ TERMS: tuple[Term, ...] = (
     # ------------------------------------------------------------------ Pneumothorax
     Term(FINDING, "Pneumothorax", expand(
         "pneumothorax, pneumothoraces, pneumothoraxes, ptx, hydropneumothorax, "
-        "tension pneumothorax, apical pneumothorax")),
+        "tension pneumothorax, apical pneumothorax, "
+        # air in the pleural space is a pneumothorax, however worded
+        "pleural air, pleural air collection(s), pleural gas")),
     # ------------------------------------------------------------------ Pleural Effusion
     Term(FINDING, "Pleural Effusion", expand(
         "effusion(s), pleural effusion(s), pleural fluid, pleural fluid collection(s), "

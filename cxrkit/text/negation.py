@@ -31,6 +31,8 @@ PRE_NEG = (
     "neither", "no definite", "no obvious", "no convincing", "no suspicious", "rather than",
     "never", "no longer", "denies", "are clear of", "is clear of", "are free of", "is free of",
     "remain clear of", "remains clear of", "otherwise clear of",
+    # "Negative acute cardiopulmonary abnormality": "negative" before what it denies
+    "negative",
 )  # fmt: skip
 POST_NEG = (
     "resolved", "has resolved", "have resolved", "is resolved", "are resolved",
