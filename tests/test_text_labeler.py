@@ -123,6 +123,12 @@ def test_format_label_matches_the_chexpert_csv():
         ("Reticulonodular changes in the left lung base.", {"Lung Opacity": 1.0}),
         ("Minimal fibronodular scarring right apex, otherwise lungs clear.",
          {"Lung Opacity": 1.0, "Lung Lesion": 1.0}),
+        # a density is a Lung Opacity mention; the longer "nodular density" keeps that
+        ("Nodular densities consistent with chronic granulomatous disease.",
+         {"Lung Opacity": 1.0, "Lung Lesion": 1.0}),
+        # CheXpert's "interstitial lung" (lung_opacity.txt), not only "... lung disease"
+        ("Chronically increased interstitial lung markings without focal airspace disease.",
+         {"Lung Opacity": 1.0}),
         ("Small medial left upper lobe pleural air collection.", {"Pneumothorax": 1.0}),
         ("No pleural air collections. Lungs are clear.", {"No Finding": 1.0, "Pneumothorax": 0.0}),
         ("Lungs are clear. Negative acute cardiopulmonary abnormality.", {"No Finding": 1.0}),

@@ -18,7 +18,8 @@ Conventions are those of the CheXpert labeler (Irvin et al. 2019; its
 - One statement naming both the heart and the mediastinum ("heart size and
   mediastinal contours are normal") counts for Cardiomegaly and Enlarged
   Cardiomediastinum; a "nodular opacity" is a Lung Lesion and a Lung Opacity
-  mention (CheXpert matches each of its phrase lists on its own).
+  mention (CheXpert matches each of its phrase lists on its own), and so is a
+  "nodular density" (a density is a Lung Opacity mention in this lexicon).
 - Hierarchy: each class is labelled from its own mentions only. A positive
   child (Consolidation under Lung Opacity, Cardiomegaly under Enlarged
   Cardiomediastinum, ...) does not set its parent -- like the CheXpert labeler,
@@ -52,14 +53,17 @@ POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
 SECTION_POLICIES = ("impression", "findings+impression")
 """Which report sections make labels; see the module docstring."""
 DEFAULT_POLICY = "impression"
-RULES_VERSION = 3  # bump when a rule in this module changes (annotate's labeler fingerprint)
+RULES_VERSION = 4  # bump when a rule in this module changes (annotate's labeler fingerprint)
 
 _HEART_FAILURE = re.compile(r"\b(?:chf|heart failure)\b", re.IGNORECASE)
 _HEART_WORD = re.compile(r"\b(?:heart|cardiac)\b", re.IGNORECASE)
 _MEDIASTINUM_WORD = re.compile(
     r"mediastin|pericardial silhouette|hilar|silhouette and vascularity", re.IGNORECASE
 )
-_OPACITY_WORD = re.compile(r"opaci", re.IGNORECASE)
+# A Lung Lesion mention whose words say "opaci" (CheXpert's lung_opacity.txt) or "densit"
+# (a bare density is a Lung Opacity mention in this lexicon) is a Lung Opacity mention too:
+# the longer "nodular density" must not lose what "density" alone would say.
+_OPACITY_WORD = re.compile(r"opaci|densit", re.IGNORECASE)
 # Device words of CheXpert's no_finding.txt: unlike other devices they block No Finding.
 _NO_FINDING_DEVICE = re.compile(r"tracheostomy|defib", re.IGNORECASE)
 _LETTER = re.compile(r"[^\W\d_]")

@@ -227,7 +227,7 @@ TERMS: tuple[Term, ...] = (
         "reticular opacit(y|ies), interstitial opacit(y|ies), interstitial infiltrate(s), "
         "interstitial marking(s), increased interstitial marking(s), "
         "prominent interstitial marking(s), interstitial disease, "
-        "interstitial lung disease, reticular marking(s), reticulonodular, "
+        "interstitial lung disease, interstitial lung, reticular marking(s), reticulonodular, "
         "increased marking(s), "
         "increased lung marking(s), coarse marking(s), parenchymal abnormalit(y|ies), "
         "focal abnormalit(y|ies), interstitial pattern(s), reticular pattern(s), "
