@@ -62,6 +62,11 @@ def test_negative_before_a_finding_negates_it(extractor):
     }
 
 
+def test_suspicion_for_is_a_hedge(extractor):
+    flags = _flags(extractor, "Suspicion for small bilateral pleural effusions.")
+    assert flags == {"Pleural Effusion": (False, True)}
+
+
 def test_cannot_exclude_is_uncertain_not_a_negation(extractor):
     assert _flags(extractor, "Cannot exclude pneumonia.")["Pneumonia"] == (False, True)
 

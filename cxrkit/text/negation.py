@@ -56,7 +56,7 @@ PRE_UNC = (
     "may indicate", "might", "could", "could represent", "could be", "could reflect",
     "can represent", "likely", "most likely", "more likely", "less likely", "unlikely",
     "probable", "probably", "questionable", "question of", "questioned", "suspicious",
-    "suspicious for", "suspect", "suspected", "suspicion of", "concern for", "concerning for",
+    "suspicious for", "suspect", "suspected", "suspicion of", "suspicion for", "concern for", "concerning for",
     "suggestive of", "suggests", "suggesting", "suggest", "consider", "considered",
     "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
     "not exclude", "versus", "vs", "vs.", "differential", "differential diagnosis",
