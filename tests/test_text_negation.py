@@ -62,6 +62,22 @@ def test_negative_before_a_finding_negates_it(extractor):
     }
 
 
+def test_a_participle_and_comma_close_the_negated_statement(extractor):
+    flags = _flags(
+        extractor,
+        "No focal alveolar consolidation, no definite pleural effusion seen, left hilar "
+        "calcifications and dense nodule in the left lung suggest a previous granulomatous "
+        "process.",
+    )
+    assert flags["Pleural Effusion"] == (True, False)
+    assert flags["Lung Lesion"] == (False, False)  # "no" does not reach past "seen,"
+    # ... but a post-negation cue ending in the participle still negates
+    assert _flags(extractor, "Effusion is not seen, no pneumothorax.") == {
+        "Pleural Effusion": (True, False),
+        "Pneumothorax": (True, False),
+    }
+
+
 def test_suspicion_for_is_a_hedge(extractor):
     flags = _flags(extractor, "Suspicion for small bilateral pleural effusions.")
     assert flags == {"Pleural Effusion": (False, True)}

@@ -121,6 +121,9 @@ TERMINATORS = (
     "but", "however", "although", "though", "yet", "except", "aside from", "apart from",
     "which", "whereas", "otherwise", "other than", "with", "there is",
     "there are", "as well as",
+    # a participle and a comma close a statement: "no definite pleural effusion seen, left
+    # hilar calcifications and dense nodule ..." (the nodule is not negated)
+    "seen ,", "identified ,", "noted ,", "demonstrated ,", "present ,", "visualized ,",
 )  # fmt: skip
 
 OR_GAP = 3  # at most this many tokens between two mentions joined by "or" ("or early")
