@@ -129,6 +129,9 @@ def test_format_label_matches_the_chexpert_csv():
         # CheXpert's "interstitial lung" (lung_opacity.txt), not only "... lung disease"
         ("Chronically increased interstitial lung markings without focal airspace disease.",
          {"Lung Opacity": 1.0}),
+        # a template that drops the "of" of "clear of"
+        ("Lungs are expanded and clear airspace disease. Negative for pneumothorax.",
+         {"No Finding": 1.0, "Lung Opacity": 0.0, "Pneumothorax": 0.0}),
         ("Small medial left upper lobe pleural air collection.", {"Pneumothorax": 1.0}),
         ("No pleural air collections. Lungs are clear.", {"No Finding": 1.0, "Pneumothorax": 0.0}),
         ("Lungs are clear. Negative acute cardiopulmonary abnormality.", {"No Finding": 1.0}),

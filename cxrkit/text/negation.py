@@ -33,6 +33,8 @@ PRE_NEG = (
     "remain clear of", "remains clear of", "otherwise clear of",
     # "Negative acute cardiopulmonary abnormality": "negative" before what it denies
     "negative",
+    # "Lungs are expanded and clear airspace disease" (a template that drops the "of")
+    "and clear",
 )  # fmt: skip
 POST_NEG = (
     "resolved", "has resolved", "have resolved", "is resolved", "are resolved",
