@@ -83,6 +83,12 @@ def test_suspicion_for_is_a_hedge(extractor):
     assert flags == {"Pleural Effusion": (False, True)}
 
 
+def test_favored_as_is_a_hedge(extractor):
+    # CheXpert's "favor" (post_negation_uncertainty.txt) in its participle forms
+    flags = _flags(extractor, "Minimal patchy opacity within the lingula favored as atelectasis.")
+    assert flags["Atelectasis"] == (False, True)
+
+
 def test_cannot_exclude_is_uncertain_not_a_negation(extractor):
     assert _flags(extractor, "Cannot exclude pneumonia.")["Pneumonia"] == (False, True)
 

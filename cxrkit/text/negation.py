@@ -74,7 +74,8 @@ PRE_UNC = (
     "worrisome for", "correlate clinically for", "clinically correlate for", "correlate for",
     "may be consistent with", "might be consistent with", "could be consistent with",
     "can be consistent with", "could be compatible with", "might be compatible with",
-    "favor", "favors", "favoring", "suggestion of",
+    "favor", "favors", "favoring", "favored", "favored as", "favored to be",
+    "favored to represent", "suggestion of",
 )  # fmt: skip
 # Pre-negation uncertainty (CheXpert's patterns/pre_negation_uncertainty.txt): matched before
 # negation, so "no new consolidation" and "no evidence to rule out pneumonia" are uncertain.
