@@ -32,7 +32,7 @@ from cxrkit.io.dataset import dataset_shards
 from cxrkit.io.parquet import write_table_atomic
 from cxrkit.io.schema import ANNOTATIONS_SCHEMA, ANNOTATIONS_SCHEMA_VERSION
 from cxrkit.reporting import progress
-from cxrkit.text.labeler import CHEXPERT_CLASSES
+from cxrkit.text.classes import CHEXPERT_CLASSES
 
 log = logging.getLogger(__name__)
 
