@@ -28,7 +28,7 @@ from cxrkit.artifacts import (
 )
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError
-from cxrkit.models.vision import VisionConfig
+from cxrkit.models.tower_configs import VisionConfig
 from cxrkit.train import checkpoint as ckpt
 from cxrkit.train.batch import BatchPlan, plan_batch
 from cxrkit.train.config import OptimConfig, TrainConfig
