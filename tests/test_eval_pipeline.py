@@ -103,6 +103,23 @@ def test_probe_runs_end_to_end_on_the_real_pediatric_set(mae_eval):
     assert any("n = 16" in note for note in metrics["warnings"])
 
 
+def test_rerun_of_a_checkpoint_eval_is_a_noop_that_loads_no_model(
+    mae_eval, mae_checkpoint, demo_dataset, monkeypatch
+):
+    import cxrkit.stages.eval as eval_stage
+
+    def no_model(*args):
+        raise AssertionError("a no-op re-run loaded the model")
+
+    monkeypatch.setattr(eval_stage, "_load_model", no_model)
+    manifest = (mae_eval.path / "manifest.json").read_bytes()
+    cfg = EvalConfig(dataset=str(demo_dataset), checkpoint=str(mae_checkpoint),
+                     out=str(mae_eval.path), tasks=["zeroshot", "probe", "retrieval"], **FAST)  # fmt: skip
+    again = run(cfg)  # the same id as the real run, decided without the model
+    assert again.id == mae_eval.id
+    assert (mae_eval.path / "manifest.json").read_bytes() == manifest
+
+
 def test_zero_shot_and_retrieval_are_skipped_for_an_image_only_checkpoint(mae_eval):
     tasks = metrics_of(mae_eval)["tasks"]
     assert "no text encoder" in tasks["zeroshot"]["skipped"]

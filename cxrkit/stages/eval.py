@@ -196,8 +196,14 @@ def run(cfg: EvalConfig, force: bool = False):
         raise ConfigError("no output directory: give --out DIR")
     device = _device(cfg.device)
     dataset = open_artifact(cfg.dataset, kind="dataset", verify_files=True)
-    model = _load_model(cfg, device)
-    inputs = [*model.inputs, dataset]
+    if cfg.checkpoint:
+        # A checkpoint's input is its artifact, known without building the model: a
+        # no-op re-run decides before loading any weights.
+        model = None
+        inputs = [open_artifact(cfg.checkpoint, kind="checkpoint", verify_files=True), dataset]
+    else:  # open_clip: the inputs (config and weights files) come from the loaded model
+        model = _load_model(cfg, device)
+        inputs = [*model.inputs, dataset]
     annotations = open_artifact(cfg.annotations, kind="annotations") if cfg.annotations else None
     if annotations is not None:
         inputs.append(annotations)
@@ -208,6 +214,8 @@ def run(cfg: EvalConfig, force: bool = False):
     writer = ArtifactWriter(Path(cfg.out), "eval", _params(cfg), inputs, SCHEMA_VERSION, force)
     if (done := writer.up_to_date()) is not None:
         return done
+    if model is None:
+        model = _load_model(cfg, device)
     work = writer.begin()
     from cxrkit.evaluate.runner import evaluate
 
