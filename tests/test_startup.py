@@ -127,3 +127,18 @@ def test_labeler_fingerprint_is_the_same_with_and_without_spacy_loaded():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["loaded"] == []
     assert result["lean"] == result["full"] and len(result["lean"]) == 64
+
+
+WORKER = """
+import sys
+from cxrkit.config import to_dict
+from cxrkit.stages.annotate import AnnotateConfig, _init_worker
+_init_worker(to_dict(AnnotateConfig(dataset=sys.argv[1], out="unused")), sys.argv[1])
+print([m for m in ("spacy", "torch", "timm", "open_clip") if m in sys.modules])
+"""
+
+
+def test_annotate_worker_with_the_model_free_pipeline_imports_no_torch(demo_dataset):
+    out = subprocess.run([sys.executable, "-c", WORKER, str(demo_dataset)], capture_output=True,
+                         text=True, check=True, timeout=120)  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "['spacy']"
