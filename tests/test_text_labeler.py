@@ -123,6 +123,10 @@ def test_format_label_matches_the_chexpert_csv():
         ("Reticulonodular changes in the left lung base.", {"Lung Opacity": 1.0}),
         ("Minimal fibronodular scarring right apex, otherwise lungs clear.",
          {"Lung Opacity": 1.0, "Lung Lesion": 1.0}),
+        # CheXpert's "nodular opacity" with the site or kind between
+        ("Nodular right lower lobe opacity.", {"Lung Opacity": 1.0, "Lung Lesion": 1.0}),
+        ("Mixed nodular interstitial opacities distributed through bilateral lungs.",
+         {"Lung Opacity": 1.0, "Lung Lesion": 1.0}),
         # a density is a Lung Opacity mention; the longer "nodular density" keeps that
         ("Nodular densities consistent with chronic granulomatous disease.",
          {"Lung Opacity": 1.0, "Lung Lesion": 1.0}),

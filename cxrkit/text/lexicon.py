@@ -96,6 +96,14 @@ _CALCIFIED_FILLER = {
     r"lobe|apical|basilar|base|hilar|perihilar|lingular|peripheral|pulmonary|calcified)",
     "OP": "{1,5}",
 }
+# Site and kind words that may stand between "nodular" and "opacity" / "density" (CheXpert's
+# "nodular opacity"): "nodular right lower lobe opacity", "nodular interstitial opacities".
+_NODULAR_FILLER = {
+    "REGEX": r"(?:right|left|bilateral|upper|lower|middle|mid|midlung|lung|lobe|apical|basilar|"
+    r"base|hilar|perihilar|infrahilar|suprahilar|lingular|peripheral|pulmonary|interstitial|"
+    r"alveolar|airspace|parenchymal|reticular|mixed|patchy|scattered)",
+    "OP": "{1,4}",
+}
 # Token-pattern pieces for "the heart size is mildly enlarged" and friends.
 _ADV = _any("mildly", "moderately", "markedly", "severely", "slightly", "minimally", "massively",
             "significantly", "again", "now", "still", "somewhat", "very", "grossly", "stably",
@@ -249,7 +257,9 @@ TERMS: tuple[Term, ...] = (
         # indexed "Nodule").
         "reticulonodular opacit(y|ies), reticulonodular densit(y|ies), "
         "reticular-nodular opacit(y|ies), reticular-nodular densit(y|ies), "
-        "micronodular opacit(y|ies), fibronodular")),
+        "micronodular opacit(y|ies), fibronodular"),
+        token_patterns=((_any("nodular"), _NODULAR_FILLER,
+                         _any(*expand("opacit(y|ies), densit(y|ies), opacification"))),)),
     # Lesions of other organs (CheXpert unmentions "calcified nodul", "massive"), as
     # shields: "humerus lesion", "mass in the left breast" are not Lung Lesions.
     Term(FINDING, OTHER, expand(
