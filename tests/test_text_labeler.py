@@ -133,6 +133,11 @@ def test_format_label_matches_the_chexpert_csv():
         # CheXpert's "interstitial lung" (lung_opacity.txt), not only "... lung disease"
         ("Chronically increased interstitial lung markings without focal airspace disease.",
          {"Lung Opacity": 1.0}),
+        # no_finding.txt's "prominen" (a substring) and other findings outside the 14
+        ("The heart is normal in size. Prominent hilar vessels.", {"Cardiomegaly": 0.0}),
+        ("The lungs are clear. Multilevel cervical arthritis.", {}),
+        ("Low volume lungs. The heart is not enlarged.", {"Cardiomegaly": 0.0}),
+        ("Mild dextro curvature of the thoracic spine.", {}),
         # a template that drops the "of" of "clear of"
         ("Lungs are expanded and clear airspace disease. Negative for pneumothorax.",
          {"No Finding": 1.0, "Lung Opacity": 0.0, "Pneumothorax": 0.0}),

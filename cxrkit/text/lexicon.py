@@ -441,7 +441,10 @@ TERMS: tuple[Term, ...] = (
         "bronchovascular crowding, interstitial prominence, "
         # findings with no class that the lists above missed (dev half)
         "hypoventilation, hypoventilated, hypoventilatory, underinflation, underinflated, "
-        "degeneration, endplate change(s), endplate sclerosis, scoliotic, scoliotic curvature"),
+        "degeneration, endplate change(s), endplate sclerosis, scoliotic, scoliotic curvature, "
+        # no_finding.txt's "prominen" is a substring: "prominent hilar ...", "markings appear
+        # slightly prominent"; spellings of findings listed above
+        "prominent, arthritis, low volume lung(s), dextro curvature, levo curvature"),
         token_patterns=(
             (_any("volume", "volumes"), _BE, _ADV,
              _any("low", "decreased", "reduced", "diminished")),
