@@ -138,6 +138,8 @@ def test_format_label_matches_the_chexpert_csv():
         ("The lungs are clear. Multilevel cervical arthritis.", {}),
         ("Low volume lungs. The heart is not enlarged.", {"Cardiomegaly": 0.0}),
         ("Mild dextro curvature of the thoracic spine.", {}),
+        # abdominal surgical clips: neither a chest device nor a finding (CheXpert has no "clip")
+        ("Cholecystectomy clips are present. The lungs are clear.", {"No Finding": 1.0}),
         # a template that drops the "of" of "clear of"
         ("Lungs are expanded and clear airspace disease. Negative for pneumothorax.",
          {"No Finding": 1.0, "Lung Opacity": 0.0, "Pneumothorax": 0.0}),

@@ -416,7 +416,7 @@ TERMS: tuple[Term, ...] = (
         "elevation, blunting, blunted, pectus, pectus excavatum, deformit(y|ies), "
         "lymphadenopathy, adenopathy, hilar enlargement, prominent hila, prominent hilum, "
         "pneumomediastinum, subcutaneous emphysema, free air, pneumoperitoneum, "
-        "mastectomy, pneumonectomy, lobectomy, cholecystectomy clips, abnormalit(y|ies), "
+        "mastectomy, pneumonectomy, lobectomy, abnormalit(y|ies), "
         "sarcoidosis, tuberculosis, histoplasmosis, granulomatous infection, "
         "tuberculous infection, tuberculosis infection, old granulomatous process, "
         "histoplasmosis infection, prior infection, previous infection, old infection, "
@@ -456,7 +456,10 @@ TERMS: tuple[Term, ...] = (
         "pleural line, visceral pleural line, pleural reflection line, skin line, skin fold line, "
         "skinfold line, midline, junction line, anterior junction line, posterior junction line, "
         "paratracheal line, paraspinal line, paraspinous line, azygoesophageal line, "
-        "mach line, line of sight, plate-like, plate like, platelike")),
+        "mach line, line of sight, plate-like, plate like, platelike, "
+        # clips of an abdominal operation: no chest device, and no finding (CheXpert's
+        # lists have no "clip": No Finding stays)
+        "cholecystectomy clip(s), cholecystectomy surgical clip(s)")),
     # The heart as a place, not the subject (the reference's positional unmentions,
     # extract.py: "over the" / "in the" [+ left / right / superior] + a heart phrase):
     # "a nodule projecting near the left heart is unchanged" says nothing of heart size.
