@@ -179,7 +179,7 @@ def run_size(count: int, args: argparse.Namespace, work: Path, env: dict) -> dic
         corpus = make_corpus(root, count, args.source_size)
         marker.write_text(json.dumps(corpus))
     tag = args.tag or "run"
-    ds, ann = root / f"ds-{tag}", root / f"ann-{tag}"
+    ds, ann = root / f"ds-{args.dataset_tag or tag}", root / f"ann-{tag}"
     python = [sys.executable]
     groups = (
         ["--set", f"row_group_bytes={int(args.row_group_mb * 2**20)}"] if args.row_group_mb else []
@@ -261,6 +261,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work", type=Path, help="Keep corpora and artifacts here.")
     parser.add_argument("--code", type=Path, default=REPO, help="Checkout to run stages from.")
     parser.add_argument("--tag", default="", help="Name of this run's annotations/logs.")
+    parser.add_argument(
+        "--dataset-tag", default="", help="Use the dataset of that run (default: this --tag)."
+    )
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     parser.add_argument("--loader-pass", nargs=2, metavar=("DATASET", "ANNOTATIONS"),
                         help=argparse.SUPPRESS)  # fmt: skip
