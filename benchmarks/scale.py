@@ -151,6 +151,7 @@ def loader_pass(dataset: str, annotations: str, image_size: int, batch: int) -> 
     from cxrkit.io.shards import ShardDataset, make_loader
     from cxrkit.vision.transforms import AugmentConfig, TrainTransform
 
+    before = _rss_mib()
     data = ShardDataset(
         dataset_shards(open_artifact(dataset, kind="dataset")),
         transform=TrainTransform(AugmentConfig(), image_size),
@@ -160,11 +161,21 @@ def loader_pass(dataset: str, annotations: str, image_size: int, batch: int) -> 
         annotations=open_artifact(annotations, kind="annotations"),
         loop=False,
     )
+    # What the join state costs for the whole pass (the index of the annotations).
+    built = _rss_mib() - before
     images = entities = 0
     for item in make_loader(data, num_workers=0):
         images += int(item["image"].shape[0])
         entities += sum(len(e) for e in item["entities"])
-    return {"images": images, "entities": entities}
+    result = {"images": images, "entities": entities, "dataset_built_mib": built}
+    print(json.dumps(result))
+    return result
+
+
+def _rss_mib() -> float:
+    """Current resident set size of this process (Linux /proc), MiB."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def run_size(count: int, args: argparse.Namespace, work: Path, env: dict) -> dict:
@@ -211,11 +222,16 @@ def run_size(count: int, args: argparse.Namespace, work: Path, env: dict) -> dic
                        "rss_mib": max(r["rss_mib"] for r in runs)}  # fmt: skip
         else:
             figures = measure(stages[name], env, root / f"{name}-{tag}.log")
+        if name == "loader":  # the pass prints its counts last, as one JSON line
+            last = (root / f"{name}-{tag}.log").read_text().strip().splitlines()[-1]
+            figures.update(json.loads(last))
         figures["cpu_ms_per_image"] = 1000 * figures["cpu_s"] / count
         result["stages"][name] = figures
         print(f"  {count:>7} {name:<9} wall {figures['wall_s']:7.1f} s  "
               f"cpu {figures['cpu_ms_per_image']:7.2f} ms/img  "
-              f"peak RSS {figures['rss_mib']:7.1f} MiB", flush=True)  # fmt: skip
+              f"peak RSS {figures['rss_mib']:7.1f} MiB"
+              + (f"  (dataset + annotation index built: +{figures['dataset_built_mib']:.0f} MiB)"
+                 if "dataset_built_mib" in figures else ""), flush=True)  # fmt: skip
     if "ingest" in args.stages:
         manifest = json.loads((ds / "manifest.json").read_text())
         result["rows"] = manifest["stats"]["rows"]
@@ -234,6 +250,9 @@ def table(results: list[dict], stages: list[str]) -> str:
         cells = [f"{r['stages'][s]['rss_mib']:.0f} | {r['stages'][s]['cpu_ms_per_image']:.1f}"
                  for s in stages]  # fmt: skip
         lines.append(f"| {r['images']} | " + " | ".join(cells) + " |")
+        if "loader" in r["stages"]:
+            built = r["stages"]["loader"]["dataset_built_mib"]
+            lines[-1] += f" loader index +{built:.0f} MiB"
     if len(results) > 1:
         first, last = results[0], results[-1]
         ratios = [f"{s} {last['stages'][s]['rss_mib'] / first['stages'][s]['rss_mib']:.2f}x"
