@@ -178,11 +178,7 @@ def _process_chunk(args: tuple[tuple[str, int], str]) -> dict:
     data = pq.ParquetFile(_WORKER["dataset"] / chunk[0]).read_row_group(
         chunk[1], columns=_READ_COLUMNS
     )
-    # Pixels stay in Arrow memory (no bytes copy of the row group); the rest become Python.
-    pixels = data.column("pixels").combine_chunks()
-    rows = data.drop_columns(["pixels"]).to_pylist()
-    for i, row in enumerate(rows):
-        row["pixels"] = pixels[i].as_buffer()
+    rows = data.to_pylist()
     start = time.process_time()
     results = list(labeler.label((r["report_text"] for r in rows), batch_size=cfg.batch_size))
     text_s = time.process_time() - start
