@@ -33,7 +33,7 @@ from cxrkit.io.dataset import dataset_shards
 from cxrkit.io.parquet import write_table_atomic
 from cxrkit.io.schema import ANNOTATIONS_SCHEMA, ANNOTATIONS_SCHEMA_VERSION
 from cxrkit.reporting import progress
-from cxrkit.text.labeler import CHEXPERT_CLASSES
+from cxrkit.text.classes import CHEXPERT_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,10 @@ def _init_worker(cfg_dict: dict, dataset_path: str) -> None:
     from cxrkit.text.labeler import Labeler
 
     cfg = from_dict(AnnotateConfig, cfg_dict)
+    if not cfg.scispacy_model:  # the model-free pipeline never uses thinc's torch layers
+        from cxrkit.text.lean import import_spacy_without_torch
+
+        import_spacy_without_torch()  # a no-op where torch is already imported
     _WORKER.update(cfg=cfg, dataset=Path(dataset_path),
                    labeler=Labeler(cfg.scispacy_model, cfg.abbreviations,
                                    sections=cfg.sections))  # fmt: skip
