@@ -309,8 +309,11 @@ def _terms_note(path: Path, window: int = 2) -> str:
     return f"; after the {warmup}-step warm-up: " + ", ".join(notes) if notes else ""
 
 
-def loss_trajectory(checkpoint: Path, names: tuple[str, ...]) -> dict[str, tuple[float, float]]:
-    """First and last logged value of each of ``names`` in a run's metrics.jsonl."""
+def loss_trajectory(
+    checkpoint: Path, names: tuple[str, ...], window: int = 1
+) -> dict[str, tuple[float, float]]:
+    """Mean of each of ``names`` over the first and over the last ``window`` logged rows
+    of a run's metrics.jsonl (a logged row is one step's batch: one row is noisy)."""
     import json
 
     rows = [
@@ -318,7 +321,14 @@ def loss_trajectory(checkpoint: Path, names: tuple[str, ...]) -> dict[str, tuple
         for line in (Path(checkpoint) / "metrics.jsonl").read_text().splitlines()
         if line
     ]
-    return {n: (rows[0][n], rows[-1][n]) for n in names if rows and n in rows[0]}
+    window = max(1, min(window, len(rows) // 2 or 1))
+
+    def mean(part: list[dict], name: str) -> float:
+        return sum(r[name] for r in part) / len(part)
+
+    return {
+        n: (mean(rows[:window], n), mean(rows[-window:], n)) for n in names if rows and n in rows[0]
+    }
 
 
 def _m3ae_note(checkpoint, dataset) -> str:
@@ -332,8 +342,11 @@ def _m3ae_note(checkpoint, dataset) -> str:
     from cxrkit.evaluate.fused import held_pair_accuracy
     from cxrkit.objectives.loading import load_objective
 
-    losses = loss_trajectory(checkpoint.path, ("mim", "mlm", "itm"))
+    window = 6  # logged rows: 30 steps at the preset's log_every of 5
+    losses = loss_trajectory(checkpoint.path, ("mim", "mlm", "itm"), window)
     parts = [f"{n} {a:.3f} -> {b:.3f}" for n, (a, b) in losses.items()]
+    if parts:
+        parts[0] = f"mean of the first and last {window} logged steps: " + parts[0]
     objective = load_objective(checkpoint.path)
     section = checkpoint.params.get("data", {}).get("text_section", "both")
     held = held_pair_accuracy(objective, dataset, "test", section, torch.device("cpu"))
