@@ -132,6 +132,49 @@ def chexpert_tree_from_real_csv(root: Path, n_rows: int = 5) -> tuple[Path, list
     return base / "train", rows
 
 
+def chexpert_split_tree(root: Path) -> tuple[Path, dict[str, list[tuple[Path, int]]]]:
+    """CheXpert as it ships its split: ``CheXpert-v1.0-small/{train,valid,test}/patientN/
+    study1/view1_frontal.jpg`` holding all 16 real pediatric JPEGs (train 4 normal + 4
+    pneumonia, valid 2 + 2, test 2 + 2; one patient each), with ``train.csv`` and
+    ``valid.csv`` in the real ``train.csv``'s columns carrying each image's real label
+    (Pneumonia 1/0 from the file name). The test images get no CSV (CheXpert's test
+    labels ship apart). Returns (the ``CheXpert-v1.0-small`` folder, ``{folder: [(image,
+    pneumonia label)]}``)."""
+    import csv
+    import gzip
+
+    from cxrkit.io.bundled import chexpert_train_csv, pediatric_label
+
+    with gzip.open(chexpert_train_csv(), "rt", newline="") as handle:
+        header = csv.DictReader(handle).fieldnames
+    jpegs = pediatric_jpegs()
+    by_label = {v: [p for p in jpegs if pediatric_label(p) == v] for v in (0, 1)}
+    counts = {"train": 4, "valid": 2, "test": 2}
+    first_patient = {"train": 1, "valid": 64541, "test": 64741}  # CheXpert's own numbering
+    base = root / "CheXpert-v1.0-small"
+    images: dict[str, list[tuple[Path, int]]] = {}
+    for folder, n in counts.items():
+        sources = [by_label[v].pop(0) for v in (0, 1) for _ in range(n)]
+        rows = []
+        for i, source in enumerate(sources):
+            rel = f"{folder}/patient{first_patient[folder] + i:05d}/study1/view1_frontal.jpg"
+            label = pediatric_label(source)
+            images.setdefault(folder, []).append((_small_copy(source, base / rel), label))
+            row = dict.fromkeys(header, "")
+            row.update(
+                {"Path": f"{base.name}/{rel}", "Sex": "Female", "Age": "50",
+                 "Frontal/Lateral": "Frontal", "AP/PA": "PA",
+                 "Pneumonia": f"{float(label)}"}
+            )  # fmt: skip
+            rows.append(row)
+        if folder != "test":
+            with (base / f"{folder}.csv").open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(rows)
+    return base, images
+
+
 def mimic_tables(root: Path) -> dict[str, Path]:
     """MIMIC-CXR-JPG's split and chexpert label CSVs for :data:`MIMIC_FILES`, in the real
     column layout (values chosen for the test: one study per label pattern)."""

@@ -7,15 +7,8 @@ import os
 
 import pytest
 
-from cxrkit.artifacts import (
-    FORMAT,
-    MANIFEST,
-    ArtifactWriter,
-    compute_id,
-    lineage,
-    open_artifact,
-    verify,
-)
+from cxrkit.artifacts import MANIFEST, ArtifactWriter, lineage, open_artifact, verify
+from cxrkit.artifacts.manifest import FORMAT, compute_id
 from cxrkit.errors import ArtifactError
 
 

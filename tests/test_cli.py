@@ -116,3 +116,49 @@ def test_stdout_holds_only_the_result_when_not_a_tty(demo_dataset, demo_inputs, 
     assert proc.stdout.strip() == str(demo_dataset)
     assert "up to date" in proc.stderr
     assert "\x1b[" not in proc.stderr  # NO_COLOR and non-TTY: no escape codes
+
+
+# ---------------------------------------------------------------- --views
+def _option(command: str, name: str):
+    import typer
+
+    click_app = typer.main.get_command(app)
+    return next(p for p in click_app.commands[command].params if p.name == name)
+
+
+def test_views_is_one_option_shared_by_pretrain_distill_and_eval():
+    options = [_option(c, "views") for c in ("pretrain", "distill", "eval")]
+    assert all(o.opts == ["--views"] for o in options)
+    assert len({o.help for o in options}) == 1 and "frontal" in options[0].help
+
+
+def test_views_reach_the_training_images_setting_of_pretrain_and_distill(tmp_path):
+    common = ["--out", str(tmp_path / "o"), "--views", "PA, frontal", "--dry-run"]
+    pretrain = runner.invoke(app, ["pretrain", str(tmp_path / "ds"), *common])
+    assert pretrain.exit_code == 0, pretrain.output
+    assert json.loads(pretrain.stdout)["data"]["views"] == ["PA", "frontal"]
+    distill = runner.invoke(
+        app, ["distill", str(tmp_path / "ds"), "--physio", str(tmp_path / "ph"), *common]
+    )
+    assert distill.exit_code == 0, distill.output
+    assert json.loads(distill.stdout)["data"]["views"] == ["PA", "frontal"]
+
+
+def test_views_naming_no_view_is_a_usage_error(tmp_path):
+    for command in (["pretrain", "ds"], ["eval", "ds"]):
+        result = runner.invoke(app, [*command, "--out", str(tmp_path / "o"), "--views", " , "])
+        assert result.exit_code == 2, result.output
+        assert "names no view" in result.output
+
+
+def test_pretrain_views_filter_what_trains(demo_dataset, tmp_path):
+    """The flag reaches the loader: a view the dataset lacks leaves nothing to train on."""
+    args = ["pretrain", str(demo_dataset), "--out", str(tmp_path / "o"), "--preset", "demo-mae"]
+    tiny = ["model.depth=1", "objective.decoder_depth=1", "objective.decoder_dim=32"]
+    result = runner.invoke(
+        app,
+        [*args, "--views", "lateral", "--max-steps", "1", *(a for s in tiny for a in ("--set", s))],
+    )
+    assert result.exit_code == 3, result.output
+    assert "no images in split 'train' with views" in result.output
+    assert "LATERAL" in result.output

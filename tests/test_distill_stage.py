@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -201,3 +202,35 @@ def test_teachers_loaded_from_a_local_artifact_give_the_same_embeddings(distille
     original = json.loads((distill.work_dir(cfg) / "embeddings" / "manifest.json").read_text())
     assert parts["embeddings"].id == original["id"]
     assert not (tmp_path / "w" / "teachers").exists()  # loaded, not trained
+
+
+def test_the_run_counts_its_intermediate_artifacts_by_id_not_path(distilled):
+    cfg, _ = distilled
+    run = json.loads((distill.work_dir(cfg) / "run" / "manifest.json").read_text())
+    assert {"student", "pairs", "embeddings"}.isdisjoint(run["params"]["objective"])
+    by_kind = {i["kind"]: i["id"] for i in run["inputs"]}
+    for part in ("pairs", "embeddings"):
+        part_manifest = json.loads((distill.work_dir(cfg) / part / "manifest.json").read_text())
+        assert by_kind[part] == part_manifest["id"]
+    student = json.loads((Path(cfg.student) / "manifest.json").read_text())
+    assert by_kind["checkpoint"] == student["id"]
+
+
+def test_moving_the_work_directory_retrains_nothing(distilled, tmp_path, monkeypatch):
+    import dataclasses
+    import shutil
+
+    from cxrkit.train.loop import Trainer
+
+    cfg, artifact = distilled
+    moved = tmp_path / "elsewhere" / "work"
+    shutil.copytree(distill.work_dir(cfg), moved)  # what `mv OUT.work elsewhere/` leaves
+    before = (moved / "run" / "manifest.json").read_bytes()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the moved run was trained again")
+
+    monkeypatch.setattr(Trainer, "fit", no_training)
+    again = distill.run(dataclasses.replace(cfg, work=str(moved)))
+    assert again.id == artifact.id
+    assert (moved / "run" / "manifest.json").read_bytes() == before  # not republished

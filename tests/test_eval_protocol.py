@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cxrkit.evaluate import probe
-from cxrkit.evaluate.protocol import Fold, fraction_subset, subset_counts
+from cxrkit.evaluate.protocol import Fold, fraction_subset, split_folds, subset_counts
 
 
 def _labels(n: int = 1000, seed: int = 0) -> np.ndarray:
@@ -105,3 +105,20 @@ def test_probe_and_finetune_share_the_subset(fraction):
     features = np.random.default_rng(0).normal(size=(1000, 4))
     _, info = probe.probe_scores(features, labels, [fold], fraction, 0, ["a", "b", "c"])
     assert info["folds"][0]["images"] == a.size == round(fraction * 800)
+
+
+def test_split_folds_take_train_val_and_test_rows_from_the_split_column():
+    splits = ["train", "val", "test", "train", "val", "test", None]
+    labels = np.array([[1.0], [0.0], [1.0], [0.0], [1.0], [np.nan], [1.0]])
+    (fold,) = split_folds(splits, labels, "train", "val", "test")
+    assert fold.train.tolist() == [0, 3] and fold.val.tolist() == [1, 4]
+    assert fold.test.tolist() == [2]  # row 5 has no known label
+
+
+def test_scoring_the_validation_split_leaves_nothing_to_choose_c_on_it():
+    """test_split = val (CheXpert's valid/ as the scored set): C and thresholds are fixed,
+    never tuned on the rows they score."""
+    splits = ["train", "val", "val", "train"]
+    labels = np.array([[1.0], [0.0], [1.0], [0.0]])
+    (fold,) = split_folds(splits, labels, "train", "val", "val")
+    assert fold.test.tolist() == [1, 2] and fold.val.size == 0

@@ -95,6 +95,80 @@ def test_chexpert_views_come_from_the_file_names(tmp_path, salt_file):
 
 
 # ---------------------------------------------------------------- MIMIC-CXR
+def test_chexpert_split_folder_is_read_from_the_path():
+    base = "/d/CheXpert-v1.0-small"
+    assert layout_keys(f"{base}/train/patient00001/study1/view1_frontal.jpg").split == "train"
+    assert layout_keys(f"{base}/valid/patient64541/study1/view1_frontal.jpg").split == "val"
+    assert layout_keys(f"{base}/test/patient64741/study1/view1_frontal.jpg").split == "test"
+    assert layout_keys("/d/other/patient00001/study1/view1_frontal.jpg").split is None
+    assert layout_keys("/d/files/p10/p10000032/s50414267/02aa804e.dcm").split is None
+
+
+def _split_by_folder(rows: list[dict]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        folder = row["source_path"].split("/CheXpert-v1.0-small/")[1].split("/")[0]
+        found[folder].add(row["split"])
+    return dict(found)
+
+
+def test_chexpert_train_and_valid_folders_give_the_official_split(tmp_path, salt_file):
+    base, images = layouts.chexpert_split_tree(tmp_path)
+    rows = _ingest(
+        tmp_path, salt_file, [base / "train", base / "valid", base / "test"], keep_paths=True
+    )
+    assert len(rows) == 16
+    assert _split_by_folder(rows) == {"train": {"train"}, "valid": {"val"}, "test": {"test"}}
+    labelled = [r for r in rows if r["labels"]]  # train.csv and valid.csv rows
+    assert len(labelled) == 12
+    art = open_artifact(tmp_path / "dataset")
+    assert art.stats["split_counts"] == {"train": 8, "val": 4, "test": 4}
+    assert art.stats["folder_splits"] == 16 and art.params["folder_splits"] == 16
+
+
+def test_a_mapping_split_wins_over_the_split_folder(tmp_path, salt_file):
+    base, images = layouts.chexpert_split_tree(tmp_path)
+    moved, kept = (path for path, _ in images["train"][:2])
+    mapping = tmp_path / "map.csv"
+    mapping.write_text(f"image_path,report_text,split\n{moved},,test\n{kept},,\n")
+    out = tmp_path / "dataset"
+    run(
+        IngestConfig(
+            sources=[str(base / "train")],
+            mapping=str(mapping),
+            out=str(out),
+            image_size=64,
+            salt_file=str(salt_file),
+            keep_paths=True,
+        )
+    )
+    split = {r["source_path"]: r["split"] for r in _rows(out)}
+    assert split[str(moved)] == "test"  # the mapping's split
+    assert split[str(kept)] == "train"  # a mapping row without one: the folder
+    assert sum(s == "train" for s in split.values()) == 7
+    assert open_artifact(out).params["folder_splits"] == 7
+
+
+def test_layout_splits_off_gives_the_salted_patient_split(tmp_path, salt_file):
+    from cxrkit.io.deid import load_or_create_salt
+    from cxrkit.io.rows import RowBuilder
+
+    base, _ = layouts.chexpert_split_tree(tmp_path)
+    rows = _ingest(tmp_path, salt_file, [base], layout_splits=False)
+    builder = RowBuilder(salt=load_or_create_salt(salt_file))
+    assert [r["split"] for r in rows] == [builder.split_for(r["patient_id"]) for r in rows]
+    assert "folder_splits" not in open_artifact(tmp_path / "dataset").params
+
+
+def test_a_dataset_without_split_folders_keeps_its_id(tmp_path, salt_file):
+    """Reading split folders changed no id of a dataset that has none (nothing re-ingests)."""
+    out = tmp_path / "dataset"
+    cfg = dict(sources=[str(layouts.mimic_tree(tmp_path))], image_size=64, salt_file=str(salt_file))
+    on = run(IngestConfig(out=str(out), **cfg))
+    off = run(IngestConfig(out=str(tmp_path / "off"), layout_splits=False, **cfg))
+    assert "folder_splits" not in on.params and on.id == off.id
+
+
 def test_mimic_patients_and_studies_come_from_the_folders(tmp_path, salt_file):
     rows = _ingest(tmp_path, salt_file, [layouts.mimic_tree(tmp_path, with_reports=False)])
     assert len(rows) == 6
@@ -306,3 +380,60 @@ def _uid(archive, member) -> str | None:
     text = archive.extractfile(member).read(4096).decode("utf-8", "replace")
     found = re.search(r'<uId id="([^"]+)"', text)
     return found.group(1) if found else None
+
+
+def test_eval_probe_chooses_c_on_chexperts_valid_folder(tmp_path, salt_file):
+    """The linear probe picks C by validation AUROC on CheXpert's valid/ images and scores
+    test/ (labelled by a mapping CSV without a split: the folder gives it)."""
+    import torch
+
+    from cxrkit.artifacts import ArtifactWriter
+    from cxrkit.objectives.base import build_objective
+    from cxrkit.objectives.loading import save_objective
+    from cxrkit.stages.eval import EvalConfig, metrics_of
+    from cxrkit.stages.eval import run as run_eval
+
+    base, images = layouts.chexpert_split_tree(tmp_path)
+    mapping = tmp_path / "test_labels.csv"
+    mapping.write_text(
+        "image_path,report_text,Pneumonia\n"
+        + "".join(f"{path},,{float(label)}\n" for path, label in images["test"])
+    )
+    dataset = tmp_path / "dataset"
+    run(
+        IngestConfig(
+            sources=[str(base / "train"), str(base / "valid")],
+            mapping=str(mapping),
+            out=str(dataset),
+            image_size=64,
+            salt_file=str(salt_file),
+        )
+    )
+    assert open_artifact(dataset).stats["split_counts"] == {"train": 8, "val": 4, "test": 4}
+    config = {
+        "model": {"arch": "vit_tiny_patch16_224", "image_size": 64, "patch_size": 16, "depth": 1},
+        **{"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
+    }
+    writer = ArtifactWriter(tmp_path / "ckpt", "checkpoint", {"tiny": config})
+    torch.manual_seed(0)
+    save_objective(build_objective("mae", config), writer.begin())
+    checkpoint = writer.publish().path
+    cfg = EvalConfig(
+        dataset=str(dataset),
+        checkpoint=str(checkpoint),
+        out=str(tmp_path / "eval"),
+        tasks=["probe"],
+        fractions=[1.0],
+        seeds=[0],
+        bootstrap=20,
+        min_count=2,
+        cache=False,
+        plots=False,
+    )
+    report = metrics_of(run_eval(cfg))["tasks"]["probe"]["fractions"]["1"]["seeds"]["0"]
+    fold = report["train_images"]["folds"][0]
+    assert fold["images"] == 8  # train/ only
+    pneumonia = fold["classes"]["Pneumonia"]
+    assert pneumonia["C_source"].startswith("max validation AUROC")
+    assert pneumonia["C"] in cfg.probe_c_grid
+    assert report["classes"]["Pneumonia"]["n_pos"] + report["classes"]["Pneumonia"]["n_neg"] == 4

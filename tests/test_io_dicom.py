@@ -304,3 +304,80 @@ def test_extract_meta_reads_view_code_sequence_and_detector_spacing():
     assert meta["pixel_spacing"] == [0.139, 0.14] and meta["burned_in"] is False
     del ds.ImagerPixelSpacing
     assert extract_meta(ds)["pixel_spacing"] == [0.1, 0.1]
+
+
+# --- decoders and unused bits ---------------------------------------------------------
+
+
+def test_clear_unused_bits_masks_only_when_a_high_bit_is_set():
+    from cxrkit.io.dicom import _clear_unused_bits
+
+    clean = np.array([[0x0FFF, 0x0001]], dtype=np.uint16)
+    assert _clear_unused_bits(clean, 12) is clean  # nothing to clear: no copy
+    dirty = np.array([[0x1FFF, 0xF234]], dtype=np.uint16)  # overlay bits above bit 11
+    np.testing.assert_array_equal(_clear_unused_bits(dirty, 12), [[0x0FFF, 0x0234]])
+    assert dirty[0, 0] == 0x1FFF  # the input (possibly the file's bytes) is not written
+    signed = np.array([[-1]], dtype=np.int16)
+    assert _clear_unused_bits(signed, 12) is signed  # signed data: pydicom sign-extends
+
+
+def test_junk_in_the_unused_high_bits_is_ignored(tmp_path):
+    # RG1 stores 15 bits in 16; set the 16th bit on a band of rows, as an overlay would.
+    from cxrkit.io.dicom import _decode_frame0
+
+    ds = pydicom.dcmread(bundled.rg1_dicoms()["RG1_UNCR"])
+    assert ds.BitsStored == 15 and ds.PixelRepresentation == 0
+    original = ds.pixel_array.copy()
+    dirty = original.copy()
+    dirty[100:300] |= 0x8000
+    ds.PixelData = dirty.tobytes()
+    ds.save_as(tmp_path / "dirty.dcm")
+    reread = pydicom.dcmread(tmp_path / "dirty.dcm")
+    np.testing.assert_array_equal(_decode_frame0(reread), original)
+    np.testing.assert_array_equal(reread.pixel_array, original)  # pydicom agrees
+    np.testing.assert_array_equal(
+        read_dicom(tmp_path / "dirty.dcm").pixels, decoded("RG1_UNCR").pixels
+    )
+
+
+def _spy_plugins(monkeypatch, fail: str | None = None) -> list:
+    """Record the decoding_plugin of every JPEG 2000 as_array call; `fail` raises."""
+    from cxrkit.io import dicom
+
+    used: list = []
+    decoder_cls = type(dicom.get_decoder(dicom.JPEG2000))
+    original = decoder_cls.as_array
+
+    def spy(self, src, **kwargs):
+        used.append(kwargs.get("decoding_plugin"))
+        if fail is not None and kwargs.get("decoding_plugin") == fail:
+            raise RuntimeError(f"{fail} broke")
+        return original(self, src, **kwargs)
+
+    monkeypatch.setattr(decoder_cls, "as_array", spy)
+    return used
+
+
+@pytest.mark.parametrize("name", ["RG1_J2KR", "RG1_J2KI"])
+def test_jpeg2000_decodes_with_pylibjpeg_and_matches_gdcm(monkeypatch, name):
+    # pydicom would try GDCM first; pylibjpeg-openjpeg gives the same pixels in less time.
+    from pydicom.pixels import pixel_array
+
+    from cxrkit.io.dicom import _decode_frame0
+
+    path = bundled.rg1_dicoms()[name]
+    used = _spy_plugins(monkeypatch)
+    arr = _decode_frame0(pydicom.dcmread(path))
+    assert used == ["pylibjpeg"]
+    np.testing.assert_array_equal(arr, pixel_array(path, decoding_plugin="gdcm"))
+
+
+def test_a_failing_preferred_plugin_falls_back_to_pydicoms_order(monkeypatch):
+    from cxrkit.io.dicom import _decode_frame0
+
+    used = _spy_plugins(monkeypatch, fail="pylibjpeg")
+    arr = _decode_frame0(pydicom.dcmread(bundled.rg1_dicoms()["RG1_J2KI"]))
+    assert used == ["pylibjpeg", None]
+    np.testing.assert_array_equal(
+        arr, pydicom.dcmread(bundled.rg1_dicoms()["RG1_UNCI"]).pixel_array
+    )

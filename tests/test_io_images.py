@@ -86,6 +86,37 @@ def test_histogram_window_reads_a_decreasing_table():
     assert histogram_window(table, counts, 1, 99) == percentile_window(image, 1, 99) == (3.0, 5.0)
 
 
+def test_value_table_works_row_block_by_row_block(monkeypatch):
+    # Blocks of one row (2 pixels per block on a width-3 image -> 1 row): the histogram
+    # and the gather must equal the whole-image ones, counted here by hand.
+    from cxrkit.io import intensity
+
+    monkeypatch.setattr(intensity, "_BLOCK_PIXELS", 2)
+    levels = np.array([[0, 2, 2], [1, 2, 3], [3, 3, 3]], dtype=np.uint16)
+    flat = levels.reshape(-1)
+    np.testing.assert_array_equal(intensity._blockwise_bincount(flat, 5), [1, 1, 3, 4, 0])
+    table = np.array([10.0, 20.0, 30.0, 40.0, 50.0], dtype=np.float32)
+    expected = [10.0, 30.0, 30.0, 20.0, 30.0, 40.0, 40.0, 40.0, 40.0]
+    np.testing.assert_array_equal(intensity._blockwise_take(table, flat), expected)
+    # 9 pixels sorted: 0, 1, 2, 2, 2, 3, 3, 3, 3; the 10 % / 90 % order statistics are
+    # the 1st (level 0 -> 0.0) and the 9th (level 3 -> 0.75) of the table 0, .25, .5, .75, 1
+    unit = intensity.normalise_through_table(levels, np.linspace(0.0, 1.0, 5), 10, 90)
+    np.testing.assert_allclose(unit, [[0, 2 / 3, 2 / 3], [1 / 3, 2 / 3, 1], [1, 1, 1]], rtol=1e-6)
+    # 8-bit levels go through the pair table, odd pixel count and short table included
+    unit8 = intensity.normalise_through_table(levels.astype(np.uint8), np.linspace(0, 1, 5), 10, 90)
+    np.testing.assert_array_equal(unit8, unit)
+
+
+def test_value_table_refuses_a_level_outside_the_table():
+    # The gather skips numpy's range check: the histogram must catch such a level first.
+    from cxrkit.io.intensity import normalise_through_table
+
+    for dtype in (np.uint16, np.uint8):  # the direct and the pair-table paths
+        levels = np.array([[0, 1, 2], [2, 5, 1]], dtype=dtype)
+        with pytest.raises(ValueError):
+            normalise_through_table(levels, np.linspace(0.0, 1.0, 4))
+
+
 # --- quantise ---------------------------------------------------------------------
 
 
@@ -174,6 +205,18 @@ def radiograph_full():
     from cxrkit.io.dicom import read_dicom
 
     return read_dicom(bundled.rg1_dicoms()["RG1_UNCR"]).pixels
+
+
+def test_8bit_levels_with_a_short_nonlinear_table_equal_the_float_path(radiograph_full):
+    # RG1 is 1955 x 1841: an odd pixel count, so the pair table leaves out the last pixel
+    # and maps it on its own; the table stops at the brightest level present (< 255).
+    from cxrkit.io.intensity import normalise_through_table
+
+    levels = quantise(radiograph_full * np.float32(0.9), "uint8")
+    assert levels.size % 2 == 1 and levels.max() < 255
+    table = np.arange(int(levels.max()) + 1, dtype=np.float64) ** 1.5
+    expected = robust_normalise(table[levels])
+    np.testing.assert_array_equal(normalise_through_table(levels, table), expected)
 
 
 # 1955 x 1841 pixels is an odd count, 1955 x 1840 even (8-bit levels are then read in pairs)

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cxrkit.artifacts import PARTIAL_MARKER, ArtifactWriter, owner_state
+from cxrkit.artifacts import ArtifactWriter
+from cxrkit.artifacts.manifest import PARTIAL_MARKER
+from cxrkit.artifacts.owners import owner_state
 from cxrkit.config import resolve
 from cxrkit.errors import ArtifactError
 from cxrkit.stages import pretrain

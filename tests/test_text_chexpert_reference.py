@@ -161,10 +161,12 @@ MENTIONS: dict[str, list[tuple[str, str, float]]] = {
 }
 
 # phrases/mention/no_finding.txt: not one of the 13 findings, but a positive mention of
-# one of them keeps No Finding blank. Left out: "tracheostomy" and "defib" (devices; here a
-# device never blocks No Finding, like Support Devices), and "density"/"reticula"/
-# "interstitial markings"/"volume loss"/"aspiration" which are checked as findings above.
+# one of them keeps No Finding blank ("tracheostomy" and "defib" too: see
+# test_reference_no_finding_devices). Left out: "density"/"reticula"/"interstitial markings",
+# which are also Lung Opacity phrases (lung_opacity.txt) and checked as findings above.
 NO_FINDING_PHRASES: list[tuple[str, str]] = [
+    ("volume loss", "There is volume loss in the left hemithorax."),
+    ("aspiration", "Findings are related to aspiration."),
     ("emphysema", "There is emphysema."),
     ("blunt", "There is blunting of the left costophrenic angle."),
     ("elevation", "There is elevation of the right hemidiaphragm."),
@@ -216,6 +218,10 @@ NO_FINDING_PHRASES: list[tuple[str, str]] = [
 # phrases/unmention/*.txt: these contain a mention phrase but are not that class.
 UNMENTIONS: list[tuple[str, str, str]] = [
     ("Lung Lesion", "calcified nodul", "There is a calcified nodule."),
+    ("Lung Lesion", "calcified nodul", "Stable 5 mm calcified right midlung nodule."),
+    # stages/extract.py: positional unmentions ("over the" / "in the" + a heart phrase)
+    ("Cardiomegaly", "over the heart", "A nodule projecting over the heart is unchanged."),
+    ("Cardiomegaly", "in the left heart", "Density in the left heart is stable."),
     ("Lung Lesion", "massive", "There is a massive hiatal hernia."),
     ("Lung Opacity", "pleural scar", "There is a pleural scar."),
     ("Pleural Effusion", "pericardial effusion", "There is a pericardial effusion."),
@@ -254,6 +260,37 @@ def test_every_reference_mention_phrase_is_labelled_with_its_class(
 @pytest.mark.parametrize(("phrase", "sentence"), NO_FINDING_PHRASES)
 def test_reference_no_finding_phrases_block_no_finding(labeler, phrase, sentence):
     assert "No Finding" not in _labels(labeler, sentence), phrase
+
+
+# no_finding.txt phrases that a broader lexicon would put in a class: CheXpert keeps them
+# out of every class (they only block No Finding), and so does this labeler.
+NOT_A_CLASS: list[tuple[str, str]] = [
+    ("volume loss", "There is volume loss in the left hemithorax."),
+    ("aspiration", "Findings are related to aspiration."),
+    ("cephalization", "There is cephalization."),
+    ("metastasis", "There is a metastasis."),
+    ("prominen", "There is interstitial prominence."),
+]
+
+
+@pytest.mark.parametrize(("phrase", "sentence"), NOT_A_CLASS)
+def test_reference_no_finding_phrases_make_no_class_label(labeler, phrase, sentence):
+    assert set(_labels(labeler, sentence)) <= {"Support Devices"}, phrase
+
+
+@pytest.mark.parametrize(
+    "sentence", ["Tracheostomy tube in place.", "Defibrillator pads overlie the chest."]
+)
+def test_reference_no_finding_devices(labeler, sentence):
+    # no_finding.txt lists "tracheostomy" and "defib": aggregate.py counts them as a
+    # non-device mention, so they block No Finding although other devices do not.
+    labels = _labels(labeler, sentence)
+    assert labels.get("Support Devices") == 1 and "No Finding" not in labels
+
+
+def test_other_devices_leave_no_finding(labeler):
+    labels = _labels(labeler, "Right PICC line in place. Lungs are clear.")
+    assert labels["Support Devices"] == 1 and labels["No Finding"] == 1
 
 
 @pytest.mark.parametrize(("cls", "phrase", "sentence"), UNMENTIONS)
@@ -313,6 +350,16 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
     ),
     ("post-negation: heart size is stable", "Heart size is stable.", {"Cardiomegaly": -1}),
     (
+        "negation before post-negation: stable and within normal limits",
+        "Heart size and mediastinal contours are stable and within normal limits.",
+        {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0},
+    ),
+    (
+        "negation before post-negation: may not be demonstrated",
+        "Please note that fractures may not be demonstrated.",
+        {"Fracture": 0},
+    ),
+    (
         "post-negation: XXX is not well visualized",
         "The pneumothorax is not well visualized.",
         {"Pneumothorax": -1},
@@ -357,6 +404,11 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
     ),
     ("post-negation: favor XXX", "Atelectasis is favored.", {"Atelectasis": -1}),
     ("post-negation: suggestion of XXX", "Suggestion of pneumonia.", {"Pneumonia": -1}),
+    (
+        "post-negation: XXX would be / is another consideration",
+        "Atypical infection is another consideration.",
+        {"Pneumonia": -1},
+    ),
     (
         "post-negation: may represent XXX",
         "Opacity may represent pneumonia.",

@@ -98,8 +98,29 @@ def test_format_label_matches_the_chexpert_csv():
         ("A visceral pleural line is seen at the right apex.", {"No Finding": 1.0}),
         ("Bilateral reticular pattern.", {"Lung Opacity": 1.0}),
         ("Peribronchial thickening.", {"Lung Opacity": 1.0}),
-        ("Right chest drain and defibrillator pads. Left chest wall mediport.",
+        # crowded markings of low volumes are not an opacity (a finding all the same)
+        ("Low lung volumes with bronchovascular crowding.", {}),
+        # a broken device is a device, not a Fracture
+        ("Left central venous catheter fracture at the clavicle.",
          {"No Finding": 1.0, "Support Devices": 1.0}),
+        ("Pacemaker with a fractured proximal lead. Old right rib fracture.",
+         {"Support Devices": 1.0, "Fracture": 1.0}),
+        ("Calcified nodes from prior histoplasmosis infection.", {}),
+        # findings outside the 14 keep No Finding blank
+        ("The lungs appear clear. Lung volumes are low.", {}),
+        ("The lungs are hypoventilated. No focal consolidation.", {"Consolidation": 0.0}),
+        ("Lung volumes are normal.", {"No Finding": 1.0}),
+        # a calcified nodule with size and site words between is still calcified ...
+        ("Stable 5 mm calcified right upper lobe nodule.", {}),
+        # ... but "calcified" does not reach past a granuloma to a new nodule
+        ("Calcified granuloma and a new right upper lobe nodule.", {"Lung Lesion": 1.0}),
+        ("Heart size and mediastinal contours are stable and within normal limits.",
+         {"No Finding": 1.0, "Cardiomegaly": 0.0, "Enlarged Cardiomediastinum": 0.0}),
+        ("Right chest drain. Left chest wall mediport.",
+         {"No Finding": 1.0, "Support Devices": 1.0}),
+        # "defib" is also a no_finding.txt phrase: it blocks No Finding (CheXpert).
+        ("Right chest drain and defibrillator pads. Left chest wall mediport.",
+         {"Support Devices": 1.0}),
     ],
 )  # fmt: skip
 def test_real_text_quirks(labeler, text, expected):

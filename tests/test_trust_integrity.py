@@ -14,7 +14,8 @@ from trust_support import cli, ingest_args, tiny_mapping
 
 import cxrkit
 from cxrkit import hashcache
-from cxrkit.artifacts import MANIFEST, ArtifactWriter, manifest_checksum, open_artifact, verify
+from cxrkit.artifacts import MANIFEST, ArtifactWriter, open_artifact, verify
+from cxrkit.artifacts.manifest import manifest_checksum
 from cxrkit.errors import ArtifactError
 from cxrkit.io.sources import fingerprint
 

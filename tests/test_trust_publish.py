@@ -74,11 +74,11 @@ def test_kill_after_the_manifest_is_written_publishes_without_retraining(
 
 
 def test_kill_before_the_manifest_resumes_from_the_last_step_not_step_0(tiny_pretrain, monkeypatch):
-    from cxrkit import artifacts
+    from cxrkit.artifacts import writer
     from cxrkit.stages import pretrain
 
     with monkeypatch.context() as patch:
-        _kill_at(patch, artifacts, "describe_file")  # while hashing files for the manifest
+        _kill_at(patch, writer, "describe_file")  # while hashing files for the manifest
         with pytest.raises(Killed):
             pretrain.run(tiny_pretrain)
     again = pretrain.run(tiny_pretrain)

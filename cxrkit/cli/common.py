@@ -77,6 +77,28 @@ JsonOut = Annotated[
     typer.Option("--json", help="Print the artifact manifest as JSON on stdout.", metavar=FLAG),
 ]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output artifact directory.")]
+Views = Annotated[
+    str | None,
+    typer.Option(
+        "--views",
+        help="Only images of these views: PA,AP or frontal (or lateral); "
+        "frontal = PA, AP and frontal of unknown projection.",
+    ),
+]
+
+
+def views_list(views: str | None) -> list[str] | None:
+    """``--views PA,AP`` as the list the stage configs take; None when not given.
+
+    Raises ConfigError when the option names no view (``--views ,``)."""
+    if views is None:
+        return None
+    names = [v.strip() for v in views.split(",") if v.strip()]
+    if not names:
+        from cxrkit.errors import ConfigError
+
+        raise ConfigError(f"--views {views!r} names no view; e.g. --views PA,AP or frontal")
+    return names
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -15,11 +15,13 @@ from cxrkit.cli.common import (
     OutDir,
     Preset,
     Sets,
+    Views,
     app,
     err,
     guarded,
     out,
     run_stage,
+    views_list,
 )
 from cxrkit.cli.slurm_options import (
     SLURM_HELP,
@@ -69,6 +71,7 @@ def distill_command(
     batch_size: Annotated[
         int | None, typer.Option(help="Images per process per micro-batch (data.batch_size).")
     ] = None,
+    views: Views = None,
     preset: Preset = None,
     config: ConfigFile = None,
     sets: Sets = None,
@@ -116,6 +119,7 @@ def distill_command(
         "work": str(work) if work else None,
         "train.max_steps": max_steps,
         "data.batch_size": batch_size,
+        "data.views": views_list(views),
         "preset": preset,  # recorded by every path (the run's id includes it)
     }
     if slurm:

@@ -20,11 +20,13 @@ from cxrkit.cli.common import (
     OutDir,
     Preset,
     Sets,
+    Views,
     app,
     err,
     guarded,
     is_quiet,
     out,
+    views_list,
 )
 
 
@@ -196,10 +198,7 @@ def evaluate_command(
     task: Annotated[
         str | None, typer.Option("--task", help="Comma list: zeroshot,probe,retrieval,finetune.")
     ] = None,
-    views: Annotated[
-        str | None,
-        typer.Option("--views", help="Score only these views: PA,AP or frontal (or lateral)."),
-    ] = None,
+    views: Views = None,
     protocol: Annotated[
         str | None,
         typer.Option("--protocol", help="split (dataset splits) or cv (k-fold, small sets)."),
@@ -228,6 +227,7 @@ def evaluate_command(
     from cxrkit.config import resolve, to_dict
     from cxrkit.stages import eval as eval_stage
 
+    view_names = views_list(views)  # a usage error before any artifact is opened
     kinds = eval_stage.inputs_by_kind(list(inputs or []))
     flags = {
         "checkpoint": kinds.get("checkpoint"), "dataset": kinds.get("dataset"),
@@ -236,7 +236,7 @@ def evaluate_command(
         "open_clip_weights": str(open_clip_weights) if open_clip_weights else None,
         "labels": str(labels) if labels else None, "labels_format": labels_format,
         "prompts": str(prompts) if prompts else None, "tasks": task, "protocol": protocol,
-        "views": [v.strip() for v in views.split(",") if v.strip()] if views else None,
+        "views": view_names,
         "device": device, "cache": False if no_cache else None,
     }  # fmt: skip
     cfg = resolve(

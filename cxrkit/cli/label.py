@@ -56,7 +56,7 @@ def label_command(
         from cxrkit.text.lean import import_spacy_without_torch
 
         import_spacy_without_torch()  # ~3 s less start-up (see cxrkit/text/lean.py)
-    from cxrkit.artifacts import prepare_output_file
+    from cxrkit.artifacts.files import prepare_output_file
     from cxrkit.text.csvlabel import label_csv
     from cxrkit.text.labeler import Labeler
 

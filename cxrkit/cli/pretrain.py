@@ -19,11 +19,13 @@ from cxrkit.cli.common import (
     OutDir,
     Preset,
     Sets,
+    Views,
     app,
     err,
     guarded,
     out,
     run_stage,
+    views_list,
 )
 from cxrkit.cli.slurm_options import (
     SLURM_HELP,
@@ -70,6 +72,7 @@ def pretrain_command(
     batch_size: Annotated[
         int | None, typer.Option(help="Images per process per micro-batch (data.batch_size).")
     ] = None,
+    views: Views = None,
     resume: Annotated[
         str | None,
         typer.Option(help="auto (continue OUT's unfinished run) | never | PATH of a checkpoint."),
@@ -129,6 +132,7 @@ def pretrain_command(
         "out": str(out_dir),
         "train.max_steps": max_steps,
         "data.batch_size": batch_size,
+        "data.views": views_list(views),
         "train.resume": resume,
         "train.precision": precision,
         "train.track": list(track) if track else None,

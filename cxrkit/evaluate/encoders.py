@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cxrkit.artifacts import Artifact, open_artifact, sha256_file
+from cxrkit.artifacts import Artifact, open_artifact
+from cxrkit.artifacts.manifest import sha256_file
 from cxrkit.errors import ArtifactError, InputError
 from cxrkit.objectives.capabilities import FUSED_SCORING, IMAGE_TEXT, ImageText, supports
 from cxrkit.vision.normalise import CXR_MEAN, CXR_STD

@@ -12,6 +12,7 @@ Two protocols:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ import numpy as np
 
 from cxrkit.errors import InputError
 from cxrkit.evaluate import bootstrap, metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,7 +52,13 @@ def labelled_rows(labels: np.ndarray) -> np.ndarray:
 def split_folds(
     splits: Sequence[str | None], labels: np.ndarray, train: str, val: str, test: str
 ) -> list[Fold]:
-    """One fold from the dataset's split column (labelled rows only). Raises InputError."""
+    """One fold from the dataset's split column (labelled rows only).
+
+    When ``val`` names the scored split itself (``test_split = val`` to score
+    CheXpert's ``valid/``), no rows choose C or thresholds: the scored rows must not
+    tune what scores them, so the fold's val rows are empty (fixed values are used).
+    Raises InputError when the scored split has no labelled rows.
+    """
     known = set(labelled_rows(labels).tolist())
     names = np.asarray([s or "" for s in splits])
     pick = {
@@ -60,8 +69,16 @@ def split_folds(
         found = sorted(set(names.tolist()))
         raise InputError(
             f"no labelled rows in split {test!r} (splits present: {', '.join(found)}); "
-            'use protocol = "cv" for a small set, or choose eval_split'
+            "use --protocol cv for a small set, or score another split with "
+            "--set test_split=NAME"
         )
+    if val == test:
+        log.warning(
+            "val_split is the scored split %r: no rows choose C or thresholds; fixed values "
+            "(probe_c, threshold) are used",
+            test,
+        )
+        return [Fold(pick[train], np.zeros(0, dtype=np.int64), pick[test])]
     return [Fold(pick[train], pick[val], pick[test])]
 
 

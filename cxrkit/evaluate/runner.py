@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cxrkit.artifacts import Artifact, write_json_atomic
+from cxrkit.artifacts import Artifact
+from cxrkit.artifacts.files import write_json_atomic
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.evaluate import labels as label_sources
 from cxrkit.evaluate import plots, protocol

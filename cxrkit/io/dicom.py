@@ -281,9 +281,17 @@ def _check_photometric(ds: Dataset) -> str:
     return photometric
 
 
-# pydicom tries GDCM first for JPEG-LS; pyjpegls returns the same pixels 2-5x faster
-# on radiographs (benchmarks/decoders.py). Other syntaxes keep pydicom's order.
-PREFERRED_PLUGIN = {JPEGLSLossless: "pyjpegls", JPEGLSNearLossless: "pyjpegls"}
+# pydicom tries GDCM first for JPEG-LS and JPEG 2000. pyjpegls returns the same pixels
+# 2-5x faster on radiographs (benchmarks/decoders.py); pylibjpeg-openjpeg (OpenJPEG 2.5)
+# the same pixels as GDCM's bundled OpenJPEG 2.3, in about 60 % of the CPU time for
+# lossy and 85 % for lossless RG1 (benchmarks/decode_bound.py). Other syntaxes keep
+# pydicom's order; a preferred plugin that fails is retried with pydicom's order.
+PREFERRED_PLUGIN = {
+    JPEGLSLossless: "pyjpegls",
+    JPEGLSNearLossless: "pyjpegls",
+    JPEG2000Lossless: "pylibjpeg",
+    JPEG2000: "pylibjpeg",
+}
 
 
 def _decode_frame0_reduced(
@@ -324,15 +332,40 @@ def _decode_frame0(ds: Dataset) -> np.ndarray:
         raise Reject(
             "unsupported_transfer_syntax", f"{uid} ({uid.name}): no installed decoder ({needs})"
         )
+    # Unsigned data: no copy-and-shift pass to clear the unused high bits (pydicom's
+    # default); _clear_unused_bits does it only when a value has such a bit set.
+    unsigned = int(ds.get("PixelRepresentation", 0) or 0) == 0
+    options: dict = {"correct_unused_bits": False, "view_only": True} if unsigned else {}
     plugin = PREFERRED_PLUGIN.get(uid)
-    options = {"decoding_plugin": plugin} if plugin in decoder.available_plugins else {}
     try:
-        arr, _ = decoder.as_array(ds, index=0, **options)
+        if plugin in decoder.available_plugins:
+            try:
+                arr, props = decoder.as_array(ds, index=0, decoding_plugin=plugin, **options)
+            except Exception:  # noqa: BLE001 - the other plugins decide, in pydicom's order
+                arr, props = decoder.as_array(ds, index=0, **options)
+        else:
+            arr, props = decoder.as_array(ds, index=0, **options)
     except Exception as exc:  # noqa: BLE001 - decoder plugins raise arbitrary types
         raise Reject("corrupt_pixels", f"{uid.name}: {type(exc).__name__}: {exc}") from exc
     if arr.ndim != 2:
         raise Reject("corrupt_pixels", f"decoded frame has shape {arr.shape}, expected 2D")
+    if unsigned:
+        arr = _clear_unused_bits(arr, int(props.get("bits_stored") or ds.BitsStored))
     return arr
+
+
+def _clear_unused_bits(arr: np.ndarray, bits_stored: int) -> np.ndarray:
+    """Unsigned stored values with the bits above BitsStored cleared (PS3.5 8.1.1).
+
+    Takes: (H, W) unsigned integers, possibly a read-only view of the file's bytes.
+    Returns: `arr` itself when no value reaches ``2**bits_stored`` (the common case:
+    one max() pass instead of pydicom's copy and two shift passes), else a masked copy.
+    """
+    if arr.dtype.kind != "u" or not 0 < bits_stored < 8 * arr.dtype.itemsize:
+        return arr
+    if int(arr.max(initial=0)) >> bits_stored == 0:
+        return arr
+    return arr & arr.dtype.type((1 << bits_stored) - 1)
 
 
 def _display_values(values: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:

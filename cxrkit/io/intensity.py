@@ -96,33 +96,76 @@ def normalise_through_table(
     """
     if index.size == 0:
         raise Reject("corrupt_pixels", "empty image")
-    pairs = _level_pairs(index, lut.size)
+    flat = np.ascontiguousarray(index).reshape(-1)
+    pairs = _level_pairs(flat, lut.size)
     if pairs is None:
-        counts = np.bincount(index.ravel(), minlength=lut.size)
+        counts = _blockwise_bincount(flat, lut.size)
     else:
-        joint = np.bincount(pairs, minlength=1 << 16).reshape(256, 256)  # [second, first]
-        counts = joint.sum(axis=0) + joint.sum(axis=1)
+        joint = _blockwise_bincount(pairs, 1 << 16).reshape(256, 256)  # [second, first]
+        levels = joint.sum(axis=0) + joint.sum(axis=1)
+        if flat.size % 2:
+            levels[flat[-1]] += 1
+        if levels[lut.size :].any():
+            raise ValueError(f"a level is outside the value table of {lut.size} entries")
+        counts = levels[: lut.size]
     low, high = histogram_window(lut, counts, low_pct, high_pct)
     table = rescale_to_unit(lut, low, high)  # (N,) float32
     if pairs is None:
-        return table.take(index)  # take: ~2x faster than [index]
+        return _blockwise_take(table, flat).reshape(index.shape)
     # Entry first + 256 * second of the pair table holds (table[first], table[second]).
-    pair_table = np.stack(np.broadcast_arrays(table[None, :], table[:, None]), axis=-1)
-    pair_values = pair_table.view(np.uint64).reshape(-1).take(pairs)  # (H * W / 2,)
-    return pair_values.view(np.float32).reshape(index.shape)
+    full = np.zeros(256, dtype=np.float32)
+    full[: table.size] = table  # levels past the table have no pixels (checked above)
+    pair_table = np.stack(np.broadcast_arrays(full[None, :], full[:, None]), axis=-1)
+    out = np.empty(flat.size, dtype=np.float32)
+    _blockwise_take(
+        pair_table.view(np.uint64).reshape(-1), pairs, out[: 2 * pairs.size].view(np.uint64)
+    )
+    if flat.size % 2:
+        out[-1] = table[flat[-1]]
+    return out.reshape(index.shape)
 
 
-def _level_pairs(index: np.ndarray, size: int) -> np.ndarray | None:
-    """8-bit levels read two at a time as uint16 ``first + 256 * second``, or None.
+# Blocks of this many pixels: np.bincount and np.take convert their indices to intp
+# (8 bytes a pixel) first; per block that temporary stays in cache (a 3.6 Mpx 16-bit
+# radiograph: 6.7 -> 4.5 ms histogram, 4.4 -> 2.5 ms gather, the same values).
+_BLOCK_PIXELS = 1 << 18
 
-    np.bincount stalls on runs of equal values (the flat regions of a radiograph)
-    and np.take pays per element; on pixel pairs both do half the passes, which
-    halves the cost of an 8-bit image. None unless ``index`` is uint8 with an even
-    pixel count and the table has 256 entries.
+
+def _blockwise_bincount(flat: np.ndarray, size: int) -> np.ndarray:
+    """``np.bincount(flat, minlength=size)`` of 1-D `flat`, block by block.
+
+    Raises: ValueError for a negative value or one >= `size`.
     """
-    if index.dtype != np.uint8 or size != 256 or index.size % 2:
+    counts = np.zeros(size, dtype=np.intp)
+    for start in range(0, flat.size, _BLOCK_PIXELS):
+        counts += np.bincount(flat[start : start + _BLOCK_PIXELS], minlength=size)
+    return counts
+
+
+def _blockwise_take(table: np.ndarray, flat: np.ndarray, out: np.ndarray | None = None):
+    """``table[flat]`` of 1-D `flat`, block by block, into `out` (the values' dtype,
+    1-D, ``flat.size``) or a new array. `flat` must lie in [0, len(table)): the caller
+    checked it (the histogram raises first), so the gather skips numpy's range check
+    (``mode="clip"``, which also avoids its buffering). Returns: `out`."""
+    if out is None:
+        out = np.empty(flat.size, dtype=table.dtype)
+    for start in range(0, flat.size, _BLOCK_PIXELS):
+        block = slice(start, start + _BLOCK_PIXELS)
+        table.take(flat[block], out=out[block], mode="clip")
+    return out
+
+
+def _level_pairs(flat: np.ndarray, size: int) -> np.ndarray | None:
+    """8-bit levels of 1-D `flat` read two at a time as uint16 ``first + 256 * second``
+    (an odd last pixel left out), or None.
+
+    np.bincount and np.take pay per element; on pixel pairs both do half the passes,
+    which halves the cost of an 8-bit image. None unless `flat` is uint8 with at least
+    two pixels and the table has at most 256 entries.
+    """
+    if flat.dtype != np.uint8 or size > 256 or flat.size < 2:
         return None
-    return np.ascontiguousarray(index).reshape(-1).view("<u2")
+    return flat[: flat.size - flat.size % 2].view("<u2")
 
 
 def resize_long_side(arr: np.ndarray, size: int) -> np.ndarray:

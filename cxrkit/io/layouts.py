@@ -12,6 +12,9 @@ The public datasets encode patient, study and often the view in their paths:
 keep all images of one patient in one split and the bootstrap can resample patients.
 The IU collection has no patient ids; one report (frontal + lateral) is taken as one
 patient and one study, the finest grouping that cannot leak a report across splits.
+CheXpert ships its official split as folders: ``train/``, ``valid/`` (the
+radiologist-labelled validation set) and, in the later test release, ``test/``;
+:data:`CHEXPERT_SPLITS` maps them to cxrkit's ``train`` / ``val`` / ``test``.
 MIMIC-CXR keeps each study's report beside the study folder
 (``files/p10/p10000032/s50414267.txt``): :func:`mimic_report_beside` finds it.
 """
@@ -28,6 +31,8 @@ _MIMIC_GROUP = re.compile(r"p\d{2}")
 _CHEXPERT_PATIENT = re.compile(r"patient\d+")
 _CHEXPERT_STUDY = re.compile(r"study\d+")
 _CHEXPERT_VIEW = re.compile(r"view\d+_(frontal|lateral)", re.IGNORECASE)
+CHEXPERT_SPLITS = {"train": "train", "valid": "val", "test": "test"}
+"""CheXpert's split folders -> cxrkit's split names (``valid/`` is the validation set)."""
 _IU_IMAGE = re.compile(r"(CXR\d+)(?:_\d+)?_IM-\d+-\d+", re.IGNORECASE)
 
 FRONTAL_VIEWS = frozenset({"PA", "AP", "FRONTAL", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD"})
@@ -44,6 +49,7 @@ class LayoutKeys:
     patient: str
     study: str
     view: str | None = None  # "FRONTAL" / "LATERAL" when the path says so
+    split: str | None = None  # "train" / "val" / "test" when a split folder holds the patient
 
 
 def layout_keys(path: str | Path) -> LayoutKeys | None:
@@ -52,7 +58,9 @@ def layout_keys(path: str | Path) -> LayoutKeys | None:
     Takes an image path. Returns :class:`LayoutKeys` for a MIMIC-CXR study folder
     (``.../pNNNNNNNN/sNNNNNNNN/x.dcm``), a CheXpert one (``.../patientN/studyM/viewK_frontal.jpg``)
     or an IU image name (``CXR12_1_IM-0123-1001.png``); CheXpert and IU keys carry the
-    layout's name so they never collide with another layout's. Never raises.
+    layout's name so they never collide with another layout's. A CheXpert patient folder
+    inside ``train/``, ``valid/`` or ``test/`` also gives the split (:data:`CHEXPERT_SPLITS`).
+    Never raises.
     """
     path = Path(path)
     parts = path.parent.parts
@@ -64,8 +72,9 @@ def layout_keys(path: str | Path) -> LayoutKeys | None:
         if _CHEXPERT_PATIENT.fullmatch(patient) and _CHEXPERT_STUDY.fullmatch(study):
             match = _CHEXPERT_VIEW.fullmatch(path.stem)
             view = None if match is None else match.group(1).upper()
+            split = CHEXPERT_SPLITS.get(parts[-3]) if len(parts) >= 3 else None
             return LayoutKeys(
-                "chexpert", f"chexpert:{patient}", f"chexpert:{patient}/{study}", view
+                "chexpert", f"chexpert:{patient}", f"chexpert:{patient}/{study}", view, split
             )
     match = _IU_IMAGE.match(path.stem)
     if match is not None:

@@ -25,7 +25,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from cxrkit.artifacts import sha256_file
+from cxrkit.artifacts.manifest import sha256_file
 from cxrkit.errors import Reject
 from cxrkit.io.decode import MAX_PIXELS, read_any
 from cxrkit.io.decoded import scrub_path
@@ -95,6 +95,7 @@ class RowBuilder:
     check_chest: bool = True
     keep_paths: bool = False
     layout_reports: bool = True
+    layout_splits: bool = True
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     max_pixels: int = MAX_PIXELS
@@ -188,7 +189,10 @@ class RowBuilder:
         Patient and study come from the first of: the mapping row, the dataset layout of
         the path (:func:`~cxrkit.io.layouts.layout_keys`), the DICOM header, the IU report
         the image belongs to, else the image itself. The view from: the mapping row, the
-        DICOM header, the path (CheXpert ``view1_frontal``), else ``UNKNOWN``.
+        DICOM header, the path (CheXpert ``view1_frontal``), else ``UNKNOWN``. The split
+        from: the mapping row (a mapping CSV's or MIMIC's split table), the dataset's split
+        folder (CheXpert ``train/``/``valid/``/``test/``, with ``layout_splits``), else the
+        salted patient split (:meth:`split_for`).
         """
         pseudo = self.pseudonymizer
         layout = layout_keys(path)
@@ -233,7 +237,9 @@ class RowBuilder:
             "report_impression": report.impression if report else None,
             "report_text": report.text if report else None,
             "report_source": report.source if report else "none",
-            "split": (mapped and mapped.split) or self.split_for(patient_id),
+            "split": (mapped and mapped.split)
+            or (self.layout_splits and layout and layout.split)
+            or self.split_for(patient_id),
         }
 
     def _report_for(self, path: Path, mapped: MappingRow | None) -> Report | None:

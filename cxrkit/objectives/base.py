@@ -19,6 +19,9 @@ batch into named losses. The protocol, all of it declared on the class:
   (teachers, a fixed text tower): kept in eval mode, no gradients, no optimiser
   group, left out of EMA and of the checkpoint's weights (see :meth:`Objective.trainable_state_dict`);
 - ``capabilities``: what eval and export may use (:mod:`cxrkit.objectives.capabilities`);
+- ``artifact_settings``: ``{setting: artifact kind}`` for settings that name an
+  artifact (a student checkpoint, a pairs table): a training run counts each by the
+  artifact's id, not its path, so moving it does not retrain;
 - ``tiny_config()``: a config small enough for the every-objective test.
 """
 
@@ -54,6 +57,7 @@ class Objective(nn.Module, metaclass=abc.ABCMeta):
     needs: ClassVar[frozenset[str]] = frozenset({"image"})
     capabilities: ClassVar[frozenset[str]] = frozenset()
     image_encoder_prefix: ClassVar[str] = ""  # state_dict prefix of image_encoder()
+    artifact_settings: ClassVar[dict[str, str]] = {}  # setting -> artifact kind (see above)
 
     def __init__(self, config: Any) -> None:
         """Takes the objective's ``Config`` dataclass (or a plain dict, converted to it).

@@ -183,6 +183,7 @@ class Pacx(Objective):
     image_encoder_prefix = "mae.encoder."  # with LoRA the names carry peft's base_layer
     capabilities = frozenset({RECONSTRUCTION})
     needs = frozenset({"image", "image_id"})
+    artifact_settings = {"student": "checkpoint", "pairs": "pairs", "embeddings": "embeddings"}
 
     @classmethod
     def tiny_config(cls) -> dict[str, Any]:

@@ -24,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cxrkit.artifacts import Artifact, ArtifactWriter, canonical_json, open_artifact
+from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
+from cxrkit.artifacts.manifest import canonical_json
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, WorkerDied
 from cxrkit.io.annotations import ANNOTATIONS_FILE

@@ -189,7 +189,7 @@ def run(cfg: EvalConfig, force: bool = False):
 
     Returns: the Artifact. Raises: ConfigError, InputError, ArtifactError.
     """
-    from cxrkit.artifacts import sha256_file
+    from cxrkit.artifacts.manifest import sha256_file
 
     cfg.validate()
     if not cfg.out:

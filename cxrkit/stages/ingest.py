@@ -38,7 +38,7 @@ from cxrkit.io.dataset import (
 )
 from cxrkit.io.decode import MAX_PIXELS
 from cxrkit.io.deid import load_or_create_salt
-from cxrkit.io.layouts import mimic_report_beside
+from cxrkit.io.layouts import layout_keys, mimic_report_beside
 from cxrkit.io.local_rejects import known_paths, write_local_rejects
 from cxrkit.io.mapping import MappingRow, read_mapping_csv
 from cxrkit.io.parquet import ROW_GROUP_BYTES, SHARD_MAX_BYTES
@@ -84,6 +84,12 @@ class IngestConfig:
     layout_reports: bool = doc(
         "Attach MIMIC-CXR reports found beside the study folders (files/p10/p10000032/"
         "s50414267.txt) to images that get no report from --mapping or --reports.",
+        True,
+    )
+    layout_splits: bool = doc(
+        "Take the split from a dataset's split folders (CheXpert train/ -> train, valid/ -> "
+        "val, test/ -> test) for images the mapping CSV gives no split; off: the salted "
+        "patient split.",
         True,
     )
     check_chest: bool = doc(
@@ -157,6 +163,7 @@ def _row_builder(cfg: IngestConfig, salt: bytes) -> RowBuilder:
         check_chest=cfg.check_chest,
         keep_paths=cfg.keep_paths,
         layout_reports=cfg.layout_reports,
+        layout_splits=cfg.layout_splits,
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
         max_pixels=cfg.max_pixels,
@@ -210,16 +217,37 @@ def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict, list[Path]]:
     names = sorted(set(files) | set(mapping))
     index, count = src.resolve_partition(cfg.shard_index, cfg.num_shards)
     work = [(str(p), mapping.get(p) or (tables.hints_for(p) if tables else None)) for p in names]
+    part: dict = {"shard_index": index, "num_shards": count}
+    if cfg.layout_splits and (folder_splits := _folder_splits(work)):
+        log.info(
+            "%d image(s) take their split from the dataset's split folders "
+            "(CheXpert train/ valid/ test/)",
+            folder_splits,
+        )
+        part["folder_splits"] = folder_splits  # counted over every partition: parts agree
     work += sorted(duplicates, key=lambda item: (item[0], item[1].line))
     if count > 1:
         work = [item for item in work if src.partition_of(Path(item[0]), count) == index]
-    return work, skipped, {"shard_index": index, "num_shards": count}, tables.paths
+    return work, skipped, part, tables.paths
+
+
+def _folder_splits(work: list[WorkItem]) -> int:
+    """How many images of the work list get their split from a split folder of the
+    layout (no split from the mapping row, and the path is in one)."""
+    return sum(
+        1
+        for path, mapped in work
+        if not (mapped and mapped.split) and (keys := layout_keys(path)) and keys.split
+    )
 
 
 def _id_params(cfg: IngestConfig, salt: bytes, part: dict) -> dict:
     params = to_dict(cfg)
     for volatile in ("out", "workers", "salt_file", "shard_index", "num_shards", "chunk_files"):
         params.pop(volatile)
+    # Counts in the id through ``part["folder_splits"]`` only where a split folder was used,
+    # so datasets without one keep the ids they had before split folders were read.
+    params.pop("layout_splits")
     params.update(part)
     if not cfg.keep_paths:  # folder names carry PHI in real archives: salted tokens only
         params["sources"] = [_path_token(salt, s) for s in cfg.sources]

@@ -20,12 +20,8 @@ from typing import Any, Literal
 
 import torch
 
-from cxrkit.artifacts import (
-    Artifact,
-    ArtifactWriter,
-    open_artifact,
-    write_json_atomic,
-)
+from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
+from cxrkit.artifacts.files import write_json_atomic
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.models.vision import VisionConfig
@@ -192,10 +188,15 @@ def id_params(cfg: PretrainConfig, processes: int = 1, precision: str | None = N
     processes (the global batch is batch_size x processes x accumulate, and each
     process draws its own share of the data) and the resolved mixed precision
     ("auto" becomes bf16 on one machine and fp32 on another). Left out: paths
-    (inputs count by their ids), resume, loader workers, the checkpoint interval
-    and the trackers, none of which changes the result.
+    (inputs count by their ids, including the artifacts the objective's settings
+    name, see :func:`objective_inputs`), resume, loader workers, the checkpoint
+    interval and the trackers, none of which changes the result.
     """
+    from cxrkit.objectives.base import objective_class
+
     params = to_dict(cfg)
+    for key in objective_class(cfg.objective["name"]).artifact_settings:
+        params["objective"].pop(key, None)
     params["launch"] = {
         "processes": processes,
         "global_batch": cfg.data.batch_size * processes * cfg.optim.accumulate,
@@ -211,6 +212,23 @@ def id_params(cfg: PretrainConfig, processes: int = 1, precision: str | None = N
     return params
 
 
+def objective_inputs(cfg: PretrainConfig) -> list[Artifact]:
+    """The artifacts the ``[objective]`` table names (its class's ``artifact_settings``:
+    PaCX's student, pairs and embeddings), opened, in declaration order; they join the
+    run's inputs so the id holds their ids, not their paths.
+
+    Raises ArtifactError for one that is missing, damaged or of another kind.
+    """
+    from cxrkit.objectives.base import objective_class
+
+    settings = objective_class(cfg.objective["name"]).artifact_settings
+    return [
+        open_artifact(cfg.objective[key], kind=kind)
+        for key, kind in settings.items()
+        if cfg.objective.get(key)
+    ]
+
+
 @dataclasses.dataclass
 class Checked:
     """What :func:`check` found: the opened inputs and the batch plan."""
@@ -218,13 +236,14 @@ class Checked:
     dataset: Artifact
     annotations: Artifact | None
     plan: BatchPlan
+    objective_inputs: list[Artifact] = dataclasses.field(default_factory=list)
 
 
 def check(cfg: PretrainConfig, processes: int) -> Checked:
     """Everything that would make the run fail, checked before any work (and on a login node).
 
     Takes the resolved config and the number of training processes. Opens the
-    dataset (and annotations) artifacts, builds the objective on the meta
+    dataset (and annotations) artifacts and those the objective's settings name, builds the objective on the meta
     device (no memory, no weights) to check its name and settings, checks that
     an objective needing contours has annotations and that the split has
     images, and derives the gradient accumulation (:func:`plan_batch`).
@@ -255,7 +274,7 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
         )
     require_trackers(list(cfg.train.track))
     plan = plan_batch(cfg.data.batch_size, processes, cfg.optim.accumulate, cfg.train.global_batch)
-    return Checked(dataset, annotations, plan)
+    return Checked(dataset, annotations, plan, objective_inputs(cfg))
 
 
 def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Artifact:
@@ -290,6 +309,7 @@ def _train(
 
     dataset = checked.dataset
     inputs = [dataset] + ([checked.annotations] if checked.annotations else [])
+    inputs += checked.objective_inputs
     unpaired = open_artifact(cfg.data.unpaired, kind="dataset") if cfg.data.unpaired else None
     if unpaired is not None:
         inputs.append(unpaired)

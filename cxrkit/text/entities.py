@@ -142,10 +142,9 @@ class EntityExtractor:
         # regex, then try only the statements that start with the word found.
         self.statements: dict[str, list[tuple]] = {}
         for rx, label, ident, first_words in statement_regexes():
+            compiled = (re.compile(rx, re.IGNORECASE), label, *split_pattern_id(ident))
             for word in first_words:
-                self.statements.setdefault(word, []).append(
-                    (re.compile(rx, re.IGNORECASE), label, ident)
-                )
+                self.statements.setdefault(word, []).append(compiled)
         words = "|".join(sorted(map(re.escape, self.statements), key=len, reverse=True))
         self.statement_start = re.compile(rf"\b(?:{words})\b", re.IGNORECASE)
 
@@ -194,14 +193,15 @@ class EntityExtractor:
     def _statements(self, text: str, starts: list[int]) -> list[tuple]:
         """Mentions from the lexicon's statement regexes, as token ranges."""
         found = []
-        for start in self.statement_start.finditer(text):
-            for regex, label, ident in self.statements[start.group().lower()]:
-                match = regex.match(text, start.start())
-                if match is None:
-                    continue
-                first = bisect.bisect_right(starts, match.start()) - 1
-                last = bisect.bisect_left(starts, match.end())
-                found.append((max(first, 0), last, label, *split_pattern_id(ident)))
+        statements = self.statements
+        for hit in self.statement_start.finditer(text):
+            position = hit.start()
+            for regex, label, chexpert, fixed in statements[hit.group().lower()]:
+                match = regex.match(text, position)
+                if match is not None:
+                    first = bisect.bisect_right(starts, position) - 1
+                    last = bisect.bisect_left(starts, match.end())
+                    found.append((max(first, 0), last, label, chexpert, fixed))
         return found
 
     @staticmethod
@@ -240,15 +240,23 @@ _GLUED_NUMBER = re.compile(r"(?<![\w.])(\d{1,2})[.)](?=[A-Za-z])")
 _WRAPPED_LINE = re.compile(r"(?<=[A-Za-z,])[ \t]*\r?\n(?=[ \t]*[a-z])")
 
 
+# Necessary conditions for the two patterns above, found much faster: most reports have
+# neither, and then the text is returned as it is.
+_WRAPPED_HINT = re.compile(r"\n[ \t]*[a-z]")
+_GLUED_HINT = re.compile(r"\d[.)][A-Za-z]")
+
+
 def readable_text(text: str) -> str:
     """The text the pipeline reads: same length as ``text`` (offsets stay valid).
 
     Unglues list numbering ("3.no pleural effusion": the "." becomes a line break,
     the number a clause of its own) and joins wrapped lines ("pleural\\neffusion").
     """
-    if "\n" in text:
+    if "\n" in text and _WRAPPED_HINT.search(text):
         text = _WRAPPED_LINE.sub(lambda m: " " * len(m.group()), text)
-    return _GLUED_NUMBER.sub(lambda m: m.group(1) + "\n", text)
+    if _GLUED_HINT.search(text):
+        text = _GLUED_NUMBER.sub(lambda m: m.group(1) + "\n", text)
+    return text
 
 
 def clean_text(text: object) -> str:

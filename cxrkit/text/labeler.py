@@ -26,7 +26,8 @@ Conventions are those of the CheXpert labeler (Irvin et al. 2019; its
 - No Finding = 1 unless a mention of a class other than Support Devices, or of
   another finding (the lexicon's findings outside the 14: granuloma, scoliosis,
   emphysema, ... -- CheXpert's ``phrases/mention/no_finding.txt`` does the same),
-  is positive or uncertain in the labelled sections. So a report with no mention
+  is positive or uncertain in the labelled sections. Devices do not block it, except
+  those named by "tracheostomy" / "defib..." (also no_finding.txt phrases). So a report with no mention
   at all is No Finding = 1, as in CheXpert. A text with no letter at all (empty,
   whitespace, digits, punctuation) is all NaN: there is no report to label.
 """
@@ -51,7 +52,7 @@ POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
 SECTION_POLICIES = ("impression", "findings+impression")
 """Which report sections make labels; see the module docstring."""
 DEFAULT_POLICY = "impression"
-RULES_VERSION = 2  # bump when a rule in this module changes (annotate's labeler fingerprint)
+RULES_VERSION = 3  # bump when a rule in this module changes (annotate's labeler fingerprint)
 
 _HEART_FAILURE = re.compile(r"\b(?:chf|heart failure)\b", re.IGNORECASE)
 _HEART_WORD = re.compile(r"\b(?:heart|cardiac)\b", re.IGNORECASE)
@@ -59,6 +60,8 @@ _MEDIASTINUM_WORD = re.compile(
     r"mediastin|pericardial silhouette|hilar|silhouette and vascularity", re.IGNORECASE
 )
 _OPACITY_WORD = re.compile(r"opaci", re.IGNORECASE)
+# Device words of CheXpert's no_finding.txt: unlike other devices they block No Finding.
+_NO_FINDING_DEVICE = re.compile(r"tracheostomy|defib", re.IGNORECASE)
 _LETTER = re.compile(r"[^\W\d_]")
 _IMPRESSION_WORD = re.compile(
     "|".join(h for h, name in HEADERS.items() if name == "impression"), re.IGNORECASE
@@ -130,7 +133,9 @@ def labels_from_entities(
                 labels[i] = _combine(labels[i], value)
             if value != NEGATIVE and _HEART_FAILURE.search(entity.text):
                 labels[_CARDIOMEGALY] = _combine(labels[_CARDIOMEGALY], UNCERTAIN)
-            finding = finding or (value != NEGATIVE and entity.chexpert != "Support Devices")
+            device = entity.chexpert == "Support Devices"
+            blocks = not device or bool(_NO_FINDING_DEVICE.search(entity.text))
+            finding = finding or (value != NEGATIVE and blocks)
         elif entity.label == FINDING and not entity.chexpert and value != NEGATIVE:
             finding = True
     if not finding:

@@ -89,6 +89,13 @@ def _any(*words: str, op: str | None = None) -> dict:
     return token
 
 
+# Size and site words that may stand between "calcified" and "nodule".
+_CALCIFIED_FILLER = {
+    "REGEX": r"(?:\d+(?:\.\d+)?|mm|cm|x|small|tiny|punctate|subcentimeter|few|several|"
+    r"multiple|scattered|stable|right|left|bilateral|upper|lower|middle|mid|midlung|lung|"
+    r"lobe|apical|basilar|base|hilar|perihilar|lingular|peripheral|pulmonary|calcified)",
+    "OP": "{1,5}",
+}
 # Token-pattern pieces for "the heart size is mildly enlarged" and friends.
 _ADV = _any("mildly", "moderately", "markedly", "severely", "slightly", "minimally", "massively",
             "significantly", "again", "now", "still", "somewhat", "very", "grossly", "stably",
@@ -140,17 +147,23 @@ _UPPER_NORMAL = (_any("at", "in", "near", "within", op="?"), _THE,
                  _any("of", op="?"), _any("normal", op="?"))  # fmt: skip
 
 
+# "stable and" before a normal predicate: "heart size is stable and within normal limits"
+# is negative (CheXpert matches negation before post-negation uncertainty such as "stable").
+_STABLE_AND = {"REGEX": r"(?:stable|unchanged)(?:\s+and)?", "OP": "?"}
+
+
 def _statements(subject: tuple, noun: dict) -> dict[str, tuple]:
     """Token patterns of "<subject> [and ...] is <predicate>" by assertion ("" = positive)."""
     head = (subject, noun, _AND, _BE, _ADV)
+    normal_head = (*head, _STABLE_AND, _ADV)
     return {
         "": ((*head, _ENLARGED),),
         "negated": (
-            (*head, _NORMAL),
-            (*head, _any("within"), _any("normal", "nl"), _LIMITS),
-            (*head, _any("normal"), _any("in"), _any("size", "contour", "configuration")),
+            (*normal_head, _NORMAL),
+            (*normal_head, _any("within"), _any("normal", "nl"), _LIMITS),
+            (*normal_head, _any("normal"), _any("in"), _any("size", "contour", "configuration")),
             (*head, _any("not"), _ADV, _ENLARGED),
-            (*head, *_UPPER_NORMAL),
+            (*normal_head, *_UPPER_NORMAL),
             (_NORMAL, subject, noun, _AND),
         ),
         # CheXpert (post_negation_uncertainty.txt): a stable / unchanged silhouette,
@@ -213,9 +226,9 @@ TERMS: tuple[Term, ...] = (
         "groundglass, ground glass, ground-glass opacit(y|ies), ground glass opacit(y|ies), "
         "reticular opacit(y|ies), interstitial opacit(y|ies), interstitial infiltrate(s), "
         "interstitial marking(s), increased interstitial marking(s), "
-        "prominent interstitial marking(s), interstitial prominence, interstitial disease, "
+        "prominent interstitial marking(s), interstitial disease, "
         "interstitial lung disease, reticular marking(s), reticulonodular, "
-        "reticulonodular opacit(y|ies), bronchovascular crowding, increased marking(s), "
+        "reticulonodular opacit(y|ies), increased marking(s), "
         "increased lung marking(s), coarse marking(s), parenchymal abnormalit(y|ies), "
         "focal abnormalit(y|ies), interstitial pattern(s), reticular pattern(s), "
         "reticulation, reticular change(s), decreased translucency, scar(s), scarring, scarred, "
@@ -227,9 +240,7 @@ TERMS: tuple[Term, ...] = (
         "nodule(s), micronodule(s), pulmonary nodule(s), lung nodule(s), mass(es), "
         "lung mass(es), pulmonary mass(es), lesion(s), nodular focus, nodular foci, nodular shadow(s), "
         "nodular lesion(s), nodularity, masslike opacit(y|ies), mass-like opacit(y|ies), "
-        "neoplasm(s), neoplastic, tumor(s), carcinoma(s), malignanc(y|ies), cancer, "
-        "lung cancer, metastasis, metastases, metastatic disease, cavitary lesion(s), "
-        "cavit(y|ies), cavitation, cavitary, lump(s), "
+        "neoplasm(s), tumor(s), carcinoma(s), cavitary lesion(s), lump(s), "
         # CheXpert: Lung Lesion (the labeler adds Lung Opacity when the words say "opaci").
         "nodular densit(y|ies), nodular opacit(y|ies), nodular opacification")),
     # Lesions of other organs (CheXpert unmentions "calcified nodul", "massive"), as
@@ -245,6 +256,10 @@ TERMS: tuple[Term, ...] = (
             (_any("lucent", "lytic", "osteolytic", "sclerotic", "blastic", "osteoblastic",
                   "expansile", "destructive", "permeative"),
              _any(*expand("lesion(s), mass(es), focus, foci"))),
+            # "calcified nodul" with its size and site between: "5 mm calcified right
+            # midlung nodule", "calcified left lower lobe nodules".
+            (_any("calcified", "calcific", "densely"), _CALCIFIED_FILLER,
+             _any(*expand("nodule(s), nodular densit(y|ies)"))),
         )),
     # ------------------------------------------------------------------ Edema
     # CheXpert counts vascular congestion and heart failure as edema mentions.
@@ -258,7 +273,7 @@ TERMS: tuple[Term, ...] = (
     Term(FINDING, "Edema", assertion="hedged", phrases=expand(
         "vascular congestion, pulmonary vascular congestion, pulmonary congestion, congestion, "
         "pulmonary venous congestion, venous congestion, vascular engorgement, engorgement, "
-        "cephalization, cephalization of the vasculature, vascular redistribution, "
+        "vascular redistribution, "
         "indistinctness, indistinct pulmonary vasculature, pulmonary vascular prominence, "
         "prominent pulmonary vasculature, vascular prominence, increased lung vascularity, "
         "increased pulmonary vascularity, increased vascularity, indistinct vascular margination, "
@@ -279,8 +294,7 @@ TERMS: tuple[Term, ...] = (
         "pneumonia(s), bronchopneumonia, pneumonitis, pna, aspiration pneumonia, "
         "multifocal pneumonia, lobar pneumonia, atypical pneumonia, developing pneumonia, "
         "early pneumonia, infection(s), infectious, infected, infectious process(es), "
-        "infective process(es), infectious infiltrate(s), infectious etiolog(y|ies), "
-        "aspiration")),
+        "infective process(es), infectious infiltrate(s), infectious etiolog(y|ies)")),
     # ------------------------------------------------------------------ Atelectasis
     Term(FINDING, "Atelectasis", expand(
         "atelectasis, atelectases, atelectatic, atelectatic change(s), "
@@ -288,7 +302,7 @@ TERMS: tuple[Term, ...] = (
         "plate-like atelectasis, platelike atelectasis, discoid atelectasis, "
         "linear atelectasis, bibasilar atelectasis, dependent atelectasis, "
         "relaxation atelectasis, compressive atelectasis, collapse, lobar collapse, "
-        "collapsed, volume loss")),
+        "collapsed")),
     # ------------------------------------------------------------------ Pneumothorax
     Term(FINDING, "Pneumothorax", expand(
         "pneumothorax, pneumothoraces, pneumothoraxes, ptx, hydropneumothorax, "
@@ -347,6 +361,18 @@ TERMS: tuple[Term, ...] = (
         "marker(s), skin marker(s), nipple marker(s), plate(s), fixation plate(s), screw(s), "
         "apparatus, support apparatus, coil(s), embolization coil(s), equipment, "
         "monitoring equipment, support line(s), support tube(s)")),
+    # A broken device is a device, not a Fracture: "catheter fracture", "fractured lead".
+    Term(DEVICE, "Support Devices", expand(
+        "catheter fracture(s), lead fracture(s), wire fracture(s), fracture of the catheter, "
+        "fracture of the lead, fractured catheter(s), fractured lead(s), fractured wire(s), "
+        "fractured sternotomy wire(s), fractured sternal wire(s), fractured pacer lead(s), "
+        "fractured pacemaker lead(s), fractured screw(s), fractured hardware, "
+        "fractured proximal lead(s), fractured distal lead(s), "
+        # longer than the device phrase inside them ("central venous catheter")
+        "central venous catheter fracture(s), venous catheter fracture(s), "
+        "central line fracture(s), picc fracture(s), picc line fracture(s), "
+        "port catheter fracture(s), dialysis catheter fracture(s), "
+        "tunneled catheter fracture(s), pacemaker lead fracture(s), pacer lead fracture(s)")),
     # ------------------------------------------------------------------ other findings
     # Not one of the 14 classes, but a finding: a positive one keeps No Finding off.
     Term(FINDING, OTHER, expand(
@@ -374,6 +400,8 @@ TERMS: tuple[Term, ...] = (
         "mastectomy, pneumonectomy, lobectomy, cholecystectomy clips, abnormalit(y|ies), "
         "sarcoidosis, tuberculosis, histoplasmosis, granulomatous infection, "
         "tuberculous infection, tuberculosis infection, old granulomatous process, "
+        "histoplasmosis infection, prior infection, previous infection, old infection, "
+        "remote infection, "
         "granulomatous process, rib deformit(y|ies), deformity of the rib(s), "
         "wedge deformit(y|ies), wedging, callus, osteophytosis, airways disease, "
         "airway disease, small airways disease, reactive airways disease, thickening, "
@@ -382,7 +410,23 @@ TERMS: tuple[Term, ...] = (
         "bronchospasm, asthma, bronchiolitis, aortic disease, inflammation, inflammatory, "
         "osteodystrophy, aerophagia, bullet(s), bullet fragment(s), radiopaque foreign bod(y|ies), "
         "foreign bod(y|ies), thoracentesis, irregular lucency, "
-        "fissural thickening, thickening of the minor fissure")),
+        "fissural thickening, thickening of the minor fissure, "
+        # CheXpert: findings of no_finding.txt, not of a class ("volume loss" is not
+        # Atelectasis, "aspiration" not Pneumonia, "cephalization" not Edema, "metastasis"
+        # not a Lung Lesion); cancers and cavities outside lung_lesion.txt likewise.
+        "volume loss, aspiration, cephalization, cephalization of the vasculature, "
+        "metastasis, metastases, metastatic disease, malignanc(y|ies), cancer, lung cancer, "
+        "neoplastic, cavit(y|ies), cavitation, cavitary, "
+        # not in lung_opacity.txt: crowded markings of low lung volumes, a prominent
+        # interstitium ("prominen" is a no_finding.txt phrase)
+        "bronchovascular crowding, interstitial prominence, "
+        # findings with no class that the lists above missed (dev half)
+        "hypoventilation, hypoventilated, hypoventilatory, underinflation, underinflated, "
+        "degeneration, endplate change(s), endplate sclerosis, scoliotic, scoliotic curvature"),
+        token_patterns=(
+            (_any("volume", "volumes"), _BE, _ADV,
+             _any("low", "decreased", "reduced", "diminished")),
+        )),
     # ------------------------------------------------------------------ shields
     # "line" and "plate" are devices, but not in these phrases.
     Term(SHIELD, OTHER, expand(
@@ -391,6 +435,16 @@ TERMS: tuple[Term, ...] = (
         "skinfold line, midline, junction line, anterior junction line, posterior junction line, "
         "paratracheal line, paraspinal line, paraspinous line, azygoesophageal line, "
         "mach line, line of sight, plate-like, plate like, platelike")),
+    # The heart as a place, not the subject (the reference's positional unmentions,
+    # extract.py: "over the" / "in the" [+ left / right / superior] + a heart phrase):
+    # "a nodule projecting near the left heart is unchanged" says nothing of heart size.
+    Term(SHIELD, OTHER, tuple(
+        f"{where} the{side} {heart}"
+        for where in ("over", "overlying", "overly", "in", "near", "adjacent to", "behind",
+                      "projecting over", "projecting near", "projecting adjacent to")
+        for side in ("", " left", " right", " superior")
+        for heart in ("heart", "cardiac silhouette", "cardiac shadow", "cardiac contour")
+    )),
     # ------------------------------------------------------------------ anatomy
     Term(ANATOMY, OTHER, expand(
         "lung(s), bilateral lungs, lung base(s), lung apex, lung apices, lung field(s), "

@@ -44,6 +44,10 @@ POST_NEG = (
     "is unremarkable", "are unremarkable", "is clear", "are clear", "is within normal limits",
     "are within normal limits", "not in place", "is not in place", "are not in place",
     "no longer in place",
+    # "fractures may not be demonstrated": a disclaimer. CheXpert matches the negation
+    # ("not demonstrated") before post-negation uncertainty ("may").
+    "may not be demonstrated", "may not be seen", "may not be visible", "may not be visualized",
+    "may not be detected", "may not be identified", "may not be apparent", "may not be evident",
 )  # fmt: skip
 PRE_UNC = (
     "possible", "possibly", "may", "may represent", "may be", "may reflect",
@@ -87,7 +91,8 @@ POST_UNC = (
     "of uncertain significance", "is equivocal", "would be difficult to exclude",
     "difficult to exclude", "not completely excluded", "or not", "would be a consideration",
     "be a consideration", "may not be", "may be in place", "might be in place",
-    "is favored", "are favored",
+    "is favored", "are favored", "another consideration", "is another consideration",
+    "a consideration", "is a consideration", "also a consideration", "considerations",
     # CheXpert: "XXX is not well visualized / poorly / incompletely evaluated", "not clearly
     # seen", "obscured" are uncertain, not negated.
     "not well seen", "not well visualized", "not well visualised", "not well evaluated",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 # header text (lower case, plural "s" optional) -> canonical section name
 HEADERS: dict[str, str] = {
@@ -62,8 +63,14 @@ def split_sections(text: str) -> list[Section]:
     """Sections of ``text`` in order, covering it completely.
 
     Takes the report text; returns a list of :class:`Section` (``body`` for text
-    before the first header). Never raises.
+    before the first header). Never raises. The last few texts' splits are cached:
+    the labeler asks twice per report (entity sections, then the section policy).
     """
+    return list(_split(text))
+
+
+@lru_cache(maxsize=8)
+def _split(text: str) -> tuple[Section, ...]:
     sections: list[Section] = []
     position, name = 0, "body"
     for match in _HEADER_RE.finditer(text):
@@ -72,7 +79,7 @@ def split_sections(text: str) -> list[Section]:
         position, name = match.start(), HEADERS[match.group(1).lower()]
     if len(text) > position or not sections:
         sections.append(Section(name, position, len(text)))
-    return sections
+    return tuple(sections)
 
 
 def section_at(sections: list[Section], offset: int) -> str:

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxrkit.artifacts import PARTIAL_MARKER, ArtifactWriter, owner, owner_state, read_manifest
+from cxrkit.artifacts import ArtifactWriter, read_manifest
+from cxrkit.artifacts.manifest import PARTIAL_MARKER
+from cxrkit.artifacts.owners import owner, owner_state
 from cxrkit.errors import ArtifactError, CxrkitError
 from cxrkit.train import layout as ckpt
 
