@@ -66,7 +66,7 @@ def test_demo_method_m3ae_runs_every_stage_and_reports_the_losses(tmp_path):
         for name in ("mim", "mlm", "itm")
     }
     assert losses["mim"][1] < losses["mim"][0] and losses["mlm"][1] < losses["mlm"][0], losses
-    assert losses["itm"][1] < 0.65, losses  # off the ln 2 = 0.693 plateau
+    assert losses["itm"][1] < 0.66, losses  # off the ln 2 = 0.693 plateau (0.52-0.62 seeds 0-2)
     held = re.search(
         r"held-out ITM accuracy \(balanced, chance 0.50\) ([\d.]+) on all 36 pairs of 6 "
         r"test images, ([\d.]+) with mismatches of the other label only",
