@@ -38,7 +38,7 @@ PNEUMONIA_MESH = ("pneumonia", "consolidation", "airspace disease")
 
 
 def pick_reports(count_normal: int, count_abnormal: int) -> tuple[list, list]:
-    """The first real IU reports (archive order) for each label, with an impression.
+    """The first real IU reports (archive order) of each label with findings and impression.
 
     Normal: MeSH major terms exactly ``normal``. Pneumonia: a MeSH major term
     headed by one of :data:`PNEUMONIA_MESH`. Returns (normal, abnormal) lists of
