@@ -88,7 +88,8 @@ def main() -> None:
 
     from cxrkit.evaluate.encoders import pooled
     from cxrkit.evaluate.features import extract_features, read_rows
-    from cxrkit.models.vision import VisionConfig, build_vision_encoder
+    from cxrkit.models.tower_configs import VisionConfig
+    from cxrkit.models.vision import build_vision_encoder
     from cxrkit.vision.transforms import EvalTransform
 
     device = torch.device(args.device)

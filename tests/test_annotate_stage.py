@@ -130,6 +130,19 @@ def test_stats_prompts_and_preview_are_in_the_artifact(annotated):
     assert art.params["sections"] == "findings+impression"  # the labeler's section policy
 
 
+def test_annotations_are_written_one_dataset_row_group_at_a_time(annotated, tiny_dataset):
+    """One row group per dataset row group, same sizes and order (loaders join per group),
+    and stats accumulated chunk by chunk equal the stats of the whole table."""
+    groups = pq.ParquetFile(Path(tiny_dataset) / "shard-00000.parquet").metadata
+    written = pq.ParquetFile(Path(annotated) / "annotations.parquet").metadata
+    sizes = [groups.row_group(g).num_rows for g in range(groups.num_row_groups)]
+    assert [written.row_group(g).num_rows for g in range(written.num_row_groups)] == sizes
+    assert sizes == [2, 2, 1]
+    whole = annotate.annotation_stats(pq.read_table(Path(annotated) / "annotations.parquet"))
+    stats = open_artifact(annotated, kind="annotations").stats
+    assert {key: stats[key] for key in whole} == whole
+
+
 def test_rerun_is_a_noop(annotated, tiny_dataset):
     before = open_artifact(annotated).manifest["created"]
     again = run(AnnotateConfig(dataset=str(tiny_dataset), out=str(annotated), preview=2))

@@ -103,6 +103,56 @@ def test_probe_runs_end_to_end_on_the_real_pediatric_set(mae_eval):
     assert any("n = 16" in note for note in metrics["warnings"])
 
 
+def test_rerun_of_a_checkpoint_eval_is_a_noop_that_loads_no_model(
+    mae_eval, mae_checkpoint, demo_dataset, monkeypatch
+):
+    import cxrkit.stages.eval as eval_stage
+
+    def no_model(*args):
+        raise AssertionError("a no-op re-run loaded the model")
+
+    monkeypatch.setattr(eval_stage, "_load_model", no_model)
+    manifest = (mae_eval.path / "manifest.json").read_bytes()
+    cfg = EvalConfig(dataset=str(demo_dataset), checkpoint=str(mae_checkpoint),
+                     out=str(mae_eval.path), tasks=["zeroshot", "probe", "retrieval"], **FAST)  # fmt: skip
+    again = run(cfg)  # the same id as the real run, decided without the model
+    assert again.id == mae_eval.id
+    assert (mae_eval.path / "manifest.json").read_bytes() == manifest
+
+
+NOOP_PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from cxrkit.cli import app
+result = CliRunner().invoke(app, json.loads(sys.argv[1]))
+heavy = [m for m in ("torch", "timm", "open_clip", "scipy", "sklearn") if m in sys.modules]
+print(json.dumps({"exit_code": result.exit_code, "heavy": heavy}))
+"""
+
+
+def test_noop_rerun_of_a_checkpoint_eval_imports_no_torch(mae_eval, mae_checkpoint, demo_dataset):
+    import subprocess
+    import sys
+
+    manifest = (mae_eval.path / "manifest.json").read_bytes()
+    args = ["eval", str(mae_checkpoint), str(demo_dataset), "--out", str(mae_eval.path),
+            "--task", "zeroshot,probe,retrieval", "--protocol", "cv",
+            "--set", "bootstrap=100", "--set", "seeds=[0, 1]"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", NOOP_PROBE, json.dumps(args)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"exit_code": 0, "heavy": []}
+    assert (mae_eval.path / "manifest.json").read_bytes() == manifest  # a no-op, same id
+
+
+def test_task_names_written_out_for_start_up_are_the_registry_in_its_order():
+    from cxrkit.evaluate.tasks import TASKS
+    from cxrkit.stages.eval import ALL_TASKS
+
+    assert tuple(TASKS) == ALL_TASKS
+
+
 def test_zero_shot_and_retrieval_are_skipped_for_an_image_only_checkpoint(mae_eval):
     tasks = metrics_of(mae_eval)["tasks"]
     assert "no text encoder" in tasks["zeroshot"]["skipped"]

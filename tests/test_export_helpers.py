@@ -15,7 +15,8 @@ from torch import nn
 
 from cxrkit.artifacts import Artifact, ArtifactWriter
 from cxrkit.config import doc
-from cxrkit.models.vision import VisionConfig, build_vision_encoder
+from cxrkit.models.tower_configs import VisionConfig
+from cxrkit.models.vision import build_vision_encoder
 from cxrkit.objectives.base import Objective, build_objective, register
 from cxrkit.objectives.capabilities import IMAGE_TEXT, OPEN_CLIP
 from cxrkit.objectives.loading import save_objective

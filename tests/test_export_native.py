@@ -12,7 +12,8 @@ from cxrkit.config import to_dict
 from cxrkit.errors import ArtifactError, InputError
 from cxrkit.export import native
 from cxrkit.models.checkpoint import load_image_encoder
-from cxrkit.models.vision import VisionConfig, build_vision_encoder
+from cxrkit.models.tower_configs import VisionConfig
+from cxrkit.models.vision import build_vision_encoder
 
 PRE = {"image_size": 64, "in_chans": 1, "mean": 0.5, "std": 0.5}
 

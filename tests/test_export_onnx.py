@@ -10,7 +10,8 @@ from PIL import Image
 
 from cxrkit.export import native, onnx_format
 from cxrkit.io import bundled
-from cxrkit.models.vision import VisionConfig, build_vision_encoder
+from cxrkit.models.tower_configs import VisionConfig
+from cxrkit.models.vision import build_vision_encoder
 
 
 @pytest.fixture(scope="module")

@@ -207,6 +207,40 @@ def test_rerun_with_same_inputs_is_a_noop(pipeline):
     assert again.manifest["created"] == export.manifest["created"]
 
 
+NOOP_PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from cxrkit.cli import app
+result = CliRunner().invoke(app, json.loads(sys.argv[1]))
+heavy = [m for m in ("torch", "timm", "open_clip", "onnx", "onnxruntime") if m in sys.modules]
+print(json.dumps({"exit_code": result.exit_code, "heavy": heavy}))
+"""
+
+
+def test_noop_rerun_imports_no_torch(pipeline):
+    import subprocess
+    import sys
+
+    export = pipeline["export"]
+    manifest = (export.path / "manifest.json").read_bytes()
+    args = ["export", str(pipeline["checkpoint"].path), "--out", str(export.path),
+            "--eval", str(pipeline["eval"].path)]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", NOOP_PROBE, json.dumps(args)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"exit_code": 0, "heavy": []}
+    assert (export.path / "manifest.json").read_bytes() == manifest  # a no-op, same id
+
+
+def test_format_names_and_opset_written_out_for_start_up_match_the_format_modules():
+    from cxrkit.export import onnx_format
+    from cxrkit.export.formats import FORMATS
+    from cxrkit.stages.export import FORMAT_NAMES, ONNX_OPSET
+
+    assert tuple(FORMATS) == FORMAT_NAMES
+    assert onnx_format.OPSET == ONNX_OPSET
+
+
 def test_eval_of_another_checkpoint_is_refused(pipeline):
     root = pipeline["root"]
     other_cfg = {**TINY_MAE, "mask_ratio": 0.5}  # another config -> another checkpoint id

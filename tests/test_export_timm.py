@@ -11,7 +11,8 @@ from timm.models import adapt_input_conv
 
 from cxrkit.config import to_dict
 from cxrkit.export import native, timm_format
-from cxrkit.models.vision import VisionConfig, build_vision_encoder
+from cxrkit.models.tower_configs import VisionConfig
+from cxrkit.models.vision import build_vision_encoder
 
 PRE = {"image_size": 64, "in_chans": 1, "mean": 0.5, "std": 0.5}
 

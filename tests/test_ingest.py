@@ -17,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxrkit.artifacts import open_artifact, verify
+from cxrkit.errors import CxrkitError
 from cxrkit.io.dataset import dataset_shards
 from cxrkit.stages.ingest import IngestConfig, merge, run
 
@@ -258,6 +259,22 @@ def test_partitions_merge_into_the_full_dataset(many_images, tmp_path, salt_file
     merged = merge(parts, tmp_path / "merged")
     assert {r["image_id"] for r in _rows(merged.path)} == full
     assert [ref["id"] for ref in merged.manifest["inputs"]] == [open_artifact(p).id for p in parts]
+
+
+def test_merge_skips_the_listings_a_part_glob_also_matches(many_images, tmp_path, salt_file):
+    # `cxrkit ingest-merge part-*` expands to part-0, part-0.rejects-local.csv, part-1, ...
+    parts = [
+        run(_cfg(many_images, tmp_path / f"part-{i}", salt_file, shard_index=i, num_shards=2)).path
+        for i in range(2)
+    ]
+    listing = tmp_path / "part-0.rejects-local.csv"
+    listing.write_text("path,reason\n")
+    merged = merge([parts[0], listing, parts[1]], tmp_path / "merged")
+    assert [ref["id"] for ref in merged.manifest["inputs"]] == [open_artifact(p).id for p in parts]
+    stray = tmp_path / "other.rejects-local.csv"  # not the listing of a listed part: still an error
+    stray.write_text("path,reason\n")
+    with pytest.raises(CxrkitError):
+        merge([*parts, stray], tmp_path / "merged2")
 
 
 def test_slurm_array_variables_select_the_partition(monkeypatch):

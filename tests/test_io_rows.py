@@ -132,3 +132,49 @@ def test_unreadable_annotations_name_the_file(tmp_path):
     broken.write_bytes(b"not parquet")
     with pytest.raises(ArtifactError, match="annotations.parquet: cannot read annotations"):
         AnnotationIndex(broken, ["labels"])
+
+
+def _many_row_groups(path, rows: int = 200, group: int = 32, mask_bytes: int = 2048) -> pa.Table:
+    """An annotations-like file of ``rows`` rows in row groups of ``group``, big masks."""
+    rng = np.random.default_rng(0)
+    table = pa.table(
+        {
+            "image_id": [f"{i:064x}" for i in range(rows)],
+            "labels": [[float(i % 3)] * 14 for i in range(rows)],
+            "contour_mask": [rng.bytes(mask_bytes) for _ in range(rows)],
+        }
+    )
+    pq.write_table(table, path, row_group_size=group)
+    return table
+
+
+def test_annotation_index_finds_rows_across_row_groups_in_any_order(tmp_path):
+    table = _many_row_groups(tmp_path / "annotations.parquet")
+    index = AnnotationIndex(tmp_path / "annotations.parquet", ["labels", "contour_mask"])
+    wanted = [199, 0, 33, "missing", 31, 32, 150]
+    ids = [f"{i:064x}" if isinstance(i, int) else i for i in wanted]
+    rows = index.rows(ids)
+    expected = table.to_pylist()
+    for i, row in zip(wanted, rows, strict=True):
+        if i == "missing":
+            assert row is None
+        else:
+            assert row == {k: expected[i][k] for k in ("labels", "contour_mask")}
+    assert ids[2] in index and "missing" not in index
+    assert index.get(ids[0], "labels") == [1.0] * 14 and index.rows([]) == []
+
+
+def test_annotation_index_holds_the_ids_not_the_columns(tmp_path):
+    """What a DataLoader worker receives does not grow with the masks, only with the ids."""
+    table = _many_row_groups(tmp_path / "annotations.parquet", mask_bytes=2048)
+    index = AnnotationIndex(tmp_path / "annotations.parquet", ["labels", "contour_mask"])
+    index.rows([f"{5:064x}"])  # a row group is now cached; it does not travel to workers
+    masks = sum(len(m) for m in table.column("contour_mask").to_pylist())
+    assert len(pickle.dumps(index)) < masks / 20
+    assert pickle.loads(pickle.dumps(index)).row(f"{5:064x}") == index.row(f"{5:064x}")
+
+
+def test_annotation_index_names_a_missing_column(tmp_path):
+    _many_row_groups(tmp_path / "annotations.parquet", rows=4)
+    with pytest.raises(ArtifactError, match="lack column.*entities"):
+        AnnotationIndex(tmp_path / "annotations.parquet", ["labels", "entities"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from pretrain_support import SquareTransform, pediatric_images, write_annotations, write_dataset
@@ -134,6 +135,30 @@ def test_annotations_join_gives_contour_and_labels(dataset, tmp_path):
     assert 0 < batch["contour"].float().mean() < 1
     assert batch["labels"].shape == (2, 14)
     assert torch.isnan(batch["labels"][:, 0]).all() and not torch.isnan(batch["labels"][:, 7]).any()
+
+
+def test_annotation_join_does_not_depend_on_how_the_file_is_cut(dataset, tmp_path):
+    """Joined row group by row group: a file in reverse order and 4-row groups gives the
+    batches a one-row-group file gives (contour, labels), over a whole shuffled pass."""
+    annotations = write_annotations(tmp_path / "ann", dataset)
+    table = pq.read_table(annotations.path / "annotations.parquet")
+    cut = tmp_path / "cut" / "annotations.parquet"
+    cut.parent.mkdir()
+    pq.write_table(table.take(list(range(table.num_rows))[::-1]), cut, row_group_size=4)
+    assert pq.ParquetFile(cut).num_row_groups > 1
+
+    def batches(path):
+        data = ShardDataset(dataset_shards(dataset), transform=SquareTransform(24, flip=False),
+                            batch_size=3, needs={"contour", "labels"}, loop=False, seed=5,
+                            annotations=path)  # fmt: skip
+        return list(make_loader(data, num_workers=2))
+
+    whole, pieces = batches(annotations.path / "annotations.parquet"), batches(cut)
+    assert len(whole) == len(pieces) > 2
+    for a, b in zip(whole, pieces, strict=True):
+        assert a["image_id"] == b["image_id"]
+        assert torch.equal(a["contour"], b["contour"]) and 0 < a["contour"].float().mean() < 1
+        assert torch.equal(a["labels"].nan_to_num(-9), b["labels"].nan_to_num(-9))
 
 
 def test_contour_without_annotations_is_an_input_error(dataset):

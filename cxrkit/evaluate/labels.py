@@ -87,10 +87,9 @@ def from_annotations(annotations_dir: Path, image_ids: Sequence[str]) -> LabelTa
     by_id = AnnotationIndex(annotations_dir, ["labels"])
     values = np.full((len(image_ids), len(CHEXPERT_CLASSES)), np.nan)
     matched = 0
-    for i, image_id in enumerate(image_ids):
-        row = by_id.get(image_id, "labels")
+    for i, row in enumerate(by_id.rows(list(image_ids))):
         if row is not None:
-            values[i] = np.asarray(row, dtype=np.float64)
+            values[i] = np.asarray(row["labels"], dtype=np.float64)
             matched += 1
     return LabelTable(
         list(CHEXPERT_CLASSES), values, f"annotations {annotations_dir}", None, matched

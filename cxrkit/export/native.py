@@ -2,7 +2,7 @@
 
 The image encoder directory doubles as a timm local-dir model: its ``config.json``
 holds timm's keys (``architecture``, ``model_args``, ``pretrained_cfg``) beside a
-``cxrkit`` section (the :class:`~cxrkit.models.vision.VisionConfig` and the
+``cxrkit`` section (the :class:`~cxrkit.models.tower_configs.VisionConfig` and the
 preprocessing), so one copy of the weights serves cxrkit, timm and anyone with
 safetensors. Loading never unpickles anything.
 """

@@ -256,26 +256,32 @@ class ShardDataset(IterableDataset):
         # Pixels stay in Arrow memory (no bytes copies); the small columns become Python values.
         pixels = table.column("pixels").combine_chunks()
         small = table.drop_columns(["pixels"]).to_pydict()
+        indices = [int(self.sample_row[sid]) for sid in sample_ids]
+        # The join with the annotations, one row group at a time (never the whole file).
+        notes = (
+            self.annotations.rows([small["image_id"][i] for i in indices])
+            if self.annotations is not None
+            else [None] * len(indices)
+        )
         samples = {}
-        for sid in sample_ids:
-            index = int(self.sample_row[sid])
+        for sid, index, note in zip(sample_ids, indices, notes, strict=True):
             row = {name: values[index] for name, values in small.items()}
             row["pixels"] = pixels[index].as_buffer()
-            samples[sid] = self._make_sample(epoch, sid, row)
+            samples[sid] = self._make_sample(epoch, sid, row, note)
         return samples
 
-    def _make_sample(self, epoch: int, sample_id: int, row: dict) -> dict[str, Any]:
+    def _make_sample(
+        self, epoch: int, sample_id: int, row: dict, notes: dict[str, Any] | None
+    ) -> dict[str, Any]:
         height, width = int(row["height"]), int(row["width"])
         image = decode_pixels(row["pixels"], row["dtype"], height, width)
         contour = None
         if "contour" in self.needs:
-            contour = torch.from_numpy(self._contour(row["image_id"], height, width))
+            packed = notes.get("contour_mask") if notes is not None else None
+            contour = torch.from_numpy(_contour(packed, height, width))
         seed = sample_seed(self.seed, epoch, sample_id)
         generator = torch.Generator().manual_seed(seed)
         image_t, contour_t = self.transform(torch.from_numpy(image), contour, generator)
-        notes = None
-        if self.annotations is not None:
-            notes = self.annotations.row(row["image_id"])
         context = SampleContext(row, notes, image_t, contour_t, self.text_section, {})
         sample = {name: FIELDS[name].provide(context) for name in self.sample_fields}
         if self.sample_transform is not None:
@@ -283,12 +289,12 @@ class ShardDataset(IterableDataset):
             sample.update(self.sample_transform({**sample, "seed": _mix64(seed ^ 0x5A17) >> 1}))
         return sample
 
-    def _contour(self, image_id: str, height: int, width: int) -> np.ndarray:
-        packed = self.annotations.get(image_id, "contour_mask") if self.annotations else None
-        if not packed:
-            # No usable contour: treat the whole image as chest (contour masking falls back to random).
-            return np.ones((height, width), dtype=bool)
-        return unpack_bits(packed, height, width)
+
+def _contour(packed: bytes | None, height: int, width: int) -> np.ndarray:
+    if not packed:
+        # No usable contour: treat the whole image as chest (contour masking falls back to random).
+        return np.ones((height, width), dtype=bool)
+    return unpack_bits(packed, height, width)
 
 
 class _EpochStream:

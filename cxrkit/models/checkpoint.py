@@ -33,7 +33,8 @@ from torch import nn
 
 from cxrkit.config import from_dict
 from cxrkit.errors import ArtifactError, CxrkitError
-from cxrkit.models.vision import VisionConfig, build_vision_encoder
+from cxrkit.models.tower_configs import VisionConfig
+from cxrkit.models.vision import build_vision_encoder
 from cxrkit.vision.normalise import CXR_MEAN, CXR_STD
 
 CONFIG_FILE = "config.json"

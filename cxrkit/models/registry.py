@@ -9,7 +9,9 @@ in the spirit of open_clip's ``model_configs/*.json``::
      "text": {TextConfig fields}}
 
 Test-size variants (``tiny-*``) build in well under a second on a CPU; the
-full-size ones name the towers of the methods cxrkit reproduces.
+full-size ones name the towers of the methods cxrkit reproduces. Listing and
+resolving configs never imports torch (:mod:`cxrkit.models.tower_configs`);
+:func:`build_towers` does.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ import importlib.resources
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cxrkit.config import doc, from_dict
 from cxrkit.errors import ConfigError
-from cxrkit.models.text import TextConfig, TextTower, build_text_tower
-from cxrkit.models.vision import VisionConfig, build_vision_encoder
+from cxrkit.models.tower_configs import TextConfig, VisionConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from cxrkit.models.text import TextTower
 
 
 @dataclass
@@ -131,6 +135,9 @@ def build_towers(cfg: ModelConfig) -> tuple[nn.Module, TextTower]:
     Returns: (timm ViT image encoder, TextTower).
     Raises: ConfigError / InputError as the tower builders do.
     """
+    from cxrkit.models.text import build_text_tower  # torch: only when towers are built
+    from cxrkit.models.vision import build_vision_encoder
+
     return build_vision_encoder(cfg.image), build_text_tower(cfg.text)
 
 

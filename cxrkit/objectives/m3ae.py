@@ -49,8 +49,9 @@ from cxrkit.config import doc
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.io.fields import SampleTransform
 from cxrkit.models.decoders import MAEDecoder, check_decoder_width
-from cxrkit.models.text import TextConfig, TextTower, build_text_tower
-from cxrkit.models.vision import VisionConfig, build_vision_encoder, encode_visible, patchify
+from cxrkit.models.text import TextTower, build_text_tower
+from cxrkit.models.tower_configs import TextConfig, VisionConfig
+from cxrkit.models.vision import build_vision_encoder, encode_visible, patchify
 from cxrkit.objectives.base import Objective, register
 from cxrkit.objectives.capabilities import FUSED_SCORING
 from cxrkit.objectives.mae import masked_patch_loss

@@ -44,9 +44,9 @@ from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.io.tokens import TokenizeText
 from cxrkit.models.decoders import MAEDecoder, check_decoder_width
-from cxrkit.models.text import TextConfig, build_text_tower
+from cxrkit.models.text import build_text_tower
+from cxrkit.models.tower_configs import TextConfig, VisionConfig
 from cxrkit.models.vision import (
-    VisionConfig,
     build_vision_encoder,
     encode_visible,
     patchify,

@@ -22,8 +22,8 @@ import torch
 from cxrkit.config import doc
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.models.decoders import MAEDecoder, check_decoder_width
+from cxrkit.models.tower_configs import VisionConfig
 from cxrkit.models.vision import (
-    VisionConfig,
     build_vision_encoder,
     encode_visible,
     patchify,

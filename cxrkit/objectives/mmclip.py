@@ -76,14 +76,9 @@ from cxrkit.config import doc
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.io.tokens import TokenizeText
 from cxrkit.models.decoders import MAEDecoder, check_decoder_width
-from cxrkit.models.text import TextConfig, build_text_tower
-from cxrkit.models.vision import (
-    VisionConfig,
-    build_vision_encoder,
-    encode_visible,
-    patchify,
-    unpatchify,
-)
+from cxrkit.models.text import build_text_tower
+from cxrkit.models.tower_configs import TextConfig, VisionConfig
+from cxrkit.models.vision import build_vision_encoder, encode_visible, patchify, unpatchify
 from cxrkit.objectives.base import Objective, register
 from cxrkit.objectives.capabilities import IMAGE_TEXT, OPEN_CLIP, RECONSTRUCTION
 from cxrkit.objectives.contrastive import gathered_pairs, symmetric_infonce

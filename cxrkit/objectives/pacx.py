@@ -45,7 +45,7 @@ from torch import nn
 from cxrkit.config import doc
 from cxrkit.errors import ArtifactError, ConfigError, InputError
 from cxrkit.models.decoders import check_decoder_width
-from cxrkit.models.vision import VisionConfig
+from cxrkit.models.tower_configs import VisionConfig
 from cxrkit.objectives.base import Objective, register
 from cxrkit.objectives.capabilities import RECONSTRUCTION
 from cxrkit.objectives.mae import MAE, MAEConfig

@@ -33,7 +33,7 @@ from cxrkit.io.dataset import dataset_shards
 from cxrkit.io.parquet import write_table_atomic
 from cxrkit.io.schema import ANNOTATIONS_SCHEMA, ANNOTATIONS_SCHEMA_VERSION
 from cxrkit.reporting import progress
-from cxrkit.text.labeler import CHEXPERT_CLASSES
+from cxrkit.text.classes import CHEXPERT_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +132,12 @@ def run(cfg: AnnotateConfig, force: bool = False) -> Artifact:
     scratch.mkdir(exist_ok=True)
     chunks = _plan(dataset)
     timing = _run_chunks(cfg, chunks, scratch)
-    table = pa.concat_tables(
-        [pq.read_table(scratch / _chunk_name(c), schema=ANNOTATIONS_SCHEMA) for c in chunks]
-    ) if chunks else ANNOTATIONS_SCHEMA.empty_table()  # fmt: skip
-    pq.write_table(table, tmp / ANNOTATIONS_FILE, compression="zstd")
+    stats, head = _combine_chunks(
+        [scratch / _chunk_name(c) for c in chunks], tmp / ANNOTATIONS_FILE, cfg.preview * 4
+    )
     (tmp / "prompts.json").write_bytes(prompts_bytes(prompts))
-    if cfg.preview and cfg.contours and table.num_rows:
-        _write_preview(dataset, table, cfg.preview, tmp / "preview.png")
-    stats = annotation_stats(table)
+    if cfg.preview and cfg.contours and head:
+        _write_preview(dataset, head, cfg.preview, tmp / "preview.png")
     stats.update(timing)
     schema = {"arrow": str(ANNOTATIONS_SCHEMA), "classes": CHEXPERT_CLASSES}
     return writer.publish(schema=schema, stats=stats)
@@ -168,6 +166,10 @@ def _init_worker(cfg_dict: dict, dataset_path: str) -> None:
     from cxrkit.text.labeler import Labeler
 
     cfg = from_dict(AnnotateConfig, cfg_dict)
+    if not cfg.scispacy_model:  # the model-free pipeline never uses thinc's torch layers
+        from cxrkit.text.lean import import_spacy_without_torch
+
+        import_spacy_without_torch()  # a no-op where torch is already imported
     _WORKER.update(cfg=cfg, dataset=Path(dataset_path),
                    labeler=Labeler(cfg.scispacy_model, cfg.abbreviations,
                                    sections=cfg.sections))  # fmt: skip
@@ -257,40 +259,96 @@ def _run_chunks(cfg: AnnotateConfig, chunks: list[tuple[str, int]], scratch: Pat
     }
 
 
+def _combine_chunks(files: list[Path], out: Path, head_rows: int) -> tuple[dict, list[dict]]:
+    """Append the chunk files to ``out`` one at a time (one row group each, dataset order).
+
+    Memory stays at one chunk (one dataset row group) whatever the corpus size;
+    the stats are accumulated on the way. Returns (stats, the first ``head_rows``
+    rows as dicts, for the preview).
+    """
+    tally = AnnotationTally()
+    head: list[dict] = []
+    with pq.ParquetWriter(out, ANNOTATIONS_SCHEMA, compression="zstd") as writer:
+        if not files:
+            writer.write_table(ANNOTATIONS_SCHEMA.empty_table())
+        for path in files:
+            table = pq.read_table(path, schema=ANNOTATIONS_SCHEMA)
+            writer.write_table(table)
+            tally.add(table)
+            if len(head) < head_rows:
+                head += table.slice(0, head_rows - len(head)).to_pylist()
+    return tally.stats(), head
+
+
+class AnnotationTally:
+    """Stats of an annotations table accumulated chunk by chunk (see :func:`annotation_stats`)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.counts = np.zeros((4, len(CHEXPERT_CLASSES)), dtype=np.int64)  # pos/neg/unc/NaN
+        self.entities = 0
+        self.without_entities = 0
+        self.quality: Counter = Counter()
+
+    def add(self, table: pa.Table) -> None:
+        """Count one chunk's rows."""
+        rows = table.num_rows
+        labels = np.array(table.column("labels").to_pylist(), dtype=np.float32).reshape(
+            rows, len(CHEXPERT_CLASSES)
+        )  # (n, 14)
+        self.counts += np.stack(
+            [(labels == 1).sum(0), (labels == 0).sum(0), (labels == -1).sum(0),
+             np.isnan(labels).sum(0)]
+        )  # fmt: skip
+        n_entities = [len(e) for e in table.column("entities").to_pylist()]
+        self.entities += sum(n_entities)
+        self.without_entities += sum(1 for n in n_entities if n == 0)
+        self.quality.update(table.column("contour_quality").to_pylist())
+        self.rows += rows
+
+    def stats(self) -> dict:
+        """rows, label prevalence per class, entities per report, contour quality counts."""
+        keys = ("positive", "negative", "uncertain", "not_mentioned")
+        prevalence = {
+            name: {key: int(self.counts[k, i]) for k, key in enumerate(keys)}
+            for i, name in enumerate(CHEXPERT_CLASSES)
+        }
+        return {
+            "rows": self.rows,
+            "entities_per_report": round(self.entities / self.rows, 2) if self.rows else 0.0,
+            "reports_without_entities": self.without_entities,
+            "contour_quality": dict(self.quality),
+            "label_prevalence": prevalence,
+        }
+
+
 def annotation_stats(table: pa.Table) -> dict:
     """rows, label prevalence per class, entities per report, contour quality counts."""
-    rows = table.num_rows
-    labels = np.array(table.column("labels").to_pylist(), dtype=np.float32).reshape(
-        rows, len(CHEXPERT_CLASSES)
-    )  # (N, 14)
-    prevalence = {
-        name: {"positive": int((labels[:, i] == 1).sum()), "negative": int((labels[:, i] == 0).sum()),
-               "uncertain": int((labels[:, i] == -1).sum()), "not_mentioned": int(np.isnan(labels[:, i]).sum())}
-        for i, name in enumerate(CHEXPERT_CLASSES)
-    }  # fmt: skip
-    n_entities = [len(e) for e in table.column("entities").to_pylist()]
-    return {
-        "rows": rows,
-        "entities_per_report": round(float(np.mean(n_entities)), 2) if rows else 0.0,
-        "reports_without_entities": int(sum(1 for n in n_entities if n == 0)),
-        "contour_quality": dict(Counter(table.column("contour_quality").to_pylist())),
-        "label_prevalence": prevalence,
-    }
+    tally = AnnotationTally()
+    tally.add(table)
+    return tally.stats()
 
 
-def _write_preview(dataset: Artifact, table: pa.Table, count: int, path: Path) -> None:
-    """preview.png: the first ``count`` images with a contour, mask overlaid."""
+def _write_preview(dataset: Artifact, head: list[dict], count: int, path: Path) -> None:
+    """preview.png: the first ``count`` images with a contour, mask overlaid.
+
+    ``head``: the first rows of the annotations table; the dataset is read one
+    row group at a time until the images are found.
+    """
     from cxrkit.vision.masks import preview_grid, unpack_mask
 
     wanted = {}
-    for row in table.slice(0, max(count * 4, count)).to_pylist():
+    for row in head[: max(count * 4, count)]:
         if row["contour_mask"] is not None and len(wanted) < count:
             wanted[row["image_id"]] = row
     images, masks, titles = [], [], []
-    for shard in dataset_shards(dataset, allow_empty=True):
+    for group in _plan(dataset):
         if len(images) >= len(wanted):
-            continue
-        for row in pq.read_table(shard, columns=_READ_COLUMNS).to_pylist():
+            break
+        data = pq.ParquetFile(dataset.path / group[0]).read_row_group(
+            group[1], columns=_READ_COLUMNS
+        )
+        for row in data.to_pylist():
             hit = wanted.get(row["image_id"])
             if hit is None:
                 continue

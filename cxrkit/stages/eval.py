@@ -19,12 +19,13 @@ from typing import Literal
 from cxrkit.artifacts import ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError
-from cxrkit.evaluate.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-ALL_TASKS = tuple(TASKS)
+# The names of cxrkit.evaluate.tasks.TASKS, in its order (a test holds them equal): written
+# out so that resolving a config and deciding a no-op re-run import no torch.
+ALL_TASKS = ("zeroshot", "probe", "retrieval", "finetune")
 INPUT_KINDS = ("checkpoint", "dataset", "annotations")  # artifacts eval reads, by manifest kind
 ZEROSHOT_SCORINGS = ("maco", "maco_code", "clip")
 
@@ -194,10 +195,16 @@ def run(cfg: EvalConfig, force: bool = False):
     cfg.validate()
     if not cfg.out:
         raise ConfigError("no output directory: give --out DIR")
-    device = _device(cfg.device)
     dataset = open_artifact(cfg.dataset, kind="dataset", verify_files=True)
-    model = _load_model(cfg, device)
-    inputs = [*model.inputs, dataset]
+    if cfg.checkpoint:
+        # A checkpoint's input is its artifact, known without torch or the model: a
+        # no-op re-run decides before loading either.
+        device = model = None
+        inputs = [open_artifact(cfg.checkpoint, kind="checkpoint", verify_files=True), dataset]
+    else:  # open_clip: the inputs (config and weights files) come from the loaded model
+        device = _device(cfg.device)
+        model = _load_model(cfg, device)
+        inputs = [*model.inputs, dataset]
     annotations = open_artifact(cfg.annotations, kind="annotations") if cfg.annotations else None
     if annotations is not None:
         inputs.append(annotations)
@@ -208,6 +215,9 @@ def run(cfg: EvalConfig, force: bool = False):
     writer = ArtifactWriter(Path(cfg.out), "eval", _params(cfg), inputs, SCHEMA_VERSION, force)
     if (done := writer.up_to_date()) is not None:
         return done
+    if model is None:
+        device = _device(cfg.device)
+        model = _load_model(cfg, device)
     work = writer.begin()
     from cxrkit.evaluate.runner import evaluate
 

@@ -22,20 +22,23 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ArtifactError, ConfigError
-from cxrkit.export import card, native, onnx_format, preprocess
-from cxrkit.export.formats import FORMATS, Checks, ExportSource, snippets, write_formats
-from cxrkit.models.checkpoint import read_checkpoint_config
+
+if TYPE_CHECKING:
+    from cxrkit.export.formats import ExportSource
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+# The names of cxrkit.export.formats.FORMATS in its order, and onnx_format.OPSET (a test
+# holds them equal), written out so that resolving a config and deciding a no-op re-run
+# import no torch; the format modules are imported when there is something to export.
+FORMAT_NAMES = ("safetensors", "timm", "open_clip", "onnx")
+ONNX_OPSET = 17
 
 
 @dataclasses.dataclass
@@ -44,14 +47,16 @@ class ExportConfig:
 
     checkpoint: str = doc("Checkpoint artifact directory to export.", "")
     out: str = doc("Output export artifact directory.", "")
-    formats: list[str] = doc("Formats to write: " + ", ".join(FORMATS) + ".", list(FORMATS))
+    formats: list[str] = doc(
+        "Formats to write: " + ", ".join(FORMAT_NAMES) + ".", list(FORMAT_NAMES)
+    )
     eval: str | None = doc(
         "Eval artifact of this checkpoint; its metrics.json goes into the model card.", None
     )
     onnx_input_dtype: Literal["float32", "uint8"] = doc(
         "ONNX graph input: float32 in [0, 1] (any bit depth) or uint8 in [0, 255].", "float32"
     )
-    onnx_opset: int = doc("ONNX opset version.", onnx_format.OPSET)
+    onnx_opset: int = doc("ONNX opset version.", ONNX_OPSET)
     tolerance: float = doc(
         "Largest max-abs difference accepted when a PyTorch format "
         "(safetensors, timm, open_clip) is loaded back, fp32; scaled by "
@@ -66,10 +71,10 @@ class ExportConfig:
 
     def validate(self) -> None:
         """Raise ConfigError on unknown or empty formats or a negative tolerance."""
-        unknown = [f for f in self.formats if f not in FORMATS]
+        unknown = [f for f in self.formats if f not in FORMAT_NAMES]
         if unknown or not self.formats:
             raise ConfigError(
-                f"--format {','.join(self.formats) or '(empty)'}: choose from {', '.join(FORMATS)}"
+                f"--format {','.join(self.formats) or '(empty)'}: choose from {', '.join(FORMAT_NAMES)}"
             )
         if self.tolerance < 0 or self.onnx_tolerance < 0:
             raise ConfigError("tolerance and onnx_tolerance must be >= 0")
@@ -81,7 +86,7 @@ def _id_params(cfg: ExportConfig) -> dict:
     params = to_dict(cfg)
     for key in ("checkpoint", "out", "eval"):
         params.pop(key)
-    params["formats"] = [f for f in FORMATS if f in cfg.formats]
+    params["formats"] = [f for f in FORMAT_NAMES if f in cfg.formats]
     return params
 
 
@@ -105,6 +110,9 @@ def _open_eval(cfg: ExportConfig, checkpoint: Artifact) -> tuple[Artifact | None
 
 
 def _load_source(checkpoint: Artifact) -> ExportSource:
+    from cxrkit.export import native
+    from cxrkit.export.formats import ExportSource
+    from cxrkit.models.checkpoint import read_checkpoint_config
     from cxrkit.objectives.loading import load_objective
 
     config = read_checkpoint_config(checkpoint.path)
@@ -129,6 +137,7 @@ def input_transform(checkpoint: Artifact, pre: dict) -> dict[str, Any]:
     ingest defaults because no dataset manifest was found.
     """
     from cxrkit.artifacts import lineage, read_manifest
+    from cxrkit.export import preprocess
     from cxrkit.stages.ingest import IngestConfig
 
     ingest = IngestConfig()
@@ -155,6 +164,10 @@ def input_transform(checkpoint: Artifact, pre: dict) -> dict[str, Any]:
 
 
 def _encoder_info(src: ExportSource) -> dict[str, Any]:
+    import torch
+
+    from cxrkit.export import native
+
     args = native.vit_model_args(src.encoder)
     with torch.no_grad():
         tokens = src.encoder.forward_features(src.images[:1])  # (1, P + L, D)
@@ -192,6 +205,9 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
     if (done := writer.up_to_date()) is not None:
         return done
     writer.check_target()
+    from cxrkit.export import card, preprocess
+    from cxrkit.export.formats import Checks, snippets, write_formats
+
     src = _load_source(checkpoint)
     work = writer.begin()
     try:

@@ -39,7 +39,7 @@ from cxrkit.io.dataset import (
 from cxrkit.io.decode import MAX_PIXELS
 from cxrkit.io.deid import load_or_create_salt
 from cxrkit.io.layouts import layout_keys, mimic_report_beside
-from cxrkit.io.local_rejects import known_paths, write_local_rejects
+from cxrkit.io.local_rejects import LOCAL_REJECTS_SUFFIX, known_paths, write_local_rejects
 from cxrkit.io.mapping import MappingRow, read_mapping_csv
 from cxrkit.io.parquet import ROW_GROUP_BYTES, SHARD_MAX_BYTES
 from cxrkit.io.rows import RowBuilder, WorkItem
@@ -431,13 +431,31 @@ def _rolling_map(pool: ProcessPoolExecutor, items, window: int):
 
 
 # ---------------------------------------------------------------- merge partitions
+def _without_listings(parts: list[str | Path]) -> list[Path]:
+    """``parts`` less the local reject listings of other listed parts."""
+    paths = [Path(p) for p in parts]
+    named = {p.resolve() for p in paths}
+    kept = []
+    for path in paths:
+        stem = path.name.removesuffix(LOCAL_REJECTS_SUFFIX)
+        if stem and stem != path.name and path.is_file():
+            owner = path.with_name(stem)
+            if owner.resolve() in named:
+                log.info("ingest-merge: skipping %s (the local reject listing of %s)", path, owner)
+                continue
+        kept.append(path)
+    return kept
+
+
 def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Artifact:
     """Combine the partition datasets of one partitioned ingest into one dataset artifact.
 
-    Raises ArtifactError when the parts are not datasets, disagree on settings,
-    or do not cover every partition exactly once.
+    A part's ``PART.rejects-local.csv`` listing named beside ``PART`` itself is
+    skipped (the shell glob ``part-*`` matches both). Raises ArtifactError when the
+    parts are not datasets, disagree on settings, or do not cover every partition
+    exactly once.
     """
-    arts = [open_artifact(p, kind="dataset", verify_files=True) for p in parts]
+    arts = [open_artifact(p, kind="dataset", verify_files=True) for p in _without_listings(parts)]
     arts.sort(key=lambda a: a.params.get("shard_index", 0))
     common = [{k: v for k, v in a.params.items() if k != "shard_index"} for a in arts]
     if any(c != common[0] for c in common):
@@ -462,10 +480,13 @@ def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Arti
         write_local_rejects(done, None, None, known_paths(arts))
         return done
     tmp = writer.begin()
+    # Row group by row group (~100 MB), never a whole 512 MB shard, in the parts' order.
     tables = (
-        pq.read_table(f, schema=DATASET_SCHEMA)
+        part.read_row_group(group).cast(DATASET_SCHEMA)
         for a in arts
         for f in dataset_shards(a, allow_empty=True)
+        for part in [pq.ParquetFile(f)]
+        for group in range(part.num_row_groups)
     )
     rejects = [pq.read_table(a.file(REJECTS_FILE)) for a in arts]
     n_inputs = sum(a.stats.get("inputs", 0) for a in arts)

@@ -24,7 +24,7 @@ from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.artifacts.files import write_json_atomic
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError
-from cxrkit.models.vision import VisionConfig
+from cxrkit.models.tower_configs import VisionConfig
 from cxrkit.train import checkpoint as ckpt
 from cxrkit.train.batch import BatchPlan, plan_batch
 from cxrkit.train.config import OptimConfig, TrainConfig

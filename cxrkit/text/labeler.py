@@ -39,12 +39,19 @@ import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cxrkit.errors import ConfigError
 from cxrkit.text.classes import CHEXPERT_CLASSES, CLASS_INDEX
-from cxrkit.text.entities import Entity, EntityExtractor, clean_text
 from cxrkit.text.lexicon import FINDING
 from cxrkit.text.sections import HEADERS, LABEL_SECTIONS, split_sections
+
+if TYPE_CHECKING:
+    from cxrkit.text.entities import Entity, EntityExtractor
+
+# The spaCy pipeline (cxrkit.text.entities) is imported when a Labeler is built, not
+# here: the rules' identity (RULES_VERSION, SECTION_POLICIES, the classes) is read
+# without spaCy, so a no-op `cxrkit annotate` re-run decides before importing it.
 
 NAN = float("nan")
 POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
@@ -145,6 +152,8 @@ def labels_from_entities(
 
 def has_letters(text: object) -> bool:
     """Whether ``text`` holds a letter (a report to label, however short or foreign)."""
+    from cxrkit.text.entities import clean_text
+
     return bool(_LETTER.search(clean_text(text)))
 
 
@@ -157,6 +166,8 @@ class Labeler:
     def __init__(self, scispacy_model: str | Path | None = None, abbreviations: bool = True,
                  extractor: EntityExtractor | None = None,
                  sections: str = DEFAULT_POLICY) -> None:  # fmt: skip
+        from cxrkit.text.entities import EntityExtractor
+
         label_sections("", sections)  # ConfigError now, not at the first report
         self.sections = sections
         self.extractor = extractor or EntityExtractor(scispacy_model, abbreviations)
@@ -164,6 +175,8 @@ class Labeler:
     def label(self, texts: Iterable[str | None],
               batch_size: int = 256) -> Iterator[tuple[list[float], list[Entity]]]:  # fmt: skip
         """(labels, entities) per text, in input order."""
+        from cxrkit.text.entities import clean_text
+
         pending: deque = deque()
 
         def remember() -> Iterator[str | None]:

@@ -16,12 +16,17 @@ post-negation uncertainty ("possible", "may", "not well seen", "X or Y").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from spacy.attrs import LOWER, ORTH
-from spacy.language import Language
-from spacy.matcher import PhraseMatcher
-from spacy.tokens import Doc
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+    from spacy.tokens import Doc
+
+# spaCy is imported where the tagger is built and used, not here: the cue lists and
+# windows below are read without it (annotate's labeler fingerprint decides a no-op
+# re-run before any pipeline is built).
 
 PRE_NEG = (
     "no", "not", "without", "negative for", "free of", "clear of", "no evidence of",
@@ -153,6 +158,8 @@ class AssertionTagger:
     """
 
     def __init__(self, nlp: Language) -> None:
+        from spacy.matcher import PhraseMatcher
+
         self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
         for kind, phrases in _KINDS.items():
             docs = [nlp.make_doc(p) for p in dict.fromkeys(phrases)]
@@ -181,6 +188,8 @@ class AssertionTagger:
 
     def clause_ids(self, doc: Doc, cues: list[Cue], breaks: set[int]) -> np.ndarray:
         """A clause number per token; ``breaks`` holds extra token indices that start a clause."""
+        from spacy.attrs import ORTH
+
         orth = doc.to_array(ORTH)  # (T,)
         starts = np.zeros(len(doc) + 1, dtype=np.int32)
         ends = np.fromiter((o in self.clause_end_ids for o in orth.tolist()), bool, len(orth))
@@ -253,6 +262,8 @@ class AssertionTagger:
             if not 0 < gap_end - gap_start <= OR_GAP or clause[spans[a][0]] != clause[gap_end]:
                 continue
             if lower is None:
+                from spacy.attrs import LOWER
+
                 lower = doc.to_array(LOWER).tolist()
             if any(lower[i] in self.or_ids for i in range(gap_start, gap_end)):
                 out.update((a, b))
