@@ -53,10 +53,11 @@ def test_m3ae_losses_are_finite_and_fall_on_real_demo_batches(demo_dataset):
 
 @pytest.mark.slow
 def test_demo_method_m3ae_runs_every_stage_and_reports_the_losses(tmp_path):
+    """The preset's 300 steps (several CPU minutes): all three losses fall, ITM off ln 2."""
     from cxrkit.stages.demo import run_demo
 
     out = tmp_path / "demo"
-    summary = run_demo(out, steps=40, method="m3ae")
+    summary = run_demo(out, method="m3ae")
     for stage in ("dataset", "annotations", "checkpoint", "eval", "export"):
         assert verify(out / stage) == [], stage
     note = next(row["note"] for row in summary if row["stage"] == "pretrain")
@@ -64,10 +65,14 @@ def test_demo_method_m3ae_runs_every_stage_and_reports_the_losses(tmp_path):
         name: tuple(map(float, re.search(rf"{name} ([\d.]+) -> ([\d.]+)", note).groups()))
         for name in ("mim", "mlm", "itm")
     }
-    # Reconstruction and MLM fall within 40 CPU steps; ITM stays near ln 2 that early.
     assert losses["mim"][1] < losses["mim"][0] and losses["mlm"][1] < losses["mlm"][0], losses
-    assert 0.0 < losses["itm"][1] < 1.0, losses
-    assert re.search(r"held-out ITM accuracy [\d.]+ on 6 images", note)
+    assert losses["itm"][1] < 0.66, losses  # off the ln 2 = 0.693 plateau (0.52-0.62 seeds 0-2)
+    held = re.search(
+        r"held-out ITM accuracy \(balanced, chance 0.50\) ([\d.]+) on all 36 pairs of 6 "
+        r"test images, ([\d.]+) with mismatches of the other label only",
+        note,
+    )
+    assert held, note
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["tasks"]["zeroshot"]["scoring"] == fused.ITM_SCORING
     assert metrics["tasks"]["retrieval"]["scoring"] == fused.ITM_SCORING

@@ -58,6 +58,20 @@ def test_matching_accuracy_by_hand():
     assert out["balanced"] == pytest.approx((2 / 3 + 5 / 6) / 2)
 
 
+def test_matching_accuracy_on_pairs_of_different_labels_by_hand():
+    scores = np.array([[1.0, -1.0, 2.0], [-0.5, 0.5, -1.0], [-1.0, -2.0, -0.1]])
+    # rows 0 and 2 are one label, row 1 another: the cross-label mismatched pairs are
+    # (0,1) -1 yes, (1,0) -0.5 yes, (1,2) -1 yes, (2,1) -2 yes -> 4/4; (0,2) and (2,0) are
+    # same-label mismatches and left out.
+    out = fused.matching_accuracy(scores, ['{"P": 0}', '{"P": 1}', '{"P": 0}'])
+    assert out["cross_mismatched"] == 1.0 and out["cross_pairs"] == 4
+    assert out["cross_balanced"] == pytest.approx((2 / 3 + 1.0) / 2)
+    assert out["balanced"] == pytest.approx((2 / 3 + 5 / 6) / 2)  # unchanged
+    # A row without a label takes part in no cross-label pair; one label: no figure.
+    unknown = fused.matching_accuracy(scores, ['{"P": 0}', None, '{"P": 0}'])
+    assert "cross_balanced" not in unknown
+
+
 def test_retrieval_from_pair_scores_equals_the_cosine_path_on_cosines():
     rng = np.random.default_rng(0)
     images, reports = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))

@@ -287,6 +287,9 @@ def test_presets_resolve_with_the_released_method_settings(preset):
     assert objective["lr_scale_fusion"] == objective["lr_scale_heads"] == 5.0
     assert cfg.optim.betas == [0.9, 0.98] and cfg.optim.schedule == "linear"
     assert cfg.optim.warmup_steps == round(0.1 * cfg.train.max_steps)
+    # The code neither clips gradients nor drops dropout (the demo too: clipping at 1.0
+    # held its ITM at ln 2).
+    assert cfg.optim.grad_clip == 0.0 and objective["fusion_dropout"] == 0.1
     if preset == "m3ae":
         assert (cfg.model.image_size, objective["text"]["context_length"]) == (288, 64)
         assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.max_steps) == (1e-5, 0.01, 100000)

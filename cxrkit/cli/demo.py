@@ -28,19 +28,27 @@ def demo_command(
             "(fused image-report; pairs scored by its ITM head)."
         ),
     ] = "mae",
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of the pretraining run (train.seed and data.seed; default: the "
+            "preset's): rerun with another seed to see how much a number moves."
+        ),
+    ] = None,
     force: Force = False,
 ) -> None:
     """Run ingest -> annotate -> pretrain -> eval -> export -> ingest-physio -> distill
     on real data shipped by packages.
 
-    Real chest X-rays (16 pediatric JPEGs, one adult DICOM) paired with unrelated
-    real IU reports, and a real ECG and real serum values assigned to the demo
-    patients (synthetic pairs): plumbing, not medicine.
+    Real chest X-rays (16 pediatric JPEGs, one adult DICOM) paired with real IU
+    reports of other patients that agree only in label (normal / pneumonia), and a
+    real ECG and real serum values assigned to the demo patients (synthetic pairs):
+    plumbing, not medicine.
     """
     from cxrkit.stages.demo import DISCLAIMER, run_demo
 
     err.print(f"[bold]cxrkit demo[/] - {DISCLAIMER}", markup=True)
-    summary = run_demo(out_dir, steps=steps, force=force, method=method)
+    summary = run_demo(out_dir, steps=steps, force=force, method=method, seed=seed)
     table = Table(title="demo pipeline", title_justify="left")
     for column in ("stage", "artifact", "id", "note"):
         table.add_column(column, overflow="fold")

@@ -97,12 +97,16 @@ def prompt_templates(prompts: dict[str, dict[str, list[str]]], classes: list[str
     return list(seen)
 
 
-def matching_accuracy(scores: np.ndarray) -> dict[str, float]:
+def matching_accuracy(scores: np.ndarray, groups: Sequence | None = None) -> dict[str, float]:
     """How well log-odds of an N x N image-text matrix (row i matches text i) separate pairs.
 
     A pair is called a match when its score is > 0. Returns accuracy on the N
     matched pairs, on the N(N-1) mismatched ones, and their mean (balanced, so
-    chance is 0.5 whatever N).
+    chance is 0.5 whatever N). With ``groups`` (one label per row, None when
+    unknown) it also returns ``cross_mismatched``, accuracy on the mismatched
+    pairs whose image and report come from rows of different known labels, and
+    ``cross_balanced`` = (matched + cross_mismatched) / 2: the pairs that a
+    label-level match can tell apart (two reports of one label may say the same).
     """
     n = scores.shape[0]
     matched = np.diag(scores) > 0
@@ -110,25 +114,37 @@ def matching_accuracy(scores: np.ndarray) -> dict[str, float]:
     mismatched = scores[off] <= 0
     positive = float(matched.mean())
     negative = float(mismatched.mean()) if mismatched.size else float("nan")
-    return {
+    out = {
         "matched": positive,
         "mismatched": negative,
         "balanced": (positive + negative) / 2 if mismatched.size else positive,
     }
+    if groups is not None:
+        known = np.array([g is not None for g in groups])
+        label = np.array([str(g) for g in groups], dtype=object)
+        cross = off & known[:, None] & known[None, :] & (label[:, None] != label[None, :])
+        if cross.any():
+            out["cross_mismatched"] = float((scores[cross] <= 0).mean())
+            out["cross_balanced"] = (positive + out["cross_mismatched"]) / 2
+            out["cross_pairs"] = float(cross.sum())
+    return out
 
 
-def split_pairs(dataset: Artifact, split: str, text_section: str = "both") -> tuple[list, list]:
-    """Row indices (shard order) and report texts of the rows of ``split`` that have a report.
+def split_pairs(
+    dataset: Artifact, split: str, text_section: str = "both"
+) -> tuple[list, list, list]:
+    """Row indices (shard order), report texts and labels of the rows of ``split`` with a report.
 
-    The text is the section the training loader delivers (:func:`cxrkit.io.fields.compose_text`).
+    The text is the section the training loader delivers (:func:`cxrkit.io.fields.compose_text`);
+    a row's label is its ``labels`` JSON text (None when the row has none).
     """
     import pyarrow.parquet as pq
 
     from cxrkit.io.dataset import dataset_shards
     from cxrkit.io.fields import compose_text
 
-    wanted = ["split", "report_text", "report_findings", "report_impression"]
-    rows, texts, index = [], [], 0
+    wanted = ["split", "report_text", "report_findings", "report_impression", "labels"]
+    rows, texts, labels, index = [], [], [], 0
     for shard in dataset_shards(dataset):
         names = set(pq.ParquetFile(shard).schema_arrow.names)
         table = pq.read_table(shard, columns=[c for c in wanted if c in names]).to_pylist()
@@ -137,8 +153,9 @@ def split_pairs(dataset: Artifact, split: str, text_section: str = "both") -> tu
             if text.strip():
                 rows.append(index)
                 texts.append(text)
+                labels.append(row.get("labels") or None)
             index += 1
-    return rows, texts
+    return rows, texts, labels
 
 
 def held_pair_accuracy(
@@ -146,15 +163,16 @@ def held_pair_accuracy(
 ) -> dict[str, float]:
     """:func:`matching_accuracy` of a fused model on every (image, report) pair of ``split``.
 
-    Returns the accuracies plus ``n`` (images); an empty dict when the split has
-    fewer than 2 images with a report.
+    Rows are grouped by their ``labels`` for the cross-label figures. Returns the
+    accuracies plus ``n`` (images); an empty dict when the split has fewer than 2
+    images with a report.
     """
     from cxrkit.vision.transforms import EvalTransform
 
-    rows, texts = split_pairs(dataset, split, text_section)
+    rows, texts, labels = split_pairs(dataset, split, text_section)
     if len(rows) < 2:
         return {}
     objective.eval()
     size = objective.cfg.model.image_size
     scores = score_rows(pair_scorer(objective, device), dataset, EvalTransform(size), rows, texts)
-    return {**matching_accuracy(scores), "n": float(len(rows))}
+    return {**matching_accuracy(scores, labels), "n": float(len(rows))}
