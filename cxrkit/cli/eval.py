@@ -203,6 +203,14 @@ def evaluate_command(
         str | None,
         typer.Option("--protocol", help="split (dataset splits) or cv (k-fold, small sets)."),
     ] = None,
+    text_section: Annotated[
+        str | None,
+        typer.Option(
+            "--text-section",
+            help="Report text retrieval scores: auto (the checkpoint's training section), "
+            "both, findings, impression.",
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda.")] = None,
     no_cache: Annotated[
         bool,
@@ -236,7 +244,7 @@ def evaluate_command(
         "open_clip_weights": str(open_clip_weights) if open_clip_weights else None,
         "labels": str(labels) if labels else None, "labels_format": labels_format,
         "prompts": str(prompts) if prompts else None, "tasks": task, "protocol": protocol,
-        "views": view_names,
+        "views": view_names, "text_section": text_section,
         "device": device, "cache": False if no_cache else None,
     }  # fmt: skip
     cfg = resolve(

@@ -64,16 +64,15 @@ class EvalRows:
         return [str(p) for p in self.patient_ids]
 
 
-def _report_of(row: dict) -> str:
-    text = (row.get("report_text") or "").strip()
-    if text:
-        return text
-    parts = [row.get("report_findings") or "", row.get("report_impression") or ""]
-    return " ".join(p.strip() for p in parts if p and p.strip())
+def read_rows(dataset: Artifact, text_section: str = "both") -> EvalRows:
+    """Read the metadata columns of every shard of a dataset artifact (no pixels).
 
+    ``reports`` hold each row's ``text_section`` as the training loader builds it
+    (:func:`cxrkit.io.fields.compose_text`: a row whose chosen sections are empty
+    falls back to its whole report).
+    """
+    from cxrkit.io.fields import compose_text
 
-def read_rows(dataset: Artifact) -> EvalRows:
-    """Read the metadata columns of every shard of a dataset artifact (no pixels)."""
     records: list[dict] = []
     for shard in dataset_shards(dataset):
         names = set(pq.ParquetFile(shard).schema_arrow.names)
@@ -86,7 +85,7 @@ def read_rows(dataset: Artifact) -> EvalRows:
         labels_json=[r.get("labels") for r in records],
         source_paths=[r.get("source_path") for r in records],
         source_formats=[r.get("source_format") for r in records],
-        reports=[_report_of(r) for r in records],
+        reports=[compose_text(r, text_section)[0] for r in records],
         views=[r.get("view") for r in records],
     )
 

@@ -124,7 +124,7 @@ def build_context(cfg, model, dataset: Artifact, annotations, device) -> tuple[C
     """The shared task context plus the label summary for metrics.json."""
     from cxrkit.vision.transforms import EvalTransform
 
-    rows = read_rows(dataset)
+    rows = read_rows(dataset, cfg.text_section)
     table = resolve_labels(cfg, rows, annotations)
     columns = select_classes(table, list(cfg.classes))
     if not columns:
@@ -277,6 +277,7 @@ def evaluate(cfg, model, dataset: Artifact, annotations, device, work: Path) -> 
         "n_scored": int(ctx.test_rows().size),
         "protocol": cfg.protocol if cfg.protocol == "cv" else f"split ({cfg.test_split} scored)",
         "labels": label_summary,
+        "text_section": cfg.text_section,
         "warnings": _warnings(ctx, cfg.small_n),
         "tasks": {},
     }

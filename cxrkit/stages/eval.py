@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +28,9 @@ SCHEMA_VERSION = 1
 ALL_TASKS = ("zeroshot", "probe", "retrieval", "finetune")
 INPUT_KINDS = ("checkpoint", "dataset", "annotations")  # artifacts eval reads, by manifest kind
 ZEROSHOT_SCORINGS = ("maco", "maco_code", "clip")
+# cxrkit.io.fields.TEXT_SECTIONS plus "auto", written out to keep a no-op re-run torch-free.
+TEXT_SECTIONS = ("auto", "both", "findings", "impression")
+DEFAULT_TEXT_SECTION = "both"  # pretrain's data.text_section default
 
 
 @dataclass
@@ -61,6 +64,13 @@ class EvalConfig:
     )
     prompts: str | None = doc("prompts JSON for zero-shot (overrides the annotations')", None)
     classes: list[str] = doc("evaluate only these classes (empty = every labelled class)", [])
+    text_section: Literal["auto", "both", "findings", "impression"] = doc(
+        "report text that retrieval scores: auto = the section the checkpoint was trained "
+        "on (its data.text_section; both for open_clip models), or both (findings + "
+        "impression), findings, impression; a row whose section is empty uses its whole "
+        "report, as in pretraining",
+        "auto",
+    )
     views: list[str] = doc(
         'score only these views, e.g. ["PA", "AP"] or ["frontal"]; empty = every view', []
     )
@@ -131,6 +141,10 @@ class EvalConfig:
             raise ConfigError(f"fractions {self.fractions}: each must be in (0, 1]")
         if not 0 < self.ci_level < 1 or self.bootstrap < 10:
             raise ConfigError("ci_level must be in (0, 1) and bootstrap >= 10")
+        if self.text_section not in TEXT_SECTIONS:
+            raise ConfigError(
+                f"text_section {self.text_section!r}: choose from {', '.join(TEXT_SECTIONS)}"
+            )
         if self.folds < 2:
             raise ConfigError("folds must be >= 2")
         if not self.probe_c_grid or any(c <= 0 for c in self.probe_c_grid) or self.probe_c <= 0:
@@ -178,6 +192,33 @@ def _load_model(cfg: EvalConfig, device):
     )
 
 
+def resolve_text_section(setting: str, checkpoint) -> str:
+    """The report section eval scores: ``setting``, or for ``auto`` the checkpoint's training
+    section (its manifest's ``data.text_section``; :data:`DEFAULT_TEXT_SECTION` for an
+    open_clip model, ``checkpoint`` None, or a checkpoint that records none).
+
+    Takes: the text_section setting and the checkpoint Artifact or None. Returns: a section
+    name of :data:`cxrkit.io.fields.TEXT_SECTIONS`. Raises: ArtifactError when the checkpoint
+    records a section eval does not know.
+    """
+    from cxrkit.errors import ArtifactError
+
+    if setting != "auto":
+        return setting
+    if checkpoint is None:
+        return DEFAULT_TEXT_SECTION
+    data = checkpoint.params.get("data")
+    found = data.get("text_section") if isinstance(data, dict) else None
+    if found is None:
+        return DEFAULT_TEXT_SECTION
+    if found not in TEXT_SECTIONS or found == "auto":
+        raise ArtifactError(
+            f"{checkpoint.path}: manifest params data.text_section {found!r} is not one of "
+            f"{', '.join(TEXT_SECTIONS[1:])}; give --set text_section=SECTION"
+        )
+    return found
+
+
 def _params(cfg: EvalConfig) -> dict:
     params = to_dict(cfg)
     for volatile in ("out", "cache", "batch_size"):  # do not change the results
@@ -200,11 +241,15 @@ def run(cfg: EvalConfig, force: bool = False):
         # A checkpoint's input is its artifact, known without torch or the model: a
         # no-op re-run decides before loading either.
         device = model = None
-        inputs = [open_artifact(cfg.checkpoint, kind="checkpoint", verify_files=True), dataset]
+        checkpoint = open_artifact(cfg.checkpoint, kind="checkpoint", verify_files=True)
+        inputs = [checkpoint, dataset]
     else:  # open_clip: the inputs (config and weights files) come from the loaded model
         device = _device(cfg.device)
         model = _load_model(cfg, device)
         inputs = [*model.inputs, dataset]
+        checkpoint = None
+    # The resolved section is a param: the artifact id says which text retrieval scored.
+    cfg = replace(cfg, text_section=resolve_text_section(cfg.text_section, checkpoint))
     annotations = open_artifact(cfg.annotations, kind="annotations") if cfg.annotations else None
     if annotations is not None:
         inputs.append(annotations)
