@@ -27,10 +27,21 @@ Bit rot (a disk flipping bytes under a file) moves neither mtime nor ctime, so
 
 The cache is an optimisation only: when it cannot be opened or written (read-only
 home, full disk, locked database) files are hashed and nothing is remembered.
+It never makes a process wait long for another's writes: a lookup gives up
+after ``LOOKUP_TIMEOUT_S`` on a locked database and treats it as a miss (the file
+is hashed). New digests are buffered in memory and written in one transaction per
+``FLUSH_EVERY`` entries, after ``FLUSH_AFTER_S`` seconds, on :func:`flush` and at
+interpreter exit, so several processes ingesting at once take the write lock
+(and pay an fsync) once a batch, not once a file. A buffered entry is answered
+from memory by this process; one lost (a busy database at flush, a killed
+process) only costs a rehash. The journal stays the default rollback journal:
+WAL needs shared memory that network home directories do not provide.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import logging
 import os
@@ -43,7 +54,15 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 RACY_NS = 2_000_000_000  # covers coarse (jiffy, 1-2 s FAT/NFS) timestamp granularity
+LOOKUP_TIMEOUT_S = 0.05  # longest wait on another process's write lock before a miss
+FLUSH_TIMEOUT_S = 1.0  # longest wait to write a batch before dropping it (a rehash later)
+FLUSH_EVERY = 256  # buffered digests written in one transaction
+FLUSH_AFTER_S = 5.0  # ... or once the oldest buffered digest is this old
 _local = threading.local()
+_Row = tuple[int, int, int, int, int, str]  # dev, ino, size, mtime_ns, ctime_ns, sha256
+_pending: dict[str, dict[tuple[int, int], _Row]] = {}  # cache path -> (dev, ino) -> row
+_pending_state = {"pid": os.getpid(), "since": 0.0}
+_pending_lock = threading.Lock()
 
 
 def _cache_path() -> Path:
@@ -56,26 +75,46 @@ def _enabled() -> bool:
     return os.environ.get("CXRKIT_HASH_CACHE", "1") not in ("0", "false", "no", "")
 
 
-def _connection() -> sqlite3.Connection | None:
-    """One connection per thread and process (sqlite connections do not survive a fork)."""
-    path = _cache_path()
+def _connection(path: Path | None = None) -> sqlite3.Connection | None:
+    """One connection per thread, process and cache path (sqlite connections do not survive
+    a fork), waiting at most ``LOOKUP_TIMEOUT_S`` on locks. None when the cache cannot be
+    used; a database busy while being opened is retried on the next call.
+    """
+    path = path or _cache_path()
     key = (os.getpid(), str(path))
-    cached = getattr(_local, "conn", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
+    conns = getattr(_local, "conns", None)
+    if conns is None:
+        conns = _local.conns = {}
+    if key in conns:
+        return conns[key]
+    conn = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+        conn = sqlite3.connect(path, timeout=LOOKUP_TIMEOUT_S, isolation_level=None)
         conn.execute(
             "CREATE TABLE IF NOT EXISTS digests (dev INTEGER, ino INTEGER, size INTEGER, "
             "mtime_ns INTEGER, ctime_ns INTEGER, sha256 TEXT, "
             "PRIMARY KEY (dev, ino))"
         )
-    except (OSError, sqlite3.Error) as exc:
+    except sqlite3.OperationalError as exc:
+        if conn is not None:
+            conn.close()
+        if _busy(exc):  # another process is writing: no cache this time, try again later
+            return None
         log.debug("hash cache %s unavailable (%s); hashing without it", path, exc)
         conn = None
-    _local.conn = (key, conn)
+    except (OSError, sqlite3.Error) as exc:
+        if conn is not None:
+            conn.close()
+        log.debug("hash cache %s unavailable (%s); hashing without it", path, exc)
+        conn = None
+    conns[key] = conn
     return conn
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
 
 
 def _stat_key(stat: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -92,13 +131,22 @@ def hash_bytes_of(path: str | os.PathLike[str]) -> str:
 
 
 def lookup(stat: os.stat_result) -> str | None:
-    """The remembered digest of a file whose stat is ``stat``, or None."""
+    """The remembered digest of a file whose stat is ``stat``, or None.
+
+    Buffered digests are answered first. A database locked by another process for
+    longer than ``LOOKUP_TIMEOUT_S`` is a miss (None), never a long wait.
+    """
     if not _enabled():
         return None
-    conn = _connection()
+    dev, ino, size, mtime_ns, ctime_ns = _stat_key(stat)
+    path = _cache_path()
+    with _pending_lock:
+        buffered = _pending.get(str(path), {}).get((dev, ino))
+    if buffered is not None and buffered[2:5] == (size, mtime_ns, ctime_ns):
+        return buffered[5]
+    conn = _connection(path)
     if conn is None:
         return None
-    dev, ino, size, mtime_ns, ctime_ns = _stat_key(stat)
     try:
         row = conn.execute(
             "SELECT size, mtime_ns, ctime_ns, sha256 FROM digests WHERE dev=? AND ino=?",
@@ -112,19 +160,61 @@ def lookup(stat: os.stat_result) -> str | None:
 
 
 def remember(stat: os.stat_result, sha256: str) -> None:
-    """Record ``sha256`` for the file whose stat (taken before hashing) is ``stat``."""
+    """Record ``sha256`` for the file whose stat (taken before hashing) is ``stat``.
+
+    The entry is buffered; it reaches the database at the next :func:`flush`, which
+    runs by itself every ``FLUSH_EVERY`` entries, after ``FLUSH_AFTER_S`` and at exit.
+    """
     if not _enabled():
         return
-    conn = _connection()
-    if conn is None:
-        return
-    try:
-        conn.execute(
-            "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)",
-            (*_stat_key(stat), sha256),
-        )
-    except sqlite3.Error as exc:
-        log.debug("hash cache write failed (%s)", exc)
+    row = (*_stat_key(stat), sha256)
+    with _pending_lock:
+        if _pending_state["pid"] != os.getpid():  # a forked child: the parent writes its own
+            _pending.clear()
+            _pending_state["pid"] = os.getpid()
+        if not any(_pending.values()):
+            _pending_state["since"] = time.monotonic()
+        _pending.setdefault(str(_cache_path()), {})[row[:2]] = row
+        count = sum(len(rows) for rows in _pending.values())
+        due = count >= FLUSH_EVERY or time.monotonic() - _pending_state["since"] >= FLUSH_AFTER_S
+    if due:
+        flush()
+
+
+def flush() -> int:
+    """Write the buffered digests, one transaction per cache database.
+
+    Returns: how many were written. A database that stays locked past
+    ``FLUSH_TIMEOUT_S`` or cannot be written loses its batch (those files are
+    hashed again next time); nothing is raised.
+    """
+    with _pending_lock:
+        if _pending_state["pid"] != os.getpid():
+            _pending.clear()
+            _pending_state["pid"] = os.getpid()
+        batches = {path: list(rows.values()) for path, rows in _pending.items() if rows}
+        _pending.clear()
+    written = 0
+    for path, rows in batches.items():
+        conn = _connection(Path(path))
+        if conn is None:
+            continue
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(FLUSH_TIMEOUT_S * 1000)}")
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)", rows)
+            conn.execute("COMMIT")
+            written += len(rows)
+        except sqlite3.Error as exc:
+            log.debug("hash cache write of %d digests failed (%s)", len(rows), exc)
+        with contextlib.suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.execute(f"PRAGMA busy_timeout = {int(LOOKUP_TIMEOUT_S * 1000)}")
+    return written
+
+
+atexit.register(flush)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
