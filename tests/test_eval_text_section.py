@@ -4,11 +4,13 @@ id say which. Real demo dataset, tiny fused (M3AE) checkpoint."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
 import torch
+from trust_support import cli
 
 from cxrkit.artifacts import ArtifactWriter, open_artifact
 from cxrkit.errors import ArtifactError, ConfigError
@@ -135,3 +137,13 @@ def test_a_text_section_setting_overrides_the_checkpoints_and_changes_the_id(
     assert seen == [t for t in expected if t]
     assert metrics_of(artifact)["text_section"] == "findings"
     assert artifact.id != auto.id
+
+
+def test_the_cli_option_sets_the_section(workdir, impression_checkpoint, demo_dataset):
+    args = [impression_checkpoint, demo_dataset, "--out", workdir / "x", "--dry-run"]
+    shown = cli("eval", *args, "--text-section", "findings")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["text_section"] == "findings"
+    bad = cli("eval", *args, "--text-section", "history")
+    assert bad.exit_code == ConfigError.exit_code
+    assert "history" in bad.output
