@@ -172,6 +172,9 @@ def remember(stat: os.stat_result, sha256: str) -> None:
         if _pending_state["pid"] != os.getpid():  # a forked child: the parent writes its own
             _pending.clear()
             _pending_state["pid"] = os.getpid()
+        if _pending_state.get("exit_hook") != os.getpid():
+            _pending_state["exit_hook"] = os.getpid()
+            _flush_at_worker_exit()
         if not any(_pending.values()):
             _pending_state["since"] = time.monotonic()
         _pending.setdefault(str(_cache_path()), {})[row[:2]] = row
@@ -212,6 +215,14 @@ def flush() -> int:
                 conn.execute("ROLLBACK")
             conn.execute(f"PRAGMA busy_timeout = {int(LOOKUP_TIMEOUT_S * 1000)}")
     return written
+
+
+def _flush_at_worker_exit() -> None:
+    """Flush when a multiprocessing worker ends too: a forked one leaves by ``os._exit``,
+    which skips atexit but runs multiprocessing's finalizers."""
+    from multiprocessing import util
+
+    util.Finalize(None, flush, exitpriority=0)
 
 
 atexit.register(flush)

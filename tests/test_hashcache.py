@@ -4,11 +4,13 @@ batches (one transaction each), flushed by count, on demand and at exit."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,19 @@ def test_buffered_digests_are_written_at_exit(tmp_path):
     assert done.returncode == 0, done.stderr
     stored = _stored(tmp_path / "cache" / "hashes.sqlite3")
     assert stored[os.stat(path).st_ino] == done.stdout.strip()
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_digests_remembered_in_a_worker_process_are_written_when_it_ends(cache, tmp_path, start):
+    path = _file(tmp_path, "a.bin", b"worker" * 10)
+    context = multiprocessing.get_context(start)
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_no_racy_wait) as pool:
+        digest = pool.submit(hashcache.sha256_file, path).result()
+    assert _stored(cache)[os.stat(path).st_ino] == digest
+
+
+def _no_racy_wait() -> None:
+    hashcache.RACY_NS = 0  # a spawned worker starts from the module's defaults
 
 
 def test_a_lookup_behind_another_process_write_lock_is_a_quick_miss(cache, tmp_path):
