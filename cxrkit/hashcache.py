@@ -76,17 +76,19 @@ def _enabled() -> bool:
 
 
 def _connection(path: Path | None = None) -> sqlite3.Connection | None:
-    """One connection per thread, process and cache path (sqlite connections do not survive
-    a fork), waiting at most ``LOOKUP_TIMEOUT_S`` on locks. None when the cache cannot be
-    used; a database busy while being opened is retried on the next call.
+    """One connection per thread and process (sqlite connections do not survive a fork),
+    to ``path`` (default the current cache path), waiting at most ``LOOKUP_TIMEOUT_S`` on
+    locks. None when the cache cannot be used; a database busy while being opened is
+    retried on the next call.
     """
     path = path or _cache_path()
     key = (os.getpid(), str(path))
-    conns = getattr(_local, "conns", None)
-    if conns is None:
-        conns = _local.conns = {}
-    if key in conns:
-        return conns[key]
+    cached = getattr(_local, "conn", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    if cached is not None and cached[1] is not None and cached[0][0] == os.getpid():
+        cached[1].close()  # one open database per thread: the cache path moved
+    _local.conn = None
     conn = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,19 +98,14 @@ def _connection(path: Path | None = None) -> sqlite3.Connection | None:
             "mtime_ns INTEGER, ctime_ns INTEGER, sha256 TEXT, "
             "PRIMARY KEY (dev, ino))"
         )
-    except sqlite3.OperationalError as exc:
-        if conn is not None:
-            conn.close()
-        if _busy(exc):  # another process is writing: no cache this time, try again later
-            return None
-        log.debug("hash cache %s unavailable (%s); hashing without it", path, exc)
-        conn = None
     except (OSError, sqlite3.Error) as exc:
         if conn is not None:
             conn.close()
+        if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+            return None  # another process is writing: no cache this time, try again later
         log.debug("hash cache %s unavailable (%s); hashing without it", path, exc)
         conn = None
-    conns[key] = conn
+    _local.conn = (key, conn)
     return conn
 
 
