@@ -21,6 +21,7 @@ from cxrkit import hashcache
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     """A private cache database path, old enough files (no racy ctime) and an empty buffer."""
+    hashcache.flush()  # what earlier tests buffered goes to their own caches
     monkeypatch.setenv("CXRKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(hashcache, "RACY_NS", 0)
     yield tmp_path / "cache" / "hashes.sqlite3"
