@@ -167,7 +167,9 @@ class RowBuilder:
         orig_h, orig_w = decoded.full_shape or decoded.pixels.shape
         if min(orig_h, orig_w) < self.min_size:
             raise Reject("too_small", f"{orig_w}x{orig_h} < min_size {self.min_size}")
-        stored = quantise(resize_long_side(decoded.pixels, self.image_size), self.dtype)
+        stored = quantise(
+            resize_long_side(decoded.pixels, self.image_size, decoded.full_shape), self.dtype
+        )
         row = self._identity(path, mapped, source_sha, decoded.meta or {})
         row.update(
             {
