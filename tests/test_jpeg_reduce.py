@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.uid import JPEGBaseline8Bit
+from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1
 
 from cxrkit.errors import Reject
 from cxrkit.io import bundled
@@ -188,6 +188,10 @@ def test_dicom_header_other_than_plain_8_bit_grey_skips_the_reduced_path(rg1_jpe
 
     ds = pydicom.dcmread(rg1_jpeg[0])
     assert _decode_frame0_reduced(ds, 64, reduce_lossless=False).shape == (245, 231)
+    ds.file_meta.TransferSyntaxUID = JPEGExtended12Bit  # 8-bit samples: same decode
+    assert _decode_frame0_reduced(ds, 64, reduce_lossless=False).shape == (245, 231)
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1  # lossless JPEG: never reduced
+    assert _decode_frame0_reduced(ds, 64, reduce_lossless=True) is None
     changes = {
         "BitsStored": 7,  # pydicom would clear the top bit: not plain levels
         "PixelRepresentation": 1,  # signed: the modality LUT reads it

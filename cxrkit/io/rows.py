@@ -100,7 +100,7 @@ class RowBuilder:
     test_fraction: float = 0.1
     max_pixels: int = MAX_PIXELS
     scrub_reports: bool = False
-    decode_reduce: str = "lossy"  # IngestConfig.decode_reduce: "off" | "lossy" | "all"
+    decode_reduce: str = "lossy"  # IngestConfig.decode_reduce: "off" | "lossy" | "all" (J2K, JPEG)
 
     def __getstate__(self) -> dict[str, Any]:
         # Only the settings travel to workers; each builds its own index and pseudonymiser.

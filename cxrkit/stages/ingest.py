@@ -123,11 +123,13 @@ class IngestConfig:
         False,
     )
     decode_reduce: Literal["off", "lossy", "all"] = doc(
-        "Decode JPEG 2000 at the coarsest resolution level whose long side is still >= "
-        "image_size (decode 3-50x faster). 'lossy': lossy J2K only, so a lossless file "
-        "stores exactly what its uncompressed twin stores (and dedups against it); 'all': "
-        "lossless J2K too (stored pixels then differ from the full decode by ~0.4 uint8 "
-        "levels on average at 512 px, more at smaller sizes); 'off': always full resolution.",
+        "Decode JPEG 2000 at the coarsest resolution level, and baseline JPEG (.jpg files, "
+        "8-bit greyscale DICOM JPEG) at the smallest libjpeg DCT scale (1/2, 1/4, 1/8), "
+        "whose long side is still >= image_size (decode 3-50x faster). 'lossy': lossy J2K "
+        "and JPEG only, so a lossless file stores exactly what its uncompressed twin stores "
+        "(and dedups against it); 'all': lossless J2K too. Reduced decodes differ from the "
+        "full one by ~0.4 (J2K) to ~0.5-1 (JPEG) uint8 levels on average at 512 px, more "
+        "at smaller sizes; 'off': always full resolution (the pixels of before).",
         "lossy",
     )
 
