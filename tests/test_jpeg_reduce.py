@@ -225,3 +225,16 @@ def test_rgb_jpeg_file_is_reduced_in_colour(tmp_path):
     assert reduced.photometric == "RGB" and reduced.pixels.shape == (354, 444)
     full = read_image(path)
     assert np.abs(_stored(full, 224) - _stored(reduced, 224)).mean() < 2.0
+
+
+def test_dataset_id_names_the_reduced_codecs_unless_off(tmp_path):
+    # The default's stored JPEG pixels changed: its id must too; "off" keeps its id.
+    from cxrkit.stages.ingest import REDUCED_CODECS, IngestConfig, _id_params
+
+    ids = {}
+    for mode in ("off", "lossy", "all"):
+        cfg = IngestConfig(sources=[str(tmp_path)], out=str(tmp_path / "o"), decode_reduce=mode)
+        ids[mode] = _id_params(cfg, b"s" * 32, {})
+    assert "reduced_codecs" not in ids["off"]
+    assert ids["lossy"]["reduced_codecs"] == ids["all"]["reduced_codecs"] == list(REDUCED_CODECS)
+    assert "jpeg-dct" in REDUCED_CODECS

@@ -243,6 +243,10 @@ def _folder_splits(work: list[WorkItem]) -> int:
     )
 
 
+# Encodings that `decode_reduce` decodes at a reduced size; part of the dataset id.
+REDUCED_CODECS = ("jpeg2000", "jpeg-dct")
+
+
 def _id_params(cfg: IngestConfig, salt: bytes, part: dict) -> dict:
     params = to_dict(cfg)
     for volatile in ("out", "workers", "salt_file", "shard_index", "num_shards", "chunk_files"):
@@ -251,6 +255,10 @@ def _id_params(cfg: IngestConfig, salt: bytes, part: dict) -> dict:
     # so datasets without one keep the ids they had before split folders were read.
     params.pop("layout_splits")
     params.update(part)
+    if cfg.decode_reduce != "off":
+        # Which codecs the reduced decode covers: adding one changes stored pixels under
+        # the same settings, so it changes the id ("off" decodes as before: same ids).
+        params["reduced_codecs"] = list(REDUCED_CODECS)
     if not cfg.keep_paths:  # folder names carry PHI in real archives: salted tokens only
         params["sources"] = [_path_token(salt, s) for s in cfg.sources]
         params["reports"] = _path_token(salt, cfg.reports) if cfg.reports else None
