@@ -1,7 +1,9 @@
 """DICOM chest radiographs: checks, decoding and the display pipeline.
 
 Pipeline (DESIGN.md §3): read only :data:`KEPT_TAGS` -> checks -> decode frame 0
-(uncompressed, RLE, JPEG baseline, JPEG 2000 through pydicom's plugins) -> modality
+(uncompressed, RLE, JPEG baseline, JPEG 2000 through pydicom's plugins; with
+``decode_long_side``, lossy JPEG 2000 at a reduced resolution level and 8-bit grey
+JPEG baseline at a reduced DCT scale, through Pillow) -> modality
 LUT (rescale slope/intercept or Modality LUT Sequence) -> VOI LUT or window (pydicom's
 ``apply_voi_lut``; when neither is present the percentile window of
 :func:`robust_normalise` alone sets the contrast) -> invert MONOCHROME1 -> robust

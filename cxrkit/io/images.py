@@ -2,7 +2,8 @@
 :func:`cxrkit.io.decode.read_any`; the shared steps: :mod:`cxrkit.io.intensity`).
 
 Every reader returns a :class:`DecodedImage`: a (H, W) float32 array in [0, 1] at the
-original resolution, bright = bone/dense (the MONOCHROME2 convention), after all
+original resolution (or, with ``decode_long_side``, a JPEG at a reduced DCT scale:
+:mod:`cxrkit.io.jpeg_reduce`), bright = bone/dense (the MONOCHROME2 convention), after all
 intensity steps. Ingest then calls :func:`~cxrkit.io.intensity.resize_long_side` and
 :func:`~cxrkit.io.intensity.quantise`.
 
