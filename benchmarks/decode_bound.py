@@ -1,4 +1,4 @@
-"""Ingest against its decode-only bound, per encoding, with JPEG 2000 reduce off and on.
+"""Ingest against its decode-only bound, per encoding, with reduced decoding off and on.
 
 Run: ``python benchmarks/decode_bound.py [--copies 3] [--image-size 512] [--repeat 2]``.
 Prints one plain-text table: CPU ms per image for
@@ -10,12 +10,13 @@ Prints one plain-text table: CPU ms per image for
   plugin order (GDCM first for JPEG 2000), what a plain pydicom loop pays;
 - ``sha256``: hashing the file once (ingest does it in planning; the hash cache
   keeps it out of the ``ingest`` figures, which are taken with every digest cached);
-- ``reduced``: for JPEG 2000, the reduced-resolution decode alone
-  (:func:`cxrkit.io.j2k_reduce.decode_reduced`, the level ingest picks for the size);
+- ``reduced``: the reduced-resolution decode alone, the level ingest picks for the
+  size: for JPEG 2000 :func:`cxrkit.io.j2k_reduce.decode_reduced`, for JPEG baseline
+  libjpeg's 1/2, 1/4 or 1/8 DCT scale (:func:`cxrkit.io.jpeg_reduce.decode_reduced`);
 - ``ingest off`` / ``ingest all``: ``cxrkit.stages.ingest.run`` end to end, one
   worker (planning, hashing, decode, intensity pipeline, resize, pseudonyms, Parquet
   chunks, shard merge, manifest) with ``decode_reduce`` "off" and "all" (the default
-  "lossy" is "all" for lossy J2K and "off" for the rest);
+  "lossy" is "all" for lossy J2K and JPEG baseline and "off" for the rest);
 - overhead % = ingest / bound - 1 (negative: ingest beats the full-decode bound).
 
 Ingest's own cost (the part over the bound) at 512 px on RG1, from per-phase timers
@@ -52,9 +53,9 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import get_decoder
 from pydicom.uid import JPEGBaseline8Bit, generate_uid
 
+from cxrkit.io import j2k_reduce, jpeg_reduce
 from cxrkit.io.bundled import rg1_dicoms
 from cxrkit.io.dicom import PREFERRED_PLUGIN
-from cxrkit.io.j2k_reduce import decode_reduced
 from cxrkit.stages.ingest import IngestConfig, run
 
 ENCODINGS = {
@@ -125,14 +126,22 @@ def sha256_ms(files: list[Path]) -> float:
 
 
 def reduced_ms(files: list[Path], size: int) -> float | None:
-    """Reduced-level JPEG 2000 decode alone (read + decode), CPU ms per image; None when
-    the files are not JPEG 2000 or no level can be skipped."""
+    """Reduced-resolution decode alone (read + decode) of JPEG 2000 or JPEG baseline,
+    CPU ms per image; None for other files or when no level/scale can be skipped."""
     start = cpu_seconds()
     for path in files:
         ds = pydicom.dcmread(path)
-        if ds.file_meta.TransferSyntaxUID.name.find("2000") < 0:
+        uid = ds.file_meta.TransferSyntaxUID
+        if not uid.is_encapsulated:
             return None
-        if decode_reduced(next(generate_frames(ds.PixelData, number_of_frames=1)), size) is None:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        if "2000" in uid.name:
+            arr = j2k_reduce.decode_reduced(frame, size)
+        elif uid == JPEGBaseline8Bit:
+            arr = jpeg_reduce.decode_reduced(frame, size, (int(ds.Columns), int(ds.Rows)))
+        else:
+            return None
+        if arr is None:
             return None
     return 1e3 * (cpu_seconds() - start) / len(files)
 

@@ -24,8 +24,9 @@ def read_any(
 ) -> DecodedImage:
     """Sniff `path` and decode it with the matching reader.
 
-    `decode_long_side`, `reduce_lossless`: see :func:`read_dicom` (PNG/JPEG always
-    decode in full).
+    `decode_long_side`, `reduce_lossless`: see :func:`read_dicom` and
+    :func:`read_image` (a JPEG file decodes at a reduced DCT scale as DICOM JPEG does;
+    PNG always in full).
     Returns: a :class:`DecodedImage`. Raises: Reject("not_dicom") when a file named
     like a DICOM (``.dcm``, ``.dicom`` or no extension) is neither DICOM, PNG nor JPEG,
     Reject("unsupported_format") for any other such file, else whatever the reader rejects.
@@ -43,7 +44,13 @@ def read_any(
             reduce_lossless=reduce_lossless,
         )
     if fmt in ("png", "jpeg"):
-        return read_image(path, low_pct=low_pct, high_pct=high_pct, max_pixels=max_pixels)
+        return read_image(
+            path,
+            low_pct=low_pct,
+            high_pct=high_pct,
+            max_pixels=max_pixels,
+            decode_long_side=decode_long_side,
+        )
     named_dicom = Path(path).suffix.lower() in ("", ".dcm", ".dicom")
     reason = "not_dicom" if named_dicom else "unsupported_format"
     raise Reject(reason, "not DICOM, PNG or JPEG (checked by magic bytes)")

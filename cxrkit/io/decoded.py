@@ -49,7 +49,8 @@ class DecodedImage:
     `meta`: raw metadata with the keys of :data:`META_KEYS`; PHI included, the caller
     pseudonymises before anything is stored.
     `full_shape`: the source's (H, W) when `pixels` were decoded at a reduced resolution
-    (JPEG 2000 resolution levels); None means `pixels` are at the source's resolution.
+    (JPEG 2000 resolution levels, JPEG DCT scaling); None: `pixels` are at the source's
+    resolution.
     """
 
     pixels: np.ndarray

@@ -1,7 +1,9 @@
 """DICOM chest radiographs: checks, decoding and the display pipeline.
 
 Pipeline (DESIGN.md §3): read only :data:`KEPT_TAGS` -> checks -> decode frame 0
-(uncompressed, RLE, JPEG baseline, JPEG 2000 through pydicom's plugins) -> modality
+(uncompressed, RLE, JPEG baseline, JPEG 2000 through pydicom's plugins; with
+``decode_long_side``, lossy JPEG 2000 at a reduced resolution level and 8-bit grey
+JPEG baseline at a reduced DCT scale, through Pillow) -> modality
 LUT (rescale slope/intercept or Modality LUT Sequence) -> VOI LUT or window (pydicom's
 ``apply_voi_lut``; when neither is present the percentile window of
 :func:`robust_normalise` alone sets the contrast) -> invert MONOCHROME1 -> robust
@@ -38,11 +40,14 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
     JPEGLSLossless,
     JPEGLSNearLossless,
 )
 
 from cxrkit.errors import Reject
+from cxrkit.io import jpeg_reduce
 from cxrkit.io.decoded import DecodedImage, scrub_path
 from cxrkit.io.dicom_meta import CHEST_MODALITIES, extract_meta
 from cxrkit.io.intensity import normalise_through_table, robust_normalise
@@ -294,23 +299,61 @@ PREFERRED_PLUGIN = {
 }
 
 
+# Lossy DCT JPEG that Pillow (libjpeg) decodes at 1/2, 1/4, 1/8 scale: 8-bit samples
+# only (a 12-bit Extended file fails to open and is decoded in full by pydicom).
+_JPEG_DCT = (JPEGBaseline8Bit, JPEGExtended12Bit)
+
+
+def _frame0_bytes(ds: Dataset) -> bytes | None:
+    """The encapsulated bytes of frame 0, or None when the encapsulation is unreadable."""
+    try:
+        frames = int(str(ds.get("NumberOfFrames", 1) or 1).strip() or 1)
+        return next(generate_frames(ds.PixelData, number_of_frames=frames))
+    except Exception:  # noqa: BLE001 - broken encapsulation: the full decoder reports it
+        return None
+
+
+def _decode_frame0_jpeg_reduced(ds: Dataset, target_long_side: int) -> np.ndarray | None:
+    """Frame 0 of an 8-bit greyscale DCT JPEG dataset at 1/2, 1/4 or 1/8 scale, or None.
+
+    None unless the header says what pydicom would return as plain 8-bit stored values
+    (one unsigned 8-bit sample per pixel, MONOCHROME1/2), and whenever
+    :func:`cxrkit.io.jpeg_reduce.decode_reduced` declines (other size, colour, 12-bit,
+    no scale to skip, any decode failure).
+    """
+    header = (
+        int(ds.get("SamplesPerPixel", 1) or 1),
+        int(ds.get("BitsAllocated", 0) or 0),
+        int(ds.get("BitsStored", 0) or 0),
+        int(ds.get("PixelRepresentation", 0) or 0),
+        str(ds.get("PhotometricInterpretation", "")).strip().upper(),
+    )
+    if header[:4] != (1, 8, 8, 0) or header[4] not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    data = _frame0_bytes(ds)
+    if data is None:
+        return None
+    return jpeg_reduce.decode_reduced(data, target_long_side, (int(ds.Columns), int(ds.Rows)))
+
+
 def _decode_frame0_reduced(
     ds: Dataset, target_long_side: int, reduce_lossless: bool
 ) -> np.ndarray | None:
-    """Frame 0 of a JPEG 2000 dataset at a reduced resolution level, or None.
+    """Frame 0 of a JPEG 2000 or DCT JPEG dataset at a reduced resolution, or None.
 
-    None when the syntax is not JPEG 2000 (lossless only with `reduce_lossless`), the
+    None when the syntax is neither JPEG 2000 (lossless only with `reduce_lossless`)
+    nor 8-bit greyscale DCT JPEG (see :func:`_decode_frame0_jpeg_reduced`), the
     samples are signed (the modality LUT reads PixelRepresentation), the codestream's
     size is not the header's Rows x Columns, or :func:`decode_reduced` declines.
     """
     uid = UID(str(ds.file_meta.TransferSyntaxUID))
+    if uid in _JPEG_DCT:
+        return _decode_frame0_jpeg_reduced(ds, target_long_side)
     syntaxes = (JPEG2000, JPEG2000Lossless) if reduce_lossless else (JPEG2000,)
     if uid not in syntaxes or int(ds.get("PixelRepresentation", 0) or 0) != 0:
         return None
-    try:
-        frames = int(str(ds.get("NumberOfFrames", 1) or 1).strip() or 1)
-        codestream = next(generate_frames(ds.PixelData, number_of_frames=frames))
-    except Exception:  # noqa: BLE001 - broken encapsulation: the full decoder reports it
+    codestream = _frame0_bytes(ds)
+    if codestream is None:
         return None
     header = codestream_header(codestream)
     if header is None or header[:2] != (int(ds.Columns), int(ds.Rows)):
@@ -415,8 +458,9 @@ def read_dicom(
     greyscale check: the pipeline needs one sample per pixel); `low_pct`/`high_pct`
     are the robust-normalisation percentiles; `decode_long_side`, the long side the
     caller will downscale to, lets lossy JPEG 2000 (and lossless too with
-    `reduce_lossless`) decode at the coarsest resolution level still at least that
-    large (None: always full resolution). A lossless file decoded in full gives exactly
+    `reduce_lossless`) decode at the coarsest resolution level, and 8-bit greyscale
+    DCT JPEG at the smallest 1/2, 1/4 or 1/8 scale, still at least that large (None:
+    always full resolution). A lossless file decoded in full gives exactly
     the stored image of its uncompressed twin; a reduced decode does not.
     Returns: :class:`DecodedImage` with `source_format` "dicom" and `meta` holding
     the keys of ``cxrkit.io.decoded.META_KEYS`` (raw PHI: pseudonymise before storing);

@@ -2,7 +2,8 @@
 :func:`cxrkit.io.decode.read_any`; the shared steps: :mod:`cxrkit.io.intensity`).
 
 Every reader returns a :class:`DecodedImage`: a (H, W) float32 array in [0, 1] at the
-original resolution, bright = bone/dense (the MONOCHROME2 convention), after all
+original resolution (or, with ``decode_long_side``, a JPEG at a reduced DCT scale:
+:mod:`cxrkit.io.jpeg_reduce`), bright = bone/dense (the MONOCHROME2 convention), after all
 intensity steps. Ingest then calls :func:`~cxrkit.io.intensity.resize_long_side` and
 :func:`~cxrkit.io.intensity.quantise`.
 
@@ -34,6 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from cxrkit.errors import Reject
 from cxrkit.io.decoded import DecodedImage, empty_meta, scrub_path
 from cxrkit.io.intensity import normalise_through_table, robust_normalise
+from cxrkit.io.jpeg_reduce import draft_levels
 
 CHROMA_THRESHOLD = 0.1  # (max - min channel) / full scale that counts as "coloured"
 COLOUR_PIXEL_FRACTION = 0.05  # more coloured pixels than this -> not a radiograph
@@ -107,28 +109,29 @@ def read_image(
     low_pct: float = 0.5,
     high_pct: float = 99.5,
     max_pixels: int = 100_000_000,
+    decode_long_side: int | None = None,
 ) -> DecodedImage:
     """Decode a PNG or JPEG radiograph.
 
-    Takes: a file path and the robust-normalisation percentiles. Returns: a :class:`DecodedImage` (robust-normalised float32,
-    `photometric` = Pillow mode, `meta` from :func:`empty_meta` with the size filled).
+    Takes: a file path and the robust-normalisation percentiles; `decode_long_side`, the
+    long side the caller will downscale to, lets a JPEG decode at the smallest 1/2, 1/4
+    or 1/8 DCT scale still at least that large (:mod:`cxrkit.io.jpeg_reduce`; None:
+    always full resolution). Returns: a :class:`DecodedImage` (robust-normalised
+    float32, `photometric` = Pillow mode, `meta` from :func:`empty_meta` with the
+    source's size; after a reduced decode `pixels` is smaller and `full_shape` is the
+    source's (H, W)).
     Raises: Reject("corrupt_pixels") for truncated/undecodable files or a constant
     image; Reject("not_chest_xray") for strongly coloured images; Reject
     ("unsupported_format") when Pillow does not recognise the file.
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            width, height = img.size  # from the header; nothing decoded yet
-            if width * height > max_pixels:
-                raise Reject(
-                    "too_large",
-                    f"header claims {width}x{height} pixels > max_pixels {max_pixels:,}",
-                )
-            img.load()  # decode now: truncation surfaces here, not later
-            fmt = (img.format or "").lower()
-            mode = img.mode
-            levels, full_scale = _pil_to_levels(img)
+        decoded = None
+        if decode_long_side:
+            decoded = _load_levels(path, max_pixels, decode_long_side)
+        if decoded is None:  # full resolution, and the errors of record
+            decoded = _load_levels(path, max_pixels, None)
+        fmt, mode, (height, width), (levels, full_scale) = decoded
     except UnidentifiedImageError as exc:
         detail = scrub_path(f"not a PNG/JPEG image Pillow can read: {exc}", path)
         raise Reject("unsupported_format", detail) from exc
@@ -139,6 +142,43 @@ def read_image(
         raise Reject("corrupt_pixels", detail) from exc
     source_format = "jpeg" if fmt in ("jpeg", "mpo") else fmt or "unknown"
     pixels = _levels_to_unit(levels, full_scale, low_pct, high_pct)
-    height, width = pixels.shape
+    reduced = pixels.shape != (height, width)
     meta = empty_meta(orig_height=height, orig_width=width, photometric=mode)
-    return DecodedImage(pixels=pixels, source_format=source_format, photometric=mode, meta=meta)
+    return DecodedImage(
+        pixels=pixels,
+        source_format=source_format,
+        photometric=mode,
+        meta=meta,
+        full_shape=(height, width) if reduced else None,
+    )
+
+
+def _load_levels(
+    path: Path, max_pixels: int, decode_long_side: int | None
+) -> tuple[str, str, tuple[int, int], tuple[np.ndarray, int | None]] | None:
+    """Open and decode `path`: (format, mode, source (H, W), :func:`_pil_to_levels`).
+
+    With `decode_long_side`, a JPEG is decoded at a reduced DCT scale; None then means
+    "no reduction applies or the reduced decode failed: decode in full" (any failure is
+    left for the full decode to report). Without it, Pillow's errors propagate.
+    """
+    with Image.open(path) as img:
+        width, height = img.size  # from the header; nothing decoded yet
+        if width * height > max_pixels:
+            raise Reject(
+                "too_large",
+                f"header claims {width}x{height} pixels > max_pixels {max_pixels:,}",
+            )
+        fmt, mode = (img.format or "").lower(), img.mode
+        if decode_long_side is not None:
+            try:
+                if draft_levels(img, decode_long_side) == 0:
+                    return None
+                img.load()
+                return fmt, mode, (height, width), _pil_to_levels(img)
+            except Reject:
+                raise
+            except (OSError, ValueError, SyntaxError, IndexError, TypeError):
+                return None
+        img.load()  # decode now: truncation surfaces here, not later
+        return fmt, mode, (height, width), _pil_to_levels(img)

@@ -168,24 +168,31 @@ def _level_pairs(flat: np.ndarray, size: int) -> np.ndarray | None:
     return flat[: flat.size - flat.size % 2].view("<u2")
 
 
-def resize_long_side(arr: np.ndarray, size: int) -> np.ndarray:
+def resize_long_side(
+    arr: np.ndarray, size: int, source_shape: tuple[int, int] | None = None
+) -> np.ndarray:
     """Downscale so the longer side equals `size`, keeping the aspect ratio.
 
-    Takes: (H, W) float32. Uses Pillow's float ('F') bilinear resize, which widens the
-    filter with the scale factor (antialiased), with ``reducing_gap=2`` (a box
-    pre-reduction: ~3x faster, visually identical). Never upscales: an image whose
-    long side is already <= `size` is returned unchanged (same object).
+    Takes: (H, W) float32; `source_shape`, the source's (H, W) when `arr` was decoded
+    at a reduced resolution (``DecodedImage.full_shape``): the output shape is then the
+    one the full-resolution image gets, whatever rounding the reduced decode did.
+    Uses Pillow's float ('F') bilinear resize, which widens the filter with the scale
+    factor (antialiased), with ``reducing_gap=2`` (a box pre-reduction: ~3x faster,
+    visually identical). Never upscales: an image whose (source) long side is already
+    <= `size` is returned unchanged (same object).
     Returns: float32 (h, w) with max(h, w) == size.
     """
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
-    height, width = arr.shape
+    height, width = source_shape or arr.shape
     long_side = max(height, width)
     if long_side <= size:
         return arr
     scale = size / long_side
     new_h = size if height >= width else max(1, round(height * scale))
     new_w = size if width > height else max(1, round(width * scale))
+    if arr.shape == (new_h, new_w):
+        return arr
     img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.float32), mode="F")
     small = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(small, dtype=np.float32)

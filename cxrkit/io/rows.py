@@ -100,7 +100,7 @@ class RowBuilder:
     test_fraction: float = 0.1
     max_pixels: int = MAX_PIXELS
     scrub_reports: bool = False
-    decode_reduce: str = "lossy"  # IngestConfig.decode_reduce: "off" | "lossy" | "all"
+    decode_reduce: str = "lossy"  # IngestConfig.decode_reduce: "off" | "lossy" | "all" (J2K, JPEG)
 
     def __getstate__(self) -> dict[str, Any]:
         # Only the settings travel to workers; each builds its own index and pseudonymiser.
@@ -167,7 +167,9 @@ class RowBuilder:
         orig_h, orig_w = decoded.full_shape or decoded.pixels.shape
         if min(orig_h, orig_w) < self.min_size:
             raise Reject("too_small", f"{orig_w}x{orig_h} < min_size {self.min_size}")
-        stored = quantise(resize_long_side(decoded.pixels, self.image_size), self.dtype)
+        stored = quantise(
+            resize_long_side(decoded.pixels, self.image_size, decoded.full_shape), self.dtype
+        )
         row = self._identity(path, mapped, source_sha, decoded.meta or {})
         row.update(
             {

@@ -123,11 +123,13 @@ class IngestConfig:
         False,
     )
     decode_reduce: Literal["off", "lossy", "all"] = doc(
-        "Decode JPEG 2000 at the coarsest resolution level whose long side is still >= "
-        "image_size (decode 3-50x faster). 'lossy': lossy J2K only, so a lossless file "
-        "stores exactly what its uncompressed twin stores (and dedups against it); 'all': "
-        "lossless J2K too (stored pixels then differ from the full decode by ~0.4 uint8 "
-        "levels on average at 512 px, more at smaller sizes); 'off': always full resolution.",
+        "Decode JPEG 2000 at the coarsest resolution level, and baseline JPEG (.jpg files, "
+        "8-bit greyscale DICOM JPEG) at the smallest libjpeg DCT scale (1/2, 1/4, 1/8), "
+        "whose long side is still >= image_size (decode 3-50x faster). 'lossy': lossy J2K "
+        "and JPEG only, so a lossless file stores exactly what its uncompressed twin stores "
+        "(and dedups against it); 'all': lossless J2K too. Reduced decodes differ from the "
+        "full one by ~0.4 (J2K) to ~0.5-1 (JPEG) uint8 levels on average at 512 px, more "
+        "at smaller sizes; 'off': always full resolution (the pixels of before).",
         "lossy",
     )
 
@@ -241,6 +243,10 @@ def _folder_splits(work: list[WorkItem]) -> int:
     )
 
 
+# Encodings that `decode_reduce` decodes at a reduced size; part of the dataset id.
+REDUCED_CODECS = ("jpeg2000", "jpeg-dct")
+
+
 def _id_params(cfg: IngestConfig, salt: bytes, part: dict) -> dict:
     params = to_dict(cfg)
     for volatile in ("out", "workers", "salt_file", "shard_index", "num_shards", "chunk_files"):
@@ -249,6 +255,10 @@ def _id_params(cfg: IngestConfig, salt: bytes, part: dict) -> dict:
     # so datasets without one keep the ids they had before split folders were read.
     params.pop("layout_splits")
     params.update(part)
+    if cfg.decode_reduce != "off":
+        # Which codecs the reduced decode covers: adding one changes stored pixels under
+        # the same settings, so it changes the id ("off" decodes as before: same ids).
+        params["reduced_codecs"] = list(REDUCED_CODECS)
     if not cfg.keep_paths:  # folder names carry PHI in real archives: salted tokens only
         params["sources"] = [_path_token(salt, s) for s in cfg.sources]
         params["reports"] = _path_token(salt, cfg.reports) if cfg.reports else None
