@@ -4,7 +4,10 @@ pydicom's own test files as negative cases."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -381,3 +384,93 @@ def test_a_failing_preferred_plugin_falls_back_to_pydicoms_order(monkeypatch):
     np.testing.assert_array_equal(
         arr, pydicom.dcmread(bundled.rg1_dicoms()["RG1_UNCI"]).pixel_array
     )
+
+
+# ----------------------------------------------- DCT JPEG: Pillow first, GDCM never aborts us
+def _bits7_jpeg(tmp_path) -> Path:
+    """RG1 as 8-bit JPEG Baseline whose header claims BitsStored 7: GDCM's codec throws a
+    C++ exception on it that aborts the process (seen: `cxrkit ingest` exit 134)."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = pydicom.dcmread(bundled.rg1_dicoms()["RG1_UNCR"])
+    arr = ds.pixel_array[::4, ::4].astype(np.float64)
+    eight = np.round(255 * (arr - arr.min()) / (arr.max() - arr.min())).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(eight, mode="L").save(buf, format="JPEG", quality=90)
+    ds.Rows, ds.Columns = eight.shape
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 7, 6, 0
+    for tag in ("WindowCenter", "WindowWidth", "SmallestImagePixelValue"):
+        if tag in ds:
+            delattr(ds, tag)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    path = tmp_path / "bits7.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_header_that_aborts_gdcm_is_decoded_without_killing_the_process(tmp_path):
+    path = _bits7_jpeg(tmp_path)
+    code = (
+        "import sys, pydicom; from cxrkit.io.dicom import _decode_frame0; "
+        "a = _decode_frame0(pydicom.dcmread(sys.argv[1])); print(a.shape, int(a.max()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-400:]
+    assert (
+        int(done.stdout.rsplit(")", 1)[1]) < 128
+    )  # the unused top bit is cleared, as pydicom would
+
+
+def test_when_pillow_fails_on_such_a_header_it_is_rejected_not_passed_to_gdcm(
+    tmp_path, monkeypatch
+):
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from cxrkit.io import dicom
+
+    path = _bits7_jpeg(tmp_path)
+    used: list = []
+    decoder_cls = type(dicom.get_decoder(JPEGBaseline8Bit))
+
+    def spy(self, src, **kwargs):
+        used.append(kwargs.get("decoding_plugin"))
+        raise RuntimeError("pillow broke")
+
+    monkeypatch.setattr(decoder_cls, "as_array", spy)
+    with pytest.raises(Reject) as info:
+        dicom._decode_frame0(pydicom.dcmread(path))
+    assert used == ["pillow"]  # pydicom's order (GDCM first) never tried
+    assert info.value.reason == "corrupt_pixels" and "BitsStored 7" in str(info.value)
+
+
+def test_12_bit_jpeg_extended_is_still_tried_in_pydicoms_order_after_pillow(monkeypatch):
+    # Pillow declines 12-bit DCT; the file then goes to pydicom's order as before (in the
+    # default install nothing decodes it: the GPL libjpeg plugin is the `gpl-jpeg` extra).
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import JPEGExtended12Bit
+
+    from cxrkit.io import dicom
+
+    used: list = []
+    decoder_cls = type(dicom.get_decoder(JPEGExtended12Bit))
+    original = decoder_cls.as_array
+
+    def spy(self, src, **kwargs):
+        used.append(kwargs.get("decoding_plugin"))
+        return original(self, src, **kwargs)
+
+    monkeypatch.setattr(decoder_cls, "as_array", spy)
+    ds = pydicom.dcmread(get_testdata_file("JPEG-lossy.dcm", download=False))
+    try:
+        dicom._decode_frame0(ds)
+    except Reject as exc:
+        assert exc.reason == "corrupt_pixels" and "12-bit" in str(exc)
+    assert used == ["pillow", None]

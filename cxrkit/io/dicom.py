@@ -291,12 +291,25 @@ def _check_photometric(ds: Dataset) -> str:
 # the same pixels as GDCM's bundled OpenJPEG 2.3, in about 60 % of the CPU time for
 # lossy and 85 % for lossless RG1 (benchmarks/decode_bound.py). Other syntaxes keep
 # pydicom's order; a preferred plugin that fails is retried with pydicom's order.
+# JPEG Baseline goes to Pillow (libjpeg-turbo): the same pixels as GDCM, and a Python
+# exception on a bad header where GDCM's codec throws a C++ exception that aborts the
+# whole process (8-bit data declaring BitsStored 7, a crafted file seen in testing).
 PREFERRED_PLUGIN = {
     JPEGLSLossless: "pyjpegls",
     JPEGLSNearLossless: "pyjpegls",
     JPEG2000Lossless: "pylibjpeg",
     JPEG2000: "pylibjpeg",
+    JPEGBaseline8Bit: "pillow",
+    JPEGExtended12Bit: "pillow",  # 8-bit Process 2; Pillow declines 12-bit data -> GDCM
 }
+JPEG_DCT = (JPEGBaseline8Bit, JPEGExtended12Bit)
+
+
+def _aborts_gdcm(ds: Dataset, uid: UID) -> bool:
+    """True for headers on which GDCM's JPEG codec aborts the process instead of raising:
+    DCT JPEG with 8 bits allocated but fewer stored."""
+    bits = (int(ds.get("BitsAllocated", 0) or 0), int(ds.get("BitsStored", 0) or 0))
+    return uid in JPEG_DCT and bits[0] == 8 and bits[1] != 8
 
 
 # Lossy DCT JPEG that Pillow (libjpeg) decodes at 1/2, 1/4, 1/8 scale: 8-bit samples
@@ -384,10 +397,18 @@ def _decode_frame0(ds: Dataset) -> np.ndarray:
         if plugin in decoder.available_plugins:
             try:
                 arr, props = decoder.as_array(ds, index=0, decoding_plugin=plugin, **options)
-            except Exception:  # noqa: BLE001 - the other plugins decide, in pydicom's order
+            except Exception as exc:  # noqa: BLE001 - the other plugins decide, in pydicom's order
+                if _aborts_gdcm(ds, uid):  # pydicom's order would reach GDCM: reject instead
+                    raise Reject(
+                        "corrupt_pixels",
+                        f"{uid.name} with BitsAllocated 8, BitsStored {ds.BitsStored}: "
+                        f"{type(exc).__name__}: {exc}",
+                    ) from exc
                 arr, props = decoder.as_array(ds, index=0, **options)
         else:
             arr, props = decoder.as_array(ds, index=0, **options)
+    except Reject:
+        raise
     except Exception as exc:  # noqa: BLE001 - decoder plugins raise arbitrary types
         raise Reject("corrupt_pixels", f"{uid.name}: {type(exc).__name__}: {exc}") from exc
     if arr.ndim != 2:
