@@ -5,19 +5,46 @@ from __future__ import annotations
 import signal
 from concurrent.futures import ProcessPoolExecutor
 
+# Signals a process dies by when native code crashes (abort() after an uncaught C++
+# exception, a bad pointer, a bus error, a division by zero, an illegal instruction).
+# SIGKILL is not one: it is what the kernel's OOM killer sends.
+CRASH_SIGNALS = frozenset(
+    {signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
+)
 
-def death_causes(pool: ProcessPoolExecutor) -> str:
-    """ "killed by SIGKILL (...)", "exited with code 3"... for the pool's dead workers.
+
+def dead_exit_codes(pool: ProcessPoolExecutor) -> list[int]:
+    """The distinct non-zero exit codes of the pool's dead workers (``-N``: killed by
+    signal N), sorted.
 
     Reads the executor's process table (CPython keeps the Process objects there),
     waiting up to 5 s a process for the pool to reap them (their exit codes are not
-    known yet when BrokenProcessPool is raised); returns "cause unknown" when none
-    can be read. Survivors the pool terminated show as SIGTERM.
+    known yet when BrokenProcessPool is raised). Survivors the pool terminated show as
+    ``-SIGTERM``.
     """
     processes = list((getattr(pool, "_processes", None) or {}).values())
     for process in processes:  # the pool's manager thread is terminating and reaping them
         process.join(timeout=5)
-    codes = sorted({p.exitcode for p in processes if p.exitcode}, key=str)
+    return sorted({p.exitcode for p in processes if p.exitcode}, key=str)
+
+
+def crash_signal(codes: list[int]) -> signal.Signals | None:
+    """The crash signal (:data:`CRASH_SIGNALS`) among ``codes`` that killed a worker, or
+    None when none did or when one was killed by SIGKILL (likely out of memory: not a
+    file's fault, so not a crash to pin on one file)."""
+    if -signal.SIGKILL in codes:
+        return None
+    crashes = [signal.Signals(-c) for c in codes if c < 0 and -c in CRASH_SIGNALS]
+    return crashes[0] if crashes else None
+
+
+def death_causes(pool: ProcessPoolExecutor, codes: list[int] | None = None) -> str:
+    """ "killed by SIGKILL (...)", "exited with code 3"... for the pool's dead workers.
+
+    ``codes`` as read by :func:`dead_exit_codes` (read now when None); returns "cause
+    unknown" when none can be read.
+    """
+    codes = dead_exit_codes(pool) if codes is None else codes
     causes = []
     for code in codes:
         if code < 0:

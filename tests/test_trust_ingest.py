@@ -215,8 +215,9 @@ def test_a_bad_reports_source_with_two_workers_is_an_input_error(tmp_path, salt_
     assert "Traceback" not in result.output and "BrokenProcessPool" not in result.output
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_killed_worker_is_reported_with_its_signal_and_finished_chunks_are_kept(
-    tmp_path, salt_file
+    tmp_path, salt_file, workers
 ):
     mapping = tiny_mapping(tmp_path / "in", count=4)
     victim = tmp_path / "in" / "img3.jpeg"
@@ -235,12 +236,15 @@ def test_a_killed_worker_is_reported_with_its_signal_and_finished_chunks_are_kep
         "rows.RowBuilder.__call__ = _die\n"
     )
     out = tmp_path / "ds"
-    args = [*ingest_args(mapping, out, salt_file), "--workers", 2, "--set", "chunk_files=1"]
+    args = [*ingest_args(mapping, out, salt_file), "--workers", workers,
+            "--set", "chunk_files=1"]  # fmt: skip
     env = {"PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "CXRKIT_TEST_KILL": "1"}
     proc = cli_process(*args, env=env)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == WorkerDied.exit_code, stderr[-2000:]
-    assert "killed by SIGKILL" in stderr and "Traceback" not in stderr
+    # Not a crash to pin on the file (SIGKILL is the OOM killer's): no isolation, no reject.
+    assert "killed by SIGKILL" in stderr and "fewer --workers" in stderr
+    assert "Traceback" not in stderr and "decoder_crashed" not in stderr
     kept = list(out.parent.glob("ds.tmp-*/.work/chunk-?????.parquet"))
     assert 1 <= len(kept) <= 3 and not out.exists()
     assert victim.is_file()
@@ -249,6 +253,65 @@ def test_a_killed_worker_is_reported_with_its_signal_and_finished_chunks_are_kep
     assert proc.returncode == 0, stderr[-2000:]
     assert f"resuming: {len(kept)} of 4 chunks already done" in stderr
     assert len(_rows(out)) == 4
+
+
+def _crash_hook(folder: Path) -> Path:
+    """A folder whose ``sitecustomize`` makes every Python process started with it on its
+    path (the spawned workers too) die as a crashing native decoder does, when asked to
+    decode a file named ``abort*`` (SIGABRT: a C++ exception that reached terminate) or
+    ``segv*`` (SIGSEGV)."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        "import os, signal\n"
+        "from cxrkit.io import rows\n"
+        "_call = rows.RowBuilder.__call__\n"
+        "def _crash(self, item):\n"
+        "    name = os.path.basename(item[0])\n"
+        "    if name.startswith('abort'):\n"
+        "        os.abort()\n"
+        "    if name.startswith('segv'):\n"
+        "        os.kill(os.getpid(), signal.SIGSEGV)\n"
+        "    return _call(self, item)\n"
+        "rows.RowBuilder.__call__ = _crash\n"
+    )
+    return folder
+
+
+@pytest.mark.parametrize(("workers", "crasher", "signal_name"), [
+    (1, "segv.jpeg", "SIGSEGV"), (2, "abort.jpeg", "SIGABRT"),
+])  # fmt: skip
+def test_a_file_that_crashes_its_decoder_is_a_decoder_crashed_reject_and_the_run_goes_on(
+    tmp_path, salt_file, workers, crasher, signal_name
+):
+    mapping = tiny_mapping(tmp_path / "in", count=4)
+    clean = tmp_path / "clean"  # the same four images, without the crashing file
+    assert cli(*ingest_args(mapping, clean, salt_file)).exit_code == 0
+    shutil.copyfile(tmp_path / "in" / "img1.jpeg", tmp_path / "in" / crasher)
+    with open(mapping, "a", newline="") as handle:
+        csv.writer(handle).writerow([str(tmp_path / "in" / crasher), "Crash."])
+    out = tmp_path / "ds"
+    args = [*ingest_args(mapping, out, salt_file), "--workers", workers,
+            "--set", "chunk_files=2"]  # fmt: skip
+    env = {"PYTHONPATH": f"{_crash_hook(tmp_path / 'hook')}{os.pathsep}{ROOT}"}
+    proc = cli_process(*args, env=env)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "Traceback" not in stderr
+    rejects = pq.read_table(out / "rejects.parquet").to_pylist()
+    assert [(r["path"], r["reason"]) for r in rejects] == [
+        (_token(tmp_path / "in" / crasher), "decoder_crashed")
+    ]
+    assert signal_name in rejects[0]["detail"] and str(tmp_path) not in rejects[0]["detail"]
+    # The files decoded again in isolation keep the rows a run without the crash gives.
+    assert sorted(_rows(out), key=lambda r: r["source_sha256"]) == sorted(
+        _rows(clean), key=lambda r: r["source_sha256"]
+    )
+    assert not list(tmp_path.glob("ds.tmp-*"))
+    manifest = (out / "manifest.json").read_bytes()
+    proc = cli_process(*args, env=env)  # a re-run is up to date: nothing decoded again
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert (out / "manifest.json").read_bytes() == manifest
 
 
 # ---------------------------------------------------------------- PHI

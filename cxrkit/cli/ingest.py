@@ -49,7 +49,8 @@ def ingest_command(
         bool, typer.Option("--uint16", help="Store 16-bit pixels instead of 8-bit.", metavar=FLAG)
     ] = False,
     workers: Annotated[
-        int | None, typer.Option(help="Decode processes (0 = all cores).", min=0)
+        int | None,
+        typer.Option(help="Decode worker processes (0 = all cores).", min=0),
     ] = None,
     shard_index: Annotated[
         int | None, typer.Option(help="Partition index (default: SLURM_ARRAY_TASK_ID).", min=0)

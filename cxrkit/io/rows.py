@@ -129,9 +129,6 @@ class RowBuilder:
         for bad input (MemoryError propagates)."""
         path_str, mapped = item
         path = Path(path_str)
-        shown = (
-            printable_path(path_str) if self.keep_paths else self.pseudonymizer.path_token(path_str)
-        )
         try:
             if mapped is not None and mapped.duplicate_of is not None:
                 raise Reject(
@@ -140,12 +137,20 @@ class RowBuilder:
                 )
             return {"row": self.build(path, mapped)}
         except Reject as rej:
-            return {"reject": {"path": shown, "reason": rej.reason, "detail": rej.detail}}
+            return self.reject(path_str, rej.reason, rej.detail)
         except MemoryError:
             raise
         except Exception as exc:  # an unforeseen decoder failure must not stop a 377k-image run
             detail = scrub_path(f"{type(exc).__name__}: {exc}", path)
-            return {"reject": {"path": shown, "reason": "corrupt_pixels", "detail": detail}}
+            return self.reject(path_str, "corrupt_pixels", detail)
+
+    def reject(self, path_str: str, reason: str, detail: str | None) -> dict:
+        """``{"reject": rejects row}`` for a file: its path as stored (a salted token unless
+        ``keep_paths``), the reason and the detail (which must not contain the path)."""
+        shown = (
+            printable_path(path_str) if self.keep_paths else self.pseudonymizer.path_token(path_str)
+        )
+        return {"reject": {"path": shown, "reason": reason, "detail": detail}}
 
     def build(self, path: Path, mapped: MappingRow | None = None) -> dict:
         """The dataset row (DATASET_SCHEMA columns) of one file.

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -71,7 +72,11 @@ class IngestConfig:
     min_size: int = doc("Reject images whose original short side is below this (too_small).", 128)
     window_low_pct: float = doc("Robust normalisation: lower percentile clipped to black.", 0.5)
     window_high_pct: float = doc("Robust normalisation: upper percentile clipped to white.", 99.5)
-    workers: int = doc("Decode processes (0 = all cores). Does not change the output.", 1)
+    workers: int = doc(
+        "Decode processes (0 = all cores; always separate processes, so a decoder that "
+        "crashes on a file rejects that file). Does not change the output.",
+        1,
+    )
     shard_index: int | None = doc("This partition's index (or SLURM_ARRAY_TASK_ID).", None)
     num_shards: int | None = doc("Number of partitions (then merge with ingest-merge).", None)
     salt_file: str = doc(
@@ -386,58 +391,138 @@ def _run_chunks(cfg: IngestConfig, salt: bytes, work: list[WorkItem], scratch: P
     builder.prepare()  # a bad --reports source fails here, in this process, with its reason
     workers = cfg.workers or os.cpu_count() or 1
     items = (item for i in todo for item in chunks[i])
+
+    def died(codes: list[int], pool: ProcessPoolExecutor) -> WorkerDied:
+        return WorkerDied(_pool_death(pool, codes, scratch, len(chunks)))
+
     done = 0
     with progress("ingest", total=sum(len(chunks[i]) for i in todo)) as bar:
-        if workers <= 1:
-            results = map(builder.prepare(), items)
-        else:
-            pool = ProcessPoolExecutor(
-                workers,
-                mp_context=get_context("spawn"),
-                initializer=_install,
-                initargs=(builder,),
-            )
-            results = _rolling_map(pool, items, workers * 8)
+        results = _crash_safe_map(builder, items, workers, died)
         try:
             for i in todo:
                 chunk_results = [next(results) for _ in chunks[i]]
                 write_chunk(scratch, i, chunk_results)
                 done += len(chunk_results)
                 bar.advance(len(chunk_results))
-        except BrokenProcessPool as exc:
-            raise WorkerDied(_pool_death(pool, scratch, len(chunks))) from exc
         finally:
-            if workers > 1:
-                pool.shutdown(cancel_futures=True)
+            results.close()  # shuts the pool down
     return done
 
 
-def _pool_death(pool: ProcessPoolExecutor, scratch: Path, n_chunks: int) -> str:
+def _pool_death(pool: ProcessPoolExecutor, codes: list[int], scratch: Path, n_chunks: int) -> str:
     """Why the pool broke (the dead workers' exit codes) and what was kept."""
     from cxrkit.workers import death_causes
 
     kept = sum(chunks_done(scratch, n_chunks))
     return (
-        f"a decode worker process died ({death_causes(pool)}); "
+        f"a decode worker process died ({death_causes(pool, codes)}); "
         f"{kept} of {n_chunks} chunk(s) finished and are kept in {scratch.parent}; re-run "
         "the same command to resume (fewer --workers or a lower --image-size use less memory)"
     )
 
 
-def _rolling_map(pool: ProcessPoolExecutor, items, window: int):
-    """Ordered results of the installed RowBuilder with at most ``window`` files in flight.
+def _start_pool(builder: RowBuilder, workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_install, initargs=(builder,)
+    )
 
-    Unlike mapping chunk by chunk, workers never idle at chunk boundaries, and
-    unlike ``pool.map`` over everything, a 377k-file ingest does not create
-    377k futures up front.
+
+def _crash_safe_map(builder: RowBuilder, items, workers: int, died) -> Iterator[dict]:
+    """Ordered results of ``builder`` over ``items``, decoded in a pool of ``workers``
+    spawned processes with at most ``workers * 8`` files in flight.
+
+    Unlike mapping chunk by chunk, workers never idle at chunk boundaries, and unlike
+    ``pool.map`` over everything, a 377k-file ingest does not create 377k futures up
+    front. Even with one worker no file is decoded in this process: a native decoder
+    that aborts or segfaults on a hostile file takes down a worker, not the run.
+
+    When a worker dies by a crash signal (:data:`cxrkit.workers.CRASH_SIGNALS`), the
+    files whose results the broken pool lost are decoded again one per fresh process
+    (:func:`_isolate`), the one that crashes becomes a ``decoder_crashed`` reject, and a
+    new pool takes the remaining files. Raises ``died(exit codes, pool)`` (a WorkerDied)
+    when a worker died otherwise (SIGKILL: likely the OOM killer).
     """
-    pending: deque = deque()
-    for item in items:
-        pending.append(pool.submit(_build_in_worker, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+    from cxrkit.workers import crash_signal, dead_exit_codes
+
+    items = iter(items)
+    while True:
+        pool = _start_pool(builder, workers)
+        pending: deque[list] = deque()  # [item, future or None when submit failed]
+        try:
+            for item in items:
+                pending.append([item, None])
+                pending[-1][1] = pool.submit(_build_in_worker, item)
+                if len(pending) >= workers * 8:
+                    result = pending[0][1].result()
+                    pending.popleft()
+                    yield result
+            while pending:
+                result = pending[0][1].result()
+                pending.popleft()
+                yield result
+            return
+        except BrokenProcessPool:
+            codes = dead_exit_codes(pool)
+            signal_name = crash_signal(codes)
+            if signal_name is None:
+                raise died(codes, pool) from None
+            log.warning(
+                "a decode worker died by %s; decoding the %d file(s) in flight again, "
+                "one per process, to find the one that crashes it",
+                signal_name.name,
+                len(pending),
+            )
+        finally:
+            pool.shutdown(cancel_futures=True)
+        yield from _isolate(builder, list(pending), workers, died)
+
+
+def _isolate(builder: RowBuilder, lost: list[list], workers: int, died) -> Iterator[dict]:
+    """Results of the ``[item, future]`` pairs of a broken pool, in order: a future that
+    finished keeps its result; every other item is decoded again alone in a fresh
+    spawned process (up to ``workers`` at a time), and one whose process dies by a crash
+    signal becomes a ``decoder_crashed`` reject. Raises ``died(exit codes, pool)`` when
+    such a process dies otherwise (SIGKILL, an exit code)."""
+    from cxrkit.workers import crash_signal, dead_exit_codes
+
+    results: list[dict | None] = []
+    for _, future in lost:
+        if (
+            future is None
+            or not future.done()
+            or future.cancelled()
+            or isinstance(error := future.exception(), BrokenProcessPool)
+        ):
+            results.append(None)
+        elif error is not None:
+            raise error  # what the worker raised (MemoryError): as without the crash
+        else:
+            results.append(future.result())
+    again = [k for k, result in enumerate(results) if result is None]
+    for start in range(0, len(again), workers):
+        batch = again[start : start + workers]
+        pools = {k: _start_pool(builder, 1) for k in batch}
+        try:
+            futures = {k: pools[k].submit(_build_in_worker, lost[k][0]) for k in batch}
+            for k in batch:
+                try:
+                    results[k] = futures[k].result()
+                except BrokenProcessPool:
+                    codes = dead_exit_codes(pools[k])
+                    if (crash := crash_signal(codes)) is None:
+                        raise died(codes, pools[k]) from None
+                    log.warning("a file crashed its decoder (%s): rejected", crash.name)
+                    path, _ = lost[k][0]
+                    results[k] = builder.reject(
+                        path,
+                        "decoder_crashed",
+                        f"the decoding process died by {crash.name} "
+                        f"(a native decoder crashed on this file)",
+                    )
+        finally:
+            for pool in pools.values():
+                pool.shutdown(cancel_futures=True)
+    yield from results
 
 
 # ---------------------------------------------------------------- merge partitions
