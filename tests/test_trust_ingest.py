@@ -277,18 +277,19 @@ def _crash_hook(folder: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize(("workers", "crasher", "signal_name"), [
-    (1, "segv.jpeg", "SIGSEGV"), (2, "abort.jpeg", "SIGABRT"),
+@pytest.mark.parametrize(("workers", "crashers"), [
+    (1, {"segv.jpeg": "SIGSEGV"}), (2, {"abort.jpeg": "SIGABRT", "segv.jpeg": "SIGSEGV"}),
 ])  # fmt: skip
 def test_a_file_that_crashes_its_decoder_is_a_decoder_crashed_reject_and_the_run_goes_on(
-    tmp_path, salt_file, workers, crasher, signal_name
+    tmp_path, salt_file, workers, crashers
 ):
     mapping = tiny_mapping(tmp_path / "in", count=4)
-    clean = tmp_path / "clean"  # the same four images, without the crashing file
+    clean = tmp_path / "clean"  # the same four images, without the crashing files
     assert cli(*ingest_args(mapping, clean, salt_file)).exit_code == 0
-    shutil.copyfile(tmp_path / "in" / "img1.jpeg", tmp_path / "in" / crasher)
-    with open(mapping, "a", newline="") as handle:
-        csv.writer(handle).writerow([str(tmp_path / "in" / crasher), "Crash."])
+    for crasher in crashers:
+        shutil.copyfile(tmp_path / "in" / "img1.jpeg", tmp_path / "in" / crasher)
+        with open(mapping, "a", newline="") as handle:
+            csv.writer(handle).writerow([str(tmp_path / "in" / crasher), "Crash."])
     out = tmp_path / "ds"
     args = [*ingest_args(mapping, out, salt_file), "--workers", workers,
             "--set", "chunk_files=2"]  # fmt: skip
@@ -297,11 +298,13 @@ def test_a_file_that_crashes_its_decoder_is_a_decoder_crashed_reject_and_the_run
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-2000:]
     assert "Traceback" not in stderr
-    rejects = pq.read_table(out / "rejects.parquet").to_pylist()
-    assert [(r["path"], r["reason"]) for r in rejects] == [
-        (_token(tmp_path / "in" / crasher), "decoder_crashed")
-    ]
-    assert signal_name in rejects[0]["detail"] and str(tmp_path) not in rejects[0]["detail"]
+    rejects = {r["path"]: r for r in pq.read_table(out / "rejects.parquet").to_pylist()}
+    assert {path: r["reason"] for path, r in rejects.items()} == {
+        _token(tmp_path / "in" / crasher): "decoder_crashed" for crasher in crashers
+    }
+    for crasher, signal_name in crashers.items():
+        detail = rejects[_token(tmp_path / "in" / crasher)]["detail"]
+        assert signal_name in detail and str(tmp_path) not in detail
     # The files decoded again in isolation keep the rows a run without the crash gives.
     assert sorted(_rows(out), key=lambda r: r["source_sha256"]) == sorted(
         _rows(clean), key=lambda r: r["source_sha256"]
@@ -312,6 +315,27 @@ def test_a_file_that_crashes_its_decoder_is_a_decoder_crashed_reject_and_the_run
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-2000:]
     assert (out / "manifest.json").read_bytes() == manifest
+
+
+def test_a_worker_that_crashes_before_it_is_given_a_file_rejects_no_file(tmp_path, salt_file):
+    mapping = tiny_mapping(tmp_path / "in", count=2)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    # Every worker aborts while it starts (in the pool initializer): no file is to blame.
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "from cxrkit.stages import ingest\n"
+        "def _abort_on_start(builder):\n"
+        "    os.abort()\n"
+        "ingest._install = _abort_on_start\n"
+    )
+    out = tmp_path / "ds"
+    env = {"PYTHONPATH": f"{hook}{os.pathsep}{ROOT}"}
+    proc = cli_process(*ingest_args(mapping, out, salt_file), "--workers", 2, env=env)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == WorkerDied.exit_code, stderr[-2000:]
+    assert "killed by SIGABRT" in stderr and "Traceback" not in stderr
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------- PHI

@@ -188,6 +188,10 @@ def _install(builder: RowBuilder) -> None:
     _worker_builder = builder.prepare()
 
 
+def _worker_ready() -> bool:
+    return _worker_builder is not None
+
+
 def _build_in_worker(item: WorkItem) -> dict:
     assert _worker_builder is not None, "pool started without _install"
     return _worker_builder(item)
@@ -503,6 +507,14 @@ def _isolate(builder: RowBuilder, lost: list[list], workers: int, died) -> Itera
         batch = again[start : start + workers]
         pools = {k: _start_pool(builder, 1) for k in batch}
         try:
+            # A process that dies before it is handed the file (in _install) is no file's
+            # fault: not a reject, the run stops as for any other dead worker.
+            ready = {k: pools[k].submit(_worker_ready) for k in batch}
+            for k in batch:
+                try:
+                    ready[k].result()
+                except BrokenProcessPool:
+                    raise died(dead_exit_codes(pools[k]), pools[k]) from None
             futures = {k: pools[k].submit(_build_in_worker, lost[k][0]) for k in batch}
             for k in batch:
                 try:
