@@ -390,28 +390,7 @@ def test_a_failing_preferred_plugin_falls_back_to_pydicoms_order(monkeypatch):
 def _bits7_jpeg(tmp_path) -> Path:
     """RG1 as 8-bit JPEG Baseline whose header claims BitsStored 7: GDCM's codec throws a
     C++ exception on it that aborts the process (seen: `cxrkit ingest` exit 134)."""
-    import io
-
-    from PIL import Image
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import JPEGBaseline8Bit
-
-    ds = pydicom.dcmread(bundled.rg1_dicoms()["RG1_UNCR"])
-    arr = ds.pixel_array[::4, ::4].astype(np.float64)
-    eight = np.round(255 * (arr - arr.min()) / (arr.max() - arr.min())).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(eight, mode="L").save(buf, format="JPEG", quality=90)
-    ds.Rows, ds.Columns = eight.shape
-    ds.PixelData = encapsulate([buf.getvalue()])
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 7, 6, 0
-    for tag in ("WindowCenter", "WindowWidth", "SmallestImagePixelValue"):
-        if tag in ds:
-            delattr(ds, tag)
-    ds["PixelData"].VR = "OB"
-    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-    path = tmp_path / "bits7.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return bundled.rg1_as_jpeg_baseline(tmp_path / "bits7.dcm", step=4, bits_stored=7)
 
 
 def test_a_header_that_aborts_gdcm_is_decoded_without_killing_the_process(tmp_path):

@@ -14,8 +14,8 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.encaps import encapsulate, generate_frames
-from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1
+from pydicom.encaps import generate_frames
+from pydicom.uid import JPEGExtended12Bit, JPEGLosslessSV1
 
 from cxrkit.errors import Reject
 from cxrkit.io import bundled
@@ -32,23 +32,10 @@ def _stored(decoded, size: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def rg1_jpeg(tmp_path_factory) -> tuple:
-    """RG1 (CR, 1955x1841) as 8-bit JPEG Baseline q90, as benchmarks/decode_bound.py
-    makes it: (path, the JPEG bytes)."""
-    ds = pydicom.dcmread(bundled.rg1_dicoms()["RG1_UNCR"])
-    arr = ds.pixel_array.astype(np.float64)
-    eight = np.round(255 * (arr - arr.min()) / (arr.max() - arr.min())).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(eight, mode="L").save(buf, format="JPEG", quality=90)
-    ds.PixelData = encapsulate([buf.getvalue()])
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    for tag in ("WindowCenter", "WindowWidth", "SmallestImagePixelValue"):
-        if tag in ds:
-            delattr(ds, tag)
-    ds["PixelData"].VR = "OB"
-    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-    path = tmp_path_factory.mktemp("jpeg") / "rg1_jpeg.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    return path, buf.getvalue()
+    """RG1 (CR, 1955x1841) as 8-bit JPEG Baseline q90: (path, the JPEG bytes)."""
+    path = bundled.rg1_as_jpeg_baseline(tmp_path_factory.mktemp("jpeg") / "rg1_jpeg.dcm")
+    ds = pydicom.dcmread(path)
+    return path, next(generate_frames(ds.PixelData, number_of_frames=1))
 
 
 def test_draft_picks_the_smallest_dct_scale_still_at_least_the_target():

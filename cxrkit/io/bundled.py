@@ -7,6 +7,7 @@ package to install when it is missing.
 | function | package | what |
 |---|---|---|
 | :func:`rg1_dicoms` | ``pydicom-data`` | one adult PA chest CR (MONOCHROME1) in 4 encodings |
+| :func:`rg1_as_jpeg_baseline` | ``pydicom-data`` | the same radiograph re-encoded as 8-bit JPEG Baseline |
 | :func:`pydicom_test_file` | ``pydicom`` / ``pydicom-data`` | any pydicom test file |
 | :func:`ecg_dicom` | ``pydicom`` | a real 12-lead ECG as a DICOM waveform |
 | :func:`pediatric_jpegs` | ``pneumonia-model-package`` | 16 pediatric chest JPEGs, 8 normal / 8 pneumonia |
@@ -113,6 +114,40 @@ def rg1_dicoms() -> dict[str, Path]:
             "the RG1 chest radiographs ship with pydicom-data; "
             "install it with `pip install pydicom-data`"
         ) from exc
+
+
+def rg1_as_jpeg_baseline(target: str | Path, step: int = 1, bits_stored: int = 8) -> Path:
+    """RG1 re-encoded as an 8-bit JPEG Baseline DICOM (Pillow, quality 90) at ``target``.
+
+    pydicom-data ships no JPEG Baseline radiograph, so tests and benchmarks make one:
+    the uncompressed RG1 scaled to 0-255, every ``step``-th row and column, with the
+    header declaring ``bits_stored`` (8 is honest; 7 makes a hostile header). Returns
+    ``target``. Raises InputError when pydicom-data is not installed.
+    """
+    import io
+
+    import numpy as np
+    import pydicom
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = pydicom.dcmread(rg1_dicoms()["RG1_UNCR"])
+    arr = ds.pixel_array[::step, ::step].astype(np.float64)
+    eight = np.round(255 * (arr - arr.min()) / (arr.max() - arr.min())).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(eight, mode="L").save(buf, format="JPEG", quality=90)
+    ds.Rows, ds.Columns = eight.shape
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds.BitsAllocated, ds.BitsStored, ds.PixelRepresentation = 8, bits_stored, 0
+    ds.HighBit = bits_stored - 1
+    for tag in ("WindowCenter", "WindowWidth", "SmallestImagePixelValue"):
+        if tag in ds:
+            delattr(ds, tag)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.save_as(target, enforce_file_format=True)
+    return Path(target)
 
 
 def ecg_dicom() -> Path:
