@@ -44,9 +44,9 @@ from typing import Any, Literal
 import torch
 
 from cxrkit.errors import ArtifactError, ConfigError
+from cxrkit.io.text_sections import TEXT_SECTIONS as TEXT_SECTIONS  # re-exported
 
 TextSection = Literal["both", "findings", "impression"]
-TEXT_SECTIONS = ("both", "findings", "impression")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Literal
 from cxrkit.artifacts import ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError
+from cxrkit.io.text_sections import TEXT_SECTIONS as SECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,7 @@ SCHEMA_VERSION = 1
 ALL_TASKS = ("zeroshot", "probe", "retrieval", "finetune")
 INPUT_KINDS = ("checkpoint", "dataset", "annotations")  # artifacts eval reads, by manifest kind
 ZEROSHOT_SCORINGS = ("maco", "maco_code", "clip")
-# cxrkit.io.fields.TEXT_SECTIONS plus "auto", written out to keep a no-op re-run torch-free.
-TEXT_SECTIONS = ("auto", "both", "findings", "impression")
+TEXT_SECTIONS = ("auto", *SECTIONS)  # torch-free: a no-op re-run checks it before any model
 DEFAULT_TEXT_SECTION = "both"  # pretrain's data.text_section default
 
 
@@ -198,8 +198,8 @@ def resolve_text_section(setting: str, checkpoint) -> str:
     open_clip model, ``checkpoint`` None, or a checkpoint that records none).
 
     Takes: the text_section setting and the checkpoint Artifact or None. Returns: a section
-    name of :data:`cxrkit.io.fields.TEXT_SECTIONS`. Raises: ArtifactError when the checkpoint
-    records a section eval does not know.
+    name of :data:`cxrkit.io.text_sections.TEXT_SECTIONS`. Raises: ArtifactError when the
+    checkpoint records a section eval does not know.
     """
     from cxrkit.errors import ArtifactError
 
@@ -211,10 +211,10 @@ def resolve_text_section(setting: str, checkpoint) -> str:
     found = data.get("text_section") if isinstance(data, dict) else None
     if found is None:
         return DEFAULT_TEXT_SECTION
-    if found not in TEXT_SECTIONS or found == "auto":
+    if found not in SECTIONS:
         raise ArtifactError(
             f"{checkpoint.path}: manifest params data.text_section {found!r} is not one of "
-            f"{', '.join(TEXT_SECTIONS[1:])}; give --set text_section=SECTION"
+            f"{', '.join(SECTIONS)}; give --set text_section=SECTION"
         )
     return found
 
