@@ -15,7 +15,7 @@ loading it back and comparing features with the cxrkit model:
   export as ``preprocess.py`` (numpy, Pillow, torch only).
 - :mod:`cxrkit.export.formats`: the registry ``FORMATS`` (name -> writer that loads
   back and checks, skip rule, usage snippet); a new format is one entry there, and
-  its name in ``cxrkit.stages.export.FORMAT_NAMES`` (torch-free; a test holds the two equal).
+  its name in ``cxrkit.export.names.FORMAT_NAMES`` (torch-free; a test holds the two equal).
 
 Nothing here unpickles: weights are safetensors, metadata is JSON.
 """

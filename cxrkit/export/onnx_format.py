@@ -30,12 +30,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from cxrkit.export.names import ONNX_OPSET
 from cxrkit.export.native import max_abs_diff
 
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "image_encoder.onnx"
-OPSET = 17
+OPSET = ONNX_OPSET
 
 
 class PreprocessedEncoder(nn.Module):

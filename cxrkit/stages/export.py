@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ArtifactError, ConfigError
+from cxrkit.export.names import FORMAT_NAMES, ONNX_OPSET  # torch-free
 
 if TYPE_CHECKING:
     from cxrkit.export.formats import ExportSource
@@ -34,11 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-# The names of cxrkit.export.formats.FORMATS in its order, and onnx_format.OPSET (a test
-# holds them equal), written out so that resolving a config and deciding a no-op re-run
-# import no torch; the format modules are imported when there is something to export.
-FORMAT_NAMES = ("safetensors", "timm", "open_clip", "onnx")
-ONNX_OPSET = 17
 
 
 @dataclasses.dataclass
