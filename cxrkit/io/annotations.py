@@ -88,10 +88,11 @@ class AnnotationIndex:
         self._order = np.argsort(values, kind="stable")  # (N,) row of the i-th smallest id
         self._sorted = values[self._order]
         self._cached: tuple[int, pa.Table] | None = None
+        self._file: pq.ParquetFile | None = None  # opened on the first row group read
 
     def __getstate__(self) -> dict:
-        # A DataLoader worker gets the index without the cached row group.
-        return {**self.__dict__, "_cached": None}
+        # A DataLoader worker gets the index without the open file or the cached row group.
+        return {**self.__dict__, "_cached": None, "_file": None}
 
     def _positions(self, image_ids: Sequence[str]) -> np.ndarray:
         """File row of each id (-1 where the file has none), (len(image_ids),) int64."""
@@ -105,7 +106,9 @@ class AnnotationIndex:
     def _group(self, group: int) -> pa.Table:
         if self._cached is None or self._cached[0] != group:
             try:
-                table = pq.ParquetFile(self.path).read_row_group(group, columns=self.names)
+                if self._file is None:  # the footer is parsed once, not per row group
+                    self._file = pq.ParquetFile(self.path)
+                table = self._file.read_row_group(group, columns=self.names)
             except (OSError, ValueError) as exc:
                 raise ArtifactError(f"{self.path}: cannot read annotations ({exc})") from exc
             self._cached = (group, table)
