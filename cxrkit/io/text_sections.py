@@ -8,3 +8,6 @@ from __future__ import annotations
 
 TEXT_SECTIONS = ("both", "findings", "impression")
 """both = findings + impression; a row whose chosen sections are empty uses its whole report."""
+DEFAULT_TEXT_SECTION = "both"
+"""pretrain's ``data.text_section`` default, and what eval's ``auto`` takes when a checkpoint
+records no section."""

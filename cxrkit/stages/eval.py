@@ -19,6 +19,7 @@ from typing import Literal
 from cxrkit.artifacts import ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError
+from cxrkit.io.text_sections import DEFAULT_TEXT_SECTION
 from cxrkit.io.text_sections import TEXT_SECTIONS as SECTIONS
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ ALL_TASKS = ("zeroshot", "probe", "retrieval", "finetune")
 INPUT_KINDS = ("checkpoint", "dataset", "annotations")  # artifacts eval reads, by manifest kind
 ZEROSHOT_SCORINGS = ("maco", "maco_code", "clip")
 TEXT_SECTIONS = ("auto", *SECTIONS)  # torch-free: a no-op re-run checks it before any model
-DEFAULT_TEXT_SECTION = "both"  # pretrain's data.text_section default
 
 
 @dataclass

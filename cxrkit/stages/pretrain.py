@@ -24,6 +24,7 @@ from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.artifacts.files import write_json_atomic
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError
+from cxrkit.io.text_sections import DEFAULT_TEXT_SECTION
 from cxrkit.models.tower_configs import VisionConfig
 from cxrkit.train import checkpoint as ckpt
 from cxrkit.train.batch import BatchPlan, plan_batch
@@ -73,7 +74,7 @@ class DataConfig:
     text_section: Literal["both", "findings", "impression"] = doc(
         "report section delivered as the `text` field: findings + impression (both), or one; "
         "a report without the chosen sections gives its whole text",
-        "both",
+        DEFAULT_TEXT_SECTION,
     )
     augment: AugmentConfig = dataclasses.field(
         default_factory=AugmentConfig, metadata={"help": "training augmentation"}
