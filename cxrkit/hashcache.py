@@ -166,9 +166,7 @@ def remember(stat: os.stat_result, sha256: str) -> None:
         return
     row = (*_stat_key(stat), sha256)
     with _pending_lock:
-        if _pending_state["pid"] != os.getpid():  # a forked child: the parent writes its own
-            _pending.clear()
-            _pending_state["pid"] = os.getpid()
+        _drop_if_forked()
         if _pending_state.get("exit_hook") != os.getpid():
             _pending_state["exit_hook"] = os.getpid()
             _flush_at_worker_exit()
@@ -181,6 +179,14 @@ def remember(stat: os.stat_result, sha256: str) -> None:
         flush()
 
 
+def _drop_if_forked() -> None:
+    """In a forked child, forget the parent's buffered digests (the parent writes its
+    own). Call with ``_pending_lock`` held."""
+    if _pending_state["pid"] != os.getpid():
+        _pending.clear()
+        _pending_state["pid"] = os.getpid()
+
+
 def flush() -> int:
     """Write the buffered digests, one transaction per cache database.
 
@@ -189,9 +195,7 @@ def flush() -> int:
     hashed again next time); nothing is raised.
     """
     with _pending_lock:
-        if _pending_state["pid"] != os.getpid():
-            _pending.clear()
-            _pending_state["pid"] = os.getpid()
+        _drop_if_forked()
         batches = {path: list(rows.values()) for path, rows in _pending.items() if rows}
         _pending.clear()
     written = 0

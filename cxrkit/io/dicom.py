@@ -302,6 +302,9 @@ PREFERRED_PLUGIN = {
     JPEGBaseline8Bit: "pillow",
     JPEGExtended12Bit: "pillow",  # 8-bit Process 2; Pillow declines 12-bit data -> GDCM
 }
+# DCT JPEG: GDCM may abort on it (below), and Pillow (libjpeg) decodes it at 1/2, 1/4,
+# 1/8 scale (8-bit samples only: a 12-bit Extended file fails to open and is decoded in
+# full by pydicom).
 JPEG_DCT = (JPEGBaseline8Bit, JPEGExtended12Bit)
 
 
@@ -310,11 +313,6 @@ def _aborts_gdcm(ds: Dataset, uid: UID) -> bool:
     DCT JPEG with 8 bits allocated but fewer stored."""
     bits = (int(ds.get("BitsAllocated", 0) or 0), int(ds.get("BitsStored", 0) or 0))
     return uid in JPEG_DCT and bits[0] == 8 and bits[1] != 8
-
-
-# Lossy DCT JPEG that Pillow (libjpeg) decodes at 1/2, 1/4, 1/8 scale: 8-bit samples
-# only (a 12-bit Extended file fails to open and is decoded in full by pydicom).
-_JPEG_DCT = (JPEGBaseline8Bit, JPEGExtended12Bit)
 
 
 def _frame0_bytes(ds: Dataset) -> bytes | None:
@@ -360,7 +358,7 @@ def _decode_frame0_reduced(
     size is not the header's Rows x Columns, or :func:`decode_reduced` declines.
     """
     uid = UID(str(ds.file_meta.TransferSyntaxUID))
-    if uid in _JPEG_DCT:
+    if uid in JPEG_DCT:
         return _decode_frame0_jpeg_reduced(ds, target_long_side)
     syntaxes = (JPEG2000, JPEG2000Lossless) if reduce_lossless else (JPEG2000,)
     if uid not in syntaxes or int(ds.get("PixelRepresentation", 0) or 0) != 0:

@@ -158,9 +158,10 @@ def _load_levels(
 ) -> tuple[str, str, tuple[int, int], tuple[np.ndarray, int | None]] | None:
     """Open and decode `path`: (format, mode, source (H, W), :func:`_pil_to_levels`).
 
-    With `decode_long_side`, a JPEG is decoded at a reduced DCT scale; None then means
-    "no reduction applies or the reduced decode failed: decode in full" (any failure is
-    left for the full decode to report). Without it, Pillow's errors propagate.
+    With `decode_long_side`, a JPEG is decoded at a reduced DCT scale where one applies
+    (else in full from the same open file); None then means "the reduced decode failed:
+    open again and decode in full" (the failure is left for the full decode to report).
+    Pillow's errors of a full decode propagate.
     """
     with Image.open(path) as img:
         width, height = img.size  # from the header; nothing decoded yet
@@ -172,13 +173,13 @@ def _load_levels(
         fmt, mode = (img.format or "").lower(), img.mode
         if decode_long_side is not None:
             try:
-                if draft_levels(img, decode_long_side) == 0:
-                    return None
-                img.load()
-                return fmt, mode, (height, width), _pil_to_levels(img)
+                if draft_levels(img, decode_long_side) > 0:
+                    img.load()
+                    return fmt, mode, (height, width), _pil_to_levels(img)
             except Reject:
                 raise
             except (OSError, ValueError, SyntaxError, IndexError, TypeError):
                 return None
+            # No scale to skip (a PNG, a small JPEG): draft set nothing, decode this in full.
         img.load()  # decode now: truncation surfaces here, not later
         return fmt, mode, (height, width), _pil_to_levels(img)
