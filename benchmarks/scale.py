@@ -126,11 +126,12 @@ def make_corpus(root: Path, count: int, source_size: int, seed: int = 0) -> dict
 
 
 # ---------------------------------------------------------------- measured stages
-def measure(command: list[str], env: dict, log: Path) -> dict:
-    """Run ``command`` to completion; its wall s, CPU s and peak RSS (MiB) from wait4."""
+def measure(command: list[str], env: dict, log: Path, cwd: Path | None = None) -> dict:
+    """Run ``command`` (in ``cwd``) to completion, its output to ``log``; its wall s, CPU s
+    and peak RSS (MiB) from wait4. Raises RuntimeError with the log's tail if it fails."""
     start = time.monotonic()
     with log.open("w") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - start

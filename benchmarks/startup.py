@@ -28,11 +28,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from scale import measure  # noqa: E402  (a child's wall, CPU and peak RSS from wait4)
+
 HEAVY = ("torch", "spacy", "thinc", "scispacy", "timm", "open_clip", "transformers",
          "accelerate", "scipy", "sklearn")  # fmt: skip
 REPORTS = [
@@ -55,17 +58,10 @@ def _env(work: Path) -> dict[str, str]:
 
 
 def timed(argv: list[str], cwd: Path) -> tuple[float, float]:
-    """(wall s, CPU s) of one run of ``argv``; raises if it fails."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, env=_env(cwd), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)  # fmt: skip
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {stderr.decode()[-800:]}")
-    return wall, usage.ru_utime + usage.ru_stime
+    """(wall s, CPU s) of one run of ``argv`` (scale.py's wait4 measure); raises if it fails."""
+    with tempfile.NamedTemporaryFile(suffix=".log") as log:
+        figures = measure(argv, _env(cwd), Path(log.name), cwd=cwd)
+    return figures["wall_s"], figures["cpu_s"]
 
 
 # Runs ``python ARGS`` (``-c CODE`` or ``-m MODULE ...``) in this interpreter and, at exit,

@@ -89,19 +89,22 @@ def _any(*words: str, op: str | None = None) -> dict:
     return token
 
 
+# Lung site words (a regex alternation) of the two fillers below.
+_LUNG_SITES = (
+    "right|left|bilateral|upper|lower|middle|mid|midlung|lung|lobe|apical|basilar|base|hilar|"
+    "perihilar|lingular|peripheral|pulmonary"
+)
 # Size and site words that may stand between "calcified" and "nodule".
 _CALCIFIED_FILLER = {
     "REGEX": r"(?:\d+(?:\.\d+)?|mm|cm|x|small|tiny|punctate|subcentimeter|few|several|"
-    r"multiple|scattered|stable|right|left|bilateral|upper|lower|middle|mid|midlung|lung|"
-    r"lobe|apical|basilar|base|hilar|perihilar|lingular|peripheral|pulmonary|calcified)",
+    rf"multiple|scattered|stable|{_LUNG_SITES}|calcified)",
     "OP": "{1,5}",
 }
 # Site and kind words that may stand between "nodular" and "opacity" / "density" (CheXpert's
 # "nodular opacity"): "nodular right lower lobe opacity", "nodular interstitial opacities".
 _NODULAR_FILLER = {
-    "REGEX": r"(?:right|left|bilateral|upper|lower|middle|mid|midlung|lung|lobe|apical|basilar|"
-    r"base|hilar|perihilar|infrahilar|suprahilar|lingular|peripheral|pulmonary|interstitial|"
-    r"alveolar|airspace|parenchymal|reticular|mixed|patchy|scattered)",
+    "REGEX": rf"(?:{_LUNG_SITES}|infrahilar|suprahilar|interstitial|alveolar|airspace|"
+    r"parenchymal|reticular|mixed|patchy|scattered)",
     "OP": "{1,4}",
 }
 # Token-pattern pieces for "the heart size is mildly enlarged" and friends.
