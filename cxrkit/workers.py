@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 # Signals a process dies by when native code crashes (abort() after an uncaught C++
@@ -19,12 +20,18 @@ def dead_exit_codes(pool: ProcessPoolExecutor) -> list[int]:
 
     Reads the executor's process table (CPython keeps the Process objects there),
     waiting up to 5 s a process for the pool to reap them (their exit codes are not
-    known yet when BrokenProcessPool is raised). Survivors the pool terminated show as
+    known yet when BrokenProcessPool is raised, and the pool's manager thread reaps them
+    concurrently). Survivors the pool terminated show as
     ``-SIGTERM``.
     """
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    deadline = time.monotonic() + 5 * max(len(processes), 1)
     for process in processes:  # the pool's manager thread is terminating and reaping them
-        process.join(timeout=5)
+        # The manager thread may reap a process between our wait and our waitpid: ours
+        # then fails (ECHILD) and join() returns with no exit code, which the manager
+        # thread sets a moment later. Wait for it rather than read "cause unknown".
+        while process.exitcode is None and time.monotonic() < deadline:
+            process.join(timeout=0.05)
     return sorted({p.exitcode for p in processes if p.exitcode}, key=str)
 
 

@@ -334,8 +334,38 @@ def test_a_worker_that_crashes_before_it_is_given_a_file_rejects_no_file(tmp_pat
     proc = cli_process(*ingest_args(mapping, out, salt_file), "--workers", 2, env=env)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == WorkerDied.exit_code, stderr[-2000:]
-    assert "killed by SIGABRT" in stderr and "Traceback" not in stderr
+    assert "killed by SIGABRT" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr
     assert not out.exists()
+
+
+def test_exit_codes_are_read_when_the_pool_reaps_the_worker_first():
+    """The pool's manager thread and ``dead_exit_codes`` both wait for a dead worker;
+    when the manager thread reaps it first, our join returns with no exit code yet
+    (CI once read "cause unknown" for a worker killed by SIGABRT this way)."""
+    import signal
+    from types import SimpleNamespace
+
+    from cxrkit.workers import dead_exit_codes, death_causes
+
+    class ReapedElsewhere:
+        """join() returns before the exit code is known, as after a lost waitpid race;
+        the other thread sets it a few joins later."""
+
+        def __init__(self, code):
+            self.code, self.joins = code, 0
+
+        def join(self, timeout=None):
+            self.joins += 1
+
+        @property
+        def exitcode(self):
+            return self.code if self.joins >= 3 else None
+
+    pool = SimpleNamespace(_processes={1: ReapedElsewhere(-signal.SIGABRT)})
+    codes = dead_exit_codes(pool)
+    assert codes == [-signal.SIGABRT]
+    assert death_causes(pool, codes) == "killed by SIGABRT"
 
 
 # ---------------------------------------------------------------- PHI
