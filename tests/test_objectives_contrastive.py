@@ -4,7 +4,6 @@ of pairs give the loss and (DDP-averaged) gradients of one process on all the pa
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -35,9 +34,8 @@ def _loss(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     return i2t + t2i
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def _worker(rank: int, rendezvous: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=2)
     try:
         model = _model()
         images, texts = _data()
@@ -55,10 +53,11 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _spawn_two(tmp_path) -> None:
+    """Run ``_worker`` on 2 processes meeting in a file, not on a TCP port: a port found
+    free and then closed can be taken by another process before rank 0 listens on it."""
+    rendezvous = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_worker, args=(rendezvous, str(tmp_path)), nprocs=2, join=True)
 
 
 def test_gathered_pairs_equal_one_process_on_all_pairs(tmp_path):
@@ -69,7 +68,7 @@ def test_gathered_pairs_equal_one_process_on_all_pairs(tmp_path):
     loss.backward()
     expected = torch.cat([p.grad.flatten() for p in model.parameters()])
 
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    _spawn_two(tmp_path)
     for rank in (0, 1):
         out = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert out["pairs"] == 4
