@@ -6,6 +6,7 @@ raw input path reaches an artifact file unless asked for.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import os
 import resource
@@ -224,13 +225,19 @@ def test_a_killed_worker_is_reported_with_its_signal_and_finished_chunks_are_kep
     hook = tmp_path / "hook"
     hook.mkdir()
     # Every Python process started with this on its path (the spawned workers too) kills
-    # itself with SIGKILL, as the OOM killer would, when asked to decode the victim file.
+    # itself with SIGKILL, as the OOM killer would, when asked to decode the victim file,
+    # once the first chunk is on disk: with 2 workers the other one may still be decoding
+    # img0 when this one reaches img3, and then no chunk would be finished to keep.
     (hook / "sitecustomize.py").write_text(
-        "import os, signal\n"
+        "import glob, os, signal, time\n"
         "from cxrkit.io import rows\n"
         "_call = rows.RowBuilder.__call__\n"
         "def _die(self, item):\n"
-        "    if item[0].endswith('img3.jpeg') and os.environ.get('CXRKIT_TEST_KILL'):\n"
+        "    first_chunk = os.environ.get('CXRKIT_TEST_KILL_AFTER')\n"
+        "    if item[0].endswith('img3.jpeg') and first_chunk:\n"
+        "        deadline = time.monotonic() + 120\n"
+        "        while not glob.glob(first_chunk) and time.monotonic() < deadline:\n"
+        "            time.sleep(0.01)\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return _call(self, item)\n"
         "rows.RowBuilder.__call__ = _die\n"
@@ -238,7 +245,8 @@ def test_a_killed_worker_is_reported_with_its_signal_and_finished_chunks_are_kep
     out = tmp_path / "ds"
     args = [*ingest_args(mapping, out, salt_file), "--workers", workers,
             "--set", "chunk_files=1"]  # fmt: skip
-    env = {"PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "CXRKIT_TEST_KILL": "1"}
+    first_chunk = f"{glob.escape(str(tmp_path))}/ds.tmp-*/.work/chunk-00000.parquet"
+    env = {"PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "CXRKIT_TEST_KILL_AFTER": first_chunk}
     proc = cli_process(*args, env=env)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == WorkerDied.exit_code, stderr[-2000:]
