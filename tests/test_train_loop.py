@@ -81,6 +81,20 @@ def test_resume_after_a_stop_reaches_bitwise_the_same_weights(dataset, tmp_path)
     assert losses[0] == losses[1] and len(losses[0]) == 10
 
 
+def test_resume_drops_a_metrics_row_torn_by_a_kill_mid_write(dataset, tmp_path):
+    with pytest.raises(Preempted, match="step 5"):
+        _run(dataset, tmp_path, stop_at=5)
+    metrics = tmp_path / "metrics.jsonl"
+    whole = metrics.read_text()
+    with metrics.open("a") as handle:  # killed (or out of disk) while writing step 6's row
+        handle.write('{"step": 6, "loss": 0.12')
+    result, _ = _run(dataset, tmp_path, resume=ckpt.latest(tmp_path))
+    assert result.resumed_from == 5 and result.steps == 10
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 11))
+    assert metrics.read_text().startswith(whole)
+
+
 def test_stop_saves_a_checkpoint_before_raising(dataset, tmp_path):
     with pytest.raises(Interrupted):
         _run(dataset, tmp_path, stop_at=2, reason="interrupted")

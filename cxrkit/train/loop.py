@@ -29,6 +29,7 @@ from cxrkit.objectives.base import Objective
 from cxrkit.train import checkpoint as ckpt
 from cxrkit.train.config import OptimConfig, TrainConfig, resolve_precision
 from cxrkit.train.optim import EMA, SCHEDULES, build_optimizer, set_lr
+from cxrkit.train.runs import read_metrics
 from cxrkit.train.signals import StopFlag, reason_from_code
 
 log = logging.getLogger(__name__)
@@ -420,7 +421,7 @@ class _MetricsLog:
         self.path, self.enabled = path, enabled
         self.rows: list[dict] = []
         if enabled and path.is_file():
-            kept = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            kept = read_metrics(path)  # a run killed mid-write can leave a torn last row
             self.rows = [r for r in kept if r.get("step", 0) <= keep_until]
             path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
 
