@@ -18,8 +18,10 @@ new file that reuses a deleted file's inode gets a new ctime. What the cache
 cannot see: a changed system clock, root writing the block device directly, or
 a rewrite that lands in the same clock tick as the stat taken when the digest was
 remembered. The last one is closed the way git closes its "racy" index entries:
-a digest is only remembered for a file whose ctime is at least ``RACY_NS`` older
-than the clock, so a later write necessarily moves ctime. Set
+a digest is only remembered for a file whose ctime was at least ``RACY_NS`` older
+than the clock when hashing began, so a write during or after the read necessarily
+moves ctime. (The clock is this host's, the ctime the file server's: an NFS server
+whose clock lags this host's by more than ``RACY_NS`` defeats the rule.) Set
 ``CXRKIT_HASH_CACHE=0`` to hash every time.
 
 Bit rot (a disk flipping bytes under a file) moves neither mtime nor ctime, so
@@ -237,12 +239,15 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     file's ctime is not "racy" (see the module docstring).
     Raises OSError when the file cannot be read.
     """
+    started_ns = time.time_ns()  # before any byte is read: see the racy rule
     before = os.stat(path)
     cached = lookup(before)
     if cached is not None:
         return cached
     digest = hash_bytes_of(path)
     after = os.stat(path)
-    if _stat_key(after) == _stat_key(before) and time.time_ns() - after.st_ctime_ns > RACY_NS:
+    # Racy against the clock when reading began, not after it: a write during a slow
+    # hash can land in the tick ctime already shows and leave the stat unchanged.
+    if _stat_key(after) == _stat_key(before) and started_ns - after.st_ctime_ns > RACY_NS:
         remember(after, digest)
     return digest
