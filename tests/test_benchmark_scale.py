@@ -56,6 +56,13 @@ def test_tiny_run_measures_every_stage_and_prints_the_ratio(scale_bench, tmp_pat
             assert figures["rss_mib"] > 50 and figures["cpu_ms_per_image"] > 0
         loader = run["stages"]["loader"]
         assert loader["images"] > 0 and loader["entities"] > 0 and "dataset_built_mib" in loader
+        # Per image the stage handled: the loader reads the train split only.
+        assert loader["images"] < run["images"]
+        assert loader["cpu_ms_per_image"] == pytest.approx(
+            1000 * loader["cpu_s"] / loader["images"]
+        )
+        ingest = run["stages"]["ingest"]
+        assert ingest["cpu_ms_per_image"] == pytest.approx(1000 * ingest["cpu_s"] / run["images"])
     corpus = tmp_path / "work" / "corpus-20"
     groups = pq.ParquetFile(corpus / "ds-run" / "shard-00000.parquet").num_row_groups
     assert pq.ParquetFile(corpus / "ann-run" / "annotations.parquet").num_row_groups == groups
