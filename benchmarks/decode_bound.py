@@ -71,7 +71,9 @@ def cpu_seconds() -> float:
 
 
 def make_copies(source: Path, directory: Path, copies: int) -> list[Path]:
-    """`copies` copies of `source` in `directory`, each with a new SOPInstanceUID."""
+    """`copies` copies of `source` in `directory`, each with a new SOPInstanceUID, and
+    the one-file twin :func:`ingest_ms` subtracts (the first copy, in `directory`-one),
+    made here with the others so that the hash-cache warm-up remembers its digest too."""
     directory.mkdir(parents=True)
     out = []
     for i in range(copies):
@@ -80,7 +82,14 @@ def make_copies(source: Path, directory: Path, copies: int) -> list[Path]:
         path = directory / f"copy{i}.dcm"
         ds.save_as(path, enforce_file_format=True)
         out.append(path)
+    one = _one_file_dir(directory)
+    one.mkdir()
+    shutil.copy2(out[0], one / out[0].name)
     return out
+
+
+def _one_file_dir(directory: Path) -> Path:
+    return directory.with_name(directory.name + "-one")
 
 
 def bound_ms(files: list[Path], ingest_plugin: bool) -> float:
@@ -133,10 +142,7 @@ def ingest_ms(directory: Path, out: Path, size: int, mode: str, salt: Path) -> f
     the figure is therefore (cost of all N files - cost of the first file alone) / (N - 1).
     """
     files = sorted(directory.glob("*.dcm"))
-    one = directory.with_name(directory.name + "-one")
-    if not one.exists():
-        one.mkdir()
-        shutil.copy2(files[0], one / files[0].name)
+    one = _one_file_dir(directory)  # made by make_copies, before the cache warm-up
     costs = []
     for source in (one, directory):
         shutil.rmtree(out, ignore_errors=True)

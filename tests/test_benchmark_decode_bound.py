@@ -42,3 +42,26 @@ def test_tiny_run_prints_one_row_per_encoding_against_ingests_decoder(tmp_path):
         # a reduced decode exists for JPEG 2000 and JPEG baseline (64 px is far below 1955)
         assert (reduced == "-") == (name == "uncompressed"), name
     assert not any(tmp_path.glob("cxrkit-decode-bound-*"))  # its temp dir is removed
+
+
+def test_ingest_figures_read_only_files_made_before_the_hash_cache_warm_up(tmp_path):
+    """ingest_ms subtracts a one-file run from the N-file run. The script waits 2 s after
+    making its inputs so that the warm-up leaves every digest cached; a one-file copy made
+    later, inside ingest_ms, is too fresh to be remembered, so the subtracted run paid a
+    hash that the N-file run did not, and the marginal figure read low."""
+    import importlib.util
+
+    from cxrkit.io.bundled import rg1_dicoms
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_decode_bound", ROOT / "benchmarks" / "decode_bound.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    files = bench.make_copies(rg1_dicoms()["RG1_J2KI"], tmp_path / "in" / "lossy", 2)
+    made = {p: p.stat().st_ctime_ns for p in (tmp_path / "in").rglob("*") if p.is_file()}
+    salt = tmp_path / "salt.hex"
+    bench.ingest_ms(files[0].parent, tmp_path / "out", 64, "off", salt)
+    after = {p: p.stat().st_ctime_ns for p in (tmp_path / "in").rglob("*") if p.is_file()}
+    assert after == made  # no input was made (or rewritten) after the inputs were made
+    assert len(made) == 3  # the two copies and the one-file run's copy of the first
