@@ -117,7 +117,17 @@ def _busy(exc: sqlite3.Error) -> bool:
 
 
 def _stat_key(stat: os.stat_result) -> tuple[int, int, int, int, int]:
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    # Each field's 64 bits read as signed: SQLite's INTEGER is signed, and overlay (xino),
+    # SMB and some NFS mounts report inode numbers with the top bit set.
+    fields = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    dev, ino, size, mtime_ns, ctime_ns = (_signed64(v) for v in fields)
+    return dev, ino, size, mtime_ns, ctime_ns
+
+
+def _signed64(value: int) -> int:
+    """The low 64 bits of ``value`` read as a signed integer (identity inside that range)."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def hash_bytes_of(path: str | os.PathLike[str]) -> str:

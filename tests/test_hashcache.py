@@ -12,6 +12,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -180,3 +181,19 @@ def test_a_file_racy_when_hashing_starts_is_not_remembered_however_long_the_hash
     assert hashcache.sha256_file(path) == real_hash(path)
     assert hashcache.lookup(os.stat(path)) is None  # not remembered
     assert hashcache.flush() == 0
+
+
+def test_an_inode_number_past_sqlites_signed_range_is_cached_not_a_crash(cache, tmp_path):
+    """Overlay mounts with xino, SMB and some NFS servers report 64-bit unsigned inode
+    numbers with the top bit set; SQLite's INTEGER is signed. A cache must never make
+    hashing fail: the key is stored as the same 64 bits read as signed."""
+    real = os.stat(_file(tmp_path, "a.bin", b"big inode" * 10))
+    fields = ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
+    big = SimpleNamespace(**{name: getattr(real, name) for name in fields})
+    big.st_ino = 2**63 + real.st_ino
+    assert hashcache.lookup(big) is None
+    hashcache.remember(big, "ab" * 32)
+    assert hashcache.flush() == 1
+    assert hashcache.lookup(big) == "ab" * 32  # read back from the database
+    small = SimpleNamespace(**{**vars(big), "st_ino": real.st_ino})
+    assert hashcache.lookup(small) is None  # the top bit is part of the key
