@@ -21,8 +21,10 @@ remembered. The last one is closed the way git closes its "racy" index entries:
 a digest is only remembered for a file whose ctime was at least ``RACY_NS`` older
 than the clock when hashing began, so a write during or after the read necessarily
 moves ctime. (The clock is this host's, the ctime the file server's: an NFS server
-whose clock lags this host's by more than ``RACY_NS`` defeats the rule.) Set
-``CXRKIT_HASH_CACHE=0`` to hash every time.
+whose clock lags this host's by more than ``RACY_NS`` defeats the rule. Nor does the
+cache see a file rewritten by another NFS client while this one still serves the old
+attributes from its attribute cache, ``actimeo``.) Set ``CXRKIT_HASH_CACHE=0`` to hash
+every time.
 
 Bit rot (a disk flipping bytes under a file) moves neither mtime nor ctime, so
 ``cxrkit verify`` reads every byte instead of asking the cache.
