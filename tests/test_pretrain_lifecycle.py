@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,6 +122,37 @@ def test_a_pid_is_only_trusted_on_its_own_host(tmp_path, monkeypatch):
     writer = ArtifactWriter(tmp_path / "out", "checkpoint", {"a": 1})
     _marker(tmp_path / "out.tmp-123", writer, **requeued)
     assert writer.resume_dir() == tmp_path / "out.tmp-123"  # adopted, not a fresh start
+
+
+def _state_letter(stat: Path) -> bytes:
+    """A process's state letter from its /proc stat file (R, S, Z...)."""
+    try:
+        return stat.read_bytes().rpartition(b")")[2].split()[0]
+    except FileNotFoundError:  # SIGCHLD ignored somewhere: children never linger as zombies
+        pytest.skip("killed children are reaped at once in this process")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_an_owner_killed_but_not_yet_reaped_by_its_parent_is_dead(monkeypatch):
+    """kill -9 leaves a zombie until the parent waits for it, and signal 0 still reaches a
+    zombie: a re-run started before the reap (a script that relaunches at once) must
+    resume the dead run's build, not take it for a live one."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    info = {"pid": child.pid, "host": socket.gethostname()}
+    try:
+        assert owner_state(info) == "alive"
+        child.kill()  # not waited for: a zombie until child.wait() below
+        state = Path(f"/proc/{child.pid}/stat")
+        deadline = time.monotonic() + 60
+        while _state_letter(state) != b"Z":
+            assert time.monotonic() < deadline, "the killed child never became a zombie"
+            time.sleep(0.01)
+        os.kill(child.pid, 0)  # the pid is still there...
+        assert owner_state(info) == "dead"  # ...but nothing runs under it
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_a_run_on_another_host_is_refused_and_can_be_taken_over_by_name(

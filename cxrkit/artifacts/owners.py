@@ -36,15 +36,30 @@ def owner_state(info: dict) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether another process with this pid runs on this host (this process: False)."""
+    """Whether another process with this pid runs on this host (this process: False).
+
+    A zombie (a killed process its parent has not waited for yet) does not run: it
+    writes nothing more, so a re-run started between a kill and the reap may resume.
+    """
     if pid <= 0:
         return False
     if pid == os.getpid():
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # succeeds for a zombie too
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` is a zombie (from ``/proc``; False where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    fields = stat.rpartition(b")")[2].split()  # after "pid (comm)": comm may hold ")"
+    return bool(fields) and fields[0] == b"Z"
