@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -61,3 +64,24 @@ def death_causes(pool: ProcessPoolExecutor, codes: list[int] | None = None) -> s
         else:
             causes.append(f"exited with code {code}")
     return ", ".join(causes) or "cause unknown"
+
+
+def exit_with_parent() -> None:
+    """In a pool worker (call it from the pool's initializer): end this process when the
+    process that started it is gone.
+
+    A pool worker waits on the pool's call queue, whose write end it holds itself, so
+    when the parent is killed (SIGKILL, the OOM killer) no end-of-file ever comes and
+    the worker, with the memory it holds, would wait forever. A daemon thread waits on
+    the parent's sentinel instead and exits this process once the parent has died.
+    Does nothing outside a multiprocessing child.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # returns once the parent process has ended
+        os._exit(1)
+
+    threading.Thread(target=watch, name="cxrkit-exit-with-parent", daemon=True).start()

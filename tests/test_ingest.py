@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -254,6 +255,28 @@ def slow_images(tmp_path_factory):
     return folder
 
 
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_bytes().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _runs(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie no one reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads Linux /proc")
 def test_killed_ingest_resumes_to_the_same_artifact(slow_images, tmp_path, salt_file):
     reference = run(_cfg(slow_images, tmp_path / "ref", salt_file))
     out = tmp_path / "killed"
@@ -262,17 +285,39 @@ def test_killed_ingest_resumes_to_the_same_artifact(slow_images, tmp_path, salt_
         f"run(IngestConfig(sources=[{str(slow_images)!r}], out={str(out)!r}, image_size=64,"
         f" salt_file={str(salt_file)!r}, chunk_files=2))\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code])
+    # The killed run waits before writing chunk 3 (never released): the kill lands
+    # mid-run whatever the speed of the machine, not only while decoding is slow.
+    hook = tmp_path / "hold-hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import time\n"
+        "from cxrkit.stages import ingest\n"
+        "_write = ingest.write_chunk\n"
+        "def _held(scratch, index, results):\n"
+        "    if index == 3:\n"
+        "        time.sleep(300)\n"
+        "    return _write(scratch, index, results)\n"
+        "ingest.write_chunk = _held\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(root)])}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         done = list(tmp_path.glob("killed.tmp-*/.work/chunk-00002.parquet"))
         if done:
             break
         time.sleep(0.05)
+    workers = _children(proc.pid)  # the decode workers (and multiprocessing's tracker)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert done, "the ingest finished no chunk before the deadline"
     assert not out.exists()
+    # Its decode workers do not outlive it (they held their memory, waiting forever).
+    deadline = time.monotonic() + 60
+    while running := [pid for pid in workers if _runs(pid)]:
+        assert time.monotonic() < deadline, f"workers {running} outlived the killed ingest"
+        time.sleep(0.05)
     resumed = run(_cfg(slow_images, out, salt_file))
     assert resumed.id == reference.id
     assert _shard_hashes(out) == _shard_hashes(tmp_path / "ref")

@@ -185,7 +185,10 @@ _worker_builder: RowBuilder | None = None
 
 
 def _install(builder: RowBuilder) -> None:
+    from cxrkit.workers import exit_with_parent
+
     global _worker_builder
+    exit_with_parent()  # a killed ingest must not leave its decode workers behind
     _worker_builder = builder.prepare()
 
 
