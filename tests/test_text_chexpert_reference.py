@@ -293,6 +293,35 @@ def test_other_devices_leave_no_finding(labeler):
     assert labels["Support Devices"] == 1 and labels["No Finding"] == 1
 
 
+# phrases/mention/support_devices.txt has no clip, suture, staple or wire: closure material
+# is not a support device, while its "screw", "plate", "marker", "coil" and "pacer" are.
+NOT_DEVICES = [
+    "Median sternotomy wires and mediastinal surgical clips. The lungs are clear.",
+    "Sternotomy sutures and surgical staples are present.",
+    "Prominent epicardial fat pads.",
+    "Bilateral breast prostheses.",
+    "Diffuse interstitial opacities with Kerley B lines.",
+    "There is a fractured sternotomy wire.",
+]
+DEVICES = [
+    "There is a screw in the right shoulder.",
+    "Sternotomy sutures and bypass graft markers are present.",
+    "Stable splenic artery embolization coils.",
+    "Temporary pacing wires over the right ventricle.",
+]
+
+
+@pytest.mark.parametrize("sentence", NOT_DEVICES)
+def test_closure_material_and_look_alikes_are_not_support_devices(labeler, sentence):
+    labels = _labels(labeler, sentence)
+    assert "Support Devices" not in labels and "Fracture" not in labels
+
+
+@pytest.mark.parametrize("sentence", DEVICES)
+def test_reference_device_words_are_support_devices(labeler, sentence):
+    assert _labels(labeler, sentence)["Support Devices"] == 1
+
+
 @pytest.mark.parametrize(("cls", "phrase", "sentence"), UNMENTIONS)
 def test_reference_unmention_phrases_are_not_their_class(labeler, cls, phrase, sentence):
     assert cls not in _labels(labeler, sentence), phrase
@@ -317,6 +346,28 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
     ("pre-negation: cannot rule out XXX", "Cannot rule out pneumonia.", {"Pneumonia": -1}),
     # patterns/negation.txt
     ("negation: no definite XXX", "No definite consolidation.", {"Consolidation": 0}),
+    # "exclude XXX" / "rule out XXX" are negations there; only the pre-negation forms hedge
+    (
+        "negation: exclude XXX",
+        "Recommend followup in 6 weeks to ensure resolution and exclude an underlying mass.",
+        {"Lung Lesion": 0},
+    ),
+    (
+        "negation: to exclude XXX",
+        "Consider oblique views to exclude a true nodule.",
+        {"Lung Lesion": 0},
+    ),
+    (
+        "negation: rule out XXX",
+        "CT is recommended to rule-out an underlying pulmonary nodule.",
+        {"Lung Lesion": 0},
+    ),
+    ("negation: XXX is excluded", "Pneumothorax is excluded.", {"Pneumothorax": 0}),
+    (
+        "pre-negation before negation: difficult to exclude XXX",
+        "It would be difficult to exclude a superimposed pneumonia.",
+        {"Pneumonia": -1},
+    ),
     ("negation: no obvious XXX", "No obvious pneumothorax.", {"Pneumothorax": 0}),
     (
         "negation: heart size at the upper limits of normal",

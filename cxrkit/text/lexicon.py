@@ -354,6 +354,10 @@ TERMS: tuple[Term, ...] = (
         "compression fracture(s), compression deformit(y|ies), healed fracture(s), "
         "healing fracture(s), old fracture(s), displaced fracture(s), vertebral compression")),
     # ------------------------------------------------------------------ Support Devices
+    # CheXpert's support_devices.txt names tubes, lines, catheters, pacers, valves, hardware,
+    # screws, plates, markers, coils, drains, ...; it has no clip, suture, staple or wire:
+    # surgical clips and sternotomy wires are not support devices ("pacing wire" is one,
+    # through the reference's "pacer" and this list).
     Term(DEVICE, "Support Devices", expand(
         "endotracheal tube(s), et tube(s), ett, et, ng tube(s), ngt, nasogastric tube(s), "
         "og tube(s), ogt, orogastric tube(s), feeding tube(s), dobhoff tube(s), "
@@ -370,14 +374,12 @@ TERMS: tuple[Term, ...] = (
         "dual-chamber pacemaker(s), dual lead pacemaker(s), single lead pacemaker(s), "
         "loop recorder(s), cardiac monitor(s), electrode(s), generator(s), stent(s), "
         "vascular stent(s), valve replacement(s), prosthetic valve(s), valve prosthes(is|es), "
-        "sternotomy wire(s), median sternotomy wire(s), cerclage wire(s), wire(s), "
-        "sternotomy suture(s), cabg clips, surgical clip(s), clip(s), staple(s), "
         "hardware, surgical hardware, orthopedic hardware, fixation hardware, "
         "prosthes(is|es), implant(s), device(s), medical device(s), support device(s), "
         "monitoring device(s), drain(s), tube(s), line(s), iabp, intra-aortic balloon pump, "
         "impella, lvad, cannula(s), ecmo cannula(s), ventriculoperitoneal shunt(s), "
         "vp shunt(s), shunt catheter(s), mediport(s), medi-port(s), port catheter(s), "
-        "power port(s), defibrillator pad(s), pad(s), external pad(s), pacer pad(s), "
+        "power port(s), defibrillator pad(s), external pad(s), pacer pad(s), pacing pad(s), "
         "chest drain(s), pleural drain(s), surgical drain(s), mediastinal drain(s), "
         "pigtail drain(s), jp drain(s), arthroplast(y|ies), shoulder arthroplast(y|ies), "
         "marker(s), skin marker(s), nipple marker(s), plate(s), fixation plate(s), screw(s), "
@@ -385,9 +387,8 @@ TERMS: tuple[Term, ...] = (
         "monitoring equipment, support line(s), support tube(s)")),
     # A broken device is a device, not a Fracture: "catheter fracture", "fractured lead".
     Term(DEVICE, "Support Devices", expand(
-        "catheter fracture(s), lead fracture(s), wire fracture(s), fracture of the catheter, "
-        "fracture of the lead, fractured catheter(s), fractured lead(s), fractured wire(s), "
-        "fractured sternotomy wire(s), fractured sternal wire(s), fractured pacer lead(s), "
+        "catheter fracture(s), lead fracture(s), fracture of the catheter, "
+        "fracture of the lead, fractured catheter(s), fractured lead(s), fractured pacer lead(s), "
         "fractured pacemaker lead(s), fractured screw(s), fractured hardware, "
         "fractured proximal lead(s), fractured distal lead(s), "
         # longer than the device phrase inside them ("central venous catheter")
@@ -460,6 +461,13 @@ TERMS: tuple[Term, ...] = (
         "skinfold line, midline, junction line, anterior junction line, posterior junction line, "
         "paratracheal line, paraspinal line, paraspinous line, azygoesophageal line, "
         "mach line, line of sight, plate-like, plate like, platelike, "
+        # Kerley / septal lines are interstitial edema signs, not lines
+        "kerley line(s), kerley a line(s), kerley b line(s), b line(s), septal line(s), "
+        # breast implants are not support devices
+        "breast prosthes(is|es), breast implant(s), breast augmentation prosthes(is|es), "
+        # a broken sternotomy wire is neither a Fracture nor a device (no wire in the list)
+        "wire fracture(s), fractured wire(s), fractured sternotomy wire(s), "
+        "fractured sternal wire(s), sternal wire fracture(s), sternotomy wire fracture(s), "
         # clips of an abdominal operation: no chest device, and no finding (CheXpert's
         # lists have no "clip": No Finding stays)
         "cholecystectomy clip(s), cholecystectomy surgical clip(s)")),

@@ -40,6 +40,9 @@ PRE_NEG = (
     "negative",
     # "Lungs are expanded and clear airspace disease" (a template that drops the "of")
     "and clear",
+    # CheXpert's negation.txt: "exclude XXX" and "rule out XXX" are negations; only
+    # "cannot exclude / rule out" and "no evidence to rule out" (PRE_XUNC, longer) hedge.
+    "exclude", "to exclude", "rule out", "rule-out", "to rule out", "to rule-out", "r/o",
 )  # fmt: skip
 POST_NEG = (
     "resolved", "has resolved", "have resolved", "is resolved", "are resolved",
@@ -48,6 +51,7 @@ POST_NEG = (
     "absent", "is absent", "are absent", "no longer seen", "no longer present",
     "no longer visualized", "no longer identified", "has been removed", "have been removed",
     "removed", "is gone", "has cleared", "have cleared", "ruled out", "negative",
+    "excluded", "is excluded", "are excluded", "has been excluded", "been ruled out",
     "not noted", "not found", "not enlarged", "within normal limits", "within limits of normal",
     "within normal limits for", "is normal", "are normal", "appears normal", "appear normal",
     "is unremarkable", "are unremarkable", "is clear", "are clear", "is within normal limits",
@@ -67,8 +71,8 @@ PRE_UNC = (
     "suggestive of", "suggests", "suggesting", "suggest", "consider", "considered",
     "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
     "not exclude", "versus", "vs", "vs.", "differential", "differential diagnosis",
-    "equivocal", "indeterminate", "borderline", "presumed", "presumably", "rule out",
-    "r/o", "evaluate for", "evaluation for", "eval for", "assess for", "to exclude",
+    "equivocal", "indeterminate", "borderline", "presumed", "presumably",
+    "evaluate for", "evaluation for", "eval for", "assess for",
     "cannot be excluded", "perhaps", "maybe",
     "atypical for", "cannot be entirely excluded", "may be compatible with",
     "in the appropriate clinical setting", "in the correct clinical setting",
@@ -87,7 +91,7 @@ PRE_UNC = (
 PRE_XUNC = (
     "no new", "no new area of", "no new areas of", "no evidence to rule out",
     "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
-    "not exclude", "cannot be excluded", "cannot be entirely excluded", "to exclude",
+    "not exclude", "cannot be excluded", "cannot be entirely excluded",
     "difficult to exclude", "difficult to completely exclude", "be difficult to exclude",
 )  # fmt: skip
 POST_UNC = (
@@ -191,6 +195,15 @@ class AssertionTagger:
             if not taken.intersection(range(start, end)):
                 kept.append((start, end))
                 taken.update(range(start, end))
+        # A kept post-cue ending in a shorter pre-cue still governs what follows: "would be
+        # difficult to exclude (POST) a pneumonia" holds "difficult to exclude" (PRE); the
+        # longest such pre-cue lends its kinds.
+        for start, end in kept:
+            if not kinds[(start, end)] & set(_PRE):
+                inner = [(s, ks & set(_PRE)) for (s, e), ks in kinds.items()
+                         if e == end and s > start and ks & set(_PRE)]  # fmt: skip
+                if inner:
+                    kinds[(start, end)] |= min(inner, key=lambda item: item[0])[1]
         # One phrase may be several kinds ("versus" is PRE_UNC and POST_UNC).
         return [Cue(kind, s, e) for s, e in sorted(kept) for kind in sorted(kinds[(s, e)])]
 
