@@ -364,6 +364,11 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
     ),
     ("negation: XXX is excluded", "Pneumothorax is excluded.", {"Pneumothorax": 0}),
     (
+        "negation: clearing of XXX",
+        "There has been clearing of left base airspace opacities.",
+        {"Lung Opacity": 0},
+    ),
+    (
         "pre-negation before negation: difficult to exclude XXX",
         "It would be difficult to exclude a superimposed pneumonia.",
         {"Pneumonia": -1},
@@ -454,6 +459,26 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         {"Edema": -1},
     ),
     ("post-negation: favor XXX", "Atelectasis is favored.", {"Atelectasis": -1}),
+    (
+        "post-negation: XXX is compatible with YYY (compatible > be)",
+        "In the appropriate clinical setting this appearance is compatible with pneumonia.",
+        {"Pneumonia": -1},
+    ),
+    (
+        "no pattern: compatible with, no verb",
+        "Right lower lobe opacity compatible with pneumonia.",
+        {"Lung Opacity": 1, "Pneumonia": 1},
+    ),
+    (
+        "post-negation: question XXX",
+        "Cardiomegaly, question small bilateral pleural effusions.",
+        {"Cardiomegaly": 1, "Pleural Effusion": -1},
+    ),
+    (
+        "post-negation: secondary to XXX",
+        "Blunting of the left costophrenic sulcus secondary to a small effusion.",
+        {"Pleural Effusion": -1},
+    ),
     ("post-negation: suggestion of XXX", "Suggestion of pneumonia.", {"Pneumonia": -1}),
     (
         "post-negation: XXX would be / is another consideration",

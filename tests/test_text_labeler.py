@@ -138,6 +138,10 @@ def test_format_label_matches_the_chexpert_csv():
         ("The lungs are clear. Multilevel cervical arthritis.", {}),
         ("Low volume lungs. The heart is not enlarged.", {"Cardiomegaly": 0.0}),
         ("Mild dextro curvature of the thoracic spine.", {}),
+        # a density of bone is a finding, not a Lung Opacity (lung_opacity.txt: "increased
+        # density" only; "density" is a no_finding.txt phrase)
+        ("Corticated bony density over the lateral aspect of the clavicle.", {}),
+        ("Vague density in the right lower lung.", {"Lung Opacity": 1.0}),
         # abdominal surgical clips: neither a chest device nor a finding (CheXpert has no "clip")
         ("Cholecystectomy clips are present. The lungs are clear.", {"No Finding": 1.0}),
         # a template that drops the "of" of "clear of"

@@ -267,7 +267,12 @@ TERMS: tuple[Term, ...] = (
     # shields: "humerus lesion", "mass in the left breast" are not Lung Lesions.
     Term(FINDING, OTHER, expand(
         "calcified nodule(s), calcified pulmonary nodule(s), calcified lung nodule(s), "
-        "pericardial effusion(s)") + tuple(
+        "pericardial effusion(s), "
+        # a density of bone or soft tissue is no Lung Opacity (CheXpert's lung_opacity.txt
+        # has only "increased density"; a bare "density" is a no_finding.txt finding)
+        "bony densit(y|ies), osseous densit(y|ies), bone densit(y|ies), "
+        "sclerotic densit(y|ies), cortical densit(y|ies), corticated densit(y|ies), "
+        "metallic densit(y|ies)") + tuple(
         f"{organ} {kind}" for organ in _ORGANS for kind in expand("lesion(s), mass(es), nodule(s)")),
         token_patterns=(
             (_any(*expand("lesion(s), mass(es), nodule(s)")),

@@ -43,6 +43,8 @@ PRE_NEG = (
     # CheXpert's negation.txt: "exclude XXX" and "rule out XXX" are negations; only
     # "cannot exclude / rule out" and "no evidence to rule out" (PRE_XUNC, longer) hedge.
     "exclude", "to exclude", "rule out", "rule-out", "to rule out", "to rule-out", "r/o",
+    # negation.txt: "clear|clearing of XXX" ("there has been clearing of the opacities")
+    "clearing of", "interval clearing of", "clearance of",
 )  # fmt: skip
 POST_NEG = (
     "resolved", "has resolved", "have resolved", "is resolved", "are resolved",
@@ -66,7 +68,8 @@ PRE_UNC = (
     "possible", "possibly", "may", "may represent", "may be", "may reflect",
     "may indicate", "might", "could", "could represent", "could be", "could reflect",
     "can represent", "likely", "most likely", "more likely", "less likely", "unlikely",
-    "probable", "probably", "questionable", "question of", "questioned", "suspicious",
+    "probable", "probably", "questionable", "question", "question of", "questioned",
+    "suspicious",
     "suspicious for", "suspect", "suspected", "suspicion of", "suspicion for", "concern for", "concerning for",
     "suggestive of", "suggests", "suggesting", "suggest", "consider", "considered",
     "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
@@ -85,6 +88,13 @@ PRE_UNC = (
     "can be consistent with", "could be compatible with", "might be compatible with",
     "favor", "favors", "favoring", "favored", "favored as", "favored to be",
     "favored to represent", "suggestion of",
+    # post_negation_uncertainty.txt: "compatible with" under a form of "be" ("this appearance
+    # is compatible with pneumonia"; without the verb it is not a hedge there).
+    "is compatible with", "are compatible with", "be compatible with", "was compatible with",
+    "were compatible with",
+    # post_negation_uncertainty.txt: "{} <{dependency:/nmod:to/} {lemma:/secondary/}" makes
+    # whatever is "secondary to" uncertain ("blunting secondary to a small effusion").
+    "secondary to",
 )  # fmt: skip
 # Pre-negation uncertainty (CheXpert's patterns/pre_negation_uncertainty.txt): matched before
 # negation, so "no new consolidation" and "no evidence to rule out pneumonia" are uncertain.
