@@ -364,6 +364,11 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
     ),
     ("negation: XXX is excluded", "Pneumothorax is excluded.", {"Pneumothorax": 0}),
     (
+        "negation: history of XXX",
+        "Stable right suprahilar opacity, compatible with history of right upper lobe mass.",
+        {"Lung Opacity": 1, "Lung Lesion": 0},
+    ),
+    (
         "negation: clearing of XXX",
         "There has been clearing of left base airspace opacities.",
         {"Lung Opacity": 0},

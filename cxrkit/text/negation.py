@@ -9,8 +9,10 @@ resolve to the longest one, so "cannot be excluded" (uncertain) wins over the
 "not" inside it, and pseudo-cues ("no change in", "no increase") cancel the
 negation they look like. When cues of several kinds reach a mention, the
 CheXpert labeler's order decides (``stages/classify.py``): pre-negation
-uncertainty ("no new", "cannot exclude", "no evidence to rule out") > negation >
-post-negation uncertainty ("possible", "may", "not well seen", "X or Y").
+uncertainty ("no new", "cannot exclude", "no evidence to rule out") > negation
+("no", "exclude", "rule out", "history of", "clearing of") > post-negation
+uncertainty ("possible", "may", "question", "is compatible with", "secondary to",
+"not well seen", "X or Y").
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ PRE_NEG = (
     # CheXpert's negation.txt: "exclude XXX" and "rule out XXX" are negations; only
     # "cannot exclude / rule out" and "no evidence to rule out" (PRE_XUNC, longer) hedge.
     "exclude", "to exclude", "rule out", "rule-out", "to rule out", "to rule-out", "r/o",
-    # negation.txt: "clear|clearing of XXX" ("there has been clearing of the opacities")
-    "clearing of", "interval clearing of", "clearance of",
+    # negation.txt: "clear|clearing of XXX" ("there has been clearing of the opacities"),
+    # "history | disappearance | drainage of XXX" (with resolution / removal / free of)
+    "clearing of", "interval clearing of", "clearance of", "history of", "disappearance of",
+    "interval disappearance of", "drainage of",
 )  # fmt: skip
 POST_NEG = (
     "resolved", "has resolved", "have resolved", "is resolved", "are resolved",
