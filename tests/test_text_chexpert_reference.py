@@ -410,6 +410,18 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         {"Enlarged Cardiomediastinum": -1},
     ),
     ("post-negation: heart size is stable", "Heart size is stable.", {"Cardiomegaly": -1}),
+    ("post-negation: no change in heart size", "No change in heart size.", {"Cardiomegaly": -1}),
+    ("post-negation: heart size not changed", "Heart size is not changed.", {"Cardiomegaly": -1}),
+    (
+        "post-negation: silhouette similar to prior",
+        "Cardiomediastinal silhouette is similar to prior.",
+        {"Enlarged Cardiomediastinum": -1},
+    ),
+    (
+        "post-negation: stable appearance of silhouette",
+        "Stable appearance of the cardiomediastinal silhouette.",
+        {"Enlarged Cardiomediastinum": -1},
+    ),
     (
         "negation before post-negation: stable and within normal limits",
         "Heart size and mediastinal contours are stable and within normal limits.",
@@ -478,6 +490,28 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         "post-negation: question XXX",
         "Cardiomegaly, question small bilateral pleural effusions.",
         {"Cardiomegaly": 1, "Pleural Effusion": -1},
+    ),
+    ("post-negation: XXX is less likely", "Pneumonia is less likely.", {"Pneumonia": -1}),
+    ("post-negation: XXX could appear", "Pneumonia could appear this way.", {"Pneumonia": -1}),
+    (
+        "post-negation: XXX may have this appearance",
+        "Atypical pneumonia may have this appearance.",
+        {"Pneumonia": -1},
+    ),
+    (
+        "post-negation: correlation for symptoms of XXX",
+        "Correlation for symptoms of pneumonia is recommended.",
+        {"Pneumonia": -1},
+    ),
+    (
+        "negation: XXX with interval resolution",
+        "Left effusion with interval resolution.",
+        {"Pleural Effusion": 0},
+    ),
+    (
+        "negation: with interval resolution of XXX reaches only what follows",
+        "Small effusion with interval resolution of the pneumothorax.",
+        {"Pleural Effusion": 1, "Pneumothorax": 0},
     ),
     (
         "post-negation: secondary to XXX",

@@ -178,8 +178,30 @@ def _statements(subject: tuple, noun: dict) -> dict[str, tuple]:
             (_NORMAL, subject, noun, _AND),
         ),
         # CheXpert (post_negation_uncertainty.txt): a stable / unchanged silhouette,
-        # contour, size, heart or mediastinum is uncertain, not negative.
-        "uncertain": ((*head, _STABLE), (_STABLE, subject, noun)),
+        # contour, size, heart or mediastinum is uncertain, not negative; so are "no change
+        # in", "not changed", "similar to prior" and "stable appearance of" one.
+        "uncertain": (
+            (*head, _STABLE),
+            (_STABLE, subject, noun),
+            (*head, _any("not"), _ADV, _any("changed")),
+            (
+                *head,
+                _any("similar"),
+                _any("to"),
+                _THE,
+                _any("prior", "previous", "the", "before", "earlier", op="{1,2}"),
+            ),
+            (
+                _any("no"),
+                _any("significant", "interval", "appreciable", op="{0,2}"),
+                _any("change"),
+                _any("in"),
+                _THE,
+                subject,
+                noun,
+            ),
+            (_STABLE, _any("appearance"), _any("of"), _THE, subject, noun),
+        ),
     }
 
 

@@ -49,6 +49,8 @@ PRE_NEG = (
     # "history | disappearance | drainage of XXX" (with resolution / removal / free of)
     "clearing of", "interval clearing of", "clearance of", "history of", "disappearance of",
     "interval disappearance of", "drainage of",
+    # longer than the post-cue "with interval resolution": what follows "of" is resolved
+    "with interval resolution of", "with resolution of",
 )  # fmt: skip
 POST_NEG = (
     "resolved", "has resolved", "have resolved", "is resolved", "are resolved",
@@ -63,6 +65,8 @@ POST_NEG = (
     "is unremarkable", "are unremarkable", "is clear", "are clear", "is within normal limits",
     "are within normal limits", "not in place", "is not in place", "are not in place",
     "no longer in place",
+    # negation.txt: "XXX with interval resolution"
+    "with interval resolution",
     # "fractures may not be demonstrated": a disclaimer. CheXpert matches the negation
     # ("not demonstrated") before post-negation uncertainty ("may").
     "may not be demonstrated", "may not be seen", "may not be visible", "may not be visualized",
@@ -83,7 +87,8 @@ PRE_UNC = (
     "cannot be excluded", "perhaps", "maybe",
     "atypical for", "cannot be entirely excluded", "may be compatible with",
     "in the appropriate clinical setting", "in the correct clinical setting",
-    "in the proper clinical setting", "clinical correlation for", "alternatively",
+    "in the proper clinical setting", "clinical correlation for", "correlation for",
+    "alternatively",
     "difficult to exclude", "difficult to completely exclude", "be difficult to exclude",
     # CheXpert's post_negation_uncertainty.txt: worrisome for, correlate clinically for,
     # may/could be consistent with, favor, suggestion of.
@@ -127,6 +132,12 @@ POST_UNC = (
     "not well demonstrated", "not well assessed", "not clearly seen", "not clearly visualized",
     "poorly evaluated", "poorly visualized", "poorly seen", "incompletely evaluated",
     "incompletely visualized", "obscured", "is obscured", "are obscured", "may be obscured",
+    # post_negation_uncertainty.txt: "XXX is less likely", "XXX could appear", "XXX may have
+    # this appearance"
+    "less likely", "is less likely", "are less likely", "could appear", "may appear",
+    "might appear", "can appear", "may have this appearance", "could have this appearance",
+    "might have this appearance", "may also have this appearance",
+    "could also have this appearance",
 )  # fmt: skip
 POST_XUNC = (
     "cannot be excluded", "can not be excluded", "could not be excluded", "not excluded",
