@@ -463,6 +463,16 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         "Atelectasis versus pneumonia.",
         {"Atelectasis": -1, "Pneumonia": -1},
     ),
+    (
+        "post-negation: versus hedges its two conjuncts, not the mention before them",
+        "Streaky right lower lobe opacity, atelectasis versus pneumonia.",
+        {"Lung Opacity": 1, "Atelectasis": -1, "Pneumonia": -1},
+    ),
+    (
+        "post-negation: vs. with words between",
+        "Atelectasis in the left lower lobe vs. early pneumonia.",
+        {"Atelectasis": -1, "Pneumonia": -1},
+    ),
     ("post-negation: borderline heart size", "Borderline heart size.", {"Cardiomegaly": -1}),
     ("post-negation: worrisome for XXX", "Worrisome for pneumonia.", {"Pneumonia": -1}),
     (

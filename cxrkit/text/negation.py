@@ -81,7 +81,7 @@ PRE_UNC = (
     "suspicious for", "suspect", "suspected", "suspicion of", "suspicion for", "concern for", "concerning for",
     "suggestive of", "suggests", "suggesting", "suggest", "consider", "considered",
     "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
-    "not exclude", "versus", "vs", "vs.", "differential", "differential diagnosis",
+    "not exclude", "differential", "differential diagnosis",
     "equivocal", "indeterminate", "borderline", "presumed", "presumably",
     "evaluate for", "evaluation for", "eval for", "assess for",
     "cannot be excluded", "perhaps", "maybe",
@@ -119,7 +119,7 @@ POST_UNC = (
     "cannot be entirely excluded", "cannot be ruled out", "can not be ruled out",
     "not ruled out", "not be ruled out", "is possible", "are possible", "is suspected",
     "are suspected", "is questioned", "is likely", "are likely", "is not entirely excluded",
-    "?", "versus", "vs", "vs.", "suspected", "possible", "questionable", "is questionable",
+    "?", "suspected", "possible", "questionable", "is questionable",
     "may be present", "could be present", "not entirely clear", "is uncertain",
     "of uncertain significance", "is equivocal", "would be difficult to exclude",
     "difficult to exclude", "not completely excluded", "or not", "would be a consideration",
@@ -163,6 +163,9 @@ TERMINATORS = (
     "seen ,", "identified ,", "noted ,", "demonstrated ,", "present ,", "visualized ,",
 )  # fmt: skip
 
+# "X versus Y" hedges its two conjuncts only (CheXpert: conj:versus), not every mention
+# near it: the nearest finding on each side, within the windows, in the clause.
+VERSUS = ("versus", "vs", "vs.", "verses")
 OR_GAP = 3  # at most this many tokens between two mentions joined by "or" ("or early")
 _OR_WORDS = frozenset({"or", "and/or", "/"})
 PRE_WINDOW = 12  # tokens from the end of a pre-cue to the start of its mention
@@ -172,7 +175,7 @@ PRE_UNC = tuple(p for p in PRE_UNC if p not in PRE_XUNC)
 POST_UNC = tuple(p for p in POST_UNC if p not in POST_XUNC)
 _KINDS = {"PRE_NEG": PRE_NEG, "POST_NEG": POST_NEG, "PRE_UNC": PRE_UNC, "POST_UNC": POST_UNC,
           "PRE_XUNC": PRE_XUNC, "POST_XUNC": POST_XUNC, "PSEUDO": PSEUDO,
-          "TERM": TERMINATORS}  # fmt: skip
+          "TERM": TERMINATORS, "VS": VERSUS}  # fmt: skip
 _PRE = ("PRE_NEG", "PRE_UNC", "PRE_XUNC")
 _POST = ("POST_NEG", "POST_UNC", "POST_XUNC")
 _CLAUSE_END = frozenset({".", ";", "!", ":", "?", "..", "...", "....", ".;", ";.", "?."})
@@ -229,7 +232,7 @@ class AssertionTagger:
                          if e == end and s > start and ks & set(_PRE)]  # fmt: skip
                 if inner:
                     kinds[(start, end)] |= min(inner, key=lambda item: item[0])[1]
-        # One phrase may be several kinds ("versus" is PRE_UNC and POST_UNC).
+        # One phrase may be several kinds ("absent" is PRE_NEG and POST_NEG).
         return [Cue(kind, s, e) for s, e in sorted(kept) for kind in sorted(kinds[(s, e)])]
 
     def clause_ids(self, doc: Doc, cues: list[Cue], breaks: set[int]) -> np.ndarray:
@@ -273,6 +276,7 @@ class AssertionTagger:
         joinable = [i for i in range(len(spans)) if alternatives is None or alternatives[i]]
         hedged = {joinable[i] for i in self._alternatives(doc, [spans[i] for i in joinable],
                                                           clause)}  # fmt: skip
+        hedged |= self._versus(cues, spans, joinable, clause)
         results = []
         for index, (start, end) in enumerate(spans):
             before = [c for c in pre if c.end <= start and start - c.end <= PRE_WINDOW
@@ -313,6 +317,24 @@ class AssertionTagger:
                 lower = doc.to_array(LOWER).tolist()
             if any(lower[i] in self.or_ids for i in range(gap_start, gap_end)):
                 out.update((a, b))
+        return out
+
+    @staticmethod
+    def _versus(cues: list[Cue], spans: list[tuple[int, int]], joinable: list[int],
+                clause) -> set[int]:  # fmt: skip
+        """Indices of the spans "versus" joins: the nearest joinable span on each side."""
+        out: set[int] = set()
+        for cue in (c for c in cues if c.kind == "VS"):
+            before = [i for i in joinable if spans[i][1] <= cue.start
+                      and cue.start - spans[i][1] <= POST_WINDOW
+                      and clause[spans[i][1] - 1] == clause[cue.start]]  # fmt: skip
+            after = [i for i in joinable if spans[i][0] >= cue.end
+                     and spans[i][0] - cue.end <= PRE_WINDOW
+                     and clause[spans[i][0]] == clause[cue.start]]  # fmt: skip
+            if before:
+                out.add(max(before, key=lambda i: spans[i][1]))
+            if after:
+                out.add(min(after, key=lambda i: spans[i][0]))
         return out
 
     @staticmethod
