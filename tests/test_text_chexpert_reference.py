@@ -473,6 +473,19 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         "Atelectasis in the left lower lobe vs. early pneumonia.",
         {"Atelectasis": -1, "Pneumonia": -1},
     ),
+    # "{} <{} {lemma:/possible/}": an attributive "possible" hedges its own noun only;
+    # "{} >{} ...possible..." a predicate one its subject.
+    (
+        "post-negation: possible XXX hedges XXX, not the finding before it",
+        "Cardiomegaly and possible small effusion.",
+        {"Cardiomegaly": 1, "Pleural Effusion": -1},
+    ),
+    (
+        "post-negation: questionable XXX after a comma",
+        "Right basilar opacity, questionable early pneumonia.",
+        {"Lung Opacity": 1, "Pneumonia": -1},
+    ),
+    ("post-negation: XXX, possible", "Small effusion, possible.", {"Pleural Effusion": -1}),
     ("post-negation: borderline heart size", "Borderline heart size.", {"Cardiomegaly": -1}),
     ("post-negation: worrisome for XXX", "Worrisome for pneumonia.", {"Pneumonia": -1}),
     (

@@ -167,6 +167,7 @@ TERMINATORS = (
 # near it: the nearest finding on each side, within the windows, in the clause.
 VERSUS = ("versus", "vs", "vs.", "verses")
 OR_GAP = 3  # at most this many tokens between two mentions joined by "or" ("or early")
+ATTRIBUTIVE_GAP = 4  # "possible <up to 4 words> effusion": the cue modifies what follows
 _OR_WORDS = frozenset({"or", "and/or", "/"})
 PRE_WINDOW = 12  # tokens from the end of a pre-cue to the start of its mention
 POST_WINDOW = 6  # tokens from the end of a mention to the start of its post-cue
@@ -277,6 +278,7 @@ class AssertionTagger:
         hedged = {joinable[i] for i in self._alternatives(doc, [spans[i] for i in joinable],
                                                           clause)}  # fmt: skip
         hedged |= self._versus(cues, spans, joinable, clause)
+        post = self._predicative(doc, pre, post, [spans[i] for i in joinable])
         results = []
         for index, (start, end) in enumerate(spans):
             before = [c for c in pre if c.end <= start and start - c.end <= PRE_WINDOW
@@ -317,6 +319,27 @@ class AssertionTagger:
                 lower = doc.to_array(LOWER).tolist()
             if any(lower[i] in self.or_ids for i in range(gap_start, gap_end)):
                 out.update((a, b))
+        return out
+
+    @staticmethod
+    def _predicative(doc: Doc, pre: list[Cue], post: list[Cue],
+                     spans: list[tuple[int, int]]) -> list[Cue]:  # fmt: skip
+        """``post`` less the cues that also are pre-cues and stand before a finding.
+
+        "possible" / "questionable" / "suspected" / "resolved" before a finding modify
+        it ("cardiomegaly and possible small effusion"), not what came before them; only
+        a predicate ("pneumonia is possible", "effusion, possible") looks back.
+        """
+        dual = {(c.start, c.end) for c in pre}
+        out = []
+        for cue in post:
+            if (cue.start, cue.end) in dual and any(
+                0 <= start - cue.end <= ATTRIBUTIVE_GAP
+                and not any(t.is_punct for t in doc[cue.end : start])
+                for start, _ in spans
+            ):
+                continue
+            out.append(cue)
         return out
 
     @staticmethod
