@@ -308,6 +308,9 @@ DEVICES = [
     "Sternotomy sutures and bypass graft markers are present.",
     "Stable splenic artery embolization coils.",
     "Temporary pacing wires over the right ventricle.",
+    "The prosthetic pulmonic valve is unchanged in position.",
+    "A spinal cord stimulator is seen.",
+    "Right humeral internal fixation is noted.",
 ]
 
 

@@ -411,7 +411,13 @@ TERMS: tuple[Term, ...] = (
         "pigtail drain(s), jp drain(s), arthroplast(y|ies), shoulder arthroplast(y|ies), "
         "marker(s), skin marker(s), nipple marker(s), plate(s), fixation plate(s), screw(s), "
         "apparatus, support apparatus, coil(s), embolization coil(s), equipment, "
-        "monitoring equipment, support line(s), support tube(s)")),
+        "monitoring equipment, support line(s), support tube(s), "
+        # the reference's substring "valve" / "hardware" reach these; stimulators are devices
+        "prosthetic aortic valve(s), prosthetic mitral valve(s), prosthetic pulmonic valve(s), "
+        "prosthetic pulmonary valve(s), prosthetic tricuspid valve(s), annuloplasty ring(s), "
+        "internal fixation, internal fixation hardware, prosthetic shoulder(s), "
+        "prosthetic joint(s), stimulator(s), nerve stimulator(s), spinal cord stimulator(s), "
+        "neurostimulator(s), vagal nerve stimulator(s)")),
     # A broken device is a device, not a Fracture: "catheter fracture", "fractured lead".
     Term(DEVICE, "Support Devices", expand(
         "catheter fracture(s), lead fracture(s), fracture of the catheter, "
