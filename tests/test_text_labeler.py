@@ -105,6 +105,10 @@ def test_format_label_matches_the_chexpert_csv():
          {"No Finding": 1.0, "Support Devices": 1.0}),
         ("Pacemaker with a fractured proximal lead. Old right rib fracture.",
          {"Support Devices": 1.0, "Fracture": 1.0}),
+        ("The lateral most screw of the clavicular fixation plate is fractured.",
+         {"No Finding": 1.0, "Support Devices": 1.0}),
+        ("Clavicle fixation plate with fracture of the lateral most fixation screw.",
+         {"No Finding": 1.0, "Support Devices": 1.0}),
         ("Calcified nodes from prior histoplasmosis infection.", {}),
         # findings outside the 14 keep No Finding blank
         ("The lungs appear clear. Lung volumes are low.", {}),

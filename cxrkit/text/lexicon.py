@@ -158,6 +158,9 @@ _UPPER_NORMAL = (_any("at", "in", "near", "within", op="?"), _THE,
                  _any("of", op="?"), _any("normal", op="?"))  # fmt: skip
 
 
+# Devices that break ("<device> ... is fractured", "fracture of the ... <device>").
+_BROKEN_DEVICE = expand("screw(s), lead(s), catheter(s), plate(s), rod(s), hardware, line(s)")
+
 # "stable and" before a normal predicate: "heart size is stable and within normal limits"
 # is negative (CheXpert matches negation before post-negation uncertainty such as "stable").
 _STABLE_AND = {"REGEX": r"(?:stable|unchanged)(?:\s+and)?", "OP": "?"}
@@ -428,7 +431,15 @@ TERMS: tuple[Term, ...] = (
         "central venous catheter fracture(s), venous catheter fracture(s), "
         "central line fracture(s), picc fracture(s), picc line fracture(s), "
         "port catheter fracture(s), dialysis catheter fracture(s), "
-        "tunneled catheter fracture(s), pacemaker lead fracture(s), pacer lead fracture(s)")),
+        "tunneled catheter fracture(s), pacemaker lead fracture(s), pacer lead fracture(s)"),
+        token_patterns=(
+            # "the lateral most screw (of the clavicular fixation plate) is fractured"
+            (_any(*_BROKEN_DEVICE), {"REGEX": r"[a-z]+", "OP": "{0,5}"}, _BE, _ADV,
+             _any("fractured", "broken")),
+            # "fracture of the lateral most fixation screw"
+            (_any("fracture", "fractures"), _any("of", "in", "involving"), _THE,
+             {"REGEX": r"[a-z]+", "OP": "{0,4}"}, _any(*_BROKEN_DEVICE)),
+        )),
     # ------------------------------------------------------------------ other findings
     # Not one of the 14 classes, but a finding: a positive one keeps No Finding off.
     Term(FINDING, OTHER, expand(
