@@ -372,6 +372,11 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         {"Lung Opacity": 1, "Lung Lesion": 0},
     ),
     (
+        "negation: history of XXX reaches its own object only",
+        "Given a history of breast cancer, the nodules are concerning for metastases.",
+        {"Lung Lesion": 1},
+    ),
+    (
         "negation: clearing of XXX",
         "There has been clearing of left base airspace opacities.",
         {"Lung Opacity": 0},

@@ -47,7 +47,7 @@ PRE_NEG = (
     "exclude", "to exclude", "rule out", "rule-out", "to rule out", "to rule-out", "r/o",
     # negation.txt: "clear|clearing of XXX" ("there has been clearing of the opacities"),
     # "history | disappearance | drainage of XXX" (with resolution / removal / free of)
-    "clearing of", "interval clearing of", "clearance of", "history of", "disappearance of",
+    "clearing of", "interval clearing of", "clearance of", "disappearance of",
     "interval disappearance of", "drainage of",
     # longer than the post-cue "with interval resolution": what follows "of" is resolved
     "with interval resolution of", "with resolution of",
@@ -172,12 +172,19 @@ _OR_WORDS = frozenset({"or", "and/or", "/"})
 PRE_WINDOW = 12  # tokens from the end of a pre-cue to the start of its mention
 POST_WINDOW = 6  # tokens from the end of a mention to the start of its post-cue
 
+# Negations that reach only their own object, the words right after them up to a comma:
+# negation.txt's "history of XXX" (nmod:of), not "given a history of cancer, the nodules
+# are suspicious" (the nodules are not history).
+NARROW_NEG = ("history of", "a history of", "known history of", "prior history of",
+              "past history of")  # fmt: skip
+NARROW_WINDOW = 4  # tokens from the end of a narrow negation to the start of its mention
+
 PRE_UNC = tuple(p for p in PRE_UNC if p not in PRE_XUNC)
 POST_UNC = tuple(p for p in POST_UNC if p not in POST_XUNC)
 _KINDS = {"PRE_NEG": PRE_NEG, "POST_NEG": POST_NEG, "PRE_UNC": PRE_UNC, "POST_UNC": POST_UNC,
           "PRE_XUNC": PRE_XUNC, "POST_XUNC": POST_XUNC, "PSEUDO": PSEUDO,
-          "TERM": TERMINATORS, "VS": VERSUS}  # fmt: skip
-_PRE = ("PRE_NEG", "PRE_UNC", "PRE_XUNC")
+          "TERM": TERMINATORS, "VS": VERSUS, "PRE_NARROW": NARROW_NEG}  # fmt: skip
+_PRE = ("PRE_NEG", "PRE_UNC", "PRE_XUNC", "PRE_NARROW")
 _POST = ("POST_NEG", "POST_UNC", "POST_XUNC")
 _CLAUSE_END = frozenset({".", ";", "!", ":", "?", "..", "...", "....", ".;", ";.", "?."})
 
@@ -278,11 +285,13 @@ class AssertionTagger:
         hedged = {joinable[i] for i in self._alternatives(doc, [spans[i] for i in joinable],
                                                           clause)}  # fmt: skip
         hedged |= self._versus(cues, spans, joinable, clause)
-        post = self._predicative(doc, pre, post, [spans[i] for i in joinable])
+        findings = [spans[i] for i in joinable]
+        post = self._predicative(doc, pre, post, findings)
         results = []
         for index, (start, end) in enumerate(spans):
             before = [c for c in pre if c.end <= start and start - c.end <= PRE_WINDOW
-                      and clause[c.start] == clause[start]]  # fmt: skip
+                      and clause[c.start] == clause[start]
+                      and (c.kind != "PRE_NARROW" or self._narrow_reach(doc, c, start, findings))]  # fmt: skip
             after = [c for c in post if c.start >= end and c.start - end <= POST_WINDOW
                      and clause[c.start] == clause[end - 1]]  # fmt: skip
             # The cue nearest to the mention decides, on each side.
@@ -320,6 +329,16 @@ class AssertionTagger:
             if any(lower[i] in self.or_ids for i in range(gap_start, gap_end)):
                 out.update((a, b))
         return out
+
+    @staticmethod
+    def _narrow_reach(doc: Doc, cue: Cue, start: int, findings: list[tuple[int, int]]) -> bool:
+        """Whether a narrow negation reaches a mention starting at token ``start``: close,
+        no punctuation and no other finding between."""
+        return (
+            start - cue.end <= NARROW_WINDOW
+            and not any(t.is_punct for t in doc[cue.end : start])
+            and not any(cue.end <= s and e <= start for s, e in findings)
+        )
 
     @staticmethod
     def _predicative(doc: Doc, pre: list[Cue], post: list[Cue],
@@ -363,6 +382,8 @@ class AssertionTagger:
     @staticmethod
     def _pre_kind(cue: Cue, pre: list[Cue], clause: list[int]) -> str:
         """NEG, UNC or XUNC for a pre-cue; a plain hedge under an earlier negation is NEG."""
+        if cue.kind == "PRE_NARROW":
+            return "NEG"
         if cue.kind != "PRE_UNC":
             return cue.kind.removeprefix("PRE_")
         for other in pre:
