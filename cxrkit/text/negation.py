@@ -291,7 +291,8 @@ class AssertionTagger:
         for index, (start, end) in enumerate(spans):
             before = [c for c in pre if c.end <= start and start - c.end <= PRE_WINDOW
                       and clause[c.start] == clause[start]
-                      and (c.kind != "PRE_NARROW" or self._narrow_reach(doc, c, start, findings))]  # fmt: skip
+                      and (c.kind != "PRE_NARROW"
+                           or self._narrow_reach(doc, c, start, findings))]  # fmt: skip
             after = [c for c in post if c.start >= end and c.start - end <= POST_WINDOW
                      and clause[c.start] == clause[end - 1]]  # fmt: skip
             # The cue nearest to the mention decides, on each side.
