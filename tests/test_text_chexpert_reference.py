@@ -446,6 +446,18 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         {"Pneumothorax": -1},
     ),
     (
+        "post-negation: XXX is not visualized (visualize > neg)",
+        "The previously seen right upper lobe opacity is not visualized on this study.",
+        {"Lung Opacity": -1},
+    ),
+    (
+        "post-negation: XXX was not appreciated",
+        "Effusion was not appreciated.",
+        {"Pleural Effusion": -1},
+    ),  # fmt: skip
+    ("negation: no XXX is appreciated", "No pneumothorax is appreciated.", {"Pneumothorax": 0}),
+    ("negation: XXX is not seen", "Pneumothorax is not seen.", {"Pneumothorax": 0}),
+    (
         "post-negation: not well seen",
         "The left effusion is not well seen.",
         {"Pleural Effusion": -1},

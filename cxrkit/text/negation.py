@@ -54,8 +54,8 @@ PRE_NEG = (
 )  # fmt: skip
 POST_NEG = (
     "resolved", "has resolved", "have resolved", "is resolved", "are resolved",
-    "not seen", "is not seen", "are not seen", "not identified", "not visualized",
-    "not appreciated", "not present", "not demonstrated", "not evident", "not detected",
+    "not seen", "is not seen", "are not seen", "not identified",
+    "not present", "not demonstrated", "not evident", "not detected",
     "absent", "is absent", "are absent", "no longer seen", "no longer present",
     "no longer visualized", "no longer identified", "has been removed", "have been removed",
     "removed", "is gone", "has cleared", "have cleared", "ruled out", "negative",
@@ -132,6 +132,9 @@ POST_UNC = (
     "not well demonstrated", "not well assessed", "not clearly seen", "not clearly visualized",
     "poorly evaluated", "poorly visualized", "poorly seen", "incompletely evaluated",
     "incompletely visualized", "obscured", "is obscured", "are obscured", "may be obscured",
+    # "XXX is not visualized" ({lemma:/evaluate|visualize/} > neg) and "XXX was not
+    # appreciated" are uncertain there, not negated ("not seen" is a negation)
+    "not visualized", "not visualised", "not appreciated",
     # post_negation_uncertainty.txt: "XXX is less likely", "XXX could appear", "XXX may have
     # this appearance"
     "less likely", "is less likely", "are less likely", "could appear", "may appear",
