@@ -72,27 +72,26 @@ POST_NEG = (
     "may not be demonstrated", "may not be seen", "may not be visible", "may not be visualized",
     "may not be detected", "may not be identified", "may not be apparent", "may not be evident",
 )  # fmt: skip
+# Hedges are those of CheXpert's pattern files, not every word that reads as one: the
+# reference has no pattern for likely / most likely / probably / unlikely / perhaps / presumed /
+# equivocal / indeterminate / alternatively / suggestive of / suggesting / evaluate for /
+# "in the appropriate clinical setting" / "clinical correlation for" / "?", and labels what
+# they qualify positive; so do we (users put our labels next to the reference's).
 PRE_UNC = (
     "possible", "possibly", "may", "may represent", "may be", "may reflect",
     "may indicate", "might", "could", "could represent", "could be", "could reflect",
-    "can represent", "likely", "most likely", "more likely", "less likely", "unlikely",
-    "probable", "probably", "questionable", "question", "question of", "questioned",
-    "suspicious",
-    "suspicious for", "suspect", "suspected", "suspicion of", "suspicion for", "concern for", "concerning for",
-    "suggestive of", "suggests", "suggesting", "suggest", "consider", "considered",
+    "can represent", "less likely", "probable", "questionable", "question", "question of",
+    "questioned", "suspicious", "suspicious for", "suspect", "suspected", "suspicion for",
+    "concern for", "concerning for", "consider", "considered",
     "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
     "not exclude", "differential", "differential diagnosis",
-    "equivocal", "indeterminate", "borderline", "presumed", "presumably",
-    "evaluate for", "evaluation for", "eval for", "assess for",
-    "cannot be excluded", "perhaps", "maybe",
-    "atypical for", "cannot be entirely excluded", "may be compatible with",
-    "in the appropriate clinical setting", "in the correct clinical setting",
-    "in the proper clinical setting", "clinical correlation for", "correlation for",
-    "alternatively",
-    "difficult to exclude", "difficult to completely exclude", "be difficult to exclude",
+    "borderline", "presumably",
+    "cannot be excluded", "maybe",
+    "cannot be entirely excluded", "may be compatible with",
+    "correlation for symptoms of", "clinical correlation for symptoms of",
     # CheXpert's post_negation_uncertainty.txt: worrisome for, correlate clinically for,
     # may/could be consistent with, favor, suggestion of.
-    "worrisome for", "correlate clinically for", "clinically correlate for", "correlate for",
+    "worrisome for", "correlate clinically for", "clinically correlate for",
     "may be consistent with", "might be consistent with", "could be consistent with",
     "can be consistent with", "could be compatible with", "might be compatible with",
     "favor", "favors", "favoring", "favored", "favored as", "favored to be",
@@ -107,21 +106,21 @@ PRE_UNC = (
 )  # fmt: skip
 # Pre-negation uncertainty (CheXpert's patterns/pre_negation_uncertainty.txt): matched before
 # negation, so "no new consolidation" and "no evidence to rule out pneumonia" are uncertain.
+# "difficult to exclude X" is not one: with neither "cannot" nor a neg under "exclude", the
+# reference's negation.txt ("exclude XXX") negates X.
 PRE_XUNC = (
     "no new", "no new area of", "no new areas of", "no evidence to rule out",
     "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
     "not exclude", "cannot be excluded", "cannot be entirely excluded",
-    "difficult to exclude", "difficult to completely exclude", "be difficult to exclude",
 )  # fmt: skip
 POST_UNC = (
     "cannot be excluded", "can not be excluded", "could not be excluded", "not excluded",
     "is not excluded", "are not excluded", "not entirely excluded", "not be excluded",
     "cannot be entirely excluded", "cannot be ruled out", "can not be ruled out",
     "not ruled out", "not be ruled out", "is possible", "are possible", "is suspected",
-    "are suspected", "is questioned", "is likely", "are likely", "is not entirely excluded",
-    "?", "suspected", "possible", "questionable", "is questionable",
-    "may be present", "could be present", "not entirely clear", "is uncertain",
-    "of uncertain significance", "is equivocal", "would be difficult to exclude",
+    "are suspected", "is questioned", "is not entirely excluded",
+    "suspected", "possible", "questionable", "is questionable",
+    "may be present", "could be present", "would be difficult to exclude",
     "difficult to exclude", "not completely excluded", "or not", "would be a consideration",
     "be a consideration", "may not be", "may be in place", "might be in place",
     "is favored", "are favored", "another consideration", "is another consideration",
@@ -235,8 +234,8 @@ class AssertionTagger:
                 kept.append((start, end))
                 taken.update(range(start, end))
         # A kept post-cue ending in a shorter pre-cue still governs what follows: "would be
-        # difficult to exclude (POST) a pneumonia" holds "difficult to exclude" (PRE); the
-        # longest such pre-cue lends its kinds.
+        # difficult to exclude (POST) a pneumonia" holds "to exclude" (PRE, a negation as in
+        # CheXpert's negation.txt); the longest such pre-cue lends its kinds.
         for start, end in kept:
             if not kinds[(start, end)] & set(_PRE):
                 inner = [(s, ks & set(_PRE)) for (s, e), ks in kinds.items()
