@@ -574,6 +574,17 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         "Opacity may represent pneumonia.",
         {"Lung Opacity": 1, "Pneumonia": -1},
     ),
+    # line 67: {lemma:/reflect|represent|indicate|include/} >{} {lemma:/...|would|...|can/}
+    (
+        "post-negation: would represent XXX",
+        "Opacity would represent pneumonia.",
+        {"Lung Opacity": 1, "Pneumonia": -1},
+    ),
+    (
+        "post-negation: can be due to XXX (line 76)",
+        "Blunting can be due to a small effusion.",
+        {"Pleural Effusion": -1},
+    ),
     ("post-negation: vascular congestion", "Mild pulmonary vascular congestion.", {"Edema": -1}),
     (
         "negation before post-negation: no vascular congestion",

@@ -103,6 +103,11 @@ PRE_UNC = (
     # post_negation_uncertainty.txt: "{} <{dependency:/nmod:to/} {lemma:/secondary/}" makes
     # whatever is "secondary to" uncertain ("blunting secondary to a small effusion").
     "secondary to",
+    # post_negation_uncertainty.txt lines 67, 76, 82: "would" and "can" hedge too, under
+    # represent / reflect / indicate / include, "due to" and (would) "compatible with".
+    "would represent", "would reflect", "would indicate", "would include", "can reflect",
+    "can indicate", "can include", "would be due to", "can be due to",
+    "would be compatible with",
 )  # fmt: skip
 # Pre-negation uncertainty (CheXpert's patterns/pre_negation_uncertainty.txt): matched before
 # negation, so "no new consolidation" and "no evidence to rule out pneumonia" are uncertain.
