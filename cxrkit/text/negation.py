@@ -30,13 +30,15 @@ if TYPE_CHECKING:
 # windows below are read without it (annotate's labeler fingerprint decides a no-op
 # re-run before any pipeline is built).
 
+# Negations as CheXpert's negation.txt has them: "absence of" and "denies" are not there
+# (its "of" list, line 60, is history|free|disappearance|resolution|drainage|removal).
 PRE_NEG = (
     "no", "not", "without", "negative for", "free of", "clear of", "no evidence of",
     "no evidence for", "no radiographic evidence of", "no sign of", "no signs of",
-    "no findings of", "no findings to suggest", "absence of", "absent", "resolution of",
+    "no findings of", "no findings to suggest", "absent", "resolution of",
     "resolved", "interval resolution of", "removal of", "interval removal of", "nor",
     "neither", "no definite", "no obvious", "no convincing", "no suspicious", "rather than",
-    "never", "no longer", "denies", "are clear of", "is clear of", "are free of", "is free of",
+    "never", "no longer", "are clear of", "is clear of", "are free of", "is free of",
     "remain clear of", "remains clear of", "otherwise clear of",
     # "Negative acute cardiopulmonary abnormality": "negative" before what it denies
     "negative",
@@ -80,7 +82,7 @@ POST_NEG = (
 PRE_UNC = (
     "possible", "possibly", "may", "may represent", "may be", "may reflect",
     "may indicate", "might", "could", "could represent", "could be", "could reflect",
-    "can represent", "less likely", "probable", "questionable", "question", "question of",
+    "can represent", "probable", "questionable", "question", "question of",
     "questioned", "suspicious", "suspicious for", "suspect", "suspected", "suspicion for",
     "concern for", "concerning for", "consider", "considered",
     "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
@@ -139,9 +141,10 @@ POST_UNC = (
     # "XXX is not visualized" ({lemma:/evaluate|visualize/} > neg) and "XXX was not
     # appreciated" are uncertain there, not negated ("not seen" is a negation)
     "not visualized", "not visualised", "not appreciated",
-    # post_negation_uncertainty.txt: "XXX is less likely", "XXX could appear", "XXX may have
-    # this appearance"
-    "less likely", "is less likely", "are less likely", "could appear", "may appear",
+    # post_negation_uncertainty.txt: "XXX could appear", "XXX may have this appearance". (Its
+    # "XXX is less likely", line 38, never matches: it puts a lemma on an edge, and NegBio's
+    # edges carry only a dependency; so "less likely" is not a hedge here either.)
+    "could appear", "may appear",
     "might appear", "can appear", "may have this appearance", "could have this appearance",
     "might have this appearance", "may also have this appearance",
     "could also have this appearance",
