@@ -242,6 +242,44 @@ def test_an_empty_patient_cell_in_the_ecg_map_is_no_patient_not_a_patient_named_
     assert [r["reason"] for r in _rejects(out)] == ["no_patient"]
 
 
+def test_lab_rows_without_a_patient_or_a_time_are_rejects_not_dropped_or_merged(
+    tmp_path, salt_file
+):
+    table = serum_long_table(["p1", "p2", "p3"])
+    table["patient_id"] = table["patient_id"].astype(object)
+    table.loc[table.patient_id == "p1", "patient_id"] = None  # read back as NaN, not "nan"
+    table.loc[table.patient_id == "p2", "time"] = None  # pivot_table dropped these rows
+    labs = tmp_path / "labs.csv"
+    table.to_csv(labs, index=False)
+    out = tmp_path / "physio"
+    result = cli("ingest-physio", "--labs", labs, "--out", out, "--salt-file", salt_file)
+    assert result.exit_code == 0, result.output
+    assert sorted(r["reason"] for r in _rejects(out)) == ["no_patient", "no_time"]
+    assert len(pq.read_table(out / "labs.parquet")) == 1
+
+
+def test_an_ecg_listed_twice_in_the_ecg_map_is_a_duplicate_mapping_row_reject(tmp_path, salt_file):
+    record = write_wfdb(tmp_path / "in", "rec")
+    ecg_map = tmp_path / "map.csv"
+    header = str(record.with_suffix(".hea"))
+    pd.DataFrame({"path": [header, header], "patient_id": ["p1", "p2"]}).to_csv(
+        ecg_map, index=False
+    )
+    out = tmp_path / "physio"
+    result = cli("ingest-physio", "--ecg", header, "--ecg-map", ecg_map, "--out", out,
+                 "--salt-file", salt_file)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert [(r["reason"], r["detail"]) for r in _rejects(out)] == [
+        ("duplicate_mapping_row", "ECG map lines 2 and 3 name this file")
+    ]
+
+
+def test_a_dicom_larger_than_an_ecg_can_be_is_rejected_before_it_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(ecg, "MAX_DICOM_BYTES", 1000)
+    shutil.copyfile(bundled.ecg_dicom(), tmp_path / "ecg.dcm")
+    assert _reason(tmp_path / "ecg.dcm") == "too_large"
+
+
 # ---------------------------------------------------------------- PHI
 def test_no_raw_input_path_or_patient_id_in_any_physio_file_unless_keep_paths(tmp_path, salt_file):
     phi = tmp_path / "SMITH_JOHN_MRN12345678"

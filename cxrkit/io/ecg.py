@@ -20,7 +20,7 @@ so neither a lying header nor a 24-hour recording makes them allocate more than
 one window. A file they cannot use raises :class:`~cxrkit.errors.Reject` with a
 reason (``missing_file``, ``not_a_file``, ``symlink_loop``, ``bad_header``,
 ``bad_rate``, ``too_many_channels``, ``bad_format``, ``bad_signal_file``,
-``truncated``, ``no_waveform``, ``unreadable``) and a detail that never holds
+``truncated``, ``no_waveform``, ``too_large``, ``unreadable``) and a detail that never holds
 the file's path or name (paths carry patient names in real archives).
 """
 
@@ -46,6 +46,7 @@ FLAT_STD_MV = 1e-4  # a lead whose standard deviation is below 0.1 uV carries no
 MAX_CHANNELS = 64
 RATE_RANGE_HZ = (25.0, 20_000.0)
 MAX_HEADER_BYTES = 1 << 20
+MAX_DICOM_BYTES = 256 << 20  # a 12-lead DICOM ECG is well under 10 MB; pydicom reads it whole
 READ_MARGIN_S = 2.0  # read this much past the kept window so filters see no cut edge
 # Bytes per sample of the WFDB signal formats (0: FLAC-compressed, size not checkable).
 WFDB_BYTES_PER_SAMPLE = {
@@ -292,6 +293,8 @@ def read_dicom_ecg(path: str | Path, max_seconds: float | None = None) -> RawECG
     from cxrkit.io.rows import check_source_file
 
     check_source_file(Path(path))
+    if (size := Path(path).stat().st_size) > MAX_DICOM_BYTES:
+        raise Reject("too_large", f"{size} bytes, more than a DICOM ECG holds (256 MiB)")
     try:
         ds = pydicom.dcmread(str(path))
     except Exception as exc:

@@ -59,6 +59,12 @@ def to_wide(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, dict[str, s
     """
     if "patient_id" not in table.columns or "time" not in table.columns:
         raise InputError(f"{source}: a lab table needs patient_id and time columns")
+    # An empty patient or time cell stays "" (pivot_table would drop the row silently and
+    # str() would make a patient "nan"); the stage rejects such panels with a reason.
+    table = table.assign(
+        patient_id=table["patient_id"].where(table["patient_id"].notna(), "").astype(str),
+        time=table["time"].where(table["time"].notna(), "").astype(str),
+    )
     units: dict[str, str] = {}
     if "test" in table.columns:
         missing = [c for c in LONG_COLUMNS if c not in table.columns]

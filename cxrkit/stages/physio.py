@@ -129,10 +129,14 @@ def _read_map(path: str | None) -> dict[str, dict[str, Any]]:
     table = labs_io.read_table(path)
     if "path" not in table.columns or "patient_id" not in table.columns:
         raise InputError(f"{path}: the ECG map needs columns path and patient_id")
-    out = {}
-    for row in table.to_dict("records"):
+    out: dict[str, dict[str, Any]] = {}
+    for line, row in enumerate(table.to_dict("records"), start=2):
         key = str(Path(os.path.expanduser(str(row["path"]))).resolve())
-        out[key] = row
+        if key in out:  # which line is right cannot be known: the file is rejected
+            out[key] = {"duplicate_of": out[key].get("duplicate_of") or out[key]["line"]}
+            out[key]["line"] = line
+        else:
+            out[key] = {**row, "line": line}
     return out
 
 
@@ -280,6 +284,12 @@ def _ingest_ecgs(
             rejects.append({"path": shown, "reason": "unreadable", "detail": detail})
             continue
         override = mapping.get(str(path.resolve()), {})
+        if override.get("duplicate_of"):
+            detail = (
+                f"ECG map lines {override['duplicate_of']} and {override['line']} name this file"
+            )
+            rejects.append({"path": shown, "reason": "duplicate_mapping_row", "detail": detail})
+            continue
         patient = _text(override.get("patient_id")) or raw.patient
         when = _parse_time(override.get("time")) or raw.time
         problem = ecg_io.quality_problem(raw, settings) or _implausible(when)
@@ -345,10 +355,13 @@ def _ingest_labs(
     held_out = _held_out_patients(dataset) if dataset is not None else set()
     keep, pseudonyms, times = [], [], []
     for index, row in wide.iterrows():
-        patient = str(row["patient_id"])
+        patient = str(row["patient_id"]).strip()
         when = _parse_time(row["time"])
         token = f"{cfg.labs}#{index}"
         token = printable_path(token) if cfg.keep_paths else pseudo.path_token(token)
+        if not patient:
+            rejects.append({"path": token, "reason": "no_patient", "detail": "no patient id"})
+            continue
         if when is None:  # the raw cell may hold anything (names, phone numbers): not quoted
             detail = "no time" if _text(row["time"]) is None else "a time that is not a date"
             rejects.append({"path": token, "reason": "no_time", "detail": detail})
