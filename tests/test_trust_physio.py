@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pydicom
 import pytest
@@ -379,3 +380,38 @@ def test_distill_refuses_a_tampered_physio_artifact_with_exit_4(
     result = cli(*args)
     assert result.exit_code == 4, result.output
     assert "failed verification" in result.output and name in result.output
+
+
+def _forge(folder: Path) -> None:
+    """Re-describe every file and re-checksum the manifest: a tamperer who knows the format
+    (the checksum is not a signature), or a buggy writer."""
+    from cxrkit.artifacts.manifest import data_files, describe_file, manifest_checksum
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = [describe_file(folder, f) for f in data_files(folder)]
+    manifest["checksum"] = manifest_checksum(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_forged_physio_artifact_whose_files_disagree_is_an_artifact_error(physio_artifact):
+    import numpy as np
+
+    from cxrkit.artifacts import open_artifact
+    from cxrkit.errors import ArtifactError
+    from cxrkit.stages import physio
+
+    labs = physio_artifact / "labs.parquet"
+    table = pq.read_table(labs).to_pylist()
+    table[0]["values"] = table[0]["values"][:2]
+    pq.write_table(pa.Table.from_pylist(table, schema=pq.read_schema(labs)), labs)
+    np.save(physio_artifact / "ecg.npy", np.zeros((3, 12, 8), np.float32))  # 1 row indexed
+    _forge(physio_artifact)
+    artifact = open_artifact(physio_artifact, kind="physio")  # passes: self-consistent
+    with pytest.raises(ArtifactError, match=r"ecg.npy: float32 \(3, 12, 8\)"):
+        physio.load_ecgs(artifact)
+    with pytest.raises(ArtifactError, match="labs.parquet: a panel without one value"):
+        physio.load_labs(artifact)
+    np.save(physio_artifact / "ecg.npy", np.array([{"x": 1}] * 1, dtype=object))
+    _forge(physio_artifact)
+    with pytest.raises(ArtifactError, match="unreadable ECG files"):  # never unpickled
+        physio.load_ecgs(open_artifact(physio_artifact, kind="physio"))
