@@ -26,8 +26,12 @@ and the CPU time are that stage's alone:
   each, ``--num-shards K --shard-index i``; CPU summed, RSS the largest) and ``merge``
   (``cxrkit ingest-merge`` of those partitions).
 
-It prints wall s, CPU ms per image and peak RSS per stage and size, and the ratio of
-the largest size's RSS to the smallest's (flat = 1.0). ``--code DIR`` runs the stages
+It prints wall s, CPU ms per image (per image the stage handled: the loader's per
+train-split image it read) and peak RSS per stage and size, and the ratio of the
+largest size's RSS to the smallest's (flat = 1.0). Peak RSS is the largest of the
+stage's processes (``ru_maxrss`` covers the waited-for children as a maximum, not a
+sum): for ingest, whose decoding runs in one spawned worker beside the main process,
+the larger of the two, not their total. ``--code DIR`` runs the stages
 from another checkout (to compare before and after a change on the same data);
 ``--work DIR`` keeps the generated corpora and artifacts there (re-used when present)
 instead of a temp dir removed at the end.
@@ -226,7 +230,9 @@ def run_size(count: int, args: argparse.Namespace, work: Path, env: dict) -> dic
         if name == "loader":  # the pass prints its counts last, as one JSON line
             last = (root / f"{name}-{tag}.log").read_text().strip().splitlines()[-1]
             figures.update(json.loads(last))
-        figures["cpu_ms_per_image"] = 1000 * figures["cpu_s"] / count
+        # Per image the stage handled: the loader reads the train split, not all `count`.
+        handled = figures["images"] if name == "loader" else count
+        figures["cpu_ms_per_image"] = 1000 * figures["cpu_s"] / max(1, handled)
         result["stages"][name] = figures
         print(f"  {count:>7} {name:<9} wall {figures['wall_s']:7.1f} s  "
               f"cpu {figures['cpu_ms_per_image']:7.2f} ms/img  "

@@ -48,8 +48,8 @@ REPORTS = [
 def _env(work: Path) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", NO_COLOR="1")
     # A private hash cache: the shared one in ~/.cache is an SQLite file that other
-    # processes' writes lock, and a reader waits up to 5 s for them (seen here: a
-    # 0.3 s-CPU no-op taking 10 s of wall), which is contention, not start-up.
+    # processes' writes lock; a lookup gives up after 50 ms and hashes the file, so
+    # contention there would show up as hashing time, not start-up.
     env["CXRKIT_CACHE"] = str(work / ".cxrkit-cache")
     # As an installed package runs: byte code cached (the warm-up run writes it).
     env.pop("PYTHONDONTWRITEBYTECODE", None)

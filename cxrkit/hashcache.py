@@ -18,9 +18,13 @@ new file that reuses a deleted file's inode gets a new ctime. What the cache
 cannot see: a changed system clock, root writing the block device directly, or
 a rewrite that lands in the same clock tick as the stat taken when the digest was
 remembered. The last one is closed the way git closes its "racy" index entries:
-a digest is only remembered for a file whose ctime is at least ``RACY_NS`` older
-than the clock, so a later write necessarily moves ctime. Set
-``CXRKIT_HASH_CACHE=0`` to hash every time.
+a digest is only remembered for a file whose ctime was at least ``RACY_NS`` older
+than the clock when hashing began, so a write during or after the read necessarily
+moves ctime. (The clock is this host's, the ctime the file server's: an NFS server
+whose clock lags this host's by more than ``RACY_NS`` defeats the rule. Nor does the
+cache see a file rewritten by another NFS client while this one still serves the old
+attributes from its attribute cache, ``actimeo``.) Set ``CXRKIT_HASH_CACHE=0`` to hash
+every time.
 
 Bit rot (a disk flipping bytes under a file) moves neither mtime nor ctime, so
 ``cxrkit verify`` reads every byte instead of asking the cache.
@@ -115,7 +119,17 @@ def _busy(exc: sqlite3.Error) -> bool:
 
 
 def _stat_key(stat: os.stat_result) -> tuple[int, int, int, int, int]:
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    # Each field's 64 bits read as signed: SQLite's INTEGER is signed, and overlay (xino),
+    # SMB and some NFS mounts report inode numbers with the top bit set.
+    fields = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    dev, ino, size, mtime_ns, ctime_ns = (_signed64(v) for v in fields)
+    return dev, ino, size, mtime_ns, ctime_ns
+
+
+def _signed64(value: int) -> int:
+    """The low 64 bits of ``value`` read as a signed integer (identity inside that range)."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def hash_bytes_of(path: str | os.PathLike[str]) -> str:
@@ -237,12 +251,15 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     file's ctime is not "racy" (see the module docstring).
     Raises OSError when the file cannot be read.
     """
+    started_ns = time.time_ns()  # before any byte is read: see the racy rule
     before = os.stat(path)
     cached = lookup(before)
     if cached is not None:
         return cached
     digest = hash_bytes_of(path)
     after = os.stat(path)
-    if _stat_key(after) == _stat_key(before) and time.time_ns() - after.st_ctime_ns > RACY_NS:
+    # Racy against the clock when reading began, not after it: a write during a slow
+    # hash can land in the tick ctime already shows and leave the stat unchanged.
+    if _stat_key(after) == _stat_key(before) and started_ns - after.st_ctime_ns > RACY_NS:
         remember(after, digest)
     return digest

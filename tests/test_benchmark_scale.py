@@ -43,6 +43,10 @@ def test_copies_get_new_uids_and_patients_in_the_mimic_layout(scale_bench, tmp_p
 
 def test_tiny_run_measures_every_stage_and_prints_the_ratio(scale_bench, tmp_path, capsys):
     out = tmp_path / "scale.json"
+    salt = tmp_path / "work" / "salt.hex"  # a fixed salt: the same split every run
+    salt.parent.mkdir()
+    salt.write_text("00" * 32)
+    salt.chmod(0o600)
     result = scale_bench.main(
         ["--sizes", "10,20", "--work", str(tmp_path / "work"), "--row-group-mb", "0.05",
          "--json", str(out)]
@@ -56,6 +60,14 @@ def test_tiny_run_measures_every_stage_and_prints_the_ratio(scale_bench, tmp_pat
             assert figures["rss_mib"] > 50 and figures["cpu_ms_per_image"] > 0
         loader = run["stages"]["loader"]
         assert loader["images"] > 0 and loader["entities"] > 0 and "dataset_built_mib" in loader
+        # Per image the stage handled: the loader reads the train split only (this salt
+        # puts some of the patients in val/test).
+        assert loader["images"] < run["images"]
+        assert loader["cpu_ms_per_image"] == pytest.approx(
+            1000 * loader["cpu_s"] / loader["images"]
+        )
+        ingest = run["stages"]["ingest"]
+        assert ingest["cpu_ms_per_image"] == pytest.approx(1000 * ingest["cpu_s"] / run["images"])
     corpus = tmp_path / "work" / "corpus-20"
     groups = pq.ParquetFile(corpus / "ds-run" / "shard-00000.parquet").num_row_groups
     assert pq.ParquetFile(corpus / "ann-run" / "annotations.parquet").num_row_groups == groups

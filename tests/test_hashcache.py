@@ -12,6 +12,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -156,3 +157,43 @@ def test_a_batch_that_cannot_get_the_lock_is_dropped_not_waited_for(cache, tmp_p
     assert set(_stored(cache)) == {os.stat(first).st_ino}
     assert hashcache.lookup(os.stat(second)) is None
     assert hashcache.lookup(os.stat(first)) is not None
+
+
+def test_a_file_racy_when_hashing_starts_is_not_remembered_however_long_the_hash(
+    tmp_path, monkeypatch
+):
+    """The racy rule is about the clock when the bytes are read: a write during a slow
+    hash can land in the tick the file's ctime already shows. The clock read after the
+    hash says nothing about that, so a slow hash must not make a fresh file trusted."""
+    hashcache.flush()
+    monkeypatch.setenv("CXRKIT_CACHE", str(tmp_path / "cache"))
+    path = _file(tmp_path, "fresh.bin", b"f" * 100)  # ctime: now
+    clock = {"ns": time.time_ns()}
+    monkeypatch.setattr(hashcache.time, "time_ns", lambda: clock["ns"])
+    real_hash = hashcache.hash_bytes_of
+
+    def slow_hash(target):
+        digest = real_hash(target)
+        clock["ns"] += 3 * hashcache.RACY_NS  # the read took longer than RACY_NS
+        return digest
+
+    monkeypatch.setattr(hashcache, "hash_bytes_of", slow_hash)
+    assert hashcache.sha256_file(path) == real_hash(path)
+    assert hashcache.lookup(os.stat(path)) is None  # not remembered
+    assert hashcache.flush() == 0
+
+
+def test_an_inode_number_past_sqlites_signed_range_is_cached_not_a_crash(cache, tmp_path):
+    """Overlay mounts with xino, SMB and some NFS servers report 64-bit unsigned inode
+    numbers with the top bit set; SQLite's INTEGER is signed. A cache must never make
+    hashing fail: the key is stored as the same 64 bits read as signed."""
+    real = os.stat(_file(tmp_path, "a.bin", b"big inode" * 10))
+    fields = ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
+    big = SimpleNamespace(**{name: getattr(real, name) for name in fields})
+    big.st_ino = 2**63 + real.st_ino
+    assert hashcache.lookup(big) is None
+    hashcache.remember(big, "ab" * 32)
+    assert hashcache.flush() == 1
+    assert hashcache.lookup(big) == "ab" * 32  # read back from the database
+    small = SimpleNamespace(**{**vars(big), "st_ino": real.st_ino})
+    assert hashcache.lookup(small) is None  # the top bit is part of the key

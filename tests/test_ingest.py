@@ -204,6 +204,36 @@ def test_workers_do_not_change_the_output(many_images, tmp_path, salt_file):
     assert _shard_hashes(tmp_path / "w1") == _shard_hashes(tmp_path / "w2")
 
 
+def test_digests_hashed_while_planning_are_cached_before_the_workers_start(
+    many_images, tmp_path, salt_file, monkeypatch
+):
+    """Planning hashes every input (the raw input id) and the decode workers hash each file
+    again through the hash cache; digests still buffered in the main process are invisible
+    to them, so up to a batch of files would be read and hashed twice."""
+    import sqlite3
+
+    from cxrkit import hashcache
+    from cxrkit.stages import ingest
+
+    hashcache.flush()
+    monkeypatch.setenv("CXRKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hashcache, "RACY_NS", 0)  # the inputs count as old enough
+    database = tmp_path / "cache" / "hashes.sqlite3"
+    stored: set[int] = set()
+    decode = ingest._crash_safe_map
+
+    def workers_start(*args, **kwargs):
+        if database.exists():
+            with sqlite3.connect(database) as conn:
+                stored.update(ino for (ino,) in conn.execute("SELECT ino FROM digests"))
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_crash_safe_map", workers_start)
+    run(_cfg(many_images, tmp_path / "out", salt_file))
+    hashcache.flush()
+    assert {p.stat().st_ino for p in many_images.glob("*.png")} <= stored
+
+
 @pytest.fixture(scope="module")
 def slow_images(tmp_path_factory):
     """8 PNGs then 4 JPEG 2000 DICOMs (~0.5 s each to decode): a run long enough to kill."""

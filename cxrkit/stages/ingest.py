@@ -25,6 +25,7 @@ from typing import Literal
 
 import pyarrow.parquet as pq
 
+from cxrkit import hashcache
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ArtifactError, ConfigError, WorkerDied
@@ -393,6 +394,9 @@ def _run_chunks(cfg: IngestConfig, salt: bytes, work: list[WorkItem], scratch: P
         log.info("resuming: %d of %d chunks already done", len(chunks) - len(todo), len(chunks))
     builder = _row_builder(cfg, salt)
     builder.prepare()  # a bad --reports source fails here, in this process, with its reason
+    # The digests planning remembered, written now: the workers look each file up again,
+    # and what is still buffered in this process they would hash a second time.
+    hashcache.flush()
     workers = cfg.workers or os.cpu_count() or 1
     items = (item for i in todo for item in chunks[i])
 
