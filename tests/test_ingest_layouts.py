@@ -126,6 +126,27 @@ def test_chexpert_train_and_valid_folders_give_the_official_split(tmp_path, salt
     assert art.stats["folder_splits"] == 16 and art.params["folder_splits"] == 16
 
 
+def test_a_tree_of_file_links_keeps_its_layout(tmp_path, salt_file):
+    """Files linked into the layout from a flat content store (DVC, git-annex, a hub cache):
+    patients, views, splits and train.csv labels come from the link's path, not the target's."""
+    base, images = layouts.chexpert_split_tree(tmp_path / "real")
+    store = tmp_path / "store"
+    store.mkdir()
+    linked = tmp_path / "linked" / base.name
+    for k, path in enumerate(sorted(base.rglob("*.*"))):
+        target = linked / path.relative_to(base)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        blob = store / f"{k:040x}"  # the store's name says nothing of the layout
+        path.rename(blob)
+        target.symlink_to(blob)
+    rows = _ingest(tmp_path, salt_file, [linked], keep_paths=True)
+    assert len(rows) == 16
+    assert _split_by_folder(rows) == {"train": {"train"}, "valid": {"val"}, "test": {"test"}}
+    assert len({r["patient_id"] for r in rows}) == 16
+    assert {r["view"] for r in rows} == {"PA", "FRONTAL"}  # PA from the CSVs, test/ by name
+    assert sum(bool(r["labels"]) for r in rows) == 12
+
+
 def test_a_mapping_split_wins_over_the_split_folder(tmp_path, salt_file):
     base, images = layouts.chexpert_split_tree(tmp_path)
     moved, kept = (path for path, _ in images["train"][:2])

@@ -66,10 +66,13 @@ def expand_sources(sources: list[str]) -> tuple[list[Path], int]:
 
 
 def safe_resolve(path: Path) -> Path:
-    """``path.resolve()``, or the absolute path unresolved when resolving fails (a symlink
-    loop); the file is then rejected by ingest with its reason instead of stopping the run."""
+    """The absolute path of a file with its folders resolved but the file's own name kept:
+    a file linked into a dataset layout from a content store (DVC, git-annex, a hub
+    cache) keeps the name and folders that carry its patient, study, view and split.
+    When resolving fails (a symlink loop) the absolute path unresolved; the file is then
+    rejected by ingest with its reason instead of stopping the run."""
     try:
-        return path.resolve()
+        return path.parent.resolve() / path.name
     except (OSError, RuntimeError):
         return Path(os.path.abspath(path))
 
