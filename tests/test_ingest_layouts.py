@@ -3,6 +3,7 @@ studies, splits, views and reports come from each layout."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
 import layouts_support as layouts
@@ -168,6 +169,27 @@ def test_a_mapping_split_wins_over_the_split_folder(tmp_path, salt_file):
     assert split[str(kept)] == "train"  # a mapping row without one: the folder
     assert sum(s == "train" for s in split.values()) == 7
     assert open_artifact(out).params["folder_splits"] == 7
+
+
+def test_a_patient_in_two_split_folders_is_refused(tmp_path, salt_file):
+    """CheXpert numbers patients across train/ valid/ test/; one patient folder in two of
+    them would leak train into val: refused like a mapping CSV that does it (exit 3)."""
+    from cxrkit.errors import InputError
+
+    base, images = layouts.chexpert_split_tree(tmp_path)
+    # train/ holds patient00001/study1; its second study turns up in valid/
+    moved = base / "valid" / "patient00001" / "study2" / "view1_frontal.jpg"
+    moved.parent.mkdir(parents=True)
+    images["train"][1][0].rename(moved)  # another train image's pixels (no duplicate)
+    cfg = IngestConfig(sources=[str(base)], out=str(tmp_path / "ds"), image_size=64,
+                       salt_file=str(salt_file))  # fmt: skip
+    with pytest.raises(InputError, match=r"1 patient\(s\) .* more than one split") as err:
+        run(cfg)
+    assert "chexpert:patient00001 in train, val" in str(err.value)
+    assert "layout_splits=false" in str(err.value)
+    assert not (tmp_path / "ds").exists()
+    ok = run(dataclasses.replace(cfg, layout_splits=False))  # the salted split: one per patient
+    _assert_no_patient_in_two_splits(_rows(ok.path))
 
 
 def test_layout_splits_off_gives_the_salted_patient_split(tmp_path, salt_file):
