@@ -213,6 +213,14 @@ def id_params(cfg: PretrainConfig, processes: int = 1, precision: str | None = N
     return params
 
 
+def check_views(views: list[str], dataset: Artifact) -> None:
+    """ConfigError (exit 2) for a typo in the view filter (see
+    :func:`cxrkit.io.layouts.check_view_filter`), before any model or teacher work."""
+    from cxrkit.io.layouts import check_view_filter
+
+    check_view_filter(views, dataset.stats.get("view_counts") or {}, str(dataset.path))
+
+
 def objective_inputs(cfg: PretrainConfig) -> list[Artifact]:
     """The artifacts the ``[objective]`` table names (its class's ``artifact_settings``:
     PaCX's student, pairs and embeddings), opened, in declaration order; they join the
@@ -256,6 +264,7 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
     if not cfg.data.dataset:
         raise ConfigError("a dataset artifact is required: cxrkit pretrain DATASET --out DIR")
     dataset = open_artifact(cfg.data.dataset, kind="dataset")
+    check_views(cfg.data.views, dataset)
     annotations = None
     if cfg.data.annotations:
         annotations = open_artifact(cfg.data.annotations, kind="annotations")
