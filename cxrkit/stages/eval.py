@@ -19,7 +19,7 @@ from typing import Literal
 from cxrkit.artifacts import ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError
-from cxrkit.io.layouts import check_view_filter
+from cxrkit.io.layouts import check_view_filter, expand_views
 from cxrkit.io.text_sections import DEFAULT_TEXT_SECTION
 from cxrkit.io.text_sections import TEXT_SECTIONS as SECTIONS
 
@@ -224,6 +224,8 @@ def _params(cfg: EvalConfig) -> dict:
     params = to_dict(cfg)
     for volatile in ("out", "cache", "batch_size"):  # do not change the results
         params.pop(volatile)
+    if names := [v for v in cfg.views if v.strip()]:  # the codes kept, not their spelling
+        params["views"] = sorted(expand_views(names))
     return params
 
 
