@@ -64,6 +64,15 @@ def test_view_filter_names_expand():
         expand_views(" , ")
 
 
+def test_every_mimic_view_position_is_in_a_view_group():
+    """MIMIC-CXR-JPG's metadata ViewPosition values (stored as given): the decubitus
+    frontals are frontal, the cross-table and swimmer's laterals lateral."""
+    assert {"PA", "AP", "AP AXIAL", "AP LLD", "AP RLD", "PA LLD", "PA RLD"} <= expand_views(
+        "frontal"
+    )
+    assert {"LATERAL", "LL", "XTABLE LATERAL", "SWIMMERS"} <= expand_views("lateral")
+
+
 # ---------------------------------------------------------------- IU
 def test_iu_frontal_and_lateral_of_one_report_are_one_patient_and_study(tmp_path, salt_file):
     from cxrkit.io.bundled import iu_reports_archive

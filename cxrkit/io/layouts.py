@@ -38,8 +38,12 @@ CHEXPERT_SPLITS = {"train": "train", "valid": "val", "test": "test"}
 """CheXpert's split folders -> cxrkit's split names (``valid/`` is the validation set)."""
 _IU_IMAGE = re.compile(r"(CXR\d+)(?:_\d+)?_IM-\d+-\d+", re.IGNORECASE)
 
-FRONTAL_VIEWS = frozenset({"PA", "AP", "FRONTAL", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD"})
-LATERAL_VIEWS = frozenset({"LATERAL", "LL", "RL", "LAO", "RAO", "LPO", "RPO"})
+FRONTAL_VIEWS = frozenset(
+    {"PA", "AP", "FRONTAL", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD", "PA RLD"}
+)
+LATERAL_VIEWS = frozenset(
+    {"LATERAL", "LL", "RL", "XTABLE LATERAL", "SWIMMERS", "LAO", "RAO", "LPO", "RPO"}
+)
 """View codes as stored in the dataset's ``view`` column. ``FRONTAL`` is a frontal image
 whose PA/AP projection is not known (CheXpert paths say only frontal/lateral)."""
 
