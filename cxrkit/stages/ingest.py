@@ -579,6 +579,18 @@ def _without_listings(parts: list[str | Path]) -> list[Path]:
     return kept
 
 
+def _differences(params: dict, first: dict) -> str:
+    """The settings two parts' params disagree on, as ``name (this vs first)``; a long
+    value (salted source tokens, the salt) is named without it."""
+    names = sorted(set(params) | set(first), key=str)
+    shown = []
+    for name in (n for n in names if params.get(n) != first.get(n)):
+        values = (params.get(name), first.get(name))
+        brief = all(len(repr(v)) <= 40 for v in values)
+        shown.append(f"{name} ({values[0]!r} vs {values[1]!r})" if brief else name)
+    return ", ".join(shown)
+
+
 def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Artifact:
     """Combine the partition datasets of one partitioned ingest into one dataset artifact.
 
@@ -590,8 +602,13 @@ def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Arti
     arts = [open_artifact(p, kind="dataset", verify_files=True) for p in _without_listings(parts)]
     arts.sort(key=lambda a: a.params.get("shard_index", 0))
     common = [{k: v for k, v in a.params.items() if k != "shard_index"} for a in arts]
-    if any(c != common[0] for c in common):
-        raise ArtifactError("ingest-merge: the parts were made with different settings or salts")
+    for art, params in zip(arts, common, strict=True):
+        if params != common[0]:
+            raise ArtifactError(
+                f"ingest-merge: {art.path} differs from {arts[0].path} in "
+                f"{_differences(params, common[0])}: the parts of one partitioned ingest "
+                "share every setting and the salt"
+            )
     count = common[0].get("num_shards", 1)
     indices = [a.params.get("shard_index", 0) for a in arts]
     if indices != list(range(count)):
