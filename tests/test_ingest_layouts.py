@@ -157,6 +157,26 @@ def test_a_tree_of_file_links_keeps_its_layout(tmp_path, salt_file):
     assert sum(bool(r["labels"]) for r in rows) == 12
 
 
+def test_linked_patient_folders_inside_a_source_are_reported_not_skipped_silently(
+    tmp_path, salt_file, caplog
+):
+    """A subset made of links to patient folders: ingest does not descend into linked
+    folders (as find and rsync), and says so; given as sources they are read."""
+    base, _ = layouts.chexpert_split_tree(tmp_path / "real")
+    subset = tmp_path / "subset" / "train"
+    subset.mkdir(parents=True)
+    for patient in ("patient00001", "patient00002"):
+        (subset / patient).symlink_to(base / "train" / patient, target_is_directory=True)
+    own = subset / "patient00009/study1/view1_frontal.jpg"
+    layouts._small_copy(layouts.pediatric_jpegs()[0], own, size=200)  # not the tree's bytes
+    with caplog.at_level("WARNING", logger="cxrkit"):
+        rows = _ingest(tmp_path, salt_file, [subset.parent])
+    assert len(rows) == 1
+    assert "2 linked folder(s)" in caplog.text and str(subset / "patient00001") in caplog.text
+    rows = _ingest(tmp_path / "again", salt_file, sorted(subset.iterdir()))
+    assert len(rows) == 3 and {r["split"] for r in rows} == {"train"}
+
+
 def test_a_mapping_split_wins_over_the_split_folder(tmp_path, salt_file):
     base, images = layouts.chexpert_split_tree(tmp_path)
     moved, kept = (path for path, _ in images["train"][:2])
