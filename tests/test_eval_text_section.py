@@ -86,8 +86,9 @@ def test_read_rows_gives_each_row_its_section_with_the_pretrain_fallback(demo_da
     rows = _dataset_rows(demo_dataset)
     both_sections = [r for r in rows if r.get("report_findings") and r.get("report_impression")]
     assert both_sections, "the demo reports should have findings and impressions"
-    impressions = read_rows(open_artifact(demo_dataset), "impression").reports
-    findings = read_rows(open_artifact(demo_dataset), "findings").reports
+    every = range(len(rows))
+    impressions = list(read_rows(open_artifact(demo_dataset), "impression").report_texts(every))
+    findings = list(read_rows(open_artifact(demo_dataset), "findings").report_texts(every))
     for row, impression, finding in zip(rows, impressions, findings, strict=True):
         assert impression == compose_text(row, "impression")[0]
         assert finding == compose_text(row, "findings")[0]

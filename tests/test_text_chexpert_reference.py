@@ -293,6 +293,38 @@ def test_other_devices_leave_no_finding(labeler):
     assert labels["Support Devices"] == 1 and labels["No Finding"] == 1
 
 
+# phrases/mention/support_devices.txt has no clip, suture, staple or wire: closure material
+# is not a support device, while its "screw", "plate", "marker", "coil" and "pacer" are.
+NOT_DEVICES = [
+    "Median sternotomy wires and mediastinal surgical clips. The lungs are clear.",
+    "Sternotomy sutures and surgical staples are present.",
+    "Prominent epicardial fat pads.",
+    "Bilateral breast prostheses.",
+    "Diffuse interstitial opacities with Kerley B lines.",
+    "There is a fractured sternotomy wire.",
+]
+DEVICES = [
+    "There is a screw in the right shoulder.",
+    "Sternotomy sutures and bypass graft markers are present.",
+    "Stable splenic artery embolization coils.",
+    "Temporary pacing wires over the right ventricle.",
+    "The prosthetic pulmonic valve is unchanged in position.",
+    "A spinal cord stimulator is seen.",
+    "Right humeral internal fixation is noted.",
+]
+
+
+@pytest.mark.parametrize("sentence", NOT_DEVICES)
+def test_closure_material_and_look_alikes_are_not_support_devices(labeler, sentence):
+    labels = _labels(labeler, sentence)
+    assert "Support Devices" not in labels and "Fracture" not in labels
+
+
+@pytest.mark.parametrize("sentence", DEVICES)
+def test_reference_device_words_are_support_devices(labeler, sentence):
+    assert _labels(labeler, sentence)["Support Devices"] == 1
+
+
 @pytest.mark.parametrize(("cls", "phrase", "sentence"), UNMENTIONS)
 def test_reference_unmention_phrases_are_not_their_class(labeler, cls, phrase, sentence):
     assert cls not in _labels(labeler, sentence), phrase
@@ -317,6 +349,43 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
     ("pre-negation: cannot rule out XXX", "Cannot rule out pneumonia.", {"Pneumonia": -1}),
     # patterns/negation.txt
     ("negation: no definite XXX", "No definite consolidation.", {"Consolidation": 0}),
+    # "exclude XXX" / "rule out XXX" are negations there; only the pre-negation forms hedge
+    (
+        "negation: exclude XXX",
+        "Recommend followup in 6 weeks to ensure resolution and exclude an underlying mass.",
+        {"Lung Lesion": 0},
+    ),
+    (
+        "negation: to exclude XXX",
+        "Consider oblique views to exclude a true nodule.",
+        {"Lung Lesion": 0},
+    ),
+    (
+        "negation: rule out XXX",
+        "CT is recommended to rule-out an underlying pulmonary nodule.",
+        {"Lung Lesion": 0},
+    ),
+    ("negation: XXX is excluded", "Pneumothorax is excluded.", {"Pneumothorax": 0}),
+    (
+        "negation: history of XXX",
+        "Stable right suprahilar opacity, compatible with history of right upper lobe mass.",
+        {"Lung Opacity": 1, "Lung Lesion": 0},
+    ),
+    (
+        "negation: history of XXX reaches its own object only",
+        "Given a history of breast cancer, the nodules are concerning for metastases.",
+        {"Lung Lesion": 1},
+    ),
+    (
+        "negation: clearing of XXX",
+        "There has been clearing of left base airspace opacities.",
+        {"Lung Opacity": 0},
+    ),
+    (
+        "pre-negation before negation: difficult to exclude XXX",
+        "It would be difficult to exclude a superimposed pneumonia.",
+        {"Pneumonia": -1},
+    ),
     ("negation: no obvious XXX", "No obvious pneumothorax.", {"Pneumothorax": 0}),
     (
         "negation: heart size at the upper limits of normal",
@@ -349,6 +418,18 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         {"Enlarged Cardiomediastinum": -1},
     ),
     ("post-negation: heart size is stable", "Heart size is stable.", {"Cardiomegaly": -1}),
+    ("post-negation: no change in heart size", "No change in heart size.", {"Cardiomegaly": -1}),
+    ("post-negation: heart size not changed", "Heart size is not changed.", {"Cardiomegaly": -1}),
+    (
+        "post-negation: silhouette similar to prior",
+        "Cardiomediastinal silhouette is similar to prior.",
+        {"Enlarged Cardiomediastinum": -1},
+    ),
+    (
+        "post-negation: stable appearance of silhouette",
+        "Stable appearance of the cardiomediastinal silhouette.",
+        {"Enlarged Cardiomediastinum": -1},
+    ),
     (
         "negation before post-negation: stable and within normal limits",
         "Heart size and mediastinal contours are stable and within normal limits.",
@@ -364,6 +445,18 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         "The pneumothorax is not well visualized.",
         {"Pneumothorax": -1},
     ),
+    (
+        "post-negation: XXX is not visualized (visualize > neg)",
+        "The previously seen right upper lobe opacity is not visualized on this study.",
+        {"Lung Opacity": -1},
+    ),
+    (
+        "post-negation: XXX was not appreciated",
+        "Effusion was not appreciated.",
+        {"Pleural Effusion": -1},
+    ),  # fmt: skip
+    ("negation: no XXX is appreciated", "No pneumothorax is appreciated.", {"Pneumothorax": 0}),
+    ("negation: XXX is not seen", "Pneumothorax is not seen.", {"Pneumothorax": 0}),
     (
         "post-negation: not well seen",
         "The left effusion is not well seen.",
@@ -390,6 +483,29 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         "Atelectasis versus pneumonia.",
         {"Atelectasis": -1, "Pneumonia": -1},
     ),
+    (
+        "post-negation: versus hedges its two conjuncts, not the mention before them",
+        "Streaky right lower lobe opacity, atelectasis versus pneumonia.",
+        {"Lung Opacity": 1, "Atelectasis": -1, "Pneumonia": -1},
+    ),
+    (
+        "post-negation: vs. with words between",
+        "Atelectasis in the left lower lobe vs. early pneumonia.",
+        {"Atelectasis": -1, "Pneumonia": -1},
+    ),
+    # "{} <{} {lemma:/possible/}": an attributive "possible" hedges its own noun only;
+    # "{} >{} ...possible..." a predicate one its subject.
+    (
+        "post-negation: possible XXX hedges XXX, not the finding before it",
+        "Cardiomegaly and possible small effusion.",
+        {"Cardiomegaly": 1, "Pleural Effusion": -1},
+    ),
+    (
+        "post-negation: questionable XXX after a comma",
+        "Right basilar opacity, questionable early pneumonia.",
+        {"Lung Opacity": 1, "Pneumonia": -1},
+    ),
+    ("post-negation: XXX, possible", "Small effusion, possible.", {"Pleural Effusion": -1}),
     ("post-negation: borderline heart size", "Borderline heart size.", {"Cardiomegaly": -1}),
     ("post-negation: worrisome for XXX", "Worrisome for pneumonia.", {"Pneumonia": -1}),
     (
@@ -403,6 +519,48 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         {"Edema": -1},
     ),
     ("post-negation: favor XXX", "Atelectasis is favored.", {"Atelectasis": -1}),
+    (
+        "post-negation: XXX is compatible with YYY (compatible > be)",
+        "In the appropriate clinical setting this appearance is compatible with pneumonia.",
+        {"Pneumonia": -1},
+    ),
+    (
+        "no pattern: compatible with, no verb",
+        "Right lower lobe opacity compatible with pneumonia.",
+        {"Lung Opacity": 1, "Pneumonia": 1},
+    ),
+    (
+        "post-negation: question XXX",
+        "Cardiomegaly, question small bilateral pleural effusions.",
+        {"Cardiomegaly": 1, "Pleural Effusion": -1},
+    ),
+    ("post-negation: XXX is less likely", "Pneumonia is less likely.", {"Pneumonia": -1}),
+    ("post-negation: XXX could appear", "Pneumonia could appear this way.", {"Pneumonia": -1}),
+    (
+        "post-negation: XXX may have this appearance",
+        "Atypical pneumonia may have this appearance.",
+        {"Pneumonia": -1},
+    ),
+    (
+        "post-negation: correlation for symptoms of XXX",
+        "Correlation for symptoms of pneumonia is recommended.",
+        {"Pneumonia": -1},
+    ),
+    (
+        "negation: XXX with interval resolution",
+        "Left effusion with interval resolution.",
+        {"Pleural Effusion": 0},
+    ),
+    (
+        "negation: with interval resolution of XXX reaches only what follows",
+        "Small effusion with interval resolution of the pneumothorax.",
+        {"Pleural Effusion": 1, "Pneumothorax": 0},
+    ),
+    (
+        "post-negation: secondary to XXX",
+        "Blunting of the left costophrenic sulcus secondary to a small effusion.",
+        {"Pleural Effusion": -1},
+    ),
     ("post-negation: suggestion of XXX", "Suggestion of pneumonia.", {"Pneumonia": -1}),
     (
         "post-negation: XXX would be / is another consideration",

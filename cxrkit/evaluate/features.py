@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -41,9 +42,19 @@ META_COLUMNS = [
 ]
 
 
+REPORT_COLUMNS = ("report_findings", "report_impression", "report_text")
+SHARED_VALUES = frozenset({"split", "source_format", "view"})  # low-cardinality columns
+READ_ROWS = 1024  # rows converted to Python values per step when the metadata is read
+
+
 @dataclass
 class EvalRows:
-    """Per-row metadata of a dataset artifact, in shard order (pixels are read lazily)."""
+    """Per-row metadata of a dataset artifact, in shard order.
+
+    Pixels and report texts are not held: ``has_report`` says which rows have a
+    report text and :meth:`report_texts` reads the texts of the rows a task
+    asks for (from ``dataset``, as its ``text_section``).
+    """
 
     image_ids: list[str]
     patient_ids: list[str | None]
@@ -51,8 +62,10 @@ class EvalRows:
     labels_json: list[str | None]
     source_paths: list[str | None]
     source_formats: list[str | None]
-    reports: list[str]  # "" when the row has no report
+    has_report: np.ndarray  # (N,) bool: the row's text_section (or fallback) is not empty
     views: list[str | None] = field(default_factory=list)  # PA / AP / LATERAL / ... per row
+    dataset: Artifact | None = None
+    text_section: str = "both"
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -63,30 +76,85 @@ class EvalRows:
             return None
         return [str(p) for p in self.patient_ids]
 
+    def report_texts(self, indices: Sequence[int], batch_rows: int = READ_ROWS) -> Iterator[str]:
+        """Yield the report text of each row in ``indices`` (ascending row numbers), read
+        from the dataset ``batch_rows`` rows at a time; "" for a row without a report.
+
+        The text is the ``text_section`` the training loader builds
+        (:func:`cxrkit.io.fields.compose_text`: empty chosen sections fall back to the
+        whole report). Raises ValueError when ``indices`` are not strictly ascending
+        or past the last row.
+        """
+        from cxrkit.io.fields import compose_text
+
+        wanted = np.asarray(indices, dtype=np.int64)
+        if wanted.size and (np.any(np.diff(wanted) <= 0) or wanted[0] < 0):
+            raise ValueError("report_texts needs strictly ascending row indices")
+        if wanted.size and wanted[-1] >= len(self):
+            raise ValueError(f"row {int(wanted[-1])} is past the last row ({len(self) - 1})")
+        if not wanted.size:
+            return
+        if self.dataset is None:
+            raise ValueError("these rows were built without their dataset: no report text")
+        taken, start = 0, 0
+        # image_id always exists, so every batch has its rows even without report columns
+        columns = ("image_id", *REPORT_COLUMNS)
+        for batch in _metadata_batches(self.dataset, columns, batch_rows):
+            end = start + batch.num_rows
+            stop = int(np.searchsorted(wanted, end))
+            if stop > taken:
+                records = batch.take(wanted[taken:stop] - start).to_pylist()
+                for record in records:
+                    yield compose_text(record, self.text_section)[0]
+                taken = stop
+                if taken == wanted.size:
+                    return
+            start = end
+
+
+def _metadata_batches(
+    dataset: Artifact, columns: Sequence[str], batch_rows: int = READ_ROWS
+) -> Iterator[pa.RecordBatch]:
+    """The ``columns`` (those the shards have) of every row, shard by shard, in row order."""
+    for shard in dataset_shards(dataset):
+        parquet = pq.ParquetFile(shard)
+        names = set(parquet.schema_arrow.names)
+        wanted = [c for c in columns if c in names]
+        yield from parquet.iter_batches(batch_size=batch_rows, columns=wanted)
+
 
 def read_rows(dataset: Artifact, text_section: str = "both") -> EvalRows:
-    """Read the metadata columns of every shard of a dataset artifact (no pixels).
+    """Read the metadata columns of every shard of a dataset artifact (no pixels, no texts).
 
-    ``reports`` hold each row's ``text_section`` as the training loader builds it
-    (:func:`cxrkit.io.fields.compose_text`: a row whose chosen sections are empty
-    falls back to its whole report).
+    The report columns are read a batch at a time only to set ``has_report``
+    (the row's ``text_section`` as the training loader builds it, see
+    :meth:`EvalRows.report_texts`); no report text is kept.
     """
     from cxrkit.io.fields import compose_text
 
-    records: list[dict] = []
-    for shard in dataset_shards(dataset):
-        names = set(pq.ParquetFile(shard).schema_arrow.names)
-        columns = [c for c in META_COLUMNS if c in names]
-        records.extend(pq.read_table(shard, columns=columns).to_pylist())
+    out: dict[str, list] = {c: [] for c in META_COLUMNS if c not in REPORT_COLUMNS}
+    has_report: list[bool] = []
+    shared: dict = {}
+    for batch in _metadata_batches(dataset, META_COLUMNS):
+        names = set(batch.schema.names)
+        for name, values in out.items():
+            column = batch.column(name).to_pylist() if name in names else [None] * len(batch)
+            if name in SHARED_VALUES:  # a few distinct values: one string object each
+                column = [shared.setdefault(v, v) for v in column]
+            values.extend(column)
+        reports = batch.select([c for c in REPORT_COLUMNS if c in names]).to_pylist()
+        has_report.extend(bool(compose_text(r, text_section)[0]) for r in reports)
     return EvalRows(
-        image_ids=[r["image_id"] for r in records],
-        patient_ids=[r.get("patient_id") for r in records],
-        splits=[r.get("split") for r in records],
-        labels_json=[r.get("labels") for r in records],
-        source_paths=[r.get("source_path") for r in records],
-        source_formats=[r.get("source_format") for r in records],
-        reports=[compose_text(r, text_section)[0] for r in records],
-        views=[r.get("view") for r in records],
+        image_ids=out["image_id"],
+        patient_ids=out["patient_id"],
+        splits=out["split"],
+        labels_json=out["labels"],
+        source_paths=out["source_path"],
+        source_formats=out["source_format"],
+        has_report=np.asarray(has_report, dtype=bool),
+        views=out["view"],
+        dataset=dataset,
+        text_section=text_section,
     )
 
 

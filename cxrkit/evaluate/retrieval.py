@@ -8,7 +8,7 @@ reports repeat (e.g. many "no acute findings").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -20,9 +20,22 @@ RECALL_KS = (1, 5, 10)
 
 
 @torch.inference_mode()
-def embed_reports(encode_texts, reports: Sequence[str]) -> np.ndarray:
-    """Normalised report embeddings (R, D)."""
-    return F.normalize(encode_texts(list(reports)).float(), dim=-1).numpy()
+def embed_reports(encode_texts, reports: Iterable[str], batch_size: int = 64) -> np.ndarray:
+    """Normalised report embeddings (R, D) of ``reports``, encoded ``batch_size`` texts at
+    a time as the iterable yields them (so only a batch of texts is held).
+
+    A ``batch_size`` that is a multiple of the encoder's own chunk (``encoders.TEXT_BATCH``)
+    gives the numbers of one ``encode_texts`` call over all texts.
+    """
+    chunks, pending = [], []
+    for text in reports:
+        pending.append(text)
+        if len(pending) == batch_size:
+            chunks.append(encode_texts(pending))  # (batch_size, D)
+            pending = []
+    if pending:
+        chunks.append(encode_texts(pending))
+    return F.normalize(torch.cat(chunks).float(), dim=-1).numpy()
 
 
 def retrieval_report(

@@ -16,7 +16,7 @@ import torch
 
 from cxrkit.artifacts import Artifact
 from cxrkit.evaluate import finetune, fused, probe, retrieval, zeroshot
-from cxrkit.evaluate.encoders import EvalModel
+from cxrkit.evaluate.encoders import TEXT_BATCH, EvalModel
 from cxrkit.evaluate.features import EvalRows
 from cxrkit.evaluate.protocol import Fold, Stats, choose_threshold, score_classes
 
@@ -324,20 +324,20 @@ def run_retrieval(ctx: Context) -> TaskResult:
     else:  # retrieval needs reports, not labels: every row of the evaluated split
         split = ctx.options["retrieval_split"]
         pool = np.array([i for i, s in enumerate(ctx.rows.splits) if s == split], dtype=np.int64)
-    rows = np.array([r for r in pool if ctx.rows.reports[r]], dtype=np.int64)
+    rows = pool[ctx.rows.has_report[pool]]
     if rows.size < 2:
         raise Skip(f"needs >= 2 evaluated images with report text (found {rows.size})")
-    texts = [ctx.rows.reports[r] for r in rows]
+    texts = ctx.rows.report_texts(rows)  # read as they are encoded, not held for the split
     groups = None if ctx.groups is None else [ctx.groups[r] for r in rows]
     stats = (ctx.stats.n_boot, ctx.stats.level, ctx.stats.seed)
     if ctx.model.fused:  # rows are ascending: score_rows keeps their order
-        scores = fused.score_rows(
-            ctx.model.score_pairs, ctx.dataset, ctx.transform, rows.tolist(), texts
+        scores = fused.score_rows(  # every image is scored against every text: all held
+            ctx.model.score_pairs, ctx.dataset, ctx.transform, rows.tolist(), list(texts)
         )
         metrics, ranks = retrieval.similarity_report(scores, groups, *stats)
         metrics["scoring"] = fused.ITM_SCORING
     else:
-        reports = retrieval.embed_reports(ctx.model.encode_texts, texts)
+        reports = retrieval.embed_reports(ctx.model.encode_texts, texts, TEXT_BATCH)
         metrics, ranks = retrieval.retrieval_report(ctx.features()[rows], reports, groups, *stats)
         metrics["scoring"] = fused.COSINE_SCORING
     predictions = [

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -47,6 +48,9 @@ from cxrkit.io.fields import (
 )
 
 log = logging.getLogger(__name__)
+
+SLICE_BYTES = 8 << 20  # a row group is read in slices of about this many stored bytes
+READ_BUFFER_BYTES = 1 << 20  # Parquet read buffer (streams a column chunk page by page)
 
 # (image uint8/uint16 (H, W), contour bool (H, W) | None, generator) -> (image, contour)
 Transform = Callable[
@@ -242,33 +246,70 @@ class ShardDataset(IterableDataset):
 
     def _parquet(self, file_index: int) -> pq.ParquetFile:
         if file_index not in self._files:
-            self._files[file_index] = pq.ParquetFile(self.shards[file_index])
+            # Unbuffered whole-chunk reads would hold a row group's compressed pixel column
+            # next to the decoded one; a small read buffer streams it page by page instead.
+            self._files[file_index] = pq.ParquetFile(
+                self.shards[file_index], pre_buffer=False, buffer_size=READ_BUFFER_BYTES
+            )
         return self._files[file_index]
 
-    def read_samples(self, epoch: int, sample_ids: list[int]) -> dict[int, dict[str, Any]]:
-        """Read, decode and transform samples that all sit in one row group."""
+    def read_rows(self, sample_ids: list[int]) -> dict[int, _Row]:
+        """The stored rows of samples that all sit in one row group, not yet decoded.
+
+        The row group is read in slices of about ``SLICE_BYTES`` (only these
+        samples' rows are kept from each slice); pixels stay Arrow memory until
+        the sample is made (:meth:`make_sample`), so a worker holds at most the
+        row group's stored pixels of the samples it owns, never their decoded or
+        transformed copies.
+        """
         slot = int(self.sample_rg[sample_ids[0]])
+        parquet = self._parquet(int(self.rg_file[slot]))
+        group = int(self.rg_group[slot])
         base = ["image_id", "pixels", "dtype", "height", "width"]
         columns = base + [c for c in self._columns if c not in base]
-        table = self._parquet(int(self.rg_file[slot])).read_row_group(
-            int(self.rg_group[slot]), columns=columns
-        )
-        # Pixels stay in Arrow memory (no bytes copies); the small columns become Python values.
-        pixels = table.column("pixels").combine_chunks()
-        small = table.drop_columns(["pixels"]).to_pydict()
-        indices = [int(self.sample_row[sid]) for sid in sample_ids]
-        # The join with the annotations, one row group at a time (never the whole file).
-        notes = (
-            self.annotations.rows([small["image_id"][i] for i in indices])
-            if self.annotations is not None
-            else [None] * len(indices)
-        )
-        samples = {}
-        for sid, index, note in zip(sample_ids, indices, notes, strict=True):
-            row = {name: values[index] for name, values in small.items()}
-            row["pixels"] = pixels[index].as_buffer()
-            samples[sid] = self._make_sample(epoch, sid, row, note)
-        return samples
+        ids = np.asarray(sample_ids, dtype=np.int64)
+        local = self.sample_row[ids]  # row inside the row group
+        order = np.argsort(local, kind="stable")
+        ids, local = ids[order], local[order]
+        meta = parquet.metadata.row_group(group)
+        step = max(1, SLICE_BYTES // max(1, meta.total_byte_size // max(1, meta.num_rows)))
+        rows: dict[int, _Row] = {}
+        start = taken = 0
+        for batch in parquet.iter_batches(
+            batch_size=step, row_groups=[group], columns=columns, use_threads=False
+        ):
+            end = start + batch.num_rows
+            stop = int(np.searchsorted(local, end))
+            if stop > taken:
+                picks = local[taken:stop] - start
+                if len(picks) < batch.num_rows:  # keep only the rows asked for (a copy)
+                    batch = batch.take(pa.array(picks))
+                    picks = np.arange(len(picks))
+                # Pixels stay in Arrow memory (views); the small columns become Python values.
+                pixels = batch.column("pixels")
+                small = batch.drop_columns(["pixels"]).to_pydict()
+                for sid, index in zip(ids[taken:stop].tolist(), picks.tolist(), strict=True):
+                    row = {name: values[index] for name, values in small.items()}
+                    rows[sid] = _Row(row, pixels[index].as_buffer())
+                taken = stop
+            start = end
+        if taken != len(ids):
+            raise ArtifactError(
+                f"{self.shards[int(self.rg_file[slot])]}: row group {group} holds fewer rows "
+                "than its metadata says"
+            )
+        if self.annotations is not None:
+            # The join with the annotations, one row group at a time (never the whole file).
+            found = list(rows.values())
+            notes = self.annotations.rows([r.row["image_id"] for r in found])
+            for entry, note in zip(found, notes, strict=True):
+                entry.note = note
+        return rows
+
+    def make_sample(self, epoch: int, sample_id: int, entry: _Row) -> dict[str, Any]:
+        """Decode and transform one row read by :meth:`read_rows`."""
+        row = {**entry.row, "pixels": entry.pixels}
+        return self._make_sample(epoch, sample_id, row, entry.note)
 
     def _make_sample(
         self, epoch: int, sample_id: int, row: dict, notes: dict[str, Any] | None
@@ -297,8 +338,30 @@ def _contour(packed: bytes | None, height: int, width: int) -> np.ndarray:
     return unpack_bits(packed, height, width)
 
 
+class _Row:
+    """One sample's stored row between reading and decoding: small columns as Python
+    values, pixels as an Arrow view (or bytes once detached), its annotations (or None)."""
+
+    __slots__ = ("row", "pixels", "note")
+
+    def __init__(self, row: dict[str, Any], pixels: Any, note: dict | None = None) -> None:
+        self.row, self.pixels, self.note = row, pixels, note
+
+    def detach(self) -> None:
+        """Copy the pixels out of the Arrow data they were read into (so it can be freed)."""
+        if not isinstance(self.pixels, bytes):
+            self.pixels = self.pixels.to_pybytes()
+
+
 class _EpochStream:
-    """Yields one worker's samples of one epoch in output order, reading row groups lazily."""
+    """Yields one worker's samples of one epoch in output order, reading row groups lazily.
+
+    Rows read but not yet handed out wait undecoded; each sample is decoded and
+    transformed when it is taken. When the next row group is read, the rows still
+    waiting from earlier ones (at most about a shuffle buffer of them) get their
+    own copy of their pixels, so an old row group's Arrow data is freed instead
+    of living on for a few buffered samples.
+    """
 
     def __init__(self, dataset: ShardDataset, epoch: int, positions: np.ndarray) -> None:
         self.dataset, self.epoch = dataset, epoch
@@ -306,7 +369,8 @@ class _EpochStream:
         self.wanted = {int(s) for s in output[positions]}
         self.output = output
         self.cursor = 0  # next index into self.read
-        self.pending: dict[int, dict[str, Any]] = {}
+        self.pending: dict[int, _Row] = {}
+        self.fresh: list[int] = []  # sample ids of the last row group read
 
     def take(self, offset: int) -> dict[str, Any]:
         sample_id = int(self.output[offset])
@@ -314,7 +378,7 @@ class _EpochStream:
             if self.cursor >= len(self.read):
                 raise RuntimeError(f"sample {sample_id} not in this worker's read order")
             self._read_next_group()
-        return self.pending.pop(sample_id)
+        return self.dataset.make_sample(self.epoch, sample_id, self.pending.pop(sample_id))
 
     def _read_next_group(self) -> None:
         slots = self.dataset.sample_rg
@@ -326,7 +390,11 @@ class _EpochStream:
         self.cursor = end
         needed = [int(s) for s in self.read[start:end] if int(s) in self.wanted]
         if needed:
-            self.pending.update(self.dataset.read_samples(self.epoch, needed))
+            for sample_id in self.fresh:
+                if sample_id in self.pending:
+                    self.pending[sample_id].detach()
+            self.fresh = needed
+            self.pending.update(self.dataset.read_rows(needed))
 
 
 def _buffer_shuffle(items: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
