@@ -319,6 +319,17 @@ def test_mimic_metadata_csv_gives_views_split_and_labels(tmp_path, salt_file):
     assert labels.count('{"Cardiomegaly": 1.0, "Edema": -1.0, "Pleural Effusion": 0.0}') == 2
 
 
+def test_a_glob_source_finds_the_tables_above_its_folder(tmp_path, salt_file):
+    """`cxrkit ingest 'files/p1*'` (a quoted glob, as in an array job) reads MIMIC's
+    tables like `files/` does: official split, views."""
+    files = layouts.mimic_tree(tmp_path, with_reports=False)
+    layouts.mimic_metadata_csv(tmp_path)
+    layouts.mimic_tables(tmp_path)
+    rows = _ingest(tmp_path, salt_file, [files / "p1*"])
+    assert sorted(r["view"] for r in rows) == sorted(layouts.MIMIC_VIEWS)
+    assert sorted(r["split"] for r in rows) == ["train"] * 4 + ["val"] * 2
+
+
 def test_chexpert_train_csv_gives_projection_sex_age_and_labels(tmp_path, salt_file):
     import json
 
