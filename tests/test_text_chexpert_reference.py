@@ -672,11 +672,7 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         "Small left effusion is uncertain. Small right pneumothorax is not entirely clear.",
         {"Pleural Effusion": 1, "Pneumothorax": 1},
     ),
-    # negation.txt has no "absence" (line 60: history|free|disappearance|resolution|drainage|
-    # removal "of XXX") and no "deny"; "free of" is there.
-    ("no pattern: absence of XXX", "Absence of pneumothorax.", {"Pneumothorax": 1}),
     ("line 60: free of XXX", "Lungs are free of consolidation.", {"Consolidation": 0}),
-    ("no pattern: denies XXX", "The patient denies fracture.", {"Fracture": 1}),
     ("aggregate: chf", "Findings consistent with CHF.", {"Edema": 1, "Cardiomegaly": -1}),
     (
         "aggregate: possible heart failure",
@@ -714,6 +710,24 @@ def test_reference_pattern_rules(labeler, rule, sentence, expected):
     labels.pop("No Finding", None)
     labels.pop("Support Devices", None)
     assert labels == expected, rule
+
+
+# negation.txt has no "absence" (line 60: history|free|disappearance|resolution|drainage|
+# removal "of XXX") and no "deny", so the reference labels these positive; a gap in its
+# patterns that we do not reproduce (negation.REFERENCE_DEPARTURES says why).
+DEPARTURES = [
+    ("Absence of pneumothorax.", {"Pneumothorax": 0}),
+    ("The patient denies fracture.", {"Fracture": 0}),
+]
+
+
+@pytest.mark.parametrize(("sentence", "expected"), DEPARTURES)
+def test_plain_negations_the_reference_patterns_miss_still_negate(labeler, sentence, expected):
+    from cxrkit.text.negation import REFERENCE_DEPARTURES
+
+    assert REFERENCE_DEPARTURES == ("absence of", "denies")
+    labels = _labels(labeler, sentence)
+    assert {cls: labels[cls] for cls in expected} == expected
 
 
 if __name__ == "__main__":  # coverage figure for the report: python tests/test_text_...py

@@ -30,15 +30,19 @@ if TYPE_CHECKING:
 # windows below are read without it (annotate's labeler fingerprint decides a no-op
 # re-run before any pipeline is built).
 
-# Negations as CheXpert's negation.txt has them: "absence of" and "denies" are not there
-# (its "of" list, line 60, is history|free|disappearance|resolution|drainage|removal).
+# Negations as CheXpert's negation.txt has them, with one deliberate departure: "absence
+# of" and "denies" are not there (its "of" list, line 60, is history|free|disappearance|
+# resolution|drainage|removal), so the reference calls "absence of pneumothorax" a
+# pneumothorax. That is a gap in its patterns, not a convention a reader would defend, and
+# radiologists label such text negative, so they negate here (REFERENCE_DEPARTURES).
+REFERENCE_DEPARTURES = ("absence of", "denies")
 PRE_NEG = (
     "no", "not", "without", "negative for", "free of", "clear of", "no evidence of",
     "no evidence for", "no radiographic evidence of", "no sign of", "no signs of",
     "no findings of", "no findings to suggest", "absent", "resolution of",
     "resolved", "interval resolution of", "removal of", "interval removal of", "nor",
     "neither", "no definite", "no obvious", "no convincing", "no suspicious", "rather than",
-    "never", "no longer", "are clear of", "is clear of", "are free of", "is free of",
+    "never", "no longer", *REFERENCE_DEPARTURES, "are clear of", "is clear of", "are free of", "is free of",
     "remain clear of", "remains clear of", "otherwise clear of",
     # "Negative acute cardiopulmonary abnormality": "negative" before what it denies
     "negative",
