@@ -162,3 +162,27 @@ def test_pretrain_views_filter_what_trains(demo_dataset, tmp_path):
     assert result.exit_code == 3, result.output
     assert "no images in split 'train' with views" in result.output
     assert "LATERAL" in result.output
+
+
+def test_a_view_name_neither_known_nor_in_the_dataset_is_a_usage_error(demo_dataset, tmp_path):
+    """A typo (`APP`) is exit 2 naming it and the dataset's views, before any training
+    or teacher work; `--views PA,APP` does not silently train on PA alone."""
+    out = tmp_path / "o"
+    for command in (
+        ["pretrain", str(demo_dataset), "--preset", "demo-mae"],
+        ["eval", str(demo_dataset), "--open-clip-config", str(tmp_path / "clip.json")],
+        ["distill", str(demo_dataset), "--physio", str(tmp_path / "ph"), "--student", "s"],
+    ):
+        result = runner.invoke(app, [*command, "--out", str(out), "--views", "PA,APP"])
+        assert result.exit_code == 2, (command[0], result.output)
+        assert "APP" in result.output and "views in the dataset" in result.output
+        assert not out.exists() and not (tmp_path / "o.work").exists()
+
+
+def test_a_known_view_code_the_dataset_lacks_is_not_a_usage_error():
+    """`--views PA,AP` stays valid on a PA-only dataset (one script for many datasets)."""
+    from cxrkit.io.layouts import unknown_view_names
+
+    assert unknown_view_names(["PA", "AP", "frontal", "ll", "unknown"], {"PA"}) == []
+    assert unknown_view_names(["PA", "OBLIQUE"], {"PA", "OBLIQUE"}) == []  # a mapping's own
+    assert unknown_view_names(["pa", "APP", "lat"], {"PA", "LATERAL"}) == ["APP", "LAT"]

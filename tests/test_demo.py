@@ -73,3 +73,24 @@ def test_maco_demo_loss_falls_and_retrieval_beats_chance(tmp_path):
     retrieval = metrics["tasks"]["retrieval"]
     assert retrieval["image_to_report"]["recall_at_1"]["value"] > retrieval["chance_recall_at_1"]
     assert export["formats"]["open_clip"] == "ok"
+
+
+def test_demo_seed_seeds_the_pretraining_run(tmp_path, monkeypatch):
+    """`cxrkit demo --seed 7` trains with train.seed = data.seed = 7 (the preset's otherwise)."""
+    from cxrkit.cli import app
+    from cxrkit.stages import pretrain
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def stop(cfg, force=False, accelerator=None):  # the config, not the minutes of training
+        seen.append((cfg.train.seed, cfg.data.seed))
+        raise Stop
+
+    monkeypatch.setattr(pretrain, "run", stop)
+    for extra in ([], ["--seed", "7"]):
+        result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), *extra])
+        assert isinstance(result.exception, Stop), result.output
+    assert seen[1] == (7, 7) and seen[0] != (7, 7)

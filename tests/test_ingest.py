@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -350,6 +351,19 @@ def test_merge_skips_the_listings_a_part_glob_also_matches(many_images, tmp_path
     stray.write_text("path,reason\n")
     with pytest.raises(CxrkitError):
         merge([*parts, stray], tmp_path / "merged2")
+
+
+def test_merge_refuses_parts_of_two_ingest_configs_naming_the_setting(
+    many_images, tmp_path, salt_file
+):
+    zero = run(_cfg(many_images, tmp_path / "part-0", salt_file, shard_index=0, num_shards=2))
+    other = _cfg(many_images, tmp_path / "part-1", salt_file, shard_index=1, num_shards=2)
+    one = run(dataclasses.replace(other, image_size=48))
+    with pytest.raises(
+        CxrkitError, match=r"part-1 differs from .*part-0 in image_size \(48 vs 64\)"
+    ):
+        merge([zero.path, one.path], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
 
 
 def test_slurm_array_variables_select_the_partition(monkeypatch):

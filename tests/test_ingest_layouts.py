@@ -3,6 +3,7 @@ studies, splits, views and reports come from each layout."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
 import layouts_support as layouts
@@ -61,6 +62,15 @@ def test_view_filter_names_expand():
     assert "LATERAL" not in expand_views("frontal")
     with pytest.raises(ValueError):
         expand_views(" , ")
+
+
+def test_every_mimic_view_position_is_in_a_view_group():
+    """MIMIC-CXR-JPG's metadata ViewPosition values (stored as given): the decubitus
+    frontals are frontal, the cross-table and swimmer's laterals lateral."""
+    assert {"PA", "AP", "AP AXIAL", "AP LLD", "AP RLD", "PA LLD", "PA RLD"} <= expand_views(
+        "frontal"
+    )
+    assert {"LATERAL", "LL", "XTABLE LATERAL", "SWIMMERS"} <= expand_views("lateral")
 
 
 # ---------------------------------------------------------------- IU
@@ -126,6 +136,47 @@ def test_chexpert_train_and_valid_folders_give_the_official_split(tmp_path, salt
     assert art.stats["folder_splits"] == 16 and art.params["folder_splits"] == 16
 
 
+def test_a_tree_of_file_links_keeps_its_layout(tmp_path, salt_file):
+    """Files linked into the layout from a flat content store (DVC, git-annex, a hub cache):
+    patients, views, splits and train.csv labels come from the link's path, not the target's."""
+    base, images = layouts.chexpert_split_tree(tmp_path / "real")
+    store = tmp_path / "store"
+    store.mkdir()
+    linked = tmp_path / "linked" / base.name
+    for k, path in enumerate(sorted(base.rglob("*.*"))):
+        target = linked / path.relative_to(base)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        blob = store / f"{k:040x}"  # the store's name says nothing of the layout
+        path.rename(blob)
+        target.symlink_to(blob)
+    rows = _ingest(tmp_path, salt_file, [linked], keep_paths=True)
+    assert len(rows) == 16
+    assert _split_by_folder(rows) == {"train": {"train"}, "valid": {"val"}, "test": {"test"}}
+    assert len({r["patient_id"] for r in rows}) == 16
+    assert {r["view"] for r in rows} == {"PA", "FRONTAL"}  # PA from the CSVs, test/ by name
+    assert sum(bool(r["labels"]) for r in rows) == 12
+
+
+def test_linked_patient_folders_inside_a_source_are_reported_not_skipped_silently(
+    tmp_path, salt_file, caplog
+):
+    """A subset made of links to patient folders: ingest does not descend into linked
+    folders (as find and rsync), and says so; given as sources they are read."""
+    base, _ = layouts.chexpert_split_tree(tmp_path / "real")
+    subset = tmp_path / "subset" / "train"
+    subset.mkdir(parents=True)
+    for patient in ("patient00001", "patient00002"):
+        (subset / patient).symlink_to(base / "train" / patient, target_is_directory=True)
+    own = subset / "patient00009/study1/view1_frontal.jpg"
+    layouts._small_copy(layouts.pediatric_jpegs()[0], own, size=200)  # not the tree's bytes
+    with caplog.at_level("WARNING", logger="cxrkit"):
+        rows = _ingest(tmp_path, salt_file, [subset.parent])
+    assert len(rows) == 1
+    assert "2 linked folder(s)" in caplog.text and str(subset / "patient00001") in caplog.text
+    rows = _ingest(tmp_path / "again", salt_file, sorted(subset.iterdir()))
+    assert len(rows) == 3 and {r["split"] for r in rows} == {"train"}
+
+
 def test_a_mapping_split_wins_over_the_split_folder(tmp_path, salt_file):
     base, images = layouts.chexpert_split_tree(tmp_path)
     moved, kept = (path for path, _ in images["train"][:2])
@@ -147,6 +198,27 @@ def test_a_mapping_split_wins_over_the_split_folder(tmp_path, salt_file):
     assert split[str(kept)] == "train"  # a mapping row without one: the folder
     assert sum(s == "train" for s in split.values()) == 7
     assert open_artifact(out).params["folder_splits"] == 7
+
+
+def test_a_patient_in_two_split_folders_is_refused(tmp_path, salt_file):
+    """CheXpert numbers patients across train/ valid/ test/; one patient folder in two of
+    them would leak train into val: refused like a mapping CSV that does it (exit 3)."""
+    from cxrkit.errors import InputError
+
+    base, images = layouts.chexpert_split_tree(tmp_path)
+    # train/ holds patient00001/study1; its second study turns up in valid/
+    moved = base / "valid" / "patient00001" / "study2" / "view1_frontal.jpg"
+    moved.parent.mkdir(parents=True)
+    images["train"][1][0].rename(moved)  # another train image's pixels (no duplicate)
+    cfg = IngestConfig(sources=[str(base)], out=str(tmp_path / "ds"), image_size=64,
+                       salt_file=str(salt_file))  # fmt: skip
+    with pytest.raises(InputError, match=r"1 patient\(s\) .* more than one split") as err:
+        run(cfg)
+    assert "chexpert:patient00001 in train, val" in str(err.value)
+    assert "layout_splits=false" in str(err.value)
+    assert not (tmp_path / "ds").exists()
+    ok = run(dataclasses.replace(cfg, layout_splits=False))  # the salted split: one per patient
+    _assert_no_patient_in_two_splits(_rows(ok.path))
 
 
 def test_layout_splits_off_gives_the_salted_patient_split(tmp_path, salt_file):
@@ -245,6 +317,17 @@ def test_mimic_metadata_csv_gives_views_split_and_labels(tmp_path, salt_file):
     assert labels.count('{"No Finding": 1.0}') == 2
     assert labels.count('{"Consolidation": 1.0, "Pneumonia": -1.0}') == 2
     assert labels.count('{"Cardiomegaly": 1.0, "Edema": -1.0, "Pleural Effusion": 0.0}') == 2
+
+
+def test_a_glob_source_finds_the_tables_above_its_folder(tmp_path, salt_file):
+    """`cxrkit ingest 'files/p1*'` (a quoted glob, as in an array job) reads MIMIC's
+    tables like `files/` does: official split, views."""
+    files = layouts.mimic_tree(tmp_path, with_reports=False)
+    layouts.mimic_metadata_csv(tmp_path)
+    layouts.mimic_tables(tmp_path)
+    rows = _ingest(tmp_path, salt_file, [files / "p1*"])
+    assert sorted(r["view"] for r in rows) == sorted(layouts.MIMIC_VIEWS)
+    assert sorted(r["split"] for r in rows) == ["train"] * 4 + ["val"] * 2
 
 
 def test_chexpert_train_csv_gives_projection_sex_age_and_labels(tmp_path, salt_file):

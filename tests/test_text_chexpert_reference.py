@@ -293,6 +293,38 @@ def test_other_devices_leave_no_finding(labeler):
     assert labels["Support Devices"] == 1 and labels["No Finding"] == 1
 
 
+# phrases/mention/support_devices.txt has no clip, suture, staple or wire: closure material
+# is not a support device, while its "screw", "plate", "marker", "coil" and "pacer" are.
+NOT_DEVICES = [
+    "Median sternotomy wires and mediastinal surgical clips. The lungs are clear.",
+    "Sternotomy sutures and surgical staples are present.",
+    "Prominent epicardial fat pads.",
+    "Bilateral breast prostheses.",
+    "Diffuse interstitial opacities with Kerley B lines.",
+    "There is a fractured sternotomy wire.",
+]
+DEVICES = [
+    "There is a screw in the right shoulder.",
+    "Sternotomy sutures and bypass graft markers are present.",
+    "Stable splenic artery embolization coils.",
+    "Temporary pacing wires over the right ventricle.",
+    "The prosthetic pulmonic valve is unchanged in position.",
+    "A spinal cord stimulator is seen.",
+    "Right humeral internal fixation is noted.",
+]
+
+
+@pytest.mark.parametrize("sentence", NOT_DEVICES)
+def test_closure_material_and_look_alikes_are_not_support_devices(labeler, sentence):
+    labels = _labels(labeler, sentence)
+    assert "Support Devices" not in labels and "Fracture" not in labels
+
+
+@pytest.mark.parametrize("sentence", DEVICES)
+def test_reference_device_words_are_support_devices(labeler, sentence):
+    assert _labels(labeler, sentence)["Support Devices"] == 1
+
+
 @pytest.mark.parametrize(("cls", "phrase", "sentence"), UNMENTIONS)
 def test_reference_unmention_phrases_are_not_their_class(labeler, cls, phrase, sentence):
     assert cls not in _labels(labeler, sentence), phrase
@@ -317,6 +349,45 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
     ("pre-negation: cannot rule out XXX", "Cannot rule out pneumonia.", {"Pneumonia": -1}),
     # patterns/negation.txt
     ("negation: no definite XXX", "No definite consolidation.", {"Consolidation": 0}),
+    # "exclude XXX" / "rule out XXX" are negations there; only the pre-negation forms hedge
+    (
+        "negation: exclude XXX",
+        "Recommend followup in 6 weeks to ensure resolution and exclude an underlying mass.",
+        {"Lung Lesion": 0},
+    ),
+    (
+        "negation: to exclude XXX",
+        "Consider oblique views to exclude a true nodule.",
+        {"Lung Lesion": 0},
+    ),
+    (
+        "negation: rule out XXX",
+        "CT is recommended to rule-out an underlying pulmonary nodule.",
+        {"Lung Lesion": 0},
+    ),
+    ("negation: XXX is excluded", "Pneumothorax is excluded.", {"Pneumothorax": 0}),
+    (
+        "negation: history of XXX",
+        "Stable right suprahilar opacity, compatible with history of right upper lobe mass.",
+        {"Lung Opacity": 1, "Lung Lesion": 0},
+    ),
+    (
+        "negation: history of XXX reaches its own object only",
+        "Given a history of breast cancer, the nodules are concerning for metastases.",
+        {"Lung Lesion": 1},
+    ),
+    (
+        "negation: clearing of XXX",
+        "There has been clearing of left base airspace opacities.",
+        {"Lung Opacity": 0},
+    ),
+    # negation.txt:64 "{} <{} {lemma:/exclude/}": "difficult to exclude" has neither "cannot"
+    # nor a neg under "exclude", so no pre_negation_uncertainty.txt pattern (lines 4, 7) hedges
+    (
+        "negation: difficult to exclude XXX",
+        "It would be difficult to exclude a superimposed pneumonia.",
+        {"Pneumonia": 0},
+    ),
     ("negation: no obvious XXX", "No obvious pneumothorax.", {"Pneumothorax": 0}),
     (
         "negation: heart size at the upper limits of normal",
@@ -349,6 +420,18 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         {"Enlarged Cardiomediastinum": -1},
     ),
     ("post-negation: heart size is stable", "Heart size is stable.", {"Cardiomegaly": -1}),
+    ("post-negation: no change in heart size", "No change in heart size.", {"Cardiomegaly": -1}),
+    ("post-negation: heart size not changed", "Heart size is not changed.", {"Cardiomegaly": -1}),
+    (
+        "post-negation: silhouette similar to prior",
+        "Cardiomediastinal silhouette is similar to prior.",
+        {"Enlarged Cardiomediastinum": -1},
+    ),
+    (
+        "post-negation: stable appearance of silhouette",
+        "Stable appearance of the cardiomediastinal silhouette.",
+        {"Enlarged Cardiomediastinum": -1},
+    ),
     (
         "negation before post-negation: stable and within normal limits",
         "Heart size and mediastinal contours are stable and within normal limits.",
@@ -364,6 +447,18 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         "The pneumothorax is not well visualized.",
         {"Pneumothorax": -1},
     ),
+    (
+        "post-negation: XXX is not visualized (visualize > neg)",
+        "The previously seen right upper lobe opacity is not visualized on this study.",
+        {"Lung Opacity": -1},
+    ),
+    (
+        "post-negation: XXX was not appreciated",
+        "Effusion was not appreciated.",
+        {"Pleural Effusion": -1},
+    ),  # fmt: skip
+    ("negation: no XXX is appreciated", "No pneumothorax is appreciated.", {"Pneumothorax": 0}),
+    ("negation: XXX is not seen", "Pneumothorax is not seen.", {"Pneumothorax": 0}),
     (
         "post-negation: not well seen",
         "The left effusion is not well seen.",
@@ -390,6 +485,29 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         "Atelectasis versus pneumonia.",
         {"Atelectasis": -1, "Pneumonia": -1},
     ),
+    (
+        "post-negation: versus hedges its two conjuncts, not the mention before them",
+        "Streaky right lower lobe opacity, atelectasis versus pneumonia.",
+        {"Lung Opacity": 1, "Atelectasis": -1, "Pneumonia": -1},
+    ),
+    (
+        "post-negation: vs. with words between",
+        "Atelectasis in the left lower lobe vs. early pneumonia.",
+        {"Atelectasis": -1, "Pneumonia": -1},
+    ),
+    # "{} <{} {lemma:/possible/}": an attributive "possible" hedges its own noun only;
+    # "{} >{} ...possible..." a predicate one its subject.
+    (
+        "post-negation: possible XXX hedges XXX, not the finding before it",
+        "Cardiomegaly and possible small effusion.",
+        {"Cardiomegaly": 1, "Pleural Effusion": -1},
+    ),
+    (
+        "post-negation: questionable XXX after a comma",
+        "Right basilar opacity, questionable early pneumonia.",
+        {"Lung Opacity": 1, "Pneumonia": -1},
+    ),
+    ("post-negation: XXX, possible", "Small effusion, possible.", {"Pleural Effusion": -1}),
     ("post-negation: borderline heart size", "Borderline heart size.", {"Cardiomegaly": -1}),
     ("post-negation: worrisome for XXX", "Worrisome for pneumonia.", {"Pneumonia": -1}),
     (
@@ -403,6 +521,50 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         {"Edema": -1},
     ),
     ("post-negation: favor XXX", "Atelectasis is favored.", {"Atelectasis": -1}),
+    (
+        "post-negation: XXX is compatible with YYY (compatible > be)",
+        "In the appropriate clinical setting this appearance is compatible with pneumonia.",
+        {"Pneumonia": -1},
+    ),
+    (
+        "no pattern: compatible with, no verb",
+        "Right lower lobe opacity compatible with pneumonia.",
+        {"Lung Opacity": 1, "Pneumonia": 1},
+    ),
+    (
+        "post-negation: question XXX",
+        "Cardiomegaly, question small bilateral pleural effusions.",
+        {"Cardiomegaly": 1, "Pleural Effusion": -1},
+    ),
+    # line 38 ("XXX is less likely") puts a lemma on an edge ("< {lemma:/nsubj/}"); NegBio's
+    # edges carry only a dependency, so it never matches and the reference says positive.
+    ("dead pattern: XXX is less likely", "Pneumonia is less likely.", {"Pneumonia": 1}),
+    ("post-negation: XXX could appear", "Pneumonia could appear this way.", {"Pneumonia": -1}),
+    (
+        "post-negation: XXX may have this appearance",
+        "Atypical pneumonia may have this appearance.",
+        {"Pneumonia": -1},
+    ),
+    (
+        "post-negation: correlation for symptoms of XXX",
+        "Correlation for symptoms of pneumonia is recommended.",
+        {"Pneumonia": -1},
+    ),
+    (
+        "negation: XXX with interval resolution",
+        "Left effusion with interval resolution.",
+        {"Pleural Effusion": 0},
+    ),
+    (
+        "negation: with interval resolution of XXX reaches only what follows",
+        "Small effusion with interval resolution of the pneumothorax.",
+        {"Pleural Effusion": 1, "Pneumothorax": 0},
+    ),
+    (
+        "post-negation: secondary to XXX",
+        "Blunting of the left costophrenic sulcus secondary to a small effusion.",
+        {"Pleural Effusion": -1},
+    ),
     ("post-negation: suggestion of XXX", "Suggestion of pneumonia.", {"Pneumonia": -1}),
     (
         "post-negation: XXX would be / is another consideration",
@@ -413,6 +575,17 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         "post-negation: may represent XXX",
         "Opacity may represent pneumonia.",
         {"Lung Opacity": 1, "Pneumonia": -1},
+    ),
+    # line 67: {lemma:/reflect|represent|indicate|include/} >{} {lemma:/...|would|...|can/}
+    (
+        "post-negation: would represent XXX",
+        "Opacity would represent pneumonia.",
+        {"Lung Opacity": 1, "Pneumonia": -1},
+    ),
+    (
+        "post-negation: can be due to XXX (line 76)",
+        "Blunting can be due to a small effusion.",
+        {"Pleural Effusion": -1},
     ),
     ("post-negation: vascular congestion", "Mild pulmonary vascular congestion.", {"Edema": -1}),
     (
@@ -430,7 +603,76 @@ PATTERN_CASES: list[tuple[str, str, dict[str, float]]] = [
         "No suspicious pulmonary nodule.",
         {"Lung Lesion": 0},
     ),
-    # stages/aggregate.py: chf / heart failure also make Cardiomegaly uncertain.
+    # Hedges with no pattern in any of the three patterns/*.txt files: the reference leaves
+    # the mention positive (users compare our labels with its). post_negation_uncertainty.txt
+    # lists possible|possibly|presumably|probable|questionable|suspect|suspected|suspicious
+    # (line 43; NegBio anchors "^a|b$", so each but the last is a prefix), suggestion|question
+    # "of" (line 52), concern|suspicion "for" (line 54); nothing for likely, probably,
+    # unlikely, perhaps, presumed, equivocal, indeterminate, suggest(ive), evaluate for,
+    # clinical setting or "?".
+    ("no pattern: likely XXX", "Likely right lower lobe pneumonia.", {"Pneumonia": 1}),
+    (
+        "no pattern: most likely XXX",
+        "Opacity most likely atelectasis.",
+        {"Lung Opacity": 1, "Atelectasis": 1},
+    ),
+    ("no pattern: XXX is likely", "Small left effusion is likely.", {"Pleural Effusion": 1}),
+    ("line 43: probable, not probably", "Probable small left effusion.", {"Pleural Effusion": -1}),
+    ("no pattern: probably XXX", "Probably small left effusion.", {"Pleural Effusion": 1}),
+    (
+        "no pattern: unlikely to represent XXX",
+        "Findings unlikely to represent pneumonia.",
+        {"Pneumonia": 1},
+    ),
+    ("no pattern: perhaps XXX", "Perhaps early pneumonia.", {"Pneumonia": 1}),
+    ("line 43: presumably, not presumed", "Presumably pneumonia.", {"Pneumonia": -1}),
+    ("no pattern: presumed XXX", "Presumed pneumonia.", {"Pneumonia": 1}),
+    ("no pattern: equivocal XXX", "Equivocal small left effusion.", {"Pleural Effusion": 1}),
+    ("no pattern: indeterminate XXX", "Indeterminate right upper lobe nodule.", {"Lung Lesion": 1}),
+    ("no pattern: alternatively XXX", "Alternatively, this is pneumonia.", {"Pneumonia": 1}),
+    ("no pattern: atypical for XXX", "The appearance is atypical for edema.", {"Edema": 1}),
+    ("line 52: suggestion of XXX (not suggestive)", "Suggestion of edema.", {"Edema": -1}),
+    ("no pattern: suggestive of XXX", "Findings suggestive of edema.", {"Edema": 1}),
+    ("no pattern: suggesting XXX", "Opacities suggesting edema.", {"Lung Opacity": 1, "Edema": 1}),
+    (
+        "no pattern: XXX suggests YYY",
+        "The opacity suggests pneumonia.",
+        {"Lung Opacity": 1, "Pneumonia": 1},
+    ),
+    ("line 54: suspicion for, not of", "Suspicion of pneumonia.", {"Pneumonia": 1}),
+    ("no pattern: evaluate for XXX", "Recommend CT to evaluate for nodule.", {"Lung Lesion": 1}),
+    (
+        "no pattern: evaluation for XXX (evaluate: poorly / incompletely / neg only, 108-115)",
+        "Evaluation for pneumothorax is limited by positioning.",
+        {"Pneumothorax": 1},
+    ),
+    (
+        "no pattern: in the appropriate clinical setting",
+        "In the appropriate clinical setting this represents pneumonia.",
+        {"Pneumonia": 1},
+    ),
+    (
+        "no pattern: clinical correlation for XXX (line 99 needs symptoms of)",
+        "Recommend clinical correlation for pneumonia.",
+        {"Pneumonia": 1},
+    ),
+    (
+        "no pattern: correlate for XXX (line 127 needs clinically)",
+        "Correlate for pneumonia.",
+        {"Pneumonia": 1},
+    ),
+    ("no pattern: question mark", "Left lower lobe pneumonia?", {"Pneumonia": 1}),
+    (
+        "no pattern: of uncertain significance",
+        "Right upper lobe nodule of uncertain significance.",
+        {"Lung Lesion": 1},
+    ),
+    (
+        "no pattern: is uncertain / not entirely clear",
+        "Small left effusion is uncertain. Small right pneumothorax is not entirely clear.",
+        {"Pleural Effusion": 1, "Pneumothorax": 1},
+    ),
+    ("line 60: free of XXX", "Lungs are free of consolidation.", {"Consolidation": 0}),
     ("aggregate: chf", "Findings consistent with CHF.", {"Edema": 1, "Cardiomegaly": -1}),
     (
         "aggregate: possible heart failure",
@@ -468,6 +710,24 @@ def test_reference_pattern_rules(labeler, rule, sentence, expected):
     labels.pop("No Finding", None)
     labels.pop("Support Devices", None)
     assert labels == expected, rule
+
+
+# negation.txt has no "absence" (line 60: history|free|disappearance|resolution|drainage|
+# removal "of XXX") and no "deny", so the reference labels these positive; a gap in its
+# patterns that we do not reproduce (negation.REFERENCE_DEPARTURES says why).
+DEPARTURES = [
+    ("Absence of pneumothorax.", {"Pneumothorax": 0}),
+    ("The patient denies fracture.", {"Fracture": 0}),
+]
+
+
+@pytest.mark.parametrize(("sentence", "expected"), DEPARTURES)
+def test_plain_negations_the_reference_patterns_miss_still_negate(labeler, sentence, expected):
+    from cxrkit.text.negation import REFERENCE_DEPARTURES
+
+    assert REFERENCE_DEPARTURES == ("absence of", "denies")
+    labels = _labels(labeler, sentence)
+    assert {cls: labels[cls] for cls in expected} == expected
 
 
 if __name__ == "__main__":  # coverage figure for the report: python tests/test_text_...py

@@ -105,3 +105,19 @@ def test_scispacy_model_directory_adds_its_ner_to_the_lexicon(tmp_path):
 def test_unloadable_scispacy_model_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="--scispacy-model"):
         EntityExtractor(scispacy_model=tmp_path / "no-such-model")
+
+
+def test_word_trie_matches_what_the_longest_first_alternation_matches():
+    import re
+
+    from cxrkit.text.entities import word_trie
+
+    words = ["lead", "leads", "line", "no", "no change", "heart", "he", "hilar", "hila"]
+    trie = re.compile(rf"\b{word_trie(words)}\b", re.IGNORECASE)
+    plain = "|".join(sorted(map(re.escape, words), key=len, reverse=True))
+    alternation = re.compile(rf"\b(?:{plain})\b", re.IGNORECASE)
+    text = "Leads, lead and line. No change; no heartx; He said hilar and hila, hilum, hil."
+    found = [(m.span(), m.group()) for m in trie.finditer(text)]
+    assert found == [(m.span(), m.group()) for m in alternation.finditer(text)]
+    assert [g for _, g in found] == ["Leads", "lead", "line", "No change", "no", "He",
+                                     "hilar", "hila"]  # fmt: skip

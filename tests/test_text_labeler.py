@@ -105,6 +105,10 @@ def test_format_label_matches_the_chexpert_csv():
          {"No Finding": 1.0, "Support Devices": 1.0}),
         ("Pacemaker with a fractured proximal lead. Old right rib fracture.",
          {"Support Devices": 1.0, "Fracture": 1.0}),
+        ("The lateral most screw of the clavicular fixation plate is fractured.",
+         {"No Finding": 1.0, "Support Devices": 1.0}),
+        ("Clavicle fixation plate with fracture of the lateral most fixation screw.",
+         {"No Finding": 1.0, "Support Devices": 1.0}),
         ("Calcified nodes from prior histoplasmosis infection.", {}),
         # findings outside the 14 keep No Finding blank
         ("The lungs appear clear. Lung volumes are low.", {}),
@@ -138,6 +142,10 @@ def test_format_label_matches_the_chexpert_csv():
         ("The lungs are clear. Multilevel cervical arthritis.", {}),
         ("Low volume lungs. The heart is not enlarged.", {"Cardiomegaly": 0.0}),
         ("Mild dextro curvature of the thoracic spine.", {}),
+        # a density of bone is a finding, not a Lung Opacity (lung_opacity.txt: "increased
+        # density" only; "density" is a no_finding.txt phrase)
+        ("Corticated bony density over the lateral aspect of the clavicle.", {}),
+        ("Vague density in the right lower lung.", {"Lung Opacity": 1.0}),
         # abdominal surgical clips: neither a chest device nor a finding (CheXpert has no "clip")
         ("Cholecystectomy clips are present. The lungs are clear.", {"No Finding": 1.0}),
         # a template that drops the "of" of "clear of"

@@ -279,3 +279,25 @@ def test_export_onto_a_full_disk_exits_3_and_publishes_nothing(checkpoint, mount
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "No space left on device" in lines[0]
     assert not (disk / "ex").exists()
+
+
+def test_pretrain_and_eval_ids_hold_the_views_a_filter_keeps_not_its_spelling():
+    """`--views pa` re-runs `--views PA` as a no-op; `frontal` is its codes; a filter
+    that keeps other images is another id."""
+    from cxrkit.io.layouts import FRONTAL_VIEWS
+    from cxrkit.stages.eval import EvalConfig
+    from cxrkit.stages.eval import _params as eval_params
+    from cxrkit.stages.pretrain import PretrainConfig, id_params
+
+    def pretrain_id(views):
+        cfg = PretrainConfig()
+        cfg.data.views = views
+        return id_params(cfg, 1, "no")
+
+    assert pretrain_id(["pa", " AP"]) == pretrain_id(["AP", "PA"])
+    assert pretrain_id(["frontal"]) == pretrain_id(sorted(FRONTAL_VIEWS))
+    assert pretrain_id(["PA"]) != pretrain_id(["PA", "AP"]) != pretrain_id([])
+    assert eval_params(EvalConfig(views=["frontal"])) == eval_params(
+        EvalConfig(views=[v.lower() for v in FRONTAL_VIEWS])
+    )
+    assert eval_params(EvalConfig(views=["PA"])) != eval_params(EvalConfig(views=[]))

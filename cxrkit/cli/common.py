@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cxrkit import __version__
@@ -203,7 +204,9 @@ def guarded(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except CxrkitError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True)
+            # escaped: a message quoting a file name or a value like "[inf]" or "[/x]" is
+            # text, not rich markup (unescaped it vanishes or raises MarkupError)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
             raise typer.Exit(exc.exit_code) from None
         except Exception as exc:  # noqa: BLE001 - only write failures of the environment
             reason = _output_failure(exc)

@@ -32,7 +32,8 @@ def demo_command(
         int | None,
         typer.Option(
             help="Seed of the pretraining run (train.seed and data.seed; default: the "
-            "preset's): rerun with another seed to see how much a number moves."
+            "preset's): rerun with another seed, into another --out, to see how much a "
+            "number moves."
         ),
     ] = None,
     force: Force = False,

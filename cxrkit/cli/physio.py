@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cxrkit.cli.common import (
+    FLAG,
     ConfigFile,
     DryRun,
     Force,
@@ -42,6 +43,10 @@ def ingest_physio_command(
     salt_file: Annotated[
         Path | None, typer.Option(help="The salt `cxrkit ingest` used (pseudonyms join).")
     ] = None,
+    keep_paths: Annotated[
+        bool,
+        typer.Option("--keep-paths", help="Store raw input paths.", metavar=FLAG),
+    ] = False,
     preset: Preset = None,
     config: ConfigFile = None,
     sets: Sets = None,
@@ -54,7 +59,8 @@ def ingest_physio_command(
     ECGs are resampled to 500 Hz, cut or padded to 10 s, put in the 12-lead order
     with lead and sample masks, filtered and normalised per lead; labs become
     percentile-scaled values + missing flags (scaling fitted on training patients).
-    Patient ids and times are pseudonymised with the salt of `cxrkit ingest`.
+    Patient ids and times are pseudonymised with the salt of `cxrkit ingest`; input
+    paths reach the artifact only as salted tokens unless --keep-paths.
     """
     from cxrkit.stages import physio
 
@@ -65,6 +71,7 @@ def ingest_physio_command(
         "ecg_map": str(ecg_map) if ecg_map else None,
         "dataset": str(dataset) if dataset else None,
         "salt_file": str(salt_file) if salt_file else None,
+        "keep_paths": keep_paths or None,
     }
     run_stage(
         "ingest-physio",

@@ -24,14 +24,29 @@ LONG_COLUMNS = ("patient_id", "time", "test", "value", "unit")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file. Raises InputError naming the file when it cannot."""
+    """Read a CSV or Parquet file.
+
+    Raises InputError naming the file when it cannot be read or when two columns
+    share a name (pandas would rename one ``value.1`` and silently use the other).
+    """
+    import csv
+
     path = Path(path)
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
+            table = pd.read_parquet(path)
+            names = [str(c) for c in table.columns]
+        else:
+            table = pd.read_csv(path)
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                names = next(csv.reader(handle), [])
     except Exception as exc:
-        raise InputError(f"{path}: cannot read the lab table ({exc})") from exc
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise InputError(f"{path}: cannot read the table ({reason})") from exc
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"{path}: columns {twice} appear more than once; keep one of each")
+    return table
 
 
 def to_wide(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -44,16 +59,21 @@ def to_wide(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, dict[str, s
     """
     if "patient_id" not in table.columns or "time" not in table.columns:
         raise InputError(f"{source}: a lab table needs patient_id and time columns")
+    # An empty patient or time cell stays "" (pivot_table would drop the row silently and
+    # str() would make a patient "nan"); the stage rejects such panels with a reason.
+    table = table.assign(
+        patient_id=table["patient_id"].where(table["patient_id"].notna(), "").astype(str),
+        time=table["time"].where(table["time"].notna(), "").astype(str),
+    )
     units: dict[str, str] = {}
     if "test" in table.columns:
         missing = [c for c in LONG_COLUMNS if c not in table.columns]
         if missing:
             raise InputError(f"{source}: a long lab table needs columns {missing}")
         values = pd.to_numeric(table["value"], errors="coerce")
-        if values.isna().any() and table["value"].notna().any():
-            bad = table.loc[values.isna() & table["value"].notna(), "value"].iloc[:3].tolist()
-            if bad:
-                raise InputError(f"{source}: non-numeric lab values {bad}")
+        bad = table.loc[~np.isfinite(values) & table["value"].notna(), "value"].iloc[:3].tolist()
+        if bad:
+            raise InputError(f"{source}: non-numeric or infinite lab values {bad}")
         for test, group in table.groupby("test"):
             kinds = sorted(set(group["unit"].astype(str)))
             if len(kinds) > 1:
@@ -71,8 +91,10 @@ def to_wide(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, dict[str, s
             if column in ("patient_id", "time"):
                 continue
             converted = pd.to_numeric(wide[column], errors="coerce")
-            if (converted.isna() & wide[column].notna()).any():
-                raise InputError(f"{source}: column {column!r} holds non-numeric values")
+            if (~np.isfinite(converted) & wide[column].notna()).any():
+                raise InputError(
+                    f"{source}: column {column!r} holds non-numeric or infinite values"
+                )
             wide[column] = converted
     return wide.sort_values(["patient_id", "time"], kind="stable").reset_index(drop=True), units
 

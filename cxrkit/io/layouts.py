@@ -22,8 +22,11 @@ MIMIC-CXR keeps each study's report beside the study folder
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from cxrkit.errors import ConfigError
 
 _MIMIC_PATIENT = re.compile(r"p\d{6,}")
 _MIMIC_STUDY = re.compile(r"s\d{6,}")
@@ -35,8 +38,12 @@ CHEXPERT_SPLITS = {"train": "train", "valid": "val", "test": "test"}
 """CheXpert's split folders -> cxrkit's split names (``valid/`` is the validation set)."""
 _IU_IMAGE = re.compile(r"(CXR\d+)(?:_\d+)?_IM-\d+-\d+", re.IGNORECASE)
 
-FRONTAL_VIEWS = frozenset({"PA", "AP", "FRONTAL", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD"})
-LATERAL_VIEWS = frozenset({"LATERAL", "LL", "RL", "LAO", "RAO", "LPO", "RPO"})
+FRONTAL_VIEWS = frozenset(
+    {"PA", "AP", "FRONTAL", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD", "PA RLD"}
+)
+LATERAL_VIEWS = frozenset(
+    {"LATERAL", "LL", "RL", "XTABLE LATERAL", "SWIMMERS", "LAO", "RAO", "LPO", "RPO"}
+)
 """View codes as stored in the dataset's ``view`` column. ``FRONTAL`` is a frontal image
 whose PA/AP projection is not known (CheXpert paths say only frontal/lateral)."""
 
@@ -105,6 +112,39 @@ def mimic_report_beside(path: str | Path) -> Path | None:
 def is_frontal(view: str | None) -> bool:
     """Whether a stored view code is a frontal projection (PA, AP, FRONTAL...)."""
     return (view or "").upper() in FRONTAL_VIEWS
+
+
+def unknown_view_names(
+    spec: str | list[str] | tuple[str, ...], present: Iterable[str]
+) -> list[str]:
+    """The names of a view filter that can only be typos: neither ``frontal`` /
+    ``lateral`` / ``unknown``, nor a view code of :data:`FRONTAL_VIEWS` /
+    :data:`LATERAL_VIEWS`, nor a code in ``present`` (the dataset's stored views, so a
+    mapping CSV's own codes stay usable). A known code the dataset lacks is not one
+    (``PA,AP`` on a PA-only dataset). Takes the filter as :func:`expand_views` does;
+    returns the offending names upper-case, in order. Never raises.
+    """
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    known = FRONTAL_VIEWS | LATERAL_VIEWS | {"FRONTAL", "LATERAL", "UNKNOWN"}
+    stored = {str(v).strip().upper() for v in present}
+    upper = (n.strip().upper() for n in names)
+    return [n for n in upper if n and n not in known and n not in stored]
+
+
+def check_view_filter(views: list[str], counts: Mapping[str, int], where: str) -> None:
+    """Refuse a view filter with a name that can only be a typo (:func:`unknown_view_names`),
+    so ``PA,APP`` never runs on PA alone.
+
+    Takes the filter, the dataset's stored view counts (its ``view_counts`` stat) and the
+    dataset's path for the message. Raises ConfigError naming the bad names and the
+    dataset's views; an empty filter passes.
+    """
+    if views and (bad := unknown_view_names(views, counts)):
+        found = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none recorded"
+        raise ConfigError(
+            f"views: no view is named {', '.join(bad)}; views in the dataset {where}: "
+            f"{found} (frontal / lateral name their groups)"
+        )
 
 
 def expand_views(spec: str | list[str] | tuple[str, ...]) -> frozenset[str]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import os
 import stat
 from pathlib import Path
 
 from cxrkit.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
 
 # Files that sit beside images in the layouts we read (MIMIC-CXR reports, IU XML,
 # mapping CSVs) and are not image inputs. They are counted, not rejected.
@@ -35,11 +38,13 @@ NON_IMAGE_SUFFIXES = frozenset(
 def expand_sources(sources: list[str]) -> tuple[list[Path], int]:
     """Expand directories (recursively) and globs into a sorted, de-duplicated file list.
 
-    Returns (candidate image files, number of non-image files skipped).
-    Raises InputError when a source matches nothing.
+    Links to folders inside a directory source are not followed (as ``find``); they
+    are logged as a warning. Returns (candidate image files, number of non-image files
+    skipped). Raises InputError when a source matches nothing.
     """
     files: set[Path] = set()
     skipped = 0
+    linked: list[Path] = []  # linked folders inside a source: not descended into
     for source in sources:
         matches = (
             sorted(glob.glob(os.path.expanduser(source), recursive=True))
@@ -52,6 +57,7 @@ def expand_sources(sources: list[str]) -> tuple[list[Path], int]:
             if match.is_dir():
                 for root, dirnames, filenames in os.walk(match):
                     dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                    linked += [Path(root) / d for d in dirnames if os.path.islink(Path(root) / d)]
                     for name in filenames:
                         path = Path(root) / name
                         if name.startswith("."):
@@ -62,14 +68,24 @@ def expand_sources(sources: list[str]) -> tuple[list[Path], int]:
                         files.add(safe_resolve(path))
             elif os.path.lexists(match):  # a file, or a FIFO/broken link ingest will reject
                 files.add(safe_resolve(match))
+    if linked:
+        log.warning(
+            "%d linked folder(s) inside the sources were not read (links to folders are "
+            "not followed; give them as sources to read them), e.g. %s",
+            len(linked),
+            linked[0],
+        )
     return sorted(files), skipped
 
 
 def safe_resolve(path: Path) -> Path:
-    """``path.resolve()``, or the absolute path unresolved when resolving fails (a symlink
-    loop); the file is then rejected by ingest with its reason instead of stopping the run."""
+    """The absolute path of a file with its folders resolved but the file's own name kept:
+    a file linked into a dataset layout from a content store (DVC, git-annex, a hub
+    cache) keeps the name and folders that carry its patient, study, view and split.
+    When resolving fails (a symlink loop) the absolute path unresolved; the file is then
+    rejected by ingest with its reason instead of stopping the run."""
     try:
-        return path.resolve()
+        return path.parent.resolve() / path.name
     except (OSError, RuntimeError):
         return Path(os.path.abspath(path))
 

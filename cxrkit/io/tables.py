@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import math
 import os
 from dataclasses import dataclass, field
@@ -74,14 +75,17 @@ def _is_chexpert_table(path: Path) -> bool:
 def find_tables(sources: list[str]) -> list[Path]:
     """The known dataset tables in each source directory and up to two folders above it.
 
-    Takes the ingest sources (globs are skipped). Returns the tables found, sorted, each
+    Takes the ingest sources (a glob from the folder before its first pattern part:
+    ``files/p1*`` from ``files/``). Returns the tables found, sorted, each
     once; CheXpert ``train.csv``/``valid.csv`` only when the header has ``Path`` and
     ``Frontal/Lateral``. Never raises.
     """
     found: set[Path] = set()
     for source in sources:
-        if any(ch in source for ch in "*?["):
-            continue
+        if any(ch in source for ch in "*?["):  # a glob: from the folder its pattern starts in
+            parts = Path(os.path.expanduser(source)).parts
+            plain = list(itertools.takewhile(lambda p: not any(c in p for c in "*?["), parts))
+            source = str(Path(*plain)) if plain else "."
         folder = Path(os.path.expanduser(source)).resolve()
         if not folder.is_dir():
             folder = folder.parent

@@ -208,6 +208,8 @@ def run(cfg: DistillConfig, force: bool = False, accelerator: Any = None) -> Art
     from cxrkit.train.loop import make_accelerator
 
     _require(cfg)
+    # A typo in data.views would otherwise surface only after pairs and teachers.
+    pretrain.check_views(cfg.data.views, open_artifact(cfg.dataset, kind="dataset"))
     accelerator = accelerator or make_accelerator(
         cfg.train.precision, find_unused_parameters=cfg.train.find_unused_parameters
     )

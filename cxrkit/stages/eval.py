@@ -19,6 +19,7 @@ from typing import Literal
 from cxrkit.artifacts import ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError
+from cxrkit.io.layouts import check_view_filter, expand_views
 from cxrkit.io.text_sections import DEFAULT_TEXT_SECTION
 from cxrkit.io.text_sections import TEXT_SECTIONS as SECTIONS
 
@@ -223,6 +224,8 @@ def _params(cfg: EvalConfig) -> dict:
     params = to_dict(cfg)
     for volatile in ("out", "cache", "batch_size"):  # do not change the results
         params.pop(volatile)
+    if names := [v for v in cfg.views if v.strip()]:  # the codes kept, not their spelling
+        params["views"] = sorted(expand_views(names))
     return params
 
 
@@ -237,6 +240,7 @@ def run(cfg: EvalConfig, force: bool = False):
     if not cfg.out:
         raise ConfigError("no output directory: give --out DIR")
     dataset = open_artifact(cfg.dataset, kind="dataset", verify_files=True)
+    check_view_filter(cfg.views, dataset.stats.get("view_counts") or {}, str(dataset.path))
     if cfg.checkpoint:
         # A checkpoint's input is its artifact, known without torch or the model: a
         # no-op re-run decides before loading either.

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from cxrkit import hashcache
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
-from cxrkit.errors import ArtifactError, ConfigError, WorkerDied
+from cxrkit.errors import ArtifactError, ConfigError, InputError, WorkerDied
 from cxrkit.io import sources as src
 from cxrkit.io.dataset import (
     REJECTS_FILE,
@@ -248,12 +248,33 @@ def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict, list[Path]]:
 
 def _folder_splits(work: list[WorkItem]) -> int:
     """How many images of the work list get their split from a split folder of the
-    layout (no split from the mapping row, and the path is in one)."""
-    return sum(
-        1
-        for path, mapped in work
-        if not (mapped and mapped.split) and (keys := layout_keys(path)) and keys.split
-    )
+    layout (no split from the mapping row, and the path is in one).
+
+    Raises InputError when that puts one patient in two splits (a patient folder in
+    ``train/`` and ``valid/``, or a folder split against a mapping row's split): the
+    message counts such patients and names the first; never silent leakage.
+    """
+    count = 0
+    splits: dict[str, set[str]] = {}
+    for path, mapped in work:
+        keys = layout_keys(path)
+        split = mapped.split if mapped and mapped.split else None
+        if split is None and keys is not None and keys.split:
+            split = keys.split
+            count += 1
+        patient = (mapped.patient_id if mapped else None) or (keys.patient if keys else None)
+        if split and patient:
+            splits.setdefault(patient, set()).add(split)
+    mixed = [patient for patient, names in splits.items() if len(names) > 1]
+    if count and mixed:
+        raise InputError(
+            f"{len(mixed)} patient(s) would be in more than one split (e.g. {mixed[0]} in "
+            f"{', '.join(sorted(splits[mixed[0]]))}): the dataset's split folders put one "
+            "patient's images in two of train/ valid/ test/ (or against the mapping's split); "
+            "keep each patient in one folder, or --set layout_splits=false for the salted "
+            "patient split"
+        )
+    return count
 
 
 # Encodings that `decode_reduce` decodes at a reduced size; part of the dataset id.
@@ -561,6 +582,18 @@ def _without_listings(parts: list[str | Path]) -> list[Path]:
     return kept
 
 
+def _differences(params: dict, first: dict) -> str:
+    """The settings two parts' params disagree on, as ``name (this vs first)``; a long
+    value (salted source tokens, the salt) is named without it."""
+    names = sorted(set(params) | set(first), key=str)
+    shown = []
+    for name in (n for n in names if params.get(n) != first.get(n)):
+        values = (params.get(name), first.get(name))
+        brief = all(len(repr(v)) <= 40 for v in values)
+        shown.append(f"{name} ({values[0]!r} vs {values[1]!r})" if brief else name)
+    return ", ".join(shown)
+
+
 def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Artifact:
     """Combine the partition datasets of one partitioned ingest into one dataset artifact.
 
@@ -572,8 +605,13 @@ def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Arti
     arts = [open_artifact(p, kind="dataset", verify_files=True) for p in _without_listings(parts)]
     arts.sort(key=lambda a: a.params.get("shard_index", 0))
     common = [{k: v for k, v in a.params.items() if k != "shard_index"} for a in arts]
-    if any(c != common[0] for c in common):
-        raise ArtifactError("ingest-merge: the parts were made with different settings or salts")
+    for art, params in zip(arts, common, strict=True):
+        if params != common[0]:
+            raise ArtifactError(
+                f"ingest-merge: {art.path} differs from {arts[0].path} in "
+                f"{_differences(params, common[0])}: the parts of one partitioned ingest "
+                "share every setting and the salt"
+            )
     count = common[0].get("num_shards", 1)
     indices = [a.params.get("shard_index", 0) for a in arts]
     if indices != list(range(count)):

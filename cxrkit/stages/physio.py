@@ -11,7 +11,12 @@ Files of the artifact:
   (row i describes ``ecg.npy[i]``; ``time`` shifted like the images' study dates);
 - ``labs.parquet``: ``lab_id, patient_id, time, values, flags, fit`` (one panel per
   row; ``fit`` = used to fit the scaling) and ``labs.json`` (tests, units, knots);
-- ``rejects.parquet``: ``path, reason, detail`` for every record or panel not kept.
+- ``rejects.parquet``: ``path, reason, detail`` for every record or panel not kept
+  (``path`` a salted token unless ``keep_paths``; ``detail`` never holds a path or a raw
+  value from the file).
+
+No raw input path reaches an artifact file (manifest params, rejects) unless
+``keep_paths`` is set: folder and file names carry patient names in real archives.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ import pyarrow.parquet as pq
 
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
-from cxrkit.errors import ConfigError, InputError
+from cxrkit.errors import ConfigError, InputError, Reject
 from cxrkit.io import ecg as ecg_io
 from cxrkit.io import labs as labs_io
 from cxrkit.io.deid import Pseudonymizer, load_or_create_salt
 from cxrkit.io.physio_files import ECG_ARRAY, ECG_INDEX, LABS_INFO, LABS_TABLE
+from cxrkit.io.rows import printable_path
 from cxrkit.io.schema import REJECTS_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 REJECTS = "rejects.parquet"
 ECG_SUFFIXES = (".hea", ".dcm")
+# Times outside these years are corrupt (MIMIC's shifted dates reach the 2200s).
+PLAUSIBLE_YEARS = (1900, 2300)
 
 
 @dataclasses.dataclass
@@ -86,6 +94,9 @@ class PhysioConfig:
         "the HMAC salt used by `cxrkit ingest` (same salt = pseudonyms join)",
         "~/.config/cxrkit/salt.hex",
     )
+    keep_paths: bool = doc(
+        "store raw input paths in the manifest and rejects (otherwise only salted tokens)", False
+    )
     ecg_settings: ECGConfig = dataclasses.field(
         default_factory=ECGConfig, metadata={"help": "ECG resampling and filtering"}
     )
@@ -118,10 +129,14 @@ def _read_map(path: str | None) -> dict[str, dict[str, Any]]:
     table = labs_io.read_table(path)
     if "path" not in table.columns or "patient_id" not in table.columns:
         raise InputError(f"{path}: the ECG map needs columns path and patient_id")
-    out = {}
-    for row in table.to_dict("records"):
+    out: dict[str, dict[str, Any]] = {}
+    for line, row in enumerate(table.to_dict("records"), start=2):
         key = str(Path(os.path.expanduser(str(row["path"]))).resolve())
-        out[key] = row
+        if key in out:  # which line is right cannot be known: the file is rejected
+            out[key] = {"duplicate_of": out[key].get("duplicate_of") or out[key]["line"]}
+            out[key]["line"] = line
+        else:
+            out[key] = {**row, "line": line}
     return out
 
 
@@ -132,6 +147,23 @@ def _shifted(pseudo: Pseudonymizer, patient_raw: str, when: datetime | None) -> 
     return (when + timedelta(days=pseudo.date_offset_days(patient_raw))).isoformat()
 
 
+def _implausible(when: datetime | None) -> tuple[str, str] | None:
+    """``("bad_time", detail)`` for a time outside PLAUSIBLE_YEARS (the detail gives the
+    year only: a full date is PHI), else None."""
+    low, high = PLAUSIBLE_YEARS
+    if when is not None and not low <= when.year <= high:
+        return "bad_time", f"year {when.year} outside {low}-{high}"
+    return None
+
+
+def _text(value: Any) -> str | None:
+    """A table cell as text, None for an empty or missing one (pandas reads them as NaN)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
 def _parse_time(value: Any) -> datetime | None:
     import pandas as pd
 
@@ -139,7 +171,7 @@ def _parse_time(value: Any) -> datetime | None:
         return None
     try:
         stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         return None
     return None if pd.isna(stamp) else stamp.to_pydatetime().replace(tzinfo=None)
 
@@ -149,6 +181,11 @@ def id_params(cfg: PhysioConfig, salt: bytes) -> dict[str, Any]:
     params = to_dict(cfg)
     params.pop("out")
     params.pop("salt_file")
+    if not cfg.keep_paths:  # folder names carry PHI in real archives: salted tokens only
+        token = Pseudonymizer(salt).path_token
+        params["ecg"] = [f"path:{token(s)}" for s in cfg.ecg]
+        for key in ("labs", "ecg_map"):
+            params[key] = f"path:{token(params[key])}" if params[key] else None
     params["salt_fingerprint"] = hmac.new(salt, b"cxrkit-salt-fingerprint", "sha256").hexdigest()[
         :16
     ]
@@ -156,13 +193,29 @@ def id_params(cfg: PhysioConfig, salt: bytes) -> dict[str, Any]:
 
 
 def _raw_inputs(files: list[Path], labs: str | None) -> list[dict]:
+    """One raw-input ref over the bytes of every file (a WFDB record's companions too),
+    hashed in chunks through the hash cache; a FIFO, device, link loop or unreadable
+    file counts by its name and why (its reader rejects it), so none blocks or fails here.
+    """
     import hashlib
+    import stat
+
+    from cxrkit.hashcache import sha256_file
 
     digest = hashlib.sha256()
     for path in files + ([Path(labs)] if labs else []):
-        for part in sorted(path.parent.glob(path.stem + ".*")) if path.suffix == ".hea" else [path]:
-            digest.update(part.name.encode())
-            digest.update(part.read_bytes())
+        parts = [path]
+        if path.suffix == ".hea":
+            parts = sorted(path.parent.glob(glob.escape(path.stem) + ".*"))
+        for part in parts:
+            try:
+                mode = os.stat(part).st_mode
+                content = (
+                    sha256_file(part) if stat.S_ISREG(mode) else f"special:{stat.S_IFMT(mode)}"
+                )
+            except OSError as exc:
+                content = f"unreadable:{exc.errno}"
+            digest.update(f"{part.name}\0{content}\n".encode("utf-8", "surrogateescape"))
     return [{"kind": "raw", "id": digest.hexdigest(), "path": f"{len(files)} ECG files + labs"}]
 
 
@@ -215,22 +268,35 @@ def _ingest_ecgs(
     rejects: list[dict[str, str]],
 ) -> dict[str, Any]:
     settings = ecg_io.ECGSettings(**to_dict(cfg.ecg_settings))
+    window = max(settings.seconds, settings.min_seconds)
     signals, rows = [], []
     for path in files:
-        token = pseudo.path_token(path.resolve())
+        shown = printable_path(str(path)) if cfg.keep_paths else pseudo.path_token(path.resolve())
         try:
-            raw = ecg_io.read_ecg(path)
-        except InputError as exc:
-            rejects.append({"path": token, "reason": "unreadable", "detail": str(exc)[-200:]})
+            raw = ecg_io.read_ecg(path, max_seconds=window)
+        except Reject as rej:
+            rejects.append({"path": shown, "reason": rej.reason, "detail": rej.detail})
+            continue
+        except MemoryError:
+            raise
+        except Exception as exc:  # an unforeseen reader failure must not stop the run
+            detail = ecg_io.scrub_detail(f"{type(exc).__name__}: {exc}", path)
+            rejects.append({"path": shown, "reason": "unreadable", "detail": detail})
             continue
         override = mapping.get(str(path.resolve()), {})
-        patient = override.get("patient_id") or raw.patient
+        if override.get("duplicate_of"):
+            detail = (
+                f"ECG map lines {override['duplicate_of']} and {override['line']} name this file"
+            )
+            rejects.append({"path": shown, "reason": "duplicate_mapping_row", "detail": detail})
+            continue
+        patient = _text(override.get("patient_id")) or raw.patient
         when = _parse_time(override.get("time")) or raw.time
-        problem = ecg_io.quality_problem(raw, settings)
+        problem = ecg_io.quality_problem(raw, settings) or _implausible(when)
         if problem is None and patient is None:
             problem = ("no_patient", "no patient id in the file or the ECG map")
         if problem is not None:
-            rejects.append({"path": token, "reason": problem[0], "detail": problem[1]})
+            rejects.append({"path": shown, "reason": problem[0], "detail": problem[1]})
             continue
         signal, lead_mask, sample_mask = ecg_io.preprocess(raw, settings)
         signals.append(signal)
@@ -242,7 +308,7 @@ def _ingest_ecgs(
                 "lead_mask": lead_mask.tolist(),
                 "samples": int(sample_mask.sum()),
                 "orig_rate": float(raw.rate),
-                "orig_seconds": float(raw.signal.shape[0] / raw.rate),
+                "orig_seconds": float(raw.seconds),
             }
         )
     length = int(round(settings.rate * settings.seconds))
@@ -289,11 +355,19 @@ def _ingest_labs(
     held_out = _held_out_patients(dataset) if dataset is not None else set()
     keep, pseudonyms, times = [], [], []
     for index, row in wide.iterrows():
-        patient = str(row["patient_id"])
+        patient = str(row["patient_id"]).strip()
         when = _parse_time(row["time"])
-        token = pseudo.path_token(f"{cfg.labs}#{index}")
-        if when is None:
-            rejects.append({"path": token, "reason": "no_time", "detail": str(row["time"])})
+        token = f"{cfg.labs}#{index}"
+        token = printable_path(token) if cfg.keep_paths else pseudo.path_token(token)
+        if not patient:
+            rejects.append({"path": token, "reason": "no_patient", "detail": "no patient id"})
+            continue
+        if when is None:  # the raw cell may hold anything (names, phone numbers): not quoted
+            detail = "no time" if _text(row["time"]) is None else "a time that is not a date"
+            rejects.append({"path": token, "reason": "no_time", "detail": detail})
+            continue
+        if (problem := _implausible(when)) is not None:
+            rejects.append({"path": token, "reason": problem[0], "detail": problem[1]})
             continue
         if not np.isfinite(row[tests].to_numpy(dtype=float)).any():
             rejects.append({"path": token, "reason": "empty_panel", "detail": "no value measured"})

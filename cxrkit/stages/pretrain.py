@@ -188,7 +188,8 @@ def id_params(cfg: PretrainConfig, processes: int = 1, precision: str | None = N
     Takes the config plus what the launch decides: the number of training
     processes (the global batch is batch_size x processes x accumulate, and each
     process draws its own share of the data) and the resolved mixed precision
-    ("auto" becomes bf16 on one machine and fp32 on another). Left out: paths
+    ("auto" becomes bf16 on one machine and fp32 on another); the view filter as the
+    codes it keeps (:func:`view_codes`). Left out: paths
     (inputs count by their ids, including the artifacts the objective's settings
     name, see :func:`objective_inputs`), resume, loader workers, the checkpoint
     interval and the trackers, none of which changes the result.
@@ -204,6 +205,7 @@ def id_params(cfg: PretrainConfig, processes: int = 1, precision: str | None = N
         "precision": precision or cfg.train.precision,
     }
     params.pop("out")
+    params["data"]["views"] = view_codes(cfg.data.views)
     for key in ("dataset", "annotations", "num_workers", "unpaired"):
         params["data"].pop(key)
     params["train"].pop("resume")
@@ -211,6 +213,24 @@ def id_params(cfg: PretrainConfig, processes: int = 1, precision: str | None = N
     params["train"].pop("checkpoint_every")  # so a re-run with another interval still resumes
     params["train"].pop("track", None)  # where metrics are copied to changes no weight
     return params
+
+
+def view_codes(views: list[str]) -> list[str]:
+    """A view filter as the sorted codes it keeps (``[]`` for none): the form the ids hold,
+    so ``pa`` and ``PA``, or ``frontal`` and its codes, are one run. Never raises for a
+    filter that names a view."""
+    from cxrkit.io.layouts import expand_views
+
+    names = [v for v in views if v.strip()]
+    return sorted(expand_views(names)) if names else []
+
+
+def check_views(views: list[str], dataset: Artifact) -> None:
+    """ConfigError (exit 2) for a typo in the view filter (see
+    :func:`cxrkit.io.layouts.check_view_filter`), before any model or teacher work."""
+    from cxrkit.io.layouts import check_view_filter
+
+    check_view_filter(views, dataset.stats.get("view_counts") or {}, str(dataset.path))
 
 
 def objective_inputs(cfg: PretrainConfig) -> list[Artifact]:
@@ -256,6 +276,7 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
     if not cfg.data.dataset:
         raise ConfigError("a dataset artifact is required: cxrkit pretrain DATASET --out DIR")
     dataset = open_artifact(cfg.data.dataset, kind="dataset")
+    check_views(cfg.data.views, dataset)
     annotations = None
     if cfg.data.annotations:
         annotations = open_artifact(cfg.data.annotations, kind="annotations")

@@ -60,7 +60,8 @@ POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
 SECTION_POLICIES = ("impression", "findings+impression")
 """Which report sections make labels; see the module docstring."""
 DEFAULT_POLICY = "impression"
-RULES_VERSION = 4  # bump when a rule in this module changes (annotate's labeler fingerprint)
+# Bump when a rule here or in negation.py's code changes (annotate's labeler fingerprint).
+RULES_VERSION = 6
 
 _HEART_FAILURE = re.compile(r"\b(?:chf|heart failure)\b", re.IGNORECASE)
 _HEART_WORD = re.compile(r"\b(?:heart|cardiac)\b", re.IGNORECASE)

@@ -158,6 +158,20 @@ _UPPER_NORMAL = (_any("at", "in", "near", "within", op="?"), _THE,
                  _any("of", op="?"), _any("normal", op="?"))  # fmt: skip
 
 
+# Devices that break ("<device> ... is fractured", "fracture of the ... <device>").
+_BROKEN_DEVICE = expand("screw(s), lead(s), catheter(s), plate(s), rod(s), hardware, line(s)")
+
+# "... is stable / unchanged / not changed / similar to prior" (post_negation_uncertainty.txt)
+_STABLE_SAYS = {
+    "REGEX": r"stable|unchanged|not(?:\s+(?:significantly|appreciably|substantially))?\s+changed"
+    r"|similar\s+to(?:\s+the)?(?:\s+(?:prior|previous|earlier|before|study|exam|examination|"
+    r"film|radiograph)){1,2}"
+}
+# "no (significant / interval) change in ..." as the first word: a bare "no" is in every
+# report, these phrases are rare (single spaces, as the reports write them).
+_NO_CHANGE = _any("no change", "no significant change", "no interval change",
+                  "no significant interval change", "no appreciable change")  # fmt: skip
+
 # "stable and" before a normal predicate: "heart size is stable and within normal limits"
 # is negative (CheXpert matches negation before post-negation uncertainty such as "stable").
 _STABLE_AND = {"REGEX": r"(?:stable|unchanged)(?:\s+and)?", "OP": "?"}
@@ -178,8 +192,15 @@ def _statements(subject: tuple, noun: dict) -> dict[str, tuple]:
             (_NORMAL, subject, noun, _AND),
         ),
         # CheXpert (post_negation_uncertainty.txt): a stable / unchanged silhouette,
-        # contour, size, heart or mediastinum is uncertain, not negative.
-        "uncertain": ((*head, _STABLE), (_STABLE, subject, noun)),
+        # contour, size, heart or mediastinum is uncertain, not negative; so are "no change
+        # in", "not changed", "similar to prior" and "stable appearance of" one.
+        # (One regex per subject and form: each costs a match attempt at every subject word.)
+        "uncertain": (
+            (*head, _STABLE_SAYS),
+            (_STABLE, subject, noun),
+            (_NO_CHANGE, _any("in"), _THE, subject, noun),
+            (_STABLE, _any("appearance"), _any("of"), _THE, subject, noun),
+        ),  # fmt: skip
     }
 
 
@@ -267,7 +288,12 @@ TERMS: tuple[Term, ...] = (
     # shields: "humerus lesion", "mass in the left breast" are not Lung Lesions.
     Term(FINDING, OTHER, expand(
         "calcified nodule(s), calcified pulmonary nodule(s), calcified lung nodule(s), "
-        "pericardial effusion(s)") + tuple(
+        "pericardial effusion(s), "
+        # a density of bone or soft tissue is no Lung Opacity (CheXpert's lung_opacity.txt
+        # has only "increased density"; a bare "density" is a no_finding.txt finding)
+        "bony densit(y|ies), osseous densit(y|ies), bone densit(y|ies), "
+        "sclerotic densit(y|ies), cortical densit(y|ies), corticated densit(y|ies), "
+        "metallic densit(y|ies)") + tuple(
         f"{organ} {kind}" for organ in _ORGANS for kind in expand("lesion(s), mass(es), nodule(s)")),
         token_patterns=(
             (_any(*expand("lesion(s), mass(es), nodule(s)")),
@@ -354,6 +380,10 @@ TERMS: tuple[Term, ...] = (
         "compression fracture(s), compression deformit(y|ies), healed fracture(s), "
         "healing fracture(s), old fracture(s), displaced fracture(s), vertebral compression")),
     # ------------------------------------------------------------------ Support Devices
+    # CheXpert's support_devices.txt names tubes, lines, catheters, pacers, valves, hardware,
+    # screws, plates, markers, coils, drains, ...; it has no clip, suture, staple or wire:
+    # surgical clips and sternotomy wires are not support devices ("pacing wire" is one,
+    # through the reference's "pacer" and this list).
     Term(DEVICE, "Support Devices", expand(
         "endotracheal tube(s), et tube(s), ett, et, ng tube(s), ngt, nasogastric tube(s), "
         "og tube(s), ogt, orogastric tube(s), feeding tube(s), dobhoff tube(s), "
@@ -370,31 +400,42 @@ TERMS: tuple[Term, ...] = (
         "dual-chamber pacemaker(s), dual lead pacemaker(s), single lead pacemaker(s), "
         "loop recorder(s), cardiac monitor(s), electrode(s), generator(s), stent(s), "
         "vascular stent(s), valve replacement(s), prosthetic valve(s), valve prosthes(is|es), "
-        "sternotomy wire(s), median sternotomy wire(s), cerclage wire(s), wire(s), "
-        "sternotomy suture(s), cabg clips, surgical clip(s), clip(s), staple(s), "
         "hardware, surgical hardware, orthopedic hardware, fixation hardware, "
         "prosthes(is|es), implant(s), device(s), medical device(s), support device(s), "
         "monitoring device(s), drain(s), tube(s), line(s), iabp, intra-aortic balloon pump, "
         "impella, lvad, cannula(s), ecmo cannula(s), ventriculoperitoneal shunt(s), "
         "vp shunt(s), shunt catheter(s), mediport(s), medi-port(s), port catheter(s), "
-        "power port(s), defibrillator pad(s), pad(s), external pad(s), pacer pad(s), "
+        "power port(s), defibrillator pad(s), external pad(s), pacer pad(s), pacing pad(s), "
         "chest drain(s), pleural drain(s), surgical drain(s), mediastinal drain(s), "
         "pigtail drain(s), jp drain(s), arthroplast(y|ies), shoulder arthroplast(y|ies), "
         "marker(s), skin marker(s), nipple marker(s), plate(s), fixation plate(s), screw(s), "
         "apparatus, support apparatus, coil(s), embolization coil(s), equipment, "
-        "monitoring equipment, support line(s), support tube(s)")),
+        "monitoring equipment, support line(s), support tube(s), "
+        # the reference's substring "valve" / "hardware" reach these; stimulators are devices
+        "prosthetic aortic valve(s), prosthetic mitral valve(s), prosthetic pulmonic valve(s), "
+        "prosthetic pulmonary valve(s), prosthetic tricuspid valve(s), annuloplasty ring(s), "
+        "internal fixation, internal fixation hardware, prosthetic shoulder(s), "
+        "prosthetic joint(s), stimulator(s), nerve stimulator(s), spinal cord stimulator(s), "
+        "neurostimulator(s), vagal nerve stimulator(s)")),
     # A broken device is a device, not a Fracture: "catheter fracture", "fractured lead".
     Term(DEVICE, "Support Devices", expand(
-        "catheter fracture(s), lead fracture(s), wire fracture(s), fracture of the catheter, "
-        "fracture of the lead, fractured catheter(s), fractured lead(s), fractured wire(s), "
-        "fractured sternotomy wire(s), fractured sternal wire(s), fractured pacer lead(s), "
+        "catheter fracture(s), lead fracture(s), fracture of the catheter, "
+        "fracture of the lead, fractured catheter(s), fractured lead(s), fractured pacer lead(s), "
         "fractured pacemaker lead(s), fractured screw(s), fractured hardware, "
         "fractured proximal lead(s), fractured distal lead(s), "
         # longer than the device phrase inside them ("central venous catheter")
         "central venous catheter fracture(s), venous catheter fracture(s), "
         "central line fracture(s), picc fracture(s), picc line fracture(s), "
         "port catheter fracture(s), dialysis catheter fracture(s), "
-        "tunneled catheter fracture(s), pacemaker lead fracture(s), pacer lead fracture(s)")),
+        "tunneled catheter fracture(s), pacemaker lead fracture(s), pacer lead fracture(s)"),
+        token_patterns=(
+            # "the lateral most screw (of the clavicular fixation plate) is fractured"
+            (_any(*_BROKEN_DEVICE), {"REGEX": r"[a-z]+", "OP": "{0,5}"}, _BE, _ADV,
+             _any("fractured", "broken")),
+            # "fracture of the lateral most fixation screw"
+            (_any("fracture", "fractures"), _any("of", "in", "involving"), _THE,
+             {"REGEX": r"[a-z]+", "OP": "{0,4}"}, _any(*_BROKEN_DEVICE)),
+        )),
     # ------------------------------------------------------------------ other findings
     # Not one of the 14 classes, but a finding: a positive one keeps No Finding off.
     Term(FINDING, OTHER, expand(
@@ -460,6 +501,13 @@ TERMS: tuple[Term, ...] = (
         "skinfold line, midline, junction line, anterior junction line, posterior junction line, "
         "paratracheal line, paraspinal line, paraspinous line, azygoesophageal line, "
         "mach line, line of sight, plate-like, plate like, platelike, "
+        # Kerley / septal lines are interstitial edema signs, not lines
+        "kerley line(s), kerley a line(s), kerley b line(s), b line(s), septal line(s), "
+        # breast implants are not support devices
+        "breast prosthes(is|es), breast implant(s), breast augmentation prosthes(is|es), "
+        # a broken sternotomy wire is neither a Fracture nor a device (no wire in the list)
+        "wire fracture(s), fractured wire(s), fractured sternotomy wire(s), "
+        "fractured sternal wire(s), sternal wire fracture(s), sternotomy wire fracture(s), "
         # clips of an abdominal operation: no chest device, and no finding (CheXpert's
         # lists have no "clip": No Finding stays)
         "cholecystectomy clip(s), cholecystectomy surgical clip(s)")),

@@ -9,8 +9,10 @@ resolve to the longest one, so "cannot be excluded" (uncertain) wins over the
 "not" inside it, and pseudo-cues ("no change in", "no increase") cancel the
 negation they look like. When cues of several kinds reach a mention, the
 CheXpert labeler's order decides (``stages/classify.py``): pre-negation
-uncertainty ("no new", "cannot exclude", "no evidence to rule out") > negation >
-post-negation uncertainty ("possible", "may", "not well seen", "X or Y").
+uncertainty ("no new", "cannot exclude", "no evidence to rule out") > negation
+("no", "exclude", "rule out", "history of", "clearing of") > post-negation
+uncertainty ("possible", "may", "question", "is compatible with", "secondary to",
+"not well seen", "X or Y").
 """
 
 from __future__ import annotations
@@ -28,77 +30,108 @@ if TYPE_CHECKING:
 # windows below are read without it (annotate's labeler fingerprint decides a no-op
 # re-run before any pipeline is built).
 
+# Negations as CheXpert's negation.txt has them, with one deliberate departure: "absence
+# of" and "denies" are not there (its "of" list, line 60, is history|free|disappearance|
+# resolution|drainage|removal), so the reference calls "absence of pneumothorax" a
+# pneumothorax. That is a gap in its patterns, not a convention a reader would defend, and
+# radiologists label such text negative, so they negate here (REFERENCE_DEPARTURES).
+REFERENCE_DEPARTURES = ("absence of", "denies")
 PRE_NEG = (
     "no", "not", "without", "negative for", "free of", "clear of", "no evidence of",
     "no evidence for", "no radiographic evidence of", "no sign of", "no signs of",
-    "no findings of", "no findings to suggest", "absence of", "absent", "resolution of",
+    "no findings of", "no findings to suggest", "absent", "resolution of",
     "resolved", "interval resolution of", "removal of", "interval removal of", "nor",
     "neither", "no definite", "no obvious", "no convincing", "no suspicious", "rather than",
-    "never", "no longer", "denies", "are clear of", "is clear of", "are free of", "is free of",
+    "never", "no longer", *REFERENCE_DEPARTURES, "are clear of", "is clear of", "are free of", "is free of",
     "remain clear of", "remains clear of", "otherwise clear of",
     # "Negative acute cardiopulmonary abnormality": "negative" before what it denies
     "negative",
     # "Lungs are expanded and clear airspace disease" (a template that drops the "of")
     "and clear",
+    # CheXpert's negation.txt: "exclude XXX" and "rule out XXX" are negations; only
+    # "cannot exclude / rule out" and "no evidence to rule out" (PRE_XUNC, longer) hedge.
+    "exclude", "to exclude", "rule out", "rule-out", "to rule out", "to rule-out", "r/o",
+    # negation.txt: "clear|clearing of XXX" ("there has been clearing of the opacities"),
+    # "history | disappearance | drainage of XXX" (with resolution / removal / free of)
+    "clearing of", "interval clearing of", "clearance of", "disappearance of",
+    "interval disappearance of", "drainage of",
+    # longer than the post-cue "with interval resolution": what follows "of" is resolved
+    "with interval resolution of", "with resolution of",
 )  # fmt: skip
 POST_NEG = (
     "resolved", "has resolved", "have resolved", "is resolved", "are resolved",
-    "not seen", "is not seen", "are not seen", "not identified", "not visualized",
-    "not appreciated", "not present", "not demonstrated", "not evident", "not detected",
+    "not seen", "is not seen", "are not seen", "not identified",
+    "not present", "not demonstrated", "not evident", "not detected",
     "absent", "is absent", "are absent", "no longer seen", "no longer present",
     "no longer visualized", "no longer identified", "has been removed", "have been removed",
     "removed", "is gone", "has cleared", "have cleared", "ruled out", "negative",
+    "excluded", "is excluded", "are excluded", "has been excluded", "been ruled out",
     "not noted", "not found", "not enlarged", "within normal limits", "within limits of normal",
     "within normal limits for", "is normal", "are normal", "appears normal", "appear normal",
     "is unremarkable", "are unremarkable", "is clear", "are clear", "is within normal limits",
     "are within normal limits", "not in place", "is not in place", "are not in place",
     "no longer in place",
+    # negation.txt: "XXX with interval resolution"
+    "with interval resolution",
     # "fractures may not be demonstrated": a disclaimer. CheXpert matches the negation
     # ("not demonstrated") before post-negation uncertainty ("may").
     "may not be demonstrated", "may not be seen", "may not be visible", "may not be visualized",
     "may not be detected", "may not be identified", "may not be apparent", "may not be evident",
 )  # fmt: skip
+# Hedges are those of CheXpert's pattern files, not every word that reads as one: the
+# reference has no pattern for likely / most likely / probably / unlikely / perhaps / presumed /
+# equivocal / indeterminate / alternatively / suggestive of / suggesting / evaluate for /
+# "in the appropriate clinical setting" / "clinical correlation for" / "?", and labels what
+# they qualify positive; so do we (users put our labels next to the reference's).
 PRE_UNC = (
     "possible", "possibly", "may", "may represent", "may be", "may reflect",
     "may indicate", "might", "could", "could represent", "could be", "could reflect",
-    "can represent", "likely", "most likely", "more likely", "less likely", "unlikely",
-    "probable", "probably", "questionable", "question of", "questioned", "suspicious",
-    "suspicious for", "suspect", "suspected", "suspicion of", "suspicion for", "concern for", "concerning for",
-    "suggestive of", "suggests", "suggesting", "suggest", "consider", "considered",
+    "can represent", "probable", "questionable", "question", "question of",
+    "questioned", "suspicious", "suspicious for", "suspect", "suspected", "suspicion for",
+    "concern for", "concerning for", "consider", "considered",
     "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
-    "not exclude", "versus", "vs", "vs.", "differential", "differential diagnosis",
-    "equivocal", "indeterminate", "borderline", "presumed", "presumably", "rule out",
-    "r/o", "evaluate for", "evaluation for", "eval for", "assess for", "to exclude",
-    "cannot be excluded", "perhaps", "maybe",
-    "atypical for", "cannot be entirely excluded", "may be compatible with",
-    "in the appropriate clinical setting", "in the correct clinical setting",
-    "in the proper clinical setting", "clinical correlation for", "alternatively",
-    "difficult to exclude", "difficult to completely exclude", "be difficult to exclude",
+    "not exclude", "differential", "differential diagnosis",
+    "borderline", "presumably",
+    "cannot be excluded", "maybe",
+    "cannot be entirely excluded", "may be compatible with",
+    "correlation for symptoms of", "clinical correlation for symptoms of",
     # CheXpert's post_negation_uncertainty.txt: worrisome for, correlate clinically for,
     # may/could be consistent with, favor, suggestion of.
-    "worrisome for", "correlate clinically for", "clinically correlate for", "correlate for",
+    "worrisome for", "correlate clinically for", "clinically correlate for",
     "may be consistent with", "might be consistent with", "could be consistent with",
     "can be consistent with", "could be compatible with", "might be compatible with",
     "favor", "favors", "favoring", "favored", "favored as", "favored to be",
     "favored to represent", "suggestion of",
+    # post_negation_uncertainty.txt: "compatible with" under a form of "be" ("this appearance
+    # is compatible with pneumonia"; without the verb it is not a hedge there).
+    "is compatible with", "are compatible with", "be compatible with", "was compatible with",
+    "were compatible with",
+    # post_negation_uncertainty.txt: "{} <{dependency:/nmod:to/} {lemma:/secondary/}" makes
+    # whatever is "secondary to" uncertain ("blunting secondary to a small effusion").
+    "secondary to",
+    # post_negation_uncertainty.txt lines 67, 76, 82: "would" and "can" hedge too, under
+    # represent / reflect / indicate / include, "due to" and (would) "compatible with".
+    "would represent", "would reflect", "would indicate", "would include", "can reflect",
+    "can indicate", "can include", "would be due to", "can be due to",
+    "would be compatible with",
 )  # fmt: skip
 # Pre-negation uncertainty (CheXpert's patterns/pre_negation_uncertainty.txt): matched before
 # negation, so "no new consolidation" and "no evidence to rule out pneumonia" are uncertain.
+# "difficult to exclude X" is not one: with neither "cannot" nor a neg under "exclude", the
+# reference's negation.txt ("exclude XXX") negates X.
 PRE_XUNC = (
     "no new", "no new area of", "no new areas of", "no evidence to rule out",
     "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
-    "not exclude", "cannot be excluded", "cannot be entirely excluded", "to exclude",
-    "difficult to exclude", "difficult to completely exclude", "be difficult to exclude",
+    "not exclude", "cannot be excluded", "cannot be entirely excluded",
 )  # fmt: skip
 POST_UNC = (
     "cannot be excluded", "can not be excluded", "could not be excluded", "not excluded",
     "is not excluded", "are not excluded", "not entirely excluded", "not be excluded",
     "cannot be entirely excluded", "cannot be ruled out", "can not be ruled out",
     "not ruled out", "not be ruled out", "is possible", "are possible", "is suspected",
-    "are suspected", "is questioned", "is likely", "are likely", "is not entirely excluded",
-    "?", "versus", "vs", "vs.", "suspected", "possible", "questionable", "is questionable",
-    "may be present", "could be present", "not entirely clear", "is uncertain",
-    "of uncertain significance", "is equivocal", "would be difficult to exclude",
+    "are suspected", "is questioned", "is not entirely excluded",
+    "suspected", "possible", "questionable", "is questionable",
+    "may be present", "could be present", "would be difficult to exclude",
     "difficult to exclude", "not completely excluded", "or not", "would be a consideration",
     "be a consideration", "may not be", "may be in place", "might be in place",
     "is favored", "are favored", "another consideration", "is another consideration",
@@ -109,6 +142,16 @@ POST_UNC = (
     "not well demonstrated", "not well assessed", "not clearly seen", "not clearly visualized",
     "poorly evaluated", "poorly visualized", "poorly seen", "incompletely evaluated",
     "incompletely visualized", "obscured", "is obscured", "are obscured", "may be obscured",
+    # "XXX is not visualized" ({lemma:/evaluate|visualize/} > neg) and "XXX was not
+    # appreciated" are uncertain there, not negated ("not seen" is a negation)
+    "not visualized", "not visualised", "not appreciated",
+    # post_negation_uncertainty.txt: "XXX could appear", "XXX may have this appearance". (Its
+    # "XXX is less likely", line 38, never matches: it puts a lemma on an edge, and NegBio's
+    # edges carry only a dependency; so "less likely" is not a hedge here either.)
+    "could appear", "may appear",
+    "might appear", "can appear", "may have this appearance", "could have this appearance",
+    "might have this appearance", "may also have this appearance",
+    "could also have this appearance",
 )  # fmt: skip
 POST_XUNC = (
     "cannot be excluded", "can not be excluded", "could not be excluded", "not excluded",
@@ -134,17 +177,28 @@ TERMINATORS = (
     "seen ,", "identified ,", "noted ,", "demonstrated ,", "present ,", "visualized ,",
 )  # fmt: skip
 
+# "X versus Y" hedges its two conjuncts only (CheXpert: conj:versus), not every mention
+# near it: the nearest finding on each side, within the windows, in the clause.
+VERSUS = ("versus", "vs", "vs.", "verses")
 OR_GAP = 3  # at most this many tokens between two mentions joined by "or" ("or early")
+ATTRIBUTIVE_GAP = 4  # "possible <up to 4 words> effusion": the cue modifies what follows
 _OR_WORDS = frozenset({"or", "and/or", "/"})
 PRE_WINDOW = 12  # tokens from the end of a pre-cue to the start of its mention
 POST_WINDOW = 6  # tokens from the end of a mention to the start of its post-cue
+
+# Negations that reach only their own object, the words right after them up to a comma:
+# negation.txt's "history of XXX" (nmod:of), not "given a history of cancer, the nodules
+# are suspicious" (the nodules are not history).
+NARROW_NEG = ("history of", "a history of", "known history of", "prior history of",
+              "past history of")  # fmt: skip
+NARROW_WINDOW = 4  # tokens from the end of a narrow negation to the start of its mention
 
 PRE_UNC = tuple(p for p in PRE_UNC if p not in PRE_XUNC)
 POST_UNC = tuple(p for p in POST_UNC if p not in POST_XUNC)
 _KINDS = {"PRE_NEG": PRE_NEG, "POST_NEG": POST_NEG, "PRE_UNC": PRE_UNC, "POST_UNC": POST_UNC,
           "PRE_XUNC": PRE_XUNC, "POST_XUNC": POST_XUNC, "PSEUDO": PSEUDO,
-          "TERM": TERMINATORS}  # fmt: skip
-_PRE = ("PRE_NEG", "PRE_UNC", "PRE_XUNC")
+          "TERM": TERMINATORS, "VS": VERSUS, "PRE_NARROW": NARROW_NEG}  # fmt: skip
+_PRE = ("PRE_NEG", "PRE_UNC", "PRE_XUNC", "PRE_NARROW")
 _POST = ("POST_NEG", "POST_UNC", "POST_XUNC")
 _CLAUSE_END = frozenset({".", ";", "!", ":", "?", "..", "...", "....", ".;", ";.", "?."})
 
@@ -191,7 +245,16 @@ class AssertionTagger:
             if not taken.intersection(range(start, end)):
                 kept.append((start, end))
                 taken.update(range(start, end))
-        # One phrase may be several kinds ("versus" is PRE_UNC and POST_UNC).
+        # A kept post-cue ending in a shorter pre-cue still governs what follows: "would be
+        # difficult to exclude (POST) a pneumonia" holds "to exclude" (PRE, a negation as in
+        # CheXpert's negation.txt); the longest such pre-cue lends its kinds.
+        for start, end in kept:
+            if not kinds[(start, end)] & set(_PRE):
+                inner = [(s, ks & set(_PRE)) for (s, e), ks in kinds.items()
+                         if e == end and s > start and ks & set(_PRE)]  # fmt: skip
+                if inner:
+                    kinds[(start, end)] |= min(inner, key=lambda item: item[0])[1]
+        # One phrase may be several kinds ("absent" is PRE_NEG and POST_NEG).
         return [Cue(kind, s, e) for s, e in sorted(kept) for kind in sorted(kinds[(s, e)])]
 
     def clause_ids(self, doc: Doc, cues: list[Cue], breaks: set[int]) -> np.ndarray:
@@ -235,10 +298,15 @@ class AssertionTagger:
         joinable = [i for i in range(len(spans)) if alternatives is None or alternatives[i]]
         hedged = {joinable[i] for i in self._alternatives(doc, [spans[i] for i in joinable],
                                                           clause)}  # fmt: skip
+        hedged |= self._versus(cues, spans, joinable, clause)
+        findings = [spans[i] for i in joinable]
+        post = self._predicative(doc, pre, post, findings)
         results = []
         for index, (start, end) in enumerate(spans):
             before = [c for c in pre if c.end <= start and start - c.end <= PRE_WINDOW
-                      and clause[c.start] == clause[start]]  # fmt: skip
+                      and clause[c.start] == clause[start]
+                      and (c.kind != "PRE_NARROW"
+                           or self._narrow_reach(doc, c, start, findings))]  # fmt: skip
             after = [c for c in post if c.start >= end and c.start - end <= POST_WINDOW
                      and clause[c.start] == clause[end - 1]]  # fmt: skip
             # The cue nearest to the mention decides, on each side.
@@ -278,8 +346,59 @@ class AssertionTagger:
         return out
 
     @staticmethod
+    def _narrow_reach(doc: Doc, cue: Cue, start: int, findings: list[tuple[int, int]]) -> bool:
+        """Whether a narrow negation reaches a mention starting at token ``start``: close,
+        no punctuation and no other finding between."""
+        return (
+            start - cue.end <= NARROW_WINDOW
+            and not any(t.is_punct for t in doc[cue.end : start])
+            and not any(cue.end <= s and e <= start for s, e in findings)
+        )
+
+    @staticmethod
+    def _predicative(doc: Doc, pre: list[Cue], post: list[Cue],
+                     spans: list[tuple[int, int]]) -> list[Cue]:  # fmt: skip
+        """``post`` less the cues that also are pre-cues and stand before a finding.
+
+        "possible" / "questionable" / "suspected" / "resolved" before a finding modify
+        it ("cardiomegaly and possible small effusion"), not what came before them; only
+        a predicate ("pneumonia is possible", "effusion, possible") looks back.
+        """
+        dual = {(c.start, c.end) for c in pre}
+        out = []
+        for cue in post:
+            if (cue.start, cue.end) in dual and any(
+                0 <= start - cue.end <= ATTRIBUTIVE_GAP
+                and not any(t.is_punct for t in doc[cue.end : start])
+                for start, _ in spans
+            ):
+                continue
+            out.append(cue)
+        return out
+
+    @staticmethod
+    def _versus(cues: list[Cue], spans: list[tuple[int, int]], joinable: list[int],
+                clause) -> set[int]:  # fmt: skip
+        """Indices of the spans "versus" joins: the nearest joinable span on each side."""
+        out: set[int] = set()
+        for cue in (c for c in cues if c.kind == "VS"):
+            before = [i for i in joinable if spans[i][1] <= cue.start
+                      and cue.start - spans[i][1] <= POST_WINDOW
+                      and clause[spans[i][1] - 1] == clause[cue.start]]  # fmt: skip
+            after = [i for i in joinable if spans[i][0] >= cue.end
+                     and spans[i][0] - cue.end <= PRE_WINDOW
+                     and clause[spans[i][0]] == clause[cue.start]]  # fmt: skip
+            if before:
+                out.add(max(before, key=lambda i: spans[i][1]))
+            if after:
+                out.add(min(after, key=lambda i: spans[i][0]))
+        return out
+
+    @staticmethod
     def _pre_kind(cue: Cue, pre: list[Cue], clause: list[int]) -> str:
         """NEG, UNC or XUNC for a pre-cue; a plain hedge under an earlier negation is NEG."""
+        if cue.kind == "PRE_NARROW":
+            return "NEG"
         if cue.kind != "PRE_UNC":
             return cue.kind.removeprefix("PRE_")
         for other in pre:
