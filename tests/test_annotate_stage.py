@@ -184,6 +184,58 @@ def test_killed_run_resumes_from_finished_chunks(tiny_dataset, tmp_path, monkeyp
     assert art.stats["rows"] == 5 and art.stats["rows_processed_this_run"] == 3
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads Linux /proc")
+def test_workers_of_a_killed_annotate_do_not_outlive_it(tiny_dataset, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # Every worker holds its first chunk (never released) and says so with a file, so
+    # the parent is killed (SIGKILL, as the OOM killer does) while its workers are busy.
+    hook = tmp_path / "hold-hook"
+    hook.mkdir()
+    held = tmp_path / "held"
+    held.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, time\n"
+        "from cxrkit.stages import annotate\n"
+        "def _held(args):\n"
+        f"    open(os.path.join({str(held)!r}, str(os.getpid())), 'w').close()\n"
+        "    time.sleep(300)\n"
+        "annotate._process_chunk = _held\n"
+    )
+    code = (
+        "from cxrkit.stages.annotate import AnnotateConfig, run\n"
+        f"run(AnnotateConfig(dataset={str(tiny_dataset)!r}, out={str(tmp_path / 'ann')!r},"
+        " workers=2, contours=False))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(root)])}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    deadline = time.monotonic() + 120
+    while len(workers := [int(p.name) for p in held.iterdir()]) < 2:
+        assert time.monotonic() < deadline, "the annotate workers never started a chunk"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    def runs(pid: int) -> bool:  # alive, not a zombie no one reaped
+        try:
+            return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0] != b"Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 60
+    while running := [pid for pid in workers if runs(pid)]:
+        if time.monotonic() > deadline:
+            for pid in running:
+                os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"workers {running} outlived the killed annotate")
+        time.sleep(0.05)
+
+
 def test_cli_annotates_the_real_demo_dataset(demo_dataset, tmp_path):
     result = CliRunner().invoke(app, ["annotate", str(demo_dataset), "--out", str(tmp_path / "ann"),
                                       "--json"])  # fmt: skip

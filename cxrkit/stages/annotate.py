@@ -164,7 +164,9 @@ def _init_worker(cfg_dict: dict, dataset_path: str) -> None:
     import cxrkit.vision.contour  # noqa: F401  (import outside the timed contour loop)
     from cxrkit.config import from_dict
     from cxrkit.text.labeler import Labeler
+    from cxrkit.workers import exit_with_parent
 
+    exit_with_parent()  # a killed annotate must not leave its workers behind (no-op in-process)
     cfg = from_dict(AnnotateConfig, cfg_dict)
     if not cfg.scispacy_model:  # the model-free pipeline never uses thinc's torch layers
         from cxrkit.text.lean import import_spacy_without_torch
