@@ -415,3 +415,46 @@ def test_a_forged_physio_artifact_whose_files_disagree_is_an_artifact_error(phys
     _forge(physio_artifact)
     with pytest.raises(ArtifactError, match="unreadable ECG files"):  # never unpickled
         physio.load_ecgs(open_artifact(physio_artifact, kind="physio"))
+
+
+# ---------------------------------------------------------------- finding what was rejected
+def test_the_rejected_files_are_listed_with_real_paths_beside_not_inside_the_artifact(
+    tmp_path, salt_file
+):
+    import csv
+
+    folder = tmp_path / "in"
+    write_wfdb(folder, "good", patient="p1")
+    _truncate(write_wfdb(folder, "broken", patient="p1"))
+    table = serum_long_table(["p1", "p2"])
+    table.loc[table.patient_id == "p2", "time"] = "not a date"
+    table.to_csv(tmp_path / "labs.csv", index=False)
+    out = tmp_path / "physio"
+    result = cli("ingest-physio", "--ecg", folder, "--labs", tmp_path / "labs.csv",
+                 "--out", out, "--salt-file", salt_file)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    listing = tmp_path / "physio.rejects-local.csv"
+    assert str(listing) in "".join(result.output.split())  # rich may wrap a long path
+    assert listing.stat().st_mode & 0o777 == 0o600
+    with listing.open(newline="") as handle:
+        rows = {r["reason"]: r for r in csv.DictReader(handle)}
+    tokens = {r["path"] for r in _rejects(out)}
+    assert rows["truncated"]["path"] == str(folder / "broken.hea")
+    assert rows["no_time"]["path"].startswith(f"{tmp_path / 'labs.csv'}: patient_id p2, time ")
+    assert {r["token"] for r in rows.values()} == tokens
+    assert not any("rejects-local" in p.name for p in out.rglob("*"))
+
+
+def test_a_long_lab_row_with_an_empty_value_is_an_empty_panel_reject_not_dropped(
+    tmp_path, salt_file
+):
+    table = serum_long_table(["p1", "p2"])  # MIMIC's labevents leave valuenum empty
+    table["value"] = table["value"].astype(object)
+    table.loc[table.patient_id == "p2", "value"] = None
+    labs = tmp_path / "labs.csv"
+    table.to_csv(labs, index=False)
+    out = tmp_path / "physio"
+    result = cli("ingest-physio", "--labs", labs, "--out", out, "--salt-file", salt_file)
+    assert result.exit_code == 0, result.output
+    assert [r["reason"] for r in _rejects(out)] == ["empty_panel"]
+    assert len(pq.read_table(out / "labs.parquet")) == 1

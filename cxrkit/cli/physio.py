@@ -17,7 +17,9 @@ from cxrkit.cli.common import (
     Preset,
     Sets,
     app,
+    err,
     guarded,
+    is_quiet,
     run_stage,
 )
 
@@ -62,6 +64,7 @@ def ingest_physio_command(
     Patient ids and times are pseudonymised with the salt of `cxrkit ingest`; input
     paths reach the artifact only as salted tokens unless --keep-paths.
     """
+    from cxrkit.io.local_rejects import local_rejects_path
     from cxrkit.stages import physio
 
     flags = {
@@ -73,7 +76,7 @@ def ingest_physio_command(
         "salt_file": str(salt_file) if salt_file else None,
         "keep_paths": keep_paths or None,
     }
-    run_stage(
+    artifact = run_stage(
         "ingest-physio",
         physio.PhysioConfig,
         physio.run,
@@ -85,3 +88,11 @@ def ingest_physio_command(
         as_json=as_json,
         force=force,
     )
+    listing = local_rejects_path(artifact.path) if artifact is not None else None
+    shown = listing is not None and listing.is_file() and not is_quiet()
+    if shown and artifact.stats.get("rejects"):
+        err.print(
+            f"{artifact.stats['rejects']} rejects with their real paths: {listing} "
+            "(local only, mode 0600; not part of the artifact, do not share)",
+            markup=False,
+        )

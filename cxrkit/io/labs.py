@@ -80,9 +80,14 @@ def to_wide(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, dict[str, s
                 raise InputError(f"{source}: test {test!r} is given in several units {kinds}")
             units[str(test)] = kinds[0]
         long = table.assign(value=values, patient_id=table["patient_id"].astype(str))
-        wide = long.pivot_table(
-            index=["patient_id", "time"], columns="test", values="value", aggfunc="mean"
-        ).reset_index()
+        # groupby, not pivot_table: a panel whose values are all empty (labevents leave
+        # valuenum empty) stays a row, so the stage rejects it as empty_panel
+        wide = (
+            long.groupby(["patient_id", "time", "test"], sort=True)["value"]
+            .mean()
+            .unstack("test")
+            .reset_index()
+        )
         wide.columns = [str(c) for c in wide.columns]
     else:
         wide = table.copy()

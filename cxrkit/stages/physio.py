@@ -41,6 +41,7 @@ from cxrkit.errors import ConfigError, InputError, Reject
 from cxrkit.io import ecg as ecg_io
 from cxrkit.io import labs as labs_io
 from cxrkit.io.deid import Pseudonymizer, load_or_create_salt
+from cxrkit.io.local_rejects import write_local_rejects
 from cxrkit.io.physio_files import ECG_ARRAY, ECG_INDEX, LABS_INFO, LABS_TABLE
 from cxrkit.io.rows import printable_path
 from cxrkit.io.schema import REJECTS_SCHEMA
@@ -242,8 +243,9 @@ def run(cfg: PhysioConfig, force: bool = False) -> Artifact:
         return done
     work = writer.begin()
     rejects: list[dict[str, str]] = []
-    ecg_stats = _ingest_ecgs(cfg, pseudo, files, _read_map(cfg.ecg_map), work, rejects)
-    lab_stats = _ingest_labs(cfg, pseudo, dataset, work, rejects)
+    local: dict[str, str] = {}  # rejects' path token -> what the user can find (local listing)
+    ecg_stats = _ingest_ecgs(cfg, pseudo, files, _read_map(cfg.ecg_map), work, rejects, local)
+    lab_stats = _ingest_labs(cfg, pseudo, dataset, work, rejects, local)
     pq.write_table(pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA), work / REJECTS)
     by_reason: dict[str, int] = {}
     for row in rejects:
@@ -256,7 +258,9 @@ def run(cfg: PhysioConfig, force: bool = False) -> Artifact:
             "samples": int(round(cfg.ecg_settings.rate * cfg.ecg_settings.seconds)),
         },
     }
-    return writer.publish(schema=schema, stats=stats)
+    artifact = writer.publish(schema=schema, stats=stats)
+    write_local_rejects(artifact, None, None, local)
+    return artifact
 
 
 def _ingest_ecgs(
@@ -266,12 +270,14 @@ def _ingest_ecgs(
     mapping: dict[str, dict[str, Any]],
     work: Path,
     rejects: list[dict[str, str]],
+    local: dict[str, str],
 ) -> dict[str, Any]:
     settings = ecg_io.ECGSettings(**to_dict(cfg.ecg_settings))
     window = max(settings.seconds, settings.min_seconds)
     signals, rows = [], []
     for path in files:
         shown = printable_path(str(path)) if cfg.keep_paths else pseudo.path_token(path.resolve())
+        local[shown] = str(path)
         try:
             raw = ecg_io.read_ecg(path, max_seconds=window)
         except Reject as rej:
@@ -335,6 +341,7 @@ def _ingest_labs(
     dataset: Artifact | None,
     work: Path,
     rejects: list[dict[str, str]],
+    local: dict[str, str],
 ) -> dict[str, Any]:
     schema = pa.schema(
         [
@@ -359,6 +366,7 @@ def _ingest_labs(
         when = _parse_time(row["time"])
         token = f"{cfg.labs}#{index}"
         token = printable_path(token) if cfg.keep_paths else pseudo.path_token(token)
+        local[token] = f"{cfg.labs}: patient_id {row['patient_id']}, time {row['time']}"
         if not patient:
             rejects.append({"path": token, "reason": "no_patient", "detail": "no patient id"})
             continue
