@@ -458,3 +458,37 @@ def test_a_long_lab_row_with_an_empty_value_is_an_empty_panel_reject_not_dropped
     assert result.exit_code == 0, result.output
     assert [r["reason"] for r in _rejects(out)] == ["empty_panel"]
     assert len(pq.read_table(out / "labs.parquet")) == 1
+
+
+def test_an_ecg_map_naming_records_without_hea_as_record_lists_do_matches_them(tmp_path, salt_file):
+    record = write_wfdb(tmp_path / "files" / "p1000" / "p10000032" / "s40689238", "40689238")
+    ecg_map = tmp_path / "record_list.csv"  # MIMIC-IV-ECG names a record without extension
+    pd.DataFrame({"path": [str(record)], "patient_id": [10000032]}).to_csv(ecg_map, index=False)
+    out = tmp_path / "physio"
+    result = cli("ingest-physio", "--ecg", tmp_path / "files", "--ecg-map", ecg_map,
+                 "--out", out, "--salt-file", salt_file)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _rejects(out) == []
+    rows = pq.read_table(out / "ecg.parquet").to_pylist()
+    assert [r["patient_id"] for r in rows] == [Pseudonymizer(SALT).pseudonym("patient", "10000032")]
+
+
+def test_numeric_patient_ids_with_an_empty_cell_keep_their_text_not_a_float(tmp_path, salt_file):
+    records = [write_wfdb(tmp_path / "in", name) for name in ("a", "b")]
+    ecg_map = tmp_path / "map.csv"  # pandas reads 10000032 beside an empty cell as 10000032.0
+    ecg_map.write_text(f"path,patient_id\n{records[0]}.hea,10000032\n{records[1]}.hea,\n")
+    table = serum_long_table(["10000032", "10000033"])
+    table["patient_id"] = table["patient_id"].astype(object)
+    table.loc[table.index[-1], "patient_id"] = None
+    table.to_csv(tmp_path / "labs.csv", index=False)
+    out = tmp_path / "physio"
+    result = cli("ingest-physio", "--ecg", tmp_path / "in", "--ecg-map", ecg_map,
+                 "--labs", tmp_path / "labs.csv", "--out", out, "--salt-file", salt_file)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    pseudonym = Pseudonymizer(SALT).pseudonym
+    ecgs = pq.read_table(out / "ecg.parquet").to_pylist()
+    labs = pq.read_table(out / "labs.parquet").to_pylist()
+    assert [r["patient_id"] for r in ecgs] == [pseudonym("patient", "10000032")]
+    assert sorted(r["patient_id"] for r in labs) == sorted(
+        pseudonym("patient", p) for p in ("10000032", "10000033")
+    )

@@ -26,6 +26,7 @@ LONG_COLUMNS = ("patient_id", "time", "test", "value", "unit")
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV or Parquet file.
 
+    ``patient_id`` and ``path`` are read as text (``10000032``, never ``10000032.0``).
     Raises InputError naming the file when it cannot be read or when two columns
     share a name (pandas would rename one ``value.1`` and silently use the other).
     """
@@ -37,7 +38,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
             table = pd.read_parquet(path)
             names = [str(c) for c in table.columns]
         else:
-            table = pd.read_csv(path)
+            # ids as text: pandas reads 10000032 beside an empty cell as 10000032.0
+            table = pd.read_csv(path, dtype={"patient_id": str, "path": str})
             with open(path, newline="", encoding="utf-8-sig") as handle:
                 names = next(csv.reader(handle), [])
     except Exception as exc:
@@ -46,6 +48,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise InputError(f"{path}: columns {twice} appear more than once; keep one of each")
+    if "patient_id" in table.columns and pd.api.types.is_float_dtype(table["patient_id"]):
+        ids = table["patient_id"]
+        if (ids.dropna() % 1 == 0).all():  # a Parquet int column with nulls became float
+            table = table.assign(patient_id=ids.astype("Int64").astype(object))
     return table
 
 

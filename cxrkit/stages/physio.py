@@ -133,6 +133,8 @@ def _read_map(path: str | None) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for line, row in enumerate(table.to_dict("records"), start=2):
         key = str(Path(os.path.expanduser(str(row["path"]))).resolve())
+        if not key.lower().endswith(ECG_SUFFIXES) and os.path.isfile(key + ".hea"):
+            key += ".hea"  # a WFDB record named as record lists do, without extension
         if key in out:  # which line is right cannot be known: the file is rejected
             out[key] = {"duplicate_of": out[key].get("duplicate_of") or out[key]["line"]}
             out[key]["line"] = line
