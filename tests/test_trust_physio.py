@@ -492,3 +492,16 @@ def test_numeric_patient_ids_with_an_empty_cell_keep_their_text_not_a_float(tmp_
     assert sorted(r["patient_id"] for r in labs) == sorted(
         pseudonym("patient", p) for p in ("10000032", "10000033")
     )
+
+
+def test_an_out_path_with_brackets_is_printed_as_text_on_stdout_and_in_the_summary(
+    tmp_path, salt_file
+):
+    labs = tmp_path / "labs.csv"
+    serum_long_table(["p1", "p2"]).to_csv(labs, index=False)
+    for name in ("run[/x]", "run[bold]1"):  # rich read these as markup: a crash, a lost word
+        out = tmp_path / name
+        result = cli("ingest-physio", "--labs", labs, "--out", out, "--salt-file", salt_file)
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[-1] == str(out)
+        assert f"physio {out}" in result.output

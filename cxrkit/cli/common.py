@@ -279,11 +279,12 @@ def print_stats_table(title: str, stats: dict, console: Console = err) -> None:
     """One two-column table of an artifact's stats (nested counts shown inline)."""
     if not stats or is_quiet():
         return
-    table = Table(title=title, show_header=False, title_justify="left")
+    # escaped: titles and cells hold paths and values, text rather than rich markup
+    table = Table(title=escape(title), show_header=False, title_justify="left")
     table.add_column("stat", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in stats.items():
-        table.add_row(str(key).replace("_", " "), _fmt(value))
+        table.add_row(escape(str(key).replace("_", " ")), escape(_fmt(value)))
     console.print(table)
 
 
@@ -293,7 +294,7 @@ def report_artifact(artifact: Any, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(artifact.manifest, default=str))
     else:
-        out.print(str(artifact.path))
+        out.print(str(artifact.path), markup=False)
 
 
 def run_stage(
