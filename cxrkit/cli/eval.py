@@ -264,4 +264,4 @@ def evaluate_command(
     if as_json:
         out.print_json(json.dumps(metrics))
     else:
-        out.print(str(artifact.path))
+        out.print(str(artifact.path), markup=False)

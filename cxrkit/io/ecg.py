@@ -18,8 +18,8 @@ names in the record's folder, regular files), and that each signal file holds
 the samples its header claims; they read at most ``max_seconds`` (+ a margin),
 so neither a lying header nor a 24-hour recording makes them allocate more than
 one window. A file they cannot use raises :class:`~cxrkit.errors.Reject` with a
-reason (``missing_file``, ``not_a_file``, ``symlink_loop``, ``bad_header``,
-``bad_rate``, ``too_many_channels``, ``bad_format``, ``bad_signal_file``,
+reason (``missing_file``, ``not_a_file``, ``symlink_loop``, ``unreadable_file``,
+``bad_header``, ``bad_rate``, ``too_many_channels``, ``bad_format``, ``bad_signal_file``,
 ``truncated``, ``no_waveform``, ``too_large``, ``unreadable``) and a detail that never holds
 the file's path or name (paths carry patient names in real archives).
 """
