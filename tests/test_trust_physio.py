@@ -505,3 +505,21 @@ def test_an_out_path_with_brackets_is_printed_as_text_on_stdout_and_in_the_summa
         assert result.exit_code == 0, result.output
         assert result.output.splitlines()[-1] == str(out)
         assert f"physio {out}" in result.output
+
+
+def test_a_row_without_value_or_unit_does_not_make_its_test_one_of_several_units(
+    tmp_path, salt_file
+):
+    table = serum_long_table(["p1", "p2"])  # labevents leave valueuom empty where valuenum is
+    table["value"] = table["value"].astype(object)
+    table["unit"] = table["unit"].astype(object)
+    last = table.index[-1]
+    table.loc[last, ["value", "unit"]] = None
+    labs = tmp_path / "labs.csv"
+    table.to_csv(labs, index=False)
+    out = tmp_path / "physio"
+    result = cli("ingest-physio", "--labs", labs, "--out", out, "--salt-file", salt_file)
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "labs.json").read_text())
+    assert info["units"] == dict(zip(table["test"], serum_long_table(["p1"])["unit"], strict=False))
+    assert len(pq.read_table(out / "labs.parquet")) == 2

@@ -81,10 +81,13 @@ def to_wide(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, dict[str, s
         if bad:
             raise InputError(f"{source}: non-numeric or infinite lab values {bad}")
         for test, group in table.groupby("test"):
-            kinds = sorted(set(group["unit"].astype(str)))
+            # an empty unit cell is no unit given, not another unit (labevents leave
+            # valueuom empty beside an empty valuenum)
+            given = group["unit"].dropna().astype(str).str.strip()
+            kinds = sorted(set(given[given != ""]))
             if len(kinds) > 1:
                 raise InputError(f"{source}: test {test!r} is given in several units {kinds}")
-            units[str(test)] = kinds[0]
+            units[str(test)] = kinds[0] if kinds else ""
         long = table.assign(value=values, patient_id=table["patient_id"].astype(str))
         # groupby, not pivot_table: a panel whose values are all empty (labevents leave
         # valuenum empty) stays a row, so the stage rejects it as empty_panel
