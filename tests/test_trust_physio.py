@@ -71,6 +71,7 @@ HOSTILE_WFDB = {
     "empty .dat": (lambda r: r.with_suffix(".dat").write_bytes(b""), "truncated"),
     "empty header": (lambda r: r.with_suffix(".hea").write_bytes(b""), "bad_header"),
     "10^6 channels": (lambda r: _edit_header(r, "rec 12 ", "rec 1000000 "), "too_many_channels"),
+    "0 channels": (lambda r: _edit_header(r, "rec 12 ", "rec 0 "), "bad_header"),
     "fmt 999": (lambda r: _edit_header(r, "rec.dat 16 ", "rec.dat 999 "), "bad_format"),
     "0 Hz": (lambda r: _edit_header(r, "rec 12 1000 ", "rec 12 0 "), "bad_rate"),
     # wfdb itself reads an unparsable rate as its default of 250 Hz

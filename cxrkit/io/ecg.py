@@ -143,7 +143,11 @@ def _stated_rate(header_file: Path, parsed: float) -> object:
 
 
 def _check_channels(count: object) -> int:
-    if not isinstance(count, int | np.integer) or not 1 <= int(count) <= MAX_CHANNELS:
+    """The channel count. Raises Reject: ``bad_header`` when there is none or it is below
+    1 (not "too many"), ``too_many_channels`` above MAX_CHANNELS."""
+    if not isinstance(count, int | np.integer) or int(count) < 1:
+        raise Reject("bad_header", f"header claims {str(count)[:20]} channels")
+    if int(count) > MAX_CHANNELS:
         raise Reject(
             "too_many_channels", f"header claims {count} channels (1-{MAX_CHANNELS} allowed)"
         )
