@@ -76,6 +76,20 @@ def test_verify_passes_an_intact_artifact_and_fails_a_tampered_one(demo_dataset,
     assert "rejects.parquet" in bad.output
 
 
+def test_verify_prints_paths_with_brackets_as_text(demo_dataset, tmp_path):
+    import shutil
+
+    # "[bold]" would vanish as markup and "[/x]" would raise MarkupError (exit 1)
+    copy = tmp_path / "run[bold]1[/x]"
+    shutil.copytree(demo_dataset, copy)
+    ok = runner.invoke(app, ["verify", str(copy)])
+    assert ok.exit_code == 0 and ok.stdout == f"OK {copy}\n"
+    (copy / "rejects.parquet").write_bytes(b"tampered")
+    bad = runner.invoke(app, ["verify", str(copy)])
+    assert bad.exit_code == 4, bad.output
+    assert f"FAIL {copy}: " in bad.output and "rejects.parquet" in bad.output
+
+
 def test_show_json_includes_lineage(demo_dataset):
     result = runner.invoke(app, ["show", str(demo_dataset), "--json"])
     assert result.exit_code == 0

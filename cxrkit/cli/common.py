@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cxrkit import __version__
 from cxrkit.errors import EXIT_CODES, CxrkitError, Interrupted, OutputError
@@ -36,8 +37,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# markup off by default: what cxrkit prints holds paths, report text and values ("[inf]",
+# a folder "run[1]") that rich would read as markup; styled lines opt in and escape.
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out = Console(highlight=False, soft_wrap=True, markup=False)
 log = logging.getLogger("cxrkit")
 LOG_WIDTH = 160  # columns for tables written to a log file (not a terminal): never wrapped
 _state = {"quiet": False}
@@ -213,7 +216,7 @@ def guarded(func: Callable) -> Callable:
             if reason is None:
                 raise
             err.print(
-                f"[bold red]error:[/] {reason} while writing; nothing was published "
+                f"[bold red]error:[/] {escape(reason)} while writing; nothing was published "
                 "(partial work stays in the OUT.tmp-* folder for a re-run)",
                 markup=True,
             )
@@ -279,12 +282,12 @@ def print_stats_table(title: str, stats: dict, console: Console = err) -> None:
     """One two-column table of an artifact's stats (nested counts shown inline)."""
     if not stats or is_quiet():
         return
-    # escaped: titles and cells hold paths and values, text rather than rich markup
-    table = Table(title=escape(title), show_header=False, title_justify="left")
+    # Text, not str: titles and cells hold paths and values, never rich markup
+    table = Table(title=Text(title), show_header=False, title_justify="left")
     table.add_column("stat", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in stats.items():
-        table.add_row(escape(str(key).replace("_", " ")), escape(_fmt(value)))
+        table.add_row(Text(str(key).replace("_", " ")), Text(_fmt(value)))
     console.print(table)
 
 

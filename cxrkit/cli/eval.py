@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cxrkit.cli.common import (
@@ -155,15 +156,17 @@ def render(metrics: dict, path: Path) -> None:
     if err.is_terminal:
         err.print(table)
     else:  # a log file: as wide as the table needs, up to LOG_WIDTH, never wrapped
-        Console(file=err.file, width=max(err.width, LOG_WIDTH), highlight=False).print(table)
+        Console(
+            file=err.file, width=max(err.width, LOG_WIDTH), highlight=False, markup=False
+        ).print(table)
     for line in notes:
         err.print(f"note {line}")
     for line in skipped:
-        err.print(f"[yellow]skipped[/] {line}", markup=True)
+        err.print(f"[yellow]skipped[/] {escape(line)}", markup=True)
     for note in metrics.get("warnings", []):
-        err.print(f"[yellow]warning[/] {note}", markup=True)
+        err.print(f"[yellow]warning[/] {escape(note)}", markup=True)
     if (hint := small_data_hint(metrics)) is not None:
-        err.print(f"[bold]hint[/] {hint}", markup=True)
+        err.print(f"[bold]hint[/] {escape(hint)}", markup=True)
     if metrics.get("plots"):
         err.print("plots: " + ", ".join(str(path / p) for p in metrics["plots"]))
 
