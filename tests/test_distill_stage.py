@@ -96,6 +96,31 @@ def test_physio_of_the_demo_joins_the_dataset_patients(physio_artifact):
     assert stats["ecgs"] == 13 and stats["lab_panels"] == 12 and stats["rejects"] == 0
 
 
+def test_physiology_sharing_no_patient_with_the_images_is_warned_about(
+    demo_inputs, demo_dataset, salt_file, tmp_path, caplog
+):
+    from cxrkit.stages import pairs
+
+    with open(demo_inputs) as handle:
+        patients = [r["patient_id"] for r in csv.DictReader(handle) if r["patient_id"]]
+    # The ids as another table writes them (MIMIC-IV: 10000032 for folder p10000032).
+    files = build_demo_physio(tmp_path / "raw", [f"x{p}" for p in patients])
+    cfg = physio.PhysioConfig(
+        out=str(tmp_path / "physio"),
+        ecg=[str(files["ecg"])],
+        ecg_map=str(files["ecg_map"]),
+        labs=str(files["labs"]),
+        salt_file=str(salt_file),
+    )
+    made = physio.run(cfg)
+    with caplog.at_level("WARNING", logger="cxrkit.stages.pairs"):
+        paired = pairs.run(demo_dataset, made.path, tmp_path / "pairs", pairs.PairsConfig())
+    assert paired.stats["coverage"]["none"] == paired.stats["coverage"]["images"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "cxrkit.stages.pairs"]
+    assert len(warned) == 1 and "every image is unpaired" in warned[0]
+    assert "p10000032" in warned[0] and "--salt-file" in warned[0]
+
+
 def test_pairs_cover_the_patients_with_physiology(distilled):
     cfg, _ = distilled
     pairs = distill.work_dir(cfg) / "pairs"

@@ -88,6 +88,7 @@ def run(
         images.extend(pq.read_table(shard, columns=columns).to_pylist())
     ecgs = _records(pq.read_table(physio.path / ECG_INDEX).to_pylist(), "ecg_id")
     labs = _records(pq.read_table(physio.path / LABS_TABLE).to_pylist(), "lab_id")
+    _warn_if_no_patient_is_shared(images, ecgs, labs, dataset.path, physio.path)
     rows = pairing.pair_images(
         images, ecgs, labs, cfg.ecg_window_hours, cfg.lab_window_hours, cfg.undated
     )
@@ -97,6 +98,32 @@ def run(
     train = [r for r in rows if r["split"] == "train"]
     stats["coverage_train"] = pairing.coverage(train)
     return writer.publish(schema={"columns": PAIRS_SCHEMA.names}, stats=stats)
+
+
+def _warn_if_no_patient_is_shared(
+    images: list[dict[str, Any]],
+    ecgs: list[pairing.Record],
+    labs: list[pairing.Record],
+    dataset_path: Path,
+    physio_path: Path,
+) -> None:
+    """Log a warning when the physio artifact has records but none of its patients has
+    an image: every image would go unpaired, almost always from ids written differently
+    (MIMIC-CXR folders key patients as ``p10000032``, MIMIC-IV tables as ``10000032``)
+    or from another salt."""
+    physio_patients = {r.patient_id for r in ecgs} | {r.patient_id for r in labs}
+    if not physio_patients or not images:
+        return
+    if physio_patients.isdisjoint(r["patient_id"] for r in images):
+        log.warning(
+            "no patient of %s (%d) has an image in %s: every image is unpaired. Patient "
+            "ids must be written as ingest keys them (a MIMIC-CXR layout keys p10000032, "
+            "so write subject_id 10000032 as p10000032 in --ecg-map and the lab table), "
+            "and ingest-physio needs ingest's --salt-file",
+            physio_path,
+            len(physio_patients),
+            dataset_path,
+        )
 
 
 def _records(rows: list[dict[str, Any]], key: str) -> list[pairing.Record]:
