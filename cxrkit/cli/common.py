@@ -297,7 +297,7 @@ def report_artifact(artifact: Any, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(artifact.manifest, default=str))
     else:
-        out.print(str(artifact.path), markup=False)
+        out.print(str(artifact.path))
 
 
 def run_stage(

@@ -58,4 +58,4 @@ def demo_command(
     err.print(table)
     if any(row["stage"] == "distill" for row in summary):
         err.print("distill: SYNTHETIC pairs (real ECG/labs assigned to demo patients)")
-    out.print(str(out_dir), markup=False)
+    out.print(str(out_dir))

@@ -202,4 +202,4 @@ def _write_slurm(distill, flags, preset, config, sets, force, job, submit: bool)
 
         out.print(sbatch_submit(files.script))
     else:
-        out.print(str(files.script), markup=False)
+        out.print(str(files.script))

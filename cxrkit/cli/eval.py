@@ -267,4 +267,4 @@ def evaluate_command(
     if as_json:
         out.print_json(json.dumps(metrics))
     else:
-        out.print(str(artifact.path), markup=False)
+        out.print(str(artifact.path))

@@ -79,4 +79,4 @@ def label_command(
     err.print(f"labelled {stats['rows']} reports ({stats['reports_per_s']:.0f}/s); "
               f"positives: {positives}")  # fmt: skip
     if not to_stdout:
-        out.print(str(out_csv), markup=False)
+        out.print(str(out_csv))

@@ -93,6 +93,5 @@ def ingest_physio_command(
     if shown and artifact.stats.get("rejects"):
         err.print(
             f"{artifact.stats['rejects']} rejects with their real paths: {listing} "
-            "(local only, mode 0600; not part of the artifact, do not share)",
-            markup=False,
+            "(local only, mode 0600; not part of the artifact, do not share)"
         )

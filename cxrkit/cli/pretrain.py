@@ -217,4 +217,4 @@ def _write_slurm(
         err.print(f"submitted job {job_id}")
         out.print(job_id)
     else:
-        out.print(str(files.script), markup=False)
+        out.print(str(files.script))
