@@ -120,10 +120,17 @@ def _check_rate(rate: object) -> float:
         value = float(rate)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise Reject("bad_rate", f"sampling rate {str(rate)[:20]!r} is not a number") from None
-    low, high = RATE_RANGE_HZ
-    if not (math.isfinite(value) and low <= value <= high):
-        raise Reject("bad_rate", f"sampling rate {value:g} Hz outside {low:g}-{high:g} Hz")
+    if (problem := _rate_outside(value)) is not None:
+        raise Reject("bad_rate", problem)
     return value
+
+
+def _rate_outside(rate: float) -> str | None:
+    """Why ``rate`` (Hz) is outside RATE_RANGE_HZ, or None when it is inside."""
+    low, high = RATE_RANGE_HZ
+    if math.isfinite(rate) and low <= rate <= high:
+        return None
+    return f"sampling rate {rate:g} Hz outside {low:g}-{high:g} Hz"
 
 
 def _stated_rate(header_file: Path, parsed: float) -> object:
@@ -391,9 +398,8 @@ def quality_problem(raw: RawECG, settings: ECGSettings) -> tuple[str, str] | Non
     """``(reason, detail)`` when a record cannot be used, else None."""
     if not raw.units_ok:
         return "unknown_units", "a channel's units have no conversion to mV"
-    low, high = RATE_RANGE_HZ
-    if not (math.isfinite(raw.rate) and low <= raw.rate <= high):
-        return "bad_rate", f"sampling rate {raw.rate:g} Hz outside {low:g}-{high:g} Hz"
+    if (problem := _rate_outside(raw.rate)) is not None:
+        return "bad_rate", problem
     present = [i for i, lead in enumerate(raw.leads) if lead is not None]
     if not present:
         return "no_known_leads", f"channels {raw.leads!r} are none of the 12 leads"
