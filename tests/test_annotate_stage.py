@@ -192,6 +192,8 @@ def test_workers_of_a_killed_annotate_do_not_outlive_it(tiny_dataset, tmp_path):
     import sys
     import time
 
+    from cxrkit.artifacts.owners import pid_alive
+
     # Every worker holds its first chunk (never released) and says so with a file, so
     # the parent is killed (SIGKILL, as the OOM killer does) while its workers are busy.
     hook = tmp_path / "hold-hook"
@@ -221,14 +223,8 @@ def test_workers_of_a_killed_annotate_do_not_outlive_it(tiny_dataset, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
-    def runs(pid: int) -> bool:  # alive, not a zombie no one reaped
-        try:
-            return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0] != b"Z"
-        except OSError:
-            return False
-
     deadline = time.monotonic() + 60
-    while running := [pid for pid in workers if runs(pid)]:
+    while running := [pid for pid in workers if pid_alive(pid)]:
         if time.monotonic() > deadline:
             for pid in running:
                 os.kill(pid, signal.SIGKILL)

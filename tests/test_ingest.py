@@ -19,6 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxrkit.artifacts import open_artifact, verify
+from cxrkit.artifacts.owners import pid_alive
 from cxrkit.errors import CxrkitError
 from cxrkit.io.dataset import dataset_shards
 from cxrkit.stages.ingest import IngestConfig, merge, run
@@ -269,14 +270,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _runs(pid: int) -> bool:
-    """Whether ``pid`` is a live process (not gone, not a zombie no one reaped)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[0] != b"Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads Linux /proc")
 def test_killed_ingest_resumes_to_the_same_artifact(slow_images, tmp_path, salt_file):
     reference = run(_cfg(slow_images, tmp_path / "ref", salt_file))
@@ -316,7 +309,7 @@ def test_killed_ingest_resumes_to_the_same_artifact(slow_images, tmp_path, salt_
     assert not out.exists()
     # Its decode workers do not outlive it (they held their memory, waiting forever).
     deadline = time.monotonic() + 60
-    while running := [pid for pid in workers if _runs(pid)]:
+    while running := [pid for pid in workers if pid_alive(pid)]:
         assert time.monotonic() < deadline, f"workers {running} outlived the killed ingest"
         time.sleep(0.05)
     resumed = run(_cfg(slow_images, out, salt_file))
