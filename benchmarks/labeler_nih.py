@@ -46,6 +46,25 @@ after looking at results; a mistake found later is said here, not silently fixed
   error is the references disagreeing. The approximate Lung Opacity row is printed too.
 - Published NegBio / ChestX-ray8 figures on this gold standard are not in the NegBio
   repository; none are quoted here.
+
+Found after the first run (2026-11-30; the mapping above is unchanged, no mistake in it
+was found): the gold standard is not an independent reading of the report texts. On
+the reports both references score, its positives are a subset of the MeSH reference's
+(strict) for every class but Lung Lesion and Pleural Effusion, and identical (kappa
+1.000, both halves) for Atelectasis, Consolidation, Pneumonia and Pneumothorax: it is
+the same OpenI MeSH indexing, mapped by head term. Its differences from ``labeler.py``'s
+mapping, seen on dev-half reports, follow the MeSH head literally: a "Nodule" term at
+any site, calcified or not, is a Nodule (uid 406 "calcified right hilar nodules
+consistent with chronic granulomatous disease", 820 a calcified granuloma projecting
+over the heart, 1022); "Pericardial Effusion" counts as Effusion (uids 1666 and 2570,
+whose texts say "No pleural effusion" / no "large pleural effusion"); Cardiomegaly only
+from the "Cardiomegaly" term (uid 3116, "The cardiac silhouette is enlarged": 0), and
+including "Cardiomegaly/borderline"; Edema only from "Pulmonary Edema" (uid 88, "mild
+congestive heart failure": 0); normal only from the "normal" term (device-only reports
+such as uid 392, "Lungs are clear ... No acute cardiopulmonary disease", are 0). So the
+agreement table measures this project's mapping choices, not the MeSH indexers, and
+the scores here share the indexers' errors and conventions (e.g. "atelectasis or
+infiltrate" indexed as atelectasis present, where the labeler says uncertain).
 """
 
 from __future__ import annotations
@@ -189,9 +208,9 @@ def read_reports(gold: dict[int, dict[str, int]]) -> tuple[list[dict], dict]:
 
 def print_scores(title: str, rows: dict[str, dict]) -> None:
     print(f"\n{title}")
-    print(f"{'class':<30} {'P':>6} {'R':>6} {'F1':>6} {'n+':>5}")
+    print(f"{'class':<38} {'P':>6} {'R':>6} {'F1':>6} {'n+':>5}")
     for name, m in rows.items():
-        print(f"{name:<30} {m['precision']:6.3f} {m['recall']:6.3f} {m['f1']:6.3f} "
+        print(f"{name:<38} {m['precision']:6.3f} {m['recall']:6.3f} {m['f1']:6.3f} "
               f"{m['support']:5d}")  # fmt: skip
 
 
@@ -253,7 +272,9 @@ def main() -> None:
     labels = np.array([lab for lab, _ in labeler.label([r["text"] for r in reports])],
                       dtype=np.float32)  # fmt: skip
     if args.errors or args.disagreements:
-        name, what = (args.errors, "errors") if args.errors else (args.disagreements, "dis")
+        name, what = (
+            (args.errors, "errors") if args.errors else (args.disagreements, "disagreements")
+        )
         print_dev_cases(reports, gold, labels, name, what)
         return
     summary: dict = {"coverage": coverage}
