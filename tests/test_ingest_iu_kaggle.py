@@ -82,7 +82,7 @@ def test_kaggle_and_openi_store_the_same_report_under_the_same_ids(tmp_path, sal
 
 
 def test_an_image_whose_uid_has_no_report_row_is_kept_without_a_report(
-    tmp_path, salt_file, reports
+    tmp_path, salt_file, reports, caplog
 ):
     folder = iu.kaggle_tree(tmp_path, reports)
     table = tmp_path / "indiana_reports.csv"
@@ -95,6 +95,7 @@ def test_an_image_whose_uid_has_no_report_row_is_kept_without_a_report(
     bare = [r for r in rows if r["report_source"] == "none"]
     assert len({r["patient_id"] for r in bare}) == 1 and bare[0]["report_text"] is None
     assert sorted(r["view"] for r in bare) == ["FRONTAL", "LATERAL"]
+    assert "2 IU image(s) have no report in indiana_projections.csv" in caplog.text
 
 
 def test_an_image_missing_from_the_projections_takes_its_uid_from_its_name(
@@ -210,3 +211,12 @@ def test_a_report_row_without_text_gives_no_report_and_a_repeated_row_is_one(tmp
     kept = tables.for_image(tmp_path / "2_IM-0652-1001.dcm.png").report
     assert kept.text == "FINDINGS: Clear lungs.\n\nIMPRESSION: Normal."
     assert tables.for_image(tmp_path / "scan_0001.png") is None
+
+
+def test_a_mimic_table_row_with_an_extra_field_is_refused_with_its_line(tmp_path):
+    from cxrkit.io.tables import DatasetTables
+
+    path = tmp_path / "mimic-cxr-2.0.0-metadata.csv"
+    path.write_text("dicom_id,ViewPosition\nabc,PA\ndef,AP,LATERAL\n")
+    with pytest.raises(InputError, match=r"metadata\.csv:3: more fields than the header"):
+        DatasetTables.read([path])
