@@ -38,9 +38,9 @@ class XmlReport:
     caption: str
 
 
-def xml_reports(count: int, images: int = 2) -> list[XmlReport]:
+def xml_reports(count: int | None, images: int | None = 2) -> list[XmlReport]:
     """The first ``count`` IU reports (archive order) with ``images`` parentImages and a
-    findings section."""
+    findings section; ``count=None, images=None``: every report of the archive."""
     found = []
     with tarfile.open(iu_reports_archive(), "r|*") as archive:
         for member in archive:
@@ -53,7 +53,7 @@ def xml_reports(count: int, images: int = 2) -> list[XmlReport]:
                 for e in root.iter("AbstractText")
                 if "".join(e.itertext()).strip()
             }
-            if len(parents) != images or "findings" not in sections:
+            if images is not None and (len(parents) != images or "findings" not in sections):
                 continue
             found.append(
                 XmlReport(
@@ -61,7 +61,7 @@ def xml_reports(count: int, images: int = 2) -> list[XmlReport]:
                     sections=sections,
                     mesh=[e.text for e in root.findall("MeSH/major") if e.text],
                     images=[p.get("id") for p in parents],
-                    caption=parents[0].findtext("caption") or "",
+                    caption=(parents[0].findtext("caption") or "") if parents else "",
                 )
             )
             if len(found) == count:
@@ -100,18 +100,24 @@ def kaggle_tree(root: Path, reports: list[XmlReport], report_rows: bool = True) 
                                 "projection": view})  # fmt: skip
     write_csv(root / "indiana_projections.csv", ("uid", "filename", "projection"), projections)
     if report_rows:
-        rows = [
-            {
-                "uid": r.uid[3:],
-                "MeSH": ";".join(r.mesh),
-                "Problems": ";".join(sorted({m.split("/")[0] for m in r.mesh})),
-                "image": r.caption,
-                **{k: r.sections.get(k, "") for k in KAGGLE_REPORT_COLUMNS[4:]},
-            }
-            for r in reports
-        ]
-        write_csv(root / "indiana_reports.csv", KAGGLE_REPORT_COLUMNS, rows)
+        kaggle_reports_csv(root / "indiana_reports.csv", reports)
     return folder
+
+
+def kaggle_reports_csv(path: Path, reports: list[XmlReport]) -> Path:
+    """``indiana_reports.csv`` as Kaggle has it: uid without ``CXR``, MeSH major terms
+    joined by ``;``, Problems their heads, the image caption, sections as the XML has them."""
+    rows = [
+        {
+            "uid": r.uid[3:],
+            "MeSH": ";".join(r.mesh),
+            "Problems": ";".join(sorted({m.split("/")[0] for m in r.mesh})),
+            "image": r.caption,
+            **{k: r.sections.get(k, "") for k in KAGGLE_REPORT_COLUMNS[4:]},
+        }
+        for r in reports
+    ]
+    return write_csv(path, KAGGLE_REPORT_COLUMNS, rows)
 
 
 def r2gen_tree(root: Path, reports: list[XmlReport], splits: list[str]) -> Path:

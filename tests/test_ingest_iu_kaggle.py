@@ -81,6 +81,23 @@ def test_kaggle_and_openi_store_the_same_report_under_the_same_ids(tmp_path, sal
     assert "\n\nIMPRESSION: " in row["report_text"]
 
 
+def test_every_bundled_report_reads_the_same_from_the_kaggle_csv(tmp_path):
+    """All 3,955 IU reports (3,927 with text): the Kaggle CSV row gives the XML's findings, impression,
+    indication, comparison, composed text and MeSH major terms (a report without any
+    text gives none)."""
+    from cxrkit.io.reports import iter_iu_reports
+
+    path = iu.kaggle_reports_csv(tmp_path / "indiana_reports.csv", iu.xml_reports(None, None))
+    tables = IuTables.read([path])
+    fields = ("findings", "impression", "indication", "comparison", "text", "mesh", "uid")
+    compared = 0
+    for xml in iter_iu_reports(iu_reports_archive()):
+        csv_report = tables.reports[iu_key(xml.uid)]
+        assert [getattr(csv_report, f) for f in fields] == [getattr(xml, f) for f in fields]
+        compared += bool(xml.text)
+    assert len(tables.reports) == 3955 and compared == 3927
+
+
 def test_an_image_whose_uid_has_no_report_row_is_kept_without_a_report(
     tmp_path, salt_file, reports, caplog
 ):
