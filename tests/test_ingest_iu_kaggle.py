@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from cxrkit.artifacts import open_artifact
 from cxrkit.errors import InputError
-from cxrkit.io.bundled import iu_reports_archive
+from cxrkit.io.bundled import iu_reports_archive, pediatric_jpegs
 from cxrkit.io.dataset import dataset_shards
 from cxrkit.io.iu_tables import IuTables, iu_key
 from cxrkit.io.tables import find_tables
@@ -186,6 +186,8 @@ def test_iu_key_reads_both_uid_spellings():
 def test_r2gen_annotation_gives_the_official_split_and_the_findings(tmp_path, salt_file, reports):
     splits = ["train", "train", "train", "train", "val", "test"]
     images = iu.r2gen_tree(tmp_path / "r", reports, splits)
+    last = images / reports[5].images[0].rsplit("-", 1)[0]
+    iu._small_copy(pediatric_jpegs()[-1], last / "2.png")  # an image the lists leave out
     art, rows = _ingest(tmp_path, salt_file, [images], "r-ds")
     assert art.stats["dataset_tables"] == ["annotation.json"]
     _, openi = _ingest(
@@ -196,7 +198,8 @@ def test_r2gen_annotation_gives_the_official_split_and_the_findings(tmp_path, sa
     want_split = {
         " ".join(r.sections["findings"].split()): s for r, s in zip(reports, splits, strict=True)
     }
-    assert len(rows) == 12 and len({r["patient_id"] for r in rows}) == 6
+    assert len(rows) == 13 and len({r["patient_id"] for r in rows}) == 6
+    assert sum(r["split"] == "test" for r in rows) == 3  # the unlisted image joins its report
     for row in rows:
         assert row["report_source"] == "r2gen" and row["report_impression"] is None
         assert row["report_text"] == f"FINDINGS: {row['report_findings']}"

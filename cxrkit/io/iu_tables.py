@@ -83,6 +83,7 @@ class IuTables:
     reports: dict[str, Report] = field(default_factory=dict)  # "iu:CXR1" -> Kaggle report
     r2gen: dict[str, tuple[str | None, str, Report | None]] = field(default_factory=dict)
     r2gen_depths: set[int] = field(default_factory=set)  # path parts of R2Gen image paths
+    r2gen_keys: dict[str, tuple[str, Report | None]] = field(default_factory=dict)  # split, report
 
     @classmethod
     def read(cls, paths: Iterable[Path]) -> IuTables:
@@ -147,7 +148,6 @@ class IuTables:
             ) from exc
         if not isinstance(data, dict):
             raise InputError(f"{path}: not an R2Gen annotation (no train/val/test lists)")
-        splits_of: dict[str, str] = {}
         for list_name, entries in data.items():
             split = _SPLITS.get(str(list_name).lower())
             if split is None:
@@ -155,11 +155,9 @@ class IuTables:
             if not isinstance(entries, list):
                 raise InputError(f"{path}: {list_name!r} is not a list of entries")
             for number, entry in enumerate(entries):
-                self._add_r2gen(path, f"{list_name}[{number}]", entry, split, splits_of)
+                self._add_r2gen(path, f"{list_name}[{number}]", entry, split)
 
-    def _add_r2gen(
-        self, path: Path, where: str, entry: object, split: str, splits_of: dict[str, str]
-    ) -> None:
+    def _add_r2gen(self, path: Path, where: str, entry: object, split: str) -> None:
         if not isinstance(entry, dict):
             raise InputError(f"{path}: {where} is not an object")
         images = entry.get("image_path")
@@ -167,12 +165,11 @@ class IuTables:
         if not images or not all(isinstance(p, str) and p.strip() for p in images):
             raise InputError(f"{path}: {where} has no image_path list")
         entry_id = str(entry.get("id") or "")
-        match = _R2GEN_ID.match(entry_id) or _R2GEN_ID.match(images[0].replace("\\", "/"))
-        key = f"iu:CXR{int(match.group(1))}" if match else None
-        if key is not None and splits_of.setdefault(key, split) != split:
+        key = _key_from(_R2GEN_ID, entry_id) or _key_from(_R2GEN_ID, images[0])
+        if key is not None and key in self.r2gen_keys and self.r2gen_keys[key][0] != split:
             raise InputError(
-                f"{path}: report {key[3:]} is in {splits_of[key]} and {split} ({where}); "
-                "one report must sit in one split"
+                f"{path}: report {key[3:]} is in {self.r2gen_keys[key][0]} and {split} "
+                f"({where}); one report must sit in one split"
             )
         text = entry.get("report")
         report = (
@@ -180,6 +177,8 @@ class IuTables:
             if isinstance(text, str) and text.strip()
             else None
         )
+        if key is not None:
+            self.r2gen_keys.setdefault(key, (split, report))
         for image in images:
             parts = [p for p in image.replace("\\", "/").split("/") if p not in ("", ".")]
             self.r2gen["/".join(parts)] = (key, split, report)
@@ -188,33 +187,36 @@ class IuTables:
     def for_image(self, image: Path) -> IuImage | None:
         """What the tables say about one image file, or None when they do not know it.
 
-        R2Gen entries match by the image path's last parts (``CXR1_1_IM-0001/0.png``),
-        Kaggle ones by file name (``1_IM-0001-4001.dcm.png``, also when absent from
+        R2Gen entries match by the image path's last parts (``CXR1_1_IM-0001/0.png``; an
+        image their lists leave out by its folder, taking its report's split), Kaggle ones
+        by file name (``1_IM-0001-4001.dcm.png``, also when absent from
         ``indiana_projections.csv``: the uid leads the name). The Kaggle report wins over
         R2Gen's findings-only one.
         """
-        r2gen = None
+        entry = None
         for depth in sorted(self.r2gen_depths, reverse=True):
             if len(image.parts) >= depth:
-                r2gen = self.r2gen.get("/".join(image.parts[-depth:]))
-                if r2gen is not None:
+                entry = self.r2gen.get("/".join(image.parts[-depth:]))
+                if entry is not None:
                     break
         key, view = self.projections.get(image.name, (None, None))
         if key is None and (self.projections or self.reports):
-            match = _KAGGLE_NAME.match(image.name)
-            key = f"iu:CXR{int(match.group(1))}" if match else None
-        if r2gen is not None:
-            key = key or r2gen[0]
-        if key is None and r2gen is None:
+            key = _key_from(_KAGGLE_NAME, image.name)
+        if key is None and entry is not None:
+            key = entry[0]
+        if key is None and self.r2gen_keys:
+            key = _key_from(_R2GEN_ID, image.parent.name)
+        if key is None and entry is None:
             return None
+        split, r2gen_report = entry[1:] if entry else self.r2gen_keys.get(key, (None, None))
         report = self.reports.get(key) if key else None
         report = report if report is not None and report.text else None  # an empty row
-        return IuImage(
-            key=key,
-            view=view,
-            split=r2gen[1] if r2gen else None,
-            report=report or (r2gen[2] if r2gen else None),
-        )
+        return IuImage(key=key, view=view, split=split, report=report or r2gen_report)
+
+
+def _key_from(pattern: re.Pattern, name: str) -> str | None:
+    match = pattern.match(name)
+    return f"iu:CXR{int(match.group(1))}" if match else None
 
 
 def _cell(row: dict[str, str | None], column: str) -> str | None:
