@@ -77,13 +77,14 @@ class IuTables:
     """The Kaggle and R2Gen IU tables read once (see the module docstring)."""
 
     paths: list[Path] = field(default_factory=list)
-    projections: dict[str, tuple[str, str | None]] = field(
-        default_factory=dict
-    )  # name -> key, view
-    reports: dict[str, Report] = field(default_factory=dict)  # "iu:CXR1" -> Kaggle report
+    # Kaggle: image file name -> (key, view); key ("iu:CXR1") -> report
+    projections: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    reports: dict[str, Report] = field(default_factory=dict)
+    # R2Gen: "CXR1_1_IM-0001/0.png" -> (key, split, report); the depths of those paths;
+    # key -> (split, report) for the images its lists leave out
     r2gen: dict[str, tuple[str | None, str, Report | None]] = field(default_factory=dict)
-    r2gen_depths: set[int] = field(default_factory=set)  # path parts of R2Gen image paths
-    r2gen_keys: dict[str, tuple[str, Report | None]] = field(default_factory=dict)  # split, report
+    r2gen_depths: set[int] = field(default_factory=set)
+    r2gen_keys: dict[str, tuple[str, Report | None]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, paths: Iterable[Path]) -> IuTables:
@@ -115,7 +116,7 @@ class IuTables:
     def _read_projections(self, path: Path) -> None:
         for line, row in read_numbered_rows(path, ("uid", "filename", "projection")):
             key = _row_key(path, line, row)
-            filename = (row.get("filename") or "").strip()
+            filename = Path((row.get("filename") or "").strip().replace("\\", "/")).name
             if not filename:
                 raise InputError(f"{path}:{line}: filename is empty")
             projection = (row.get("projection") or "").strip().lower()
