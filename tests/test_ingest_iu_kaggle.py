@@ -240,3 +240,12 @@ def test_a_mimic_table_row_with_an_extra_field_is_refused_with_its_line(tmp_path
     path.write_text("dicom_id,ViewPosition\nabc,PA\ndef,AP,LATERAL\n")
     with pytest.raises(InputError, match=r"metadata\.csv:3: more fields than the header"):
         DatasetTables.read([path])
+
+
+@pytest.mark.parametrize("name", ["indiana_reports.csv", "annotation.json"])
+def test_an_iu_copy_table_given_as_reports_says_where_it_belongs(tmp_path, name):
+    from cxrkit.io.report_index import ReportIndex
+
+    (tmp_path / name).write_text("uid,findings,impression\n")
+    with pytest.raises(InputError, match="give the images folder as the source"):
+        ReportIndex.build(tmp_path / name)
