@@ -14,7 +14,7 @@ above it (``mimic-cxr-jpg/2.0.0/files`` has them in ``2.0.0/``, ``CheXpert-v1.0-
 in ``CheXpert-v1.0-small/``, Kaggle IU's ``images/images_normalized`` in the folder above
 ``images/``). :class:`DatasetTables` reads them once and answers
 :meth:`DatasetTables.hints_for` per image as a :class:`~cxrkit.io.mapping.MappingRow`
-without report, so ingest treats them like a mapping CSV row. MIMIC images are matched
+(with a report only for IU), so ingest treats them like a mapping CSV row. MIMIC images are matched
 by file stem (``dicom_id``) and study folder, CheXpert images by their last four path
 parts (``train/patient00001/study1/view1_frontal.jpg``), IU images as
 :mod:`cxrkit.io.iu_tables` says (those rows carry the report and patient/study too).
@@ -201,7 +201,8 @@ class DatasetTables:
         return bool(self.paths)
 
     def hints_for(self, image: Path) -> MappingRow | None:
-        """What the tables say about one image, as a report-less mapping row; None if nothing."""
+        """What the tables say about one image, as a mapping row (with the report for an
+        IU image); None if nothing."""
         parts = image.parts
         if self.chexpert and len(parts) >= 4:
             hint = self.chexpert.get("/".join(parts[-4:]).lower())
