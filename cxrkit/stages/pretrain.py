@@ -22,6 +22,7 @@ import torch
 
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.artifacts.files import write_json_atomic
+from cxrkit.artifacts.requests import Request, named_inputs, remember
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.io.text_sections import DEFAULT_TEXT_SECTION
@@ -299,11 +300,18 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
     return Checked(dataset, annotations, plan, objective_inputs(cfg))
 
 
-def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Artifact:
+def run(
+    cfg: PretrainConfig,
+    force: bool = False,
+    accelerator: Any = None,
+    request: Request | None = None,
+) -> Artifact:
     """Train ``cfg.objective`` on the dataset and publish a checkpoint artifact at ``cfg.out``.
 
-    Works the same in one process and under ``accelerate launch``. Returns the
-    published Artifact. Raises ConfigError/InputError/ArtifactError for unusable
+    Works the same in one process and under ``accelerate launch``. ``request``: the
+    settings as the user layered them (the CLI's), recorded beside OUT once it is
+    published or found current, so that the next identical command is decided
+    without torch (:mod:`cxrkit.stages.noop`). Returns the published Artifact. Raises ConfigError/InputError/ArtifactError for unusable
     settings or inputs, Preempted (exit 75) or Interrupted after saving a
     checkpoint on SIGUSR1/SIGTERM or SIGINT (also when the signal comes during
     start-up, before the first step).
@@ -321,11 +329,16 @@ def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Ar
             cfg, optim=dataclasses.replace(cfg.optim, accumulate=checked.plan.accumulate)
         )
         log.info("%s", checked.plan.describe())
-        return _train(cfg, checked, force, accelerator, stop)
+        return _train(cfg, checked, force, accelerator, stop, request)
 
 
 def _train(
-    cfg: PretrainConfig, checked: Checked, force: bool, accelerator: Any, stop: StopFlag
+    cfg: PretrainConfig,
+    checked: Checked,
+    force: bool,
+    accelerator: Any,
+    stop: StopFlag,
+    request: Request | None = None,
 ) -> Artifact:
     from cxrkit.train.loop import Trainer
 
@@ -345,6 +358,7 @@ def _train(
         lock=accelerator.is_main_process,  # one lock per run, held by rank 0
     )
     if _agreed_up_to_date(writer, accelerator):
+        _remember(request, writer, inputs, accelerator)
         return open_artifact(cfg.out, kind="checkpoint")
     objective = build(cfg)
     run_dir, extension, resume = begin_run(
@@ -401,6 +415,7 @@ def _train(
         if extension is not None:
             stats["extended_from"] = extension.as_dict()
         artifact = writer.publish(schema=_schema(cfg, objective), stats=stats)
+        _remember(request, writer, inputs, accelerator)
         log.info(
             "published %s (final loss %s after %d steps)",
             artifact.path,
@@ -409,6 +424,20 @@ def _train(
         )
     accelerator.wait_for_everyone()
     return open_artifact(cfg.out, kind="checkpoint")
+
+
+def _remember(
+    request: Request | None, writer: ArtifactWriter, inputs: list, accelerator: Any
+) -> None:
+    """Record (main process) that ``request`` on this launch gives OUT's id (see
+    :mod:`cxrkit.artifacts.requests`)."""
+    if request is None or not accelerator.is_main_process:
+        return
+    launch = {
+        "processes": accelerator.num_processes,
+        "precision": str(accelerator.mixed_precision),
+    }
+    remember(writer.out, request.digest(**launch), writer.id, named_inputs(inputs))
 
 
 def _agreed_up_to_date(writer: ArtifactWriter, accelerator: Any) -> bool:

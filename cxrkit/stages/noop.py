@@ -1,0 +1,36 @@
+"""Deciding a no-op re-run of the training stages before importing torch.
+
+``cxrkit pretrain`` resolves its settings through torch modules (objective
+defaults) and the device (``precision = auto``) before it can compute its id, so
+its plain no-op cost seconds. Here the same decision is made from the request
+record beside OUT (:mod:`cxrkit.artifacts.requests`): when it is certain, OUT is
+returned; whenever anything is unknown or different the caller takes the full path,
+which decides exactly as before (re-run, resume, extend or refuse) and records the
+request for next time.
+"""
+
+from __future__ import annotations
+
+from cxrkit.artifacts import Artifact
+from cxrkit.artifacts.requests import Request, recall
+from cxrkit.train.config import TrainConfig, precision_without_torch
+from cxrkit.train.launch import world_size
+from cxrkit.train.tracking import require as require_trackers
+
+
+def pretrain_up_to_date(request: Request) -> Artifact | None:
+    """The published checkpoint at OUT when ``request`` is the one that made it and
+    nothing it depends on changed (see :func:`cxrkit.artifacts.requests.recall`), else
+    None. Only one process (not under a multi-process launch) and only where the
+    precision is certain without torch (:func:`precision_without_torch`). Raises
+    ConfigError for a tracker that is not installed, as the full path does."""
+    if world_size() != 1 or not request.out:
+        return None
+    precision = precision_without_torch(request.setting("train.precision", TrainConfig.precision))
+    if precision is None:
+        return None
+    track = request.setting("train.track", [])
+    if not isinstance(track, list):
+        return None
+    require_trackers([str(t) for t in track])  # ConfigError (exit 2), as on the full path
+    return recall(request.out, "checkpoint", request.digest(processes=1, precision=precision))
