@@ -1,8 +1,8 @@
 """Deciding a no-op re-run of the training stages before importing torch.
 
-``cxrkit pretrain`` resolves its settings through torch modules (objective
-defaults) and the device (``precision = auto``) before it can compute its id, so
-its plain no-op cost seconds. Here the same decision is made from the request
+``cxrkit pretrain`` and ``cxrkit distill`` resolve their settings through torch
+modules (objective defaults) and the device (``precision = auto``) before they can compute their ids,
+so their plain no-ops cost seconds. Here the same decision is made from the request
 record beside OUT (:mod:`cxrkit.artifacts.requests`): when it is certain, OUT is
 returned; whenever anything is unknown or different the caller takes the full path,
 which decides exactly as before (re-run, resume, extend or refuse) and records the
@@ -34,3 +34,13 @@ def pretrain_up_to_date(request: Request) -> Artifact | None:
         return None
     require_trackers([str(t) for t in track])  # ConfigError (exit 2), as on the full path
     return recall(request.out, "checkpoint", request.digest(processes=1, precision=precision))
+
+
+def distill_up_to_date(request: Request) -> Artifact | None:
+    """As :func:`pretrain_up_to_date`, for `cxrkit distill` run to the end (``stage =
+    all``): its record holds the inputs and every intermediate artifact (pairs,
+    teachers, embeddings, the training run), each checked at its path, so a deleted or
+    rebuilt step takes the full path as before."""
+    if request.setting("stage", "all") != "all":
+        return None
+    return pretrain_up_to_date(request)
