@@ -207,19 +207,21 @@ def run(
     the pairs, teachers and embeddings while the others wait, then they find
     them current. ``request`` (the CLI's settings as layered) is recorded beside OUT
     with every artifact the run read or found current, so that the same command is
-    next decided without torch (:mod:`cxrkit.stages.noop`). Returns the last artifact made. Raises ConfigError/InputError/
-    ArtifactError for unusable settings or inputs; Preempted (exit 75) /
-    Interrupted from the training run after it saved a checkpoint (re-run the
-    same command).
+    next decided without torch (:mod:`cxrkit.stages.noop`). Returns the last artifact
+    made. Raises ConfigError/InputError/ArtifactError for unusable settings or inputs;
+    Preempted (exit 75) / Interrupted from the training run after it saved a
+    checkpoint (re-run the same command).
     """
     from cxrkit.stages import pretrain
+    from cxrkit.train import launch
     from cxrkit.train.loop import make_accelerator
 
     _require(cfg)
     dataset = open_artifact(cfg.dataset, kind="dataset")
     # A typo in data.views would otherwise surface only after pairs and teachers.
     pretrain.check_views(cfg.data.views, dataset)
-    given = _given(cfg, dataset) if request is not None and cfg.stage == "all" else []
+    recording = request is not None and cfg.stage == "all" and launch.is_main_process()
+    given = _given(cfg, dataset) if recording else []
     accelerator = accelerator or make_accelerator(
         cfg.train.precision, find_unused_parameters=cfg.train.find_unused_parameters
     )
@@ -237,13 +239,13 @@ def run(
     if not accelerator.is_main_process:
         return trained
     published = publish_student(cfg, trained, parts, force)
-    if request is not None:
-        launch = {
+    if recording:
+        facts = {
             "processes": accelerator.num_processes,
             "precision": str(accelerator.mixed_precision),
         }
         used = given + [parts[k] for k in ("pairs", "teachers", "embeddings")] + [trained]
-        remember(published.path, request.digest(**launch), published.id, named_inputs(used))
+        remember(published.path, request.digest(**facts), published.id, named_inputs(used))
     return published
 
 
