@@ -334,3 +334,19 @@ def test_a_bare_subject_format_keeps_mimic_ids_apart_from_mimic_cxr_folders(
         paired = pairs.run(dataset.path, physio, tmp_path / "pairs", pairs.PairsConfig())
     assert paired.stats["coverage"]["with_labs"] == 0
     assert any("every image is unpaired" in r.getMessage() for r in caplog.records)
+
+
+def test_ecg_signals_streamed_to_disk_are_the_npy_file_np_save_writes(tmp_path, salt_file):
+    import io
+
+    import numpy as np
+
+    record_list = m4.write_mimic_ecg(tmp_path / "mimic-iv-ecg")
+    result, out = _ingest(tmp_path, salt_file, "--ecg-map", record_list)
+    assert result.exit_code == 0, result.output
+    array = np.load(out / "ecg.npy")
+    assert array.shape == (len(m4.ECGS), 12, 5000) and array.dtype == np.float32
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    assert (out / "ecg.npy").read_bytes() == buffer.getvalue()
+    assert not list(out.glob("*.part"))

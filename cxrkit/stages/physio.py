@@ -309,52 +309,58 @@ def _ingest_ecgs(
 ) -> dict[str, Any]:
     settings = ecg_io.ECGSettings(**to_dict(cfg.ecg_settings))
     window = max(settings.seconds, settings.min_seconds)
-    signals, rows = [], []
-    for path in files:
-        shown = printable_path(str(path)) if cfg.keep_paths else pseudo.path_token(path.resolve())
-        local[shown] = str(path)
-        try:
-            raw = ecg_io.read_ecg(path, max_seconds=window)
-        except Reject as rej:
-            rejects.append({"path": shown, "reason": rej.reason, "detail": rej.detail})
-            continue
-        except MemoryError:
-            raise
-        except Exception as exc:  # an unforeseen reader failure must not stop the run
-            detail = ecg_io.scrub_detail(f"{type(exc).__name__}: {exc}", path)
-            rejects.append({"path": shown, "reason": "unreadable", "detail": detail})
-            continue
-        override = mapping.get(str(path.resolve()), {})
-        if override.get("duplicate_of"):
-            detail = (
-                f"ECG map lines {override['duplicate_of']} and {override['line']} name this file"
-            )
-            rejects.append({"path": shown, "reason": "duplicate_mapping_row", "detail": detail})
-            continue
-        patient = cell_text(override.get("patient_id")) or raw.patient or _folder_patient(cfg, path)
-        when = parse_time(override.get("time")) or raw.time
-        problem = ecg_io.quality_problem(raw, settings) or implausible(when)
-        if problem is None and patient is None:
-            problem = ("no_patient", "no patient id in the file or the ECG map")
-        if problem is not None:
-            rejects.append({"path": shown, "reason": problem[0], "detail": problem[1]})
-            continue
-        signal, lead_mask, sample_mask = ecg_io.preprocess(raw, settings)
-        signals.append(signal)
-        rows.append(
-            {
-                "ecg_id": pseudo.pseudonym("ecg", str(path.resolve())),
-                "patient_id": pseudo.pseudonym("patient", str(patient)),
-                "time": _shifted(pseudo, str(patient), when),
-                "lead_mask": lead_mask.tolist(),
-                "samples": int(sample_mask.sum()),
-                "orig_rate": float(raw.rate),
-                "orig_seconds": float(raw.seconds),
-            }
-        )
+    rows = []
     length = int(round(settings.rate * settings.seconds))
-    array = np.stack(signals) if signals else np.zeros((0, 12, length), np.float32)
-    np.save(work / ECG_ARRAY, array)
+    # signals go to disk one by one (MIMIC-IV-ECG holds ~800k records, 192 GB as float32)
+    raw_signals = work / (ECG_ARRAY + ".part")
+    with raw_signals.open("wb") as signals:
+        for path in files:
+            shown = (
+                printable_path(str(path)) if cfg.keep_paths else pseudo.path_token(path.resolve())
+            )
+            local[shown] = str(path)
+            try:
+                raw = ecg_io.read_ecg(path, max_seconds=window)
+            except Reject as rej:
+                rejects.append({"path": shown, "reason": rej.reason, "detail": rej.detail})
+                continue
+            except MemoryError:
+                raise
+            except Exception as exc:  # an unforeseen reader failure must not stop the run
+                detail = ecg_io.scrub_detail(f"{type(exc).__name__}: {exc}", path)
+                rejects.append({"path": shown, "reason": "unreadable", "detail": detail})
+                continue
+            override = mapping.get(str(path.resolve()), {})
+            if override.get("duplicate_of"):
+                detail = f"ECG map lines {override['duplicate_of']} and {override['line']} name this file"
+                rejects.append({"path": shown, "reason": "duplicate_mapping_row", "detail": detail})
+                continue
+            patient = (
+                cell_text(override.get("patient_id")) or raw.patient or _folder_patient(cfg, path)
+            )
+            when = parse_time(override.get("time")) or raw.time
+            problem = ecg_io.quality_problem(raw, settings) or implausible(when)
+            if problem is None and patient is None:
+                problem = ("no_patient", "no patient id in the file or the ECG map")
+            if problem is not None:
+                rejects.append({"path": shown, "reason": problem[0], "detail": problem[1]})
+                continue
+            signal, lead_mask, sample_mask = ecg_io.preprocess(raw, settings)
+            if signal.shape != (12, length):  # the file's shape would be wrong, not an error
+                raise ValueError(f"preprocess gave {signal.shape}, not (12, {length})")
+            signals.write(np.ascontiguousarray(signal, dtype="<f4").tobytes())
+            rows.append(
+                {
+                    "ecg_id": pseudo.pseudonym("ecg", str(path.resolve())),
+                    "patient_id": pseudo.pseudonym("patient", str(patient)),
+                    "time": _shifted(pseudo, str(patient), when),
+                    "lead_mask": lead_mask.tolist(),
+                    "samples": int(sample_mask.sum()),
+                    "orig_rate": float(raw.rate),
+                    "orig_seconds": float(raw.seconds),
+                }
+            )
+    _write_npy(work / ECG_ARRAY, raw_signals, (len(rows), 12, length))
     schema = pa.schema(
         [
             ("ecg_id", pa.string()),
@@ -368,6 +374,18 @@ def _ingest_ecgs(
     )
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), work / ECG_INDEX)
     return {"ecg_files": len(files), "ecgs": len(rows)}
+
+
+def _write_npy(target: Path, raw: Path, shape: tuple[int, ...]) -> None:
+    """``target`` as the .npy file ``np.save`` writes for a float32 array of ``shape``
+    whose bytes are in ``raw`` (C order), copied in blocks; ``raw`` is removed."""
+    import shutil
+
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False}
+    with target.open("wb") as out, raw.open("rb") as data:
+        np.lib.format.write_array_header_1_0(out, {**header, "shape": shape})
+        shutil.copyfileobj(data, out, 16 << 20)
+    raw.unlink()
 
 
 # ------------------------------------------------------------------ reading back
