@@ -350,3 +350,37 @@ def test_ecg_signals_streamed_to_disk_are_the_npy_file_np_save_writes(tmp_path, 
     np.save(buffer, array)
     assert (out / "ecg.npy").read_bytes() == buffer.getvalue()
     assert not list(out.glob("*.part"))
+
+
+def test_lab_patients_dataset_keeps_only_patients_with_an_image(tmp_path, salt_file):
+    dataset = _mimic_cxr_dataset(tmp_path, salt_file)
+    labevents = m4.write_hosp(tmp_path / "mimic-iv" / "hosp")
+    result, out = _ingest(tmp_path, salt_file, "--labs", labevents, "--dataset", dataset.path,
+                          "--set", "lab_patients=dataset")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out / "labs.parquet").to_pylist()
+    assert sorted({r["patient_id"] for r in rows}) == sorted(
+        PSEUDO.pseudonym("patient", p) for p in ("p10000032", "p10000764")
+    )
+    stats = json.loads((out / "manifest.json").read_text())["stats"]
+    numeric = [v for v in m4.draw_values(3).values() if v.replace(".", "").isdigit()]
+    assert stats["lab_panels"] == 3 and stats["lab_rows_other_patients"] == len(numeric)
+
+
+def test_lab_patients_dataset_filters_a_long_table_too(tmp_path, salt_file):
+    from physio_support import serum_long_table
+
+    dataset = _mimic_cxr_dataset(tmp_path, salt_file)
+    labs = tmp_path / "labs.csv"
+    serum_long_table(["p10000032", "p10002428"]).to_csv(labs, index=False)
+    result, out = _ingest(tmp_path, salt_file, "--labs", labs, "--dataset", dataset.path,
+                          "--set", "lab_patients=dataset")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out / "labs.parquet").to_pylist()
+    assert [r["patient_id"] for r in rows] == [PSEUDO.pseudonym("patient", "p10000032")]
+
+
+def test_lab_patients_dataset_without_a_dataset_is_a_config_error(tmp_path, salt_file):
+    labevents = m4.write_hosp(tmp_path / "hosp")
+    result, _ = _ingest(tmp_path, salt_file, "--labs", labevents, "--set", "lab_patients=dataset")
+    assert result.exit_code == 2 and "needs --dataset" in result.output

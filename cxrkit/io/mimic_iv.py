@@ -25,7 +25,7 @@ import csv
 import gzip
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,10 +245,11 @@ def choose_items(
 class LabeventsRead:
     """The second pass: kept measurements as a long table and what was left out."""
 
-    table: pd.DataFrame  # patient_id, time, test, value, unit (test: the d_labitems name)
+    table: pd.DataFrame  # subject (int), time (datetime64), code (index in items), value
     non_numeric: dict[int, int]  # kept items: rows without a valuenum
     other_unit: dict[int, int]  # kept items: rows in another unit than the item's
     bad_time: dict[int, int]  # kept items: rows whose charttime is empty or not a time
+    other_patients: int = 0  # kept items' rows of patients ``keep_patient`` left out
 
 
 def read_labevents(
@@ -258,11 +259,13 @@ def read_labevents(
     units: dict[int, str],
     subject_format: str = SUBJECT_FORMAT,
     chunk_rows: int = CHUNK_ROWS,
+    keep_patient: Callable[[str], bool] | None = None,
 ) -> LabeventsRead:
     """Second pass: the numeric rows of ``items`` in their unit, as a compact long table.
 
     Rows are kept as integer subject, datetime64 charttime, a category test and float32
-    value (about 20 bytes each); the patient key follows ``subject_format``. Raises
+    value (about 20 bytes each); with ``keep_patient`` (patient key as ``subject_format``
+    writes it -> keep?) other patients' rows are dropped as they are read. Raises
     InputError naming the file for a subject_id that is not a whole number.
     """
     path = Path(path)
@@ -273,6 +276,8 @@ def read_labevents(
     non_numeric: dict[int, int] = {}
     other_unit: dict[int, int] = {}
     bad_time: dict[int, int] = {}
+    wanted: dict[float, bool] = {}  # subject -> keep_patient's answer, asked once
+    other_patients = 0
 
     def add(target: dict[int, int], codes: np.ndarray) -> None:
         for code, n in zip(*np.unique(codes, return_counts=True), strict=True):
@@ -303,6 +308,13 @@ def read_labevents(
                 f"{path}: subject_id {str(cell.iloc[0] if len(cell) else '')[:20]!r} "
                 "is not a whole number"
             )
+        if keep_patient is not None:
+            for subject in pd.unique(subjects[good]):
+                if subject not in wanted:
+                    wanted[subject] = keep_patient(subject_format.format(int(subject)))
+            mine = subjects.map(wanted).eq(True).to_numpy()
+            other_patients += int((good & ~mine).sum())
+            good &= mine
         parts.append(
             pd.DataFrame(
                 {
@@ -318,7 +330,7 @@ def read_labevents(
         if parts
         else pd.DataFrame({"subject": [], "time": [], "code": [], "value": []})
     )
-    return LabeventsRead(long, non_numeric, other_unit, bad_time)
+    return LabeventsRead(long, non_numeric, other_unit, bad_time, other_patients)
 
 
 def labevents_wide(

@@ -103,6 +103,11 @@ class PhysioConfig:
     lab_top: int = doc(
         "labevents: how many tests to keep when lab_tests is empty [code: 50 labs]", 50
     )
+    lab_patients: str = doc(
+        "all | dataset: keep only the lab panels of patients with an image in --dataset "
+        "(MIMIC-IV has ~300k patients with labs, MIMIC-CXR ~65k; memory follows the rows kept)",
+        "all",
+    )
     mimic_subject_format: str = doc(
         "how a MIMIC-IV subject_id (labevents, MIMIC-IV-ECG record_list.csv) becomes the "
         "patient key: p{} = MIMIC-CXR's folder key p10000032, which cxrkit ingest uses; "
@@ -131,6 +136,10 @@ class PhysioConfig:
             raise ConfigError(
                 "ingest-physio needs --ecg FILES (or an --ecg-map listing them) and/or --labs TABLE"
             )
+        if self.lab_patients not in ("all", "dataset"):
+            raise ConfigError(f"lab_patients must be all or dataset, not {self.lab_patients!r}")
+        if self.lab_patients == "dataset" and not self.dataset:
+            raise ConfigError("lab_patients = dataset needs --dataset")
         if self.lab_top < 1:
             raise ConfigError("lab_top must be at least 1")
         mimic_iv.check_subject_format(self.mimic_subject_format)

@@ -12,6 +12,7 @@ such as ``<0.01`` or ``NEG``), ``other_unit`` (a unit other than the item's usua
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,25 +32,39 @@ from cxrkit.io.rows import printable_path
 
 
 def lab_panels(
-    cfg: Any, pseudo: Pseudonymizer, rejects: list[dict[str, str]], local: dict[str, str]
+    cfg: Any,
+    pseudo: Pseudonymizer,
+    rejects: list[dict[str, str]],
+    local: dict[str, str],
+    keep_patient: Callable[[str], bool] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, str], dict[str, Any]]:
     """(wide panels ``patient_id, time, <test>...``, {test: unit}, stats) of ``cfg.labs``.
 
     Takes the ingest-physio config (``labs``, ``lab_items``, ``lab_tests``, ``lab_top``,
     ``mimic_subject_format``, ``keep_paths``); appends labevents' counted rejects to
-    ``rejects`` (real names to ``local``). Raises InputError naming the file (unreadable,
+    ``rejects`` (real names to ``local``). ``keep_patient`` (a raw patient key -> keep?)
+    drops other patients' rows while reading (``lab_patients = "dataset"``). Raises InputError naming the file (unreadable,
     missing columns or d_labitems) and ConfigError (a ``lab_tests`` name not in d_labitems).
     """
     if not mimic_iv.is_labevents(mimic_iv.csv_columns(cfg.labs)):
         wide, units = labs_io.to_wide(labs_io.read_table(cfg.labs), cfg.labs)
-        return wide, units, {}
+        if keep_patient is None:
+            return wide, units, {}
+        keys = wide["patient_id"].astype(str).str.strip()
+        kept = keys.map({k: bool(k) and keep_patient(k) for k in keys.unique()})
+        # a row without a patient stays: it is rejected as no_patient, not dropped
+        kept |= keys == ""
+        stats = {"lab_panels_other_patients": int((~kept).sum())}
+        return wide[kept.to_numpy()].reset_index(drop=True), units, stats
     mimic_iv.check_subject_format(cfg.mimic_subject_format)
     items_path = mimic_iv.find_labitems(cfg.labs, cfg.lab_items)
     names = mimic_iv.read_labitems(items_path)
     counts = mimic_iv.count_labevents(cfg.labs)
     chosen = mimic_iv.choose_items(counts, names, list(cfg.lab_tests), cfg.lab_top, str(items_path))
     units = {i: counts.unit_of(i) for i in chosen}
-    read = mimic_iv.read_labevents(cfg.labs, names, chosen, units, cfg.mimic_subject_format)
+    read = mimic_iv.read_labevents(
+        cfg.labs, names, chosen, units, cfg.mimic_subject_format, keep_patient=keep_patient
+    )
     wide = mimic_iv.labevents_wide(read, names, chosen, cfg.mimic_subject_format)
 
     def reject(itemid: int, reason: str, count: int, why: str) -> None:
@@ -73,6 +88,7 @@ def lab_panels(
         "lab_source": "mimic-iv labevents",
         "lab_rows": int(sum(counts.rows.values())),
         "lab_rows_kept": len(read.table),
+        "lab_rows_other_patients": read.other_patients,
         "lab_items_left_out": len(left_out),
         "lab_rows_left_out": int(sum(counts.rows[i] for i in left_out)),
     }
@@ -103,9 +119,16 @@ def ingest_labs(
         pq.write_table(LABS_SCHEMA.empty_table(), work / LABS_TABLE)
         (work / LABS_INFO).write_text(json.dumps({"tests": [], "units": {}, "knots": []}))
         return {"lab_panels": 0, "lab_tests": 0}
-    wide, units, source_stats = lab_panels(cfg, pseudo, rejects, local)
+    splits = _patient_splits(dataset) if dataset is not None else {}
+    keep_patient = None
+    if cfg.lab_patients == "dataset":  # validate() saw --dataset
+
+        def keep_patient(key: str) -> bool:
+            return pseudo.pseudonym("patient", key) in splits
+
+    wide, units, source_stats = lab_panels(cfg, pseudo, rejects, local, keep_patient)
     tests = [c for c in wide.columns if c not in ("patient_id", "time")]
-    held_out = _held_out_patients(dataset) if dataset is not None else set()
+    held_out = {p for p, s in splits.items() if "train" not in s}
     keep, pseudonyms, times = _valid_panels(cfg, pseudo, wide, tests, rejects, local)
     values = wide[tests].to_numpy(dtype=float)[keep] if tests else np.zeros((len(keep), 0))
     fit = np.array([p not in held_out for p in pseudonyms], dtype=bool)
@@ -227,8 +250,8 @@ def _panel_table(
     return pa.Table.from_arrays(columns, schema=LABS_SCHEMA)
 
 
-def _held_out_patients(dataset: Artifact) -> set[str]:
-    """Pseudonymised patients whose images are all outside the train split."""
+def _patient_splits(dataset: Artifact) -> dict[str, set[str]]:
+    """The splits each pseudonymised patient of the dataset has images in."""
     from cxrkit.io.dataset import dataset_shards
 
     splits: dict[str, set[str]] = {}
@@ -238,4 +261,4 @@ def _held_out_patients(dataset: Artifact) -> set[str]:
             table.column("patient_id").to_pylist(), table.column("split").to_pylist(), strict=True
         ):
             splits.setdefault(str(patient), set()).add(str(split))
-    return {p for p, s in splits.items() if "train" not in s}
+    return splits
