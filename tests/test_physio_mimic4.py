@@ -384,3 +384,33 @@ def test_lab_patients_dataset_without_a_dataset_is_a_config_error(tmp_path, salt
     labevents = m4.write_hosp(tmp_path / "hosp")
     result, _ = _ingest(tmp_path, salt_file, "--labs", labevents, "--set", "lab_patients=dataset")
     assert result.exit_code == 2 and "needs --dataset" in result.output
+
+
+def test_a_truncated_labevents_download_is_a_one_line_input_error(tmp_path, salt_file):
+    labevents = m4.write_hosp(tmp_path / "hosp", rows=m4.labevents_rows() * 50)
+    data = labevents.read_bytes()
+    labevents.write_bytes(data[: len(data) // 2])  # an interrupted download
+    result, out = _ingest(tmp_path, salt_file, "--labs", labevents)
+    assert result.exit_code == 3, result.output
+    assert len(result.output.strip().splitlines()) == 1 and str(labevents) in result.output
+    assert not out.exists()
+
+
+def test_labevents_missing_a_column_names_it(tmp_path, salt_file):
+    rows = [{k: v for k, v in r.items() if k != "valueuom"} for r in m4.labevents_rows()]
+    header = [c for c in m4.LABEVENTS_HEADER if c != "valueuom"]
+    labevents = m4.write_csv(tmp_path / "hosp" / "labevents.csv", header, rows)
+    result, _ = _ingest(tmp_path, salt_file, "--labs", labevents)
+    assert result.exit_code == 3 and "needs columns ['valueuom']" in result.output
+
+
+def test_records_the_list_names_but_the_download_lacks_are_missing_file_rejects(
+    tmp_path, salt_file
+):
+    record_list = m4.write_mimic_ecg(tmp_path / "mimic-iv-ecg")
+    gone = next((tmp_path / "mimic-iv-ecg").rglob("44458630.hea"))
+    gone.unlink()
+    result, out = _ingest(tmp_path, salt_file, "--ecg-map", record_list)
+    assert result.exit_code == 0, result.output
+    assert [r["reason"] for r in _rejects(out)] == ["missing_file"]
+    assert len(pq.read_table(out / "ecg.parquet")) == len(m4.ECGS) - 1

@@ -117,9 +117,10 @@ def _warn_if_no_patient_is_shared(
     if physio_patients.isdisjoint(r["patient_id"] for r in images):
         log.warning(
             "no patient of %s (%d) has an image in %s: every image is unpaired. Patient "
-            "ids must be written as ingest keys them (a MIMIC-CXR layout keys p10000032, "
-            "so write subject_id 10000032 as p10000032 in --ecg-map and the lab table), "
-            "and ingest-physio needs ingest's --salt-file",
+            "ids must be written as ingest keys them (a MIMIC-CXR layout keys p10000032: "
+            "MIMIC-IV's labevents and record_list.csv are keyed so unless "
+            "mimic_subject_format says otherwise; write subject_id 10000032 as p10000032 "
+            "in a table of your own), and ingest-physio needs ingest's --salt-file",
             physio_path,
             len(physio_patients),
             dataset_path,

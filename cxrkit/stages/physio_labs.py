@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cxrkit.artifacts import Artifact
+from cxrkit.errors import InputError
 from cxrkit.io import labs as labs_io
 from cxrkit.io import mimic_iv
 from cxrkit.io.deid import Pseudonymizer
@@ -46,7 +47,11 @@ def lab_panels(
     drops other patients' rows while reading (``lab_patients = "dataset"``). Raises InputError naming the file (unreadable,
     missing columns or d_labitems) and ConfigError (a ``lab_tests`` name not in d_labitems).
     """
-    if not mimic_iv.is_labevents(mimic_iv.csv_columns(cfg.labs)):
+    columns = mimic_iv.csv_columns(cfg.labs)
+    if "itemid" in columns and "subject_id" in columns and not mimic_iv.is_labevents(columns):
+        missing = [c for c in mimic_iv.LABEVENTS_COLUMNS if c not in columns]
+        raise InputError(f"{cfg.labs}: a MIMIC-IV labevents table needs columns {missing}")
+    if not mimic_iv.is_labevents(columns):
         wide, units = labs_io.to_wide(labs_io.read_table(cfg.labs), cfg.labs)
         if keep_patient is None:
             return wide, units, {}
