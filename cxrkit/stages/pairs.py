@@ -86,8 +86,12 @@ def run(
     for shard in dataset_shards(dataset):
         columns = ["image_id", "patient_id", "study_date", "split"]
         images.extend(pq.read_table(shard, columns=columns).to_pylist())
-    ecgs = _records(pq.read_table(physio.path / ECG_INDEX).to_pylist(), "ecg_id")
-    labs = _records(pq.read_table(physio.path / LABS_TABLE).to_pylist(), "lab_id")
+    # ids and times only: the panels' values and flags (100 floats each, millions of
+    # panels from MIMIC-IV) are not needed to pair
+    ecg_rows = pq.read_table(physio.path / ECG_INDEX, columns=["ecg_id", "patient_id", "time"])
+    lab_rows = pq.read_table(physio.path / LABS_TABLE, columns=["lab_id", "patient_id", "time"])
+    ecgs = _records(ecg_rows.to_pylist(), "ecg_id")
+    labs = _records(lab_rows.to_pylist(), "lab_id")
     _warn_if_no_patient_is_shared(images, ecgs, labs, dataset.path, physio.path)
     rows = pairing.pair_images(
         images, ecgs, labs, cfg.ecg_window_hours, cfg.lab_window_hours, cfg.undated
