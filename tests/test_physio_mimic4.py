@@ -414,3 +414,22 @@ def test_records_the_list_names_but_the_download_lacks_are_missing_file_rejects(
     assert result.exit_code == 0, result.output
     assert [r["reason"] for r in _rejects(out)] == ["missing_file"]
     assert len(pq.read_table(out / "ecg.parquet")) == len(m4.ECGS) - 1
+
+
+def test_panels_written_block_by_block_equal_panels_written_at_once(
+    tmp_path, salt_file, monkeypatch
+):
+    from cxrkit.stages import physio, physio_labs
+
+    labevents = m4.write_hosp(tmp_path / "hosp")
+    tables = []
+    for block in (physio_labs.PANEL_BLOCK, 3):  # 4 panels: one block, then two
+        monkeypatch.setattr(physio_labs, "PANEL_BLOCK", block)
+        out = tmp_path / f"physio-{block}"
+        cfg = physio.PhysioConfig(out=str(out), labs=str(labevents), salt_file=str(salt_file))
+        made = physio.run(cfg)
+        tables.append(pq.read_table(out / "labs.parquet").to_pylist())
+        stats = made.stats
+    assert tables[0] == tables[1] and len(tables[0]) == len(m4.DRAWS)
+    assert pq.ParquetFile(tmp_path / "physio-3" / "labs.parquet").num_row_groups == 2
+    assert 0 < stats["lab_missing_fraction"] < 1

@@ -39,7 +39,7 @@ LABITEMS_COLUMNS = ("itemid", "label")
 RECORD_LIST_COLUMNS = ("subject_id", "path")
 LABITEMS_NAMES = ("d_labitems.csv.gz", "d_labitems.csv")
 SUBJECT_FORMAT = "p{}"
-CHUNK_ROWS = 500_000
+CHUNK_ROWS = 200_000
 # charttime as MIMIC-IV writes it; a cell in another form falls back to pandas' parser
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -343,10 +343,17 @@ def labevents_wide(
     tests = [names[i] for i in items]
     if long.empty:
         return pd.DataFrame(columns=["patient_id", "time", *tests])
-    means = long.groupby(["subject", "time", "code"], sort=True)["value"].mean()
-    wide = means.unstack("code").reindex(columns=range(len(items)))
-    wide.columns = tests
-    wide = wide.reset_index()
+    # panel index per row (sorted by subject, then time), then one mean per (panel,
+    # test) written into a float32 matrix: no pivot of the long table
+    grouped = long.groupby(["subject", "time"], sort=True)
+    panel = grouped.ngroup().to_numpy()
+    firsts = grouped.head(1).sort_values(["subject", "time"])  # one row per panel, in order
+    means = pd.Series(long["value"].to_numpy(np.float64)).groupby([panel, long["code"]]).mean()
+    matrix = np.full((len(firsts), len(items)), np.nan, dtype=np.float32)
+    matrix[means.index.get_level_values(0), means.index.get_level_values(1)] = means.to_numpy()
+    wide = pd.DataFrame(matrix, columns=tests)
+    wide.insert(0, "time", firsts["time"].to_numpy())
+    wide.insert(0, "subject", firsts["subject"].to_numpy())
     subjects = wide.pop("subject")
     unique = subjects.unique()
     keys = dict(zip(unique, (subject_format.format(int(s)) for s in unique), strict=True))

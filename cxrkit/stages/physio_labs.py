@@ -100,6 +100,7 @@ def lab_panels(
     return wide, {names[i]: units[i] for i in chosen}, stats
 
 
+PANEL_BLOCK = 131_072  # panels scaled and written at a time
 LABS_SCHEMA = pa.schema(
     [
         ("lab_id", pa.string()),
@@ -135,11 +136,20 @@ def ingest_labs(
     tests = [c for c in wide.columns if c not in ("patient_id", "time")]
     held_out = {p for p, s in splits.items() if "train" not in s}
     keep, pseudonyms, times = _valid_panels(cfg, pseudo, wide, tests, rejects, local)
-    values = wide[tests].to_numpy(dtype=float)[keep] if tests else np.zeros((len(keep), 0))
+    matrix = wide[tests].to_numpy() if tests else np.zeros((len(wide), 0))
+    del wide  # the panels' values are in `matrix` now
     fit = np.array([p not in held_out for p in pseudonyms], dtype=bool)
-    knots = labs_io.fit_percentiles(values[fit] if fit.any() else values[:0])
-    scaled, flags = labs_io.apply_percentiles(values, knots)
-    pq.write_table(_panel_table(pseudo, pseudonyms, times, scaled, flags, fit), work / LABS_TABLE)
+    knots = labs_io.fit_percentiles(matrix, rows=keep[fit])
+    measured = 0.0
+    # scaled values and flags (100 floats a panel) exist one block of panels at a time
+    with pq.ParquetWriter(work / LABS_TABLE, LABS_SCHEMA) as out:
+        for start in range(0, max(len(keep), 1), PANEL_BLOCK):
+            block = slice(start, start + PANEL_BLOCK)
+            values = matrix[keep[block]].astype(float)
+            scaled, flags = labs_io.apply_percentiles(values, knots)
+            measured += float(flags.sum())
+            table = _panel_table(pseudo, pseudonyms[block], times[block], scaled, flags, fit[block])
+            out.write_table(table)
     info = {"tests": tests, "units": units, "knots": np.nan_to_num(knots, nan=0.0).tolist()}
     (work / LABS_INFO).write_text(json.dumps(info))
     return {
@@ -147,7 +157,9 @@ def ingest_labs(
         "lab_panels": len(keep),
         "lab_tests": len(tests),
         "lab_panels_fit": int(fit.sum()),
-        "lab_missing_fraction": round(float(1 - flags.mean()), 4) if len(keep) else 0.0,
+        "lab_missing_fraction": round(1 - measured / (len(keep) * len(tests)), 4)
+        if len(keep) and tests
+        else 0.0,
     }
 
 
@@ -172,9 +184,7 @@ def _valid_panels(
     raw_times = wide["time"].to_numpy(dtype=object)
     parsed = _parse_times(wide["time"])
     measured = (
-        np.isfinite(wide[tests].to_numpy(dtype=float)).any(axis=1)
-        if tests
-        else np.zeros(len(wide), bool)
+        np.isfinite(wide[tests].to_numpy()).any(axis=1) if tests else np.zeros(len(wide), bool)
     )
     keep: list[int] = []
     pseudonyms: list[str] = []
@@ -241,7 +251,8 @@ def _panel_table(
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width)
 
     def lists(matrix: np.ndarray) -> pa.Array:
-        return pa.ListArray.from_arrays(offsets, pa.array(matrix.astype(np.float32).ravel()))
+        flat = matrix.astype(np.float32, copy=False).ravel()
+        return pa.ListArray.from_arrays(offsets, pa.array(flat))
 
     lab_ids = [pseudo.pseudonym("lab", f"{p}|{t}") for p, t in zip(pseudonyms, times, strict=True)]
     columns = [
