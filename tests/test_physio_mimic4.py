@@ -172,6 +172,7 @@ def test_lab_items_given_elsewhere_name_the_tests(tmp_path, salt_file):
     ("args", "code", "words"),
     [
         (("--lab-test", "Lactate"), 2, "'Lactate' is neither a test name nor an itemid"),
+        (("--lab-test", "Glucose"), 2, "(it names Glucose (Blood), Glucose (Urine))"),
         (("--set", "mimic_subject_format=patient"), 2, "must hold exactly one {}"),
         (("--set", "lab_top=0"), 2, "lab_top must be at least 1"),
     ],

@@ -3,7 +3,7 @@ MIMIC-IV-ECG's ``record_list.csv``.
 
 | table | columns read | what it gives |
 |---|---|---|
-| ``labevents.csv(.gz)`` | subject_id, itemid, charttime, valuenum, valueuom | one measurement a row |
+| ``labevents.csv(.gz)`` | subject_id, itemid, charttime, valuenum, valueuom | a measurement |
 | ``d_labitems.csv(.gz)`` | itemid, label, fluid | the test's name |
 | ``record_list.csv`` (ECG) | subject_id, path, ecg_time | patient and time of a WFDB record |
 
@@ -232,8 +232,10 @@ def choose_items(
             want = str(want).strip()
             itemid = int(want) if want.isdigit() and int(want) in names else by_name.get(want)
             if itemid is None:
+                close = sorted(n for n in by_name if n.startswith(f"{want} ("))
+                hint = f" (it names {', '.join(close)})" if close else ""
                 raise ConfigError(
-                    f"lab_tests: {want!r} is neither a test name nor an itemid of {source}"
+                    f"lab_tests: {want!r} is neither a test name nor an itemid of {source}{hint}"
                 )
             chosen.append(itemid)
         return list(dict.fromkeys(chosen))

@@ -341,7 +341,8 @@ def _ingest_ecgs(
                 continue
             override = mapping.get(str(path.resolve()), {})
             if override.get("duplicate_of"):
-                detail = f"ECG map lines {override['duplicate_of']} and {override['line']} name this file"
+                lines = f"{override['duplicate_of']} and {override['line']}"
+                detail = f"ECG map lines {lines} name this file"
                 rejects.append({"path": shown, "reason": "duplicate_mapping_row", "detail": detail})
                 continue
             patient = (

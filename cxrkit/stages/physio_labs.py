@@ -44,23 +44,34 @@ def lab_panels(
     Takes the ingest-physio config (``labs``, ``lab_items``, ``lab_tests``, ``lab_top``,
     ``mimic_subject_format``, ``keep_paths``); appends labevents' counted rejects to
     ``rejects`` (real names to ``local``). ``keep_patient`` (a raw patient key -> keep?)
-    drops other patients' rows while reading (``lab_patients = "dataset"``). Raises InputError naming the file (unreadable,
-    missing columns or d_labitems) and ConfigError (a ``lab_tests`` name not in d_labitems).
+    drops other patients' rows (``lab_patients = "dataset"``). Raises InputError naming
+    the file (unreadable, missing columns or d_labitems) and ConfigError (a
+    ``lab_tests`` name not in d_labitems).
     """
     columns = mimic_iv.csv_columns(cfg.labs)
     if "itemid" in columns and "subject_id" in columns and not mimic_iv.is_labevents(columns):
         missing = [c for c in mimic_iv.LABEVENTS_COLUMNS if c not in columns]
         raise InputError(f"{cfg.labs}: a MIMIC-IV labevents table needs columns {missing}")
-    if not mimic_iv.is_labevents(columns):
-        wide, units = labs_io.to_wide(labs_io.read_table(cfg.labs), cfg.labs)
-        if keep_patient is None:
-            return wide, units, {}
-        keys = wide["patient_id"].astype(str).str.strip()
-        kept = keys.map({k: bool(k) and keep_patient(k) for k in keys.unique()})
-        # a row without a patient stays: it is rejected as no_patient, not dropped
-        kept |= keys == ""
-        stats = {"lab_panels_other_patients": int((~kept).sum())}
-        return wide[kept.to_numpy()].reset_index(drop=True), units, stats
+    if mimic_iv.is_labevents(columns):
+        return _labevents_panels(cfg, pseudo, rejects, local, keep_patient)
+    wide, units = labs_io.to_wide(labs_io.read_table(cfg.labs), cfg.labs)
+    if keep_patient is None:
+        return wide, units, {}
+    keys = wide["patient_id"].astype(str).str.strip()
+    kept = keys.map({k: bool(k) and keep_patient(k) for k in keys.unique()})
+    kept |= keys == ""  # a row without a patient stays: rejected as no_patient, not dropped
+    stats = {"lab_panels_other_patients": int((~kept).sum())}
+    return wide[kept.to_numpy()].reset_index(drop=True), units, stats
+
+
+def _labevents_panels(
+    cfg: Any,
+    pseudo: Pseudonymizer,
+    rejects: list[dict[str, str]],
+    local: dict[str, str],
+    keep_patient: Callable[[str], bool] | None,
+) -> tuple[pd.DataFrame, dict[str, str], dict[str, Any]]:
+    """:func:`lab_panels` of MIMIC-IV labevents: two passes, counted rejects, stats."""
     mimic_iv.check_subject_format(cfg.mimic_subject_format)
     items_path = mimic_iv.find_labitems(cfg.labs, cfg.lab_items)
     names = mimic_iv.read_labitems(items_path)
@@ -88,7 +99,7 @@ def lab_panels(
             reject(itemid, "other_unit", count, f"not in the item's unit {units[itemid]!r}")
         if count := read.bad_time.get(itemid):
             reject(itemid, "no_time", count, "with an empty or unreadable charttime")
-    left_out = [i for i in counts.rows if i in names and i not in set(chosen)]
+    left_out = [i for i in counts.rows if i in names and i not in units]
     stats = {
         "lab_source": "mimic-iv labevents",
         "lab_rows": int(sum(counts.rows.values())),
@@ -121,6 +132,13 @@ def ingest_labs(
     rejects: list[dict[str, str]],
     local: dict[str, str],
 ) -> dict[str, Any]:
+    """Write ``labs.parquet`` and ``labs.json`` of the physio artifact into ``work``.
+
+    Panels of ``cfg.labs`` (:func:`lab_panels`) are checked (:func:`_valid_panels`),
+    scaled by percentiles fitted on the panels of patients with a training image (all
+    panels without ``dataset``) and written a block at a time. Returns the lab stats;
+    raises as :func:`lab_panels` does.
+    """
     if not cfg.labs:
         pq.write_table(LABS_SCHEMA.empty_table(), work / LABS_TABLE)
         (work / LABS_INFO).write_text(json.dumps({"tests": [], "units": {}, "knots": []}))
