@@ -434,3 +434,21 @@ def test_panels_written_block_by_block_equal_panels_written_at_once(
     assert tables[0] == tables[1] and len(tables[0]) == len(m4.DRAWS)
     assert pq.ParquetFile(tmp_path / "physio-3" / "labs.parquet").num_row_groups == 2
     assert 0 < stats["lab_missing_fraction"] < 1
+
+
+def test_distill_stage_pairs_on_mimic_tables_reports_the_coverage(tmp_path, salt_file):
+    dataset = _mimic_cxr_dataset(tmp_path, salt_file)
+    root = tmp_path / "mimic-iv"
+    labevents = m4.write_hosp(root / "hosp")
+    record_list = m4.write_mimic_ecg(tmp_path / "mimic-iv-ecg")
+    result, physio = _ingest(tmp_path, salt_file, "--labs", labevents, "--ecg-map", record_list,
+                             "--dataset", dataset.path, "--set", "lab_patients=dataset")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "pacx"
+    result = cli("distill", dataset.path, "--physio", physio, "--out", out, "--stage", "pairs",
+                 "--preset", "pacx-mae")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "pairing coverage" in result.output
+    manifest = json.loads((tmp_path / "pacx.work" / "pairs" / "manifest.json").read_text())
+    coverage = manifest["stats"]["coverage"]
+    assert (coverage["with_ecg"], coverage["with_labs"], coverage["none"]) == (4, 6, 0)
