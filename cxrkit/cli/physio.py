@@ -81,7 +81,9 @@ def ingest_physio_command(
     with lead and sample masks, filtered and normalised per lead; labs become
     percentile-scaled values + missing flags (scaling fitted on training patients).
     Patient ids and times are pseudonymised with the salt of `cxrkit ingest`; input
-    paths reach the artifact only as salted tokens unless --keep-paths.
+    paths reach the artifact only as salted tokens unless --keep-paths. MIMIC-IV's
+    labevents + d_labitems and MIMIC-IV-ECG's record_list.csv are read as they ship;
+    their subject_id 10000032 is keyed p10000032, as MIMIC-CXR's folders key it.
     """
     from cxrkit.io.local_rejects import local_rejects_path
     from cxrkit.stages import physio
