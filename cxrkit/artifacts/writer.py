@@ -166,10 +166,18 @@ class ArtifactWriter:
         """Refuse to overwrite a different artifact without --force, and a non-artifact ever.
 
         An existing file, or a non-empty directory without a cxrkit manifest, is
-        never replaced (--force included): it may hold the user's own files.
+        never replaced (--force included): it may hold the user's own files. Nor is
+        one of this run's inputs: publishing over it would delete what is being read.
         """
         if not self.out.exists() and not self.out.is_symlink():
             return
+        target = self.out.resolve()
+        for ref in self._input_refs:
+            if ref.get("path") and Path(ref["path"]).resolve() == target:
+                raise OutputError(
+                    f"{self.out}: is an input of this run (the {ref.get('kind')} artifact); "
+                    "it is never replaced, --force included; choose another --out"
+                )
         if not self.out.is_dir():
             raise OutputError(f"{self.out}: exists and is not a directory; choose another --out")
         if not (self.out / MANIFEST).is_file():

@@ -1,0 +1,57 @@
+"""`cxrkit eval` against misuse: an --out that is one of its inputs, bad inputs that leave
+nothing behind, error messages that name options the command has."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from cxrkit.artifacts import ArtifactWriter, read_manifest
+from cxrkit.errors import OutputError
+from cxrkit.stages.eval import EvalConfig, run
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny random-init MAE checkpoint artifact (image-only)."""
+    from cxrkit.objectives.base import build_objective
+    from cxrkit.objectives.loading import save_objective
+
+    config = {
+        "model": {"arch": "vit_tiny_patch16_224", "image_size": 64, "patch_size": 16, "depth": 1},
+        "decoder_dim": 32,
+        "decoder_depth": 1,
+        "decoder_heads": 2,
+    }
+    writer = ArtifactWriter(tmp_path_factory.mktemp("ckpt") / "ckpt", "checkpoint", {"t": config})
+    work = writer.begin()
+    torch.manual_seed(0)
+    save_objective(build_objective("mae", config), work)
+    return writer.publish().path
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXRKIT_CACHE", str(tmp_path / "cache"))
+
+
+def _cfg(checkpoint, dataset, out, **extra) -> EvalConfig:
+    return EvalConfig(
+        dataset=str(dataset), checkpoint=str(checkpoint), out=str(out), tasks=["probe"],
+        protocol="cv", fractions=[1.0], seeds=[0], bootstrap=20, plots=False, **extra,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("which", ["dataset", "checkpoint"])
+def test_out_naming_an_input_artifact_is_refused_even_with_force(
+    checkpoint, demo_dataset, tmp_path, which
+):
+    dataset = shutil.copytree(demo_dataset, tmp_path / "ds")
+    model = shutil.copytree(checkpoint, tmp_path / "ckpt")
+    target = dataset if which == "dataset" else model
+    with pytest.raises(OutputError, match=f"is an input of this run.*{which}"):
+        run(_cfg(model, dataset, target), force=True)
+    assert read_manifest(target)["kind"] == which  # the input is still there, untouched
+    assert not list(tmp_path.glob("*.tmp-*"))
