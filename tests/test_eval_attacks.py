@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cxrkit.artifacts import ArtifactWriter, read_manifest
-from cxrkit.errors import OutputError
+from cxrkit.errors import InputError, OutputError
 from cxrkit.stages.eval import EvalConfig, run
 
 
@@ -55,3 +55,31 @@ def test_out_naming_an_input_artifact_is_refused_even_with_force(
         run(_cfg(model, dataset, target), force=True)
     assert read_manifest(target)["kind"] == which  # the input is still there, untouched
     assert not list(tmp_path.glob("*.tmp-*"))
+
+
+@pytest.fixture(scope="module")
+def unlabelled_dataset(tmp_path_factory, salt_file):
+    """Four real pediatric JPEGs with reports and splits but no label column."""
+    from cxrkit.io.bundled import pediatric_jpegs
+    from cxrkit.stages.ingest import IngestConfig
+    from cxrkit.stages.ingest import run as ingest
+
+    root = tmp_path_factory.mktemp("unlabelled")
+    lines = ["image_path,report_text,patient_id,split"]
+    for i, path in enumerate(pediatric_jpegs()[:4]):
+        lines.append(f"{path},No acute findings.,P{i},{'test' if i % 2 else 'train'}")
+    (root / "map.csv").write_text("\n".join(lines) + "\n")
+    config = IngestConfig(
+        mapping=str(root / "map.csv"), out=str(root / "ds"), image_size=64,
+        salt_file=str(salt_file),
+    )  # fmt: skip
+    return ingest(config).path
+
+
+def test_a_dataset_without_labels_is_refused_and_leaves_no_temp_dir(
+    checkpoint, unlabelled_dataset, tmp_path
+):
+    with pytest.raises(InputError, match="no labels"):
+        run(_cfg(checkpoint, unlabelled_dataset, tmp_path / "ev"))
+    assert not (tmp_path / "ev").exists()
+    assert not list(tmp_path.glob("ev.tmp-*"))

@@ -272,11 +272,13 @@ def run(cfg: EvalConfig, force: bool = False):
 
     try:
         summary = evaluate(cfg, model, dataset, annotations, device, work)
-    except ConfigError:
-        # Nothing could be evaluated: there is nothing to resume, leave no temp dir.
+    except Exception:
+        # A refusal (no labels, no task that applies) or a failure: eval keeps no partial
+        # work worth resuming (features are cached outside), so it leaves no temp dir.
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
+        writer.release()
         raise
     return writer.publish(schema={"files": summary.pop("_files")}, stats=summary)
 
