@@ -83,3 +83,18 @@ def test_a_dataset_without_labels_is_refused_and_leaves_no_temp_dir(
         run(_cfg(checkpoint, unlabelled_dataset, tmp_path / "ev"))
     assert not (tmp_path / "ev").exists()
     assert not list(tmp_path.glob("ev.tmp-*"))
+
+
+def test_no_labels_error_names_how_this_cli_takes_annotations(
+    checkpoint, unlabelled_dataset, tmp_path
+):
+    from typer.testing import CliRunner
+
+    from cxrkit.cli import app
+
+    args = ["eval", str(checkpoint), str(unlabelled_dataset), "--out", str(tmp_path / "ev")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3, result.output
+    assert "no labels" in result.output
+    assert "--annotations" not in result.output  # eval has no such option
+    assert "ANNOTATIONS" in result.output and "--labels FILE" in result.output

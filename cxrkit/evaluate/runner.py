@@ -57,8 +57,9 @@ def resolve_labels(cfg, rows: EvalRows, annotations: Artifact | None) -> label_s
             source = "annotations"
         else:
             raise InputError(
-                f"{cfg.dataset}: no labels: the dataset's labels column is empty; give "
-                "--annotations DIR or --labels FILE --labels-format FMT"
+                f"{cfg.dataset}: no labels: the dataset's labels column is empty; give an "
+                "annotations artifact (`cxrkit eval CHECKPOINT DATASET ANNOTATIONS`) or "
+                "--labels FILE --labels-format FMT"
             )
     if source == "file":
         if not cfg.labels:
@@ -67,7 +68,10 @@ def resolve_labels(cfg, rows: EvalRows, annotations: Artifact | None) -> label_s
         return label_sources.match_by_name(parsed, rows.source_paths, str(cfg.labels))
     if source == "annotations":
         if annotations is None:
-            raise ConfigError("label_source = annotations needs --annotations DIR")
+            raise ConfigError(
+                "label_source = annotations needs an annotations artifact "
+                "(`cxrkit eval CHECKPOINT DATASET ANNOTATIONS`)"
+            )
         return label_sources.from_annotations(annotations.path, rows.image_ids)
     return label_sources.from_dataset_column(rows.labels_json)
 
