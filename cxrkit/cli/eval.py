@@ -74,6 +74,12 @@ def _sweep_rows(table: Table, task: str, result: dict, notes: list[str]) -> None
         _class_rows(table, label, seeds[first])
 
 
+def _zeroshot_scorings() -> tuple[str, ...]:
+    from cxrkit.stages.eval import ZEROSHOT_SCORINGS  # torch-free; imported when rendering
+
+    return ZEROSHOT_SCORINGS
+
+
 def _class_reports(metrics: dict) -> list[dict]:
     """Every per-class report of every scored task (all seeds and fractions)."""
     found: list[dict] = []
@@ -81,7 +87,7 @@ def _class_reports(metrics: dict) -> list[dict]:
         if "skipped" in result:
             continue
         if task == "zeroshot":
-            scored = [result[v] for v in ("maco", "clip") if "classes" in result.get(v, {})]
+            scored = [result[v] for v in _zeroshot_scorings() if "classes" in result.get(v, {})]
         elif task in ("probe", "finetune"):
             scored = [s for e in result["fractions"].values() for s in e["seeds"].values()]
         else:
@@ -134,7 +140,7 @@ def render(metrics: dict, path: Path) -> None:
         if "skipped" in result:
             skipped.append(f"{task}: {result['skipped']}")
         elif task == "zeroshot":
-            for variant in ("maco", "clip"):
+            for variant in _zeroshot_scorings():
                 if "skipped" in result.get(variant, {}):
                     skipped.append(f"zeroshot {variant}: {result[variant]['skipped']}")
                 elif variant in result:
