@@ -64,6 +64,7 @@ class EvalRows:
     source_formats: list[str | None]
     has_report: np.ndarray  # (N,) bool: the row's text_section (or fallback) is not empty
     views: list[str | None] = field(default_factory=list)  # PA / AP / LATERAL / ... per row
+    study_ids: list[str | None] = field(default_factory=list)  # retrieval: a study's images
     dataset: Artifact | None = None
     text_section: str = "both"
 
@@ -153,6 +154,7 @@ def read_rows(dataset: Artifact, text_section: str = "both") -> EvalRows:
         source_formats=out["source_format"],
         has_report=np.asarray(has_report, dtype=bool),
         views=out["view"],
+        study_ids=out["study_id"],
         dataset=dataset,
         text_section=text_section,
     )
