@@ -216,8 +216,13 @@ def _filter_views(rows: EvalRows, raw: np.ndarray, views: list[str]) -> dict:
 
 
 def _warnings(ctx: Context, small_n: int) -> list[str]:
+    from cxrkit.evaluate.compat import preprocessing_warnings
+
     scored = int(ctx.test_rows().size)
-    notes = []
+    checkpoint = next(
+        (a for a in ctx.model.inputs if isinstance(a, Artifact) and a.kind == "checkpoint"), None
+    )
+    notes = preprocessing_warnings(checkpoint, ctx.dataset, ctx.model.image_size)
     if scored < small_n:
         notes.append(
             f"n = {scored} scored images (< {small_n}): confidence intervals are wide and "
