@@ -98,3 +98,26 @@ def test_no_labels_error_names_how_this_cli_takes_annotations(
     assert "no labels" in result.output
     assert "--annotations" not in result.output  # eval has no such option
     assert "ANNOTATIONS" in result.output and "--labels FILE" in result.output
+
+
+def test_annotations_of_another_dataset_are_named_as_such(
+    checkpoint, unlabelled_dataset, salt_file, tmp_path
+):
+    from cxrkit.io.bundled import pediatric_jpegs
+    from cxrkit.stages.annotate import AnnotateConfig
+    from cxrkit.stages.annotate import run as annotate
+    from cxrkit.stages.ingest import IngestConfig
+    from cxrkit.stages.ingest import run as ingest
+
+    lines = ["image_path,report_text,patient_id"]
+    lines += [f"{p},No pneumothorax.,Q{i}" for i, p in enumerate(pediatric_jpegs()[8:12])]
+    (tmp_path / "map.csv").write_text("\n".join(lines) + "\n")
+    config = IngestConfig(
+        mapping=str(tmp_path / "map.csv"), out=str(tmp_path / "other"), image_size=64,
+        salt_file=str(salt_file),
+    )  # fmt: skip
+    other = ingest(config).path
+    notes = annotate(AnnotateConfig(dataset=str(other), out=str(tmp_path / "ann"))).path
+    with pytest.raises(InputError, match=r"none of the 4 images .* is in the annotations"):
+        run(_cfg(checkpoint, unlabelled_dataset, tmp_path / "ev", annotations=str(notes)))
+    assert not list(tmp_path.glob("ev.tmp-*"))

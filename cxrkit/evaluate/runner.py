@@ -72,8 +72,21 @@ def resolve_labels(cfg, rows: EvalRows, annotations: Artifact | None) -> label_s
                 "label_source = annotations needs an annotations artifact "
                 "(`cxrkit eval CHECKPOINT DATASET ANNOTATIONS`)"
             )
-        return label_sources.from_annotations(annotations.path, rows.image_ids)
+        table = label_sources.from_annotations(annotations.path, rows.image_ids)
+        if table.matched == 0 and len(rows):
+            made_from = [r.get("id", "")[:12] for r in annotations.manifest.get("inputs", [])]
+            raise InputError(
+                f"none of the {len(rows)} images of {cfg.dataset} (id {dataset_id(rows)}) is "
+                f"in the annotations {annotations.path} (made from dataset "
+                f"{', '.join(made_from) or 'unknown'}): give the annotations of this dataset"
+            )
+        return table
     return label_sources.from_dataset_column(rows.labels_json)
+
+
+def dataset_id(rows: EvalRows) -> str:
+    """The short id of the rows' dataset artifact ("unknown" without one)."""
+    return rows.dataset.id[:12] if rows.dataset is not None else "unknown"
 
 
 def select_classes(table: label_sources.LabelTable, wanted: list[str]) -> list[int]:
