@@ -83,25 +83,42 @@ def split_folds(
 
 
 def cv_folds(labels: np.ndarray, groups: Sequence[str] | None, k: int, seed: int) -> list[Fold]:
-    """Stratified (on the rarest class), patient-grouped k folds over the labelled rows."""
+    """Patient-grouped k folds over the labelled rows, stratified on the rarest class that
+    has at least two positives and two negatives (so every training fold sees both).
+
+    Takes (N, C) 1/0/NaN labels, per-row patient ids (None: each row its own group), k and
+    a seed. Returns ``min(k, patients)`` folds; every labelled row is tested exactly once
+    and a patient never sits on both sides. A class too rare for that (one positive) is not
+    stratified on and does not stop the others; with no such class the folds are grouped
+    only. Raises InputError when the labelled rows come from fewer than two patients.
+    """
+    import warnings
+
     from sklearn.model_selection import StratifiedGroupKFold
 
     rows = labelled_rows(labels)
     known = labels[rows]
-    positives = np.nansum(known == 1, axis=0)
-    rarest = int(np.argmin(np.where(positives > 0, positives, np.inf))) if positives.any() else 0
-    strata = np.nan_to_num(known[:, rarest], nan=2.0).astype(int)
     group_ids = np.asarray(groups, dtype=object)[rows] if groups is not None else rows
-    n_splits = min(k, int(np.min(np.bincount(strata)[np.bincount(strata) > 0])), rows.size)
-    if n_splits < 2:
+    n_groups = int(np.unique(np.asarray(group_ids).astype(str)).size)
+    if n_groups < 2:
         raise InputError(
-            f"cross-validation needs >= 2 rows of each label; have {np.bincount(strata)}"
+            f"cross-validation needs labelled images of >= 2 patients; have {n_groups} "
+            f"({rows.size} labelled images)"
         )
+    positives = np.sum(known == 1, axis=0)
+    negatives = np.sum(known == 0, axis=0)
+    usable = np.nonzero((positives >= 2) & (negatives >= 2))[0]
+    if usable.size:
+        rarest = int(usable[np.argmin(np.minimum(positives, negatives)[usable])])
+        strata = np.nan_to_num(known[:, rarest], nan=2.0).astype(int)
+    else:
+        strata = np.zeros(rows.size, dtype=int)
+    n_splits = max(2, min(k, n_groups, int(np.bincount(strata).max())))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return [
-        Fold(rows[train], np.zeros(0, dtype=np.int64), rows[test])
-        for train, test in splitter.split(rows, strata, groups=group_ids)
-    ]
+    with warnings.catch_warnings():  # a stratum smaller than k: spread as evenly as it can
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        splits = list(splitter.split(rows, strata, groups=group_ids))
+    return [Fold(rows[train], np.zeros(0, dtype=np.int64), rows[test]) for train, test in splits]
 
 
 def fraction_subset(
