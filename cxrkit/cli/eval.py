@@ -47,7 +47,8 @@ def _class_rows(table: Table, task: str, scored: dict, note: str = "") -> None:
     for name, report in scored["classes"].items():
         counts = f"{report['n_pos']}/{report['n_neg']}"
         if report.get("status") != "ok":
-            table.add_row(task, name, counts, "too few to score", "", "", "")
+            why = "not fitted" if report.get("status") == "not_fitted" else "too few to score"
+            table.add_row(task, name, counts, why, "", "", "")
             continue
         table.add_row(
             task, name, counts, _ci(report["auroc"]), _value(report["auprc"]),

@@ -192,13 +192,27 @@ def score_classes(
 ) -> dict:
     """Class reports and macro averages of (N, C) scores on ``test_rows``.
 
-    ``labels`` are 1/0/NaN (uncertain already mapped). Returns a JSON-ready dict
+    ``labels`` are 1/0/NaN (uncertain already mapped); NaN scores mark rows no model
+    predicted. A class with labelled test rows and no prediction at all is reported as
+    ``status = "not_fitted"`` with its test counts; one predicted on part of its rows
+    says how many were left out (``unscored``). Returns a JSON-ready dict
     ``{"classes": {name: report}, "macro": {...}}``.
     """
     reports = {}
     group_array = np.asarray(groups, dtype=object) if groups is not None else None
     for c, name in enumerate(classes):
-        rows = test_rows[~np.isnan(labels[test_rows, c]) & ~np.isnan(scores[test_rows, c])]
+        labelled = test_rows[~np.isnan(labels[test_rows, c])]
+        rows = labelled[~np.isnan(scores[labelled, c])]
+        if labelled.size and not rows.size:  # labels to score, but no model made predictions
+            n_pos = int(np.sum(labels[labelled, c] == 1))
+            reports[name] = {
+                "n": int(labelled.size), "n_pos": n_pos, "n_neg": int(labelled.size) - n_pos,
+                "status": "not_fitted",
+                "reason": "no predictions: no training subset held both a positive and a "
+                "negative of this class",
+                "threshold_source": thresholds[c][1],
+            }  # fmt: skip
+            continue
         report = bootstrap.class_report(
             labels[rows, c],
             scores[rows, c],
@@ -210,6 +224,8 @@ def score_classes(
             stats.seed,
         )
         report["threshold_source"] = thresholds[c][1]
+        if rows.size < labelled.size:  # folds whose subset could not fit this class
+            report["unscored"] = int(labelled.size - rows.size)
         reports[name] = report
     macro = bootstrap.macro_report(
         labels[test_rows],
