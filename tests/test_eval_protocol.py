@@ -139,3 +139,25 @@ def test_a_class_the_probe_could_not_fit_is_reported_as_not_fitted_with_its_test
     assert "no predictions" in a["reason"]
     assert (b["status"], b["n"], b["unscored"]) == ("ok", 8, 2)
     assert out["macro"]["classes"] == ["B"]
+
+
+def _seed(**aurocs) -> dict:
+    classes = {
+        name: {"status": "ok", "auroc": {"value": v}} if v is not None else {"status": "too_few"}
+        for name, v in aurocs.items()
+    }
+    ok = [v for v in aurocs.values() if v is not None]
+    return {"classes": classes, "macro": {"macro_auroc": {"value": float(np.mean(ok))}}}
+
+
+def test_macro_over_seeds_averages_the_classes_every_seed_scored():
+    """Seed 0 scored A (0.6) and B (0.8), macro 0.7; seed 1 only A (0.7), macro 0.7. The
+    spread over seeds compares like with like: A alone, 0.6 and 0.7."""
+    from cxrkit.evaluate.tasks import _over_seeds
+
+    spread = _over_seeds({"0": _seed(A=0.6, B=0.8), "1": _seed(A=0.7, B=None)})
+    macro = spread["macro_auroc"]
+    assert macro["classes"] == ["A"]
+    assert macro["auroc_mean"] == pytest.approx(0.65)
+    assert macro["auroc_sd"] == pytest.approx(np.std([0.6, 0.7], ddof=1))
+    assert macro["seeds"] == 2

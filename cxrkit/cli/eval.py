@@ -71,8 +71,17 @@ def _sweep_rows(table: Table, task: str, result: dict, notes: list[str]) -> None
             notes.append(
                 f"{label}: rows show seed {first}; AUROC {spread['auroc_mean']:.3f}"
                 f"±{spread['auroc_sd']:.3f} over {spread['seeds']} seeds"
+                + _common_note(spread, seeds[first])
             )
         _class_rows(table, label, seeds[first])
+
+
+def _common_note(spread: dict, shown: dict) -> str:
+    """Says when the macro spread covers fewer classes than the shown seed's macro."""
+    common = spread.get("classes")
+    if common is None or common == shown.get("macro", {}).get("classes", common):
+        return ""
+    return f" (the {len(common)} classes every seed scored)"
 
 
 def _zeroshot_scorings() -> tuple[str, ...]:

@@ -233,7 +233,12 @@ def _sweep(
 
 
 def _over_seeds(per_seed: dict[str, dict]) -> dict:
-    """Mean and SD across seeds of each class's AUROC and of the macro AUROC (ok results only)."""
+    """Mean and SD across seeds of each class's AUROC and of the macro AUROC (ok results only).
+
+    The macro spread compares like with like: each seed's mean AUROC over the classes
+    that every seed scored (a small subset may leave a class unfitted in one seed only),
+    named under ``classes``.
+    """
     out: dict = {}
     first = next(iter(per_seed.values()))
     for name in first["classes"]:
@@ -243,10 +248,16 @@ def _over_seeds(per_seed: dict[str, dict]) -> dict:
             if s["classes"][name].get("status") == "ok"
         ]
         out[name] = _mean_sd(values)
-    macro = [
-        s["macro"]["macro_auroc"]["value"] for s in per_seed.values() if "macro_auroc" in s["macro"]
+    common = [
+        name
+        for name in first["classes"]
+        if all(s["classes"][name].get("status") == "ok" for s in per_seed.values())
     ]
-    out["macro_auroc"] = _mean_sd(macro)
+    macro = [
+        float(np.mean([s["classes"][name]["auroc"]["value"] for name in common]))
+        for s in per_seed.values()
+    ]
+    out["macro_auroc"] = {**_mean_sd(macro if common else []), "classes": common}
     return out
 
 
