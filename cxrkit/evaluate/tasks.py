@@ -256,8 +256,9 @@ def _over_seeds(per_seed: dict[str, dict]) -> dict:
     macro = [
         float(np.mean([s["classes"][name]["auroc"]["value"] for name in common]))
         for s in per_seed.values()
+        if common
     ]
-    out["macro_auroc"] = {**_mean_sd(macro if common else []), "classes": common}
+    out["macro_auroc"] = {**_mean_sd(macro), "classes": common}
     return out
 
 
