@@ -82,6 +82,25 @@ def split_folds(
     return [Fold(pick[train], pick[val], pick[test])]
 
 
+def patients_in_several_splits(
+    groups: Sequence[str], parts: dict[str, np.ndarray]
+) -> tuple[int, str]:
+    """How many patients have rows in more than one of ``parts`` (name -> row indices), and
+    one of them described (``"3 images in train, test"``; "" when none)."""
+    where: dict[str, set[str]] = {}
+    images: dict[str, int] = {}
+    for name, rows in parts.items():
+        for r in rows.tolist():
+            where.setdefault(groups[r], set()).add(name)
+            images[groups[r]] = images.get(groups[r], 0) + 1
+    mixed = [g for g, names in where.items() if len(names) > 1]
+    if not mixed:
+        return 0, ""
+    first = mixed[0]
+    order = [n for n in parts if n in where[first]]
+    return len(mixed), f"{images[first]} images in {', '.join(order)}"
+
+
 def cv_folds(labels: np.ndarray, groups: Sequence[str] | None, k: int, seed: int) -> list[Fold]:
     """Patient-grouped k folds over the labelled rows, stratified on the rarest class that
     has at least two positives and two negatives (so every training fold sees both).

@@ -150,8 +150,8 @@ def build_context(cfg, model, dataset: Artifact, annotations, device) -> tuple[C
     raw = table.values[:, columns].copy()
     view_summary = _filter_views(rows, raw, list(getattr(cfg, "views", []) or []))
     labels = label_sources.binarise(raw, cfg.uncertain)
-    if table.patients is not None and rows.patient_groups() is None:
-        rows.patient_ids = [p or f"row-{i}" for i, p in enumerate(table.patients)]
+    if table.patients is not None:
+        rows.label_patients = list(table.patients)
     transform = EvalTransform(model.image_size)
     cache: dict = {}
 
@@ -243,6 +243,18 @@ def _warnings(ctx: Context, small_n: int) -> list[str]:
         )
     if ctx.rows.patient_groups() is None:
         notes.append("no patient ids: bootstrap resamples images, not patients")
+    elif ctx.protocol == "split":
+        fold = ctx.folds[0]
+        count, example = protocol.patients_in_several_splits(
+            ctx.rows.patient_groups(), {"train": fold.train, "val": fold.val, "test": fold.test}
+        )
+        if count:
+            whose = " of the label file" if ctx.rows.label_patients is not None else ""
+            notes.append(
+                f"{count} patients{whose} have images in more than one split (e.g. "
+                f"{example}): probe and fine-tuning are scored on patients they trained on; "
+                "re-ingest with patient ids (a mapping CSV's patient_id) to split by patient"
+            )
     return notes
 
 
