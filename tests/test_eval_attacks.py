@@ -121,3 +121,22 @@ def test_annotations_of_another_dataset_are_named_as_such(
     with pytest.raises(InputError, match=r"none of the 4 images .* is in the annotations"):
         run(_cfg(checkpoint, unlabelled_dataset, tmp_path / "ev", annotations=str(notes)))
     assert not list(tmp_path.glob("ev.tmp-*"))
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", ""])
+def test_an_unknown_device_is_a_config_error(name):
+    from cxrkit.errors import ConfigError
+
+    cfg = EvalConfig(dataset="ds", checkpoint="ckpt", out="ev", device=name)
+    with pytest.raises(ConfigError, match="device"):
+        cfg.validate()
+
+
+def test_cuda_without_a_cuda_device_is_a_config_error(monkeypatch):
+    from cxrkit.errors import ConfigError
+    from cxrkit.stages.eval import _device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        _device("cuda")
+    assert _device("auto").type == "cpu"
