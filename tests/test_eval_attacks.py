@@ -51,7 +51,7 @@ def test_out_naming_an_input_artifact_is_refused_even_with_force(
     dataset = shutil.copytree(demo_dataset, tmp_path / "ds")
     model = shutil.copytree(checkpoint, tmp_path / "ckpt")
     target = dataset if which == "dataset" else model
-    with pytest.raises(OutputError, match=f"is an input of this run.*{which}"):
+    with pytest.raises(OutputError, match=f"is an input of this run \\(the {which}"):
         run(_cfg(model, dataset, target), force=True)
     assert read_manifest(target)["kind"] == which  # the input is still there, untouched
     assert not list(tmp_path.glob("*.tmp-*"))
@@ -140,3 +140,12 @@ def test_cuda_without_a_cuda_device_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match="no CUDA device"):
         _device("cuda")
     assert _device("auto").type == "cpu"
+
+
+def test_out_inside_an_input_artifact_is_refused(checkpoint, demo_dataset, tmp_path):
+    from cxrkit.artifacts import verify
+
+    dataset = shutil.copytree(demo_dataset, tmp_path / "ds")
+    with pytest.raises(OutputError, match="inside an input of this run"):
+        run(_cfg(checkpoint, dataset, dataset / "ev"))
+    assert not verify(dataset)  # no stray file makes the dataset fail its integrity check
