@@ -166,7 +166,8 @@ def render(metrics: dict, path: Path) -> None:
                     str(result["n"]), recalls, "", "", "",
                 )  # fmt: skip
                 notes.append(
-                    f"retrieval {direction.replace('_', ' ')}: R@1 {_ci(entry['recall_at_1'])}, "
+                    f"retrieval {direction.replace('_', ' ')}: R@1 {_ci(entry['recall_at_1'])} "
+                    f"(chance {result.get('chance_recall_at_1', 0):.3f}), "
                     f"median rank {_ci(entry['median_rank'])}"
                 )
     if err.is_terminal:
