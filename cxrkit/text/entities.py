@@ -41,6 +41,7 @@ from cxrkit.text.lexicon import (
     statement_regexes,
 )
 from cxrkit.text.negation import AssertionTagger
+from cxrkit.text.readable import readable_text
 from cxrkit.text.sections import split_sections
 
 log = logging.getLogger(__name__)
@@ -149,22 +150,30 @@ class EntityExtractor:
 
     def extract(self, texts: Iterable[str | None], batch_size: int = 256) -> Iterator[list[Entity]]:
         """Entities per text, in input order. None/empty/non-string texts give []."""
-        items = ((readable_text(text), text) for text in map(clean_text, texts))
-        for doc, text in self.nlp.pipe(items, as_tuples=True, batch_size=batch_size):
-            yield self.entities(doc, text)
+        items = ((*readable_text(text), text) for text in map(clean_text, texts))
+        pairs = ((readable, (text, readable, origin)) for readable, origin, text in items)
+        for doc, (text, readable, origin) in self.nlp.pipe(pairs, as_tuples=True,
+                                                           batch_size=batch_size):  # fmt: skip
+            yield self.entities(doc, text, readable, origin)
 
-    def entities(self, doc: Doc, text: str | None = None) -> list[Entity]:
+    def entities(self, doc: Doc, text: str | None = None, readable: str | None = None,
+                 origin: list[int] | None = None) -> list[Entity]:  # fmt: skip
         """Entities of one processed doc, with assertion flags and sections.
 
-        ``text`` is the doc's text when the caller has it (``doc.text`` is rebuilt
-        from the tokens on every access, which is slow).
+        ``doc`` is the pipeline's run over ``readable`` (:func:`readable_text` of the
+        report ``text``; ``origin`` maps its characters back to ``text``, None when
+        the offsets are the same). Offsets and sections are those of ``text``. Without
+        ``text``, the doc's text is the report (``doc.text`` is rebuilt from the tokens
+        on every access, which is slow).
         """
         if not len(doc):
             return []
         text = doc.text if text is None else text
+        readable = text if readable is None else readable
         offsets = doc.to_array([IDX, LENGTH])  # (T, 2): character offset and length per token
         mentions = [(e.start, e.end, e.label_, *split_pattern_id(e.ent_id_)) for e in doc.ents]
-        mentions = _longest_first([*self._statements(text, offsets[:, 0].tolist()), *mentions])
+        mentions = _longest_first([*self._statements(readable, offsets[:, 0].tolist()),
+                                   *mentions])  # fmt: skip
         mentions = [m for m in mentions if m[2] != SHIELD]  # shields only kept words from others
         if self.abbreviations:
             mentions += self._abbreviation_mentions(doc, mentions)
@@ -173,7 +182,9 @@ class EntityExtractor:
         section_starts = [section.start for section in sections]
         breaks = set()
         if len(sections) > 1:
-            breaks = {int(i) for i in np.searchsorted(offsets[:, 0], section_starts)}
+            starts = section_starts if origin is None else [
+                bisect.bisect_left(origin, start) for start in section_starts]  # fmt: skip
+            breaks = {int(i) for i in np.searchsorted(offsets[:, 0], starts)}
         tagged = [m for m in mentions if m[2] != NORMAL and m[4] in ("", "hedged")]
         spans = [(m[0], m[1]) for m in tagged]
         joinable = [m[2] in (FINDING, DEVICE) or bool(m[3]) for m in tagged]
@@ -181,6 +192,8 @@ class EntityExtractor:
         out = []
         for start, end, label, chexpert, fixed in mentions:
             first, last = int(offsets[start, 0]), int(offsets[end - 1, 0] + offsets[end - 1, 1])
+            if origin is not None:
+                first, last = origin[first], max(origin[last], origin[first] + 1)
             negated, uncertain = flags.get((start, end), (fixed == "negated", fixed == "uncertain"))
             if fixed == "hedged" and not negated:  # CheXpert: uncertain unless negated
                 uncertain = True
@@ -257,32 +270,6 @@ def _longest_first(mentions: list[tuple]) -> list[tuple]:
             kept.append(mention)
             taken.update(span)
     return kept
-
-
-# "3.no effusion", "2)Cardiomegaly": list numbering glued to the next word.
-_GLUED_NUMBER = re.compile(r"(?<![\w.])(\d{1,2})[.)](?=[A-Za-z])")
-# A single line break inside a sentence (a wrapped line): after a word or comma, before
-# a lower-case word. A blank line, or a break after sentence punctuation, stays a break.
-_WRAPPED_LINE = re.compile(r"(?<=[A-Za-z,])[ \t]*\r?\n(?=[ \t]*[a-z])")
-
-
-# Necessary conditions for the two patterns above, found much faster: most reports have
-# neither, and then the text is returned as it is.
-_WRAPPED_HINT = re.compile(r"\n[ \t]*[a-z]")
-_GLUED_HINT = re.compile(r"\d[.)][A-Za-z]")
-
-
-def readable_text(text: str) -> str:
-    """The text the pipeline reads: same length as ``text`` (offsets stay valid).
-
-    Unglues list numbering ("3.no pleural effusion": the "." becomes a line break,
-    the number a clause of its own) and joins wrapped lines ("pleural\\neffusion").
-    """
-    if "\n" in text and _WRAPPED_HINT.search(text):
-        text = _WRAPPED_LINE.sub(lambda m: " " * len(m.group()), text)
-    if _GLUED_HINT.search(text):
-        text = _GLUED_NUMBER.sub(lambda m: m.group(1) + "\n", text)
-    return text
 
 
 def clean_text(text: object) -> str:

@@ -224,8 +224,14 @@ class AssertionTagger:
 
         self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
         for kind, phrases in _KINDS.items():
-            docs = [nlp.make_doc(p) for p in dict.fromkeys(phrases)]
-            self.matcher.add(kind, docs)
+            # The tokenizer's exceptions are case-sensitive: "cannot" is two tokens, "CANNOT"
+            # one. Matching is on LOWER, so each distinct tokenisation of a cue is added.
+            docs = {}
+            for phrase in dict.fromkeys(phrases):
+                for form in (phrase, phrase.upper(), phrase.capitalize()):
+                    doc = nlp.make_doc(form)
+                    docs.setdefault(tuple(t.lower_ for t in doc), doc)
+            self.matcher.add(kind, list(docs.values()))
         self.strings = nlp.vocab.strings
         self.or_ids = frozenset(nlp.vocab.strings.add(w) for w in _OR_WORDS)
         # Whitespace tokens holding a line break end a clause too; list the common ones.

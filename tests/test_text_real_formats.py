@@ -1,0 +1,143 @@
+"""The labeler on report text as users feed it: MIMIC-CXR free text, Stanford / CheXpert-plus
+layout, IU "XXXX" marks, and encoding debris (CRLF, tabs, unicode spaces and dashes, HTML
+entities, all caps).
+
+The MIMIC-style and Stanford-style reports here are synthetic: written for these tests in
+those formats (caps headers, ~80-column wrapping with a leading space, ``___`` placeholders,
+WET READ blocks, numbered impressions, END OF IMPRESSION / attestation footers).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cxrkit.text.entities import readable_text
+from cxrkit.text.labeler import CHEXPERT_CLASSES, Labeler
+
+
+@pytest.fixture(scope="module")
+def labeler():
+    return Labeler()
+
+
+@pytest.fixture(scope="module")
+def whole_report(labeler):
+    """The findings+impression policy (what ``cxrkit annotate`` uses), same pipeline."""
+    return Labeler(extractor=labeler.extractor, sections="findings+impression")
+
+
+def _labels(labeler, text: str) -> dict[str, float]:
+    ((labels, _),) = labeler.label([text])
+    return {c: v for c, v in zip(CHEXPERT_CLASSES, labels, strict=True) if not math.isnan(v)}
+
+
+def _mentions(labeler, text: str) -> list[tuple[str, str]]:
+    ((_, entities),) = labeler.label([text])
+    return [(e.text, e.chexpert) for e in entities if e.chexpert]
+
+
+# ------------------------------------------------------------------ whitespace and wrapping
+
+
+# MIMIC wraps at ~80 columns and indents every line with a space; a break (and its
+# indentation) inside a cue or a phrase must not split it.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("IMPRESSION: \n \n Right basilar opacity, possibly atelectasis, though pneumonia cannot be\n"
+         " excluded.", {"Lung Opacity": 1.0, "Atelectasis": -1.0, "Pneumonia": -1.0}),
+        ("IMPRESSION:  Endotracheal\n tube terminates 4 cm above the carina.",
+         {"No Finding": 1.0, "Support Devices": 1.0}),
+        ("IMPRESSION:  Moderate pulmonary\n    edema.", {"Edema": 1.0}),
+        ("IMPRESSION:  No focal consolidation,  pleural  effusion or pneumothorax.",
+         {"No Finding": 1.0, "Consolidation": 0.0, "Pleural Effusion": 0.0, "Pneumothorax": 0.0}),
+        ("IMPRESSION: No\tpleural\teffusion.\tMild\tcardiomegaly.",
+         {"Cardiomegaly": 1.0, "Pleural Effusion": 0.0}),
+        ("IMPRESSION:\r\n No pleural\r\n effusion.\r\n Small right\r\n pneumothorax.",
+         {"Pleural Effusion": 0.0, "Pneumothorax": 1.0}),
+    ],
+)  # fmt: skip
+def test_wrapped_and_padded_lines_keep_phrases_and_cues_whole(labeler, text, expected):
+    assert _labels(labeler, text) == expected
+
+
+def test_a_wrapped_phrase_is_one_mention_with_exact_offsets(labeler):
+    text = "IMPRESSION:  Small left pleural\n    effusion.  Endotracheal\n tube in place."
+    mentions = _mentions(labeler, text)
+    assert mentions == [("pleural\n    effusion", "Pleural Effusion"),
+                        ("Endotracheal\n tube", "Support Devices")]  # fmt: skip
+    ((_, entities),) = labeler.label([text])
+    assert all(text[e.start : e.end] == e.text for e in entities)
+
+
+def test_a_line_break_between_list_items_still_ends_the_clause(labeler):
+    # no sentence punctuation, indented continuation lines: the "no" stays on its line
+    text = "IMPRESSION:\n      No pleural effusion\n      Cardiomegaly"
+    assert _labels(labeler, text) == {"Cardiomegaly": 1.0, "Pleural Effusion": 0.0}
+
+
+def test_readable_text_maps_every_character_back_to_the_original():
+    text = "A.\r\n  b\t\tc&nbsp;d\u00a0e  \n\n\n   f pneumo\u00adthorax"
+    readable, origin = readable_text(text)
+    assert len(origin) == len(readable) + 1 and origin[-1] == len(text)
+    assert readable == "A.\nb c d e\n\nf pneumothorax"
+    assert [text[origin[i]] for i, ch in enumerate(readable) if ch.isalpha()] == list(
+        "Abcdef") + list("pneumothorax")  # fmt: skip
+
+
+def test_readable_text_leaves_plain_text_alone():
+    text = "FINDINGS: No effusion.\n\nIMPRESSION: Normal chest."
+    assert readable_text(text) == (text, None)
+
+
+# ------------------------------------------------------------------ unicode and HTML debris
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("IMPRESSION: No pleural\u00a0effusion. Mild cardiomegaly.",  # no-break space
+         {"Cardiomegaly": 1.0, "Pleural Effusion": 0.0}),
+        ("IMPRESSION: No pleural effusion&nbsp;or pneumothorax.",  # an HTML entity
+         {"No Finding": 1.0, "Pleural Effusion": 0.0, "Pneumothorax": 0.0}),
+        ("IMPRESSION: Mild cardiomegaly &amp; pulmonary&#160;edema.",
+         {"Cardiomegaly": 1.0, "Edema": 1.0}),
+        ("IMPRESSION: Small pneumo\u00adthorax.", {"Pneumothorax": 1.0}),  # soft hyphen
+        ("IMPRESSION: Small\u200b pneumothorax.", {"Pneumothorax": 1.0}),  # zero-width space
+        ("IMPRESSION: \uff2e\uff4f pneumothorax.", {"No Finding": 1.0, "Pneumothorax": 0.0}),
+        # a line separator is a line break, as "\n" is
+        ("IMPRESSION: No pleural effusion\u2028Cardiomegaly",
+         {"Cardiomegaly": 1.0, "Pleural Effusion": 0.0}),
+        ("IMPRESSION: Right basilar opacity \u2014 possibly atelectasis. No pneumothorax.",
+         {"Lung Opacity": 1.0, "Atelectasis": -1.0, "Pneumothorax": 0.0}),
+        ("IMPRESSION: \u201cNo acute disease.\u201d", {"No Finding": 1.0}),
+    ],
+)  # fmt: skip
+def test_unicode_spaces_dashes_and_html_entities(labeler, text, expected):
+    assert _labels(labeler, text) == expected
+
+
+def test_offsets_stay_exact_through_entities_and_unicode(labeler):
+    text = "IMPRESSION: Small left pleural&nbsp;effusion and pneumo\u00adthorax."
+    ((_, entities),) = labeler.label([text])
+    assert [e.chexpert for e in entities if e.chexpert] == ["Pleural Effusion", "Pneumothorax"]
+    assert all(text[e.start : e.end] == e.text for e in entities)
+
+
+# ------------------------------------------------------------------ all caps
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("IMPRESSION: PNEUMONIA CANNOT BE EXCLUDED.", {"Pneumonia": -1.0}),
+        ("IMPRESSION: CANNOT EXCLUDE SMALL LEFT PLEURAL EFFUSION.", {"Pleural Effusion": -1.0}),
+        ("IMPRESSION: NO PLEURAL EFFUSION OR PNEUMOTHORAX. MILD CARDIOMEGALY.",
+         {"Cardiomegaly": 1.0, "Pleural Effusion": 0.0, "Pneumothorax": 0.0}),
+    ],
+)  # fmt: skip
+def test_all_caps_reports_read_like_lower_case_ones(labeler, text, expected):
+    assert _labels(labeler, text) == expected
+    assert _labels(labeler, text.lower()) == expected
