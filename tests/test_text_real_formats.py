@@ -141,3 +141,121 @@ def test_offsets_stay_exact_through_entities_and_unicode(labeler):
 def test_all_caps_reports_read_like_lower_case_ones(labeler, text, expected):
     assert _labels(labeler, text) == expected
     assert _labels(labeler, text.lower()) == expected
+
+
+# ------------------------------------------------------------------ MIMIC-CXR layout
+
+
+# Synthetic reports in MIMIC-CXR's raw layout (not copied from any report).
+def _mimic(*lines: str) -> str:
+    """MIMIC-CXR's raw layout: every line, blank ones too, starts with a space."""
+    return "".join(f" {line}\n" for line in lines)
+
+
+MIMIC_NO_HEADERED_FINDINGS = _mimic(
+    "                                FINAL REPORT",
+    "EXAMINATION:  CHEST (PA AND LAT)",
+    "",
+    "INDICATION:  ___ year old man with cough and fever  // eval for pneumonia",
+    "",
+    "TECHNIQUE:  Chest PA and lateral",
+    "",
+    "COMPARISON:  ___",
+    "",
+    "PA and lateral views of the chest provided.  There is a large left pleural",
+    "effusion with adjacent atelectasis.  No pneumothorax.  The heart size is",
+    "normal.",
+)
+
+MIMIC_WITH_WET_READ = _mimic(
+    "WET READ: ___ ___ ___ 9:15 PM",
+    " Possible small left apical pneumothorax; recommend dedicated upright view.",
+    "______________________________________________________________________________",
+    "                                FINAL REPORT",
+    "INDICATION:  ___ year old woman status post left chest tube removal.",
+    "",
+    "COMPARISON:  Chest radiograph from ___.",
+    "",
+    "FINDINGS:",
+    "",
+    "Left chest tube has been removed.  No pneumothorax is seen on the upright",
+    "view.  The lungs are clear.  The cardiomediastinal silhouette is normal.",
+)
+
+MIMIC_AS_ABOVE = _mimic(
+    "                                FINAL REPORT",
+    "INDICATION:  Status post CABG.",
+    "",
+    "COMPARISON:  ___.",
+    "",
+    "FINDINGS:  As compared to the previous radiograph, the patient has been",
+    "extubated.  The left chest tube is in unchanged position.  No pneumothorax.",
+    "Moderate cardiomegaly with retrocardiac atelectasis.",
+    "",
+    "IMPRESSION:  As above.",
+)
+
+MIMIC_ADDENDUM_FIRST = _mimic(
+    "                                FINAL ADDENDUM",
+    "ADDENDUM:  On further review, there is a small right apical pneumothorax.",
+    "Dr. ___ was paged at ___ on ___.",
+    "",
+    "                                FINAL REPORT",
+    "FINDINGS:  The lungs are clear.  No pleural effusion.",
+    "",
+    "IMPRESSION:  No acute cardiopulmonary process.",
+)
+
+
+def test_text_after_a_one_paragraph_section_is_the_report_body(labeler, whole_report):
+    expected = {"Pleural Effusion": 1.0, "Atelectasis": 1.0, "Pneumothorax": 0.0,
+                "Cardiomegaly": 0.0}  # fmt: skip
+    assert _labels(labeler, MIMIC_NO_HEADERED_FINDINGS) == expected
+    assert _labels(whole_report, MIMIC_NO_HEADERED_FINDINGS) == expected
+
+
+def test_indication_on_the_line_below_its_header_is_still_indication(whole_report):
+    text = "INDICATION:\n\n ___ year old with pneumonia.\n\nFINDINGS: The lungs are clear."
+    assert _labels(whole_report, text) == {"No Finding": 1.0}
+
+
+def test_a_wet_read_is_superseded_by_the_final_report(labeler, whole_report):
+    expected = {"No Finding": 1.0, "Pneumothorax": 0.0, "Support Devices": 0.0,
+                "Enlarged Cardiomediastinum": 0.0}  # fmt: skip
+    assert _labels(labeler, MIMIC_WITH_WET_READ) == expected
+    assert _labels(whole_report, MIMIC_WITH_WET_READ) == expected
+
+
+def test_a_wet_read_alone_is_the_report(labeler):
+    text = " WET READ: ___ ___ 4:12 PM\n  Large right pleural effusion."
+    assert _labels(labeler, text) == {"Pleural Effusion": 1.0}
+
+
+def test_an_impression_that_says_as_above_reads_the_findings(labeler):
+    assert _labels(labeler, MIMIC_AS_ABOVE) == {
+        "Cardiomegaly": 1.0, "Atelectasis": 1.0, "Pneumothorax": 0.0, "Support Devices": 1.0}  # fmt: skip
+
+
+def test_an_addendum_amends_the_report_wherever_it_stands(labeler, whole_report):
+    assert _labels(labeler, MIMIC_ADDENDUM_FIRST) == {"Pneumothorax": 1.0}
+    assert _labels(whole_report, MIMIC_ADDENDUM_FIRST) == {
+        "Pneumothorax": 1.0, "Pleural Effusion": 0.0}  # fmt: skip
+
+
+def test_numbered_impression_with_placeholders(labeler):
+    text = (
+        "                                 FINAL REPORT\n"
+        " INDICATION:  ___ with hypoxia  // ?edema\n \n"
+        " COMPARISON:  Chest radiograph from ___.\n \n"
+        " FINDINGS:  Mild cardiomegaly.\n \n"
+        " IMPRESSION: \n \n"
+        " 1.  Endotracheal tube terminates 4 cm above the carina.  Nasogastric tube\n"
+        " courses below the diaphragm with the tip out of view.\n"
+        " 2.  Moderate pulmonary edema, increased from ___, with moderate bilateral\n"
+        " pleural effusions.\n"
+        " 3.  No pneumothorax.\n"
+    )
+    assert _labels(labeler, text) == {"Edema": 1.0, "Pleural Effusion": 1.0,
+                                      "Pneumothorax": 0.0, "Support Devices": 1.0}  # fmt: skip
+    ((_, entities),) = labeler.label([text])
+    assert not [e for e in entities if "___" in e.text]  # a placeholder is never a mention

@@ -5,10 +5,13 @@ Conventions are those of the CheXpert labeler (Irvin et al. 2019; its
 
 - Sections (:data:`SECTION_POLICIES`): CheXpert labels the impression it is given.
   ``"impression"`` (the default of ``cxrkit label``) reads the IMPRESSION section of
-  a report that has one, else its findings and header-less text (the whole text of a
-  header-less report, like a CheXpert ``Reports`` cell). ``"findings+impression"``
-  (what ``cxrkit annotate`` uses) reads findings, impression and header-less text.
-  Indication / history / comparison / technique never make a label under either.
+  a report that has one with words in it, else its findings and header-less text (the
+  whole text of a header-less report, like a CheXpert ``Reports`` cell); an impression
+  that points back ("As above.", "See findings.") reads the findings too.
+  ``"findings+impression"`` (what ``cxrkit annotate`` uses) reads findings, impression
+  and header-less text. Both read an ADDENDUM (it amends the report). Indication /
+  history / comparison / technique never make a label; a MIMIC-CXR WET READ (the
+  preliminary read the final report supersedes) does only in a report with nothing else.
 - A mention is negated or uncertain as :mod:`cxrkit.text.negation` says
   (pre-negation uncertainty > negation > post-negation uncertainty).
 - Per class, over its mentions: any positive -> 1; else any uncertain -> -1;
@@ -75,8 +78,17 @@ _OPACITY_WORD = re.compile(r"opaci|densit", re.IGNORECASE)
 # Device words of CheXpert's no_finding.txt: unlike other devices they block No Finding.
 _NO_FINDING_DEVICE = re.compile(r"tracheostomy|defib", re.IGNORECASE)
 _LETTER = re.compile(r"[^\W\d_]")
-_IMPRESSION_WORD = re.compile(
-    "|".join(h for h, name in HEADERS.items() if name == "impression"), re.IGNORECASE
+_POLICY_HEADER = re.compile(
+    "|".join(h for h, name in HEADERS.items() if name in ("impression", "wet_read")),
+    re.IGNORECASE,
+)
+# The impression (and an addendum, which amends the report) under the "impression" policy.
+_IMPRESSION_SECTIONS = frozenset({"impression", "addendum"})
+# An impression that points back at the findings ("IMPRESSION: As above.") says them.
+_REFERS_BACK = re.compile(
+    r"\b(?:as|see|seen|described|noted|detailed|discussed|mentioned|outlined|listed)\s+above\b"
+    r"|\bsee\s+(?:the\s+)?findings\b",
+    re.IGNORECASE,
 )
 _CARDIOMEGALY, _MEDIASTINUM = CLASS_INDEX["Cardiomegaly"], CLASS_INDEX["Enlarged Cardiomediastinum"]
 _OPACITY, _LESION = CLASS_INDEX["Lung Opacity"], CLASS_INDEX["Lung Lesion"]
@@ -101,14 +113,21 @@ def label_sections(text: str | None, policy: str = DEFAULT_POLICY) -> frozenset[
 
     Raises ConfigError for an unknown policy.
     """
-    if policy == "findings+impression":
-        return LABEL_SECTIONS
-    if policy != "impression":
+    if policy not in SECTION_POLICIES:
         raise ConfigError(f"section policy {policy!r}: use one of {', '.join(SECTION_POLICIES)}")
-    if not text or not _IMPRESSION_WORD.search(text):  # cheap: most texts have no header
+    if not text or not _POLICY_HEADER.search(text):  # cheap: most texts have neither header
         return LABEL_SECTIONS
-    names = {section.name for section in split_sections(text)}
-    return frozenset({"impression"}) if "impression" in names else LABEL_SECTIONS
+    sections = split_sections(text)
+    said = {s.name for s in sections if _LETTER.search(text, s.content, s.end)}
+    chosen = LABEL_SECTIONS
+    if policy == "impression" and "impression" in said:
+        chosen = _IMPRESSION_SECTIONS
+        if any(_REFERS_BACK.search(text, s.content, s.end) for s in sections
+               if s.name == "impression"):  # fmt: skip
+            chosen = LABEL_SECTIONS
+    if "wet_read" in said and not said & LABEL_SECTIONS:
+        chosen |= {"wet_read"}
+    return chosen
 
 
 def _classes_of(entity: Entity, index: int) -> list[int]:

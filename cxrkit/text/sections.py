@@ -4,6 +4,9 @@ Reports arrive as one string, e.g. ``"INDICATION: cough. FINDINGS: ... IMPRESSIO
 A header is a known name followed by a colon at the start of the text, a line
 or a sentence. Text before the first header is the ``body`` section (a report
 with no headers at all, like a CheXpert ``Reports`` cell, is one ``body``).
+A one-paragraph section (history / indication / comparison / technique) ends at
+its first blank line: MIMIC-CXR reports often write their findings, unheaded,
+after ``COMPARISON: ...`` and a blank line; that text is ``body`` too.
 """
 
 from __future__ import annotations
@@ -37,10 +40,17 @@ HEADERS: dict[str, str] = {
     "recommendation": "recommendation",
     "recommendations": "recommendation",
     "notification": "recommendation",
+    # MIMIC-CXR: a preliminary read above the final report, and amendments to it
+    "wet read": "wet_read",
+    "addendum": "addendum",
 }
 
-LABEL_SECTIONS = frozenset({"findings", "impression", "body"})
+LABEL_SECTIONS = frozenset({"findings", "impression", "body", "addendum"})
 """Sections whose mentions make labels; history/indication/comparison never do."""
+SHORT_SECTIONS = frozenset({"history", "comparison", "technique"})
+"""Sections of one paragraph: text after their first blank line is ``body``."""
+_BLANK_LINE = re.compile(r"\n[ \t]*\r?\n")
+_CONTENT = re.compile(r"\S")
 
 _HEADER_RE = re.compile(
     r"(?:^|(?<=[\s.;]))("
@@ -52,11 +62,13 @@ _HEADER_RE = re.compile(
 
 @dataclass(frozen=True)
 class Section:
-    """A section: canonical ``name`` and its character span ``[start, end)`` (header included)."""
+    """A section: canonical ``name``, its character span ``[start, end)`` (header included)
+    and where its content starts (after the header's colon; ``start`` for ``body``)."""
 
     name: str
     start: int
     end: int
+    content: int
 
 
 def split_sections(text: str) -> list[Section]:
@@ -71,15 +83,21 @@ def split_sections(text: str) -> list[Section]:
 
 @lru_cache(maxsize=8)
 def _split(text: str) -> tuple[Section, ...]:
+    heads = [(0, 0, "body")]
+    heads += [(m.start(), m.end(), HEADERS[m.group(1).lower()]) for m in _HEADER_RE.finditer(text)]
     sections: list[Section] = []
-    position, name = 0, "body"
-    for match in _HEADER_RE.finditer(text):
-        if match.start() > position:
-            sections.append(Section(name, position, match.start()))
-        position, name = match.start(), HEADERS[match.group(1).lower()]
-    if len(text) > position or not sections:
-        sections.append(Section(name, position, len(text)))
-    return tuple(sections)
+    for i, (start, content, name) in enumerate(heads):
+        end = heads[i + 1][0] if i + 1 < len(heads) else len(text)
+        if end <= start:
+            continue
+        first = _CONTENT.search(text, content, end) if name in SHORT_SECTIONS else None
+        blank = _BLANK_LINE.search(text, first.start(), end) if first else None
+        if blank is None:
+            sections.append(Section(name, start, end, content))
+        else:
+            sections.append(Section(name, start, blank.start(), content))
+            sections.append(Section("body", blank.start(), end, blank.start()))
+    return tuple(sections) or (Section("body", 0, 0, 0),)
 
 
 def section_at(sections: list[Section], offset: int) -> str:
