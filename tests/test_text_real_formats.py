@@ -259,3 +259,30 @@ def test_numbered_impression_with_placeholders(labeler):
                                       "Pneumothorax": 0.0, "Support Devices": 1.0}  # fmt: skip
     ((_, entities),) = labeler.label([text])
     assert not [e for e in entities if "___" in e.text]  # a placeholder is never a mention
+
+
+# ------------------------------------------------------------------ de-identification marks
+
+
+# IU replaced words inside sentences with "XXXX" (4,989 marks in the development half, 271
+# next to a cue and 273 next to a mention); MIMIC-CXR writes "___". A mark is an unknown
+# word: it neither negates nor makes a mention, and a statement ("the heart is ... enlarged")
+# reads through it as it reads through an adverb.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The heart is XXXX XXXX enlarged.", {"Cardiomegaly": 1.0}),
+        ("Heart size is ___ normal.", {"No Finding": 1.0, "Cardiomegaly": 0.0}),
+        ("The mediastinum appears to be XXXX unremarkable.",
+         {"No Finding": 1.0, "Enlarged Cardiomediastinum": 0.0}),
+        ("XXXX right pleural opacity.", {"Lung Opacity": 1.0}),
+        ("No XXXX acute disease.", {"No Finding": 1.0}),
+        ("No ___ pneumothorax.", {"No Finding": 1.0, "Pneumothorax": 0.0}),
+        ("Opacity most XXXX representing atelectasis.", {"Lung Opacity": 1.0, "Atelectasis": 1.0}),
+        ("Dr. ___ was notified at ___ on ___. No XXXX.", {"No Finding": 1.0}),
+    ],
+)  # fmt: skip
+def test_deidentification_marks_are_unknown_words(whole_report, text, expected):
+    assert _labels(whole_report, text) == expected
+    ((_, entities),) = whole_report.label([text])
+    assert not [e for e in entities if not e.text.strip("X_")]  # a mark is never a mention
