@@ -286,3 +286,49 @@ def test_deidentification_marks_are_unknown_words(whole_report, text, expected):
     assert _labels(whole_report, text) == expected
     ((_, entities),) = whole_report.label([text])
     assert not [e for e in entities if not e.text.strip("X_")]  # a mark is never a mention
+
+
+# ------------------------------------------------------------------ Stanford / CheXpert-plus
+
+STANFORD_REPORT = """\
+NARRATIVE:
+CHEST, 2 VIEWS
+
+CLINICAL HISTORY: Cough and fever.
+
+COMPARISON: None.
+
+FINDINGS: Left retrocardiac opacity. The heart is normal in size. No pleural effusion.
+
+IMPRESSION:
+1. Left lower lobe opacity, possibly pneumonia.
+2.No pleural effusion.
+
+END OF IMPRESSION:
+
+SUMMARY:
+4-POSSIBLE SIGNIFICANT FINDINGS, MAY NEED ACTION
+
+I have personally reviewed the images for this examination and agree with the findings
+described above.
+Physician to Physician Radiology Consult Line: (650) 555-0100
+Electronically signed by: ___, MD on ___
+"""
+
+
+def test_stanford_report_labels_its_numbered_impression(labeler, whole_report):
+    assert _labels(labeler, STANFORD_REPORT) == {
+        "Lung Opacity": 1.0, "Pneumonia": -1.0, "Pleural Effusion": 0.0}  # fmt: skip
+    # the attestation's "findings described above" does not make the impression point back
+    assert "Cardiomegaly" not in _labels(labeler, STANFORD_REPORT)
+    assert _labels(whole_report, STANFORD_REPORT) == {
+        "Lung Opacity": 1.0, "Pneumonia": -1.0, "Pleural Effusion": 0.0, "Cardiomegaly": 0.0}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "impression", ["As above.", "1. As described above.", "See findings.", "Findings as above.",
+                   "Please see above."],
+)  # fmt: skip
+def test_impressions_that_point_back(labeler, impression):
+    text = f"FINDINGS: Small right pleural effusion.\n\nIMPRESSION: {impression}"
+    assert _labels(labeler, text) == {"Pleural Effusion": 1.0}

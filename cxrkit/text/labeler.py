@@ -84,10 +84,12 @@ _POLICY_HEADER = re.compile(
 )
 # The impression (and an addendum, which amends the report) under the "impression" policy.
 _IMPRESSION_SECTIONS = frozenset({"impression", "addendum"})
-# An impression that points back at the findings ("IMPRESSION: As above.") says them.
+# An impression that points back at the findings ("IMPRESSION: As above.", "See findings.")
+# says them. Only at its start: a footer's "agree with the findings described above" is an
+# attestation, not the impression.
 _REFERS_BACK = re.compile(
-    r"\b(?:as|see|seen|described|noted|detailed|discussed|mentioned|outlined|listed)\s+above\b"
-    r"|\bsee\s+(?:the\s+)?findings\b",
+    r"\W*(?:\d{1,2}[.)]\s*)?(?:please\s+)?(?:(?:see|refer\s+to)\s+(?:the\s+)?(?:findings|above)"
+    r"|(?:the\s+)?(?:findings\s+)?(?:are\s+)?as\s+(?:\w+\s+)?above)\b",
     re.IGNORECASE,
 )
 _CARDIOMEGALY, _MEDIASTINUM = CLASS_INDEX["Cardiomegaly"], CLASS_INDEX["Enlarged Cardiomediastinum"]
@@ -122,7 +124,7 @@ def label_sections(text: str | None, policy: str = DEFAULT_POLICY) -> frozenset[
     chosen = LABEL_SECTIONS
     if policy == "impression" and "impression" in said:
         chosen = _IMPRESSION_SECTIONS
-        if any(_REFERS_BACK.search(text, s.content, s.end) for s in sections
+        if any(_REFERS_BACK.match(text, s.content, s.end) for s in sections
                if s.name == "impression"):  # fmt: skip
             chosen = LABEL_SECTIONS
     if "wet_read" in said and not said & LABEL_SECTIONS:
