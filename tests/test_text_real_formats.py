@@ -332,3 +332,23 @@ def test_stanford_report_labels_its_numbered_impression(labeler, whole_report):
 def test_impressions_that_point_back(labeler, impression):
     text = f"FINDINGS: Small right pleural effusion.\n\nIMPRESSION: {impression}"
     assert _labels(labeler, text) == {"Pleural Effusion": 1.0}
+
+
+# ------------------------------------------------------------------ header spellings
+
+
+def test_a_header_alone_on_its_line_needs_no_colon(labeler, whole_report):
+    text = _mimic("INDICATION", "Pneumonia?", "", "FINDINGS", "The lungs are clear.")
+    assert _labels(labeler, text) == {"No Finding": 1.0}
+    assert _labels(whole_report, text) == {"No Finding": 1.0}
+
+
+def test_a_header_word_inside_a_sentence_is_not_a_header(whole_report):
+    text = "FINDINGS: Comparison\nwith the prior shows a new left pleural effusion."
+    assert _labels(whole_report, text) == {"Pleural Effusion": 1.0}
+
+
+@pytest.mark.parametrize("header", ["IMPRESSIONS", "CONCLUSIONS", "Conclusion"])
+def test_plural_and_synonym_impression_headers(labeler, header):
+    text = f"FINDINGS: Small left pleural effusion.\n\n{header}: No pneumothorax."
+    assert _labels(labeler, text) == {"No Finding": 1.0, "Pneumothorax": 0.0}

@@ -2,7 +2,7 @@
 
 Reports arrive as one string, e.g. ``"INDICATION: cough. FINDINGS: ... IMPRESSION: ..."``.
 A header is a known name followed by a colon at the start of the text, a line
-or a sentence. Text before the first header is the ``body`` section (a report
+or a sentence, or a known name alone on its line. Text before the first header is the ``body`` section (a report
 with no headers at all, like a CheXpert ``Reports`` cell, is one ``body``).
 A one-paragraph section (history / indication / comparison / technique) ends at
 its first blank line: MIMIC-CXR reports often write their findings, unheaded,
@@ -20,8 +20,12 @@ HEADERS: dict[str, str] = {
     "findings": "findings",
     "finding": "findings",
     "impression": "impression",
+    "impressions": "impression",
     "conclusion": "impression",
+    "conclusions": "impression",
     "summary": "impression",
+    "findings and impression": "impression",
+    "findings/impression": "impression",
     "indication": "history",
     "indications": "history",
     "history": "history",
@@ -33,6 +37,8 @@ HEADERS: dict[str, str] = {
     "reason for study": "history",
     "examination": "history",
     "exam": "history",
+    "type of examination": "history",
+    "patient history": "history",
     "comparison": "comparison",
     "comparisons": "comparison",
     "technique": "technique",
@@ -52,11 +58,12 @@ SHORT_SECTIONS = frozenset({"history", "comparison", "technique"})
 _BLANK_LINE = re.compile(r"\n[ \t]*\r?\n")
 _CONTENT = re.compile(r"\S")
 
+_NAMES = "|".join(sorted(map(re.escape, HEADERS), key=len, reverse=True))
+# "NAME:" at the start of the text, a line or a sentence; or a name alone on its line
+# (MIMIC-CXR writes some headers without the colon).
 _HEADER_RE = re.compile(
-    r"(?:^|(?<=[\s.;]))("
-    + "|".join(sorted(map(re.escape, HEADERS), key=len, reverse=True))
-    + r")\s*:",
-    re.IGNORECASE,
+    rf"(?:^|(?<=[\s.;]))({_NAMES})\s*:|^[ \t]*({_NAMES})[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
 )
 
 
@@ -84,7 +91,8 @@ def split_sections(text: str) -> list[Section]:
 @lru_cache(maxsize=8)
 def _split(text: str) -> tuple[Section, ...]:
     heads = [(0, 0, "body")]
-    heads += [(m.start(), m.end(), HEADERS[m.group(1).lower()]) for m in _HEADER_RE.finditer(text)]
+    heads += [(m.start(), m.end(), HEADERS[(m.group(1) or m.group(2)).lower()])
+              for m in _HEADER_RE.finditer(text)]  # fmt: skip
     sections: list[Section] = []
     for i, (start, content, name) in enumerate(heads):
         end = heads[i + 1][0] if i + 1 < len(heads) else len(text)
