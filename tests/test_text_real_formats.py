@@ -352,3 +352,17 @@ def test_a_header_word_inside_a_sentence_is_not_a_header(whole_report):
 def test_plural_and_synonym_impression_headers(labeler, header):
     text = f"FINDINGS: Small left pleural effusion.\n\n{header}: No pneumothorax."
     assert _labels(labeler, text) == {"No Finding": 1.0, "Pneumothorax": 0.0}
+
+
+def test_a_wrapped_all_caps_line_is_joined(labeler):
+    text = ("IMPRESSION: NO FOCAL CONSOLIDATION. THERE IS NO EVIDENCE OF A PLEURAL\n"
+            "EFFUSION OR PNEUMOTHORAX. MILD CARDIOMEGALY.")  # fmt: skip
+    assert _labels(labeler, text) == {"Consolidation": 0.0, "Pleural Effusion": 0.0,
+                                      "Pneumothorax": 0.0, "Cardiomegaly": 1.0}  # fmt: skip
+
+
+def test_short_all_caps_lines_are_list_items(labeler):
+    # a line that stops well before the wrap column ended there: its break ends the clause
+    text = "IMPRESSION:\nNO PLEURAL EFFUSION\nCARDIOMEGALY\nNO PNEUMOTHORAX"
+    assert _labels(labeler, text) == {"Pleural Effusion": 0.0, "Cardiomegaly": 1.0,
+                                      "Pneumothorax": 0.0}  # fmt: skip

@@ -38,8 +38,11 @@ _QUOTES = {"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032":
 # or a blank line for two or more. A single break inside a sentence (a wrapped line:
 # after a word or comma, before a lower-case word) is a space. A blank line, or a break
 # after sentence punctuation, stays a break.
+# In upper-case text the case of the next word cannot tell: a break is a wrap when its line
+# ran to the wrap column (at least WRAP_COLUMN characters), a list item when it stopped short.
 _SPACE_RUN = re.compile(r"[ \n]{2,}|\n")
-_SPACE_HINT = re.compile(r"  | \n|\n |\n\n\n|[A-Za-z,]\n[a-z]")
+_SPACE_HINT = re.compile(r"  | \n|\n |\n\n\n|[A-Za-z,]\n[a-zA-Z]")
+WRAP_COLUMN = 60
 
 
 @lru_cache(maxsize=4096)
@@ -84,9 +87,16 @@ def _space_run(text: str, match: re.Match) -> str:
     if breaks >= 2:
         return "\n\n"
     start, end = match.start(), match.end()
-    wrapped = (start > 0 and (text[start - 1].isalpha() or text[start - 1] == ",")
-               and end < len(text) and text[end].islower())  # fmt: skip
-    return " " if wrapped else "\n"
+    if not (start > 0 and (text[start - 1].isalpha() or text[start - 1] == ",")
+            and end < len(text) and text[end].isalpha()):  # fmt: skip
+        return "\n"
+    if text[end].islower():
+        return " "
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line_end = len(text) if line_end < 0 else line_end
+    caps = not any(c.islower() for c in text[line_start:line_end])  # both lines upper case
+    return " " if caps and start - line_start >= WRAP_COLUMN else "\n"
 
 
 def _rewrite(text: str, pattern: re.Pattern, replace) -> tuple[str, list[int]] | None:
@@ -136,7 +146,8 @@ def readable_text(text: str) -> tuple[str, list[int] | None]:
     ones, other characters NFKC-normalised (full-width letters); invisible
     characters (soft hyphen, zero-width space, controls) dropped; runs of spaces ->
     one; a line break with its indentation -> "\\n", blank lines -> "\\n\\n"; a
-    wrapped line ("pleural\\n effusion") -> one space. Unglues list numbering
+    wrapped line ("pleural\\n effusion"; in upper case, a line of at least
+    ``WRAP_COLUMN`` characters) -> one space. Unglues list numbering
     ("3.no pleural effusion": the "." becomes a line break, the number a clause of
     its own).
     """
