@@ -119,6 +119,23 @@ def test_unicode_spaces_dashes_and_html_entities(labeler, text, expected):
     assert _labels(labeler, text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("FINDINGS: Cardiomegaly.<br>No pneumothorax.",
+         {"Cardiomegaly": 1.0, "Pneumothorax": 0.0}),
+        ("<p>FINDINGS: Mild cardiomegaly.</p><p>No pleural effusion</p>",
+         {"Cardiomegaly": 1.0, "Pleural Effusion": 0.0}),
+        # the header inside a tag is still the impression
+        ("FINDINGS: Small left effusion.<BR/><b>IMPRESSION:</b> No acute disease.<br/>"
+         "Left lower lobe pneumonia.", {"Pneumonia": 1.0}),
+        ("FINDINGS: Right upper lobe nodule <5 mm.", {"Lung Lesion": 1.0}),  # not a tag
+    ],
+)  # fmt: skip
+def test_html_markup_reads_as_line_breaks_and_spaces(labeler, text, expected):
+    assert _labels(labeler, text) == expected
+
+
 def test_offsets_stay_exact_through_entities_and_unicode(labeler):
     text = "IMPRESSION: Small left pleural&nbsp;effusion and pneumo\u00adthorax."
     ((_, entities),) = labeler.label([text])

@@ -162,7 +162,8 @@ class EntityExtractor:
 
         ``doc`` is the pipeline's run over ``readable`` (:func:`readable_text` of the
         report ``text``; ``origin`` maps its characters back to ``text``, None when
-        the offsets are the same). Offsets and sections are those of ``text``. Without
+        the offsets are the same). Sections are found in ``readable`` (headers read
+        through the debris it removes); offsets are those of ``text``. Without
         ``text``, the doc's text is the report (``doc.text`` is rebuilt from the tokens
         on every access, which is slow).
         """
@@ -178,13 +179,11 @@ class EntityExtractor:
         if self.abbreviations:
             mentions += self._abbreviation_mentions(doc, mentions)
         mentions.sort()
-        sections = split_sections(text)
+        sections = split_sections(readable)
         section_starts = [section.start for section in sections]
         breaks = set()
         if len(sections) > 1:
-            starts = section_starts if origin is None else [
-                bisect.bisect_left(origin, start) for start in section_starts]  # fmt: skip
-            breaks = {int(i) for i in np.searchsorted(offsets[:, 0], starts)}
+            breaks = {int(i) for i in np.searchsorted(offsets[:, 0], section_starts)}
         tagged = [m for m in mentions if m[2] != NORMAL and m[4] in ("", "hedged")]
         spans = [(m[0], m[1]) for m in tagged]
         joinable = [m[2] in (FINDING, DEVICE) or bool(m[3]) for m in tagged]
@@ -192,12 +191,12 @@ class EntityExtractor:
         out = []
         for start, end, label, chexpert, fixed in mentions:
             first, last = int(offsets[start, 0]), int(offsets[end - 1, 0] + offsets[end - 1, 1])
+            section = sections[max(bisect.bisect_right(section_starts, first) - 1, 0)]
             if origin is not None:
                 first, last = origin[first], max(origin[last], origin[first] + 1)
             negated, uncertain = flags.get((start, end), (fixed == "negated", fixed == "uncertain"))
             if fixed == "hedged" and not negated:  # CheXpert: uncertain unless negated
                 uncertain = True
-            section = sections[max(bisect.bisect_right(section_starts, first) - 1, 0)]
             out.append(Entity(text[first:last], label, chexpert, first, last, negated, uncertain,
                               section.name))  # fmt: skip
         return out

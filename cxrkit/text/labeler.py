@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 from cxrkit.errors import ConfigError
 from cxrkit.text.classes import CHEXPERT_CLASSES, CLASS_INDEX
 from cxrkit.text.lexicon import FINDING
+from cxrkit.text.readable import readable_text
 from cxrkit.text.sections import HEADERS, LABEL_SECTIONS, split_sections
 
 if TYPE_CHECKING:
@@ -119,6 +120,7 @@ def label_sections(text: str | None, policy: str = DEFAULT_POLICY) -> frozenset[
         raise ConfigError(f"section policy {policy!r}: use one of {', '.join(SECTION_POLICIES)}")
     if not text or not _POLICY_HEADER.search(text):  # cheap: most texts have neither header
         return LABEL_SECTIONS
+    text = readable_text(text)[0]  # the text whose sections the entities were given
     sections = split_sections(text)
     said = {s.name for s in sections if _LETTER.search(text, s.content, s.end)}
     chosen = LABEL_SECTIONS

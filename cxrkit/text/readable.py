@@ -23,12 +23,18 @@ from functools import lru_cache
 _GLUED_NUMBER = re.compile(r"(?<![\w.])(\d{1,2})[.)](?=[A-Za-z])")
 _GLUED_HINT = re.compile(r"\d[.)][A-Za-z]")
 
-# Pass 1: CRLF, HTML character references, and any character that is not printable ASCII,
-# a space or "\n".
+# Pass 1: CRLF, HTML character references and formatting tags, and any character that is
+# not printable ASCII, a space or "\n". Block tags end a line, inline ones are a space;
+# only these names are tags ("nodule <5 mm" is text).
+_BLOCK_TAGS = "br|p|div|li|ul|ol|tr|td|th|table|tbody|thead|h[1-6]|pre|hr|blockquote"
+_INLINE_TAGS = "b|i|u|em|strong|span|font|sup|sub|small|big|a|code|tt"
 _SPECIAL = re.compile(
-    r"\r\n|&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});|[^\n\x20-\x7e]"
+    r"\r\n|&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
+    rf"|<(?P<block>/?(?:{_BLOCK_TAGS})\b[^<>]{{0,200}})>|<(?P<inline>/?(?:{_INLINE_TAGS})\b[^<>]{{0,200}})>"
+    r"|[^\n\x20-\x7e]",
+    re.IGNORECASE,
 )
-_SPECIAL_HINT = re.compile(r"[^\n\x20-\x25\x27-\x7e]")  # what _SPECIAL may match, or "&"
+_SPECIAL_HINT = re.compile(r"[^\n\x20-\x25\x27-\x3b\x3d-\x7e]")  # what _SPECIAL may match
 _LINE_BREAKS = frozenset("\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 _QUOTES = {"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
            "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
@@ -69,6 +75,10 @@ def _replacement(match: re.Match) -> str:
     piece = match.group()
     if piece == "\r\n":
         return "\n"
+    if match.group("block") is not None:
+        return "\n"
+    if match.group("inline") is not None:
+        return " "
     if piece[0] == "&":
         decoded = html.unescape(piece)
         return piece if decoded == piece else "".join(map(_plain_or_ascii, decoded))
@@ -142,7 +152,8 @@ def readable_text(text: str) -> tuple[str, list[int] | None]:
     common case: offsets are the same).
 
     Rewrites: CRLF and other line breaks -> "\\n"; tabs and unicode spaces -> " ";
-    HTML character references decoded; unicode dashes -> "-", curly quotes -> ASCII
+    HTML character references decoded, HTML block tags (``<br>``, ``<p>``, ...) ->
+    "\\n", inline ones (``<b>``, ``<span ...>``) -> " "; unicode dashes -> "-", curly quotes -> ASCII
     ones, other characters NFKC-normalised (full-width letters); invisible
     characters (soft hyphen, zero-width space, controls) dropped; runs of spaces ->
     one; a line break with its indentation -> "\\n", blank lines -> "\\n\\n"; a
