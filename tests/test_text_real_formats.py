@@ -383,3 +383,16 @@ def test_short_all_caps_lines_are_list_items(labeler):
     text = "IMPRESSION:\nNO PLEURAL EFFUSION\nCARDIOMEGALY\nNO PNEUMOTHORAX"
     assert _labels(labeler, text) == {"Pleural Effusion": 0.0, "Cardiomegaly": 1.0,
                                       "Pneumothorax": 0.0}  # fmt: skip
+
+
+def test_numbered_wet_read_and_addendum_headers(whole_report):
+    text = _mimic(
+        "WET READ VERSION #1",
+        " ___ ___ 11:02 PM  Possible right lower lobe pneumonia.",
+        "______________________________________________________________________________",
+        "                                FINAL REPORT",
+        "FINDINGS:  The lungs are clear.  No pneumonia.",
+        "",
+        "ADDENDUM #1:  Small left pleural effusion, missed on the original read.",
+    )
+    assert _labels(whole_report, text) == {"Pneumonia": 0.0, "Pleural Effusion": 1.0}

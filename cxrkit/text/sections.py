@@ -61,8 +61,10 @@ _CONTENT = re.compile(r"\S")
 _NAMES = "|".join(sorted(map(re.escape, HEADERS), key=len, reverse=True))
 # "NAME:" at the start of the text, a line or a sentence; or a name alone on its line
 # (MIMIC-CXR writes some headers without the colon).
+# MIMIC-CXR numbers some: "WET READ VERSION #1", "ADDENDUM #2:".
+_NUMBER = r"(?:[ \t]+(?:version[ \t]*)?#?[ \t]*\d{1,2})?"
 _HEADER_RE = re.compile(
-    rf"(?:^|(?<=[\s.;]))({_NAMES})\s*:|^[ \t]*({_NAMES})[ \t]*$",
+    rf"(?:^|(?<=[\s.;]))({_NAMES}){_NUMBER}\s*:|^[ \t]*({_NAMES}){_NUMBER}[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
 )
 
