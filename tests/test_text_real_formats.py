@@ -396,3 +396,8 @@ def test_numbered_wet_read_and_addendum_headers(whole_report):
         "ADDENDUM #1:  Small left pleural effusion, missed on the original read.",
     )
     assert _labels(whole_report, text) == {"Pneumonia": 0.0, "Pleural Effusion": 1.0}
+
+
+@pytest.mark.parametrize("text", ["<br>&nbsp;</p>", "<p></p>\r\n\t", "\u00a0\u200b", "___ ___"])
+def test_markup_or_placeholders_alone_are_no_report(labeler, text):
+    assert _labels(labeler, text) == {}

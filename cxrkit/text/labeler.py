@@ -33,7 +33,7 @@ Conventions are those of the CheXpert labeler (Irvin et al. 2019; its
   is positive or uncertain in the labelled sections. Devices do not block it, except
   those named by "tracheostomy" / "defib..." (also no_finding.txt phrases). So a report with no mention
   at all is No Finding = 1, as in CheXpert. A text with no letter at all (empty,
-  whitespace, digits, punctuation) is all NaN: there is no report to label.
+  whitespace, digits, punctuation, HTML markup) is all NaN: there is no report to label.
 """
 
 from __future__ import annotations
@@ -179,10 +179,14 @@ def labels_from_entities(
 
 
 def has_letters(text: object) -> bool:
-    """Whether ``text`` holds a letter (a report to label, however short or foreign)."""
+    """Whether ``text`` holds a letter (a report to label, however short or foreign);
+    HTML markup and entities ("<br>&nbsp;") are not letters."""
     from cxrkit.text.entities import clean_text
 
-    return bool(_LETTER.search(clean_text(text)))
+    text = clean_text(text)
+    if "<" in text or "&" in text:
+        text = readable_text(text)[0]
+    return bool(_LETTER.search(text))
 
 
 class Labeler:
