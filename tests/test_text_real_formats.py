@@ -401,3 +401,21 @@ def test_numbered_wet_read_and_addendum_headers(whole_report):
 @pytest.mark.parametrize("text", ["<br>&nbsp;</p>", "<p></p>\r\n\t", "\u00a0\u200b", "___ ___"])
 def test_markup_or_placeholders_alone_are_no_report(labeler, text):
     assert _labels(labeler, text) == {}
+
+
+def test_a_wrapped_line_before_a_capitalised_word_is_joined(labeler):
+    # the line ran to the wrap column without a full stop: "CHF" continues the sentence
+    text = _mimic(
+        "IMPRESSION:  No acute cardiopulmonary process.  There is no radiographic evidence of",
+        "CHF or pneumonia.",
+    )
+    assert _labels(labeler, text) == {"No Finding": 1.0, "Edema": 0.0, "Pneumonia": 0.0}
+
+
+def test_a_header_alone_on_the_next_line_is_not_joined(labeler):
+    text = _mimic(
+        "FINDINGS:  There is a small left pleural effusion with adjacent basilar atelectasis",
+        "IMPRESSION",
+        "No pneumothorax.",
+    )
+    assert _labels(labeler, text) == {"No Finding": 1.0, "Pneumothorax": 0.0}

@@ -19,6 +19,8 @@ import re
 import unicodedata
 from functools import lru_cache
 
+from cxrkit.text.sections import HEADERS
+
 # "3.no effusion", "2)Cardiomegaly": list numbering glued to the next word.
 _GLUED_NUMBER = re.compile(r"(?<![\w.])(\d{1,2})[.)](?=[A-Za-z])")
 _GLUED_HINT = re.compile(r"\d[.)][A-Za-z]")
@@ -44,8 +46,9 @@ _QUOTES = {"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032":
 # or a blank line for two or more. A single break inside a sentence (a wrapped line:
 # after a word or comma, before a lower-case word) is a space. A blank line, or a break
 # after sentence punctuation, stays a break.
-# In upper-case text the case of the next word cannot tell: a break is a wrap when its line
-# ran to the wrap column (at least WRAP_COLUMN characters), a list item when it stopped short.
+# Before a capital the case cannot tell: a break is a wrap when its line ran to the wrap
+# column (at least WRAP_COLUMN characters) and the next line is neither a section header
+# alone nor an upper-case title in mixed-case text; a list item when it stopped short.
 _SPACE_RUN = re.compile(r"[ \n]{2,}|\n")
 _SPACE_HINT = re.compile(r"  | \n|\n |\n\n\n|[A-Za-z,]\n[a-zA-Z]")
 WRAP_COLUMN = 60
@@ -103,10 +106,15 @@ def _space_run(text: str, match: re.Match) -> str:
     if text[end].islower():
         return " "
     line_start = text.rfind("\n", 0, start) + 1
+    if start - line_start < WRAP_COLUMN:
+        return "\n"
     line_end = text.find("\n", end)
     line_end = len(text) if line_end < 0 else line_end
-    caps = not any(c.islower() for c in text[line_start:line_end])  # both lines upper case
-    return " " if caps and start - line_start >= WRAP_COLUMN else "\n"
+    following = text[end:line_end]
+    if following.strip(" :").lower() in HEADERS:
+        return "\n"
+    caps = not any(c.islower() for c in text[line_start:start])
+    return " " if caps or any(c.islower() for c in following) else "\n"
 
 
 def _rewrite(text: str, pattern: re.Pattern, replace) -> tuple[str, list[int]] | None:
@@ -157,7 +165,7 @@ def readable_text(text: str) -> tuple[str, list[int] | None]:
     ones, other characters NFKC-normalised (full-width letters); invisible
     characters (soft hyphen, zero-width space, controls) dropped; runs of spaces ->
     one; a line break with its indentation -> "\\n", blank lines -> "\\n\\n"; a
-    wrapped line ("pleural\\n effusion"; in upper case, a line of at least
+    wrapped line ("pleural\\n effusion"; before a capital, a line of at least
     ``WRAP_COLUMN`` characters) -> one space. Unglues list numbering
     ("3.no pleural effusion": the "." becomes a line break, the number a clause of
     its own).
