@@ -419,3 +419,24 @@ def test_a_header_alone_on_the_next_line_is_not_joined(labeler):
         "No pneumothorax.",
     )
     assert _labels(labeler, text) == {"No Finding": 1.0, "Pneumothorax": 0.0}
+
+
+def test_debris_never_breaks_labelling_or_offsets(labeler):
+    # seeded random texts made of report words and every kind of debris handled above
+    import random
+
+    pieces = ["no", "pleural", "effusion", "cannot be", "excluded", "IMPRESSION:", "FINDINGS",
+              "Cardiomegaly", "PICC", "line", ".", ",", " ", "  ", "\n", "\r\n", "\n \n ", "\t",
+              "\u00a0", "\u2014", "\u00ad", "\u200b", "\u2028", "&nbsp;", "&amp;", "&#160;",
+              "&bogus;", "<br>", "</p>", "<b>", "<5", "XXXX", "___", "1.", "\uff2e", "\x0c",
+              "\u201cno\u201d", "WET READ:", "ADDENDUM #1:", "As above."]  # fmt: skip
+    rng = random.Random(16)
+    texts = ["".join(rng.choice(pieces) + rng.choice(("", " ", " ")) for _ in range(rng.randint(1, 80)))
+             for _ in range(300)]  # fmt: skip
+    checked = 0
+    for text, (labels, entities) in zip(texts, labeler.label(texts), strict=True):
+        assert len(labels) == len(CHEXPERT_CLASSES)
+        for entity in entities:
+            assert text[entity.start : entity.end] == entity.text
+            checked += 1
+    assert checked > 1000
