@@ -49,7 +49,7 @@ from cxrkit.errors import ConfigError
 from cxrkit.text.classes import CHEXPERT_CLASSES, CLASS_INDEX
 from cxrkit.text.lexicon import FINDING
 from cxrkit.text.readable import readable_text
-from cxrkit.text.sections import HEADERS, LABEL_SECTIONS, split_sections
+from cxrkit.text.sections import HEADERS, LABEL_SECTIONS, Section, split_sections
 
 if TYPE_CHECKING:
     from cxrkit.text.entities import Entity, EntityExtractor
@@ -79,6 +79,7 @@ _OPACITY_WORD = re.compile(r"opaci|densit", re.IGNORECASE)
 # Device words of CheXpert's no_finding.txt: unlike other devices they block No Finding.
 _NO_FINDING_DEVICE = re.compile(r"tracheostomy|defib", re.IGNORECASE)
 _LETTER = re.compile(r"[^\W\d_]")
+_WET_READ_WORD = re.compile(r"wet\s+read", re.IGNORECASE)
 _POLICY_HEADER = re.compile(
     "|".join(h for h, name in HEADERS.items() if name in ("impression", "wet_read")),
     re.IGNORECASE,
@@ -118,10 +119,17 @@ def label_sections(text: str | None, policy: str = DEFAULT_POLICY) -> frozenset[
     """
     if policy not in SECTION_POLICIES:
         raise ConfigError(f"section policy {policy!r}: use one of {', '.join(SECTION_POLICIES)}")
-    if not text or not _POLICY_HEADER.search(text):  # cheap: most texts have neither header
+    if not text:
         return LABEL_SECTIONS
-    text = readable_text(text)[0]  # the text whose sections the entities were given
-    sections = split_sections(text)
+    readable = readable_text(text)[0]  # the text whose sections the entities were given
+    return _chosen_sections(readable, None, policy)
+
+
+def _chosen_sections(text: str, sections: list[Section] | None, policy: str) -> frozenset[str]:
+    """:func:`label_sections` of a readable text whose sections may be known already."""
+    if not (_WET_READ_WORD if policy == "findings+impression" else _POLICY_HEADER).search(text):
+        return LABEL_SECTIONS  # cheap: most texts have no header that changes the choice
+    sections = split_sections(text) if sections is None else sections
     said = {s.name for s in sections if _LETTER.search(text, s.content, s.end)}
     chosen = LABEL_SECTIONS
     if policy == "impression" and "impression" in said:
@@ -216,10 +224,13 @@ class Labeler:
                 pending.append(text)
                 yield text
 
-        for entities in self.extractor.extract(remember(), batch_size=batch_size):
+        for entities, readable, sections in self.extractor.extract_sections(remember(),
+                                                                            batch_size):  # fmt: skip
             clean = clean_text(pending.popleft())
-            labels = labels_from_entities(entities, label_sections(clean, self.sections),
-                                          has_letters(clean))  # fmt: skip
+            chosen = (
+                _chosen_sections(readable, sections, self.sections) if clean else LABEL_SECTIONS
+            )
+            labels = labels_from_entities(entities, chosen, has_letters(clean))
             yield labels, entities
 
 

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from cxrkit.text.trie import word_trie
+
 # header text (lower case, plural "s" optional) -> canonical section name
 HEADERS: dict[str, str] = {
     "findings": "findings",
@@ -58,7 +60,7 @@ SHORT_SECTIONS = frozenset({"history", "comparison", "technique"})
 _BLANK_LINE = re.compile(r"\n[ \t]*\r?\n")
 _CONTENT = re.compile(r"\S")
 
-_NAMES = "|".join(sorted(map(re.escape, HEADERS), key=len, reverse=True))
+_NAMES = word_trie(HEADERS)  # the names, longest first, as one prefix tree (faster)
 # "NAME:" at the start of the text, a line or a sentence; or a name alone on its line
 # (MIMIC-CXR writes some headers without the colon).
 # MIMIC-CXR numbers some: "WET READ VERSION #1", "ADDENDUM #2:".
