@@ -101,7 +101,11 @@ def test_new_bytes_at_the_same_path_give_another_digest(tmp_path):
 
 def test_a_folder_digest_is_its_sorted_file_names_and_digests(minilm_copies):
     folder, _ = minilm_copies
-    names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    names = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_file() and p.name not in (".gitattributes", "README.md")
+    )
     entries = [[n, hashlib.sha256((folder / n).read_bytes()).hexdigest()] for n in names]
     by_hand = hashlib.sha256(
         json.dumps(["cxrkit-folder/1", entries], separators=(",", ":")).encode()
@@ -123,9 +127,11 @@ def test_a_copied_model_folder_has_the_same_digest_and_a_changed_one_another(
     assert content_digest(changed).sha256 != content_digest(a).sha256
 
 
-def test_hidden_files_and_subfolders_of_a_model_folder_do_not_count(minilm_copies, tmp_path):
+def test_hidden_files_subfolders_and_docs_of_a_model_folder_do_not_count(minilm_copies, tmp_path):
     a, _ = minilm_copies
     extra = shutil.copytree(a, tmp_path / "extra")
+    (extra / "README.md").write_text("# a rewritten model card")
+    (extra / "LICENSE").write_text("Apache-2.0")
     (extra / ".cache").mkdir()
     (extra / ".cache" / "x").write_text("hub bookkeeping")
     (extra / "onnx").mkdir()
@@ -321,3 +327,21 @@ def test_lineage_and_the_export_card_record_the_starting_weights(demo_dataset, t
             "path": str(weights.resolve())} in starting  # fmt: skip
     assert any(w["setting"] == "objective.text.path" for w in starting)
     assert [r["kind"] for r in lineage(checkpoint.path)][:1] == ["checkpoint"]
+
+
+def test_a_checkpoint_refuses_to_load_with_its_text_model_folder_changed(
+    demo_dataset, tmp_path, minilm_copies
+):
+    """The checkpoint reads its tokenizer (and a frozen tower's weights) from text.path
+    when loaded: other files there would silently tokenise or encode differently."""
+    from cxrkit.objectives.loading import load_objective
+
+    text = shutil.copytree(minilm_copies[0], tmp_path / "minilm")
+    checkpoint = pretrain.run(
+        maco_cfg(demo_dataset, tmp_path / "maco", f"objective.text.path={text}")
+    )
+    load_objective(checkpoint.path)  # unchanged: loads
+    settings = json.loads((text / "tokenizer_config.json").read_text())
+    (text / "tokenizer_config.json").write_text(json.dumps({**settings, "do_lower_case": False}))
+    with pytest.raises(ArtifactError, match=r"minilm: objective\.text\.path holds other files"):
+        load_objective(checkpoint.path)

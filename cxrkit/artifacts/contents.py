@@ -7,9 +7,11 @@ checkout) give the same id, new bytes at the same path a different one.
 
 - a file: the sha256 of its bytes;
 - a folder: sha256 over ``cxrkit-folder/1`` and the sorted (name, sha256) of the
-  regular files directly in it, links followed; hidden names (``.gitattributes``,
-  ``.cache``) and subfolders (``onnx/``, ``1_Pooling/``) are not counted: cxrkit
-  reads a model folder's top-level files only (config, weights, tokenizer).
+  regular files directly in it, links followed. Not counted, because no loader reads
+  them: subfolders (``onnx/``, ``1_Pooling/``; cxrkit reads a model folder's top-level
+  config, weights and tokenizer files), hidden names (``.gitattributes``, ``.cache``)
+  and documentation (``*.md``, ``LICENSE*``, ``NOTICE*``), so a new model card does
+  not make other weights.
 
 File digests come from :mod:`cxrkit.hashcache` (unchanged files are not read
 again across commands) and are also remembered for the life of the process, keyed
@@ -89,11 +91,19 @@ def content_digest(path: str | os.PathLike[str], setting: str = "weights") -> Co
         raise InputError(f"{path}: cannot read {setting} ({exc.strerror or exc})") from exc
 
 
+def counted(name: str) -> bool:
+    """Whether a top-level file of a weights folder counts in its digest (module doc)."""
+    upper = name.upper()
+    return not (
+        name.startswith(".") or upper.endswith(".MD") or upper.startswith(("LICENSE", "NOTICE"))
+    )
+
+
 def _folder_content(folder: Path, setting: str) -> Content:
     entries: list[tuple[str, str]] = []
     total = 0
     for child in sorted(folder.iterdir(), key=lambda p: p.name):
-        if child.name.startswith("."):
+        if not counted(child.name):
             continue
         try:
             child_stat = os.stat(child)  # follows links (a Hub cache's snapshot folders)
