@@ -19,7 +19,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cxrkit.artifacts import ArtifactWriter, contents, lineage
+from cxrkit.artifacts import ArtifactWriter, contents
 from cxrkit.artifacts.contents import content_digest
 from cxrkit.config import resolve
 from cxrkit.errors import ArtifactError, InputError
@@ -314,19 +314,28 @@ def test_a_stopped_run_resumes_once_its_weights_are_put_back(demo_dataset, tmp_p
     assert not list(tmp_path.glob("maco.tmp-*"))
 
 
-def test_lineage_and_the_export_card_record_the_starting_weights(demo_dataset, tmp_path):
-    from cxrkit.export.card import _starting_weights, lineage_rows
+def test_the_export_card_records_the_starting_weights_by_digest(demo_dataset, tmp_path):
+    from cxrkit.stages import export
 
     weights = save_tiny_vit(tmp_path / "mae.pth", seed=0)
     checkpoint = pretrain.run(
         maco_cfg(demo_dataset, tmp_path / "maco", f"objective.image_init={weights}")
     )
-    rows = lineage_rows(checkpoint)
-    starting = _starting_weights(rows)
-    assert {"setting": "objective.image_init", "sha256": content_digest(weights).sha256,
-            "path": str(weights.resolve())} in starting  # fmt: skip
-    assert any(w["setting"] == "objective.text.path" for w in starting)
-    assert [r["kind"] for r in lineage(checkpoint.path)][:1] == ["checkpoint"]
+    done = export.run(
+        export.ExportConfig(
+            checkpoint=str(checkpoint.path), out=str(tmp_path / "export"), formats=["safetensors"]
+        )
+    )
+    meta = json.loads((done.path / "metadata.json").read_text())
+    digest = content_digest(weights).sha256
+    assert {"setting": "objective.image_init", "sha256": digest, "path": "mae.pth"} in meta[
+        "starting_weights"
+    ]  # the file's name only: a card never tells where files sat
+    text = [w for w in meta["starting_weights"] if w["setting"] == "objective.text.path"]
+    assert text and text[0]["sha256"] == content_digest(minilm_dir()).sha256
+    card = (done.path / "README.md").read_text()
+    assert f"| `objective.image_init` | `{digest[:16]}` | mae.pth |" in card
+    assert str(tmp_path) not in card
 
 
 def test_a_checkpoint_refuses_to_load_with_its_text_model_folder_changed(
