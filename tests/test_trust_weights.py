@@ -354,3 +354,17 @@ def test_a_checkpoint_refuses_to_load_with_its_text_model_folder_changed(
     (text / "tokenizer_config.json").write_text(json.dumps({**settings, "do_lower_case": False}))
     with pytest.raises(ArtifactError, match=r"minilm: objective\.text\.path holds other files"):
         load_objective(checkpoint.path)
+
+
+def test_other_weights_at_another_path_name_both_files(demo_dataset, tmp_path):
+    """Moved and replaced (or simply pointed elsewhere): the message says where the run's
+    weights were and which file differs now."""
+    weights = save_tiny_vit(tmp_path / "node1" / "mae.pth", seed=0)
+    out = tmp_path / "maco"
+    pretrain.run(maco_cfg(demo_dataset, out, f"objective.image_init={weights}"))
+    other = save_tiny_vit(tmp_path / "node2" / "mae.pth", seed=1)
+    with pytest.raises(ArtifactError) as caught:
+        pretrain.run(maco_cfg(demo_dataset, out, f"objective.image_init={other}"))
+    message = str(caught.value)
+    assert message.startswith(f"{other.resolve()}: objective.image_init holds other weights")
+    assert f"at {weights.resolve()}" in message and "\n" not in message

@@ -80,14 +80,15 @@ def _weights(refs: list[dict]) -> dict[str, dict]:
 def changed_weights(
     params: dict, refs: list[dict], earlier_params: dict, earlier_refs: list[dict]
 ) -> list[tuple[str, str, str, str]]:
-    """Weights an earlier run of the same settings read at the same path, now different.
+    """Weights settings whose content differs from an earlier run of the same settings.
 
     Takes this run's params and input entries and an earlier run's (a published OUT's
     manifest, a run directory's :data:`RUN_FILE`). The runs are "the same" when their
     other inputs and their params, weights digests and ``train.max_steps`` aside, are
-    equal. Returns (setting, path, earlier sha256, current sha256) per weights setting
-    whose path is the same and whose content is not; [] for another run, or one
-    recorded before weights had settings in their entries.
+    equal; where the weights are read from does not matter (moved weights are the same
+    run, other weights at any path are not). Returns (setting, earlier path, earlier
+    sha256, current sha256) per weights setting whose content differs; [] for another
+    run, or one recorded before weights had settings in their entries.
     """
     mine, theirs = _weights(refs), _weights(earlier_refs)
     others = [r.get("id") for r in refs if not r.get("setting")]
@@ -108,17 +109,16 @@ def changed_weights(
     if not _same_run(without_weights(params), without_weights(earlier_params)):
         return []
     return [
-        (setting, ref["path"], theirs[setting]["id"], ref["id"])
+        (setting, str(theirs[setting].get("path")), str(theirs[setting].get("id")), ref["id"])
         for setting, ref in mine.items()
-        if setting in theirs
-        and theirs[setting].get("path") == ref["path"]
-        and theirs[setting].get("id") != ref["id"]
+        if setting in theirs and theirs[setting].get("id") != ref["id"]
     ]
 
 
 def refuse_changed_weights(writer: ArtifactWriter) -> None:
-    """ArtifactError when OUT, or a stopped run of OUT, was trained from weights that
-    have since been replaced at the same path (:func:`changed_weights`).
+    """ArtifactError when OUT, or a stopped run of OUT, of the same settings was trained
+    from other weights than the command names now (:func:`changed_weights`): the file
+    was replaced, or the setting points at another file.
 
     Resuming it would mix two sets of starting weights in one run, and starting
     afresh beside it would leave it behind unexplained; so the user decides: put the
@@ -139,14 +139,17 @@ def refuse_changed_weights(writer: ArtifactWriter) -> None:
             continue
         if info.get("id") != writer.id:
             earlier.append((run_dir, info.get("params", {}), info.get("input_refs", [])))
+    paths = {r["setting"]: r.get("path") for r in refs if r.get("setting")}
     for where, params, their_refs in earlier:
         changed = changed_weights(writer.params, refs, params, their_refs)
         if changed:
-            setting, path, before, now = changed[0]
+            setting, before_path, before, now = changed[0]
+            path = paths[setting]
+            then = f"sha256 {before[:12]}" + (f" at {before_path}" if before_path != path else "")
             raise ArtifactError(
                 f"{path}: {setting} holds other weights than the run in {where} was trained "
-                f"from (sha256 {before[:12]} then, {now[:12]} now); put that file back to "
-                "resume it, or re-run with --force (or --resume never) to train afresh"
+                f"from ({then}; {now[:12]} now); put those weights back to resume it, or "
+                "re-run with --force (or --resume never) to train afresh"
             )
 
 
