@@ -148,8 +148,9 @@ def refuse_changed_weights(writer: ArtifactWriter) -> None:
             then = f"sha256 {before[:12]}" + (f" at {before_path}" if before_path != path else "")
             raise ArtifactError(
                 f"{path}: {setting} holds other weights than the run in {where} was trained "
-                f"from ({then}; {now[:12]} now); put those weights back to resume it, or "
-                "re-run with --force (or --resume never) to train afresh"
+                f"from ({then}; {now[:12]} now); put those weights back to "
+                + ("resume it" if where != writer.out else "keep it up to date")
+                + ", or re-run with --force (or --resume never) to train afresh"
             )
 
 
