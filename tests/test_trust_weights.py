@@ -292,6 +292,7 @@ def test_a_stopped_run_whose_weights_were_replaced_is_not_resumed(
         fresh = pretrain.run(never)  # asked for a new run: trained from step 0, with a warning
     assert fresh.stats["resumed_from_step"] == 0
     assert "holds other weights" in caplog.text and "training afresh as asked" in caplog.text
+    assert "is left as it is" in caplog.text
     # the stopped run is left for the user to delete (in this one-process test, renamed
     # aside because the new run reuses its pid)
     assert len(list(tmp_path.glob("maco.tmp-*"))) == 1

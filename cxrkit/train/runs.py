@@ -12,7 +12,6 @@ run had reached (the usual meaning of "train longer").
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from cxrkit.artifacts.manifest import PARTIAL_MARKER
 from cxrkit.artifacts.owners import owner, owner_state
 from cxrkit.errors import ArtifactError, CxrkitError
 from cxrkit.train import layout as ckpt
+from cxrkit.train.weights_changes import changed_weights, same_run
 
 log = logging.getLogger(__name__)
 
@@ -62,59 +62,6 @@ def write_run_info(
     (Path(run_dir) / RUN_FILE).write_text(json.dumps(info))
 
 
-def _same_run(a: dict, b: dict) -> bool:
-    """Equal params apart from train.max_steps."""
-
-    def strip(params: dict) -> dict:
-        params = copy.deepcopy(params)
-        params.get("train", {}).pop("max_steps", None)
-        return params
-
-    return strip(a) == strip(b)
-
-
-def _weights(refs: list[dict]) -> dict[str, dict]:
-    return {r["setting"]: r for r in refs if isinstance(r, dict) and r.get("setting")}
-
-
-def changed_weights(
-    params: dict, refs: list[dict], earlier_params: dict, earlier_refs: list[dict]
-) -> list[tuple[str, str, str, str]]:
-    """Weights settings whose content differs from an earlier run of the same settings.
-
-    Takes this run's params and input entries and an earlier run's (a published OUT's
-    manifest, a run directory's :data:`RUN_FILE`). The runs are "the same" when their
-    other inputs and their params, weights digests and ``train.max_steps`` aside, are
-    equal; where the weights are read from does not matter (moved weights are the same
-    run, other weights at any path are not). Returns (setting, earlier path, earlier
-    sha256, current sha256) per weights setting whose content differs; [] for another
-    run, or one recorded before weights had settings in their entries.
-    """
-    mine, theirs = _weights(refs), _weights(earlier_refs)
-    others = [r.get("id") for r in refs if not r.get("setting")]
-    if not theirs or others != [r.get("id") for r in earlier_refs if not r.get("setting")]:
-        return []
-
-    def without_weights(p: dict) -> dict:
-        p = copy.deepcopy(p)
-        for setting in {*mine, *theirs}:
-            *parents, leaf = setting.split(".")
-            table = p
-            for key in parents:
-                table = table.get(key, {}) if isinstance(table, dict) else {}
-            if isinstance(table, dict):
-                table.pop(leaf, None)
-        return p
-
-    if not _same_run(without_weights(params), without_weights(earlier_params)):
-        return []
-    return [
-        (setting, str(theirs[setting].get("path")), str(theirs[setting].get("id")), ref["id"])
-        for setting, ref in mine.items()
-        if setting in theirs and theirs[setting].get("id") != ref["id"]
-    ]
-
-
 def refuse_changed_weights(writer: ArtifactWriter) -> None:
     """ArtifactError when OUT, or a stopped run of OUT, of the same settings was trained
     from other weights than the command names now (:func:`changed_weights`): the file
@@ -124,6 +71,22 @@ def refuse_changed_weights(writer: ArtifactWriter) -> None:
     afresh beside it would leave it behind unexplained; so the user decides: put the
     file back (the run resumes) or pass ``--force`` / ``--resume never`` (a new run).
     """
+    found = _changed_weights_run(writer)
+    if found is not None:
+        raise ArtifactError(found[1])
+
+
+def _warn_changed_weights(writer: ArtifactWriter) -> None:
+    """What :func:`refuse_changed_weights` refuses, as a warning (--force, --resume never)."""
+    found = _changed_weights_run(writer)
+    if found is not None:
+        where, message = found
+        fate = "replaced when this run publishes" if where == writer.out else "left as it is"
+        log.warning("%s; training afresh as asked (%s is %s)", message, where, fate)
+
+
+def _changed_weights_run(writer: ArtifactWriter) -> tuple[Path, str] | None:
+    """(where, one-line message) of the first earlier run whose weights differ, or None."""
     refs = writer._input_refs
     earlier: list[tuple[Path, dict, list]] = []
     if (writer.out / "manifest.json").is_file():
@@ -146,12 +109,13 @@ def refuse_changed_weights(writer: ArtifactWriter) -> None:
             setting, before_path, before, now = changed[0]
             path = paths[setting]
             then = f"sha256 {before[:12]}" + (f" at {before_path}" if before_path != path else "")
-            raise ArtifactError(
+            return where, (
                 f"{path}: {setting} holds other weights than the run in {where} was trained "
                 f"from ({then}; {now[:12]} now); put those weights back to "
                 + ("resume it" if where != writer.out else "keep it up to date")
                 + ", or re-run with --force (or --resume never) to train afresh"
             )
+    return None
 
 
 def steps_done(run_dir: Path) -> int:
@@ -185,7 +149,7 @@ def find_extension(
             manifest.get("kind") == "checkpoint"
             and manifest.get("id") != writer.id
             and same_inputs
-            and _same_run(manifest.get("params", {}), params)
+            and same_run(manifest.get("params", {}), params)
         ):
             steps = int(manifest.get("stats", {}).get("steps", 0))
             candidates.append(Extension("published", out, manifest["id"], steps))
@@ -198,7 +162,7 @@ def find_extension(
         if (
             info.get("id") != writer.id
             and info.get("inputs") == inputs
-            and _same_run(info.get("params", {}), params)
+            and same_run(info.get("params", {}), params)
             and owner_state(marker) == "dead"
         ):
             candidates.append(Extension("unfinished", run_dir, info["id"], steps_done(run_dir)))
@@ -309,13 +273,6 @@ def _begin_main(
             shutil.copy2(extension.path / METRICS_FILE, metrics)
     write_run_info(run_dir, writer.id, writer.params, inputs, max_steps, writer._input_refs)
     return str(run_dir), extension, resume
-
-
-def _warn_changed_weights(writer: ArtifactWriter) -> None:
-    try:
-        refuse_changed_weights(writer)
-    except ArtifactError as exc:
-        log.warning("%s; training afresh as asked (that run's files are left as they are)", exc)
 
 
 def _names(resume: str, run_dir: Path) -> bool:
