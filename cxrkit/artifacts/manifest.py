@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -265,7 +266,7 @@ def _input_dir(artifact: Path, ref: dict) -> Path | None:
         return recorded
     if not ref.get("relative"):
         return None
-    moved = artifact.parent / ref["relative"]
+    moved = Path(os.path.normpath(artifact.parent / ref["relative"]))
     try:
         same = json.loads((moved / MANIFEST).read_text()).get("id") == ref.get("id")
     except (OSError, ValueError, AttributeError):
