@@ -369,3 +369,33 @@ def test_other_weights_at_another_path_name_both_files(demo_dataset, tmp_path):
     message = str(caught.value)
     assert message.startswith(f"{other.resolve()}: objective.image_init holds other weights")
     assert f"at {weights.resolve()}" in message and "\n" not in message
+
+
+def test_a_frozen_text_tower_with_other_weights_in_its_folder_is_refused_at_load(
+    demo_dataset, tmp_path, minilm_copies
+):
+    """M3AE's frozen text tower is not in the checkpoint: loading rebuilds it from
+    text.path. New weights there would silently change every text feature."""
+    from safetensors.torch import load_file, save_file
+
+    from cxrkit.objectives.loading import load_objective
+
+    text = shutil.copytree(minilm_copies[0], tmp_path / "minilm")
+    cfg = resolve(
+        pretrain.PretrainConfig,
+        preset="demo-m3ae",
+        flags={"data.dataset": str(demo_dataset), "out": str(tmp_path / "m3ae")},
+        sets=[
+            "model.depth=1",
+            "data.batch_size=4",
+            "train.max_steps=1",
+            f"objective.text.path={text}",
+        ],  # fmt: skip
+        stage="pretrain",
+    )
+    checkpoint = pretrain.run(cfg)
+    assert checkpoint.params["objective"]["freeze_text"] is True
+    state = load_file(text / "model.safetensors")
+    save_file({k: v + 0.01 for k, v in state.items()}, text / "model.safetensors")  # fine-tuned
+    with pytest.raises(ArtifactError, match=r"minilm: objective\.text\.path holds other files"):
+        load_objective(checkpoint.path)
