@@ -66,13 +66,8 @@ def run_id(cfg: pretrain.PretrainConfig) -> str:
 
     weights = pretrain.weights_inputs(cfg)
     params = pretrain.id_params(cfg, 1, "no", weights)
-    return compute_id(
-        "checkpoint", pretrain.SCHEMA_VERSION, params, ["dataset", *weights_ids(weights)]
-    )
-
-
-def weights_ids(refs: list[dict]) -> list[str]:
-    return [r["id"] for r in refs]
+    inputs = ["dataset-id", *(ref["id"] for ref in weights)]
+    return compute_id("checkpoint", pretrain.SCHEMA_VERSION, params, inputs)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +134,7 @@ def test_hidden_files_subfolders_and_docs_of_a_model_folder_do_not_count(minilm_
     assert content_digest(extra).sha256 == content_digest(a).sha256
 
 
-def test_a_multi_gb_file_is_read_once_per_command_even_without_the_cache(tmp_path, monkeypatch):
+def test_a_weights_file_is_hashed_once_per_process_even_without_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CXRKIT_HASH_CACHE", "0")
     path = save_tiny_vit(tmp_path / "mae.pth", seed=0)
     reads = []
@@ -197,7 +192,7 @@ def test_a_text_model_folder_counts_by_content_and_unset_means_the_shipped_one(
     ]
 
 
-def test_mmclip_weights_count_per_setting(demo_dataset, tmp_path):
+def test_mmclip_weights_count_per_setting(tmp_path):
     """One CLIP file for both towers is not the same run as the file for one tower only."""
     from cxrkit.objectives.base import objective_class
     from cxrkit.objectives.weights import weights_refs
