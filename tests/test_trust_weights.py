@@ -394,3 +394,20 @@ def test_a_frozen_text_tower_with_other_weights_in_its_folder_is_refused_at_load
     save_file({k: v + 0.01 for k, v in state.items()}, text / "model.safetensors")  # fine-tuned
     with pytest.raises(ArtifactError, match=r"minilm: objective\.text\.path holds other files"):
         load_objective(checkpoint.path)
+
+
+def test_a_slurm_job_config_names_the_weights_by_absolute_path(demo_dataset, tmp_path, monkeypatch):
+    """The job may start in another folder; the id does not change (it holds the content)."""
+    from cxrkit.train.slurm import SlurmJob
+
+    save_tiny_vit(tmp_path / "weights" / "mae.pth", seed=0)
+    monkeypatch.chdir(tmp_path)
+    cfg = maco_cfg(demo_dataset, tmp_path / "maco", "objective.image_init=weights/mae.pth")
+    files = pretrain.write_slurm_job(cfg, SlurmJob(nodes=1, gpus_per_node=1, time="1h"))
+    objective = json.loads(files.config.read_text())["objective"]
+    assert objective["image_init"] == str(tmp_path / "weights" / "mae.pth")
+    assert objective["text"]["path"] is None  # unset stays unset: the node's own package
+    job_cfg = maco_cfg(
+        demo_dataset, tmp_path / "maco", f"objective.image_init={tmp_path}/weights/mae.pth"
+    )
+    assert run_id(job_cfg) == run_id(cfg)

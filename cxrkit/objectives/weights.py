@@ -64,3 +64,22 @@ def weights_refs(name: str, config: dict[str, Any]) -> list[dict[str, Any]]:
             | content.describe()
         )
     return refs
+
+
+def with_absolute_weights_paths(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an objective's config dict (``{"model": ..., **settings}``) whose weights
+    paths (those :func:`weights_sources` reads that the config sets; an unset text path
+    stays unset) are absolute, for a config that runs in another working directory (a
+    SLURM job). Ids are unchanged: they hold the content, not the path."""
+    import copy
+    from pathlib import Path
+
+    config = copy.deepcopy(config)
+    for setting in weights_sources(name, config):
+        *parents, leaf = setting.split(".")[1:]  # "objective." is the config itself
+        holder = config
+        for key in parents:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and holder.get(leaf):
+            holder[leaf] = str(Path(holder[leaf]).expanduser().resolve())
+    return config

@@ -486,6 +486,7 @@ def write_slurm_job(cfg: PretrainConfig, job: SlurmJob) -> SlurmFiles:
     cfg = dataclasses.replace(
         cfg,
         out=str(out),
+        objective=_absolute_weights(cfg),
         data=dataclasses.replace(
             cfg.data,
             dataset=str(Path(cfg.data.dataset).resolve()) if cfg.data.dataset else "",
@@ -513,6 +514,15 @@ class SlurmFiles:
     script: Path
     config: Path
     plan: BatchPlan
+
+
+def _absolute_weights(cfg: PretrainConfig) -> dict[str, Any]:
+    """The [objective] table with the weights paths it sets made absolute."""
+    from cxrkit.objectives.weights import with_absolute_weights_paths
+
+    name = cfg.objective["name"]
+    config = with_absolute_weights_paths(name, objective_config(cfg))
+    return {"name": name, **{k: v for k, v in config.items() if k != "model"}}
 
 
 def _absolute_resume(resume: str) -> str:
