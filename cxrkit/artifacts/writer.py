@@ -75,7 +75,10 @@ class ArtifactWriter:
         self.out = Path(self.out)
         if self.kind not in KINDS:
             raise ValueError(f"unknown artifact kind {self.kind!r}")
-        self._input_refs = [i.ref() if isinstance(i, Artifact) else dict(i) for i in self.inputs]
+        self._input_refs = [
+            _with_relative(i.ref(), self.out) if isinstance(i, Artifact) else dict(i)
+            for i in self.inputs
+        ]
         self.id = compute_id(
             self.kind, self.schema_version, self.params, [r["id"] for r in self._input_refs]
         )
@@ -87,10 +90,27 @@ class ArtifactWriter:
     def lock_path(self) -> Path:
         return self.out.parent / f".{self.out.name}.lock"
 
+    def refuse_inputs(self) -> None:
+        """OutputError when OUT is one of this run's input artifacts or lies inside one:
+        publishing there would delete what is being read, or add files that make the input
+        fail its integrity check (its lock file included)."""
+        target = self.out.resolve()
+        for ref in self._input_refs:
+            if ref.get("kind") == "raw" or not ref.get("path"):
+                continue
+            source = Path(ref["path"]).resolve()
+            if source == target or source in target.parents:
+                where = "an input" if source == target else "inside an input"
+                raise OutputError(
+                    f"{self.out}: is {where} of this run (the {ref.get('kind')} artifact "
+                    f"{source}); it is never written, --force included; choose another --out"
+                )
+
     def acquire(self) -> None:
         """Take the exclusive lock on OUT (waiting for another run that holds it)."""
         if not self.lock or self._lock_fd is not None:
             return
+        self.refuse_inputs()  # before the lock file is made beside OUT
         import fcntl
 
         make_parent(self.out)
@@ -166,8 +186,10 @@ class ArtifactWriter:
         """Refuse to overwrite a different artifact without --force, and a non-artifact ever.
 
         An existing file, or a non-empty directory without a cxrkit manifest, is
-        never replaced (--force included): it may hold the user's own files.
+        never replaced (--force included): it may hold the user's own files. Nor is
+        one of this run's inputs (see :meth:`refuse_inputs`).
         """
+        self.refuse_inputs()
         if not self.out.exists() and not self.out.is_symlink():
             return
         if not self.out.is_dir():
@@ -315,6 +337,17 @@ class ArtifactWriter:
         self.work = None
         if release:
             self.release()
+
+
+def _with_relative(ref: dict, out: Path) -> dict:
+    """An input artifact's ref plus ``relative``: its path seen from OUT's folder, so
+    :func:`~cxrkit.artifacts.manifest.lineage` still finds it when both were moved
+    together (a runs folder copied to another node). Not part of the id."""
+    try:
+        relative = os.path.relpath(ref["path"], Path(out).parent.resolve())
+    except (ValueError, OSError):  # another drive (Windows), an unreadable folder
+        return ref
+    return {**ref, "relative": Path(relative).as_posix()}
 
 
 _HELD_LOCKS: dict[str, int] = {}  # lock file -> fd, for the writers of this process

@@ -239,7 +239,9 @@ def run(
     if not accelerator.is_main_process:
         return trained
     published = publish_student(cfg, trained, parts, force)
-    if recording:
+    # The run's own inputs must all be in the record: weights it counts by content
+    # (raw inputs) would be re-hashed by the full path, so such a run is not recorded.
+    if recording and not any(r.get("kind") == "raw" for r in trained.manifest["inputs"]):
         facts = {
             "processes": accelerator.num_processes,
             "precision": str(accelerator.mixed_precision),
