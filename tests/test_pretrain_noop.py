@@ -98,6 +98,22 @@ def test_force_takes_the_full_path(trained, demo_dataset, tmp_path):
     assert open_artifact(out).id == open_artifact(trained).id  # rebuilt, the same run
 
 
+def test_noop_rerun_of_a_text_objective_hashes_its_text_weights_without_torch(
+    demo_dataset, tmp_path
+):
+    """The MiniLM folder a text tower reads counts by content in the id (and the record)."""
+    from cxrkit.cli import app
+
+    args = ["pretrain", str(demo_dataset), "--out", str(tmp_path / "m3ae"), "--preset",
+            "demo-m3ae", "--max-steps", "1", "--precision", "fp32"]  # fmt: skip
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    (entry,) = json.loads(record_path(tmp_path / "m3ae").read_text())["entries"]
+    assert [i.get("content") for i in entry["inputs"]] == [None, "objective.text.path"]
+    again = _probe(args)
+    assert again["exit_code"] == 0 and again["heavy"] == [], again
+
+
 # ---------------------------------------------------------------- the record itself
 
 
@@ -145,11 +161,29 @@ def test_recall_ignores_a_record_that_is_not_one(published):
     assert recall(published["out"], "pairs", published["digest"]) is None
 
 
-def test_inputs_counted_by_content_leave_no_record(tmp_path):
+def test_an_input_the_record_cannot_name_leaves_no_record(tmp_path):
     raw = {"kind": "raw", "id": "a" * 64, "path": "/w.bin", "setting": "objective.image_init"}
-    assert records.named_inputs([raw]) is None
+    assert records.named_inputs([raw]) is None  # weights without the path the config names
+    assert records.named_inputs([{"kind": "raw", "id": "b" * 64}]) is None
     remember(tmp_path / "out", "d" * 64, "e" * 64, None)
     assert not record_path(tmp_path / "out").exists()
+
+
+def test_weights_are_recorded_by_content_at_the_path_the_config_names(published, tmp_path):
+    from cxrkit.artifacts.contents import content_digest
+
+    weights = tmp_path / "init.bin"
+    weights.write_bytes(b"starting weights")
+    ref = {"kind": "raw", "id": content_digest(weights).sha256, "path": "/resolved/elsewhere",
+           "setting": "objective.image_init"}  # fmt: skip
+    named = records.named_inputs([ref], {"objective.image_init": str(weights)})
+    assert named == [{"path": str(weights), "id": ref["id"], "content": "objective.image_init"}]
+    remember(published["out"], published["digest"], open_artifact(published["out"]).id, named)
+    assert recall(published["out"], "pairs", published["digest"]) is not None
+    weights.write_bytes(b"other weights, same path")
+    assert recall(published["out"], "pairs", published["digest"]) is None
+    weights.unlink()
+    assert recall(published["out"], "pairs", published["digest"]) is None
 
 
 def test_digest_depends_on_settings_launch_and_code(monkeypatch):

@@ -15,8 +15,8 @@ own path left out), the bytes of every file of the running cxrkit package (any
 code change, a preset or a default included, takes the full path once), and the
 launch facts the stage resolves (processes, precision). Not the working directory:
 an id holds the paths of settings as written, never resolved, and input artifacts
-count by their ids, which are checked at the paths named. A stage whose id counts a
-file by its content records no request (:func:`named_inputs`).
+count by their ids, and weights files by their content, each checked at the path
+named (:func:`named_inputs`).
 
 The record is an optimisation only: a missing, unreadable or stale record sends the
 run down its full path, which decides as it always did and writes the record anew.
@@ -37,7 +37,7 @@ from cxrkit.artifacts.files import write_json_atomic
 from cxrkit.artifacts.integrity import open_artifact
 from cxrkit.artifacts.manifest import Artifact, canonical_json, read_manifest
 from cxrkit.artifacts.writer import ArtifactWriter
-from cxrkit.errors import ArtifactError
+from cxrkit.errors import CxrkitError
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,33 @@ def record_path(out: str | Path) -> Path:
     return out.parent / f".{out.name}.requests.json"
 
 
-def named_inputs(inputs: list) -> list[dict] | None:
-    """The record's inputs: each input artifact's path as the run named it, and its id.
+def named_inputs(inputs: list, weights: dict[str, str] | None = None) -> list[dict] | None:
+    """The record's inputs, as the run named them: each input artifact's path and id, and
+    each raw input that a setting names (weights counted by content: ``setting``,
+    ``id`` = content sha256) with its path from ``weights`` (setting -> path as the
+    config names it, or its default), marked ``content``.
 
-    None when an input is not an artifact (a raw file counted by content): the
-    record cannot re-check it without the stage's own code, so none is written."""
-    if not all(isinstance(i, Artifact) for i in inputs):
-        return None
-    return [{"path": str(i.path), "id": i.id} for i in inputs]
+    None when an input is neither: the record could not re-check it, so none is written."""
+    named = []
+    for item in inputs:
+        if isinstance(item, Artifact):
+            named.append({"path": str(item.path), "id": item.id})
+        elif isinstance(item, dict) and item.get("setting") in (weights or {}):
+            setting = item["setting"]
+            named.append({"path": str(weights[setting]), "id": item["id"], "content": setting})
+        else:
+            return None
+    return named
+
+
+def _unchanged(item: dict) -> bool:
+    """Whether a recorded input still holds its id at its path: an artifact (opened and
+    verified) or weights counted by content (:mod:`cxrkit.artifacts.contents`)."""
+    if item.get("content"):
+        from cxrkit.artifacts.contents import content_digest
+
+        return content_digest(item["path"], str(item["content"])).sha256 == item["id"]
+    return open_artifact(item["path"]).id == item["id"]
 
 
 def remember(out: str | Path, digest: str, artifact_id: str, inputs: list[dict] | None) -> None:
@@ -144,7 +163,8 @@ def remember(out: str | Path, digest: str, artifact_id: str, inputs: list[dict] 
 
 def recall(out: str | Path, kind: str, digest: str) -> Artifact | None:
     """OUT as published, when ``digest`` is recorded for it, every recorded input still
-    holds its id (opened and verified at the path named), and OUT still holds that id
+    holds its id at the path named (an artifact opened and verified, weights hashed
+    through the hash cache), and OUT still holds that id
     intact (checked under OUT's lock, as :meth:`ArtifactWriter.up_to_date` does, which
     logs "up to date"); else None, and the caller takes its full path. Never raises
     for a record or an artifact that does not match: that is a None."""
@@ -156,9 +176,8 @@ def recall(out: str | Path, kind: str, digest: str) -> Artifact | None:
         manifest = read_manifest(out)
         if manifest.get("kind") != kind or manifest.get("id") != entry["id"]:
             return None
-        for item in entry["inputs"]:
-            if open_artifact(item["path"]).id != item["id"]:
-                return None
+        if not all(_unchanged(item) for item in entry["inputs"]):
+            return None
         writer = ArtifactWriter(
             out,
             kind,
@@ -166,7 +185,7 @@ def recall(out: str | Path, kind: str, digest: str) -> Artifact | None:
             inputs=manifest["inputs"],
             schema_version=manifest["schema"]["version"],
         )
-    except (ArtifactError, KeyError, TypeError, ValueError, OSError):
+    except (CxrkitError, KeyError, TypeError, ValueError, OSError):
         return None
     if writer.id != entry["id"]:
         return None

@@ -213,6 +213,7 @@ def run(
     checkpoint (re-run the same command).
     """
     from cxrkit.stages import pretrain
+    from cxrkit.stages.noop import launch_facts
     from cxrkit.train import launch
     from cxrkit.train.loop import make_accelerator
 
@@ -242,10 +243,7 @@ def run(
     # The run's own inputs must all be in the record: weights it counts by content
     # (raw inputs) would be re-hashed by the full path, so such a run is not recorded.
     if recording and not any(r.get("kind") == "raw" for r in trained.manifest["inputs"]):
-        facts = {
-            "processes": accelerator.num_processes,
-            "precision": str(accelerator.mixed_precision),
-        }
+        facts = launch_facts(accelerator.num_processes, str(accelerator.mixed_precision))
         used = given + [parts[k] for k in ("pairs", "teachers", "embeddings")] + [trained]
         remember(published.path, request.digest(**facts), published.id, named_inputs(used))
     return published

@@ -33,7 +33,23 @@ def pretrain_up_to_date(request: Request) -> Artifact | None:
     if not isinstance(track, list):
         return None
     require_trackers([str(t) for t in track])  # ConfigError (exit 2), as on the full path
-    return recall(request.out, "checkpoint", request.digest(processes=1, precision=precision))
+    facts = launch_facts(processes=1, precision=precision)
+    return recall(request.out, "checkpoint", request.digest(**facts))
+
+
+def launch_facts(processes: int, precision: str) -> dict:
+    """What a training run's request digest holds besides the request: the process count,
+    the resolved precision, and where the shipped MiniLM is found (the files a text
+    tower with no path of its own counts, see
+    :meth:`cxrkit.models.tower_configs.TextConfig.weights_sources`; None when absent)."""
+    from cxrkit.errors import InputError
+    from cxrkit.io.bundled import minilm_dir
+
+    try:
+        minilm = str(minilm_dir())
+    except InputError:
+        minilm = None
+    return {"processes": processes, "precision": precision, "minilm": minilm}
 
 
 def distill_up_to_date(request: Request) -> Artifact | None:

@@ -384,7 +384,7 @@ def _train(
         lock=accelerator.is_main_process,  # one lock per run, held by rank 0
     )
     if _agreed_up_to_date(writer, accelerator):
-        _remember(request, writer, inputs, accelerator)
+        _remember(request, writer, inputs, accelerator, cfg)
         return open_artifact(cfg.out, kind="checkpoint")
     objective = build(cfg)
     _check_weights_read(cfg, weights)
@@ -442,7 +442,7 @@ def _train(
         if extension is not None:
             stats["extended_from"] = extension.as_dict()
         artifact = writer.publish(schema=_schema(cfg, objective), stats=stats)
-        _remember(request, writer, inputs, accelerator)
+        _remember(request, writer, inputs, accelerator, cfg)
         log.info(
             "published %s (final loss %s after %d steps)",
             artifact.path,
@@ -454,17 +454,24 @@ def _train(
 
 
 def _remember(
-    request: Request | None, writer: ArtifactWriter, inputs: list, accelerator: Any
+    request: Request | None,
+    writer: ArtifactWriter,
+    inputs: list,
+    accelerator: Any,
+    cfg: PretrainConfig,
 ) -> None:
-    """Record (main process) that ``request`` on this launch gives OUT's id (see
-    :mod:`cxrkit.artifacts.requests`)."""
+    """Record (main process) that ``request`` on this launch gives OUT's id, with the
+    inputs as the config names them (see :mod:`cxrkit.artifacts.requests`)."""
     if request is None or not accelerator.is_main_process:
         return
-    launch = {
-        "processes": accelerator.num_processes,
-        "precision": str(accelerator.mixed_precision),
-    }
-    remember(writer.out, request.digest(**launch), writer.id, named_inputs(inputs))
+    from cxrkit.objectives.weights import weights_sources
+    from cxrkit.stages.noop import launch_facts
+
+    weights = {}
+    if any(not isinstance(i, Artifact) for i in inputs):
+        weights = weights_sources(cfg.objective["name"], objective_config(cfg))
+    facts = launch_facts(accelerator.num_processes, str(accelerator.mixed_precision))
+    remember(writer.out, request.digest(**facts), writer.id, named_inputs(inputs, weights))
 
 
 def _check_weights_read(cfg: PretrainConfig, weights: list[dict]) -> None:
