@@ -164,10 +164,10 @@ def remember(out: str | Path, digest: str, artifact_id: str, inputs: list[dict] 
 def recall(out: str | Path, kind: str, digest: str) -> Artifact | None:
     """OUT as published, when ``digest`` is recorded for it, every recorded input still
     holds its id at the path named (an artifact opened and verified, weights hashed
-    through the hash cache), and OUT still holds that id
-    intact (checked under OUT's lock, as :meth:`ArtifactWriter.up_to_date` does, which
-    logs "up to date"); else None, and the caller takes its full path. Never raises
-    for a record or an artifact that does not match: that is a None."""
+    through the hash cache), and OUT still holds that id intact (checked under OUT's
+    lock by :meth:`ArtifactWriter.up_to_date`, which logs "up to date"); else None,
+    and the caller takes its full path. Never raises for a record or an artifact
+    that does not match: that is a None."""
     out = Path(out)
     entry = next((e for e in _entries(record_path(out)) if e.get("digest") == digest), None)
     if entry is None:
@@ -189,7 +189,10 @@ def recall(out: str | Path, kind: str, digest: str) -> Artifact | None:
         return None
     if writer.id != entry["id"]:
         return None
-    done = writer.up_to_date()
+    try:
+        done = writer.up_to_date()
+    except CxrkitError:  # OUT replaced meanwhile: the full path says what it is
+        done = None
     if done is None:
         writer.release()
     return done
