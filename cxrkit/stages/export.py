@@ -205,7 +205,7 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
     from cxrkit.export.formats import Checks, snippets, write_formats
 
     src = _load_source(checkpoint)
-    work = writer.begin()
+    work = _fresh(writer.begin())
     try:
         checks = Checks(cfg.tolerance, cfg.onnx_tolerance, cfg.onnx_input_dtype, cfg.onnx_opset)
         results = write_formats(work, src, cfg.formats, checks)
@@ -229,6 +229,24 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
     stats = _summary(results)
     schema = {"image_input": meta["inputs"]["image"], "outputs": meta["outputs"]}
     return writer.publish(schema=schema, stats=stats)
+
+
+def _fresh(work: Path) -> Path:
+    """Empty a build directory adopted from a killed export, keeping its in-progress marker.
+
+    An export has nothing to resume (it takes seconds) and a killed one may have left a
+    half-written file that a format writer would take as done; returns ``work``.
+    """
+    from cxrkit.artifacts.manifest import PARTIAL_MARKER
+
+    for entry in work.iterdir():
+        if entry.name == PARTIAL_MARKER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return work
 
 
 def _summary(results: dict[str, dict]) -> dict[str, Any]:

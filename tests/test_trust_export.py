@@ -1,0 +1,64 @@
+"""`cxrkit export` when things go wrong: kills, odd --out targets, paths that must not travel.
+
+Each test builds on one real checkpoint (3 pediatric JPEGs, 2 MAE steps of a tiny ViT).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from test_export_helpers import ingest_real_dataset, pretrain_real_checkpoint
+
+from cxrkit.artifacts import verify
+from cxrkit.artifacts.manifest import PARTIAL_MARKER
+from cxrkit.artifacts.owners import owner
+from cxrkit.export import native
+from cxrkit.models.checkpoint import load_image_encoder
+from cxrkit.stages.export import ExportConfig, run
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trust-export")
+    dataset = ingest_real_dataset(root / "dataset", root)
+    return pretrain_real_checkpoint(root / "ckpt", dataset)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@torch.no_grad()
+def _same_features(export_dir: Path, checkpoint) -> bool:
+    images = native.normalise(native.probe_images(64), {"mean": 0.5, "std": 0.5})
+    exported, _ = native.load_exported_encoder(export_dir)
+    reference, _ = load_image_encoder(checkpoint.path)
+    return native.max_abs_diff(exported(images), reference(images)) == 0.0
+
+
+def test_an_export_killed_between_weights_and_config_is_rebuilt_not_adopted(checkpoint, tmp_path):
+    """A kill after image_encoder/model.safetensors (half written) and before its config.json
+    leaves a temp dir; the next run must build a whole export, not adopt the pieces."""
+    first = run(
+        ExportConfig(checkpoint=str(checkpoint.path), out=str(tmp_path / "a"), formats=["timm"])
+    )
+    out = tmp_path / "b"
+    leftover = tmp_path / "b.tmp-99"
+    (leftover / "image_encoder").mkdir(parents=True)
+    weights = (first.path / "image_encoder" / "model.safetensors").read_bytes()
+    (leftover / "image_encoder" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    marker = {"id": first.id, "kind": "export", **owner(), "pid": _dead_pid()}
+    (leftover / PARTIAL_MARKER).write_text(json.dumps(marker))
+
+    export = run(ExportConfig(checkpoint=str(checkpoint.path), out=str(out), formats=["timm"]))
+
+    assert export.id == first.id
+    assert verify(out) == []
+    assert _same_features(out, checkpoint)
+    assert not list(tmp_path.glob("b.tmp-*"))
