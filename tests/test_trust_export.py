@@ -62,3 +62,18 @@ def test_an_export_killed_between_weights_and_config_is_rebuilt_not_adopted(chec
     assert verify(out) == []
     assert _same_features(out, checkpoint)
     assert not list(tmp_path.glob("b.tmp-*"))
+
+
+def test_force_onto_the_checkpoint_being_exported_is_refused_and_keeps_it(checkpoint, tmp_path):
+    """`cxrkit export ckpt --out ckpt --force` replaced the trained checkpoint by its export."""
+    import shutil
+
+    from cxrkit.errors import ConfigError
+
+    copy = tmp_path / "runs" / "ckpt"
+    shutil.copytree(checkpoint.path, copy)
+    for out in (copy, copy.parent):
+        with pytest.raises(ConfigError, match="reads"):
+            run(ExportConfig(checkpoint=str(copy), out=str(out), formats=["timm"]), force=True)
+    assert verify(copy) == []
+    assert json.loads((copy / "manifest.json").read_text())["kind"] == "checkpoint"

@@ -33,7 +33,7 @@ from cxrkit.artifacts.manifest import (
     read_manifest,
 )
 from cxrkit.artifacts.owners import owner, owner_state, pid_alive
-from cxrkit.errors import ArtifactError, OutputError
+from cxrkit.errors import ArtifactError, ConfigError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,7 @@ class ArtifactWriter:
         """
         if not self.out.exists() and not self.out.is_symlink():
             return
+        self._refuse_an_input()
         if not self.out.is_dir():
             raise OutputError(f"{self.out}: exists and is not a directory; choose another --out")
         if not (self.out / MANIFEST).is_file():
@@ -188,6 +189,20 @@ class ArtifactWriter:
                 f"(id {manifest.get('id', '')[:12]}, this run {self.id[:12]}); "
                 "use --force to replace it"
             )
+
+    def _refuse_an_input(self) -> None:
+        """ConfigError when OUT is, or holds, an input artifact of this run: replacing it
+        (``--force``) would delete what the run reads, e.g. the checkpoint being exported."""
+        target = self.out.resolve()
+        for item in self.inputs:
+            if not isinstance(item, Artifact):
+                continue
+            source = Path(item.path).resolve()
+            if source == target or target in source.parents:
+                raise ConfigError(
+                    f"{self.out}: is or holds the {item.kind} artifact this run reads "
+                    f"({item.path}); choose another --out"
+                )
 
     def _leftovers(self) -> list[tuple[Path, dict]]:
         """Temp dirs of dead runs building this id, with their markers."""
