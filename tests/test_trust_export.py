@@ -77,3 +77,50 @@ def test_force_onto_the_checkpoint_being_exported_is_refused_and_keeps_it(checkp
             run(ExportConfig(checkpoint=str(copy), out=str(out), formats=["timm"]), force=True)
     assert verify(copy) == []
     assert json.loads((copy / "manifest.json").read_text())["kind"] == "checkpoint"
+
+
+def test_no_run_path_reaches_the_card_or_metadata_when_typed_relative_or_with_spaces(
+    checkpoint, tmp_path, monkeypatch
+):
+    """Run folders named after a patient (spaces, quotes, brackets), typed as relative paths:
+    eval's metrics name the checkpoint and prompts by those paths; none may travel."""
+    import shutil
+
+    from cxrkit.artifacts import ArtifactWriter
+
+    monkeypatch.chdir(tmp_path)
+    runs = Path("runs") / "DOE JOHN MRN1234567's [x]"
+    ckpt = runs / "ckpt"
+    shutil.copytree(checkpoint.path, ckpt)
+    (runs / "ann").mkdir()
+    params = {"checkpoint": str(ckpt), "annotations": str(runs / "ann"), "tasks": ["probe"]}
+    writer = ArtifactWriter(
+        runs / "eval",
+        "eval",
+        params,
+        inputs=[checkpoint.__class__(path=ckpt, manifest=checkpoint.manifest)],
+    )
+    work = writer.begin()
+    metrics = {  # the strings `cxrkit eval` writes, for a checkpoint given as a relative path
+        "model": f"checkpoint {ckpt} (objective mae)",
+        "prompts_source": f"annotations {runs / 'ann' / 'prompts.json'}",
+        "tasks": {},
+        "warnings": [f"labels read from {(tmp_path / runs / 'ann').resolve()}/labels.csv"],
+    }
+    (work / "metrics.json").write_text(json.dumps(metrics))
+    writer.publish()
+
+    run(
+        ExportConfig(
+            checkpoint=str(ckpt),
+            out=str(runs / "export"),
+            eval=str(runs / "eval"),
+            formats=["safetensors"],
+        )
+    )
+    for path in (runs / "export").rglob("*"):
+        if path.is_file() and path.name != "manifest.json":  # the manifest keeps its inputs
+            assert "MRN1234567" not in path.read_text(errors="replace"), path
+    meta = json.loads((runs / "export" / "metadata.json").read_text())
+    assert meta["eval"]["metrics"]["model"] == "checkpoint ckpt (objective mae)"
+    assert meta["eval"]["metrics"]["prompts_source"] == "annotations ann/prompts.json"

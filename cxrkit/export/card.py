@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from cxrkit import __version__
 from cxrkit.artifacts import Artifact, lineage, read_manifest
-from cxrkit.export.card_text import public_path, scrub_local_paths, summarise_metrics
+from cxrkit.export.card_text import (
+    public_path,
+    scrub_known_paths,
+    scrub_local_paths,
+    summarise_metrics,
+)
 from cxrkit.models.checkpoint import CheckpointConfig
 
 METADATA_FORMAT = "cxrkit-export-metadata/1"
@@ -162,17 +168,20 @@ def build_metadata(
     eval_ref: dict | None,
     onnx_input_dtype: str,
     transform: dict | None = None,
+    local_paths: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Everything the card says, as one JSON-ready dict.
 
     Takes the checkpoint artifact and its config.json, ``encoder_info`` (arch,
     vision_config, model_args, embed_dim, num_tokens), the per-format results, the
     eval metrics (or None) with the eval artifact's ref, the ONNX input dtype and the
-    exact input transform (:func:`cxrkit.stages.export.input_transform`). Paths are
-    reduced to directory names: the card travels, local paths must not.
+    exact input transform (:func:`cxrkit.stages.export.input_transform`) and the local
+    paths the run was given (``local_paths``: as typed, relative ones included). Paths
+    are reduced to directory names: the card travels, local paths must not.
     """
     pre = ckpt_config.preprocessing.to_dict()
-    rows = [{**r, "path": public_path(r["path"])} for r in lineage_rows(checkpoint)]
+    local_rows = lineage_rows(checkpoint)
+    rows = [{**r, "path": public_path(r["path"])} for r in local_rows]
     evaluation = None
     if eval_metrics is not None:
         ref = {**eval_ref, "path": public_path(eval_ref.get("path"))} if eval_ref else None
@@ -208,7 +217,8 @@ def build_metadata(
         "eval": evaluation,
         "formats": formats,
     }
-    return scrub_local_paths(meta)
+    known = [checkpoint.path, *local_paths, *(r["path"] for r in local_rows)]
+    return scrub_local_paths(scrub_known_paths(meta, [p for p in known if p]))
 
 
 _PRECISION = {

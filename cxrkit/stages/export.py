@@ -223,12 +223,27 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
         evaluation.ref() if evaluation else None,
         cfg.onnx_input_dtype,
         src.transform,
+        _local_paths(cfg, checkpoint, evaluation),
     )
     shutil.copyfile(Path(preprocess.__file__), work / "preprocess.py")
     card.write_card(work, meta, snippets(work, results))
     stats = _summary(results)
     schema = {"image_input": meta["inputs"]["image"], "outputs": meta["outputs"]}
     return writer.publish(schema=schema, stats=stats)
+
+
+def _local_paths(cfg: ExportConfig, checkpoint: Artifact, evaluation: Artifact | None) -> list:
+    """Every local path this export was given or read, as typed: the card must name none.
+
+    The eval artifact's params and inputs name the paths its metrics quote (``cxrkit
+    eval`` writes the checkpoint and prompts paths as they were typed).
+    """
+    paths = [cfg.checkpoint, cfg.out, str(checkpoint.path)]
+    if evaluation is not None:
+        paths += [cfg.eval, str(evaluation.path)]
+        paths += [ref.get("path") for ref in evaluation.manifest.get("inputs", [])]
+        paths += [v for v in evaluation.params.values() if isinstance(v, str)]
+    return [p for p in paths if p]
 
 
 def _fresh(work: Path) -> Path:
