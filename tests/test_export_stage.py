@@ -450,3 +450,39 @@ def test_following_the_card_reproduces_cxrkit_features(pipeline):
         naive_timm.append(torch.nn.functional.cosine_similarity(naive, expected).item())
     print(f"cosine card route {min(ours):.6f}; timm create_transform {min(naive_timm):.4f}")
     assert min(ours) >= 0.9999
+
+
+@torch.no_grad()
+def test_shipped_preprocess_gives_the_model_input_cxrkit_trained_on(pipeline):
+    """Ingest decodes a large JPEG at a reduced DCT scale (decode_reduce, default lossy);
+    preprocess.py must do the same, so its input equals EvalTransform on the stored row."""
+    import hashlib
+    import importlib.util
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from cxrkit.io import bundled
+    from cxrkit.io.dataset import dataset_shards
+    from cxrkit.vision.transforms import EvalTransform
+
+    export = pipeline["export"].path
+    spec = importlib.util.spec_from_file_location("shipped_preprocess_2", export / "preprocess.py")
+    shipped = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shipped)
+    transform = shipped.transform_config(export)
+    assert pipeline["dataset"].params["decode_reduce"] == transform["decode_reduce"] == "lossy"
+    rows = {
+        r["source_sha256"]: r
+        for f in dataset_shards(pipeline["dataset"])
+        for r in pq.read_table(f).to_pylist()
+    }
+    for path in bundled.pediatric_jpegs()[:3]:
+        row = rows[hashlib.sha256(path.read_bytes()).hexdigest()]
+        assert max(row["orig_height"], row["orig_width"]) >= 8 * 64  # the 1/8 scale applies
+        stored = np.frombuffer(row["pixels"], row["dtype"]).reshape(row["height"], row["width"])
+        expected = EvalTransform(64)(stored.copy())[0][None]  # (1, 1, 64, 64)
+        got = shipped.preprocess(path, **transform)
+        assert got.shape == expected.shape
+        assert native.max_abs_diff(got, expected) <= 1e-6, path.name
+    assert "DCT scale" in (export / "README.md").read_text()

@@ -106,6 +106,12 @@ def _preprocessing(pre: dict, transform: dict | None) -> dict[str, Any]:
     t = transform or {}
     low, high = t.get("low_pct", 0.5), t.get("high_pct", 99.5)
     store, dtype = t.get("store_size", 512), t.get("store_dtype", "uint8")
+    reduced = (
+        f"; a JPEG decoded at the smallest 1/2, 1/4 or 1/8 DCT scale whose long side is "
+        f"still >= {store} px, as ingest did (decode_reduce {t.get('decode_reduce', 'lossy')})"
+        if t.get("decode_reduce", "lossy") != "off"
+        else "; JPEGs decoded in full (decode_reduce off)"
+    )
     return {
         "input_size": [size, size],
         "channels": int(pre.get("in_chans", 1)),
@@ -116,7 +122,8 @@ def _preprocessing(pre: dict, transform: dict | None) -> dict[str, Any]:
         "function": "preprocess.py in this export: preprocess(image, **transform_config('.'))",
         "steps": [
             "grey levels: DICOM after modality and VOI LUT with MONOCHROME1 inverted (bright "
-            "bone); PNG/JPEG as stored (colour to luminance), scaled to [0, 1] by 255 or 65535",
+            "bone); PNG/JPEG as stored (colour to luminance), scaled to [0, 1] by 255 or 65535"
+            + reduced,
             f"percentile window: clip to the {low:g} and {high:g} percentiles of the image, "
             "stretch linearly to [0, 1] (applied at ingest)",
             f"stored image: downscale the long side to {store} px (bilinear, antialiased, never "

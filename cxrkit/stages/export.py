@@ -127,7 +127,8 @@ def _load_source(checkpoint: Artifact) -> ExportSource:
 def input_transform(checkpoint: Artifact, pre: dict) -> dict[str, Any]:
     """The exact input transform of this encoder: keyword arguments of
     :func:`cxrkit.export.preprocess.preprocess`, with the ingest settings (percentile
-    window, stored size and type) read from the training dataset in the lineage.
+    window, stored size and type, reduced JPEG decoding) read from the training dataset in
+    the lineage.
 
     ``ingest_settings`` says whether they were read (``"dataset <id>"``) or are the
     ingest defaults because no dataset manifest was found.
@@ -144,6 +145,8 @@ def input_transform(checkpoint: Artifact, pre: dict) -> dict[str, Any]:
             for key in ("window_low_pct", "window_high_pct", "image_size", "dtype"):
                 if key in params:
                     setattr(ingest, key, params[key])
+            # A dataset from before decode_reduce decoded every JPEG in full.
+            ingest.decode_reduce = params.get("decode_reduce", "off")
             settings = f"dataset {row['id'][:16]}"
             break
     return {
@@ -155,6 +158,7 @@ def input_transform(checkpoint: Artifact, pre: dict) -> dict[str, Any]:
         "high_pct": float(ingest.window_high_pct),
         "store_size": int(ingest.image_size),
         "store_dtype": str(ingest.dtype),
+        "decode_reduce": str(ingest.decode_reduce),
         "ingest_settings": settings,
     }
 
