@@ -486,3 +486,71 @@ def test_shipped_preprocess_gives_the_model_input_cxrkit_trained_on(pipeline):
         assert got.shape == expected.shape
         assert native.max_abs_diff(got, expected) <= 1e-6, path.name
     assert "DCT scale" in (export / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def maco_export(pipeline):
+    """A tiny MaCo checkpoint (Hugging Face text tower) exported as open_clip."""
+    from cxrkit.objectives.maco import MaCo
+
+    root = pipeline["root"]
+    checkpoint = make_checkpoint(
+        root / "maco-ckpt", "maco", MaCo.tiny_config(), [pipeline["dataset"]]
+    )
+    cfg = ExportConfig(
+        checkpoint=str(checkpoint.path), out=str(root / "maco-export"), formats=["open_clip"]
+    )
+    return checkpoint, run(cfg)
+
+
+@torch.no_grad()
+def test_the_cards_open_clip_snippet_gives_the_trained_on_embeddings(maco_export, pipeline):
+    """Run the card's open_clip code as written, in a fresh process, on a real JPEG: the image
+    embedding must be the one cxrkit computes on its trained-on input, the text one equal."""
+    import hashlib
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from cxrkit.io import bundled
+    from cxrkit.io.dataset import dataset_shards
+    from cxrkit.objectives.loading import load_objective
+    from cxrkit.vision.transforms import EvalTransform
+
+    checkpoint, export = maco_export
+    card = (export.path / "README.md").read_text()
+    code = re.search(r"### Load with open_clip\n\n```python\n(.*?)```", card, re.S).group(1)
+    jpeg = bundled.pediatric_jpegs()[0]
+    prelude = f"from PIL import Image\npil_image = Image.open({str(jpeg)!r})\n"
+    code = code.replace("'image.jpg'", repr(str(jpeg)))
+    saved = export.path.parent / "maco-snippet.pt"
+    epilogue = f"\nimport torch\ntorch.save([image_embedding, text_embedding], {str(saved)!r})\n"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + code + epilogue],
+        cwd=export.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    image_embedding, text_embedding = torch.load(saved)
+
+    objective = load_objective(checkpoint.path).eval()
+    rows = {
+        r["source_sha256"]: r
+        for f in dataset_shards(pipeline["dataset"])
+        for r in pq.read_table(f).to_pylist()
+    }
+    row = rows[hashlib.sha256(jpeg.read_bytes()).hexdigest()]
+    stored = np.frombuffer(row["pixels"], row["dtype"]).reshape(row["height"], row["width"])
+    image = EvalTransform(32)(stored.copy())[0][None]  # (1, 1, 32, 32) as cxrkit trains
+    expected = objective.encode_image(image)
+    assert native.max_abs_diff(image_embedding, expected) <= 1e-4
+    texts = objective.tokenize(["There is pneumonia."])
+    assert native.max_abs_diff(text_embedding, objective.encode_text(texts)) <= 1e-4

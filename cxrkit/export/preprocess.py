@@ -62,15 +62,18 @@ def transform_config(export_dir: str | Path = ".") -> dict[str, Any]:
     """The keyword arguments of :func:`preprocess` recorded in an export.
 
     Reads ``image_encoder/config.json`` (section ``cxrkit.transform``) under
-    ``export_dir``, or ``config.json`` when ``export_dir`` is the encoder folder.
+    ``export_dir``, ``config.json`` when ``export_dir`` is the encoder folder, or the
+    export's ``metadata.json`` (``preprocessing.transform``) when no image encoder
+    folder was exported (an open_clip-only export).
     """
     root = Path(export_dir)
-    path = (
-        root / "config.json"
-        if (root / "config.json").is_file()
-        else root / "image_encoder" / "config.json"
-    )
-    transform = json.loads(path.read_text())["cxrkit"]["transform"]
+    for path in (root / "config.json", root / "image_encoder" / "config.json"):
+        if path.is_file():
+            transform = json.loads(path.read_text())["cxrkit"]["transform"]
+            break
+    else:
+        meta = json.loads((root / "metadata.json").read_text())
+        transform = meta["preprocessing"]["transform"]
     return {k: transform[k] for k in TRANSFORM_KEYS if k in transform}
 
 
