@@ -124,3 +124,24 @@ def test_no_run_path_reaches_the_card_or_metadata_when_typed_relative_or_with_sp
     meta = json.loads((runs / "export" / "metadata.json").read_text())
     assert meta["eval"]["metrics"]["model"] == "checkpoint ckpt (objective mae)"
     assert meta["eval"]["metrics"]["prompts_source"] == "annotations ann/prompts.json"
+
+
+@pytest.mark.parametrize("which", ["out", "checkpoint"])
+def test_a_path_that_is_not_utf8_is_a_clear_input_error(checkpoint, tmp_path, which):
+    """safetensors, timm and open_clip open files by UTF-8 paths only: an --out or checkpoint
+    named in another locale (byte 0xff) ended in a traceback or a 'corrupt file' message."""
+    import os
+    import shutil
+
+    from cxrkit.errors import InputError
+
+    odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/run\xff")
+    source = str(checkpoint.path)
+    if which == "checkpoint":
+        shutil.copytree(checkpoint.path, odd)
+        source = odd
+    out = odd + "-export" if which == "checkpoint" else odd
+    with pytest.raises(InputError, match="UTF-8"):
+        run(ExportConfig(checkpoint=source, out=out, formats=["timm"]))
+    assert not Path(out).exists()
+    assert not list(tmp_path.glob("*.tmp-*"))

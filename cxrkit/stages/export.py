@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
-from cxrkit.errors import ArtifactError, ConfigError
+from cxrkit.errors import ArtifactError, ConfigError, InputError
 from cxrkit.export.names import FORMAT_NAMES, ONNX_OPSET  # torch-free
 
 if TYPE_CHECKING:
@@ -191,6 +191,8 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
     cfg.validate()
     if not cfg.out or not cfg.checkpoint:
         raise ConfigError("cxrkit export needs a checkpoint artifact and --out")
+    _check_utf8(cfg.checkpoint, "checkpoint")
+    _check_utf8(cfg.out, "--out")
     checkpoint = open_artifact(cfg.checkpoint, kind="checkpoint", verify_files=True)
     evaluation, metrics = _open_eval(cfg, checkpoint)
     inputs = [checkpoint] + ([evaluation] if evaluation is not None else [])
@@ -234,6 +236,20 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
     stats = _summary(results)
     schema = {"image_input": meta["inputs"]["image"], "outputs": meta["outputs"]}
     return writer.publish(schema=schema, stats=stats)
+
+
+def _check_utf8(path: str, what: str) -> None:
+    """InputError when ``path`` (as given or absolute) is not valid UTF-8: safetensors,
+    timm and open_clip open files by UTF-8 paths only (a name from another locale)."""
+    for text in (str(path), str(Path(path).absolute())):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise InputError(
+                f"{what} {shown}: the path is not valid UTF-8, which safetensors, timm and "
+                "open_clip cannot open; rename it"
+            ) from None
 
 
 def _local_paths(cfg: ExportConfig, checkpoint: Artifact, evaluation: Artifact | None) -> list:
