@@ -233,7 +233,9 @@ class RowBuilder:
             "age": safe_harbor_age(
                 meta.get("age") if meta.get("age") is not None else (mapped and mapped.age)
             ),
-            "study_date": pseudo.shift_date(meta.get("study_date"), str(patient_raw)),
+            "study_date": pseudo.shift_date(
+                meta.get("study_date") or (mapped and mapped.study_date), str(patient_raw)
+            ),
             "pixel_spacing": meta.get("pixel_spacing"),
             "source_sha256": source_sha,
             "source_path": printable_path(str(path))
@@ -250,9 +252,12 @@ class RowBuilder:
         }
 
     def _report_for(self, path: Path, mapped: MappingRow | None) -> Report | None:
-        """The mapping row's report (text, then file), else the report index's, else (with
-        ``layout_reports``) a MIMIC-CXR report beside the study folder, else None."""
-        if mapped is not None and (mapped.report_text or mapped.report_path):
+        """The mapping row's report (a dataset table's parsed one, text, then file), else
+        the report index's, else (with ``layout_reports``) a MIMIC-CXR report beside the
+        study folder, else None."""
+        if mapped is not None and (
+            mapped.report is not None or mapped.report_text or mapped.report_path
+        ):
             report = mapped.load_report()  # Reject("report_unreadable"/"report_too_large")
         else:
             index = self.report_index
