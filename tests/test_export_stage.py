@@ -554,3 +554,15 @@ def test_the_cards_open_clip_snippet_gives_the_trained_on_embeddings(maco_export
     assert native.max_abs_diff(image_embedding, expected) <= 1e-4
     texts = objective.tokenize(["There is pneumonia."])
     assert native.max_abs_diff(text_embedding, objective.encode_text(texts)) <= 1e-4
+
+
+def test_card_says_which_image_features_eval_used(pipeline, maco_export):
+    """MaCo's eval features are the projected mean of the patch tokens, not the ViT's
+    class-token `embedding` the image encoder folder gives; the card must not imply they
+    are the same. For MAE they are the same."""
+    _, export = maco_export
+    maco_card = (export.path / "README.md").read_text()
+    assert "eval features: `encode_image` of objective `maco`" in maco_card
+    assert "mean of all patch tokens" in maco_card
+    mae_card = (pipeline["export"].path / "README.md").read_text()
+    assert "eval features: `embedding` above" in mae_card

@@ -258,6 +258,7 @@ def _card_head(meta: dict) -> list[str]:
         f"input {pre['channels']} x {pre['input_size'][0]} x {pre['input_size'][1]}",
         f"- outputs: `embedding` (batch, {arch['embed_dim']}), pooled by "
         f"`{args['global_pool']}`; `tokens` (batch, {arch['num_tokens']}, {arch['embed_dim']})",
+        f"- eval features: {arch.get('eval_features', 'not recorded')}",
         "",
         "## Method",
         "",

@@ -7,7 +7,8 @@ Graph contract (also written to ``metadata.json``):
   maximum) or ``uint8`` in [0, 255]. MONOCHROME2 convention: bone bright.
 - inside: scale to [0, 1] (uint8 only), then ``(x - mean) / std`` with the
   checkpoint's constants (0.5, 0.5 -> [-1, 1]).
-- outputs ``embedding`` (batch, D), the pooled feature cxrkit uses, and ``tokens``
+- outputs ``embedding`` (batch, D), the encoder's pooled feature (eval's for image-only
+  objectives; image-text ones use their projection, see the card), and ``tokens``
   (batch, prefix + L, D), the normed token sequence.
 
 Resizing stays outside the graph, on purpose: downscaling a radiograph without

@@ -178,7 +178,22 @@ def _encoder_info(src: ExportSource) -> dict[str, Any]:
         "embed_dim": int(tokens.shape[-1]),
         "num_tokens": int(tokens.shape[1]),
         "parameters": sum(p.numel() for p in src.encoder.parameters()),
+        "eval_features": _eval_features(src.objective),
     }
+
+
+def _eval_features(objective: Any) -> str:
+    """Which image features ``cxrkit eval`` computes for this objective (probe, zero-shot)."""
+    from cxrkit.objectives.capabilities import IMAGE_TEXT, supports
+
+    if not supports(objective, IMAGE_TEXT):
+        return "`embedding` above (the encoder's pooled output)"
+    doc = (type(objective).encode_image.__doc__ or "").strip().splitlines()
+    what = f" ({doc[0].rstrip('.')})" if doc else ""
+    return (
+        f"`encode_image` of objective `{objective.name}`{what}, not `embedding`; "
+        "the open_clip export's `encode_image` gives them"
+    )
 
 
 def run(cfg: ExportConfig, force: bool = False) -> Artifact:
