@@ -566,3 +566,50 @@ def test_card_says_which_image_features_eval_used(pipeline, maco_export):
     assert "mean of all patch tokens" in maco_card
     mae_card = (pipeline["export"].path / "README.md").read_text()
     assert "eval features: `embedding` above" in mae_card
+
+
+def test_card_of_a_distilled_checkpoint_states_the_distillation_recipe(pipeline):
+    """`cxrkit distill` publishes the merged student with params {synthetic_pairs} only; the
+    recipe (PaCX settings, preset, optimiser, steps) lies in the training run it lists as
+    its input checkpoint. The card must state that recipe, not "preset: not recorded"."""
+    from cxrkit.artifacts import ArtifactWriter
+    from cxrkit.objectives.loading import save_objective
+
+    root = pipeline["root"]
+    run_params = {
+        "preset": "demo-pacx",
+        "objective": {"name": "pacx", "tuning": "lora", "lora_r": 8, "clip_weight": 1.0},
+        "optim": {"optimizer": "adamw", "lr": 0.001},
+        "train": {"max_steps": 4},
+        "data": {"image_size": 64, "augment": {"hflip": False}},
+    }
+    writer = ArtifactWriter(root / "distill-run", "checkpoint", run_params, [pipeline["dataset"]])
+    work = writer.begin()
+    (work / "metrics.jsonl").write_text("")
+    training_run = writer.publish(stats={"steps": 4})
+    student = load_objective_of(pipeline["checkpoint"])
+    writer = ArtifactWriter(
+        root / "distilled", "checkpoint", {"synthetic_pairs": True}, [training_run]
+    )
+    work = writer.begin()
+    save_objective(student, work)
+    (work / "metrics.jsonl").write_text("")
+    distilled = writer.publish(stats={"distilled_from": "pacx", "steps": 4, "tuning": "lora"})
+
+    export = run(
+        ExportConfig(
+            checkpoint=str(distilled.path), out=str(root / "distilled-export"), formats=["timm"]
+        )
+    )
+    meta = json.loads((export.path / "metadata.json").read_text())["method"]
+    assert meta["objective"] == "mae" and meta["preset"] == "demo-pacx"
+    assert meta["training_objective"] == run_params["objective"]
+    assert meta["optim"] == run_params["optim"] and meta["train"] == run_params["train"]
+    card = (export.path / "README.md").read_text()
+    assert "preset: demo-pacx" in card and '"lora_r": 8' in card
+
+
+def load_objective_of(checkpoint):
+    from cxrkit.objectives.loading import load_objective
+
+    return load_objective(checkpoint.path)

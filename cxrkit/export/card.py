@@ -84,10 +84,28 @@ def _training_data(rows: list[dict]) -> list[dict[str, Any]]:
     ]
 
 
+def _training_params(checkpoint: Artifact) -> dict[str, Any]:
+    """The params of the run that trained these weights.
+
+    A pretrain checkpoint holds them; a distilled student (``cxrkit distill``) holds only
+    ``synthetic_pairs`` and lists its training run as an input checkpoint, whose params
+    hold the recipe (PaCX settings, preset, optimiser). Returns ``{}`` when none is found.
+    """
+    if "objective" in checkpoint.params:
+        return checkpoint.params
+    for ref in checkpoint.manifest.get("inputs", []):
+        path = Path(ref.get("path") or "")
+        if ref.get("kind") == "checkpoint" and (path / "manifest.json").is_file():
+            params = read_manifest(path).get("params", {})
+            if "objective" in params:
+                return params
+    return {}
+
+
 def _method(checkpoint: Artifact, ckpt_config: CheckpointConfig) -> dict[str, Any]:
-    params = checkpoint.params
+    params = _training_params(checkpoint)
     objective_cfg = ckpt_config.objective_config
-    return {
+    method = {
         "objective": ckpt_config.objective,
         "preset": params.get("preset") or checkpoint.stats.get("preset") or "not recorded",
         "objective_config": {k: v for k, v in objective_cfg.items() if k != "model"},
@@ -98,6 +116,10 @@ def _method(checkpoint: Artifact, ckpt_config: CheckpointConfig) -> dict[str, An
             k: v for k, v in checkpoint.stats.items() if not isinstance(v, dict | list)
         },
     }
+    trained_as = params.get("objective", {})
+    if isinstance(trained_as, dict) and trained_as.get("name") not in (None, ckpt_config.objective):
+        method["training_objective"] = trained_as  # e.g. pacx for a distilled mae student
+    return method
 
 
 def _preprocessing(pre: dict, transform: dict | None) -> dict[str, Any]:
@@ -265,6 +287,16 @@ def _card_head(meta: dict) -> list[str]:
         f"- objective: `{method['objective']}`, preset: {method['preset']}",
         f"- objective settings: `{json.dumps(method['objective_config'], sort_keys=True)}`",
     ]
+    if method.get("training_objective"):
+        trained = method["training_objective"]
+        lines.append(
+            f"- trained as `{trained.get('name')}` with: `{json.dumps(trained, sort_keys=True)}`"
+        )
+    if method.get("optim") or method.get("train"):
+        lines.append(
+            f"- optimiser: `{json.dumps(method['optim'], sort_keys=True)}`; "
+            f"training: `{json.dumps(method['train'], sort_keys=True)}`"
+        )
     stats = dict(method["checkpoint_stats"])
     if "precision" in stats:
         stats["precision"] = _PRECISION.get(str(stats["precision"]), stats["precision"])
