@@ -145,3 +145,17 @@ def test_a_path_that_is_not_utf8_is_a_clear_input_error(checkpoint, tmp_path, wh
         run(ExportConfig(checkpoint=source, out=out, formats=["timm"]))
     assert not Path(out).exists()
     assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_an_export_where_no_requested_format_applies_exits_2_and_publishes_nothing(
+    checkpoint, tmp_path
+):
+    """`--format open_clip` of an image-only MAE published an "export" without any weights
+    and exit 0; like eval with no task that can run, it is a usage error with the reason."""
+    from cxrkit.errors import ConfigError
+
+    out = tmp_path / "oc-only"
+    with pytest.raises(ConfigError, match="image-only"):
+        run(ExportConfig(checkpoint=str(checkpoint.path), out=str(out), formats=["open_clip"]))
+    assert not out.exists()
+    assert not list(tmp_path.glob("oc-only.tmp-*"))

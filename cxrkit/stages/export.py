@@ -230,10 +230,17 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
     try:
         checks = Checks(cfg.tolerance, cfg.onnx_tolerance, cfg.onnx_input_dtype, cfg.onnx_opset)
         results = write_formats(work, src, cfg.formats, checks)
-    except ArtifactError:
-        # An export that failed its load-back check is worthless; unlike a long
-        # training run there is nothing to resume, so leave no temp dir behind.
+        if not any(r["status"] == "ok" for r in results.values()):
+            reasons = "; ".join(f"{name}: {r.get('reason')}" for name, r in results.items())
+            raise ConfigError(
+                f"--format {','.join(cfg.formats)}: no requested format applies to checkpoint "
+                f"{cfg.checkpoint} ({reasons}); nothing published"
+            )
+    except (ArtifactError, ConfigError):
+        # An export that failed its load-back check, or holds no format, is worthless;
+        # unlike a long training run there is nothing to resume, so leave no temp dir.
         shutil.rmtree(work, ignore_errors=True)
+        writer.release()
         raise
     meta = card.build_metadata(
         checkpoint,
