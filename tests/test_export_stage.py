@@ -613,3 +613,35 @@ def load_objective_of(checkpoint):
     from cxrkit.objectives.loading import load_objective
 
     return load_objective(checkpoint.path)
+
+
+def test_the_cards_timm_code_gives_a_model_whose_data_config_is_the_exports(pipeline, monkeypatch):
+    """timm users call resolve_data_config + create_transform on the model the card builds:
+    it must carry the export's 1-channel mean/std and letterbox, not the architecture's RGB
+    defaults (a grey image crashed Normalize, and the transform centre-cropped, bicubic)."""
+    import re
+
+    import timm
+    from PIL import Image
+
+    from cxrkit.io import bundled
+
+    export = pipeline["export"].path
+    monkeypatch.chdir(export)
+    code = re.search(
+        r"### Load with timm\n\n```python\n(.*?)```", (export / "README.md").read_text(), re.S
+    ).group(1)
+    namespace: dict = {}
+    exec(code, namespace)  # the card's code as written
+    model = namespace["model"]
+    local = timm.create_model("local-dir:image_encoder", pretrained=True)
+    ours = timm.data.resolve_data_config({}, model=model)
+    expected = timm.data.resolve_data_config({}, model=local)
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in ours.items()} == {
+        k: tuple(v) if isinstance(v, list) else v for k, v in expected.items()
+    }
+    image = Image.open(bundled.pediatric_jpegs()[0]).convert("L")
+    x = timm.data.create_transform(**ours)(image)
+    assert x.shape == (1, 64, 64)
+    with torch.no_grad():
+        assert model(x[None]).shape == (1, 192)
