@@ -159,3 +159,20 @@ def test_an_export_where_no_requested_format_applies_exits_2_and_publishes_nothi
         run(ExportConfig(checkpoint=str(checkpoint.path), out=str(out), formats=["open_clip"]))
     assert not out.exists()
     assert not list(tmp_path.glob("oc-only.tmp-*"))
+
+
+@pytest.mark.parametrize("opset", [13, 99])
+def test_an_onnx_opset_the_exporter_cannot_use_is_a_usage_error(checkpoint, tmp_path, opset):
+    """`--set onnx_opset=13` (older runtimes) ended in a torch traceback and a temp dir left
+    behind: the ViT's attention needs opset >= 14, and 99 does not exist."""
+    from cxrkit.errors import ConfigError
+
+    out = tmp_path / "onnx-export"
+    with pytest.raises(ConfigError, match="onnx_opset"):
+        run(
+            ExportConfig(
+                checkpoint=str(checkpoint.path), out=str(out), formats=["onnx"], onnx_opset=opset
+            )
+        )
+    assert not out.exists()
+    assert not list(tmp_path.glob("onnx-export.tmp-*"))

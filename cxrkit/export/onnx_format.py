@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from cxrkit.errors import ConfigError
 from cxrkit.export.names import ONNX_OPSET
 from cxrkit.export.native import max_abs_diff
 
@@ -82,17 +83,30 @@ def export_onnx(
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         # The TorchScript exporter is chosen on purpose (see module docstring).
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        torch.onnx.export(
-            wrapped,
-            (example,),
-            str(path),
-            input_names=["image"],
-            output_names=["embedding", "tokens"],
-            dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}, "tokens": {0: "batch"}},
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+        try:
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(path),
+                input_names=["image"],
+                output_names=["embedding", "tokens"],
+                dynamic_axes={
+                    "image": {0: "batch"},
+                    "embedding": {0: "batch"},
+                    "tokens": {0: "batch"},
+                },
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except RuntimeError as exc:  # OnnxExporterError is one
+            if not isinstance(exc, torch.onnx.errors.OnnxExporterError) and "opset" not in str(exc):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"onnx_opset {opset}: the ONNX exporter cannot write this encoder ({first}); "
+                f"use --set onnx_opset={ONNX_OPSET} (the default)"
+            ) from exc
     return path
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+MIN_ONNX_OPSET = 14  # scaled_dot_product_attention has an ONNX export from opset 14
 
 
 @dataclasses.dataclass
@@ -74,6 +75,11 @@ class ExportConfig:
             )
         if self.tolerance < 0 or self.onnx_tolerance < 0:
             raise ConfigError("tolerance and onnx_tolerance must be >= 0")
+        if "onnx" in self.formats and self.onnx_opset < MIN_ONNX_OPSET:
+            raise ConfigError(
+                f"onnx_opset {self.onnx_opset}: the ViT's attention (scaled_dot_product_attention) "
+                f"needs opset >= {MIN_ONNX_OPSET}; the default is {ONNX_OPSET}"
+            )
 
 
 def _id_params(cfg: ExportConfig) -> dict:
