@@ -93,13 +93,22 @@ def _training_params(checkpoint: Artifact) -> dict[str, Any]:
     """
     if "objective" in checkpoint.params:
         return checkpoint.params
-    for ref in checkpoint.manifest.get("inputs", []):
-        path = Path(ref.get("path") or "")
-        if ref.get("kind") == "checkpoint" and (path / "manifest.json").is_file():
-            params = read_manifest(path).get("params", {})
+    for row in lineage(checkpoint.path):  # finds inputs moved together with the checkpoint
+        if row["depth"] == 1 and row["kind"] == "checkpoint" and row["found"]:
+            params = read_manifest(Path(row["path"])).get("params", {})
             if "objective" in params:
                 return params
     return {}
+
+
+def _starting_weights(rows: list[dict]) -> list[dict[str, Any]]:
+    """Weights files and folders the run's settings named (an ImageNet-MAE start, a text
+    model folder), anywhere in the lineage: setting, content sha256, file name."""
+    return [
+        {"setting": row["setting"], "sha256": row["id"], "path": row["path"]}
+        for row in rows
+        if row.get("setting")
+    ]
 
 
 def _method(checkpoint: Artifact, ckpt_config: CheckpointConfig) -> dict[str, Any]:
@@ -242,6 +251,7 @@ def build_metadata(
             "content_sha256": content_hash(checkpoint.manifest),
         },
         "training_data": _training_data(rows),
+        "starting_weights": _starting_weights(rows),
         "lineage": rows,
         "eval": evaluation,
         "formats": formats,
@@ -317,9 +327,22 @@ def _card_data(meta: dict) -> list[str]:
         f"`{(d.get('content_sha256') or '')[:16]}` | {d['path']} |"
         for d in meta["training_data"]
     ] or ["| (none recorded) | | | | | |"]
+    if meta.get("starting_weights"):
+        lines += [
+            "",
+            "## Starting weights",
+            "",
+            "| setting | content sha256 | file |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| `{w['setting']}` | `{w['sha256'][:16]}` | {w['path']} |"
+            for w in meta["starting_weights"]
+        ]
     lines += ["", "## Lineage (back to the raw inputs)", "", "```"]
     lines += [
         f"{'  ' * r['depth']}{r['kind']:<12} {r['id'][:16]}  {r['path']}"
+        + (f"  ({r['setting']})" if r.get("setting") else "")
         + ("" if r["found"] else "  [missing]")
         for r in meta["lineage"]
     ]

@@ -22,8 +22,6 @@ chosen), and only the kept measurements stay in memory, in compact columns.
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from cxrkit.errors import ConfigError, InputError
+from cxrkit.io.table_files import open_text
 
 LABEVENTS_COLUMNS = ("subject_id", "itemid", "charttime", "valuenum", "valueuom")
 LABITEMS_COLUMNS = ("itemid", "label")
@@ -44,15 +43,6 @@ CHUNK_ROWS = 200_000
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    """A CSV opened as text, gunzipped when its bytes say gzip (not trusting the name)."""
-    with open(path, "rb") as handle:
-        magic = handle.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
-
-
 def csv_columns(path: str | Path) -> list[str]:
     """The header row of a CSV or gzipped CSV; [] for Parquet or an unreadable file.
 
@@ -62,7 +52,7 @@ def csv_columns(path: str | Path) -> list[str]:
     if path.suffix.lower() in (".parquet", ".pq"):
         return []
     try:
-        with _open_text(path) as handle:
+        with open_text(path) as handle:
             return [c.strip() for c in next(csv.reader(handle), [])]
     except (OSError, UnicodeDecodeError, csv.Error, EOFError):
         return []
@@ -161,7 +151,7 @@ def _chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pd.Data
     the file when it cannot be parsed."""
     dtypes = {"subject_id": str, "itemid": str, "charttime": str, "valueuom": str}
     try:
-        with _open_text(path) as handle:
+        with open_text(path) as handle:
             reader = pd.read_csv(
                 handle,
                 usecols=columns,
