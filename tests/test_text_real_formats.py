@@ -81,10 +81,16 @@ def test_a_line_break_between_list_items_still_ends_the_clause(labeler):
 def test_readable_text_maps_every_character_back_to_the_original():
     text = "A.\r\n  b\t\tc&nbsp;d\u00a0e  \n\n\n   f pneumo\u00adthorax"
     readable, origin = readable_text(text)
-    assert len(origin) == len(readable) + 1 and origin[-1] == len(text)
+    assert len(origin.starts) == len(origin.ends) == len(readable) + 1
+    assert origin.starts[-1] == origin.ends[-1] == len(text)
     assert readable == "A.\nb c d e\n\nf pneumothorax"
-    assert [text[origin[i]] for i, ch in enumerate(readable) if ch.isalpha()] == list(
+    assert [text[origin.starts[i]] for i, ch in enumerate(readable) if ch.isalpha()] == list(
         "Abcdef") + list("pneumothorax")  # fmt: skip
+    # a span of readable text maps to its whole source: "c " is "c&nbsp;" there
+    span = origin.span(readable.index("pneumo"), len(readable))
+    assert text[slice(*span)] == "pneumo\u00adthorax"
+    span = origin.span(readable.index("c d"), readable.index("c d") + 2)
+    assert text[slice(*span)] == "c&nbsp;"
 
 
 def test_readable_text_leaves_plain_text_alone():

@@ -41,7 +41,7 @@ from cxrkit.text.lexicon import (
     statement_regexes,
 )
 from cxrkit.text.negation import AssertionTagger
-from cxrkit.text.readable import readable_text
+from cxrkit.text.readable import Origin, readable_text
 from cxrkit.text.sections import Section, split_sections
 from cxrkit.text.trie import word_trie
 
@@ -166,7 +166,7 @@ class EntityExtractor:
             yield self.entities(doc, text, readable, origin, sections), readable, sections
 
     def entities(self, doc: Doc, text: str | None = None, readable: str | None = None,
-                 origin: list[int] | None = None,
+                 origin: Origin | None = None,
                  sections: list[Section] | None = None) -> list[Entity]:  # fmt: skip
         """Entities of one processed doc, with assertion flags and sections.
 
@@ -203,7 +203,7 @@ class EntityExtractor:
             first, last = int(offsets[start, 0]), int(offsets[end - 1, 0] + offsets[end - 1, 1])
             section = sections[max(bisect.bisect_right(section_starts, first) - 1, 0)]
             if origin is not None:
-                first, last = origin[first], max(origin[last], origin[first] + 1)
+                first, last = origin.span(first, last)
             negated, uncertain = flags.get((start, end), (fixed == "negated", fixed == "uncertain"))
             if fixed == "hedged" and not negated:  # CheXpert: uncertain unless negated
                 uncertain = True

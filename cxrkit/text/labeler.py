@@ -65,7 +65,7 @@ SECTION_POLICIES = ("impression", "findings+impression")
 """Which report sections make labels; see the module docstring."""
 DEFAULT_POLICY = "impression"
 # Bump when a rule here or in negation.py's code changes (annotate's labeler fingerprint).
-RULES_VERSION = 7
+RULES_VERSION = 8
 
 _HEART_FAILURE = re.compile(r"\b(?:chf|heart failure)\b", re.IGNORECASE)
 _HEART_WORD = re.compile(r"\b(?:heart|cardiac)\b", re.IGNORECASE)

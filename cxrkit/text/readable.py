@@ -18,6 +18,7 @@ import html
 import re
 import unicodedata
 from functools import lru_cache
+from typing import NamedTuple
 
 from cxrkit.text.sections import HEADERS
 
@@ -117,15 +118,17 @@ def _space_run(text: str, match: re.Match) -> str:
     return " " if caps or any(c.islower() for c in following) else "\n"
 
 
-def _rewrite(text: str, pattern: re.Pattern, replace) -> tuple[str, list[int]] | None:
+def _rewrite(text: str, pattern: re.Pattern, replace) -> tuple[str, list[int], list[int]] | None:
     """Apply ``replace(match) -> str`` at every match; None when nothing changes.
 
-    Returns the new text and, per new character, the index of the old character it
-    comes from (a replacement's characters: the start of what it replaced), plus
-    ``len(text)`` at the end.
+    Returns the new text and, per new character, where in the old text the piece it
+    comes from starts and ends (a copied character: itself; a replacement's
+    characters: what it replaced; a blank line's two breaks: one break of the run
+    each), plus ``len(text)`` at the end of both.
     """
     pieces: list[str] = []
-    origin: list[int] = []
+    starts: list[int] = []
+    ends: list[int] = []
     position = 0
     changed = False
     for match in pattern.finditer(text):
@@ -135,29 +138,35 @@ def _rewrite(text: str, pattern: re.Pattern, replace) -> tuple[str, list[int]] |
         changed = True
         start, end = match.span()
         pieces.append(text[position:start])
-        origin.extend(range(position, start))
+        starts.extend(range(position, start))
+        ends.extend(range(position + 1, start + 1))
         pieces.append(new)
         if new == "\n\n":  # a blank line: each break from a break of the run
             first = text.index("\n", start)
-            origin.extend((first, text.index("\n", first + 1)))
+            second = text.index("\n", first + 1)
+            starts.extend((first, second))
+            ends.extend((first + 1, second + 1))
         else:
-            origin.extend([start + (match.group().find("\n") if new == "\n" else 0)] * len(new))
+            starts.extend([start] * len(new))
+            ends.extend([end] * len(new))
         position = end
     if not changed:
         return None
     pieces.append(text[position:])
-    origin.extend(range(position, len(text) + 1))
-    return "".join(pieces), origin
+    starts.extend(range(position, len(text) + 1))
+    ends.extend(range(position + 1, len(text) + 2))
+    ends[-1] = len(text)
+    return "".join(pieces), starts, ends
 
 
-def readable_text(text: str) -> tuple[str, list[int] | None]:
+def readable_text(text: str) -> tuple[str, Origin | None]:
     """The text the pipeline reads, and where its characters come from in ``text``.
 
-    Returns ``(readable, origin)``: ``origin[i]`` is the index in ``text`` of the
-    character ``readable[i]`` comes from, ``origin[len(readable)] == len(text)``; a
-    token ending at ``j`` in ``readable`` ends at ``origin[j]`` in ``text``. ``origin``
-    is None when ``readable`` is ``text`` with at most same-place substitutions (the
-    common case: offsets are the same).
+    Returns ``(readable, origin)``: ``readable[i]`` comes from the characters
+    ``text[origin.starts[i]:origin.ends[i]]`` (both lists hold ``len(text)`` at index
+    ``len(readable)``); :meth:`Origin.span` maps a span. ``origin`` is None when
+    ``readable`` is ``text`` with at most same-place substitutions (the common case:
+    offsets are the same).
 
     Rewrites: CRLF and other line breaks -> "\\n"; tabs and unicode spaces -> " ";
     HTML character references decoded, HTML block tags (``<br>``, ``<p>``, ...) ->
@@ -173,12 +182,31 @@ def readable_text(text: str) -> tuple[str, list[int] | None]:
     origin = None
     first = _rewrite(text, _SPECIAL, _replacement) if _SPECIAL_HINT.search(text) else None
     if first is not None:
-        text, origin = first
+        text, starts, ends = first
+        origin = Origin(starts, ends)
     if _SPACE_HINT.search(text):
         second = _rewrite(text, _SPACE_RUN, lambda m: _space_run(text, m))
         if second is not None:
-            text, inner = second
-            origin = inner if origin is None else [origin[i] for i in inner]
+            text, starts, ends = second
+            if (
+                origin is not None
+            ):  # through the first pass: a piece ends where its last character does
+                starts = [origin.starts[i] for i in starts]
+                ends = [origin.ends[i - 1] for i in ends[:-1]] + [origin.ends[-1]]
+            origin = Origin(starts, ends)
     if _GLUED_HINT.search(text):
         text = _GLUED_NUMBER.sub(lambda m: m.group(1) + "\n", text)
     return text, origin
+
+
+class Origin(NamedTuple):
+    """Where each character of a readable text comes from in the original (see
+    :func:`readable_text`)."""
+
+    starts: list[int]
+    ends: list[int]
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The original span of the readable span ``[start, end)`` (``end > start``): from
+        where its first character's piece starts to where its last one's ends."""
+        return self.starts[start], self.ends[end - 1]
