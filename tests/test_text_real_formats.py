@@ -371,6 +371,31 @@ def test_a_header_word_inside_a_sentence_is_not_a_header(whole_report):
     assert _labels(whole_report, text) == {"Pleural Effusion": 1.0}
 
 
+# A header name alone on its line after a line that cannot end a sentence (a comma, an
+# article, a preposition, "prior") is the sentence going on, not a header.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "LARGE RIGHT PLEURAL EFFUSION, UNCHANGED SINCE THE PRIOR\nEXAMINATION\n"
+            "THERE IS NEW CARDIOMEGALY.",
+            {"Cardiomegaly": 1.0, "Pleural Effusion": 1.0},
+        ),
+        (
+            "FINDINGS:\nLARGE PLEURAL EFFUSION, UNCHANGED FROM THE PRIOR\nIMPRESSION\n"
+            "AND MILD CARDIOMEGALY.",
+            {"Cardiomegaly": 1.0, "Pleural Effusion": 1.0},
+        ),
+        (
+            "NEW LARGE PLEURAL EFFUSION COMPARED WITH THE\nEXAM\nOF 2010. MILD CARDIOMEGALY.",
+            {"Cardiomegaly": 1.0, "Pleural Effusion": 1.0},
+        ),
+    ],
+)
+def test_a_header_name_continuing_a_sentence_is_not_a_header(labeler, text, expected):
+    assert _labels(labeler, text) == expected
+
+
 @pytest.mark.parametrize("header", ["IMPRESSIONS", "CONCLUSIONS", "Conclusion"])
 def test_plural_and_synonym_impression_headers(labeler, header):
     text = f"FINDINGS: Small left pleural effusion.\n\n{header}: No pneumothorax."

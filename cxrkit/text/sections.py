@@ -2,8 +2,10 @@
 
 Reports arrive as one string, e.g. ``"INDICATION: cough. FINDINGS: ... IMPRESSION: ..."``.
 A header is a known name followed by a colon at the start of the text, a line
-or a sentence, or a known name alone on its line. Text before the first header is the ``body`` section (a report
-with no headers at all, like a CheXpert ``Reports`` cell, is one ``body``).
+or a sentence, or a known name alone on its line (unless the line above runs on into
+it: it ends in a comma, an article, a preposition...). Text before the first header
+is the ``body`` section (a report with no headers at all, like a CheXpert ``Reports``
+cell, is one ``body``).
 A one-paragraph section (history / indication / comparison / technique) ends at
 its first blank line: MIMIC-CXR reports often write their findings, unheaded,
 after ``COMPARISON: ...`` and a blank line; that text is ``body`` too.
@@ -70,6 +72,23 @@ _HEADER_RE = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 
+# A line ending in one of these (or a comma) goes on into the next: a header name alone on
+# that next line is a word of the sentence ("UNCHANGED SINCE THE PRIOR\nEXAMINATION\n...").
+_GOES_ON = re.compile(
+    r"(?:,|\b(?:a|an|the|of|to|in|on|at|by|for|from|with|since|than|and|or|as|per|into|"
+    r"prior|previous|recent|last|this|that|these|those|is|are|was|were|no))[ \t]*$",
+    re.IGNORECASE,
+)
+
+
+def _goes_on(text: str, start: int) -> bool:
+    """Whether the line before the line starting at ``start`` runs on into it."""
+    line_end = text.rfind("\n", 0, start)
+    if line_end <= 0:
+        return False
+    line_start = text.rfind("\n", 0, line_end) + 1
+    return bool(_GOES_ON.search(text, line_start, line_end))
+
 
 @dataclass(frozen=True)
 class Section:
@@ -96,7 +115,8 @@ def split_sections(text: str) -> list[Section]:
 def _split(text: str) -> tuple[Section, ...]:
     heads = [(0, 0, "body")]
     heads += [(m.start(), m.end(), HEADERS[(m.group(1) or m.group(2)).lower()])
-              for m in _HEADER_RE.finditer(text)]  # fmt: skip
+              for m in _HEADER_RE.finditer(text)
+              if m.group(1) or not _goes_on(text, m.start())]  # fmt: skip
     sections: list[Section] = []
     for i, (start, content, name) in enumerate(heads):
         end = heads[i + 1][0] if i + 1 < len(heads) else len(text)
