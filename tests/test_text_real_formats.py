@@ -416,6 +416,32 @@ def test_short_all_caps_lines_are_list_items(labeler):
                                       "Pneumothorax": 0.0}  # fmt: skip
 
 
+# Impression lists are often written without full stops; a long item is not a wrapped
+# line: joined, the next item's cue ("is not seen", "has resolved", "not excluded")
+# reached back into it.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("IMPRESSION:\nLARGE RIGHT PLEURAL EFFUSION WITH ASSOCIATED COMPRESSIVE ATELECTASIS\n"
+         "PNEUMOTHORAX IS NOT SEEN",
+         {"Atelectasis": 1.0, "Pleural Effusion": 1.0, "Pneumothorax": 0.0}),
+        ("IMPRESSION:\nNEW RIGHT LOWER LOBE CONSOLIDATION CONCERNING FOR ASPIRATION PNEUMONIA\n"
+         "CARDIOMEGALY IS STABLE",
+         {"Cardiomegaly": 1.0, "Consolidation": 1.0, "Pneumonia": -1.0}),
+        ("IMPRESSION:\nLarge right pleural effusion with adjacent compressive atelectasis\n"
+         "Pneumonia is not excluded",
+         {"Atelectasis": 1.0, "Pleural Effusion": 1.0, "Pneumonia": -1.0}),
+        ("IMPRESSION:\nInterval placement of a right internal jugular central venous catheter\n"
+         "Edema has resolved", {"No Finding": 1.0, "Edema": 0.0, "Support Devices": 1.0}),
+        # a line that runs on ("WITHOUT", "SINCE") is still joined
+        ("IMPRESSION:\nENDOTRACHEAL TUBE AND NASOGASTRIC TUBE IN STANDARD POSITIONS WITHOUT\n"
+         "PNEUMOTHORAX", {"No Finding": 1.0, "Pneumothorax": 0.0, "Support Devices": 1.0}),
+    ],
+)  # fmt: skip
+def test_long_list_items_without_full_stops_stay_apart(labeler, text, expected):
+    assert _labels(labeler, text) == expected
+
+
 def test_numbered_wet_read_and_addendum_headers(whole_report):
     text = _mimic(
         "WET READ VERSION #1",

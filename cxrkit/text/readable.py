@@ -48,9 +48,19 @@ _QUOTES = {"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032":
 # after a word or comma, before a lower-case word) is a space. A blank line, or a break
 # after sentence punctuation, stays a break.
 # Before a capital the case cannot tell: a break is a wrap when its line ran to the wrap
-# column (at least WRAP_COLUMN characters) and the next line is neither a section header
-# alone nor an upper-case title in mixed-case text; a list item when it stopped short.
+# column (at least WRAP_COLUMN characters), the next line is neither a section header
+# alone nor an upper-case title in mixed-case text, and the line runs on or a sentence
+# ends inside it or the next line; a list item otherwise.
 _SPACE_RUN = re.compile(r"[ \n]{2,}|\n")
+# A wrap, not a list item, shows itself: the line runs on (a comma, an article, a
+# preposition, a conjunction) or the text around it writes sentences with full stops
+# (impression lists are often written without them).
+_RUNS_ON = re.compile(
+    r"(?:,|\b(?:a|an|the|of|to|in|on|at|by|for|from|with|without|since|than|and|or|as|per|into|"
+    r"is|are|was|were|no|not|any|evidence|likely|possible|possibly))$",
+    re.IGNORECASE,
+)
+_SENTENCE_INSIDE = re.compile(r"[A-Za-z]{2}[.!?;] +[A-Za-z]")
 _SPACE_HINT = re.compile(r"  | \n|\n |\n\n\n|[A-Za-z,]\n[a-zA-Z]")
 WRAP_COLUMN = 60
 
@@ -114,6 +124,10 @@ def _space_run(text: str, match: re.Match) -> str:
     following = text[end:line_end]
     if following.strip(" :").lower() in HEADERS:
         return "\n"
+    line = text[line_start:start]
+    if not (_RUNS_ON.search(line) or _SENTENCE_INSIDE.search(line)
+            or _SENTENCE_INSIDE.search(following)):  # fmt: skip
+        return "\n"  # a list item of its own: no full stop around it, nothing left open
     caps = not any(c.islower() for c in text[line_start:start])
     return " " if caps or any(c.islower() for c in following) else "\n"
 
