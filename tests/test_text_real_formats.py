@@ -350,7 +350,8 @@ def test_stanford_report_labels_its_numbered_impression(labeler, whole_report):
 
 @pytest.mark.parametrize(
     "impression", ["As above.", "1. As described above.", "See findings.", "Findings as above.",
-                   "Please see above."],
+                   "Please see above.", "Same as above.", "As per findings.",
+                   "As in the findings.", "The same as above."],
 )  # fmt: skip
 def test_impressions_that_point_back(labeler, impression):
     text = f"FINDINGS: Small right pleural effusion.\n\nIMPRESSION: {impression}"

@@ -86,12 +86,14 @@ _POLICY_HEADER = re.compile(
 )
 # The impression (and an addendum, which amends the report) under the "impression" policy.
 _IMPRESSION_SECTIONS = frozenset({"impression", "addendum"})
-# An impression that points back at the findings ("IMPRESSION: As above.", "See findings.")
+# An impression that points back at the findings ("IMPRESSION: As above.", "See findings.",
+# "Same as above.", "As per findings.")
 # says them. Only at its start: a footer's "agree with the findings described above" is an
 # attestation, not the impression.
 _REFERS_BACK = re.compile(
     r"\W*(?:\d{1,2}[.)]\s*)?(?:please\s+)?(?:(?:see|refer\s+to)\s+(?:the\s+)?(?:findings|above)"
-    r"|(?:the\s+)?(?:findings\s+)?(?:are\s+)?as\s+(?:\w+\s+)?above)\b",
+    r"|(?:the\s+)?(?:findings\s+)?(?:are\s+)?(?:same\s+)?as\s+(?:\w+\s+)?above"
+    r"|as\s+(?:per|in)\s+(?:the\s+)?findings)\b",
     re.IGNORECASE,
 )
 _CARDIOMEGALY, _MEDIASTINUM = CLASS_INDEX["Cardiomegaly"], CLASS_INDEX["Enlarged Cardiomediastinum"]
