@@ -1,0 +1,45 @@
+"""Hold a training run (a `cxrkit pretrain` or `cxrkit distill` process) at a known step.
+
+A test that kills or signals a run once it sees a checkpoint or a logged row races the
+run: a step of the tiny models takes ~15 ms, so the run can finish (or pass the step the
+test expects) between the moment the test looks and its signal. A run started with
+:func:`held_env` waits before training step ``step`` until the release file exists; the
+test kills it meanwhile, or signals it and then creates the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HOLD_HOOK = """
+import os, time
+from cxrkit.train import loop
+_step = loop.Trainer.train_step
+def _held(self, micro):
+    if self.step + 1 == int(os.environ["CXRKIT_TEST_HOLD_STEP"]):
+        release, deadline = os.environ["CXRKIT_TEST_RELEASE"], time.monotonic() + 300
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return _step(self, micro)
+loop.Trainer.train_step = _held
+"""
+
+
+def held_env(tmp_path: Path, step: int, base: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """``base`` plus what makes the run wait before training step ``step`` (a
+    sitecustomize on PYTHONPATH), and the file whose creation releases it.
+
+    Takes: the test's tmp_path (the hook and the release file go there), the step, the
+    environment the run would get otherwise. Returns: (environment, release file).
+    """
+    hook = tmp_path / "hold-hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOLD_HOOK)
+    release = tmp_path / "release"
+    path = os.pathsep.join(filter(None, [str(hook), str(ROOT), base.get("PYTHONPATH")]))
+    env = {**base, "PYTHONPATH": path, "CXRKIT_TEST_HOLD_STEP": str(step),
+           "CXRKIT_TEST_RELEASE": str(release)}  # fmt: skip
+    return env, release
