@@ -43,3 +43,40 @@ def held_env(tmp_path: Path, step: int, base: dict[str, str]) -> tuple[dict[str,
     env = {**base, "PYTHONPATH": path, "CXRKIT_TEST_HOLD_STEP": str(step),
            "CXRKIT_TEST_RELEASE": str(release)}  # fmt: skip
     return env, release
+
+
+CALL_HOOK = """
+import importlib, os, time
+_where, _name, _call = os.environ["CXRKIT_TEST_HOLD_CALL"].split(":")
+_module = importlib.import_module(_where)
+_real, _calls = getattr(_module, _name), [0]
+def _held(*args, **kwargs):
+    _calls[0] += 1
+    if _calls[0] == int(_call):
+        open(os.environ["CXRKIT_TEST_HELD"], "w").close()
+        release, deadline = os.environ["CXRKIT_TEST_RELEASE"], time.monotonic() + 300
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return _real(*args, **kwargs)
+setattr(_module, _name, _held)
+"""
+
+
+def held_call_env(
+    tmp_path: Path, target: str, call: int, base: dict[str, str]
+) -> tuple[dict[str, str], Path, Path]:
+    """``base`` plus what makes a process wait in its ``call``-th call of ``target``
+    ("package.module:function", looked up on the module at each call) until the
+    release file exists; on entering the wait it creates the held file.
+
+    Takes: the test's tmp_path, the target, the 1-based call number, the environment the
+    process would get otherwise. Returns: (environment, held file, release file).
+    """
+    hook = tmp_path / "hold-call-hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CALL_HOOK)
+    held, release = tmp_path / "held", tmp_path / "release"
+    path = os.pathsep.join(filter(None, [str(hook), str(ROOT), base.get("PYTHONPATH")]))
+    env = {**base, "PYTHONPATH": path, "CXRKIT_TEST_HOLD_CALL": f"{target}:{call}",
+           "CXRKIT_TEST_HELD": str(held), "CXRKIT_TEST_RELEASE": str(release)}  # fmt: skip
+    return env, held, release
