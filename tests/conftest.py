@@ -15,6 +15,19 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# What the tests read from the CLI is plain text at rich's and typer's defaults, wherever
+# they run: CI services set variables that force a terminal (ANSI codes split "--uint16"
+# into styled pieces and colour `--json` output) or fix the help width. Popped before
+# rich or typer is imported (typer reads them at import) and so for every subprocess.
+for _name in (
+    "FORCE_COLOR",
+    "PY_COLORS",
+    "GITHUB_ACTIONS",
+    "TTY_COMPATIBLE",
+    "TTY_INTERACTIVE",
+    "TERMINAL_WIDTH",
+):
+    os.environ.pop(_name, None)
 if "CXRKIT_CACHE" not in os.environ:  # keep the feature cache out of the user's home
     import tempfile
 
