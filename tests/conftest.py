@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,21 +42,25 @@ _PRISTINE_LOGGER = (
 )
 
 
-def _reset_cxrkit_logger() -> None:
+def _reset_cxrkit_cli_state() -> None:
     logger = logging.getLogger("cxrkit")
     logger.handlers[:] = _PRISTINE_LOGGER[0]
     logger.setLevel(_PRISTINE_LOGGER[1])
     logger.propagate = _PRISTINE_LOGGER[2]
+    common = sys.modules.get("cxrkit.cli.common")
+    if common is not None:  # `-q` of an in-process CLI call stays set until the next call
+        common._state["quiet"] = False
 
 
 @pytest.fixture(autouse=True)
-def _restore_cxrkit_logger():
-    """In-process CLI calls configure the `cxrkit` logger; every test starts and ends with
-    the logger as it was at start-up (module- or session-scoped fixtures that call the CLI
-    run outside a test, so restoring "what it was before the test" is not enough)."""
-    _reset_cxrkit_logger()
+def _restore_cxrkit_cli_state():
+    """In-process CLI calls configure the `cxrkit` logger and remember `-q`; every test
+    starts and ends with both as they were at start-up (module- or session-scoped fixtures
+    that call the CLI run outside a test, so restoring "what it was before the test" is not
+    enough). A table or summary printed by a direct call after a `-q` run was silenced."""
+    _reset_cxrkit_cli_state()
     yield
-    _reset_cxrkit_logger()
+    _reset_cxrkit_cli_state()
 
 
 @pytest.fixture(scope="session")
