@@ -133,7 +133,9 @@ DEMO_METRICS = {
 }  # fmt: skip
 
 
-def _rendered(monkeypatch, *, terminal: bool, width: int = 80) -> list[str]:
+def _rendered(
+    monkeypatch, *, terminal: bool, width: int = 80, metrics: dict | None = None
+) -> list[str]:
     from pathlib import Path
 
     import cxrkit.cli.eval as eval_cli
@@ -148,7 +150,7 @@ def _rendered(monkeypatch, *, terminal: bool, width: int = 80) -> list[str]:
         soft_wrap=True,
     )
     monkeypatch.setattr(eval_cli, "err", console)
-    eval_cli.render(DEMO_METRICS, Path("/runs/ev"))
+    eval_cli.render(metrics or DEMO_METRICS, Path("/runs/ev"))
     return buffer.getvalue().splitlines()
 
 
@@ -164,6 +166,29 @@ def test_table_in_a_log_file_is_never_wrapped(monkeypatch):
     rows = [line for line in lines if "Pneumonia" in line]
     assert len(rows) == 2 and all("0.812 [0.531, 1.000]" in r and "0.750" in r for r in rows)
     assert any("0.800±0.020 over 3 seeds" in line for line in lines)
+
+
+def _zeroshot(auroc: float) -> dict:
+    report = {
+        "status": "ok", "n_pos": 8, "n_neg": 8, "auroc": {"value": auroc, "ci": [0.5, 1.0]},
+        "auprc": {"value": 0.7, "ci": [0.4, 1.0]}, "f1": {"value": 0.6, "ci": [0.3, 0.9]},
+        "accuracy": {"value": 0.6, "ci": [0.3, 0.9]},
+    }  # fmt: skip
+    return {"classes": {"Pneumonia": report}, "macro": {}}
+
+
+def test_every_zero_shot_scoring_computed_gets_a_row(monkeypatch):
+    metrics = {
+        "n_scored": 16, "protocol": "cv", "warnings": [], "plots": [],
+        "tasks": {"zeroshot": {
+            "maco": _zeroshot(0.611), "maco_code": _zeroshot(0.722),
+            "clip": {"skipped": "needs >= 2 classes"},
+        }},
+    }  # fmt: skip
+    lines = _rendered(monkeypatch, terminal=False, metrics=metrics)
+    assert any("maco_code" in line and "0.722" in line for line in lines)
+    assert any("maco " in line and "0.611" in line for line in lines)
+    assert any("skipped zeroshot clip: needs >= 2 classes" in line for line in lines)
 
 
 # ---------------------------------------------------------------- -q

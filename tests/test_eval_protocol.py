@@ -122,3 +122,42 @@ def test_scoring_the_validation_split_leaves_nothing_to_choose_c_on_it():
     labels = np.array([[1.0], [0.0], [1.0], [0.0]])
     (fold,) = split_folds(splits, labels, "train", "val", "val")
     assert fold.test.tolist() == [1, 2] and fold.val.size == 0
+
+
+def test_a_class_the_probe_could_not_fit_is_reported_as_not_fitted_with_its_test_counts():
+    """Class 0 has 6 positives and 4 negatives among the test rows but no predictions (its
+    training subset held only positives); class 1 is scored on 8 of its 10 rows."""
+    from cxrkit.evaluate.protocol import Stats, score_classes
+
+    labels = np.c_[np.r_[np.ones(6), np.zeros(4)], np.r_[np.ones(5), np.zeros(5)]]
+    scores = np.c_[np.full(10, np.nan), np.linspace(0.0, 1.0, 10)]
+    scores[[0, 9], 1] = np.nan
+    fixed = [(0.5, "fixed")] * 2
+    out = score_classes(labels, scores, ["A", "B"], np.arange(10), fixed, None, Stats(2, 20))
+    a, b = out["classes"]["A"], out["classes"]["B"]
+    assert (a["status"], a["n_pos"], a["n_neg"]) == ("not_fitted", 6, 4)
+    assert "no predictions" in a["reason"]
+    assert (b["status"], b["n"], b["unscored"]) == ("ok", 8, 2)
+    assert out["macro"]["classes"] == ["B"]
+
+
+def _seed(**aurocs) -> dict:
+    classes = {
+        name: {"status": "ok", "auroc": {"value": v}} if v is not None else {"status": "too_few"}
+        for name, v in aurocs.items()
+    }
+    ok = [v for v in aurocs.values() if v is not None]
+    return {"classes": classes, "macro": {"macro_auroc": {"value": float(np.mean(ok))}}}
+
+
+def test_macro_over_seeds_averages_the_classes_every_seed_scored():
+    """Seed 0 scored A (0.6) and B (0.8), macro 0.7; seed 1 only A (0.7), macro 0.7. The
+    spread over seeds compares like with like: A alone, 0.6 and 0.7."""
+    from cxrkit.evaluate.tasks import _over_seeds
+
+    spread = _over_seeds({"0": _seed(A=0.6, B=0.8), "1": _seed(A=0.7, B=None)})
+    macro = spread["macro_auroc"]
+    assert macro["classes"] == ["A"]
+    assert macro["auroc_mean"] == pytest.approx(0.65)
+    assert macro["auroc_sd"] == pytest.approx(np.std([0.6, 0.7], ddof=1))
+    assert macro["seeds"] == 2

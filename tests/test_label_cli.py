@@ -142,3 +142,39 @@ def test_torch_still_imports_after_spacy_was_imported_without_it():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0.0"
+
+
+# The CheXpert labeler's own example, input and output as published in its repository
+# (stanfordmlgroup/chexpert-labeler: sample_reports.csv, a header-less one-column file,
+# and labeled_reports.csv, what its label.py wrote for it).
+REFERENCE_SAMPLE_REPORTS = (
+    "Heart size normal and lungs are clear. No edema or pneumonia. No effusion\n"
+    '"1. Left pleural effusion with adjacent atelectasis. Right effusion is also present.\n'
+    "\n"
+    '2. Cardiomegaly without overt edema."\n'
+    '"Minimal patchy airspace disease within the lingula, may reflect atelectasis or'
+    ' consolidation."\n'
+    "1. Stable mild cardiomegaly. 2. Hyperexpanded but clear lungs.\n"
+)
+REFERENCE_LABELED_REPORTS = (
+    "Reports,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Lesion,Lung Opacity,"
+    "Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,"
+    "Fracture,Support Devices\n"
+    "Heart size normal and lungs are clear. No edema or pneumonia. No effusion,"
+    "1.0,,0.0,,,0.0,,0.0,,,0.0,,,\n"
+    '"1. Left pleural effusion with adjacent atelectasis. Right effusion is also present.\n'
+    "\n"
+    '2. Cardiomegaly without overt edema.",,,1.0,,,0.0,,,1.0,,1.0,,,\n'
+    '"Minimal patchy airspace disease within the lingula, may reflect atelectasis or'
+    ' consolidation.",,,,,1.0,,-1.0,,-1.0,,,,,\n'
+    "1. Stable mild cardiomegaly. 2. Hyperexpanded but clear lungs.,,,1.0,,,,,,,,,,,\n"
+)
+
+
+def test_the_reference_labelers_published_example_is_reproduced_byte_for_byte(tmp_path):
+    reports = tmp_path / "sample_reports.csv"
+    reports.write_text(REFERENCE_SAMPLE_REPORTS, encoding="utf-8")
+    out = tmp_path / "labeled_reports.csv"
+    result = CliRunner().invoke(app, ["label", str(reports), "--no-header", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().decode("utf-8") == REFERENCE_LABELED_REPORTS

@@ -87,10 +87,27 @@ class ArtifactWriter:
     def lock_path(self) -> Path:
         return self.out.parent / f".{self.out.name}.lock"
 
+    def refuse_inputs(self) -> None:
+        """OutputError when OUT is one of this run's input artifacts or lies inside one:
+        publishing there would delete what is being read, or add files that make the input
+        fail its integrity check (its lock file included)."""
+        target = self.out.resolve()
+        for ref in self._input_refs:
+            if ref.get("kind") == "raw" or not ref.get("path"):
+                continue
+            source = Path(ref["path"]).resolve()
+            if source == target or source in target.parents:
+                where = "an input" if source == target else "inside an input"
+                raise OutputError(
+                    f"{self.out}: is {where} of this run (the {ref.get('kind')} artifact "
+                    f"{source}); it is never written, --force included; choose another --out"
+                )
+
     def acquire(self) -> None:
         """Take the exclusive lock on OUT (waiting for another run that holds it)."""
         if not self.lock or self._lock_fd is not None:
             return
+        self.refuse_inputs()  # before the lock file is made beside OUT
         import fcntl
 
         make_parent(self.out)
@@ -166,8 +183,10 @@ class ArtifactWriter:
         """Refuse to overwrite a different artifact without --force, and a non-artifact ever.
 
         An existing file, or a non-empty directory without a cxrkit manifest, is
-        never replaced (--force included): it may hold the user's own files.
+        never replaced (--force included): it may hold the user's own files. Nor is
+        one of this run's inputs (see :meth:`refuse_inputs`).
         """
+        self.refuse_inputs()
         if not self.out.exists() and not self.out.is_symlink():
             return
         if not self.out.is_dir():

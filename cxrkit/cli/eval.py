@@ -47,7 +47,8 @@ def _class_rows(table: Table, task: str, scored: dict, note: str = "") -> None:
     for name, report in scored["classes"].items():
         counts = f"{report['n_pos']}/{report['n_neg']}"
         if report.get("status") != "ok":
-            table.add_row(task, name, counts, "too few to score", "", "", "")
+            why = "not fitted" if report.get("status") == "not_fitted" else "too few to score"
+            table.add_row(task, name, counts, why, "", "", "")
             continue
         table.add_row(
             task, name, counts, _ci(report["auroc"]), _value(report["auprc"]),
@@ -70,8 +71,23 @@ def _sweep_rows(table: Table, task: str, result: dict, notes: list[str]) -> None
             notes.append(
                 f"{label}: rows show seed {first}; AUROC {spread['auroc_mean']:.3f}"
                 f"±{spread['auroc_sd']:.3f} over {spread['seeds']} seeds"
+                + _common_note(spread, seeds[first])
             )
         _class_rows(table, label, seeds[first])
+
+
+def _common_note(spread: dict, shown: dict) -> str:
+    """Says when the macro spread covers fewer classes than the shown seed's macro."""
+    common = spread.get("classes")
+    if common is None or common == shown.get("macro", {}).get("classes", common):
+        return ""
+    return f" (the {len(common)} classes every seed scored)"
+
+
+def _zeroshot_scorings() -> tuple[str, ...]:
+    from cxrkit.stages.eval import ZEROSHOT_SCORINGS  # torch-free; imported when rendering
+
+    return ZEROSHOT_SCORINGS
 
 
 def _class_reports(metrics: dict) -> list[dict]:
@@ -81,7 +97,7 @@ def _class_reports(metrics: dict) -> list[dict]:
         if "skipped" in result:
             continue
         if task == "zeroshot":
-            scored = [result[v] for v in ("maco", "clip") if "classes" in result.get(v, {})]
+            scored = [result[v] for v in _zeroshot_scorings() if "classes" in result.get(v, {})]
         elif task in ("probe", "finetune"):
             scored = [s for e in result["fractions"].values() for s in e["seeds"].values()]
         else:
@@ -134,7 +150,7 @@ def render(metrics: dict, path: Path) -> None:
         if "skipped" in result:
             skipped.append(f"{task}: {result['skipped']}")
         elif task == "zeroshot":
-            for variant in ("maco", "clip"):
+            for variant in _zeroshot_scorings():
                 if "skipped" in result.get(variant, {}):
                     skipped.append(f"zeroshot {variant}: {result[variant]['skipped']}")
                 elif variant in result:
@@ -150,7 +166,8 @@ def render(metrics: dict, path: Path) -> None:
                     str(result["n"]), recalls, "", "", "",
                 )  # fmt: skip
                 notes.append(
-                    f"retrieval {direction.replace('_', ' ')}: R@1 {_ci(entry['recall_at_1'])}, "
+                    f"retrieval {direction.replace('_', ' ')}: R@1 {_ci(entry['recall_at_1'])} "
+                    f"(chance {result.get('chance_recall_at_1', 0):.3f}), "
                     f"median rank {_ci(entry['median_rank'])}"
                 )
     if err.is_terminal:

@@ -64,6 +64,10 @@ class EvalRows:
     source_formats: list[str | None]
     has_report: np.ndarray  # (N,) bool: the row's text_section (or fallback) is not empty
     views: list[str | None] = field(default_factory=list)  # PA / AP / LATERAL / ... per row
+    study_ids: list[str | None] = field(default_factory=list)  # retrieval: a study's images
+    # Patients a public label file names per row (None = unmatched): they group rows for
+    # the bootstrap and cv folds, never written out (a file's ids are not pseudonyms).
+    label_patients: list[str | None] | None = None
     dataset: Artifact | None = None
     text_section: str = "both"
 
@@ -71,7 +75,17 @@ class EvalRows:
         return len(self.image_ids)
 
     def patient_groups(self) -> list[str] | None:
-        """Patient ids for grouped resampling, or None when any row lacks one."""
+        """Patient keys for grouped resampling and folds, or None when any row lacks one.
+
+        A label file's patients (``label_patients``) win where they are known: a dataset
+        ingested from a flat folder has one pseudo-patient per image, the file the real ones.
+        """
+        if self.label_patients is not None:
+            return [
+                f"file:{f}" if f not in (None, "") else
+                f"dataset:{p}" if p not in (None, "") else f"row:{i}"
+                for i, (f, p) in enumerate(zip(self.label_patients, self.patient_ids, strict=True))
+            ]  # fmt: skip
         if any(p in (None, "") for p in self.patient_ids):
             return None
         return [str(p) for p in self.patient_ids]
@@ -153,6 +167,7 @@ def read_rows(dataset: Artifact, text_section: str = "both") -> EvalRows:
         source_formats=out["source_format"],
         has_report=np.asarray(has_report, dtype=bool),
         views=out["view"],
+        study_ids=out["study_id"],
         dataset=dataset,
         text_section=text_section,
     )

@@ -120,15 +120,22 @@ def reliability(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> Reli
     return Reliability(edges, mean_pred, observed, counts, ece)
 
 
-def ranks_of_matches(similarity: np.ndarray) -> np.ndarray:
-    """1-based rank of the true match (the diagonal) in each row of a (Q, G) similarity matrix.
+def ranks_of_matches(similarity: np.ndarray, matches: np.ndarray | None = None) -> np.ndarray:
+    """1-based rank of the best right answer in each row of a (Q, G) similarity matrix.
 
-    Ties are counted pessimistically (an equal score ranks ahead of the match), so a
-    constant model does not look perfect.
+    ``matches`` (Q, G) bool marks the right answers of each query (None = the diagonal
+    only). The rank is one plus the number of wrong answers scoring at least as high as
+    the best right one: ties with wrong answers count pessimistically (a constant model
+    does not look perfect), and several right answers (a study's images sharing one
+    report, identical report texts) never push one another down.
     """
     similarity = np.asarray(similarity, dtype=np.float64)
-    diag = np.diagonal(similarity)[:, None]
-    return (similarity >= diag).sum(axis=1)  # includes the match itself -> 1-based
+    if matches is None:
+        diag = np.diagonal(similarity)[:, None]
+        return (similarity >= diag).sum(axis=1)  # includes the match itself -> 1-based
+    matches = np.asarray(matches, dtype=bool)
+    best = np.where(matches, similarity, -np.inf).max(axis=1, keepdims=True)  # (Q, 1)
+    return 1 + ((similarity >= best) & ~matches).sum(axis=1)
 
 
 def recall_at_k(ranks: np.ndarray, k: int) -> float:

@@ -82,26 +82,62 @@ def split_folds(
     return [Fold(pick[train], pick[val], pick[test])]
 
 
+def patients_in_several_splits(
+    groups: Sequence[str], parts: dict[str, np.ndarray]
+) -> tuple[int, str]:
+    """How many patients have rows in more than one of ``parts`` (name -> row indices), and
+    one of them described (``"3 images in train, test"``; "" when none)."""
+    where: dict[str, set[str]] = {}
+    images: dict[str, int] = {}
+    for name, rows in parts.items():
+        for r in rows.tolist():
+            where.setdefault(groups[r], set()).add(name)
+            images[groups[r]] = images.get(groups[r], 0) + 1
+    mixed = [g for g, names in where.items() if len(names) > 1]
+    if not mixed:
+        return 0, ""
+    first = mixed[0]
+    order = [n for n in parts if n in where[first]]
+    return len(mixed), f"{images[first]} images in {', '.join(order)}"
+
+
 def cv_folds(labels: np.ndarray, groups: Sequence[str] | None, k: int, seed: int) -> list[Fold]:
-    """Stratified (on the rarest class), patient-grouped k folds over the labelled rows."""
+    """Patient-grouped k folds over the labelled rows, stratified on the rarest class that
+    has at least two positives and two negatives (so every training fold sees both).
+
+    Takes (N, C) 1/0/NaN labels, per-row patient ids (None: each row its own group), k and
+    a seed. Returns ``min(k, patients)`` folds; every labelled row is tested exactly once
+    and a patient never sits on both sides. A class too rare for that (one positive) is not
+    stratified on and does not stop the others; with no such class the folds are grouped
+    only. Raises InputError when the labelled rows come from fewer than two patients.
+    """
+    import warnings
+
     from sklearn.model_selection import StratifiedGroupKFold
 
     rows = labelled_rows(labels)
     known = labels[rows]
-    positives = np.nansum(known == 1, axis=0)
-    rarest = int(np.argmin(np.where(positives > 0, positives, np.inf))) if positives.any() else 0
-    strata = np.nan_to_num(known[:, rarest], nan=2.0).astype(int)
     group_ids = np.asarray(groups, dtype=object)[rows] if groups is not None else rows
-    n_splits = min(k, int(np.min(np.bincount(strata)[np.bincount(strata) > 0])), rows.size)
-    if n_splits < 2:
+    n_groups = int(np.unique(np.asarray(group_ids).astype(str)).size)
+    if n_groups < 2:
         raise InputError(
-            f"cross-validation needs >= 2 rows of each label; have {np.bincount(strata)}"
+            f"cross-validation needs labelled images of >= 2 patients; have {n_groups} "
+            f"({rows.size} labelled images)"
         )
+    positives = np.sum(known == 1, axis=0)
+    negatives = np.sum(known == 0, axis=0)
+    usable = np.nonzero((positives >= 2) & (negatives >= 2))[0]
+    if usable.size:
+        rarest = int(usable[np.argmin(np.minimum(positives, negatives)[usable])])
+        strata = np.nan_to_num(known[:, rarest], nan=2.0).astype(int)
+    else:
+        strata = np.zeros(rows.size, dtype=int)
+    n_splits = max(2, min(k, n_groups, int(np.bincount(strata).max())))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return [
-        Fold(rows[train], np.zeros(0, dtype=np.int64), rows[test])
-        for train, test in splitter.split(rows, strata, groups=group_ids)
-    ]
+    with warnings.catch_warnings():  # a stratum smaller than k: spread as evenly as it can
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        splits = list(splitter.split(rows, strata, groups=group_ids))
+    return [Fold(rows[train], np.zeros(0, dtype=np.int64), rows[test]) for train, test in splits]
 
 
 def fraction_subset(
@@ -175,13 +211,27 @@ def score_classes(
 ) -> dict:
     """Class reports and macro averages of (N, C) scores on ``test_rows``.
 
-    ``labels`` are 1/0/NaN (uncertain already mapped). Returns a JSON-ready dict
+    ``labels`` are 1/0/NaN (uncertain already mapped); NaN scores mark rows no model
+    predicted. A class with labelled test rows and no prediction at all is reported as
+    ``status = "not_fitted"`` with its test counts; one predicted on part of its rows
+    says how many were left out (``unscored``). Returns a JSON-ready dict
     ``{"classes": {name: report}, "macro": {...}}``.
     """
     reports = {}
     group_array = np.asarray(groups, dtype=object) if groups is not None else None
     for c, name in enumerate(classes):
-        rows = test_rows[~np.isnan(labels[test_rows, c]) & ~np.isnan(scores[test_rows, c])]
+        labelled = test_rows[~np.isnan(labels[test_rows, c])]
+        rows = labelled[~np.isnan(scores[labelled, c])]
+        if labelled.size and not rows.size:  # labels to score, but no model made predictions
+            n_pos = int(np.sum(labels[labelled, c] == 1))
+            reports[name] = {
+                "n": int(labelled.size), "n_pos": n_pos, "n_neg": int(labelled.size) - n_pos,
+                "status": "not_fitted",
+                "reason": "no predictions: no training subset held both a positive and a "
+                "negative of this class",
+                "threshold_source": thresholds[c][1],
+            }  # fmt: skip
+            continue
         report = bootstrap.class_report(
             labels[rows, c],
             scores[rows, c],
@@ -193,6 +243,8 @@ def score_classes(
             stats.seed,
         )
         report["threshold_source"] = thresholds[c][1]
+        if rows.size < labelled.size:  # folds whose subset could not fit this class
+            report["unscored"] = int(labelled.size - rows.size)
         reports[name] = report
     macro = bootstrap.macro_report(
         labels[test_rows],

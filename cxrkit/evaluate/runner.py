@@ -57,8 +57,9 @@ def resolve_labels(cfg, rows: EvalRows, annotations: Artifact | None) -> label_s
             source = "annotations"
         else:
             raise InputError(
-                f"{cfg.dataset}: no labels: the dataset's labels column is empty; give "
-                "--annotations DIR or --labels FILE --labels-format FMT"
+                f"{cfg.dataset}: no labels: the dataset's labels column is empty; give an "
+                "annotations artifact (`cxrkit eval CHECKPOINT DATASET ANNOTATIONS`) or "
+                "--labels FILE --labels-format FMT"
             )
     if source == "file":
         if not cfg.labels:
@@ -67,9 +68,25 @@ def resolve_labels(cfg, rows: EvalRows, annotations: Artifact | None) -> label_s
         return label_sources.match_by_name(parsed, rows.source_paths, str(cfg.labels))
     if source == "annotations":
         if annotations is None:
-            raise ConfigError("label_source = annotations needs --annotations DIR")
-        return label_sources.from_annotations(annotations.path, rows.image_ids)
+            raise ConfigError(
+                "label_source = annotations needs an annotations artifact "
+                "(`cxrkit eval CHECKPOINT DATASET ANNOTATIONS`)"
+            )
+        table = label_sources.from_annotations(annotations.path, rows.image_ids)
+        if table.matched == 0 and len(rows):
+            made_from = [r.get("id", "")[:12] for r in annotations.manifest.get("inputs", [])]
+            raise InputError(
+                f"none of the {len(rows)} images of {cfg.dataset} (id {dataset_id(rows)}) is "
+                f"in the annotations {annotations.path} (made from dataset "
+                f"{', '.join(made_from) or 'unknown'}): give the annotations of this dataset"
+            )
+        return table
     return label_sources.from_dataset_column(rows.labels_json)
+
+
+def dataset_id(rows: EvalRows) -> str:
+    """The short id of the rows' dataset artifact ("unknown" without one)."""
+    return rows.dataset.id[:12] if rows.dataset is not None else "unknown"
 
 
 def select_classes(table: label_sources.LabelTable, wanted: list[str]) -> list[int]:
@@ -133,8 +150,8 @@ def build_context(cfg, model, dataset: Artifact, annotations, device) -> tuple[C
     raw = table.values[:, columns].copy()
     view_summary = _filter_views(rows, raw, list(getattr(cfg, "views", []) or []))
     labels = label_sources.binarise(raw, cfg.uncertain)
-    if table.patients is not None and rows.patient_groups() is None:
-        rows.patient_ids = [p or f"row-{i}" for i, p in enumerate(table.patients)]
+    if table.patients is not None:
+        rows.label_patients = list(table.patients)
     transform = EvalTransform(model.image_size)
     cache: dict = {}
 
@@ -212,8 +229,13 @@ def _filter_views(rows: EvalRows, raw: np.ndarray, views: list[str]) -> dict:
 
 
 def _warnings(ctx: Context, small_n: int) -> list[str]:
+    from cxrkit.evaluate.compat import preprocessing_warnings
+
     scored = int(ctx.test_rows().size)
-    notes = []
+    checkpoint = next(
+        (a for a in ctx.model.inputs if isinstance(a, Artifact) and a.kind == "checkpoint"), None
+    )
+    notes = preprocessing_warnings(checkpoint, ctx.dataset, ctx.model.image_size)
     if scored < small_n:
         notes.append(
             f"n = {scored} scored images (< {small_n}): confidence intervals are wide and "
@@ -221,6 +243,18 @@ def _warnings(ctx: Context, small_n: int) -> list[str]:
         )
     if ctx.rows.patient_groups() is None:
         notes.append("no patient ids: bootstrap resamples images, not patients")
+    elif ctx.protocol == "split":
+        fold = ctx.folds[0]
+        count, example = protocol.patients_in_several_splits(
+            ctx.rows.patient_groups(), {"train": fold.train, "val": fold.val, "test": fold.test}
+        )
+        if count:
+            whose = " of the label file" if ctx.rows.label_patients is not None else ""
+            notes.append(
+                f"{count} patients{whose} have images in more than one split (e.g. "
+                f"{example}): probe and fine-tuning are scored on patients they trained on; "
+                "re-ingest with patient ids (a mapping CSV's patient_id) to split by patient"
+            )
     return notes
 
 

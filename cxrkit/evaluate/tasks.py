@@ -7,6 +7,7 @@ which the stage records in metrics.json instead of a number.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -232,7 +233,12 @@ def _sweep(
 
 
 def _over_seeds(per_seed: dict[str, dict]) -> dict:
-    """Mean and SD across seeds of each class's AUROC and of the macro AUROC (ok results only)."""
+    """Mean and SD across seeds of each class's AUROC and of the macro AUROC (ok results only).
+
+    The macro spread compares like with like: each seed's mean AUROC over the classes
+    that every seed scored (a small subset may leave a class unfitted in one seed only),
+    named under ``classes``.
+    """
     out: dict = {}
     first = next(iter(per_seed.values()))
     for name in first["classes"]:
@@ -242,10 +248,17 @@ def _over_seeds(per_seed: dict[str, dict]) -> dict:
             if s["classes"][name].get("status") == "ok"
         ]
         out[name] = _mean_sd(values)
-    macro = [
-        s["macro"]["macro_auroc"]["value"] for s in per_seed.values() if "macro_auroc" in s["macro"]
+    common = [
+        name
+        for name in first["classes"]
+        if all(s["classes"][name].get("status") == "ok" for s in per_seed.values())
     ]
-    out["macro_auroc"] = _mean_sd(macro)
+    macro = [
+        float(np.mean([s["classes"][name]["auroc"]["value"] for name in common]))
+        for s in per_seed.values()
+        if common
+    ]
+    out["macro_auroc"] = {**_mean_sd(macro), "classes": common}
     return out
 
 
@@ -327,18 +340,29 @@ def run_retrieval(ctx: Context) -> TaskResult:
     rows = pool[ctx.rows.has_report[pool]]
     if rows.size < 2:
         raise Skip(f"needs >= 2 evaluated images with report text (found {rows.size})")
-    texts = ctx.rows.report_texts(rows)  # read as they are encoded, not held for the split
+    digests: list[bytes] = []  # equal texts are right answers for each other
+
+    def texts():  # read as they are encoded, not held for the split
+        for text in ctx.rows.report_texts(rows):
+            digests.append(hashlib.sha256(text.encode()).digest())
+            yield text
+
     groups = None if ctx.groups is None else [ctx.groups[r] for r in rows]
     stats = (ctx.stats.n_boot, ctx.stats.level, ctx.stats.seed)
+    studies = [ctx.rows.study_ids[r] for r in rows] if ctx.rows.study_ids else None
     if ctx.model.fused:  # rows are ascending: score_rows keeps their order
         scores = fused.score_rows(  # every image is scored against every text: all held
-            ctx.model.score_pairs, ctx.dataset, ctx.transform, rows.tolist(), list(texts)
+            ctx.model.score_pairs, ctx.dataset, ctx.transform, rows.tolist(), list(texts())
         )
-        metrics, ranks = retrieval.similarity_report(scores, groups, *stats)
+        matches = retrieval.match_matrix(studies, digests)
+        metrics, ranks = retrieval.similarity_report(scores, groups, *stats, matches)
         metrics["scoring"] = fused.ITM_SCORING
     else:
-        reports = retrieval.embed_reports(ctx.model.encode_texts, texts, TEXT_BATCH)
-        metrics, ranks = retrieval.retrieval_report(ctx.features()[rows], reports, groups, *stats)
+        reports = retrieval.embed_reports(ctx.model.encode_texts, texts(), TEXT_BATCH)
+        matches = retrieval.match_matrix(studies, digests)
+        metrics, ranks = retrieval.retrieval_report(
+            ctx.features()[rows], reports, groups, *stats, matches
+        )
         metrics["scoring"] = fused.COSINE_SCORING
     predictions = [
         {

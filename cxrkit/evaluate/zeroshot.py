@@ -44,22 +44,22 @@ def maco_scores(
     return torch.softmax(logits, dim=-1)[..., 0].numpy().astype(np.float64)
 
 
+MACO_CODE_TEMPLATES = {
+    "positive": ["There is {c}."],
+    "negative": ["the lung is clear.", "There is no {c}.", "no {c}.", "no evidence of {c}."],
+}
+"""MaCo's released zero-shot prompts (``ZeroShot/utils/prompts.py``), as cxrkit templates."""
+
+
 def maco_code_prompts(classes: list[str]) -> dict[str, dict[str, list[str]]]:
-    """MaCo's released zero-shot prompts per class (class names lower-cased, as the code)."""
+    """MaCo's released zero-shot prompts per class (class names lower-cased, as the code),
+    expanded by :func:`cxrkit.text.prompts.fill_templates` like every other prompt set."""
+    from cxrkit.text.prompts import fill_templates
+
     names = _display_names()
-    prompts = {}
-    for name in classes:
-        c = names.get(name, name).lower()
-        prompts[name] = {
-            "positive": [f"There is {c}."],
-            "negative": [
-                "the lung is clear.",
-                f"There is no {c}.",
-                f"no {c}.",
-                f"no evidence of {c}.",
-            ],
-        }
-    return prompts
+    return {
+        name: fill_templates(MACO_CODE_TEMPLATES, names.get(name, name).lower()) for name in classes
+    }
 
 
 def _display_names() -> dict[str, str]:

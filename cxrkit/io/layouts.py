@@ -15,6 +15,8 @@ patient and one study, the finest grouping that cannot leak a report across spli
 CheXpert ships its official split as folders: ``train/``, ``valid/`` (the
 radiologist-labelled validation set) and, in the later test release, ``test/``;
 :data:`CHEXPERT_SPLITS` maps them to cxrkit's ``train`` / ``val`` / ``test``.
+IU's Kaggle and R2Gen copies (``1_IM-0001-4001.dcm.png``, ``CXR1_1_IM-0001/0.png``) carry
+their report uid in tables, not in a path rule: :mod:`cxrkit.io.iu_tables` reads them.
 MIMIC-CXR keeps each study's report beside the study folder
 (``files/p10/p10000032/s50414267.txt``): :func:`mimic_report_beside` finds it.
 """

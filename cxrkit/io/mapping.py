@@ -49,13 +49,17 @@ class MappingRow:
     view: str | None = None  # PA / AP / LATERAL / FRONTAL ... (upper case); None = not given
     sex: str | None = None  # M / F, from a dataset's own table (CheXpert CSV)
     age: float | None = None  # years, from a dataset's own table (CheXpert CSV)
+    report: Report | None = None  # already parsed, from a dataset's own table (IU Kaggle CSV)
 
     def load_report(self) -> Report | None:
-        """The row's report (``source="mapping"``), from its text or file; None if it has none.
+        """The row's report: the parsed one a dataset table gave (its own source), else
+        from its text or file (``source="mapping"``); None if it has none.
 
         Raises:
             Reject: the report file is missing or unreadable (``report_unreadable``).
         """
+        if self.report is not None:
+            return self.report
         if self.report_text:
             return parse_report_text(self.report_text, source="mapping")
         if self.report_path is None:

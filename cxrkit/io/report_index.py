@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _STUDY_DIR = re.compile(r"s\d+")
 _PATIENT_DIR = re.compile(r"p\d+")
+_IU_COPY_TABLES = ("indiana_reports.csv", "indiana_projections.csv", "annotation.json")
 _ID_CUTS = "_. "  # separators after which a file stem may carry a suffix past an IU id
 
 
@@ -87,6 +88,12 @@ class ReportIndex:
         if path.is_file() and name.endswith((".tgz", ".tar.gz", ".tar")):
             for report in iter_iu_reports(path):
                 index._add_iu(report)
+        elif path.is_file() and name in _IU_COPY_TABLES:
+            raise InputError(
+                f"{path} is a table of IU's Kaggle or R2Gen copy, read from beside the images, "
+                "not with --reports: give the images folder as the source (the table is "
+                "found there or up to two folders above)"
+            )
         elif path.is_file() and name.endswith(".csv"):
             raise InputError(f"{path} looks like a mapping CSV: pass it as the mapping instead")
         elif path.is_file() and name.endswith(".xml"):

@@ -256,26 +256,50 @@ def parse_iu_xml(data: bytes | str | Path, name: str | None = None) -> Report:
         raise InputError(f"{name}: not well-formed XML ({exc})") from exc
     if root.tag != "eCitation":
         raise InputError(f"{name}: root element <{root.tag}> is not an IU report <eCitation>")
-    sections: dict[str, str | None] = {}
+    sections: dict[str, str] = {}
     for element in root.iter("AbstractText"):
         label = (element.get("Label") or "").strip().lower()
-        value = _clean("".join(element.itertext()))
-        if label and value:
-            sections[label] = value
+        if label:
+            sections[label] = "".join(element.itertext())
     uid = root.find("uId")
-    return Report(
-        findings=sections.get("findings"),
-        impression=sections.get("impression"),
-        text=_compose(sections),
+    report = report_from_sections(
+        sections,
         source="iu_xml",
-        indication=sections.get("indication"),
-        comparison=sections.get("comparison"),
-        mesh=[_clean(e.text) for e in root.findall("MeSH/major") if e.text and e.text.strip()],
-        mesh_automatic=[
-            _clean(e.text) for e in root.findall("MeSH/automatic") if e.text and e.text.strip()
-        ],
         uid=uid.get("id") if uid is not None else None,
-        images=[e.get("id") for e in root.findall("parentImage") if e.get("id")],
+        mesh=[e.text for e in root.findall("MeSH/major") if e.text],
+    )
+    report.mesh_automatic = [
+        _clean(e.text) for e in root.findall("MeSH/automatic") if e.text and e.text.strip()
+    ]
+    report.images = [e.get("id") for e in root.findall("parentImage") if e.get("id")]
+    return report
+
+
+def report_from_sections(
+    sections: dict[str, str | None],
+    source: str,
+    uid: str | None = None,
+    mesh: list[str] | tuple[str, ...] = (),
+) -> Report:
+    """A Report from sections that a source already keeps apart (IU XML ``AbstractText``
+    labels, the IU Kaggle CSV's columns).
+
+    Takes ``{section key: raw text}`` with lower-case keys (``findings``, ``impression``,
+    ``indication``, ``comparison``, ...; None or blank = absent), the source name, the
+    report uid and MeSH terms. Values have their whitespace collapsed; ``text`` is
+    composed as for every sectioned source (findings and impression first). Never raises.
+    """
+    clean = {key: value for key, raw in sections.items() if raw and (value := _clean(raw))}
+    return Report(
+        findings=clean.get("findings"),
+        impression=clean.get("impression"),
+        text=_compose(clean),
+        source=source,
+        indication=clean.get("indication"),
+        history=clean.get("history"),
+        comparison=clean.get("comparison"),
+        mesh=[term for raw in mesh if raw and (term := _clean(raw))],
+        uid=uid,
     )
 
 

@@ -250,9 +250,12 @@ class RowBuilder:
         }
 
     def _report_for(self, path: Path, mapped: MappingRow | None) -> Report | None:
-        """The mapping row's report (text, then file), else the report index's, else (with
-        ``layout_reports``) a MIMIC-CXR report beside the study folder, else None."""
-        if mapped is not None and (mapped.report_text or mapped.report_path):
+        """The mapping row's report (a dataset table's parsed one, text, then file), else
+        the report index's, else (with ``layout_reports``) a MIMIC-CXR report beside the
+        study folder, else None."""
+        if mapped is not None and (
+            mapped.report is not None or mapped.report_text or mapped.report_path
+        ):
             report = mapped.load_report()  # Reject("report_unreadable"/"report_too_large")
         else:
             index = self.report_index

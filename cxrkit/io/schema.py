@@ -31,7 +31,7 @@ DATASET_SCHEMA = pa.schema(
         pa.field("report_findings", pa.string()),
         pa.field("report_impression", pa.string()),
         pa.field("report_text", pa.string()),
-        pa.field("report_source", pa.string()),  # mimic / iu_xml / mapping / none
+        pa.field("report_source", pa.string()),  # mimic / iu_xml / iu_csv / r2gen / mapping / none
         pa.field("split", pa.string()),  # train / val / test
     ]
 )

@@ -6,65 +6,54 @@
 | ``mimic-cxr-2.0.0-split.csv`` | MIMIC-CXR-JPG | official split (``validate`` -> ``val``), by ``dicom_id`` |
 | ``mimic-cxr-2.0.0-chexpert.csv`` / ``-negbio.csv`` | MIMIC-CXR-JPG | 14 labels, by ``(subject_id, study_id)`` |
 | ``train.csv`` / ``valid.csv`` with ``Path`` and ``Frontal/Lateral`` | CheXpert | view, sex, age, labels, by path |
+| ``indiana_projections.csv`` / ``indiana_reports.csv`` | IU (Kaggle) | patient/study, view, report, by file name |
+| ``annotation.json`` (R2Gen) | IU (R2Gen ``iu_xray``) | patient/study, official split, report, by path |
 
 :func:`find_tables` looks for them in each source directory and up to two folders
 above it (``mimic-cxr-jpg/2.0.0/files`` has them in ``2.0.0/``, ``CheXpert-v1.0-small/train``
-in ``CheXpert-v1.0-small/``). :class:`DatasetTables` reads them once and answers
+in ``CheXpert-v1.0-small/``, Kaggle IU's ``images/images_normalized`` in the folder above
+``images/``). :class:`DatasetTables` reads them once and answers
 :meth:`DatasetTables.hints_for` per image as a :class:`~cxrkit.io.mapping.MappingRow`
-without report, so ingest treats them like a mapping CSV row. MIMIC images are matched
+(with a report only for IU), so ingest treats them like a mapping CSV row. MIMIC images are matched
 by file stem (``dicom_id``) and study folder, CheXpert images by their last four path
-parts (``train/patient00001/study1/view1_frontal.jpg``).
+parts (``train/patient00001/study1/view1_frontal.jpg``), IU images as
+:mod:`cxrkit.io.iu_tables` says (those rows carry the report and patient/study too).
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import itertools
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxrkit.errors import InputError
+from cxrkit.io.iu_tables import IU_TABLES, R2GEN_ANNOTATION, IuTables, is_r2gen_annotation
 from cxrkit.io.mapping import MappingRow
+from cxrkit.io.table_files import open_text, read_rows
 from cxrkit.text.classes import CHEXPERT_CLASSES
 
 MIMIC_METADATA = "mimic-cxr-2.0.0-metadata.csv"
 MIMIC_SPLIT = "mimic-cxr-2.0.0-split.csv"
 MIMIC_LABELS = {"chexpert": "mimic-cxr-2.0.0-chexpert.csv", "negbio": "mimic-cxr-2.0.0-negbio.csv"}
 CHEXPERT_TABLES = ("train.csv", "valid.csv")
-_KNOWN = (MIMIC_METADATA, MIMIC_SPLIT, *MIMIC_LABELS.values(), *CHEXPERT_TABLES)
+_KNOWN = (
+    MIMIC_METADATA,
+    MIMIC_SPLIT,
+    *MIMIC_LABELS.values(),
+    *CHEXPERT_TABLES,
+    *IU_TABLES,
+    R2GEN_ANNOTATION,
+)
 _SPLITS = {"train": "train", "validate": "val", "val": "val", "valid": "val", "test": "test"}
 _SEX = {"male": "M", "female": "F", "m": "M", "f": "F"}
 _LOOK_UP = 2  # folders above a source searched for tables
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path), encoding="utf-8-sig", newline="")
-    return path.open(encoding="utf-8-sig", newline="")
-
-
-def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a CSV (plain or gzip) as dicts. Raises InputError naming the file."""
-    try:
-        with _open_text(path) as handle:
-            reader = csv.DictReader(handle)
-            header = [h.strip() for h in reader.fieldnames or []]
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise InputError(f"{path}: lacks the column(s) {', '.join(missing)}")
-            reader.fieldnames = header
-            return list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error, EOFError) as exc:
-        raise InputError(f"cannot read dataset table {path}: {exc}") from exc
-
-
 def _is_chexpert_table(path: Path) -> bool:
     try:
-        with _open_text(path) as handle:
+        with open_text(path) as handle:
             header = next(csv.reader(handle), [])
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
@@ -78,7 +67,8 @@ def find_tables(sources: list[str]) -> list[Path]:
     Takes the ingest sources (a glob from the folder before its first pattern part:
     ``files/p1*`` from ``files/``). Returns the tables found, sorted, each
     once; CheXpert ``train.csv``/``valid.csv`` only when the header has ``Path`` and
-    ``Frontal/Lateral``. Never raises.
+    ``Frontal/Lateral``, ``annotation.json`` only when it starts as R2Gen's does.
+    Never raises.
     """
     found: set[Path] = set()
     for source in sources:
@@ -92,11 +82,17 @@ def find_tables(sources: list[str]) -> list[Path]:
         for directory in [folder, *list(folder.parents)[:_LOOK_UP]]:
             for name in _KNOWN:
                 for candidate in (directory / name, directory / f"{name}.gz"):
-                    if candidate.is_file() and (
-                        name not in CHEXPERT_TABLES or _is_chexpert_table(candidate)
-                    ):
+                    if candidate.is_file() and _is_known_table(name, candidate):
                         found.add(candidate)
     return sorted(found)
+
+
+def _is_known_table(name: str, path: Path) -> bool:
+    if name in CHEXPERT_TABLES:
+        return _is_chexpert_table(path)
+    if name == R2GEN_ANNOTATION:
+        return path.suffix != ".gz" and is_r2gen_annotation(path)
+    return True
 
 
 def _label_value(text: str | None) -> float | None:
@@ -131,6 +127,7 @@ class DatasetTables:
     mimic_splits: dict[str, str] = field(default_factory=dict)  # dicom_id -> train / val / test
     mimic_labels: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     chexpert: dict[str, dict] = field(default_factory=dict)  # "train/patientN/studyM/view" -> hints
+    iu: IuTables = field(default_factory=IuTables)  # Kaggle / R2Gen IU tables
 
     @classmethod
     def read(cls, paths: list[Path], mimic_labels: str = "chexpert") -> DatasetTables:
@@ -154,31 +151,33 @@ class DatasetTables:
         for path in paths:
             if _base(path.name) in CHEXPERT_TABLES:
                 tables._read_chexpert(path)
+        tables.iu = IuTables.read(paths)
+        tables.paths += tables.iu.paths
         return tables
 
     def _read_mimic_metadata(self, path: Path) -> None:
         self.paths.append(path)
-        for row in _read_rows(path, ("dicom_id", "ViewPosition")):
+        for row in read_rows(path, ("dicom_id", "ViewPosition")):
             view = (row.get("ViewPosition") or "").strip().upper()
             if view:
                 self.mimic_views[row["dicom_id"].strip()] = view
 
     def _read_mimic_split(self, path: Path) -> None:
         self.paths.append(path)
-        for row in _read_rows(path, ("dicom_id", "split")):
+        for row in read_rows(path, ("dicom_id", "split")):
             split = _SPLITS.get((row.get("split") or "").strip().lower())
             if split:
                 self.mimic_splits[row["dicom_id"].strip()] = split
 
     def _read_mimic_labels(self, path: Path) -> None:
         self.paths.append(path)
-        for row in _read_rows(path, ("subject_id", "study_id")):
+        for row in read_rows(path, ("subject_id", "study_id")):
             key = (f"p{row['subject_id'].strip()}", f"s{row['study_id'].strip()}")
             self.mimic_labels[key] = _labels(row)
 
     def _read_chexpert(self, path: Path) -> None:
         self.paths.append(path)
-        for row in _read_rows(path, ("Path", "Frontal/Lateral")):
+        for row in read_rows(path, ("Path", "Frontal/Lateral")):
             parts = [p for p in row["Path"].strip().replace("\\", "/").split("/") if p]
             if len(parts) < 4:
                 continue
@@ -202,7 +201,8 @@ class DatasetTables:
         return bool(self.paths)
 
     def hints_for(self, image: Path) -> MappingRow | None:
-        """What the tables say about one image, as a report-less mapping row; None if nothing."""
+        """What the tables say about one image, as a mapping row (with the report for an
+        IU image); None if nothing."""
         parts = image.parts
         if self.chexpert and len(parts) >= 4:
             hint = self.chexpert.get("/".join(parts[-4:]).lower())
@@ -212,6 +212,11 @@ class DatasetTables:
                     patient_id=None, split=None, labels=hint["labels"], view=hint["view"],
                     sex=hint["sex"], age=hint["age"],
                 )  # fmt: skip
+        if self.iu and (iu := self.iu.for_image(image)) is not None:
+            return MappingRow(
+                image_path=image, report_path=None, report_text=None, study_id=iu.key,
+                patient_id=iu.key, split=iu.split, labels={}, view=iu.view, report=iu.report,
+            )  # fmt: skip
         dicom_id = image.stem
         view = self.mimic_views.get(dicom_id)
         split = self.mimic_splits.get(dicom_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -146,6 +147,8 @@ class EvalConfig:
             raise ConfigError(
                 f"text_section {self.text_section!r}: choose from {', '.join(TEXT_SECTIONS)}"
             )
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device {self.device!r}: use auto, cpu, cuda or cuda:N")
         if self.folds < 2:
             raise ConfigError("folds must be >= 2")
         if not self.probe_c_grid or any(c <= 0 for c in self.probe_c_grid) or self.probe_c <= 0:
@@ -176,10 +179,22 @@ def inputs_by_kind(paths: list[str | Path]) -> dict[str, str]:
 
 
 def _device(name: str):
+    """The torch device for a validated ``device`` setting. Raises ConfigError when CUDA is
+    asked for and none (or not that index) is available."""
     import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {name}: no CUDA device is available here; use --device cpu or auto"
+            )
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     return torch.device(name)
 
 
@@ -272,11 +287,13 @@ def run(cfg: EvalConfig, force: bool = False):
 
     try:
         summary = evaluate(cfg, model, dataset, annotations, device, work)
-    except ConfigError:
-        # Nothing could be evaluated: there is nothing to resume, leave no temp dir.
+    except Exception:
+        # A refusal (no labels, no task that applies) or a failure: eval keeps no partial
+        # work worth resuming (features are cached outside), so it leaves no temp dir.
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
+        writer.release()
         raise
     return writer.publish(schema={"files": summary.pop("_files")}, stats=summary)
 

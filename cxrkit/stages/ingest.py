@@ -103,8 +103,10 @@ class IngestConfig:
     )
     dataset_tables: bool = doc(
         "Read the tables a public dataset ships beside its images (MIMIC-CXR-JPG "
-        "metadata/split/chexpert CSVs, CheXpert train.csv/valid.csv): views, official "
-        "split, labels, sex, age. Looked for in each source folder and two folders up.",
+        "metadata/split/chexpert CSVs, CheXpert train.csv/valid.csv, IU Kaggle "
+        "indiana_projections.csv/indiana_reports.csv, R2Gen annotation.json): views, official "
+        "split, labels, sex, age, IU reports. Looked for in each source folder and two "
+        "folders up.",
         True,
     )
     mimic_labels: Literal["chexpert", "negbio"] = doc(
@@ -232,6 +234,8 @@ def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict, list[Path]]:
     names = sorted(set(files) | set(mapping))
     index, count = src.resolve_partition(cfg.shard_index, cfg.num_shards)
     work = [(str(p), mapping.get(p) or (tables.hints_for(p) if tables else None)) for p in names]
+    if tables.iu:
+        _log_iu_tables(work, tables)
     part: dict = {"shard_index": index, "num_shards": count}
     if cfg.layout_splits and (folder_splits := _folder_splits(work)):
         log.info(
@@ -244,6 +248,20 @@ def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict, list[Path]]:
     if count > 1:
         work = [item for item in work if src.partition_of(Path(item[0]), count) == index]
     return work, skipped, part, tables.paths
+
+
+def _log_iu_tables(work: list[WorkItem], tables: DatasetTables) -> None:
+    """Say how many images the IU tables (Kaggle / R2Gen) keyed, and how many of those
+    have no report in them (ingested without one; ``report_source`` ``none``)."""
+    keyed = [m for _, m in work if m is not None and (m.patient_id or "").startswith("iu:")]
+    missing = sum(m.report is None for m in keyed)
+    log.info("%d image(s) take patient/study (one per IU report) from the IU tables", len(keyed))
+    if missing:
+        log.warning(
+            "%d IU image(s) have no report in %s: ingested without a report",
+            missing,
+            ", ".join(p.name for p in tables.iu.paths),
+        )
 
 
 def _folder_splits(work: list[WorkItem]) -> int:

@@ -2,7 +2,8 @@
 
 Output: a ``Reports`` column followed by the 14 observations in the CheXpert
 labeler's column order, cells "1.0" / "0.0" / "-1.0" or blank (not mentioned),
-so it is a drop-in for that tool's ``labeled_reports.csv``. Rows are read one
+so it is a drop-in for that tool's ``labeled_reports.csv`` (on that tool's
+``sample_reports.csv`` the two files are byte-identical). Rows are read one
 at a time (``csv`` module) and labelled in ``nlp.pipe`` batches; an empty or
 unreadable row, or one without a letter, gets blank labels; other text without a
 mention (non-English, garbage) is No Finding = 1, as in the CheXpert labeler. Never
@@ -81,7 +82,8 @@ def label_csv(path: str | Path, out: str | Path, text_column: str | None = "Repo
         raise InputError(f"{path}: cannot open the reports CSV ({exc})") from exc
     try:
         with source, open(tmp, "w", newline="", encoding="utf-8") as sink:
-            writer = csv.writer(sink)
+            # "\n" rows, as the CheXpert labeler's pandas writer makes them: byte-comparable.
+            writer = csv.writer(sink, lineterminator="\n")
             writer.writerow(["Reports", *CHEXPERT_CSV_COLUMNS])
             texts = _rows(source, text_column, path)
             while batch := list(itertools.islice(texts, batch_size)):

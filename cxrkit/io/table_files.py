@@ -1,0 +1,52 @@
+"""Reading the CSV tables public datasets ship (plain or gzip), with errors that name the file."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from pathlib import Path
+
+from cxrkit.errors import InputError
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """A table file opened as UTF-8 text (a byte-order mark dropped); ``.gz`` is inflated."""
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path), encoding="utf-8-sig", newline="")
+    return path.open(encoding="utf-8-sig", newline="")
+
+
+def read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of a CSV (plain or gzip) as dicts, header names stripped.
+
+    Takes the file and the columns it must have. Returns one dict per data row (a short
+    row's missing cells are None). Raises InputError naming the file: unreadable or not
+    UTF-8, a missing column, or a row with more fields than the header (an unquoted comma;
+    the message gives its line).
+    """
+    return [row for _, row in read_numbered_rows(path, required)]
+
+
+def read_numbered_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """:func:`read_rows` with each row's line number (its last line when a quoted cell
+    spans lines), for messages that point at a row. Raises as :func:`read_rows`."""
+    try:
+        with open_text(path) as handle:
+            reader = csv.DictReader(handle)
+            header = [h.strip() for h in reader.fieldnames or []]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise InputError(f"{path}: lacks the column(s) {', '.join(missing)}")
+            reader.fieldnames = header
+            rows = []
+            for row in reader:
+                if None in row:
+                    raise InputError(
+                        f"{path}:{reader.line_num}: more fields than the header has "
+                        "(an unquoted comma?)"
+                    )
+                rows.append((reader.line_num, row))
+            return rows
+    except (OSError, UnicodeDecodeError, csv.Error, EOFError) as exc:
+        raise InputError(f"cannot read dataset table {path}: {exc}") from exc
