@@ -1,10 +1,12 @@
-"""Hold a training run (a `cxrkit pretrain` or `cxrkit distill` process) at a known step.
+"""Hold a process the test signals or kills at a known point of its work.
 
-A test that kills or signals a run once it sees a checkpoint or a logged row races the
-run: a step of the tiny models takes ~15 ms, so the run can finish (or pass the step the
-test expects) between the moment the test looks and its signal. A run started with
-:func:`held_env` waits before training step ``step`` until the release file exists; the
-test kills it meanwhile, or signals it and then creates the file.
+A test that kills or signals a run once it sees a checkpoint, a logged row or a build
+directory races the run: a step of the tiny models takes ~15 ms, so the run can finish
+(or pass the point the test expects) between the moment the test looks and its signal.
+A run started with :func:`held_env` waits before training step ``step``; a process
+started with :func:`held_call_env` waits in its Nth call of a function and says so with
+a file. Either waits until the release file exists: the test kills it meanwhile, or
+signals it and then creates the file.
 """
 
 from __future__ import annotations
