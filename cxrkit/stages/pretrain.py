@@ -288,6 +288,8 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
         # an InputError); a real error comes back from the real build.
         objective = build(cfg)
     _check_annotations(cfg, objective.needs)
+    if annotations is not None:
+        _check_annotations_belong(annotations, dataset, objective.needs, cfg.data.split)
     splits = dataset.stats.get("split_counts")
     if isinstance(splits, dict) and splits and not splits.get(cfg.data.split):
         raise InputError(
@@ -432,6 +434,22 @@ def _check_annotations(cfg: PretrainConfig, needs: frozenset[str]) -> None:
             f"objective {cfg.objective['name']!r} as configured needs {what} from an "
             "annotations artifact; run `cxrkit annotate` and pass --annotations DIR"
         )
+
+
+def _check_annotations_belong(
+    annotations: Artifact, dataset: Artifact, needs: frozenset[str], split: str
+) -> None:
+    """InputError when the annotations are another dataset's, or another version's where
+    the objective reads pixels or text spans from them (see
+    :func:`cxrkit.io.linkage.check_annotations`); a warning with counts for labels or
+    prompts of another version."""
+    from cxrkit.io.fields import resolve_fields
+    from cxrkit.io.linkage import check_annotations
+
+    uses = {f.name for f in resolve_fields(needs) if f.annotation_columns or f.requires_annotations}
+    said = check_annotations(annotations, dataset, uses, split)
+    if said is not None:
+        log.warning("%s", said)
 
 
 def write_slurm_job(cfg: PretrainConfig, job: SlurmJob) -> SlurmFiles:

@@ -1,0 +1,85 @@
+"""Artifacts given together must belong together: a stage refuses, before any heavy work and
+in one line naming both artifacts and what differs, another dataset's annotations, an
+annotations artifact of another version of the dataset where it would read pixels, a
+checkpoint of another run as the point to resume from, and physiology pseudonymised
+with another salt; where partial overlap is legitimate it warns with counts.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pretrain_support import write_annotations, write_dataset
+from trust_support import cli
+
+from cxrkit.artifacts import open_artifact
+from cxrkit.errors import InputError
+from cxrkit.io import linkage
+
+TINY = ["model.depth=1", "objective.decoder_depth=1", "objective.decoder_dim=32",
+        "objective.decoder_heads=2", "data.batch_size=4", "data.num_workers=0",
+        "train.max_steps=1"]  # fmt: skip
+CONTOUR = ["objective.masking=contour", "objective.mask_ratio_inside=0.9",
+           "objective.mask_ratio_outside=0.5"]  # fmt: skip
+
+
+def _pretrain(dataset, out, *sets, annotations=None):
+    args = ["pretrain", dataset, "--out", out, "--preset", "demo-mae"]
+    if annotations is not None:
+        args += ["--annotations", annotations]
+    for item in [*TINY, *sets]:
+        args += ["--set", item]
+    return cli(*args)
+
+
+def _error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory):
+    """One dataset in two versions (stored at 48 and 40 px: same image ids, other pixels)
+    and the annotations of the first."""
+    root = tmp_path_factory.mktemp("versions")
+    old = write_dataset(root / "v48", size=48)
+    new = write_dataset(root / "v40", size=40)
+    return old, new, write_annotations(root / "ann48", old)
+
+
+def test_pretrain_refuses_the_annotations_of_another_dataset(demo_dataset, versions, tmp_path):
+    _, _, foreign = versions  # image ids img-00.. never appear in the demo dataset
+    result = _pretrain(demo_dataset, tmp_path / "ck", *CONTOUR, annotations=foreign.path)
+    assert result.exit_code == InputError.exit_code
+    line = _error_line(result)
+    assert str(foreign.path) in line and str(demo_dataset) in line
+    assert open_artifact(demo_dataset).id[:12] in line and "no image in common" in line
+    assert not list(tmp_path.glob("ck*"))  # refused before a run directory was made
+
+
+def test_pretrain_refuses_contours_of_another_version_of_the_dataset(versions, tmp_path):
+    old, new, annotations = versions
+    result = _pretrain(new.path, tmp_path / "ck", *CONTOUR, annotations=annotations.path)
+    assert result.exit_code == InputError.exit_code
+    line = _error_line(result)
+    assert old.id[:12] in line and new.id[:12] in line
+    assert "size 48 -> 40" in line and "16 of 16 images in common" in line
+    assert not list(tmp_path.glob("ck*"))
+
+
+def test_labels_of_another_version_are_a_warning_with_counts(versions, tmp_path):
+    old, new, annotations = versions
+    assert linkage.check_annotations(annotations, old, {"labels"}) is None
+    said = linkage.check_annotations(annotations, new, {"labels"}, split="train")
+    assert said is not None and "16 of 16 images have annotations, 0 are read" in said
+    assert "size 48 -> 40" in said
+
+
+def test_pretrain_logs_the_labels_warning(versions, tmp_path, caplog):
+    _, new, annotations = versions
+    with caplog.at_level(logging.WARNING, logger="cxrkit"):
+        result = _pretrain(new.path, tmp_path / "ck", annotations=annotations.path)
+    assert result.exit_code == 0, result.output
+    assert "were made from dataset" in result.output + caplog.text
