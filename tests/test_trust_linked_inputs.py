@@ -83,3 +83,38 @@ def test_pretrain_logs_the_labels_warning(versions, tmp_path, caplog):
         result = _pretrain(new.path, tmp_path / "ck", annotations=annotations.path)
     assert result.exit_code == 0, result.output
     assert "were made from dataset" in result.output + caplog.text
+
+
+@pytest.fixture(scope="module")
+def finished_run(versions, tmp_path_factory):
+    """A one-step MAE checkpoint trained on the 48-px version."""
+    old, _, _ = versions
+    out = tmp_path_factory.mktemp("run") / "ck"
+    assert _pretrain(old.path, out).exit_code == 0
+    return out
+
+
+def test_resume_from_a_checkpoint_of_another_dataset_is_refused(versions, finished_run, tmp_path):
+    old, new, _ = versions
+    result = _pretrain(new.path, tmp_path / "ck", "train.max_steps=2",
+                       f"train.resume={finished_run}")  # fmt: skip
+    assert result.exit_code == InputError.exit_code
+    line = _error_line(result)
+    assert "another run" in line and old.id[:12] in line and new.id[:12] in line
+    assert not list(tmp_path.glob("ck*"))  # nothing published under the new run's id
+
+
+def test_resume_from_a_run_with_other_settings_names_the_setting(versions, finished_run, tmp_path):
+    old, _, _ = versions
+    result = _pretrain(old.path, tmp_path / "ck", "train.max_steps=2", "optim.lr=0.5",
+                       f"train.resume={finished_run}")  # fmt: skip
+    assert result.exit_code == InputError.exit_code
+    assert "optim.lr" in _error_line(result) and "0.5" in _error_line(result)
+
+
+def test_resume_from_the_same_run_continues_it(versions, finished_run, tmp_path):
+    old, _, _ = versions
+    result = _pretrain(old.path, tmp_path / "ck", "train.max_steps=2",
+                       f"train.resume={finished_run}")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert open_artifact(tmp_path / "ck").stats["resumed_from_step"] == 1

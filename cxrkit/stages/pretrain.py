@@ -30,7 +30,7 @@ from cxrkit.train import checkpoint as ckpt
 from cxrkit.train.batch import BatchPlan, plan_batch
 from cxrkit.train.config import OptimConfig, TrainConfig
 from cxrkit.train.launch import world_size
-from cxrkit.train.runs import begin_run
+from cxrkit.train.runs import begin_run, check_resume_source
 from cxrkit.train.signals import StopFlag
 from cxrkit.train.slurm import SlurmJob, render_sbatch, write_sbatch
 from cxrkit.train.tracking import Trackers
@@ -346,6 +346,7 @@ def _train(
         force=force,
         lock=accelerator.is_main_process,  # one lock per run, held by rank 0
     )
+    check_resume_source(cfg.train.resume, writer.params, [a.id for a in inputs])
     if _agreed_up_to_date(writer, accelerator):
         return open_artifact(cfg.out, kind="checkpoint")
     objective = build(cfg)
