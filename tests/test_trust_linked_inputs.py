@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from physio_support import serum_long_table, write_wfdb
 from pretrain_support import write_annotations, write_dataset
 from trust_support import cli
 
@@ -118,3 +119,43 @@ def test_resume_from_the_same_run_continues_it(versions, finished_run, tmp_path)
                        f"train.resume={finished_run}")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert open_artifact(tmp_path / "ck").stats["resumed_from_step"] == 1
+
+
+@pytest.fixture(scope="module")
+def other_salt_physio(tmp_path_factory):
+    """A physio artifact pseudonymised with another salt than the demo dataset's."""
+    root = tmp_path_factory.mktemp("other-salt")
+    salt = root / "salt.hex"
+    salt.write_text("11" * 32)
+    salt.chmod(0o600)
+    record = write_wfdb(root / "ecg", "rec", patient="p1")
+    labs = root / "labs.csv"
+    serum_long_table(["p1", "p2"]).to_csv(labs, index=False)
+    result = cli("ingest-physio", "--ecg", record.with_suffix(".hea"), "--labs", labs,
+                 "--out", root / "physio", "--salt-file", salt)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return root / "physio", salt
+
+
+def test_distill_refuses_physiology_pseudonymised_with_another_salt(
+    demo_dataset, other_salt_physio, tmp_path
+):
+    physio, _ = other_salt_physio
+    result = cli("distill", demo_dataset, "--physio", physio, "--out", tmp_path / "student",
+                 "--stage", "pairs")  # fmt: skip
+    assert result.exit_code == InputError.exit_code
+    line = _error_line(result)
+    assert str(physio) in line and str(demo_dataset) in line and "salt" in line
+    assert not list(tmp_path.glob("student.work/pairs*"))
+
+
+def test_ingest_physio_refuses_a_dataset_ingested_with_another_salt(
+    demo_dataset, other_salt_physio, tmp_path
+):
+    _, salt = other_salt_physio
+    record = write_wfdb(tmp_path / "ecg", "rec", patient="p1")
+    result = cli("ingest-physio", "--ecg", record.with_suffix(".hea"), "--dataset", demo_dataset,
+                 "--out", tmp_path / "physio", "--salt-file", salt)  # fmt: skip
+    assert result.exit_code == InputError.exit_code
+    assert "salt" in _error_line(result) and str(demo_dataset) in _error_line(result)
+    assert not list(tmp_path.glob("physio*"))

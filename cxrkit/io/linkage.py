@@ -147,3 +147,23 @@ def check_annotations(
         f"{head} ({differs}): {common} of {len(ids)} images have annotations, "
         f"{len(ids) - common} are read without them"
     )
+
+
+def check_same_salt(first: Artifact | dict, second: Artifact, what: str = "") -> None:
+    """InputError when two artifacts were pseudonymised with different salts.
+
+    Takes two artifacts (or, for the first, the params of one being made) whose
+    params hold ``salt_fingerprint`` (a keyed fingerprint, never the salt): a
+    dataset and a physio artifact join only by pseudonyms, and another salt makes
+    every pseudonym differ, so no patient could ever match. ``what`` names the
+    first when it is params. Nothing is said when either records no fingerprint.
+    """
+    params = first if isinstance(first, dict) else first.params
+    name = what or str(getattr(first, "path", "this run"))
+    mine, theirs = params.get("salt_fingerprint"), second.params.get("salt_fingerprint")
+    if mine and theirs and mine != theirs:
+        raise InputError(
+            f"{name} and {second.path} were pseudonymised with different salts (fingerprints "
+            f"{str(mine)[:8]} and {str(theirs)[:8]}): no patient can match; give "
+            "`cxrkit ingest-physio` the --salt-file `cxrkit ingest` used"
+        )
