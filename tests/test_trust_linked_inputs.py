@@ -159,3 +159,24 @@ def test_ingest_physio_refuses_a_dataset_ingested_with_another_salt(
     assert result.exit_code == InputError.exit_code
     assert "salt" in _error_line(result) and str(demo_dataset) in _error_line(result)
     assert not list(tmp_path.glob("physio*"))
+
+
+def test_eval_warns_about_labels_of_another_version_of_the_dataset(
+    versions, finished_run, tmp_path, monkeypatch
+):
+    import importlib.resources
+    import json
+
+    from cxrkit.stages.eval import EvalConfig, run
+
+    monkeypatch.setenv("CXRKIT_CACHE", str(tmp_path / "cache"))
+    old, new, annotations = versions
+    cfg = EvalConfig(dataset=str(new.path), checkpoint=str(finished_run), out=str(tmp_path / "ev"),
+                     annotations=str(annotations.path), tasks=["probe"], protocol="cv",
+                     fractions=[1.0], seeds=[0], bootstrap=20, plots=False, label_source="annotations",
+                     prompts=str(importlib.resources.files("cxrkit.presets") / "prompts-default.json"))  # fmt: skip
+    done = run(cfg)
+    warnings = json.loads((done.path / "metrics.json").read_text())["warnings"]
+    said = [w for w in warnings if "were made from dataset" in w]
+    assert len(said) == 1 and old.id[:12] in said[0] and new.id[:12] in said[0]
+    assert "16 of 16 images have annotations" in said[0]
