@@ -25,8 +25,8 @@ CONTOUR = ["objective.masking=contour", "objective.mask_ratio_inside=0.9",
            "objective.mask_ratio_outside=0.5"]  # fmt: skip
 
 
-def _pretrain(dataset, out, *sets, annotations=None):
-    args = ["pretrain", dataset, "--out", out, "--preset", "demo-mae"]
+def _pretrain(dataset, out, *sets, annotations=None, preset="demo-mae"):
+    args = ["pretrain", dataset, "--out", out] + (["--preset", preset] if preset else [])
     if annotations is not None:
         args += ["--annotations", annotations]
     for item in [*TINY, *sets]:
@@ -180,3 +180,51 @@ def test_eval_warns_about_labels_of_another_version_of_the_dataset(
     said = [w for w in warnings if "were made from dataset" in w]
     assert len(said) == 1 and old.id[:12] in said[0] and new.id[:12] in said[0]
     assert "16 of 16 images have annotations" in said[0]
+
+
+@pytest.fixture(scope="module")
+def pacx_inputs(versions, other_salt_physio, tmp_path_factory):
+    """Pairs of the 48-px version (no salt recorded there) with a physio artifact, and an
+    embeddings artifact of that physio artifact (its files are never read by the checks)."""
+    from cxrkit.artifacts import ArtifactWriter
+    from cxrkit.stages import pairs
+
+    old, _, _ = versions
+    physio = open_artifact(other_salt_physio[0])
+    root = tmp_path_factory.mktemp("pacx")
+    paired = pairs.run(old.path, physio.path, root / "pairs", pairs.PairsConfig())
+
+    def embeddings(name, made_from):
+        writer = ArtifactWriter(root / name, "embeddings", {}, [made_from])
+        (writer.begin() / "note.txt").write_text("x")
+        return writer.publish(schema={"ecg_dim": 4, "lab_dim": 4})
+
+    other = {"kind": "physio", "id": "f" * 64, "path": "elsewhere"}
+    return paired, embeddings("emb", physio), embeddings("emb-other", other)
+
+
+def _pacx(dataset, out, student, paired, embeddings):
+    return _pretrain(dataset, out, "objective.name=pacx", f"objective.student={student}",
+                     f"objective.pairs={paired.path}", f"objective.embeddings={embeddings.path}",
+                     "objective.ecg_dim=4", "objective.lab_dim=4", "data.image_size=64",
+                     "model.image_size=64", "model.patch_size=8", "model.arch=vit_tiny_patch16_224",
+                     preset=None)  # fmt: skip
+
+
+def test_pacx_refuses_pairs_of_another_dataset(demo_dataset, finished_run, pacx_inputs, tmp_path):
+    paired, embeddings, _ = pacx_inputs
+    result = _pacx(demo_dataset, tmp_path / "ck", finished_run, paired, embeddings)
+    assert result.exit_code == InputError.exit_code, result.output
+    line = _error_line(result)
+    assert str(paired.path) in line and "no image in common" in line
+    assert open_artifact(demo_dataset).id[:12] in line
+
+
+def test_pacx_refuses_embeddings_of_another_physio_than_the_pairs(
+    versions, finished_run, pacx_inputs, tmp_path
+):
+    old, _, _ = versions
+    paired, _, foreign = pacx_inputs
+    result = _pacx(old.path, tmp_path / "ck", finished_run, paired, foreign)
+    assert result.exit_code == InputError.exit_code
+    assert str(foreign.path) in _error_line(result) and "ffffffffffff" in _error_line(result)

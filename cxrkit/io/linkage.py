@@ -167,3 +167,44 @@ def check_same_salt(first: Artifact | dict, second: Artifact, what: str = "") ->
             f"{str(mine)[:8]} and {str(theirs)[:8]}): no patient can match; give "
             "`cxrkit ingest-physio` the --salt-file `cxrkit ingest` used"
         )
+
+
+def check_pairs(pairs: Artifact, dataset: Artifact, embeddings: Artifact | None) -> str | None:
+    """Check a pairs artifact (and teacher embeddings) against the dataset PaCX trains on.
+
+    Returns None when the pairs were made from this dataset, else a warning with the
+    images they cover. Raises InputError, naming both artifacts, when the pairs share
+    no image with the dataset (every image would train without a teacher), or when the
+    embeddings encode another physio artifact than the one the pairs point into (the
+    ECG and lab ids would not be found, or would be other records).
+    """
+    if embeddings is not None:
+        paired = {str(i.get("id")) for i in made_from(pairs, "physio")}
+        encoded = {str(i.get("id")) for i in made_from(embeddings, "physio")}
+        if paired and encoded and paired.isdisjoint(encoded):
+            raise InputError(
+                f"embeddings {embeddings.path} encode physio {', '.join(sorted(encoded))[:12]}, "
+                f"the pairs {pairs.path} pair images with physio "
+                f"{', '.join(sorted(paired))[:12]}: make both from one physio artifact"
+            )
+    origins = made_from(pairs, "dataset")
+    if any(o.get("id") == dataset.id for o in origins):
+        return None
+    from cxrkit.io.physio_files import PAIRS_FILE
+
+    try:
+        table = pq.read_table(pairs.file(PAIRS_FILE), columns=["image_id"])
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{pairs.path}: cannot read {PAIRS_FILE} ({exc})") from exc
+    ids = dataset_image_ids(dataset)
+    common = len(ids & set(table.column("image_id").to_pylist()))
+    head = (
+        f"pairs {pairs.path} were made from {_origin(origins[0] if origins else {})}, not "
+        f"from {dataset.path} (id {dataset.id[:12]})"
+    )
+    if ids and common == 0:
+        raise InputError(
+            f"{head}: no image in common; pair this dataset (`cxrkit distill {dataset.path} "
+            "--stage pairs`)"
+        )
+    return f"{head}: {common} of {len(ids)} images are paired, the others train without teachers"

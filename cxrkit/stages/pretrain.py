@@ -280,6 +280,8 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
     annotations = None
     if cfg.data.annotations:
         annotations = open_artifact(cfg.data.annotations, kind="annotations")
+    linked = objective_inputs(cfg)
+    _check_pairs_belong(linked, dataset)
     try:
         with torch.device("meta"):  # no memory, no weights: checks names and settings
             objective = build(cfg)
@@ -298,7 +300,7 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
         )
     require_trackers(list(cfg.train.track))
     plan = plan_batch(cfg.data.batch_size, processes, cfg.optim.accumulate, cfg.train.global_batch)
-    return Checked(dataset, annotations, plan, objective_inputs(cfg))
+    return Checked(dataset, annotations, plan, linked)
 
 
 def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Artifact:
@@ -451,6 +453,18 @@ def _check_annotations_belong(
     said = check_annotations(annotations, dataset, uses, split)
     if said is not None:
         log.warning("%s", said)
+
+
+def _check_pairs_belong(linked: list[Artifact], dataset: Artifact) -> None:
+    """The objective's pairs (and embeddings) against the dataset: see
+    :func:`cxrkit.io.linkage.check_pairs` (InputError, or a logged warning)."""
+    from cxrkit.io.linkage import check_pairs
+
+    kinds = {a.kind: a for a in linked}
+    if "pairs" in kinds:
+        said = check_pairs(kinds["pairs"], dataset, kinds.get("embeddings"))
+        if said is not None:
+            log.warning("%s", said)
 
 
 def write_slurm_job(cfg: PretrainConfig, job: SlurmJob) -> SlurmFiles:
