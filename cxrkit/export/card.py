@@ -78,6 +78,16 @@ def _training_data(rows: list[dict]) -> list[dict[str, Any]]:
     ]
 
 
+def _starting_weights(rows: list[dict]) -> list[dict[str, Any]]:
+    """Weights files and folders the run's settings named (an ImageNet-MAE start, a text
+    model folder), anywhere in the lineage: setting, content sha256, file name."""
+    return [
+        {"setting": row["setting"], "sha256": row["id"], "path": row["path"]}
+        for row in rows
+        if row.get("setting")
+    ]
+
+
 def _method(checkpoint: Artifact, ckpt_config: CheckpointConfig) -> dict[str, Any]:
     params = checkpoint.params
     objective_cfg = ckpt_config.objective_config
@@ -204,6 +214,7 @@ def build_metadata(
             "content_sha256": content_hash(checkpoint.manifest),
         },
         "training_data": _training_data(rows),
+        "starting_weights": _starting_weights(rows),
         "lineage": rows,
         "eval": evaluation,
         "formats": formats,
@@ -267,9 +278,22 @@ def _card_data(meta: dict) -> list[str]:
         f"`{(d.get('content_sha256') or '')[:16]}` | {d['path']} |"
         for d in meta["training_data"]
     ] or ["| (none recorded) | | | | | |"]
+    if meta.get("starting_weights"):
+        lines += [
+            "",
+            "## Starting weights",
+            "",
+            "| setting | content sha256 | file |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| `{w['setting']}` | `{w['sha256'][:16]}` | {w['path']} |"
+            for w in meta["starting_weights"]
+        ]
     lines += ["", "## Lineage (back to the raw inputs)", "", "```"]
     lines += [
         f"{'  ' * r['depth']}{r['kind']:<12} {r['id'][:16]}  {r['path']}"
+        + (f"  ({r['setting']})" if r.get("setting") else "")
         + ("" if r["found"] else "  [missing]")
         for r in meta["lineage"]
     ]

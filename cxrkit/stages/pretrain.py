@@ -23,7 +23,7 @@ import torch
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.artifacts.files import write_json_atomic
 from cxrkit.config import doc, to_dict
-from cxrkit.errors import ConfigError, InputError
+from cxrkit.errors import ArtifactError, ConfigError, InputError
 from cxrkit.io.text_sections import DEFAULT_TEXT_SECTION
 from cxrkit.models.tower_configs import VisionConfig
 from cxrkit.train import checkpoint as ckpt
@@ -182,23 +182,37 @@ def build(cfg: PretrainConfig):
     return build_objective(cfg.objective["name"], objective_config(cfg))
 
 
-def id_params(cfg: PretrainConfig, processes: int = 1, precision: str | None = None) -> dict:
+def id_params(
+    cfg: PretrainConfig,
+    processes: int = 1,
+    precision: str | None = None,
+    weights: list[dict] | None = None,
+) -> dict:
     """Settings that change the trained weights (the artifact id).
 
     Takes the config plus what the launch decides: the number of training
     processes (the global batch is batch_size x processes x accumulate, and each
     process draws its own share of the data) and the resolved mixed precision
     ("auto" becomes bf16 on one machine and fp32 on another); the view filter as the
-    codes it keeps (:func:`view_codes`). Left out: paths
-    (inputs count by their ids, including the artifacts the objective's settings
-    name, see :func:`objective_inputs`), resume, loader workers, the checkpoint
-    interval and the trackers, none of which changes the result.
+    codes it keeps (:func:`view_codes`); ``weights``, the run's :func:`weights_inputs`
+    (computed here when not given). Left out: paths (inputs count by their ids,
+    including the artifacts the objective's settings name, see
+    :func:`objective_inputs`; a weights file or folder a setting names counts as
+    ``"sha256:<content>"``), resume, loader workers, the checkpoint interval and the
+    trackers, none of which changes the result. Raises InputError for a weights path
+    that cannot be read.
     """
     from cxrkit.objectives.base import objective_class
 
     params = to_dict(cfg)
     for key in objective_class(cfg.objective["name"]).artifact_settings:
         params["objective"].pop(key, None)
+    for ref in weights_inputs(cfg) if weights is None else weights:
+        *parents, leaf = ref["setting"].split(".")
+        table = params
+        for key in parents:
+            table = table[key]
+        table[leaf] = f"sha256:{ref['id']}"
     params["launch"] = {
         "processes": processes,
         "global_batch": cfg.data.batch_size * processes * cfg.optim.accumulate,
@@ -213,6 +227,16 @@ def id_params(cfg: PretrainConfig, processes: int = 1, precision: str | None = N
     params["train"].pop("checkpoint_every")  # so a re-run with another interval still resumes
     params["train"].pop("track", None)  # where metrics are copied to changes no weight
     return params
+
+
+def weights_inputs(cfg: PretrainConfig) -> list[dict]:
+    """Input entries for the weights files and folders the objective's settings name
+    (MaCo's ``image_init``, MMCLIP's ``image_weights``, text towers' files; see
+    :func:`cxrkit.objectives.weights.weights_refs`): counted by content, the path kept
+    as provenance. Raises InputError for one that cannot be read."""
+    from cxrkit.objectives.weights import weights_refs
+
+    return weights_refs(cfg.objective["name"], objective_config(cfg))
 
 
 def view_codes(views: list[str]) -> list[str]:
@@ -339,10 +363,12 @@ def _train(
     unpaired = open_artifact(cfg.data.unpaired, kind="dataset") if cfg.data.unpaired else None
     if unpaired is not None:
         inputs.append(unpaired)
+    weights = weights_inputs(cfg)
+    inputs += weights
     writer = ArtifactWriter(
         Path(cfg.out),
         "checkpoint",
-        id_params(cfg, accelerator.num_processes, str(accelerator.mixed_precision)),
+        id_params(cfg, accelerator.num_processes, str(accelerator.mixed_precision), weights),
         inputs=inputs,
         schema_version=SCHEMA_VERSION,
         force=force,
@@ -352,6 +378,7 @@ def _train(
     if _agreed_up_to_date(writer, accelerator):
         return open_artifact(cfg.out, kind="checkpoint")
     objective = build(cfg)
+    _check_weights_read(cfg, weights)
     run_dir, extension, resume = begin_run(
         writer, cfg.train.resume, cfg.train.max_steps, accelerator
     )
@@ -414,6 +441,19 @@ def _train(
         )
     accelerator.wait_for_everyone()
     return open_artifact(cfg.out, kind="checkpoint")
+
+
+def _check_weights_read(cfg: PretrainConfig, weights: list[dict]) -> None:
+    """ArtifactError when a weights file changed between hashing (the id) and building
+    (what the objective read): the run would carry an id for other weights. A stat per
+    file when nothing changed (the digests are remembered for this process)."""
+    now = {ref["setting"]: ref["id"] for ref in weights_inputs(cfg)}
+    for ref in weights:
+        if now.get(ref["setting"]) != ref["id"]:
+            raise ArtifactError(
+                f"{ref['path']}: {ref['setting']} changed while the run started (sha256 "
+                f"{ref['id'][:12]} when hashed); re-run when nothing writes to it"
+            )
 
 
 def _agreed_up_to_date(writer: ArtifactWriter, accelerator: Any) -> bool:
@@ -479,6 +519,7 @@ def write_slurm_job(cfg: PretrainConfig, job: SlurmJob) -> SlurmFiles:
     cfg = dataclasses.replace(
         cfg,
         out=str(out),
+        objective=_absolute_weights(cfg),
         data=dataclasses.replace(
             cfg.data,
             dataset=str(Path(cfg.data.dataset).resolve()) if cfg.data.dataset else "",
@@ -506,6 +547,15 @@ class SlurmFiles:
     script: Path
     config: Path
     plan: BatchPlan
+
+
+def _absolute_weights(cfg: PretrainConfig) -> dict[str, Any]:
+    """The [objective] table with the weights paths it sets made absolute."""
+    from cxrkit.objectives.weights import with_absolute_weights_paths
+
+    name = cfg.objective["name"]
+    config = with_absolute_weights_paths(name, objective_config(cfg))
+    return {"name": name, **{k: v for k, v in config.items() if k != "model"}}
 
 
 def _absolute_resume(resume: str) -> str:
