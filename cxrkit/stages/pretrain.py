@@ -374,7 +374,7 @@ def _train(
         force=force,
         lock=accelerator.is_main_process,  # one lock per run, held by rank 0
     )
-    check_resume_source(cfg.train.resume, writer.params, [a.id for a in inputs])
+    check_resume_source(cfg.train.resume, writer)
     if _agreed_up_to_date(writer, accelerator):
         return open_artifact(cfg.out, kind="checkpoint")
     objective = build(cfg)

@@ -12,6 +12,7 @@ run had reached (the usual meaning of "train longer").
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -275,7 +276,7 @@ def _begin_main(
     return str(run_dir), extension, resume
 
 
-def check_resume_source(resume: str, params: dict, inputs: list[str]) -> None:
+def check_resume_source(resume: str, writer: ArtifactWriter) -> None:
     """InputError when ``train.resume`` names a checkpoint of another run.
 
     Resuming continues a run: its step, optimiser state and data order. A checkpoint
@@ -284,15 +285,16 @@ def check_resume_source(resume: str, params: dict, inputs: list[str]) -> None:
     run (``train.max_steps`` aside) would be published under this run's id and
     lineage, with weights trained on what the record says. A path with no record
     nearby is not judged here (its files are checked when loaded). Takes
-    ``train.resume``, this run's id params and input ids.
+    ``train.resume`` and this run's artifact writer (its id params and inputs).
     """
     if resume in ("auto", "never"):
         return
+    params, inputs = writer.params, [r["id"] for r in writer._input_refs]
     record = _run_record(Path(resume))
     if record is None:
         return
     where, theirs, their_inputs = record
-    if their_inputs == inputs and _same_run(theirs, params):
+    if their_inputs == inputs and same_run(theirs, params):
         return
     from cxrkit.io.linkage import params_differ
 
