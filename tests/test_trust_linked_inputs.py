@@ -228,3 +228,37 @@ def test_pacx_refuses_embeddings_of_another_physio_than_the_pairs(
     result = _pacx(old.path, tmp_path / "ck", finished_run, paired, foreign)
     assert result.exit_code == InputError.exit_code
     assert str(foreign.path) in _error_line(result) and "ffffffffffff" in _error_line(result)
+
+
+def _physio_with_tests(root, salt, rename=None):
+    """A physio artifact of two patients' ECG and serum panels; ``rename`` maps test names
+    (the same number of tests, other analytes)."""
+    root.mkdir(parents=True, exist_ok=True)
+    records = [write_wfdb(root / "ecg", f"rec{i}", patient=p) for i, p in enumerate(["p1", "p2"])]
+    table = serum_long_table(["p1", "p2"])
+    if rename:
+        table["test"] = table["test"].replace(rename)
+    table.to_csv(root / "labs.csv", index=False)
+    args = ["ingest-physio", "--labs", root / "labs.csv", "--out", root / "physio",
+            "--salt-file", salt]  # fmt: skip
+    for record in records:
+        args += ["--ecg", record.with_suffix(".hea")]
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    return open_artifact(root / "physio")
+
+
+def test_teachers_of_a_physio_with_other_lab_tests_are_refused(other_salt_physio, tmp_path):
+    from cxrkit.models.physio import TeacherConfig
+    from cxrkit.stages import teachers
+
+    _, salt = other_salt_physio
+    first = _physio_with_tests(tmp_path / "a", salt)
+    second = _physio_with_tests(tmp_path / "b", salt, rename={"s1": "troponin"})
+    cfg = TeacherConfig(ecg_dim=8, ecg_width=4, lab_dim=4, lab_hidden=8, epochs=1, batch_size=2)
+    trained = teachers.train(first.path, tmp_path / "teachers", cfg)
+    with pytest.raises(InputError, match=r"lab tests .*troponin") as caught:
+        teachers.embed(trained.path, second.path, tmp_path / "emb")
+    assert str(trained.path) in str(caught.value) and str(second.path) in str(caught.value)
+    assert not (tmp_path / "emb").exists()
+    assert teachers.embed(trained.path, first.path, tmp_path / "emb-same").kind == "embeddings"
