@@ -22,6 +22,7 @@ import torch
 
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.artifacts.files import write_json_atomic
+from cxrkit.artifacts.requests import Request, named_inputs, remember
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ArtifactError, ConfigError, InputError
 from cxrkit.io.text_sections import DEFAULT_TEXT_SECTION
@@ -327,11 +328,18 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
     return Checked(dataset, annotations, plan, linked)
 
 
-def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Artifact:
+def run(
+    cfg: PretrainConfig,
+    force: bool = False,
+    accelerator: Any = None,
+    request: Request | None = None,
+) -> Artifact:
     """Train ``cfg.objective`` on the dataset and publish a checkpoint artifact at ``cfg.out``.
 
-    Works the same in one process and under ``accelerate launch``. Returns the
-    published Artifact. Raises ConfigError/InputError/ArtifactError for unusable
+    Works the same in one process and under ``accelerate launch``. ``request``: the
+    settings as the user layered them (the CLI's), recorded beside OUT once it is
+    published or found current, so that the next identical command is decided
+    without torch (:mod:`cxrkit.stages.noop`). Returns the published Artifact. Raises ConfigError/InputError/ArtifactError for unusable
     settings or inputs, Preempted (exit 75) or Interrupted after saving a
     checkpoint on SIGUSR1/SIGTERM or SIGINT (also when the signal comes during
     start-up, before the first step).
@@ -349,11 +357,16 @@ def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Ar
             cfg, optim=dataclasses.replace(cfg.optim, accumulate=checked.plan.accumulate)
         )
         log.info("%s", checked.plan.describe())
-        return _train(cfg, checked, force, accelerator, stop)
+        return _train(cfg, checked, force, accelerator, stop, request)
 
 
 def _train(
-    cfg: PretrainConfig, checked: Checked, force: bool, accelerator: Any, stop: StopFlag
+    cfg: PretrainConfig,
+    checked: Checked,
+    force: bool,
+    accelerator: Any,
+    stop: StopFlag,
+    request: Request | None = None,
 ) -> Artifact:
     from cxrkit.train.loop import Trainer
 
@@ -376,6 +389,7 @@ def _train(
     )
     check_resume_source(cfg.train.resume, writer)
     if _agreed_up_to_date(writer, accelerator):
+        _remember(request, writer, inputs, accelerator, cfg)
         return open_artifact(cfg.out, kind="checkpoint")
     objective = build(cfg)
     _check_weights_read(cfg, weights)
@@ -433,6 +447,7 @@ def _train(
         if extension is not None:
             stats["extended_from"] = extension.as_dict()
         artifact = writer.publish(schema=_schema(cfg, objective), stats=stats)
+        _remember(request, writer, inputs, accelerator, cfg)
         log.info(
             "published %s (final loss %s after %d steps)",
             artifact.path,
@@ -441,6 +456,27 @@ def _train(
         )
     accelerator.wait_for_everyone()
     return open_artifact(cfg.out, kind="checkpoint")
+
+
+def _remember(
+    request: Request | None,
+    writer: ArtifactWriter,
+    inputs: list,
+    accelerator: Any,
+    cfg: PretrainConfig,
+) -> None:
+    """Record (main process) that ``request`` on this launch gives OUT's id, with the
+    inputs as the config names them (see :mod:`cxrkit.artifacts.requests`)."""
+    if request is None or not accelerator.is_main_process:
+        return
+    from cxrkit.objectives.weights import weights_sources
+    from cxrkit.stages.noop import launch_facts
+
+    weights = {}
+    if any(not isinstance(i, Artifact) for i in inputs):
+        weights = weights_sources(cfg.objective["name"], objective_config(cfg))
+    facts = launch_facts(accelerator.num_processes, str(accelerator.mixed_precision))
+    remember(writer.out, request.digest(**facts), writer.id, named_inputs(inputs, weights))
 
 
 def _check_weights_read(cfg: PretrainConfig, weights: list[dict]) -> None:
