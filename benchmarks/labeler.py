@@ -64,6 +64,11 @@ Protocol (the split was fixed before any measurement; what changed after is said
   sentences of ``tests/test_text_chexpert_reference.py``, rewritten three ways
   ("There is X" -> "There is no X" / "There may be X"; "X is enlarged" -> "X is not
   enlarged" / "X may be enlarged"); expected: the reference's value, 0, -1.
+- Long reports: the reports joined into one text of 10,000 and one of 100,000 characters
+  (the labeler's MAX_CHARS); CPU time per character of each and their ratio (near 1 when the
+  labeler is linear in the report's length). Before issue 16's robustness pass the
+  assertion tagger was quadratic: ratio 1.75-1.92 here (now 1.15-1.36, CPU time, two
+  alternating runs), and about 14x per character at 100,000 on cue-dense text.
 - End to end: ``python -m cxrkit label`` in a fresh process on a temporary CSV of
   the reports (deleted after the run) and on a 2-row CSV, next to a bare
   ``python -c "import spacy"``: reports/s including start-up, and start-up itself.
@@ -337,6 +342,26 @@ def end_to_end(reports: list[dict], repeats: int = 3) -> dict:
     }
 
 
+def long_reports(labeler: Labeler, reports: list[dict], repeats: int = 3) -> dict:
+    """CPU seconds per character for one report of ~10,000 and one of ~100,000 characters (the
+    labeler's MAX_CHARS), each the real reports joined: linear time has a ratio near 1."""
+    joined = "\n\n".join(r["text"] for r in reports)
+    out = {}
+    for size in (10_000, 100_000):
+        text = joined[:size]
+        best = min(_timed(labeler, text) for _ in range(repeats))
+        out[f"us_per_char_{size}"] = best / len(text) * 1e6
+    out["ratio"] = out["us_per_char_100000"] / out["us_per_char_10000"]
+    return out
+
+
+def _timed(labeler: Labeler, text: str) -> float:
+    """CPU seconds to label ``text`` (steadier than wall time on a shared machine)."""
+    start = time.process_time()
+    list(labeler.label([text]))
+    return time.process_time() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -388,6 +413,7 @@ def main() -> None:
                 print(f"--- {kind} uid {reports[i]['uid']} label {labels[i, column]} "
                       f"mesh {reports[i]['mesh']}\n{reports[i]['text']}")  # fmt: skip
     summary["assertions"] = assertion_accuracy(labeler)
+    summary["long_reports"] = long_reports(labeler, reports)
     if not args.no_end_to_end:
         summary["end_to_end"] = end_to_end(reports)
     if args.json:
@@ -397,6 +423,11 @@ def main() -> None:
     print(
         f"\n{len(reports)} reports in {elapsed:.1f}s: {summary['reports_per_s']:.0f} reports/s "
         "(one process, pipeline build excluded)"
+    )
+    long = summary["long_reports"]
+    print(
+        f"one long report: {long['us_per_char_10000']:.1f} us/char at 10,000 characters, "
+        f"{long['us_per_char_100000']:.1f} at 100,000 (ratio {long['ratio']:.2f}; 1 = linear)"
     )
     if "end_to_end" in summary:
         e = summary["end_to_end"]

@@ -6,7 +6,8 @@ commands: the light ones (``--help``, ``show``, ``verify``, ``models``), ``label
 on a 3-report CSV, and the no-op re-run of each stage (the artifact exists and
 nothing changed: the stage says so and exits) on a tiny real pipeline built
 first in a temp dir (the demo's real images ingested at 64 px, annotated, a
-2-step demo-mae pretrain, eval, export). Each command runs ``--repeat`` times
+2-step demo-mae pretrain, eval, export; the demo's synthetic ECGs and labs
+ingested and a 2-step demo-pacx distill from that checkpoint). Each command runs ``--repeat`` times
 (median reported, after one untimed warm-up run that leaves byte code and the
 hash cache as an installed package has them) with ``OMP_NUM_THREADS=1``; CPU time is the child's user +
 system time (``os.wait4``), steadier than wall time on a shared machine. The
@@ -101,7 +102,7 @@ def cxrkit(*args: str) -> list[str]:
 # The stage runs, in pipeline order, that build what the commands read; each one's
 # re-run is then that stage's no-op.
 BASELINES = ("python -c pass", "import spacy")
-STAGES = ("ingest", "annotate", "pretrain", "eval", "export")
+STAGES = ("ingest", "annotate", "pretrain", "eval", "export", "physio", "distill")
 
 
 def commands(work: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
@@ -155,6 +156,41 @@ def commands(work: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
             cxrkit("export", "checkpoint", "--out", "export"),
             ("ingest", "pretrain", "export"),
         ),
+        "physio": (
+            cxrkit(
+                "ingest-physio",
+                "--ecg",
+                str(work / "physio-raw" / "ecg"),
+                "--ecg-map",
+                str(work / "physio-raw" / "ecg_map.csv"),
+                "--labs",
+                str(work / "physio-raw" / "labs.csv"),
+                "--salt-file",
+                "salt.hex",
+                "--out",
+                "physio",
+            ),
+            ("physio",),
+        ),  # fmt: skip
+        "distill": (
+            cxrkit(
+                "distill",
+                "dataset",
+                "--physio",
+                "physio",
+                "--student",
+                "checkpoint",
+                "--out",
+                "distilled",
+                "--preset",
+                "demo-pacx",
+                "--max-steps",
+                "2",
+                "--set",
+                "teacher.epochs=1",
+            ),
+            ("ingest", "pretrain", "physio", "distill"),
+        ),  # fmt: skip
     }
 
 
@@ -164,7 +200,8 @@ def label(name: str) -> str:
 
 def build(work: Path, names: list[str]) -> None:
     """The inputs of ``names``: the demo's real images and reports, a 3-report CSV, and the
-    tiny real pipeline (64-px ingest, annotate, 2-step demo-mae, eval, export) as far as needed."""
+    tiny real pipeline (64-px ingest, annotate, 2-step demo-mae, eval, export, physio,
+    2-step demo-pacx distill) as far as needed."""
     from cxrkit.stages.demo import build_demo_inputs
 
     salt = work / "salt.hex"
@@ -177,6 +214,12 @@ def build(work: Path, names: list[str]) -> None:
         writer.writerows([r] for r in REPORTS)
     table = commands(work)
     needed = {stage for name in names for stage in table[name][1]}
+    if "physio" in needed:  # the demo's synthetic ECGs and labs for the demo patients
+        from cxrkit.stages.demo_physio import build_demo_physio
+
+        with open(work / "inputs" / "mapping.csv", newline="") as handle:
+            patients = [r["patient_id"] for r in csv.DictReader(handle) if r["patient_id"]]
+        build_demo_physio(work / "physio-raw", patients)
     for stage in (s for s in STAGES if s in needed):
         subprocess.run(table[stage][0], cwd=work, env=_env(work), check=True, capture_output=True)
 

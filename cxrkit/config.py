@@ -237,6 +237,22 @@ def resolve(
     None values are ignored). A preset may name the ``stage`` it is for; using it
     with another stage is a ConfigError.
     """
+    return from_dict(
+        cls,
+        settings_tree(preset=preset, config_file=config_file, flags=flags, sets=sets, stage=stage),
+    )
+
+
+def settings_tree(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    flags: dict | None = None,
+    sets: list[str] | None = None,
+    stage: str | None = None,
+) -> dict:
+    """The layers of :func:`resolve` merged into one nested dict, before any checking or
+    defaults: what the user asked for. Raises ConfigError for a preset of another stage,
+    an unreadable config file or a malformed ``--set``."""
     tree: dict = {}
     if preset:
         layer = dict(load_preset(preset))
@@ -256,7 +272,7 @@ def resolve(
     for item in sets or []:
         keys, value = parse_override(item)
         set_path(tree, keys, value)
-    return from_dict(cls, tree)
+    return tree
 
 
 def field_help(cls: type) -> list[tuple[str, str, Any]]:

@@ -138,3 +138,22 @@ def test_lineage_walks_back_to_raw_inputs(tmp_path):
         (2, "raw"),
     ]
     assert rows[2]["id"] == "f" * 64
+
+
+def test_lineage_follows_inputs_moved_together_with_the_artifact(tmp_path):
+    """A runs folder copied to another node: recorded absolute paths point nowhere, the
+    path relative to the artifact still finds each input (and only one with its id)."""
+    import shutil
+
+    first, _ = _build(tmp_path / "node1" / "runs" / "pairs")
+    second, _ = _build(tmp_path / "node1" / "runs" / "derived", params={"b": 2}, inputs=[first])
+    assert second.manifest["inputs"][0]["relative"] == "pairs"
+    shutil.move(tmp_path / "node1" / "runs", tmp_path / "node2")
+    rows = lineage(tmp_path / "node2" / "derived")
+    assert [(r["kind"], r["path"], r["found"]) for r in rows] == [
+        ("pairs", str(tmp_path / "node2" / "derived"), True),
+        ("pairs", str(tmp_path / "node2" / "pairs"), True),
+    ]
+    shutil.rmtree(tmp_path / "node2" / "pairs")
+    _build(tmp_path / "node2" / "pairs", params={"other": 1})  # another artifact there
+    assert lineage(tmp_path / "node2" / "derived")[1]["found"] is False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -317,3 +318,44 @@ def test_slurm_job_trains_the_run_and_the_rerun_publishes_it(
     assert published.exit_code == 0, published.output
     assert json.loads((run / "manifest.json").read_text())["id"] == trained["id"]  # not retrained
     assert json.loads((tmp_path / "o" / "config.json").read_text())["objective"] == "mae"
+
+
+# ------------------------------------------------------------------ the no-op re-run
+NOOP_PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from cxrkit.cli import app
+result = CliRunner().invoke(app, json.loads(sys.argv[1]))
+heavy = [m for m in ("torch", "timm", "open_clip", "accelerate") if m in sys.modules]
+print(json.dumps({"exit_code": result.exit_code, "heavy": heavy, "output": result.output}))
+"""
+
+
+def _probe(args: list[str]) -> dict:
+    done = subprocess.run([sys.executable, "-c", NOOP_PROBE, json.dumps(args)],
+                          capture_output=True, text=True, timeout=300, env=_env())  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_noop_rerun_imports_no_torch_and_a_deleted_step_takes_the_full_path(
+    demo_dataset, physio_dir, student, tmp_path
+):
+    args = ["distill", str(demo_dataset), "--physio", str(physio_dir), "--student", str(student)]
+    args += ["--out", str(tmp_path / "o"), "--preset", "demo-pacx", "--max-steps", "2"]
+    args += ["--set", "teacher.epochs=1", "--set", "train.precision=fp32"]  # any machine
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    manifest = (tmp_path / "o" / "manifest.json").read_bytes()
+    again = _probe(args)
+    assert again["exit_code"] == 0, again["output"]
+    assert again["heavy"] == [], f"a no-op distill imported {again['heavy']}"
+    assert "is up to date" in again["output"] and "pairing coverage" in again["output"]
+    assert (tmp_path / "o" / "manifest.json").read_bytes() == manifest
+    # a step's artifact deleted: the full path remakes it, as before, and OUT stays
+    shutil.rmtree(tmp_path / "o.work" / "embeddings")
+    remade = _probe(args)
+    assert remade["exit_code"] == 0, remade["output"]
+    assert "torch" in remade["heavy"]
+    assert (tmp_path / "o.work" / "embeddings" / "manifest.json").is_file()
+    assert (tmp_path / "o" / "manifest.json").read_bytes() == manifest

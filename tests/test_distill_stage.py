@@ -259,3 +259,33 @@ def test_moving_the_work_directory_retrains_nothing(distilled, tmp_path, monkeyp
     again = distill.run(dataclasses.replace(cfg, work=str(moved)))
     assert again.id == artifact.id
     assert (moved / "run" / "manifest.json").read_bytes() == before  # not republished
+
+
+def test_the_run_rebuilds_and_publishes_with_the_student_moved_away(
+    distilled, tmp_path, monkeypatch
+):
+    """OUT.work/run's config names no student path (its weights are in the run), so OUT is
+    published from a moved run directory while the student sits elsewhere; before, this
+    ended in exit 4 "cannot rebuild objective 'pacx' (...student: no such checkpoint...)"."""
+    import dataclasses
+    import os
+    import shutil
+
+    from cxrkit.train.loop import Trainer
+
+    cfg, artifact = distilled
+    run_config = json.loads((distill.work_dir(cfg) / "run" / "config.json").read_text())
+    assert run_config["objective_config"]["student"] is None
+    student = shutil.copytree(cfg.student, tmp_path / "student")  # the same artifact elsewhere
+    work = shutil.copytree(distill.work_dir(cfg), tmp_path / "work")
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("trained again"))
+    away = Path(cfg.student).with_name("away")
+    os.rename(cfg.student, away)
+    try:
+        moved = dataclasses.replace(
+            cfg, student=str(student), work=str(work), out=str(tmp_path / "pacx")
+        )
+        again = distill.run(moved)
+    finally:
+        os.rename(away, cfg.student)
+    assert again.id == artifact.id

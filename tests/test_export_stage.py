@@ -450,3 +450,198 @@ def test_following_the_card_reproduces_cxrkit_features(pipeline):
         naive_timm.append(torch.nn.functional.cosine_similarity(naive, expected).item())
     print(f"cosine card route {min(ours):.6f}; timm create_transform {min(naive_timm):.4f}")
     assert min(ours) >= 0.9999
+
+
+@torch.no_grad()
+def test_shipped_preprocess_gives_the_model_input_cxrkit_trained_on(pipeline):
+    """Ingest decodes a large JPEG at a reduced DCT scale (decode_reduce, default lossy);
+    preprocess.py must do the same, so its input equals EvalTransform on the stored row."""
+    import hashlib
+    import importlib.util
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from cxrkit.io import bundled
+    from cxrkit.io.dataset import dataset_shards
+    from cxrkit.vision.transforms import EvalTransform
+
+    export = pipeline["export"].path
+    spec = importlib.util.spec_from_file_location("shipped_preprocess_2", export / "preprocess.py")
+    shipped = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shipped)
+    transform = shipped.transform_config(export)
+    assert pipeline["dataset"].params["decode_reduce"] == transform["decode_reduce"] == "lossy"
+    rows = {
+        r["source_sha256"]: r
+        for f in dataset_shards(pipeline["dataset"])
+        for r in pq.read_table(f).to_pylist()
+    }
+    for path in bundled.pediatric_jpegs()[:3]:
+        row = rows[hashlib.sha256(path.read_bytes()).hexdigest()]
+        assert max(row["orig_height"], row["orig_width"]) >= 8 * 64  # the 1/8 scale applies
+        stored = np.frombuffer(row["pixels"], row["dtype"]).reshape(row["height"], row["width"])
+        expected = EvalTransform(64)(stored.copy())[0][None]  # (1, 1, 64, 64)
+        got = shipped.preprocess(path, **transform)
+        assert got.shape == expected.shape
+        assert native.max_abs_diff(got, expected) <= 1e-6, path.name
+    assert "DCT scale" in (export / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def maco_export(pipeline):
+    """A tiny MaCo checkpoint (Hugging Face text tower) exported as open_clip."""
+    from cxrkit.objectives.maco import MaCo
+
+    root = pipeline["root"]
+    checkpoint = make_checkpoint(
+        root / "maco-ckpt", "maco", MaCo.tiny_config(), [pipeline["dataset"]]
+    )
+    cfg = ExportConfig(
+        checkpoint=str(checkpoint.path), out=str(root / "maco-export"), formats=["open_clip"]
+    )
+    return checkpoint, run(cfg)
+
+
+@torch.no_grad()
+def test_the_cards_open_clip_snippet_gives_the_trained_on_embeddings(maco_export, pipeline):
+    """Run the card's open_clip code as written, in a fresh process, on a real JPEG: the image
+    embedding must be the one cxrkit computes on its trained-on input, the text one equal."""
+    import hashlib
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from cxrkit.io import bundled
+    from cxrkit.io.dataset import dataset_shards
+    from cxrkit.objectives.loading import load_objective
+    from cxrkit.vision.transforms import EvalTransform
+
+    checkpoint, export = maco_export
+    card = (export.path / "README.md").read_text()
+    code = re.search(r"### Load with open_clip\n\n```python\n(.*?)```", card, re.S).group(1)
+    jpeg = bundled.pediatric_jpegs()[0]
+    prelude = f"from PIL import Image\npil_image = Image.open({str(jpeg)!r})\n"
+    code = code.replace("'image.jpg'", repr(str(jpeg)))
+    saved = export.path.parent / "maco-snippet.pt"
+    epilogue = f"\nimport torch\ntorch.save([image_embedding, text_embedding], {str(saved)!r})\n"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + code + epilogue],
+        cwd=export.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    image_embedding, text_embedding = torch.load(saved)
+
+    objective = load_objective(checkpoint.path).eval()
+    rows = {
+        r["source_sha256"]: r
+        for f in dataset_shards(pipeline["dataset"])
+        for r in pq.read_table(f).to_pylist()
+    }
+    row = rows[hashlib.sha256(jpeg.read_bytes()).hexdigest()]
+    stored = np.frombuffer(row["pixels"], row["dtype"]).reshape(row["height"], row["width"])
+    image = EvalTransform(32)(stored.copy())[0][None]  # (1, 1, 32, 32) as cxrkit trains
+    expected = objective.encode_image(image)
+    assert native.max_abs_diff(image_embedding, expected) <= 1e-4
+    texts = objective.tokenize(["There is pneumonia."])
+    assert native.max_abs_diff(text_embedding, objective.encode_text(texts)) <= 1e-4
+
+
+def test_card_says_which_image_features_eval_used(pipeline, maco_export):
+    """MaCo's eval features are the projected mean of the patch tokens, not the ViT's
+    class-token `embedding` the image encoder folder gives; the card must not imply they
+    are the same. For MAE they are the same."""
+    _, export = maco_export
+    maco_card = (export.path / "README.md").read_text()
+    assert "eval features: `encode_image` of objective `maco`" in maco_card
+    assert "mean of all patch tokens" in maco_card
+    mae_card = (pipeline["export"].path / "README.md").read_text()
+    assert "eval features: `embedding` above" in mae_card
+
+
+def test_card_of_a_distilled_checkpoint_states_the_distillation_recipe(pipeline):
+    """`cxrkit distill` publishes the merged student with params {synthetic_pairs} only; the
+    recipe (PaCX settings, preset, optimiser, steps) lies in the training run it lists as
+    its input checkpoint. The card must state that recipe, not "preset: not recorded"."""
+    from cxrkit.artifacts import ArtifactWriter
+    from cxrkit.objectives.loading import save_objective
+
+    root = pipeline["root"]
+    run_params = {
+        "preset": "demo-pacx",
+        "objective": {"name": "pacx", "tuning": "lora", "lora_r": 8, "clip_weight": 1.0},
+        "optim": {"optimizer": "adamw", "lr": 0.001},
+        "train": {"max_steps": 4},
+        "data": {"image_size": 64, "augment": {"hflip": False}},
+    }
+    writer = ArtifactWriter(root / "distill-run", "checkpoint", run_params, [pipeline["dataset"]])
+    work = writer.begin()
+    (work / "metrics.jsonl").write_text("")
+    training_run = writer.publish(stats={"steps": 4})
+    student = load_objective_of(pipeline["checkpoint"])
+    writer = ArtifactWriter(
+        root / "distilled", "checkpoint", {"synthetic_pairs": True}, [training_run]
+    )
+    work = writer.begin()
+    save_objective(student, work)
+    (work / "metrics.jsonl").write_text("")
+    distilled = writer.publish(stats={"distilled_from": "pacx", "steps": 4, "tuning": "lora"})
+
+    export = run(
+        ExportConfig(
+            checkpoint=str(distilled.path), out=str(root / "distilled-export"), formats=["timm"]
+        )
+    )
+    meta = json.loads((export.path / "metadata.json").read_text())["method"]
+    assert meta["objective"] == "mae" and meta["preset"] == "demo-pacx"
+    assert meta["training_objective"] == run_params["objective"]
+    assert meta["optim"] == run_params["optim"] and meta["train"] == run_params["train"]
+    card = (export.path / "README.md").read_text()
+    assert "preset: demo-pacx" in card and '"lora_r": 8' in card
+
+
+def load_objective_of(checkpoint):
+    from cxrkit.objectives.loading import load_objective
+
+    return load_objective(checkpoint.path)
+
+
+def test_the_cards_timm_code_gives_a_model_whose_data_config_is_the_exports(pipeline, monkeypatch):
+    """timm users call resolve_data_config + create_transform on the model the card builds:
+    it must carry the export's 1-channel mean/std and letterbox, not the architecture's RGB
+    defaults (a grey image crashed Normalize, and the transform centre-cropped, bicubic)."""
+    import re
+
+    import timm
+    from PIL import Image
+
+    from cxrkit.io import bundled
+
+    export = pipeline["export"].path
+    monkeypatch.chdir(export)
+    code = re.search(
+        r"### Load with timm\n\n```python\n(.*?)```", (export / "README.md").read_text(), re.S
+    ).group(1)
+    namespace: dict = {}
+    exec(code, namespace)  # the card's code as written
+    model = namespace["model"]
+    local = timm.create_model("local-dir:image_encoder", pretrained=True)
+    ours = timm.data.resolve_data_config({}, model=model)
+    expected = timm.data.resolve_data_config({}, model=local)
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in ours.items()} == {
+        k: tuple(v) if isinstance(v, list) else v for k, v in expected.items()
+    }
+    image = Image.open(bundled.pediatric_jpegs()[0]).convert("L")
+    x = timm.data.create_transform(**ours)(image)
+    assert x.shape == (1, 64, 64)
+    with torch.no_grad():
+        assert model(x[None]).shape == (1, 192)

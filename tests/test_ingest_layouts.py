@@ -520,3 +520,23 @@ def test_eval_probe_chooses_c_on_chexperts_valid_folder(tmp_path, salt_file):
     assert pneumonia["C_source"].startswith("max validation AUROC")
     assert pneumonia["C"] in cfg.probe_c_grid
     assert report["classes"]["Pneumonia"]["n_pos"] + report["classes"]["Pneumonia"]["n_neg"] == 4
+
+
+def test_mimic_metadata_study_date_dates_the_jpegs(tmp_path, salt_file):
+    import mimic4_support
+
+    from cxrkit.io.deid import load_or_create_salt
+    from cxrkit.io.rows import RowBuilder
+
+    files = layouts.mimic_tree(tmp_path, with_reports=False)
+    mimic4_support.write_cxr_metadata(tmp_path)  # MIMIC-CXR-JPG's columns, StudyDate included
+    rows = _ingest(tmp_path, salt_file, [files])
+    pseudo = RowBuilder(salt=load_or_create_salt(salt_file)).pseudonymizer
+    want = {
+        pseudo.pseudonym("study", study): pseudo.shift_date(
+            mimic4_support.STUDY_DATES[study], patient
+        )
+        for patient, study, _ in layouts.MIMIC_FILES
+    }
+    assert {r["study_id"]: r["study_date"] for r in rows} == want
+    assert None not in want.values()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -239,17 +240,35 @@ def lineage(path: str | Path, _depth: int = 0, _seen: set | None = None) -> list
     for ref in manifest.get("inputs", []):
         if ref.get("id") in seen:
             continue
-        ref_path = Path(ref.get("path", ""))
-        if ref.get("kind") == "raw" or not (ref_path / MANIFEST).is_file():
-            rows.append(
-                {
-                    "depth": _depth + 1,
-                    "kind": ref.get("kind", "?"),
-                    "id": ref.get("id", ""),
-                    "path": ref.get("path", ""),
-                    "found": ref.get("kind") == "raw" or (ref_path / MANIFEST).is_file(),
-                }
-            )
+        ref_path = _input_dir(Path(path), ref)
+        if ref.get("kind") == "raw" or ref_path is None:
+            row = {
+                "depth": _depth + 1,
+                "kind": ref.get("kind", "?"),
+                "id": ref.get("id", ""),
+                "path": ref.get("path", ""),
+                "found": ref.get("kind") == "raw",
+            }
+            if ref.get("setting"):  # weights a setting named, counted by content
+                row["setting"] = ref["setting"]
+            rows.append(row)
             continue
         rows.extend(lineage(ref_path, _depth + 1, seen))
     return rows
+
+
+def _input_dir(artifact: Path, ref: dict) -> Path | None:
+    """Where an input artifact is: its recorded path, else its path relative to the
+    artifact's folder when both moved together (the artifact there must have the
+    recorded id); None when neither holds it."""
+    recorded = Path(ref.get("path", ""))
+    if (recorded / MANIFEST).is_file():
+        return recorded
+    if not ref.get("relative"):
+        return None
+    moved = Path(os.path.normpath(artifact.parent / ref["relative"]))
+    try:
+        same = json.loads((moved / MANIFEST).read_text()).get("id") == ref.get("id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return moved if same else None

@@ -75,7 +75,10 @@ class ArtifactWriter:
         self.out = Path(self.out)
         if self.kind not in KINDS:
             raise ValueError(f"unknown artifact kind {self.kind!r}")
-        self._input_refs = [i.ref() if isinstance(i, Artifact) else dict(i) for i in self.inputs]
+        self._input_refs = [
+            _with_relative(i.ref(), self.out) if isinstance(i, Artifact) else dict(i)
+            for i in self.inputs
+        ]
         self.id = compute_id(
             self.kind, self.schema_version, self.params, [r["id"] for r in self._input_refs]
         )
@@ -334,6 +337,17 @@ class ArtifactWriter:
         self.work = None
         if release:
             self.release()
+
+
+def _with_relative(ref: dict, out: Path) -> dict:
+    """An input artifact's ref plus ``relative``: its path seen from OUT's folder, so
+    :func:`~cxrkit.artifacts.manifest.lineage` still finds it when both were moved
+    together (a runs folder copied to another node). Not part of the id."""
+    try:
+        relative = os.path.relpath(ref["path"], Path(out).parent.resolve())
+    except (ValueError, OSError):  # another drive (Windows), an unreadable folder
+        return ref
+    return {**ref, "relative": Path(relative).as_posix()}
 
 
 _HELD_LOCKS: dict[str, int] = {}  # lock file -> fd, for the writers of this process

@@ -302,7 +302,7 @@ def report_artifact(artifact: Any, as_json: bool) -> None:
 
 def run_stage(
     stage: str,
-    cfg_cls: type,
+    cfg_cls: type | Callable[[], type],
     runner: Callable,
     *,
     preset: str | None,
@@ -313,27 +313,51 @@ def run_stage(
     as_json: bool,
     force: bool,
     report: bool = True,
+    up_to_date: Callable[[Any], Any] | None = None,
 ) -> Any:
     """Resolve a stage config from its layers and run (or print) it.
 
-    ``report=False`` runs silently (the non-main processes of a multi-process launch).
+    ``cfg_cls`` is the config dataclass, or a function that imports and returns it
+    (a stage whose module is heavy to import: it is called only once the config must
+    be resolved, and ``flags`` carry ``preset`` where the class records it; a class
+    given itself gets it when it has a ``preset`` field). ``report=False`` runs silently (the non-main processes of a
+    multi-process launch). ``up_to_date``: for stages whose config is costly to
+    resolve, a function of the :class:`~cxrkit.artifacts.requests.Request` that
+    returns OUT when it is certainly current (else None); it is asked first (not for
+    --force or --dry-run), and the runner then takes ``request=`` to record it.
     Returns the published artifact, or None for ``--dry-run``.
     """
-    import dataclasses
+    from cxrkit.config import from_dict, settings_tree, to_dict
 
-    from cxrkit.config import resolve, to_dict
-
-    if preset and any(f.name == "preset" for f in dataclasses.fields(cfg_cls)):
+    load = cfg_cls if not isinstance(cfg_cls, type) else (lambda: cfg_cls)
+    if preset and isinstance(cfg_cls, type) and "preset" in _field_names(cfg_cls):
         flags = {**flags, "preset": preset}  # stages that record their preset's name
-    cfg = resolve(cfg_cls, preset=preset, config_file=config, flags=flags, sets=sets, stage=stage)
+    tree = settings_tree(preset=preset, config_file=config, flags=flags, sets=sets, stage=stage)
+    kwargs: dict[str, Any] = {}
+    if up_to_date is not None:
+        from cxrkit.artifacts.requests import Request
+
+        kwargs["request"] = request = Request.of(stage, tree)
+        done = None if force or dry_run else up_to_date(request)
+        if done is not None:
+            if report:
+                report_artifact(done, as_json)
+            return done
+    cfg = from_dict(load(), tree)
     if dry_run:
         if report:
             out.print_json(json.dumps(to_dict(cfg)))
         return None
-    artifact = runner(cfg, force=force)
+    artifact = runner(cfg, force=force, **kwargs)
     if report:
         report_artifact(artifact, as_json)
     return artifact
+
+
+def _field_names(cfg_cls: type) -> set[str]:
+    import dataclasses
+
+    return {f.name for f in dataclasses.fields(cfg_cls)}
 
 
 def not_built(command: str, plan: str) -> None:

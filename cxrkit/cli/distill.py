@@ -106,7 +106,6 @@ def distill_command(
     Training is `cxrkit pretrain`'s run with objective pacx (checkpoints, kill/SIGUSR1
     resume bit for bit, accelerate launch); re-run the same command to resume.
     """
-    from cxrkit.stages import distill
     from cxrkit.train import launch
 
     flags = {
@@ -138,6 +137,8 @@ def distill_command(
             sbatch_extra=sbatch_extra,
             job_name=f"cxrkit-distill-{Path(out_dir).name}",
         )
+        from cxrkit.stages import distill
+
         _write_slurm(distill, flags, preset, config, sets, force, job, submit)
         return
     if submit:
@@ -147,7 +148,7 @@ def distill_command(
     with launch.exit_record():  # the generated SLURM script reads each rank's exit code
         run_stage(
             "distill",
-            distill.DistillConfig,
+            _config_class,
             _run_and_show_coverage,
             preset=preset,
             config=config,
@@ -157,25 +158,50 @@ def distill_command(
             as_json=as_json,
             force=force,
             report=launch.is_main_process(),  # the other ranks train quietly
+            up_to_date=_up_to_date_with_coverage,  # decided without torch when certain
         )
 
 
-def _run_and_show_coverage(cfg, force: bool = False):
-    from cxrkit.cli.common import print_stats_table
+def _config_class() -> type:
+    from cxrkit.stages.distill import DistillConfig
+
+    return DistillConfig
+
+
+def _run_and_show_coverage(cfg, force: bool = False, request=None):  # noqa: ANN001
     from cxrkit.stages import distill
     from cxrkit.train import launch
 
-    artifact = distill.run(cfg, force=force)
-    pairs = distill.work_dir(cfg) / "pairs"
-    if launch.is_main_process() and (pairs / "manifest.json").is_file():
-        import json
-
-        coverage = json.loads((pairs / "manifest.json").read_text())["stats"]["coverage"]
-        title = "pairing coverage (images)"
-        if cfg.synthetic_pairs:
-            title += f" - {distill.SYNTHETIC_NOTE}"
-        print_stats_table(title, coverage)
+    artifact = distill.run(cfg, force=force, request=request)
+    if launch.is_main_process():
+        note = distill.SYNTHETIC_NOTE if cfg.synthetic_pairs else None
+        _show_coverage(distill.work_dir(cfg) / "pairs", note)
     return artifact
+
+
+def _up_to_date_with_coverage(request):  # noqa: ANN001, ANN202 - a Request, an Artifact or None
+    """The torch-free no-op (:func:`cxrkit.stages.noop.distill_up_to_date`), showing the
+    pairing coverage as the full path does."""
+    from cxrkit.stages.noop import distill_up_to_date
+
+    done = distill_up_to_date(request)
+    if done is not None:
+        work = request.setting("work") or f"{request.out}.work"  # as distill.work_dir
+        _show_coverage(Path(work) / "pairs", done.stats.get("note"))
+    return done
+
+
+def _show_coverage(pairs: Path, note: str | None) -> None:
+    """The pairs artifact's coverage table on stderr (nothing when there is none)."""
+    import json
+
+    from cxrkit.cli.common import print_stats_table
+
+    if not (pairs / "manifest.json").is_file():
+        return
+    coverage = json.loads((pairs / "manifest.json").read_text())["stats"]["coverage"]
+    title = "pairing coverage (images)" + (f" - {note}" if note else "")
+    print_stats_table(title, coverage)
 
 
 def _write_slurm(distill, flags, preset, config, sets, force, job, submit: bool) -> None:

@@ -38,7 +38,8 @@ def label_command(
             "--sections",
             help="Sections that make labels: 'impression' (CheXpert's: the IMPRESSION of a "
             "report that has one, else its findings / header-less text) or "
-            "'findings+impression' (what `cxrkit annotate` uses).",
+            "'findings+impression' (what `cxrkit annotate` uses). Both read an ADDENDUM; "
+            "a MIMIC WET READ only when there is no final report.",
         ),
     ] = "impression",
 ) -> None:

@@ -32,10 +32,29 @@ def ingest_physio_command(
         typer.Option("--ecg", help="ECG files, directories or globs (WFDB .hea, DICOM .dcm)."),
     ] = None,
     labs: Annotated[
-        Path | None, typer.Option(help="Lab table (CSV/Parquet), long or wide.")
+        Path | None,
+        typer.Option(
+            help="Lab table (CSV/Parquet), long or wide, or MIMIC-IV hosp/labevents.csv(.gz)."
+        ),
+    ] = None,
+    lab_items: Annotated[
+        Path | None,
+        typer.Option(help="MIMIC-IV d_labitems.csv(.gz) (default: the one beside labevents)."),
+    ] = None,
+    lab_test: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lab-test",
+            help="labevents: a test to keep, by d_labitems label or itemid (repeat); "
+            "default: the 50 with most values.",
+        ),
     ] = None,
     ecg_map: Annotated[
-        Path | None, typer.Option(help="CSV path,patient_id[,time] for the ECG files.")
+        Path | None,
+        typer.Option(
+            help="CSV path,patient_id[,time] for the ECG files, or MIMIC-IV-ECG's "
+            "record_list.csv (without --ecg: the files it lists)."
+        ),
     ] = None,
     dataset: Annotated[
         Path | None,
@@ -62,7 +81,9 @@ def ingest_physio_command(
     with lead and sample masks, filtered and normalised per lead; labs become
     percentile-scaled values + missing flags (scaling fitted on training patients).
     Patient ids and times are pseudonymised with the salt of `cxrkit ingest`; input
-    paths reach the artifact only as salted tokens unless --keep-paths.
+    paths reach the artifact only as salted tokens unless --keep-paths. MIMIC-IV's
+    labevents + d_labitems and MIMIC-IV-ECG's record_list.csv are read as they ship;
+    their subject_id 10000032 is keyed p10000032, as MIMIC-CXR's folders key it.
     """
     from cxrkit.io.local_rejects import local_rejects_path
     from cxrkit.stages import physio
@@ -71,6 +92,8 @@ def ingest_physio_command(
         "out": str(out),
         "ecg": list(ecg) if ecg else None,
         "labs": str(labs) if labs else None,
+        "lab_items": str(lab_items) if lab_items else None,
+        "lab_tests": list(lab_test) if lab_test else None,
         "ecg_map": str(ecg_map) if ecg_map else None,
         "dataset": str(dataset) if dataset else None,
         "salt_file": str(salt_file) if salt_file else None,

@@ -122,7 +122,6 @@ def pretrain_command(
     and re-running the same command resumes bit for bit. Multi-GPU/multi-node:
     run under `accelerate launch -m cxrkit.cli pretrain ...` or use --slurm.
     """
-    from cxrkit.stages import pretrain
     from cxrkit.train import launch
 
     flags = {
@@ -167,19 +166,34 @@ def pretrain_command(
 
         raise ConfigError("--submit only goes with --slurm")
     with launch.exit_record():  # the generated SLURM script reads each rank's exit code
+        from cxrkit.stages.noop import pretrain_up_to_date
+
         run_stage(
             "pretrain",
-            pretrain.PretrainConfig,
-            pretrain.run,
+            _config_class,
+            _run,
             preset=preset,
             config=config,
             sets=sets,
-            flags=flags,
+            flags={**flags, "preset": preset},  # the config records its preset's name
             dry_run=dry_run,
             as_json=as_json,
             force=force,
             report=launch.is_main_process(),  # the other ranks train quietly
+            up_to_date=pretrain_up_to_date,  # decided without torch when certain
         )
+
+
+def _config_class() -> type:
+    from cxrkit.stages.pretrain import PretrainConfig
+
+    return PretrainConfig
+
+
+def _run(cfg, **kwargs):  # noqa: ANN001, ANN202 - pretrain.run's own signature
+    from cxrkit.stages.pretrain import run
+
+    return run(cfg, **kwargs)
 
 
 def _write_slurm(

@@ -40,7 +40,10 @@ def show(
         tree.add_column(col)
     for row in m["lineage"]:
         mark = "" if row["found"] else "  [missing]"
-        tree.add_row("  " * row["depth"] + row["kind"], row["id"][:12], row["path"] + mark)
+        setting = f"  ({row['setting']})" if row.get("setting") else ""
+        tree.add_row(
+            "  " * row["depth"] + row["kind"], row["id"][:12], row["path"] + setting + mark
+        )
     out.print(tree)
     print_stats_table("stats", m.get("stats", {}), console=out)
     if m.get("runs_in_progress"):

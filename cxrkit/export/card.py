@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from cxrkit import __version__
 from cxrkit.artifacts import Artifact, lineage, read_manifest
-from cxrkit.export.card_text import public_path, scrub_local_paths, summarise_metrics
+from cxrkit.export.card_text import (
+    public_path,
+    scrub_known_paths,
+    scrub_local_paths,
+    summarise_metrics,
+)
 from cxrkit.models.checkpoint import CheckpointConfig
 
 METADATA_FORMAT = "cxrkit-export-metadata/1"
@@ -78,10 +84,37 @@ def _training_data(rows: list[dict]) -> list[dict[str, Any]]:
     ]
 
 
+def _training_params(checkpoint: Artifact) -> dict[str, Any]:
+    """The params of the run that trained these weights.
+
+    A pretrain checkpoint holds them; a distilled student (``cxrkit distill``) holds only
+    ``synthetic_pairs`` and lists its training run as an input checkpoint, whose params
+    hold the recipe (PaCX settings, preset, optimiser). Returns ``{}`` when none is found.
+    """
+    if "objective" in checkpoint.params:
+        return checkpoint.params
+    for row in lineage(checkpoint.path):  # finds inputs moved together with the checkpoint
+        if row["depth"] == 1 and row["kind"] == "checkpoint" and row["found"]:
+            params = read_manifest(Path(row["path"])).get("params", {})
+            if "objective" in params:
+                return params
+    return {}
+
+
+def _starting_weights(rows: list[dict]) -> list[dict[str, Any]]:
+    """Weights files and folders the run's settings named (an ImageNet-MAE start, a text
+    model folder), anywhere in the lineage: setting, content sha256, file name."""
+    return [
+        {"setting": row["setting"], "sha256": row["id"], "path": row["path"]}
+        for row in rows
+        if row.get("setting")
+    ]
+
+
 def _method(checkpoint: Artifact, ckpt_config: CheckpointConfig) -> dict[str, Any]:
-    params = checkpoint.params
+    params = _training_params(checkpoint)
     objective_cfg = ckpt_config.objective_config
-    return {
+    method = {
         "objective": ckpt_config.objective,
         "preset": params.get("preset") or checkpoint.stats.get("preset") or "not recorded",
         "objective_config": {k: v for k, v in objective_cfg.items() if k != "model"},
@@ -92,6 +125,10 @@ def _method(checkpoint: Artifact, ckpt_config: CheckpointConfig) -> dict[str, An
             k: v for k, v in checkpoint.stats.items() if not isinstance(v, dict | list)
         },
     }
+    trained_as = params.get("objective", {})
+    if isinstance(trained_as, dict) and trained_as.get("name") not in (None, ckpt_config.objective):
+        method["training_objective"] = trained_as  # e.g. pacx for a distilled mae student
+    return method
 
 
 def _preprocessing(pre: dict, transform: dict | None) -> dict[str, Any]:
@@ -100,6 +137,12 @@ def _preprocessing(pre: dict, transform: dict | None) -> dict[str, Any]:
     t = transform or {}
     low, high = t.get("low_pct", 0.5), t.get("high_pct", 99.5)
     store, dtype = t.get("store_size", 512), t.get("store_dtype", "uint8")
+    reduced = (
+        f"; a JPEG decoded at the smallest 1/2, 1/4 or 1/8 DCT scale whose long side is "
+        f"still >= {store} px, as ingest did (decode_reduce {t.get('decode_reduce', 'lossy')})"
+        if t.get("decode_reduce", "lossy") != "off"
+        else "; JPEGs decoded in full (decode_reduce off)"
+    )
     return {
         "input_size": [size, size],
         "channels": int(pre.get("in_chans", 1)),
@@ -110,7 +153,8 @@ def _preprocessing(pre: dict, transform: dict | None) -> dict[str, Any]:
         "function": "preprocess.py in this export: preprocess(image, **transform_config('.'))",
         "steps": [
             "grey levels: DICOM after modality and VOI LUT with MONOCHROME1 inverted (bright "
-            "bone); PNG/JPEG as stored (colour to luminance), scaled to [0, 1] by 255 or 65535",
+            "bone); PNG/JPEG as stored (colour to luminance), scaled to [0, 1] by 255 or 65535"
+            + reduced,
             f"percentile window: clip to the {low:g} and {high:g} percentiles of the image, "
             "stretch linearly to [0, 1] (applied at ingest)",
             f"stored image: downscale the long side to {store} px (bilinear, antialiased, never "
@@ -162,17 +206,20 @@ def build_metadata(
     eval_ref: dict | None,
     onnx_input_dtype: str,
     transform: dict | None = None,
+    local_paths: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Everything the card says, as one JSON-ready dict.
 
     Takes the checkpoint artifact and its config.json, ``encoder_info`` (arch,
     vision_config, model_args, embed_dim, num_tokens), the per-format results, the
     eval metrics (or None) with the eval artifact's ref, the ONNX input dtype and the
-    exact input transform (:func:`cxrkit.stages.export.input_transform`). Paths are
-    reduced to directory names: the card travels, local paths must not.
+    exact input transform (:func:`cxrkit.stages.export.input_transform`) and the local
+    paths the run was given (``local_paths``: as typed, relative ones included). Paths
+    are reduced to directory names: the card travels, local paths must not.
     """
     pre = ckpt_config.preprocessing.to_dict()
-    rows = [{**r, "path": public_path(r["path"])} for r in lineage_rows(checkpoint)]
+    local_rows = lineage_rows(checkpoint)
+    rows = [{**r, "path": public_path(r["path"])} for r in local_rows]
     evaluation = None
     if eval_metrics is not None:
         ref = {**eval_ref, "path": public_path(eval_ref.get("path"))} if eval_ref else None
@@ -204,11 +251,13 @@ def build_metadata(
             "content_sha256": content_hash(checkpoint.manifest),
         },
         "training_data": _training_data(rows),
+        "starting_weights": _starting_weights(rows),
         "lineage": rows,
         "eval": evaluation,
         "formats": formats,
     }
-    return scrub_local_paths(meta)
+    known = [checkpoint.path, *local_paths, *(r["path"] for r in local_rows)]
+    return scrub_local_paths(scrub_known_paths(meta, [p for p in known if p]))
 
 
 _PRECISION = {
@@ -241,12 +290,23 @@ def _card_head(meta: dict) -> list[str]:
         f"input {pre['channels']} x {pre['input_size'][0]} x {pre['input_size'][1]}",
         f"- outputs: `embedding` (batch, {arch['embed_dim']}), pooled by "
         f"`{args['global_pool']}`; `tokens` (batch, {arch['num_tokens']}, {arch['embed_dim']})",
+        f"- eval features: {arch.get('eval_features', 'not recorded')}",
         "",
         "## Method",
         "",
         f"- objective: `{method['objective']}`, preset: {method['preset']}",
         f"- objective settings: `{json.dumps(method['objective_config'], sort_keys=True)}`",
     ]
+    if method.get("training_objective"):
+        trained = method["training_objective"]
+        lines.append(
+            f"- trained as `{trained.get('name')}` with: `{json.dumps(trained, sort_keys=True)}`"
+        )
+    if method.get("optim") or method.get("train"):
+        lines.append(
+            f"- optimiser: `{json.dumps(method['optim'], sort_keys=True)}`; "
+            f"training: `{json.dumps(method['train'], sort_keys=True)}`"
+        )
     stats = dict(method["checkpoint_stats"])
     if "precision" in stats:
         stats["precision"] = _PRECISION.get(str(stats["precision"]), stats["precision"])
@@ -267,9 +327,22 @@ def _card_data(meta: dict) -> list[str]:
         f"`{(d.get('content_sha256') or '')[:16]}` | {d['path']} |"
         for d in meta["training_data"]
     ] or ["| (none recorded) | | | | | |"]
+    if meta.get("starting_weights"):
+        lines += [
+            "",
+            "## Starting weights",
+            "",
+            "| setting | content sha256 | file |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| `{w['setting']}` | `{w['sha256'][:16]}` | {w['path']} |"
+            for w in meta["starting_weights"]
+        ]
     lines += ["", "## Lineage (back to the raw inputs)", "", "```"]
     lines += [
         f"{'  ' * r['depth']}{r['kind']:<12} {r['id'][:16]}  {r['path']}"
+        + (f"  ({r['setting']})" if r.get("setting") else "")
         + ("" if r["found"] else "  [missing]")
         for r in meta["lineage"]
     ]

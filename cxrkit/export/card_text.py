@@ -7,6 +7,7 @@ every key of ``metrics.json`` (which ``metadata.json`` keeps in full).
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,39 @@ def scrub_local_paths(value: Any) -> Any:
     if isinstance(value, str):
         return _ABS_PATH.sub(lambda m: m.group(1), value)
     return value
+
+
+def scrub_known_paths(value: Any, paths: Any) -> Any:
+    """A copy of ``value`` in which each of ``paths`` (as typed, relative or with spaces, and
+    as absolute) is reduced to its last component wherever a string holds it.
+
+    The regex of :func:`scrub_local_paths` cannot see a relative path, nor one with
+    spaces or quotes, which run folders named after a patient often have; the paths a
+    run was given are known, so they are replaced as whole strings (longest first).
+    """
+    forms: dict[str, str] = {}
+    for path in paths:
+        if not path:
+            continue
+        text = str(path).rstrip("/")
+        if not text:
+            continue
+        for form in (text, os.path.abspath(text), str(Path(text).resolve())):
+            if "/" in form:
+                forms[form] = Path(text).name or text
+    ordered = sorted(forms, key=len, reverse=True)
+
+    def scrub(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {k: scrub(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [scrub(v) for v in item]
+        if isinstance(item, str):
+            for form in ordered:
+                item = item.replace(form, forms[form])
+        return item
+
+    return scrub(value)
 
 
 def public_path(path: Any) -> str:

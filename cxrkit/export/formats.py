@@ -235,12 +235,37 @@ def _timm_snippet(work: Path, result: dict) -> str:
 
 
 def _open_clip_snippet(work: Path, result: dict) -> str:
-    return (
-        "import open_clip  # run in this directory (a text tower's files lie in open_clip/)\n"
-        "model, _, preprocess = open_clip.create_model_and_transforms('local-dir:open_clip')\n"
-        "tokenizer = open_clip.get_tokenizer('local-dir:open_clip')\n"
-        "image_embedding = model.encode_image(preprocess(pil_image)[None])\n"
-        "text_embedding = model.encode_text(tokenizer(['There is pneumonia.']))"
+    import json
+
+    config = json.loads((work / "open_clip" / open_clip_format.CONFIG_FILE).read_text())
+    hf_text = "hf_model_name" in config["model_cfg"].get("text_cfg", {})
+    lines = [
+        "import open_clip  # run in this directory (preprocess.py lies here)",
+        "from preprocess import preprocess, transform_config",
+        "folder = 'open_clip'  # this export's open_clip folder, or its absolute path",
+    ]
+    if hf_text:  # open_clip looks for the Hugging Face text files at hf_model_name as given
+        lines += [
+            "import json",
+            "text_cfg = json.load(open(f'{folder}/open_clip_config.json'))['model_cfg']"
+            "['text_cfg']",
+            "model, _, _ = open_clip.create_model_and_transforms(",
+            "    f'local-dir:{folder}', text_cfg={**text_cfg, 'hf_model_name': folder})",
+        ]
+    else:
+        lines.append("model, _, _ = open_clip.create_model_and_transforms(f'local-dir:{folder}')")
+    return "\n".join(
+        lines
+        + [
+            "model.eval()",
+            "tokenizer = open_clip.get_tokenizer(f'local-dir:{folder}')",
+            "# cxrkit's exact input, grey repeated to RGB; open_clip's own transform (the third",
+            "# value above) skips the percentile window and the stored size: close, not exact",
+            "image = preprocess('image.jpg', **transform_config('.')).expand(-1, 3, -1, -1)",
+            "image_embedding = model.encode_image(image)",
+            "text_embedding = model.encode_text(tokenizer(['There is pneumonia.']))",
+            f"# cosine similarities scale by model.logit_scale.exp() ({result['logit_scale']:.4g})",
+        ]
     )
 
 

@@ -7,7 +7,8 @@ Graph contract (also written to ``metadata.json``):
   maximum) or ``uint8`` in [0, 255]. MONOCHROME2 convention: bone bright.
 - inside: scale to [0, 1] (uint8 only), then ``(x - mean) / std`` with the
   checkpoint's constants (0.5, 0.5 -> [-1, 1]).
-- outputs ``embedding`` (batch, D), the pooled feature cxrkit uses, and ``tokens``
+- outputs ``embedding`` (batch, D), the encoder's pooled feature (eval's for image-only
+  objectives; image-text ones use their projection, see the card), and ``tokens``
   (batch, prefix + L, D), the normed token sequence.
 
 Resizing stays outside the graph, on purpose: downscaling a radiograph without
@@ -30,6 +31,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from cxrkit.errors import ConfigError
 from cxrkit.export.names import ONNX_OPSET
 from cxrkit.export.native import max_abs_diff
 
@@ -81,17 +83,30 @@ def export_onnx(
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         # The TorchScript exporter is chosen on purpose (see module docstring).
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        torch.onnx.export(
-            wrapped,
-            (example,),
-            str(path),
-            input_names=["image"],
-            output_names=["embedding", "tokens"],
-            dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}, "tokens": {0: "batch"}},
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+        try:
+            torch.onnx.export(
+                wrapped,
+                (example,),
+                str(path),
+                input_names=["image"],
+                output_names=["embedding", "tokens"],
+                dynamic_axes={
+                    "image": {0: "batch"},
+                    "embedding": {0: "batch"},
+                    "tokens": {0: "batch"},
+                },
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except RuntimeError as exc:  # OnnxExporterError is one
+            if not isinstance(exc, torch.onnx.errors.OnnxExporterError) and "opset" not in str(exc):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"onnx_opset {opset}: the ONNX exporter cannot write this encoder ({first}); "
+                f"use --set onnx_opset={ONNX_OPSET} (the default)"
+            ) from exc
     return path
 
 

@@ -321,4 +321,5 @@ def verify(
         **diffs,
         "reference_scale": scale,
         "texts_checked": len(texts),
+        "logit_scale": float(objective.logit_scale()),  # the plain multiplier, as open_clip's exp()
     }

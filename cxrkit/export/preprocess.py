@@ -18,9 +18,13 @@ The steps, which are cxrkit's ingest followed by its evaluation transform:
 2. percentile window: clip to the ``low_pct`` and ``high_pct`` percentiles
    (0.5 and 99.5 by default; numpy's ``inverted_cdf`` order statistics) and map
    that range linearly to [0, 1].
+   A JPEG file is decoded as ingest decoded it (``decode_reduce`` "lossy" or
+   "all", ingest's default): at the smallest libjpeg DCT scale (1/2, 1/4, 1/8)
+   whose long side is still >= ``store_size`` (Pillow's ``draft``), and the
+   window is taken on that image. Pillow images and arrays are taken as decoded.
 3. stored image: downscale the long side to ``store_size`` (Pillow bilinear on
-   float, ``reducing_gap=2``; never upscaled) and round to ``store_dtype``
-   (uint8: 0..255).
+   float, ``reducing_gap=2``; the size follows the source's full size; never
+   upscaled) and round to ``store_dtype`` (uint8: 0..255).
 4. model input: resize the long side to ``image_size`` (torch bilinear,
    antialiased), clamp to [0, 1], centre-pad to a square with black (0). The
    image is letterboxed, never cropped: timm's ``create_transform`` with
@@ -39,8 +43,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-TRANSFORM_VERSION = 1
-TRANSFORM_KEYS = ("image_size", "mean", "std", "low_pct", "high_pct", "store_size", "store_dtype")
+TRANSFORM_VERSION = 2  # 2: decode_reduce (a JPEG decoded at a reduced DCT scale, as ingest does)
+TRANSFORM_KEYS = (
+    "image_size",
+    "mean",
+    "std",
+    "low_pct",
+    "high_pct",
+    "store_size",
+    "store_dtype",
+    "decode_reduce",
+)
+_DCT_LEVELS = 3  # libjpeg scales by 1/2, 1/4, 1/8
 _FULL_SCALE = {"uint8": 255, "uint16": 65535}
 
 
@@ -48,16 +62,43 @@ def transform_config(export_dir: str | Path = ".") -> dict[str, Any]:
     """The keyword arguments of :func:`preprocess` recorded in an export.
 
     Reads ``image_encoder/config.json`` (section ``cxrkit.transform``) under
-    ``export_dir``, or ``config.json`` when ``export_dir`` is the encoder folder.
+    ``export_dir``, ``config.json`` when ``export_dir`` is the encoder folder, or the
+    export's ``metadata.json`` (``preprocessing.transform``) when no image encoder
+    folder was exported (an open_clip-only export).
     """
     root = Path(export_dir)
-    path = (
-        root / "config.json"
-        if (root / "config.json").is_file()
-        else root / "image_encoder" / "config.json"
-    )
-    transform = json.loads(path.read_text())["cxrkit"]["transform"]
+    for path in (root / "config.json", root / "image_encoder" / "config.json"):
+        if path.is_file():
+            transform = json.loads(path.read_text())["cxrkit"]["transform"]
+            break
+    else:
+        meta = json.loads((root / "metadata.json").read_text())
+        transform = meta["preprocessing"]["transform"]
     return {k: transform[k] for k in TRANSFORM_KEYS if k in transform}
+
+
+def draft_jpeg(image: Image.Image, store_size: int) -> tuple[int, int]:
+    """Set an opened, not yet loaded JPEG to decode at the DCT scale ingest uses (step 1).
+
+    Takes a Pillow image straight from ``Image.open`` and the stored long side. The
+    scale is ``1 / 2**N``, N the largest <= 3 with ``ceil(long side / 2**(N)) >=
+    store_size``; other formats and modes than 8-bit grey or RGB are left alone.
+    Returns the source's full (H, W), which step 3 sizes the stored image from.
+    Raises ValueError when Pillow did not take the scale asked for.
+    """
+    width, height = image.size
+    if image.format not in ("JPEG", "MPO") or image.mode not in ("L", "RGB"):
+        return height, width
+    n = 0
+    while n < _DCT_LEVELS and -(-max(width, height) // (1 << (n + 1))) >= store_size:
+        n += 1
+    power = 1 << n
+    if n == 0 or min(width, height) < power:
+        return height, width
+    image.draft(image.mode, (width // power, height // power))
+    if image.size != (-(-width // power), -(-height // power)):
+        raise ValueError(f"JPEG draft gave {image.size} at scale 1/{power}")
+    return height, width
 
 
 def grey_levels(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
@@ -100,13 +141,22 @@ def percentile_window(unit: np.ndarray, low_pct: float, high_pct: float) -> np.n
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def stored_image(windowed: np.ndarray, store_size: int, store_dtype: str) -> np.ndarray:
-    """Step 3: the image as cxrkit's dataset stores it (long side <= store_size, integers)."""
-    height, width = windowed.shape
-    if max(height, width) > store_size:
-        scale = store_size / max(height, width)
-        new_h = store_size if height >= width else max(1, round(height * scale))
-        new_w = store_size if width > height else max(1, round(width * scale))
+def stored_image(
+    windowed: np.ndarray,
+    store_size: int,
+    store_dtype: str,
+    full_shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Step 3: the image as cxrkit's dataset stores it (long side <= store_size, integers).
+
+    ``full_shape``: the source's (H, W) when ``windowed`` was decoded at a reduced
+    scale; the stored size is the one the full image gets.
+    """
+    height, width = full_shape or windowed.shape
+    if max(height, width) > store_size and (
+        full_shape is None or windowed.shape != _stored_shape(height, width, store_size)
+    ):
+        new_h, new_w = _stored_shape(height, width, store_size)
         small = Image.fromarray(np.ascontiguousarray(windowed, np.float32), mode="F").resize(
             (new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=2.0
         )
@@ -114,6 +164,13 @@ def stored_image(windowed: np.ndarray, store_size: int, store_dtype: str) -> np.
     full = _FULL_SCALE[store_dtype]
     scaled = np.clip(windowed, 0.0, 1.0) * np.float32(full)
     return np.rint(scaled).astype(store_dtype)
+
+
+def _stored_shape(height: int, width: int, store_size: int) -> tuple[int, int]:
+    scale = store_size / max(height, width)
+    new_h = store_size if height >= width else max(1, round(height * scale))
+    new_w = store_size if width > height else max(1, round(width * scale))
+    return new_h, new_w
 
 
 def model_input(stored: np.ndarray, image_size: int, mean: float, std: float) -> torch.Tensor:
@@ -141,11 +198,22 @@ def preprocess(
     high_pct: float = 99.5,
     store_size: int = 512,
     store_dtype: str = "uint8",
+    decode_reduce: str = "lossy",
 ) -> torch.Tensor:
     """Steps 1-5 (see the module docstring) on one image; returns float32 (1, 1, S, S).
 
     Takes a PNG/JPEG path, a Pillow image or a (H, W) array (DICOM: after its LUTs,
-    bright bone). Raises ValueError for a constant image or a colour array.
+    bright bone) and the training dataset's settings (``decode_reduce`` "off": JPEGs
+    decoded in full). Raises ValueError for a constant image or a colour array.
     """
-    windowed = percentile_window(grey_levels(image), low_pct, high_pct)
-    return model_input(stored_image(windowed, store_size, store_dtype), image_size, mean, std)
+    full_shape = None
+    if isinstance(image, str | Path) and decode_reduce != "off":
+        with Image.open(image) as opened:
+            full_shape = draft_jpeg(opened, store_size)
+            opened.load()
+            levels = grey_levels(opened)
+    else:
+        levels = grey_levels(image)
+    windowed = percentile_window(levels, low_pct, high_pct)
+    stored = stored_image(windowed, store_size, store_dtype, full_shape)
+    return model_input(stored, image_size, mean, std)

@@ -31,20 +31,31 @@ from cxrkit.export.native import CONFIG, WEIGHTS, max_abs_diff
 log = logging.getLogger(__name__)
 
 
+_OVERLAY_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
+
+
+def overlay(encoder_dir: Path) -> dict[str, Any]:
+    """The ``pretrained_cfg_overlay`` that makes timm's model carry this export's data config.
+
+    Without it the model keeps the architecture's defaults (RGB mean/std, bicubic, a 0.9
+    centre crop): ``timm.data.create_transform`` then crops the film and its Normalize
+    fails on a 1-channel image.
+    """
+    pretrained_cfg = json.loads((Path(encoder_dir) / CONFIG).read_text())["pretrained_cfg"]
+    values = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in pretrained_cfg.items()
+        if k in _OVERLAY_KEYS
+    }
+    return {"file": str(Path(encoder_dir) / WEIGHTS), **values, "num_classes": 0}
+
+
 def create_kwargs(encoder_dir: Path) -> tuple[str, dict[str, Any]]:
     """(arch, keyword arguments) for ``timm.create_model`` that load this export's weights."""
     config = json.loads((Path(encoder_dir) / CONFIG).read_text())
-    pretrained_cfg = config["pretrained_cfg"]
-    overlay = {
-        "file": str(Path(encoder_dir) / WEIGHTS),
-        "input_size": tuple(pretrained_cfg["input_size"]),
-        "num_classes": 0,
-        "mean": tuple(pretrained_cfg["mean"]),
-        "std": tuple(pretrained_cfg["std"]),
-    }
     return config["architecture"], {
         "pretrained": True,
-        "pretrained_cfg_overlay": overlay,
+        "pretrained_cfg_overlay": overlay(encoder_dir),
         **config["model_args"],
     }
 
@@ -53,13 +64,16 @@ def snippet(encoder_dir_name: str, encoder_dir: Path) -> str:
     """Python code a user runs to load the export with timm (for the model card)."""
     arch, kwargs = create_kwargs(encoder_dir)
     args = {k: v for k, v in kwargs.items() if k not in ("pretrained", "pretrained_cfg_overlay")}
+    cfg = {k: v for k, v in kwargs["pretrained_cfg_overlay"].items() if k != "file"}
     lines = [
         "import timm",
         f"model = timm.create_model({arch!r}, pretrained=True,",
-        f"    pretrained_cfg_overlay=dict(file='{encoder_dir_name}/{WEIGHTS}', "
-        f"input_size={tuple(kwargs['pretrained_cfg_overlay']['input_size'])}),",
+        f"    pretrained_cfg_overlay=dict(file='{encoder_dir_name}/{WEIGHTS}',",
+        "        " + ", ".join(f"{k}={v!r}" for k, v in cfg.items()) + "),",
         "    " + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ").eval()",
         f"# or: timm.create_model('local-dir:{encoder_dir_name}', pretrained=True).eval()",
+        "# timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))",
+        "# letterboxes with mean-grey padding and no percentile window: preprocess.py is exact",
     ]
     return "\n".join(lines)
 

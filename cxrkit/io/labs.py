@@ -113,15 +113,19 @@ def to_wide(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, dict[str, s
     return wide.sort_values(["patient_id", "time"], kind="stable").reset_index(drop=True), units
 
 
-def fit_percentiles(train: np.ndarray, points: int = 101) -> np.ndarray:
+def fit_percentiles(
+    train: np.ndarray, points: int = 101, rows: np.ndarray | None = None
+) -> np.ndarray:
     """Per-test percentile knots (points, tests) from the TRAINING panels (NaN = missing).
 
-    A test never measured in training gets NaN knots (it scales to 0, flagged missing).
+    ``rows`` picks the training panels of ``train`` (default all), one column at a time,
+    so a large panel matrix is never copied whole. A test never measured in training
+    gets NaN knots (it scales to 0, flagged missing).
     """
     qs = np.linspace(0, 100, points)
     knots = np.full((points, train.shape[1]), np.nan)
     for j in range(train.shape[1]):
-        column = train[:, j]
+        column = (train[:, j] if rows is None else train[rows, j]).astype(float)
         column = column[np.isfinite(column)]
         if column.size:
             knots[:, j] = np.percentile(column, qs)

@@ -49,6 +49,7 @@ class MappingRow:
     view: str | None = None  # PA / AP / LATERAL / FRONTAL ... (upper case); None = not given
     sex: str | None = None  # M / F, from a dataset's own table (CheXpert CSV)
     age: float | None = None  # years, from a dataset's own table (CheXpert CSV)
+    study_date: str | None = None  # YYYYMMDD, from a dataset's own table (MIMIC-CXR-JPG metadata)
     report: Report | None = None  # already parsed, from a dataset's own table (IU Kaggle CSV)
 
     def load_report(self) -> Report | None:

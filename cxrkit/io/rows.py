@@ -233,7 +233,9 @@ class RowBuilder:
             "age": safe_harbor_age(
                 meta.get("age") if meta.get("age") is not None else (mapped and mapped.age)
             ),
-            "study_date": pseudo.shift_date(meta.get("study_date"), str(patient_raw)),
+            "study_date": pseudo.shift_date(
+                meta.get("study_date") or (mapped and mapped.study_date), str(patient_raw)
+            ),
             "pixel_spacing": meta.get("pixel_spacing"),
             "source_sha256": source_sha,
             "source_path": printable_path(str(path))

@@ -11,10 +11,13 @@ from cxrkit.errors import InputError
 
 
 def open_text(path: Path) -> io.TextIOBase:
-    """A table file opened as UTF-8 text (a byte-order mark dropped); ``.gz`` is inflated."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path), encoding="utf-8-sig", newline="")
-    return path.open(encoding="utf-8-sig", newline="")
+    """A table file opened as UTF-8 text (a byte-order mark dropped), inflated when its
+    bytes say gzip (the name is not trusted: a renamed ``.csv.gz`` or a plain ``.gz``)."""
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:

@@ -2,7 +2,7 @@
 
 | file (plain or ``.gz``) | dataset | gives, per image |
 |---|---|---|
-| ``mimic-cxr-2.0.0-metadata.csv`` | MIMIC-CXR-JPG | view (``ViewPosition``), by ``dicom_id`` |
+| ``mimic-cxr-2.0.0-metadata.csv`` | MIMIC-CXR-JPG | view (``ViewPosition``), study date (``StudyDate``), by ``dicom_id`` |
 | ``mimic-cxr-2.0.0-split.csv`` | MIMIC-CXR-JPG | official split (``validate`` -> ``val``), by ``dicom_id`` |
 | ``mimic-cxr-2.0.0-chexpert.csv`` / ``-negbio.csv`` | MIMIC-CXR-JPG | 14 labels, by ``(subject_id, study_id)`` |
 | ``train.csv`` / ``valid.csv`` with ``Path`` and ``Frontal/Lateral`` | CheXpert | view, sex, age, labels, by path |
@@ -124,6 +124,7 @@ class DatasetTables:
 
     paths: list[Path] = field(default_factory=list)
     mimic_views: dict[str, str] = field(default_factory=dict)  # dicom_id -> PA / AP / LATERAL
+    mimic_dates: dict[str, str] = field(default_factory=dict)  # dicom_id -> StudyDate YYYYMMDD
     mimic_splits: dict[str, str] = field(default_factory=dict)  # dicom_id -> train / val / test
     mimic_labels: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
     chexpert: dict[str, dict] = field(default_factory=dict)  # "train/patientN/studyM/view" -> hints
@@ -161,6 +162,11 @@ class DatasetTables:
             view = (row.get("ViewPosition") or "").strip().upper()
             if view:
                 self.mimic_views[row["dicom_id"].strip()] = view
+            # a JPEG has no header: the table's date is the study's (pairing with ECGs
+            # and labs needs it)
+            date = (row.get("StudyDate") or "").strip()
+            if date.isdigit() and len(date) == 8:
+                self.mimic_dates[row["dicom_id"].strip()] = date
 
     def _read_mimic_split(self, path: Path) -> None:
         self.paths.append(path)
@@ -220,10 +226,11 @@ class DatasetTables:
         dicom_id = image.stem
         view = self.mimic_views.get(dicom_id)
         split = self.mimic_splits.get(dicom_id)
+        date = self.mimic_dates.get(dicom_id)
         labels = self.mimic_labels.get(parts[-3:-1] if len(parts) >= 3 else ("", ""), {})
-        if view is None and split is None and not labels:
+        if view is None and split is None and date is None and not labels:
             return None
         return MappingRow(
             image_path=image, report_path=None, report_text=None, study_id=None,
-            patient_id=None, split=split, labels=labels, view=view,
+            patient_id=None, split=split, labels=labels, view=view, study_date=date,
         )  # fmt: skip

@@ -141,3 +141,19 @@ class TextConfig:
                 raise ConfigError(f"text.{name} applies to kind={'/'.join(kinds)} only")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"text.dropout must be in [0, 1), got {self.dropout}")
+
+    def weights_sources(self) -> dict[str, str]:
+        """The files this tower is built from, by field: ``path`` (hf: the model folder),
+        ``vocab`` (bert: the WordPiece vocabulary), ``weights`` (open_clip, when set), the
+        shipped MiniLM's where a field is unset. Runs count them by content (their ids);
+        random init and open_clip's own BPE name no file.
+
+        Raises InputError when the shipped MiniLM is needed and not installed.
+        """
+        from cxrkit.io.bundled import minilm_dir
+
+        if self.kind == "hf":
+            return {"path": self.path or str(minilm_dir())}
+        if self.kind == "bert":
+            return {"vocab": self.vocab or str(minilm_dir() / "vocab.txt")}
+        return {"weights": self.weights} if self.weights else {}

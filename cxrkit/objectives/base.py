@@ -22,6 +22,9 @@ batch into named losses. The protocol, all of it declared on the class:
 - ``artifact_settings``: ``{setting: artifact kind}`` for settings that name an
   artifact (a student checkpoint, a pairs table): a training run counts each by the
   artifact's id, not its path, so moving it does not retrain;
+- ``weights_settings``: settings that name a weights file or folder outside cxrkit
+  (MaCo's ``image_init``); a run counts each by its content, as it counts the files of
+  a text tower (:mod:`cxrkit.objectives.weights`);
 - ``tiny_config()``: a config small enough for the every-objective test.
 """
 
@@ -58,6 +61,7 @@ class Objective(nn.Module, metaclass=abc.ABCMeta):
     capabilities: ClassVar[frozenset[str]] = frozenset()
     image_encoder_prefix: ClassVar[str] = ""  # state_dict prefix of image_encoder()
     artifact_settings: ClassVar[dict[str, str]] = {}  # setting -> artifact kind (see above)
+    weights_settings: ClassVar[tuple[str, ...]] = ()  # settings naming weights (see above)
 
     def __init__(self, config: Any) -> None:
         """Takes the objective's ``Config`` dataclass (or a plain dict, converted to it).

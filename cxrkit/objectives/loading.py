@@ -48,6 +48,45 @@ def save_objective(objective: Objective, directory: str | Path) -> None:
     write_checkpoint(directory, checkpoint_config(objective), objective.trainable_state_dict())
 
 
+def check_weights_unchanged(ckpt_dir: Path, config: CheckpointConfig) -> None:
+    """ArtifactError when weights the checkpoint's config still reads at load (a text
+    model folder: its tokenizer and config, M3AE's frozen text tower) now hold other
+    content than the training run recorded in the manifest's inputs.
+
+    Weights whose content lives in the checkpoint are no longer named by its config
+    (MaCo's ``image_init``...), so only what loading reads is checked. A checkpoint
+    without a manifest (a run directory) or written before weights were recorded by
+    setting is not checked. Raises InputError for a named path that cannot be read.
+    """
+    import json
+
+    from cxrkit.artifacts.contents import content_digest
+    from cxrkit.objectives.weights import weights_sources
+
+    try:
+        inputs = json.loads((ckpt_dir / "manifest.json").read_text()).get("inputs", [])
+    except (OSError, ValueError, AttributeError):
+        return
+    recorded = {r["setting"]: r for r in inputs if isinstance(r, dict) and r.get("setting")}
+    if not recorded:
+        return
+    try:
+        sources = weights_sources(config.objective, config.objective_config)
+    except CxrkitError:
+        return  # an unusable config is reported by the build that follows
+    for setting, path in sources.items():
+        ref = recorded.get(setting)
+        if ref is None or not Path(path).expanduser().exists():
+            continue  # a missing folder is reported by the build that follows
+        now = content_digest(path, setting).sha256
+        if now != ref.get("id"):
+            raise ArtifactError(
+                f"{path}: {setting} holds other files than {ckpt_dir} was trained with "
+                f"(sha256 {str(ref.get('id'))[:12]} then, {now[:12]} now); the checkpoint "
+                "reads them when loaded: restore them"
+            )
+
+
 def load_objective(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> Objective:
     """Rebuild the Objective saved in a checkpoint directory, trainable weights loaded strictly.
 
@@ -57,6 +96,7 @@ def load_objective(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> 
     """
     ckpt_dir = Path(ckpt_dir)
     config = read_checkpoint_config(ckpt_dir)
+    check_weights_unchanged(ckpt_dir, config)
     try:
         objective = build_objective(config.objective, config.objective_config)
     except CxrkitError as exc:

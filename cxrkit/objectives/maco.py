@@ -187,6 +187,7 @@ class MaCo(Objective):
     image_encoder_prefix = "encoder."
     needs = frozenset({"image", "text"})
     capabilities = frozenset({IMAGE_TEXT, OPEN_CLIP, RECONSTRUCTION})
+    weights_settings = ("image_init",)
 
     @classmethod
     def tiny_config(cls) -> dict[str, Any]:
@@ -213,11 +214,6 @@ class MaCo(Objective):
             from cxrkit.models.init import load_pretrained_image_weights
 
             load_pretrained_image_weights(self.encoder, cfg.image_init, cfg.image_init_source)
-            # The weights now live in this module; a checkpoint rebuilt from its config
-            # must not need the file again.
-            self.cfg = dataclasses.replace(cfg, image_init=None)
-            self.config = to_dict(self.cfg)
-            cfg = self.cfg
         width = self.encoder.embed_dim
         self.decoder = MAEDecoder(
             grid=self.grid,
@@ -229,6 +225,13 @@ class MaCo(Objective):
             num_prefix_tokens=self.encoder.num_prefix_tokens,
         )
         self.text_tower = build_text_tower(cfg.text)
+        if cfg.image_init or cfg.text.weights:
+            # The weights now live in this module (both towers train); a checkpoint rebuilt
+            # from its config must not need the files again (the run's manifest records
+            # them, by content and path).
+            text = dataclasses.replace(cfg.text, weights=None)
+            self.cfg = dataclasses.replace(cfg, image_init=None, text=text)
+            self.config = to_dict(self.cfg)
         self.image_projection = nn.Linear(width, cfg.embed_dim, bias=cfg.image_projection_bias)
         self.text_projection = nn.Linear(self.text_tower.width, cfg.embed_dim, bias=False)
         for layer in (self.image_projection, self.text_projection):  # the code's xavier init

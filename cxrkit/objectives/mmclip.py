@@ -72,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxrkit.config import doc
+from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.io.tokens import TokenizeText
 from cxrkit.models.decoders import MAEDecoder, check_decoder_width
@@ -122,8 +122,8 @@ class MMCLIPConfig:
     image_weights: str | None = doc(
         "local open_clip CLIP state dict: its visual tower initialises the image encoder, "
         "visual.proj / text_projection / logit_scale the projections and temperature (set "
-        "text.weights to the same file for the text tower); read whenever the objective is "
-        "built; none = random init",
+        "text.weights to the same file for the text tower); read once when training starts; "
+        "checkpoints hold the trained weights, so their config records none; none = random init",
         None,
     )
     temperature: float = doc("initial σ of Eq 12; the logit scale starts at 1/σ", 0.07)
@@ -268,6 +268,7 @@ class MMCLIP(Objective):
     Config = MMCLIPConfig
     needs = frozenset({"image", "text", "entities", "prompts"})
     capabilities = frozenset({IMAGE_TEXT, OPEN_CLIP, RECONSTRUCTION})
+    weights_settings = ("image_weights",)
     image_encoder_prefix = "encoder."
 
     @classmethod
@@ -313,6 +314,13 @@ class MMCLIP(Objective):
             self.register_buffer("log_logit_scale", scale)
         if cfg.image_weights:
             self._load_clip_weights(cfg.image_weights)
+        if cfg.image_weights or cfg.text.weights:
+            # The weights now live in this module (every tower trains): a checkpoint
+            # rebuilt from its config must not need the files again (the run's manifest
+            # records them, by content and path).
+            text = dataclasses.replace(cfg.text, weights=None)
+            self.cfg = dataclasses.replace(cfg, image_weights=None, text=text)
+            self.config = to_dict(self.cfg)
         self.mim_decoder = MAEDecoder(
             grid=self.grid,
             encoder_dim=width,

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxrkit.config import doc
+from cxrkit.config import doc, to_dict
 from cxrkit.errors import ArtifactError, ConfigError, InputError
 from cxrkit.models.decoders import check_decoder_width
 from cxrkit.models.tower_configs import VisionConfig
@@ -62,7 +62,8 @@ class PacxConfig:
         default_factory=VisionConfig, metadata={"help": "the student's image encoder"}
     )
     student: str | None = doc(
-        "MAE checkpoint (from `cxrkit pretrain`) whose weights start the student; "
+        "MAE checkpoint (from `cxrkit pretrain`) whose weights start the student; read once "
+        "when the objective is built, so a run checkpoint's config records none; "
         "none = random init (tests only)",
         None,
     )
@@ -197,6 +198,11 @@ class Pacx(Objective):
         self.mae = MAE(cfg.mae_config())
         if cfg.student and not _is_meta(self.mae):
             self._load_student(Path(cfg.student))
+            # The student's weights now live in this module: a run checkpoint rebuilt from
+            # its config (distill publishing OUT, eval or export of OUT.work/run) must not
+            # need the student where it was (the run's manifest records it by id and path).
+            self.cfg = dataclasses.replace(cfg, student=None)
+            self.config = to_dict(self.cfg)
         dim = self.mae.encoder.embed_dim
         self.heads = nn.ModuleDict(
             {

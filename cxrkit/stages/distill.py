@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
+from cxrkit.artifacts.requests import Request, named_inputs, remember
 from cxrkit.config import doc, from_dict, to_dict
 from cxrkit.errors import ArtifactError, ConfigError
 from cxrkit.models.physio import TeacherConfig
@@ -194,22 +195,34 @@ def training_config(cfg: DistillConfig, parts: dict[str, Artifact]):
     )
 
 
-def run(cfg: DistillConfig, force: bool = False, accelerator: Any = None) -> Artifact:
+def run(
+    cfg: DistillConfig,
+    force: bool = False,
+    accelerator: Any = None,
+    request: Request | None = None,
+) -> Artifact:
     """All steps; publish the image-only checkpoint at ``cfg.out`` (or stop at ``cfg.stage``).
 
     Works in one process and under ``accelerate launch``: the main process makes
     the pairs, teachers and embeddings while the others wait, then they find
-    them current. Returns the last artifact made. Raises ConfigError/InputError/
-    ArtifactError for unusable settings or inputs; Preempted (exit 75) /
-    Interrupted from the training run after it saved a checkpoint (re-run the
-    same command).
+    them current. ``request`` (the CLI's settings as layered) is recorded beside OUT
+    with every artifact the run read or found current, so that the same command is
+    next decided without torch (:mod:`cxrkit.stages.noop`). Returns the last artifact
+    made. Raises ConfigError/InputError/ArtifactError for unusable settings or inputs;
+    Preempted (exit 75) / Interrupted from the training run after it saved a
+    checkpoint (re-run the same command).
     """
     from cxrkit.stages import pretrain
+    from cxrkit.stages.noop import launch_facts
+    from cxrkit.train import launch
     from cxrkit.train.loop import make_accelerator
 
     _require(cfg)
+    dataset = open_artifact(cfg.dataset, kind="dataset")
     # A typo in data.views would otherwise surface only after pairs and teachers.
-    pretrain.check_views(cfg.data.views, open_artifact(cfg.dataset, kind="dataset"))
+    pretrain.check_views(cfg.data.views, dataset)
+    recording = request is not None and cfg.stage == "all" and launch.is_main_process()
+    given = _given(cfg, dataset) if recording else []
     accelerator = accelerator or make_accelerator(
         cfg.train.precision, find_unused_parameters=cfg.train.find_unused_parameters
     )
@@ -226,7 +239,25 @@ def run(cfg: DistillConfig, force: bool = False, accelerator: Any = None) -> Art
     trained = pretrain.run(run_cfg, force=force, accelerator=accelerator)
     if not accelerator.is_main_process:
         return trained
-    return publish_student(cfg, trained, parts, force)
+    published = publish_student(cfg, trained, parts, force)
+    # The run's own inputs must all be in the record: weights it counts by content
+    # (raw inputs) would be re-hashed by the full path, so such a run is not recorded.
+    if recording and not any(r.get("kind") == "raw" for r in trained.manifest["inputs"]):
+        facts = launch_facts(accelerator.num_processes, str(accelerator.mixed_precision))
+        used = given + [parts[k] for k in ("pairs", "teachers", "embeddings")] + [trained]
+        remember(published.path, request.digest(**facts), published.id, named_inputs(used))
+    return published
+
+
+def _given(cfg: DistillConfig, dataset: Artifact) -> list[Artifact]:
+    """The input artifacts as the command names them, opened as the steps open them (for
+    the request record; the steps' own ids hold the same): dataset, physio, student and
+    the given teachers. Raises ArtifactError as the steps would."""
+    given = [dataset, open_artifact(cfg.physio, kind="physio")]
+    given.append(open_artifact(cfg.student, kind="checkpoint"))
+    if cfg.teachers:
+        given.append(open_artifact(cfg.teachers, kind="teachers"))
+    return given
 
 
 def publish_student(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
-from cxrkit.errors import ArtifactError, ConfigError
+from cxrkit.errors import ArtifactError, ConfigError, InputError
 from cxrkit.export.names import FORMAT_NAMES, ONNX_OPSET  # torch-free
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+MIN_ONNX_OPSET = 14  # scaled_dot_product_attention has an ONNX export from opset 14
 
 
 @dataclasses.dataclass
@@ -74,6 +75,11 @@ class ExportConfig:
             )
         if self.tolerance < 0 or self.onnx_tolerance < 0:
             raise ConfigError("tolerance and onnx_tolerance must be >= 0")
+        if "onnx" in self.formats and self.onnx_opset < MIN_ONNX_OPSET:
+            raise ConfigError(
+                f"onnx_opset {self.onnx_opset}: the ViT's attention (scaled_dot_product_attention) "
+                f"needs opset >= {MIN_ONNX_OPSET}; the default is {ONNX_OPSET}"
+            )
 
 
 def _id_params(cfg: ExportConfig) -> dict:
@@ -127,7 +133,8 @@ def _load_source(checkpoint: Artifact) -> ExportSource:
 def input_transform(checkpoint: Artifact, pre: dict) -> dict[str, Any]:
     """The exact input transform of this encoder: keyword arguments of
     :func:`cxrkit.export.preprocess.preprocess`, with the ingest settings (percentile
-    window, stored size and type) read from the training dataset in the lineage.
+    window, stored size and type, reduced JPEG decoding) read from the training dataset in
+    the lineage.
 
     ``ingest_settings`` says whether they were read (``"dataset <id>"``) or are the
     ingest defaults because no dataset manifest was found.
@@ -144,6 +151,8 @@ def input_transform(checkpoint: Artifact, pre: dict) -> dict[str, Any]:
             for key in ("window_low_pct", "window_high_pct", "image_size", "dtype"):
                 if key in params:
                     setattr(ingest, key, params[key])
+            # A dataset from before decode_reduce decoded every JPEG in full.
+            ingest.decode_reduce = params.get("decode_reduce", "off")
             settings = f"dataset {row['id'][:16]}"
             break
     return {
@@ -155,6 +164,7 @@ def input_transform(checkpoint: Artifact, pre: dict) -> dict[str, Any]:
         "high_pct": float(ingest.window_high_pct),
         "store_size": int(ingest.image_size),
         "store_dtype": str(ingest.dtype),
+        "decode_reduce": str(ingest.decode_reduce),
         "ingest_settings": settings,
     }
 
@@ -174,7 +184,22 @@ def _encoder_info(src: ExportSource) -> dict[str, Any]:
         "embed_dim": int(tokens.shape[-1]),
         "num_tokens": int(tokens.shape[1]),
         "parameters": sum(p.numel() for p in src.encoder.parameters()),
+        "eval_features": _eval_features(src.objective),
     }
+
+
+def _eval_features(objective: Any) -> str:
+    """Which image features ``cxrkit eval`` computes for this objective (probe, zero-shot)."""
+    from cxrkit.objectives.capabilities import IMAGE_TEXT, supports
+
+    if not supports(objective, IMAGE_TEXT):
+        return "`embedding` above (the encoder's pooled output)"
+    doc = (type(objective).encode_image.__doc__ or "").strip().splitlines()
+    what = f" ({doc[0].rstrip('.')})" if doc else ""
+    return (
+        f"`encode_image` of objective `{objective.name}`{what}, not `embedding`; "
+        "the open_clip export's `encode_image` gives them"
+    )
 
 
 def run(cfg: ExportConfig, force: bool = False) -> Artifact:
@@ -187,6 +212,8 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
     cfg.validate()
     if not cfg.out or not cfg.checkpoint:
         raise ConfigError("cxrkit export needs a checkpoint artifact and --out")
+    _check_utf8(cfg.checkpoint, "checkpoint")
+    _check_utf8(cfg.out, "--out")
     checkpoint = open_artifact(cfg.checkpoint, kind="checkpoint", verify_files=True)
     evaluation, metrics = _open_eval(cfg, checkpoint)
     inputs = [checkpoint] + ([evaluation] if evaluation is not None else [])
@@ -205,14 +232,21 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
     from cxrkit.export.formats import Checks, snippets, write_formats
 
     src = _load_source(checkpoint)
-    work = writer.begin()
+    work = _fresh(writer.begin())
     try:
         checks = Checks(cfg.tolerance, cfg.onnx_tolerance, cfg.onnx_input_dtype, cfg.onnx_opset)
         results = write_formats(work, src, cfg.formats, checks)
-    except ArtifactError:
-        # An export that failed its load-back check is worthless; unlike a long
-        # training run there is nothing to resume, so leave no temp dir behind.
+        if not any(r["status"] == "ok" for r in results.values()):
+            reasons = "; ".join(f"{name}: {r.get('reason')}" for name, r in results.items())
+            raise ConfigError(
+                f"--format {','.join(cfg.formats)}: no requested format applies to checkpoint "
+                f"{cfg.checkpoint} ({reasons}); nothing published"
+            )
+    except (ArtifactError, ConfigError):
+        # An export that failed its load-back check, or holds no format, is worthless;
+        # unlike a long training run there is nothing to resume, so leave no temp dir.
         shutil.rmtree(work, ignore_errors=True)
+        writer.release()
         raise
     meta = card.build_metadata(
         checkpoint,
@@ -223,12 +257,59 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
         evaluation.ref() if evaluation else None,
         cfg.onnx_input_dtype,
         src.transform,
+        _local_paths(cfg, checkpoint, evaluation),
     )
     shutil.copyfile(Path(preprocess.__file__), work / "preprocess.py")
     card.write_card(work, meta, snippets(work, results))
     stats = _summary(results)
     schema = {"image_input": meta["inputs"]["image"], "outputs": meta["outputs"]}
     return writer.publish(schema=schema, stats=stats)
+
+
+def _check_utf8(path: str, what: str) -> None:
+    """InputError when ``path`` (as given or absolute) is not valid UTF-8: safetensors,
+    timm and open_clip open files by UTF-8 paths only (a name from another locale)."""
+    for text in (str(path), str(Path(path).absolute())):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise InputError(
+                f"{what} {shown}: the path is not valid UTF-8, which safetensors, timm and "
+                "open_clip cannot open; rename it"
+            ) from None
+
+
+def _local_paths(cfg: ExportConfig, checkpoint: Artifact, evaluation: Artifact | None) -> list:
+    """Every local path this export was given or read, as typed: the card must name none.
+
+    The eval artifact's params and inputs name the paths its metrics quote (``cxrkit
+    eval`` writes the checkpoint and prompts paths as they were typed).
+    """
+    paths = [cfg.checkpoint, cfg.out, str(checkpoint.path)]
+    if evaluation is not None:
+        paths += [cfg.eval, str(evaluation.path)]
+        paths += [ref.get("path") for ref in evaluation.manifest.get("inputs", [])]
+        paths += [v for v in evaluation.params.values() if isinstance(v, str)]
+    return [p for p in paths if p]
+
+
+def _fresh(work: Path) -> Path:
+    """Empty a build directory adopted from a killed export, keeping its in-progress marker.
+
+    An export has nothing to resume (it takes seconds) and a killed one may have left a
+    half-written file that a format writer would take as done; returns ``work``.
+    """
+    from cxrkit.artifacts.manifest import PARTIAL_MARKER
+
+    for entry in work.iterdir():
+        if entry.name == PARTIAL_MARKER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return work
 
 
 def _summary(results: dict[str, dict]) -> dict[str, Any]:

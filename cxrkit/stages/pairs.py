@@ -20,6 +20,7 @@ from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError
 from cxrkit.io import pairing
+from cxrkit.io.linkage import check_same_salt
 from cxrkit.io.physio_files import PAIRS_FILE
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,15 @@ def run(
 ) -> Artifact:
     """Pair every image of the dataset; publish the pairs artifact at ``out``.
 
-    Raises ArtifactError when an input is not a dataset / physio artifact.
+    Raises ArtifactError when an input is not a dataset / physio artifact, InputError when
+    they were pseudonymised with different salts.
     """
     from cxrkit.io.dataset import dataset_shards
     from cxrkit.io.physio_files import ECG_INDEX, LABS_TABLE
 
     dataset = open_artifact(dataset_dir, kind="dataset")
     physio = open_artifact(physio_dir, kind="physio")
+    check_same_salt(physio, dataset)
     writer = ArtifactWriter(
         Path(out), "pairs", to_dict(cfg), [dataset, physio], SCHEMA_VERSION, force
     )
@@ -86,8 +89,12 @@ def run(
     for shard in dataset_shards(dataset):
         columns = ["image_id", "patient_id", "study_date", "split"]
         images.extend(pq.read_table(shard, columns=columns).to_pylist())
-    ecgs = _records(pq.read_table(physio.path / ECG_INDEX).to_pylist(), "ecg_id")
-    labs = _records(pq.read_table(physio.path / LABS_TABLE).to_pylist(), "lab_id")
+    # ids and times only: the panels' values and flags (100 floats each, millions of
+    # panels from MIMIC-IV) are not needed to pair
+    ecg_rows = pq.read_table(physio.path / ECG_INDEX, columns=["ecg_id", "patient_id", "time"])
+    lab_rows = pq.read_table(physio.path / LABS_TABLE, columns=["lab_id", "patient_id", "time"])
+    ecgs = _records(ecg_rows.to_pylist(), "ecg_id")
+    labs = _records(lab_rows.to_pylist(), "lab_id")
     _warn_if_no_patient_is_shared(images, ecgs, labs, dataset.path, physio.path)
     rows = pairing.pair_images(
         images, ecgs, labs, cfg.ecg_window_hours, cfg.lab_window_hours, cfg.undated
@@ -117,9 +124,10 @@ def _warn_if_no_patient_is_shared(
     if physio_patients.isdisjoint(r["patient_id"] for r in images):
         log.warning(
             "no patient of %s (%d) has an image in %s: every image is unpaired. Patient "
-            "ids must be written as ingest keys them (a MIMIC-CXR layout keys p10000032, "
-            "so write subject_id 10000032 as p10000032 in --ecg-map and the lab table), "
-            "and ingest-physio needs ingest's --salt-file",
+            "ids must be written as ingest keys them (a MIMIC-CXR layout keys p10000032: "
+            "MIMIC-IV's labevents and record_list.csv are keyed so unless "
+            "mimic_subject_format says otherwise; write subject_id 10000032 as p10000032 "
+            "in a table of your own), and ingest-physio needs ingest's --salt-file",
             physio_path,
             len(physio_patients),
             dataset_path,

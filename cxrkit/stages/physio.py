@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hmac
-import json
 import logging
 import os
 from datetime import datetime, timedelta
@@ -40,19 +39,20 @@ from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError, Reject
 from cxrkit.io import ecg as ecg_io
 from cxrkit.io import labs as labs_io
+from cxrkit.io import mimic_iv
 from cxrkit.io.deid import Pseudonymizer, load_or_create_salt
 from cxrkit.io.local_rejects import write_local_rejects
-from cxrkit.io.physio_files import ECG_ARRAY, ECG_INDEX, LABS_INFO, LABS_TABLE
+from cxrkit.io.physio_cells import cell_text, implausible, parse_time
+from cxrkit.io.physio_files import ECG_ARRAY, ECG_INDEX
 from cxrkit.io.rows import printable_path
 from cxrkit.io.schema import REJECTS_SCHEMA
+from cxrkit.stages import physio_labs
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 REJECTS = "rejects.parquet"
 ECG_SUFFIXES = (".hea", ".dcm")
-# Times outside these years are corrupt (MIMIC's shifted dates reach the 2200s).
-PLAUSIBLE_YEARS = (1900, 2300)
 
 
 @dataclasses.dataclass
@@ -85,7 +85,35 @@ class PhysioConfig:
         "them or should be overridden (e.g. synthetic demo pairs)",
         None,
     )
-    labs: str | None = doc("lab table (CSV/Parquet), long or wide (see cxrkit.io.labs)", None)
+    labs: str | None = doc(
+        "lab table (CSV/Parquet), long or wide (see cxrkit.io.labs), or MIMIC-IV's "
+        "hosp/labevents.csv(.gz) as it ships (see cxrkit.io.mimic_iv)",
+        None,
+    )
+    lab_items: str | None = doc(
+        "MIMIC-IV's d_labitems.csv(.gz) naming labevents' itemids (default: the one "
+        "beside labevents)",
+        None,
+    )
+    lab_tests: list[str] = doc(
+        "labevents: the tests to keep, by d_labitems name ('Creatinine') or itemid; "
+        "empty = the lab_top tests with most numeric values",
+        [],
+    )
+    lab_top: int = doc(
+        "labevents: how many tests to keep when lab_tests is empty [code: 50 labs]", 50
+    )
+    lab_patients: str = doc(
+        "all | dataset: keep only the lab panels of patients with an image in --dataset "
+        "(MIMIC-IV has ~300k patients with labs, MIMIC-CXR ~65k; memory follows the rows kept)",
+        "all",
+    )
+    mimic_subject_format: str = doc(
+        "how a MIMIC-IV subject_id (labevents, MIMIC-IV-ECG record_list.csv) becomes the "
+        "patient key: p{} = MIMIC-CXR's folder key p10000032, which cxrkit ingest uses; "
+        "{} = the bare number (images keyed by a mapping CSV of bare subject_ids)",
+        "p{}",
+    )
     dataset: str | None = doc(
         "dataset artifact whose splits decide which patients fit the lab scaling "
         "(patients with images only outside data split `train` are left out of the fit)",
@@ -104,8 +132,17 @@ class PhysioConfig:
 
     def validate(self) -> None:
         """Raise ConfigError when there is nothing to ingest."""
-        if not self.ecg and not self.labs:
-            raise ConfigError("ingest-physio needs --ecg FILES and/or --labs TABLE")
+        if not self.ecg and not self.labs and not self.ecg_map:
+            raise ConfigError(
+                "ingest-physio needs --ecg FILES (or an --ecg-map listing them) and/or --labs TABLE"
+            )
+        if self.lab_patients not in ("all", "dataset"):
+            raise ConfigError(f"lab_patients must be all or dataset, not {self.lab_patients!r}")
+        if self.lab_patients == "dataset" and not self.dataset:
+            raise ConfigError("lab_patients = dataset needs --dataset")
+        if self.lab_top < 1:
+            raise ConfigError("lab_top must be at least 1")
+        mimic_iv.check_subject_format(self.mimic_subject_format)
 
 
 def _expand(sources: list[str]) -> list[Path]:
@@ -124,10 +161,24 @@ def _expand(sources: list[str]) -> list[Path]:
     return sorted(files)
 
 
-def _read_map(path: str | None) -> dict[str, dict[str, Any]]:
+def _read_map(path: str | None, subject_format: str) -> dict[str, dict[str, Any]]:
+    """``{resolved record path: map row}`` of an ECG map: ``path, patient_id[, time]``,
+    or MIMIC-IV-ECG's ``record_list.csv`` as it ships (``subject_id, path, ecg_time``;
+    paths relative to its folder, patients keyed by ``subject_format``).
+
+    Raises InputError naming the file for an unreadable table or missing columns.
+    """
     if not path:
         return {}
     table = labs_io.read_table(path)
+    columns = [str(c) for c in table.columns]
+    if mimic_iv.is_record_list(columns):
+        table = mimic_iv.record_list_rows(table, path, subject_format)
+    elif "subject_id" in columns and "path" not in columns:
+        raise InputError(
+            f"{path}: an ECG map needs a path column; MIMIC-IV-ECG's record_list.csv has "
+            "one (machine_measurements.csv does not)"
+        )
     if "path" not in table.columns or "patient_id" not in table.columns:
         raise InputError(f"{path}: the ECG map needs columns path and patient_id")
     out: dict[str, dict[str, Any]] = {}
@@ -143,40 +194,20 @@ def _read_map(path: str | None) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _folder_patient(cfg: PhysioConfig, path: Path) -> str | None:
+    """The patient a MIMIC-IV-ECG folder gives a record (``p1000/p10000032/s4.../``),
+    keyed as ``mimic_subject_format``; None outside that layout."""
+    subject = mimic_iv.ecg_folder_subject(path)
+    return (
+        None if subject is None else mimic_iv.subject_key(subject, cfg.mimic_subject_format, path)
+    )
+
+
 def _shifted(pseudo: Pseudonymizer, patient_raw: str, when: datetime | None) -> str | None:
     """The time moved by the patient's date offset (the images' rule), ISO, or None."""
     if when is None:
         return None
     return (when + timedelta(days=pseudo.date_offset_days(patient_raw))).isoformat()
-
-
-def _implausible(when: datetime | None) -> tuple[str, str] | None:
-    """``("bad_time", detail)`` for a time outside PLAUSIBLE_YEARS (the detail gives the
-    year only: a full date is PHI), else None."""
-    low, high = PLAUSIBLE_YEARS
-    if when is not None and not low <= when.year <= high:
-        return "bad_time", f"year {when.year} outside {low}-{high}"
-    return None
-
-
-def _text(value: Any) -> str | None:
-    """A table cell as text, None for an empty or missing one (pandas reads them as NaN)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _parse_time(value: Any) -> datetime | None:
-    import pandas as pd
-
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError, OverflowError):
-        return None
-    return None if pd.isna(stamp) else stamp.to_pydatetime().replace(tzinfo=None)
 
 
 def id_params(cfg: PhysioConfig, salt: bytes) -> dict[str, Any]:
@@ -187,7 +218,7 @@ def id_params(cfg: PhysioConfig, salt: bytes) -> dict[str, Any]:
     if not cfg.keep_paths:  # folder names carry PHI in real archives: salted tokens only
         token = Pseudonymizer(salt).path_token
         params["ecg"] = [f"path:{token(s)}" for s in cfg.ecg]
-        for key in ("labs", "ecg_map"):
+        for key in ("labs", "ecg_map", "lab_items"):
             params[key] = f"path:{token(params[key])}" if params[key] else None
     params["salt_fingerprint"] = hmac.new(salt, b"cxrkit-salt-fingerprint", "sha256").hexdigest()[
         :16
@@ -195,7 +226,16 @@ def id_params(cfg: PhysioConfig, salt: bytes) -> dict[str, Any]:
     return params
 
 
-def _raw_inputs(files: list[Path], labs: str | None) -> list[dict]:
+def _tables(cfg: PhysioConfig) -> list[str]:
+    """The table files whose bytes the artifact depends on: the lab table, the ECG map,
+    and for MIMIC-IV labevents the d_labitems that names its tests."""
+    tables = [t for t in (cfg.labs, cfg.ecg_map) if t]
+    if cfg.labs and mimic_iv.is_labevents(mimic_iv.csv_columns(cfg.labs)):
+        tables.append(str(mimic_iv.find_labitems(cfg.labs, cfg.lab_items)))
+    return tables
+
+
+def _raw_inputs(files: list[Path], tables: list[str]) -> list[dict]:
     """One raw-input ref over the bytes of every file (a WFDB record's companions too),
     hashed in chunks through the hash cache; a FIFO, device, link loop or unreadable
     file counts by its name and why (its reader rejects it), so none blocks or fails here.
@@ -206,7 +246,7 @@ def _raw_inputs(files: list[Path], labs: str | None) -> list[dict]:
     from cxrkit.hashcache import sha256_file
 
     digest = hashlib.sha256()
-    for path in files + ([Path(labs)] if labs else []):
+    for path in files + [Path(t) for t in tables]:
         parts = [path]
         if path.suffix == ".hea":
             parts = sorted(path.parent.glob(glob.escape(path.stem) + ".*"))
@@ -233,10 +273,15 @@ def run(cfg: PhysioConfig, force: bool = False) -> Artifact:
     cfg.validate()
     salt = load_or_create_salt(Path(os.path.expanduser(cfg.salt_file)))
     pseudo = Pseudonymizer(salt)
-    files = _expand(cfg.ecg)
-    inputs: list[Any] = _raw_inputs(files, cfg.labs)
+    mapping = _read_map(cfg.ecg_map, cfg.mimic_subject_format)
+    # no --ecg: the ECG files are those the map lists (MIMIC-IV-ECG's record_list.csv)
+    files = _expand(cfg.ecg) if cfg.ecg else sorted(Path(k) for k in mapping)
+    inputs: list[Any] = _raw_inputs(files, _tables(cfg))
     dataset = open_artifact(cfg.dataset, kind="dataset") if cfg.dataset else None
     if dataset is not None:
+        from cxrkit.io.linkage import check_same_salt
+
+        check_same_salt(id_params(cfg, salt), dataset, f"--salt-file {cfg.salt_file}")
         inputs.append(dataset)
     writer = ArtifactWriter(
         Path(cfg.out), "physio", id_params(cfg, salt), inputs, SCHEMA_VERSION, force
@@ -246,8 +291,8 @@ def run(cfg: PhysioConfig, force: bool = False) -> Artifact:
     work = writer.begin()
     rejects: list[dict[str, str]] = []
     local: dict[str, str] = {}  # rejects' path token -> what the user can find (local listing)
-    ecg_stats = _ingest_ecgs(cfg, pseudo, files, _read_map(cfg.ecg_map), work, rejects, local)
-    lab_stats = _ingest_labs(cfg, pseudo, dataset, work, rejects, local)
+    ecg_stats = _ingest_ecgs(cfg, pseudo, files, mapping, work, rejects, local)
+    lab_stats = physio_labs.ingest_labs(cfg, pseudo, dataset, work, rejects, local)
     pq.write_table(pa.Table.from_pylist(rejects, schema=REJECTS_SCHEMA), work / REJECTS)
     by_reason: dict[str, int] = {}
     for row in rejects:
@@ -276,52 +321,59 @@ def _ingest_ecgs(
 ) -> dict[str, Any]:
     settings = ecg_io.ECGSettings(**to_dict(cfg.ecg_settings))
     window = max(settings.seconds, settings.min_seconds)
-    signals, rows = [], []
-    for path in files:
-        shown = printable_path(str(path)) if cfg.keep_paths else pseudo.path_token(path.resolve())
-        local[shown] = str(path)
-        try:
-            raw = ecg_io.read_ecg(path, max_seconds=window)
-        except Reject as rej:
-            rejects.append({"path": shown, "reason": rej.reason, "detail": rej.detail})
-            continue
-        except MemoryError:
-            raise
-        except Exception as exc:  # an unforeseen reader failure must not stop the run
-            detail = ecg_io.scrub_detail(f"{type(exc).__name__}: {exc}", path)
-            rejects.append({"path": shown, "reason": "unreadable", "detail": detail})
-            continue
-        override = mapping.get(str(path.resolve()), {})
-        if override.get("duplicate_of"):
-            detail = (
-                f"ECG map lines {override['duplicate_of']} and {override['line']} name this file"
-            )
-            rejects.append({"path": shown, "reason": "duplicate_mapping_row", "detail": detail})
-            continue
-        patient = _text(override.get("patient_id")) or raw.patient
-        when = _parse_time(override.get("time")) or raw.time
-        problem = ecg_io.quality_problem(raw, settings) or _implausible(when)
-        if problem is None and patient is None:
-            problem = ("no_patient", "no patient id in the file or the ECG map")
-        if problem is not None:
-            rejects.append({"path": shown, "reason": problem[0], "detail": problem[1]})
-            continue
-        signal, lead_mask, sample_mask = ecg_io.preprocess(raw, settings)
-        signals.append(signal)
-        rows.append(
-            {
-                "ecg_id": pseudo.pseudonym("ecg", str(path.resolve())),
-                "patient_id": pseudo.pseudonym("patient", str(patient)),
-                "time": _shifted(pseudo, str(patient), when),
-                "lead_mask": lead_mask.tolist(),
-                "samples": int(sample_mask.sum()),
-                "orig_rate": float(raw.rate),
-                "orig_seconds": float(raw.seconds),
-            }
-        )
+    rows = []
     length = int(round(settings.rate * settings.seconds))
-    array = np.stack(signals) if signals else np.zeros((0, 12, length), np.float32)
-    np.save(work / ECG_ARRAY, array)
+    # signals go to disk one by one (MIMIC-IV-ECG holds ~800k records, 192 GB as float32)
+    raw_signals = work / (ECG_ARRAY + ".part")
+    with raw_signals.open("wb") as signals:
+        for path in files:
+            shown = (
+                printable_path(str(path)) if cfg.keep_paths else pseudo.path_token(path.resolve())
+            )
+            local[shown] = str(path)
+            try:
+                raw = ecg_io.read_ecg(path, max_seconds=window)
+            except Reject as rej:
+                rejects.append({"path": shown, "reason": rej.reason, "detail": rej.detail})
+                continue
+            except MemoryError:
+                raise
+            except Exception as exc:  # an unforeseen reader failure must not stop the run
+                detail = ecg_io.scrub_detail(f"{type(exc).__name__}: {exc}", path)
+                rejects.append({"path": shown, "reason": "unreadable", "detail": detail})
+                continue
+            override = mapping.get(str(path.resolve()), {})
+            if override.get("duplicate_of"):
+                lines = f"{override['duplicate_of']} and {override['line']}"
+                detail = f"ECG map lines {lines} name this file"
+                rejects.append({"path": shown, "reason": "duplicate_mapping_row", "detail": detail})
+                continue
+            patient = (
+                cell_text(override.get("patient_id")) or raw.patient or _folder_patient(cfg, path)
+            )
+            when = parse_time(override.get("time")) or raw.time
+            problem = ecg_io.quality_problem(raw, settings) or implausible(when)
+            if problem is None and patient is None:
+                problem = ("no_patient", "no patient id in the file or the ECG map")
+            if problem is not None:
+                rejects.append({"path": shown, "reason": problem[0], "detail": problem[1]})
+                continue
+            signal, lead_mask, sample_mask = ecg_io.preprocess(raw, settings)
+            if signal.shape != (12, length):  # the file's shape would be wrong, not an error
+                raise ValueError(f"preprocess gave {signal.shape}, not (12, {length})")
+            signals.write(np.ascontiguousarray(signal, dtype="<f4").tobytes())
+            rows.append(
+                {
+                    "ecg_id": pseudo.pseudonym("ecg", str(path.resolve())),
+                    "patient_id": pseudo.pseudonym("patient", str(patient)),
+                    "time": _shifted(pseudo, str(patient), when),
+                    "lead_mask": lead_mask.tolist(),
+                    "samples": int(sample_mask.sum()),
+                    "orig_rate": float(raw.rate),
+                    "orig_seconds": float(raw.seconds),
+                }
+            )
+    _write_npy(work / ECG_ARRAY, raw_signals, (len(rows), 12, length))
     schema = pa.schema(
         [
             ("ecg_id", pa.string()),
@@ -337,92 +389,16 @@ def _ingest_ecgs(
     return {"ecg_files": len(files), "ecgs": len(rows)}
 
 
-def _ingest_labs(
-    cfg: PhysioConfig,
-    pseudo: Pseudonymizer,
-    dataset: Artifact | None,
-    work: Path,
-    rejects: list[dict[str, str]],
-    local: dict[str, str],
-) -> dict[str, Any]:
-    schema = pa.schema(
-        [
-            ("lab_id", pa.string()),
-            ("patient_id", pa.string()),
-            ("time", pa.string()),
-            ("values", pa.list_(pa.float32())),
-            ("flags", pa.list_(pa.float32())),
-            ("fit", pa.bool_()),
-        ]
-    )
-    if not cfg.labs:
-        pq.write_table(pa.Table.from_pylist([], schema=schema), work / LABS_TABLE)
-        (work / LABS_INFO).write_text(json.dumps({"tests": [], "units": {}, "knots": []}))
-        return {"lab_panels": 0, "lab_tests": 0}
-    wide, units = labs_io.to_wide(labs_io.read_table(cfg.labs), cfg.labs)
-    tests = [c for c in wide.columns if c not in ("patient_id", "time")]
-    held_out = _held_out_patients(dataset) if dataset is not None else set()
-    keep, pseudonyms, times = [], [], []
-    for index, row in wide.iterrows():
-        patient = str(row["patient_id"]).strip()
-        when = _parse_time(row["time"])
-        token = f"{cfg.labs}#{index}"
-        token = printable_path(token) if cfg.keep_paths else pseudo.path_token(token)
-        local[token] = f"{cfg.labs}: patient_id {row['patient_id']}, time {row['time']}"
-        if not patient:
-            rejects.append({"path": token, "reason": "no_patient", "detail": "no patient id"})
-            continue
-        if when is None:  # the raw cell may hold anything (names, phone numbers): not quoted
-            detail = "no time" if _text(row["time"]) is None else "a time that is not a date"
-            rejects.append({"path": token, "reason": "no_time", "detail": detail})
-            continue
-        if (problem := _implausible(when)) is not None:
-            rejects.append({"path": token, "reason": problem[0], "detail": problem[1]})
-            continue
-        if not np.isfinite(row[tests].to_numpy(dtype=float)).any():
-            rejects.append({"path": token, "reason": "empty_panel", "detail": "no value measured"})
-            continue
-        keep.append(index)
-        pseudonyms.append(pseudo.pseudonym("patient", patient))
-        times.append(_shifted(pseudo, patient, when))
-    values = wide.loc[keep, tests].to_numpy(dtype=float)
-    fit = np.array([p not in held_out for p in pseudonyms], dtype=bool)
-    knots = labs_io.fit_percentiles(values[fit] if fit.any() else values[:0])
-    scaled, flags = labs_io.apply_percentiles(values, knots)
-    rows = [
-        {
-            "lab_id": pseudo.pseudonym("lab", f"{pseudonyms[i]}|{times[i]}"),
-            "patient_id": pseudonyms[i],
-            "time": times[i],
-            "values": scaled[i].tolist(),
-            "flags": flags[i].tolist(),
-            "fit": bool(fit[i]),
-        }
-        for i in range(len(keep))
-    ]
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), work / LABS_TABLE)
-    info = {"tests": tests, "units": units, "knots": np.nan_to_num(knots, nan=0.0).tolist()}
-    (work / LABS_INFO).write_text(json.dumps(info))
-    return {
-        "lab_panels": len(rows),
-        "lab_tests": len(tests),
-        "lab_panels_fit": int(fit.sum()),
-        "lab_missing_fraction": round(float(1 - flags.mean()), 4) if len(rows) else 0.0,
-    }
+def _write_npy(target: Path, raw: Path, shape: tuple[int, ...]) -> None:
+    """``target`` as the .npy file ``np.save`` writes for a float32 array of ``shape``
+    whose bytes are in ``raw`` (C order), copied in blocks; ``raw`` is removed."""
+    import shutil
 
-
-def _held_out_patients(dataset: Artifact) -> set[str]:
-    """Pseudonymised patients whose images are all outside the train split."""
-    from cxrkit.io.dataset import dataset_shards
-
-    splits: dict[str, set[str]] = {}
-    for shard in dataset_shards(dataset):
-        table = pq.read_table(shard, columns=["patient_id", "split"])
-        for patient, split in zip(
-            table.column("patient_id").to_pylist(), table.column("split").to_pylist(), strict=True
-        ):
-            splits.setdefault(str(patient), set()).add(str(split))
-    return {p for p, s in splits.items() if "train" not in s}
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False}
+    with target.open("wb") as out, raw.open("rb") as data:
+        np.lib.format.write_array_header_1_0(out, {**header, "shape": shape})
+        shutil.copyfileobj(data, out, 16 << 20)
+    raw.unlink()
 
 
 # ------------------------------------------------------------------ reading back

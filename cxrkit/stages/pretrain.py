@@ -22,15 +22,16 @@ import torch
 
 from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.artifacts.files import write_json_atomic
+from cxrkit.artifacts.requests import Request, named_inputs, remember
 from cxrkit.config import doc, to_dict
-from cxrkit.errors import ConfigError, InputError
+from cxrkit.errors import ArtifactError, ConfigError, InputError
 from cxrkit.io.text_sections import DEFAULT_TEXT_SECTION
 from cxrkit.models.tower_configs import VisionConfig
 from cxrkit.train import checkpoint as ckpt
 from cxrkit.train.batch import BatchPlan, plan_batch
 from cxrkit.train.config import OptimConfig, TrainConfig
 from cxrkit.train.launch import world_size
-from cxrkit.train.runs import begin_run
+from cxrkit.train.runs import begin_run, check_resume_source
 from cxrkit.train.signals import StopFlag
 from cxrkit.train.slurm import SlurmJob, render_sbatch, write_sbatch
 from cxrkit.train.tracking import Trackers
@@ -182,23 +183,37 @@ def build(cfg: PretrainConfig):
     return build_objective(cfg.objective["name"], objective_config(cfg))
 
 
-def id_params(cfg: PretrainConfig, processes: int = 1, precision: str | None = None) -> dict:
+def id_params(
+    cfg: PretrainConfig,
+    processes: int = 1,
+    precision: str | None = None,
+    weights: list[dict] | None = None,
+) -> dict:
     """Settings that change the trained weights (the artifact id).
 
     Takes the config plus what the launch decides: the number of training
     processes (the global batch is batch_size x processes x accumulate, and each
     process draws its own share of the data) and the resolved mixed precision
     ("auto" becomes bf16 on one machine and fp32 on another); the view filter as the
-    codes it keeps (:func:`view_codes`). Left out: paths
-    (inputs count by their ids, including the artifacts the objective's settings
-    name, see :func:`objective_inputs`), resume, loader workers, the checkpoint
-    interval and the trackers, none of which changes the result.
+    codes it keeps (:func:`view_codes`); ``weights``, the run's :func:`weights_inputs`
+    (computed here when not given). Left out: paths (inputs count by their ids,
+    including the artifacts the objective's settings name, see
+    :func:`objective_inputs`; a weights file or folder a setting names counts as
+    ``"sha256:<content>"``), resume, loader workers, the checkpoint interval and the
+    trackers, none of which changes the result. Raises InputError for a weights path
+    that cannot be read.
     """
     from cxrkit.objectives.base import objective_class
 
     params = to_dict(cfg)
     for key in objective_class(cfg.objective["name"]).artifact_settings:
         params["objective"].pop(key, None)
+    for ref in weights_inputs(cfg) if weights is None else weights:
+        *parents, leaf = ref["setting"].split(".")
+        table = params
+        for key in parents:
+            table = table[key]
+        table[leaf] = f"sha256:{ref['id']}"
     params["launch"] = {
         "processes": processes,
         "global_batch": cfg.data.batch_size * processes * cfg.optim.accumulate,
@@ -213,6 +228,16 @@ def id_params(cfg: PretrainConfig, processes: int = 1, precision: str | None = N
     params["train"].pop("checkpoint_every")  # so a re-run with another interval still resumes
     params["train"].pop("track", None)  # where metrics are copied to changes no weight
     return params
+
+
+def weights_inputs(cfg: PretrainConfig) -> list[dict]:
+    """Input entries for the weights files and folders the objective's settings name
+    (MaCo's ``image_init``, MMCLIP's ``image_weights``, text towers' files; see
+    :func:`cxrkit.objectives.weights.weights_refs`): counted by content, the path kept
+    as provenance. Raises InputError for one that cannot be read."""
+    from cxrkit.objectives.weights import weights_refs
+
+    return weights_refs(cfg.objective["name"], objective_config(cfg))
 
 
 def view_codes(views: list[str]) -> list[str]:
@@ -280,6 +305,8 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
     annotations = None
     if cfg.data.annotations:
         annotations = open_artifact(cfg.data.annotations, kind="annotations")
+    linked = objective_inputs(cfg)
+    _check_pairs_belong(linked, dataset)
     try:
         with torch.device("meta"):  # no memory, no weights: checks names and settings
             objective = build(cfg)
@@ -288,6 +315,8 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
         # an InputError); a real error comes back from the real build.
         objective = build(cfg)
     _check_annotations(cfg, objective.needs)
+    if annotations is not None:
+        _check_annotations_belong(annotations, dataset, objective.needs, cfg.data.split)
     splits = dataset.stats.get("split_counts")
     if isinstance(splits, dict) and splits and not splits.get(cfg.data.split):
         raise InputError(
@@ -296,14 +325,21 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
         )
     require_trackers(list(cfg.train.track))
     plan = plan_batch(cfg.data.batch_size, processes, cfg.optim.accumulate, cfg.train.global_batch)
-    return Checked(dataset, annotations, plan, objective_inputs(cfg))
+    return Checked(dataset, annotations, plan, linked)
 
 
-def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Artifact:
+def run(
+    cfg: PretrainConfig,
+    force: bool = False,
+    accelerator: Any = None,
+    request: Request | None = None,
+) -> Artifact:
     """Train ``cfg.objective`` on the dataset and publish a checkpoint artifact at ``cfg.out``.
 
-    Works the same in one process and under ``accelerate launch``. Returns the
-    published Artifact. Raises ConfigError/InputError/ArtifactError for unusable
+    Works the same in one process and under ``accelerate launch``. ``request``: the
+    settings as the user layered them (the CLI's), recorded beside OUT once it is
+    published or found current, so that the next identical command is decided
+    without torch (:mod:`cxrkit.stages.noop`). Returns the published Artifact. Raises ConfigError/InputError/ArtifactError for unusable
     settings or inputs, Preempted (exit 75) or Interrupted after saving a
     checkpoint on SIGUSR1/SIGTERM or SIGINT (also when the signal comes during
     start-up, before the first step).
@@ -321,11 +357,16 @@ def run(cfg: PretrainConfig, force: bool = False, accelerator: Any = None) -> Ar
             cfg, optim=dataclasses.replace(cfg.optim, accumulate=checked.plan.accumulate)
         )
         log.info("%s", checked.plan.describe())
-        return _train(cfg, checked, force, accelerator, stop)
+        return _train(cfg, checked, force, accelerator, stop, request)
 
 
 def _train(
-    cfg: PretrainConfig, checked: Checked, force: bool, accelerator: Any, stop: StopFlag
+    cfg: PretrainConfig,
+    checked: Checked,
+    force: bool,
+    accelerator: Any,
+    stop: StopFlag,
+    request: Request | None = None,
 ) -> Artifact:
     from cxrkit.train.loop import Trainer
 
@@ -335,18 +376,23 @@ def _train(
     unpaired = open_artifact(cfg.data.unpaired, kind="dataset") if cfg.data.unpaired else None
     if unpaired is not None:
         inputs.append(unpaired)
+    weights = weights_inputs(cfg)
+    inputs += weights
     writer = ArtifactWriter(
         Path(cfg.out),
         "checkpoint",
-        id_params(cfg, accelerator.num_processes, str(accelerator.mixed_precision)),
+        id_params(cfg, accelerator.num_processes, str(accelerator.mixed_precision), weights),
         inputs=inputs,
         schema_version=SCHEMA_VERSION,
         force=force,
         lock=accelerator.is_main_process,  # one lock per run, held by rank 0
     )
+    check_resume_source(cfg.train.resume, writer)
     if _agreed_up_to_date(writer, accelerator):
+        _remember(request, writer, inputs, accelerator, cfg)
         return open_artifact(cfg.out, kind="checkpoint")
     objective = build(cfg)
+    _check_weights_read(cfg, weights)
     run_dir, extension, resume = begin_run(
         writer, cfg.train.resume, cfg.train.max_steps, accelerator
     )
@@ -401,6 +447,7 @@ def _train(
         if extension is not None:
             stats["extended_from"] = extension.as_dict()
         artifact = writer.publish(schema=_schema(cfg, objective), stats=stats)
+        _remember(request, writer, inputs, accelerator, cfg)
         log.info(
             "published %s (final loss %s after %d steps)",
             artifact.path,
@@ -409,6 +456,40 @@ def _train(
         )
     accelerator.wait_for_everyone()
     return open_artifact(cfg.out, kind="checkpoint")
+
+
+def _remember(
+    request: Request | None,
+    writer: ArtifactWriter,
+    inputs: list,
+    accelerator: Any,
+    cfg: PretrainConfig,
+) -> None:
+    """Record (main process) that ``request`` on this launch gives OUT's id, with the
+    inputs as the config names them (see :mod:`cxrkit.artifacts.requests`)."""
+    if request is None or not accelerator.is_main_process:
+        return
+    from cxrkit.objectives.weights import weights_sources
+    from cxrkit.stages.noop import launch_facts
+
+    weights = {}
+    if any(not isinstance(i, Artifact) for i in inputs):
+        weights = weights_sources(cfg.objective["name"], objective_config(cfg))
+    facts = launch_facts(accelerator.num_processes, str(accelerator.mixed_precision))
+    remember(writer.out, request.digest(**facts), writer.id, named_inputs(inputs, weights))
+
+
+def _check_weights_read(cfg: PretrainConfig, weights: list[dict]) -> None:
+    """ArtifactError when a weights file changed between hashing (the id) and building
+    (what the objective read): the run would carry an id for other weights. A stat per
+    file when nothing changed (the digests are remembered for this process)."""
+    now = {ref["setting"]: ref["id"] for ref in weights_inputs(cfg)}
+    for ref in weights:
+        if now.get(ref["setting"]) != ref["id"]:
+            raise ArtifactError(
+                f"{ref['path']}: {ref['setting']} changed while the run started (sha256 "
+                f"{ref['id'][:12]} when hashed); re-run when nothing writes to it"
+            )
 
 
 def _agreed_up_to_date(writer: ArtifactWriter, accelerator: Any) -> bool:
@@ -434,6 +515,34 @@ def _check_annotations(cfg: PretrainConfig, needs: frozenset[str]) -> None:
         )
 
 
+def _check_annotations_belong(
+    annotations: Artifact, dataset: Artifact, needs: frozenset[str], split: str
+) -> None:
+    """InputError when the annotations are another dataset's, or another version's where
+    the objective reads pixels or text spans from them (see
+    :func:`cxrkit.io.linkage.check_annotations`); a warning with counts for labels or
+    prompts of another version."""
+    from cxrkit.io.fields import resolve_fields
+    from cxrkit.io.linkage import check_annotations
+
+    uses = {f.name for f in resolve_fields(needs) if f.annotation_columns or f.requires_annotations}
+    said = check_annotations(annotations, dataset, uses, split)
+    if said is not None:
+        log.warning("%s", said)
+
+
+def _check_pairs_belong(linked: list[Artifact], dataset: Artifact) -> None:
+    """The objective's pairs (and embeddings) against the dataset: see
+    :func:`cxrkit.io.linkage.check_pairs` (InputError, or a logged warning)."""
+    from cxrkit.io.linkage import check_pairs
+
+    kinds = {a.kind: a for a in linked}
+    if "pairs" in kinds:
+        said = check_pairs(kinds["pairs"], dataset, kinds.get("embeddings"))
+        if said is not None:
+            log.warning("%s", said)
+
+
 def write_slurm_job(cfg: PretrainConfig, job: SlurmJob) -> SlurmFiles:
     """Check ``cfg`` for ``job``'s world size, then write OUT.pretrain.json and OUT.sbatch.
 
@@ -446,6 +555,7 @@ def write_slurm_job(cfg: PretrainConfig, job: SlurmJob) -> SlurmFiles:
     cfg = dataclasses.replace(
         cfg,
         out=str(out),
+        objective=_absolute_weights(cfg),
         data=dataclasses.replace(
             cfg.data,
             dataset=str(Path(cfg.data.dataset).resolve()) if cfg.data.dataset else "",
@@ -473,6 +583,15 @@ class SlurmFiles:
     script: Path
     config: Path
     plan: BatchPlan
+
+
+def _absolute_weights(cfg: PretrainConfig) -> dict[str, Any]:
+    """The [objective] table with the weights paths it sets made absolute."""
+    from cxrkit.objectives.weights import with_absolute_weights_paths
+
+    name = cfg.objective["name"]
+    config = with_absolute_weights_paths(name, objective_config(cfg))
+    return {"name": name, **{k: v for k, v in config.items() if k != "model"}}
 
 
 def _absolute_resume(resume: str) -> str:

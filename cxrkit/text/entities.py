@@ -41,7 +41,9 @@ from cxrkit.text.lexicon import (
     statement_regexes,
 )
 from cxrkit.text.negation import AssertionTagger
-from cxrkit.text.sections import split_sections
+from cxrkit.text.readable import readable_text
+from cxrkit.text.sections import Section, split_sections
+from cxrkit.text.trie import word_trie
 
 log = logging.getLogger(__name__)
 
@@ -149,27 +151,45 @@ class EntityExtractor:
 
     def extract(self, texts: Iterable[str | None], batch_size: int = 256) -> Iterator[list[Entity]]:
         """Entities per text, in input order. None/empty/non-string texts give []."""
-        items = ((readable_text(text), text) for text in map(clean_text, texts))
-        for doc, text in self.nlp.pipe(items, as_tuples=True, batch_size=batch_size):
-            yield self.entities(doc, text)
+        for entities, _, _ in self.extract_sections(texts, batch_size):
+            yield entities
 
-    def entities(self, doc: Doc, text: str | None = None) -> list[Entity]:
+    def extract_sections(self, texts: Iterable[str | None], batch_size: int = 256
+                         ) -> Iterator[tuple[list[Entity], str, list[Section]]]:  # fmt: skip
+        """(entities, readable text, its sections) per text, in input order: the text the
+        pipeline read (:func:`readable_text`) and the sections found in it."""
+        items = ((*readable_text(text), text) for text in map(clean_text, texts))
+        pairs = ((readable, (text, readable, origin)) for readable, origin, text in items)
+        for doc, (text, readable, origin) in self.nlp.pipe(pairs, as_tuples=True,
+                                                           batch_size=batch_size):  # fmt: skip
+            sections = split_sections(readable)
+            yield self.entities(doc, text, readable, origin, sections), readable, sections
+
+    def entities(self, doc: Doc, text: str | None = None, readable: str | None = None,
+                 origin: list[int] | None = None,
+                 sections: list[Section] | None = None) -> list[Entity]:  # fmt: skip
         """Entities of one processed doc, with assertion flags and sections.
 
-        ``text`` is the doc's text when the caller has it (``doc.text`` is rebuilt
-        from the tokens on every access, which is slow).
+        ``doc`` is the pipeline's run over ``readable`` (:func:`readable_text` of the
+        report ``text``; ``origin`` maps its characters back to ``text``, None when
+        the offsets are the same). Sections are found in ``readable`` (headers read
+        through the debris it removes); offsets are those of ``text``. Without
+        ``text``, the doc's text is the report (``doc.text`` is rebuilt from the tokens
+        on every access, which is slow).
         """
         if not len(doc):
             return []
         text = doc.text if text is None else text
+        readable = text if readable is None else readable
         offsets = doc.to_array([IDX, LENGTH])  # (T, 2): character offset and length per token
         mentions = [(e.start, e.end, e.label_, *split_pattern_id(e.ent_id_)) for e in doc.ents]
-        mentions = _longest_first([*self._statements(text, offsets[:, 0].tolist()), *mentions])
+        mentions = _longest_first([*self._statements(readable, offsets[:, 0].tolist()),
+                                   *mentions])  # fmt: skip
         mentions = [m for m in mentions if m[2] != SHIELD]  # shields only kept words from others
         if self.abbreviations:
             mentions += self._abbreviation_mentions(doc, mentions)
         mentions.sort()
-        sections = split_sections(text)
+        sections = split_sections(readable) if sections is None else sections
         section_starts = [section.start for section in sections]
         breaks = set()
         if len(sections) > 1:
@@ -181,10 +201,12 @@ class EntityExtractor:
         out = []
         for start, end, label, chexpert, fixed in mentions:
             first, last = int(offsets[start, 0]), int(offsets[end - 1, 0] + offsets[end - 1, 1])
+            section = sections[max(bisect.bisect_right(section_starts, first) - 1, 0)]
+            if origin is not None:
+                first, last = origin[first], max(origin[last], origin[first] + 1)
             negated, uncertain = flags.get((start, end), (fixed == "negated", fixed == "uncertain"))
             if fixed == "hedged" and not negated:  # CheXpert: uncertain unless negated
                 uncertain = True
-            section = sections[max(bisect.bisect_right(section_starts, first) - 1, 0)]
             out.append(Entity(text[first:last], label, chexpert, first, last, negated, uncertain,
                               section.name))  # fmt: skip
         return out
@@ -220,33 +242,6 @@ class EntityExtractor:
         return extra
 
 
-def word_trie(words: Iterable[str]) -> str:
-    """A regex matching any of ``words`` (lower case), longest first, as a prefix tree.
-
-    ``"lead", "leads", "line"`` -> ``l(?:ead(?:s)?|ine)``: the same matches as the
-    alternation of the words longest first, but the regex engine reads each
-    character once instead of trying every word at every position (about 3x faster
-    over the IU reports).
-    """
-    tree: dict = {}
-    for word in words:
-        node = tree
-        for char in word:
-            node = node.setdefault(char, {})
-        node[""] = {}  # a word ends here
-
-    def emit(node: dict) -> str:
-        branches = [re.escape(char) + emit(child) for char, child in sorted(node.items()) if char]
-        if not branches:
-            return ""
-        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-        if "" in node:  # a shorter word ends here: the longer ones are optional, tried first
-            return f"(?:{body})?" if len(branches) == 1 else body + "?"
-        return body
-
-    return "(?:" + emit(tree) + ")"
-
-
 def _longest_first(mentions: list[tuple]) -> list[tuple]:
     """Drop mentions overlapping a longer (or, at equal length, earlier-listed) one."""
     taken: set[int] = set()
@@ -257,32 +252,6 @@ def _longest_first(mentions: list[tuple]) -> list[tuple]:
             kept.append(mention)
             taken.update(span)
     return kept
-
-
-# "3.no effusion", "2)Cardiomegaly": list numbering glued to the next word.
-_GLUED_NUMBER = re.compile(r"(?<![\w.])(\d{1,2})[.)](?=[A-Za-z])")
-# A single line break inside a sentence (a wrapped line): after a word or comma, before
-# a lower-case word. A blank line, or a break after sentence punctuation, stays a break.
-_WRAPPED_LINE = re.compile(r"(?<=[A-Za-z,])[ \t]*\r?\n(?=[ \t]*[a-z])")
-
-
-# Necessary conditions for the two patterns above, found much faster: most reports have
-# neither, and then the text is returned as it is.
-_WRAPPED_HINT = re.compile(r"\n[ \t]*[a-z]")
-_GLUED_HINT = re.compile(r"\d[.)][A-Za-z]")
-
-
-def readable_text(text: str) -> str:
-    """The text the pipeline reads: same length as ``text`` (offsets stay valid).
-
-    Unglues list numbering ("3.no pleural effusion": the "." becomes a line break,
-    the number a clause of its own) and joins wrapped lines ("pleural\\neffusion").
-    """
-    if "\n" in text and _WRAPPED_HINT.search(text):
-        text = _WRAPPED_LINE.sub(lambda m: " " * len(m.group()), text)
-    if _GLUED_HINT.search(text):
-        text = _GLUED_NUMBER.sub(lambda m: m.group(1) + "\n", text)
-    return text
 
 
 def clean_text(text: object) -> str:

@@ -5,10 +5,13 @@ Conventions are those of the CheXpert labeler (Irvin et al. 2019; its
 
 - Sections (:data:`SECTION_POLICIES`): CheXpert labels the impression it is given.
   ``"impression"`` (the default of ``cxrkit label``) reads the IMPRESSION section of
-  a report that has one, else its findings and header-less text (the whole text of a
-  header-less report, like a CheXpert ``Reports`` cell). ``"findings+impression"``
-  (what ``cxrkit annotate`` uses) reads findings, impression and header-less text.
-  Indication / history / comparison / technique never make a label under either.
+  a report that has one with words in it, else its findings and header-less text (the
+  whole text of a header-less report, like a CheXpert ``Reports`` cell); an impression
+  that points back ("As above.", "See findings.") reads the findings too.
+  ``"findings+impression"`` (what ``cxrkit annotate`` uses) reads findings, impression
+  and header-less text. Both read an ADDENDUM (it amends the report). Indication /
+  history / comparison / technique never make a label; a MIMIC-CXR WET READ (the
+  preliminary read the final report supersedes) does only in a report with nothing else.
 - A mention is negated or uncertain as :mod:`cxrkit.text.negation` says
   (pre-negation uncertainty > negation > post-negation uncertainty).
 - Per class, over its mentions: any positive -> 1; else any uncertain -> -1;
@@ -30,7 +33,7 @@ Conventions are those of the CheXpert labeler (Irvin et al. 2019; its
   is positive or uncertain in the labelled sections. Devices do not block it, except
   those named by "tracheostomy" / "defib..." (also no_finding.txt phrases). So a report with no mention
   at all is No Finding = 1, as in CheXpert. A text with no letter at all (empty,
-  whitespace, digits, punctuation) is all NaN: there is no report to label.
+  whitespace, digits, punctuation, HTML markup) is all NaN: there is no report to label.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from typing import TYPE_CHECKING
 from cxrkit.errors import ConfigError
 from cxrkit.text.classes import CHEXPERT_CLASSES, CLASS_INDEX
 from cxrkit.text.lexicon import FINDING
-from cxrkit.text.sections import HEADERS, LABEL_SECTIONS, split_sections
+from cxrkit.text.readable import readable_text
+from cxrkit.text.sections import HEADERS, LABEL_SECTIONS, Section, split_sections
 
 if TYPE_CHECKING:
     from cxrkit.text.entities import Entity, EntityExtractor
@@ -61,7 +65,7 @@ SECTION_POLICIES = ("impression", "findings+impression")
 """Which report sections make labels; see the module docstring."""
 DEFAULT_POLICY = "impression"
 # Bump when a rule here or in negation.py's code changes (annotate's labeler fingerprint).
-RULES_VERSION = 6
+RULES_VERSION = 7
 
 _HEART_FAILURE = re.compile(r"\b(?:chf|heart failure)\b", re.IGNORECASE)
 _HEART_WORD = re.compile(r"\b(?:heart|cardiac)\b", re.IGNORECASE)
@@ -75,8 +79,20 @@ _OPACITY_WORD = re.compile(r"opaci|densit", re.IGNORECASE)
 # Device words of CheXpert's no_finding.txt: unlike other devices they block No Finding.
 _NO_FINDING_DEVICE = re.compile(r"tracheostomy|defib", re.IGNORECASE)
 _LETTER = re.compile(r"[^\W\d_]")
-_IMPRESSION_WORD = re.compile(
-    "|".join(h for h, name in HEADERS.items() if name == "impression"), re.IGNORECASE
+_WET_READ_WORD = re.compile(r"wet\s+read", re.IGNORECASE)
+_POLICY_HEADER = re.compile(
+    "|".join(h for h, name in HEADERS.items() if name in ("impression", "wet_read")),
+    re.IGNORECASE,
+)
+# The impression (and an addendum, which amends the report) under the "impression" policy.
+_IMPRESSION_SECTIONS = frozenset({"impression", "addendum"})
+# An impression that points back at the findings ("IMPRESSION: As above.", "See findings.")
+# says them. Only at its start: a footer's "agree with the findings described above" is an
+# attestation, not the impression.
+_REFERS_BACK = re.compile(
+    r"\W*(?:\d{1,2}[.)]\s*)?(?:please\s+)?(?:(?:see|refer\s+to)\s+(?:the\s+)?(?:findings|above)"
+    r"|(?:the\s+)?(?:findings\s+)?(?:are\s+)?as\s+(?:\w+\s+)?above)\b",
+    re.IGNORECASE,
 )
 _CARDIOMEGALY, _MEDIASTINUM = CLASS_INDEX["Cardiomegaly"], CLASS_INDEX["Enlarged Cardiomediastinum"]
 _OPACITY, _LESION = CLASS_INDEX["Lung Opacity"], CLASS_INDEX["Lung Lesion"]
@@ -101,14 +117,29 @@ def label_sections(text: str | None, policy: str = DEFAULT_POLICY) -> frozenset[
 
     Raises ConfigError for an unknown policy.
     """
-    if policy == "findings+impression":
-        return LABEL_SECTIONS
-    if policy != "impression":
+    if policy not in SECTION_POLICIES:
         raise ConfigError(f"section policy {policy!r}: use one of {', '.join(SECTION_POLICIES)}")
-    if not text or not _IMPRESSION_WORD.search(text):  # cheap: most texts have no header
+    if not text:
         return LABEL_SECTIONS
-    names = {section.name for section in split_sections(text)}
-    return frozenset({"impression"}) if "impression" in names else LABEL_SECTIONS
+    readable = readable_text(text)[0]  # the text whose sections the entities were given
+    return _chosen_sections(readable, None, policy)
+
+
+def _chosen_sections(text: str, sections: list[Section] | None, policy: str) -> frozenset[str]:
+    """:func:`label_sections` of a readable text whose sections may be known already."""
+    if not (_WET_READ_WORD if policy == "findings+impression" else _POLICY_HEADER).search(text):
+        return LABEL_SECTIONS  # cheap: most texts have no header that changes the choice
+    sections = split_sections(text) if sections is None else sections
+    said = {s.name for s in sections if _LETTER.search(text, s.content, s.end)}
+    chosen = LABEL_SECTIONS
+    if policy == "impression" and "impression" in said:
+        chosen = _IMPRESSION_SECTIONS
+        if any(_REFERS_BACK.match(text, s.content, s.end) for s in sections
+               if s.name == "impression"):  # fmt: skip
+            chosen = LABEL_SECTIONS
+    if "wet_read" in said and not said & LABEL_SECTIONS:
+        chosen |= {"wet_read"}
+    return chosen
 
 
 def _classes_of(entity: Entity, index: int) -> list[int]:
@@ -156,10 +187,14 @@ def labels_from_entities(
 
 
 def has_letters(text: object) -> bool:
-    """Whether ``text`` holds a letter (a report to label, however short or foreign)."""
+    """Whether ``text`` holds a letter (a report to label, however short or foreign);
+    HTML markup and entities ("<br>&nbsp;") are not letters."""
     from cxrkit.text.entities import clean_text
 
-    return bool(_LETTER.search(clean_text(text)))
+    text = clean_text(text)
+    if "<" in text or "&" in text:
+        text = readable_text(text)[0]
+    return bool(_LETTER.search(text))
 
 
 class Labeler:
@@ -189,10 +224,13 @@ class Labeler:
                 pending.append(text)
                 yield text
 
-        for entities in self.extractor.extract(remember(), batch_size=batch_size):
+        for entities, readable, sections in self.extractor.extract_sections(remember(),
+                                                                            batch_size):  # fmt: skip
             clean = clean_text(pending.popleft())
-            labels = labels_from_entities(entities, label_sections(clean, self.sections),
-                                          has_letters(clean))  # fmt: skip
+            chosen = (
+                _chosen_sections(readable, sections, self.sections) if clean else LABEL_SECTIONS
+            )
+            labels = labels_from_entities(entities, chosen, has_letters(clean))
             yield labels, entities
 
 

@@ -128,9 +128,8 @@ _BE = _any(
     "looks",
     "may",
     "to",
-    "xxxx",
-    op="{0,2}",
-)  # fmt: skip  (xxxx: the IU reports' de-identification mark)
+    op="{0,3}",  # "appears to be"
+)  # fmt: skip
 _THE = _any("the", op="?")
 _HEART = _any("heart", "cardiac", "cardiopericardial")
 _HEART_NOUN = _any("size", "silhouette", "silhouettes", "shadow", "contour", "contours",
@@ -567,6 +566,12 @@ def entity_ruler_patterns(terms: tuple[Term, ...] = TERMS) -> list[dict]:
     return patterns
 
 
+# Between two words of a statement: white space, and up to two de-identification marks
+# (IU's "XXXX", MIMIC-CXR's "___"), which stand for a word nobody can read: "heart size
+# XXXX within normal limits", "heart size is ___ normal".
+_GAP = r"\s+(?:(?:xxxx|___)\s+){0,2}"
+
+
 def statement_regexes(terms: tuple[Term, ...] = TERMS) -> list[tuple[str, str, str, list[str]]]:
     """(regex, label, pattern id, first words) for each token pattern, as a word regex.
 
@@ -574,7 +579,8 @@ def statement_regexes(terms: tuple[Term, ...] = TERMS) -> list[tuple[str, str, s
     spaCy's Matcher syntax (LOWER values or IN sets, ops ?, *, {m,n}). Run as a
     spaCy Matcher with optional tokens they cost ~0.5 ms per report, more than
     the rest of the pipeline together; as one regex over the text, microseconds.
-    Matching is case-insensitive on whole words; tokens are separated by whitespace.
+    Matching is case-insensitive on whole words; tokens are separated by whitespace
+    and at most two de-identification marks (``_GAP``).
     """
     out = []
     for term in terms:
@@ -587,7 +593,7 @@ def statement_regexes(terms: tuple[Term, ...] = TERMS) -> list[tuple[str, str, s
                     values = token["LOWER"]
                     words = values["IN"] if isinstance(values, dict) else [values]
                     body = "(?:" + "|".join(re.escape(w) for w in words) + ")"
-                body = body if index == 0 else r"\s+" + body
+                body = body if index == 0 else _GAP + body
                 op = token.get("OP")
                 parts.append(body if op is None else f"(?:{body}){op}")  # ?, *, {m,n} as in regex
             first = tokens[0]["LOWER"]

@@ -17,6 +17,7 @@ uncertainty ("possible", "may", "question", "is compatible with", "secondary to"
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -224,8 +225,14 @@ class AssertionTagger:
 
         self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
         for kind, phrases in _KINDS.items():
-            docs = [nlp.make_doc(p) for p in dict.fromkeys(phrases)]
-            self.matcher.add(kind, docs)
+            # The tokenizer's exceptions are case-sensitive: "cannot" is two tokens, "CANNOT"
+            # one. Matching is on LOWER, so each distinct tokenisation of a cue is added.
+            docs = {}
+            for phrase in dict.fromkeys(phrases):
+                for form in (phrase, phrase.upper(), phrase.capitalize()):
+                    doc = nlp.make_doc(form)
+                    docs.setdefault(tuple(t.lower_ for t in doc), doc)
+            self.matcher.add(kind, list(docs.values()))
         self.strings = nlp.vocab.strings
         self.or_ids = frozenset(nlp.vocab.strings.add(w) for w in _OR_WORDS)
         # Whitespace tokens holding a line break end a clause too; list the common ones.
@@ -248,10 +255,13 @@ class AssertionTagger:
         # A kept post-cue ending in a shorter pre-cue still governs what follows: "would be
         # difficult to exclude (POST) a pneumonia" holds "to exclude" (PRE, a negation as in
         # CheXpert's negation.txt); the longest such pre-cue lends its kinds.
+        pre_by_end: dict[int, list[tuple[int, set[str]]]] = {}
+        for (s, e), ks in kinds.items():
+            if ks & set(_PRE):
+                pre_by_end.setdefault(e, []).append((s, ks & set(_PRE)))
         for start, end in kept:
             if not kinds[(start, end)] & set(_PRE):
-                inner = [(s, ks & set(_PRE)) for (s, e), ks in kinds.items()
-                         if e == end and s > start and ks & set(_PRE)]  # fmt: skip
+                inner = [(s, ks) for s, ks in pre_by_end.get(end, ()) if s > start]
                 if inner:
                     kinds[(start, end)] |= min(inner, key=lambda item: item[0])[1]
         # One phrase may be several kinds ("absent" is PRE_NEG and POST_NEG).
@@ -290,30 +300,39 @@ class AssertionTagger:
         if not cues and len(spans) < 2:  # no cue, no "X or Y": nothing to decide
             return [(False, False)] * len(spans)
         clause = self.clause_ids(doc, cues, breaks or set())
+        # Cues are in text order and do not overlap, so their starts and ends are sorted:
+        # each mention looks only at the cues in its windows (bisect), never at all of them
+        # (a 100,000-character report has thousands of each).
         pre = [c for c in cues if c.kind in _PRE]
-        post = [c for c in cues if c.kind in _POST]
+        pre_ends = [c.end for c in pre]
         # A hedge inside a negated list is itself negated: "no consolidation, suspicious
         # opacity, or pneumothorax" -> pneumothorax is negated, not uncertain.
-        kind_of = {c: self._pre_kind(c, pre, clause) for c in pre}
+        kind_of = {c: self._pre_kind(c, _within(pre, pre_ends, c.start - PRE_WINDOW, c.start),
+                                     clause) for c in pre}  # fmt: skip
         joinable = [i for i in range(len(spans)) if alternatives is None or alternatives[i]]
         hedged = {joinable[i] for i in self._alternatives(doc, [spans[i] for i in joinable],
                                                           clause)}  # fmt: skip
         hedged |= self._versus(cues, spans, joinable, clause)
         findings = [spans[i] for i in joinable]
-        post = self._predicative(doc, pre, post, findings)
+        finding_starts = [s for s, _ in findings]
+        post = self._predicative(doc, pre, [c for c in cues if c.kind in _POST], findings,
+                                 finding_starts)  # fmt: skip
+        pre_starts, post_starts = [c.start for c in pre], [c.start for c in post]
         results = []
         for index, (start, end) in enumerate(spans):
-            before = [c for c in pre if c.end <= start and start - c.end <= PRE_WINDOW
-                      and clause[c.start] == clause[start]
+            before = [c for c in _within(pre, pre_ends, start - PRE_WINDOW, start)
+                      if clause[c.start] == clause[start]
                       and (c.kind != "PRE_NARROW"
-                           or self._narrow_reach(doc, c, start, findings))]  # fmt: skip
-            after = [c for c in post if c.start >= end and c.start - end <= POST_WINDOW
-                     and clause[c.start] == clause[end - 1]]  # fmt: skip
+                           or self._narrow_reach(doc, c, start, findings, finding_starts))]  # fmt: skip
+            after = [c for c in _within(post, post_starts, end, end + POST_WINDOW)
+                     if clause[c.start] == clause[end - 1]]  # fmt: skip
             # The cue nearest to the mention decides, on each side.
             kinds = set()
             if end - start > 2:  # a statement may hold a hedge: "the heart may be enlarged"
-                kinds = {kind_of.get(c) or c.kind.removeprefix("POST_") for c in pre + post
-                         if c.start >= start and c.end <= end}  # fmt: skip
+                inside = [*_within(pre, pre_starts, start, end - 1),
+                          *_within(post, post_starts, start, end - 1)]  # fmt: skip
+                kinds = {kind_of.get(c) or c.kind.removeprefix("POST_") for c in inside
+                         if c.end <= end}  # fmt: skip
                 kinds.discard("NEG")  # a negated statement is its own lexicon entry
             if before:
                 kinds.add(kind_of[max(before, key=lambda c: (c.end, c.start))])
@@ -346,18 +365,19 @@ class AssertionTagger:
         return out
 
     @staticmethod
-    def _narrow_reach(doc: Doc, cue: Cue, start: int, findings: list[tuple[int, int]]) -> bool:
+    def _narrow_reach(doc: Doc, cue: Cue, start: int, findings: list[tuple[int, int]],
+                      finding_starts: list[int]) -> bool:  # fmt: skip
         """Whether a narrow negation reaches a mention starting at token ``start``: close,
         no punctuation and no other finding between."""
         return (
             start - cue.end <= NARROW_WINDOW
             and not any(t.is_punct for t in doc[cue.end : start])
-            and not any(cue.end <= s and e <= start for s, e in findings)
+            and not any(e <= start for _, e in _within(findings, finding_starts, cue.end, start))
         )
 
     @staticmethod
-    def _predicative(doc: Doc, pre: list[Cue], post: list[Cue],
-                     spans: list[tuple[int, int]]) -> list[Cue]:  # fmt: skip
+    def _predicative(doc: Doc, pre: list[Cue], post: list[Cue], spans: list[tuple[int, int]],
+                     span_starts: list[int]) -> list[Cue]:  # fmt: skip
         """``post`` less the cues that also are pre-cues and stand before a finding.
 
         "possible" / "questionable" / "suspected" / "resolved" before a finding modify
@@ -368,9 +388,8 @@ class AssertionTagger:
         out = []
         for cue in post:
             if (cue.start, cue.end) in dual and any(
-                0 <= start - cue.end <= ATTRIBUTIVE_GAP
-                and not any(t.is_punct for t in doc[cue.end : start])
-                for start, _ in spans
+                not any(t.is_punct for t in doc[cue.end : start])
+                for start, _ in _within(spans, span_starts, cue.end, cue.end + ATTRIBUTIVE_GAP)
             ):
                 continue
             out.append(cue)
@@ -407,6 +426,11 @@ class AssertionTagger:
                     and clause[other.start] == clause[cue.start]):  # fmt: skip
                 return "NEG"
         return "UNC"
+
+
+def _within(items: list, keys: list[int], low: int, high: int) -> list:
+    """The ``items`` whose key (``keys``, sorted, one per item) is in ``[low, high]``."""
+    return items[bisect.bisect_left(keys, low) : bisect.bisect_right(keys, high)]
 
 
 def resolve(kinds: set[str]) -> tuple[bool, bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -116,3 +117,30 @@ def resolve_precision(precision: str) -> str:
         return "bf16"
     cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return "bf16" if cuda_bf16 else "no"
+
+
+# Device nodes without which no CUDA (or ROCm) device can be used: NVIDIA's driver,
+# AMD's compute driver, WSL's GPU bridge.
+_GPU_DEVICE_NODES = (
+    "/proc/driver/nvidia",
+    "/dev/nvidiactl",
+    "/dev/nvidia0",
+    "/dev/kfd",
+    "/dev/dxg",
+)
+
+
+def precision_without_torch(precision: object) -> str | None:
+    """What :func:`resolve_precision` would return, where that is certain without
+    importing torch: "no" for fp32, "bf16" for bf16, and "no" for auto on a machine
+    with no GPU device node (``_GPU_DEVICE_NODES``) or with ``CUDA_VISIBLE_DEVICES``
+    naming none. None where only torch can tell (auto with a GPU in sight) or for a
+    value that is not a precision."""
+    if precision not in PRECISIONS:
+        return None
+    if precision != "auto":
+        return {"fp32": "no", "bf16": "bf16"}[str(precision)]
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
+    if hidden or not any(os.path.exists(node) for node in _GPU_DEVICE_NODES):
+        return "no"
+    return None

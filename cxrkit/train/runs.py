@@ -24,8 +24,9 @@ from typing import Any
 from cxrkit.artifacts import ArtifactWriter, read_manifest
 from cxrkit.artifacts.manifest import PARTIAL_MARKER
 from cxrkit.artifacts.owners import owner, owner_state
-from cxrkit.errors import ArtifactError, CxrkitError
+from cxrkit.errors import ArtifactError, CxrkitError, InputError
 from cxrkit.train import layout as ckpt
+from cxrkit.train.weights_changes import changed_weights, same_run
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +48,75 @@ class Extension:
 
 
 def write_run_info(
-    run_dir: Path, run_id: str, params: dict, inputs: list[str], max_steps: int
+    run_dir: Path,
+    run_id: str,
+    params: dict,
+    inputs: list[str],
+    max_steps: int,
+    input_refs: list[dict] | None = None,
 ) -> None:
-    """Record what the run is: id, params, input ids and max_steps."""
+    """Record what the run is: id, params, input ids, max_steps and the input entries
+    (paths and weights settings, for :func:`refuse_changed_weights`)."""
     info = {"id": run_id, "params": params, "inputs": inputs, "max_steps": max_steps}
+    if input_refs is not None:
+        info["input_refs"] = input_refs
     (Path(run_dir) / RUN_FILE).write_text(json.dumps(info))
 
 
-def _same_run(a: dict, b: dict) -> bool:
-    """Equal params apart from train.max_steps."""
+def refuse_changed_weights(writer: ArtifactWriter) -> None:
+    """ArtifactError when OUT, or a stopped run of OUT, of the same settings was trained
+    from other weights than the command names now (:func:`changed_weights`): the file
+    was replaced, or the setting points at another file.
 
-    def strip(params: dict) -> dict:
-        params = copy.deepcopy(params)
-        params.get("train", {}).pop("max_steps", None)
-        return params
+    Resuming it would mix two sets of starting weights in one run, and starting
+    afresh beside it would leave it behind unexplained; so the user decides: put the
+    file back (the run resumes) or pass ``--force`` / ``--resume never`` (a new run).
+    """
+    found = _changed_weights_run(writer)
+    if found is not None:
+        raise ArtifactError(found[1])
 
-    return strip(a) == strip(b)
+
+def _warn_changed_weights(writer: ArtifactWriter) -> None:
+    """What :func:`refuse_changed_weights` refuses, as a warning (--force, --resume never)."""
+    found = _changed_weights_run(writer)
+    if found is not None:
+        where, message = found
+        fate = "replaced when this run publishes" if where == writer.out else "left as it is"
+        log.warning("%s; training afresh as asked (%s is %s)", message, where, fate)
+
+
+def _changed_weights_run(writer: ArtifactWriter) -> tuple[Path, str] | None:
+    """(where, one-line message) of the first earlier run whose weights differ, or None."""
+    refs = writer._input_refs
+    earlier: list[tuple[Path, dict, list]] = []
+    if (writer.out / "manifest.json").is_file():
+        try:
+            manifest = read_manifest(writer.out)
+            earlier.append((writer.out, manifest.get("params", {}), manifest.get("inputs", [])))
+        except ArtifactError:
+            pass
+    for run_dir in sorted(writer.out.parent.glob(writer.out.name + ".tmp-*")):
+        try:
+            info = json.loads((run_dir / RUN_FILE).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if info.get("id") != writer.id:
+            earlier.append((run_dir, info.get("params", {}), info.get("input_refs", [])))
+    paths = {r["setting"]: r.get("path") for r in refs if r.get("setting")}
+    for where, params, their_refs in earlier:
+        changed = changed_weights(writer.params, refs, params, their_refs)
+        if changed:
+            setting, before_path, before, now = changed[0]
+            path = paths[setting]
+            then = f"sha256 {before[:12]}" + (f" at {before_path}" if before_path != path else "")
+            return where, (
+                f"{path}: {setting} holds other weights than the run in {where} was trained "
+                f"from ({then}; {now[:12]} now); put those weights back to "
+                + ("resume it" if where != writer.out else "keep it up to date")
+                + ", or re-run with --force (or --resume never) to train afresh"
+            )
+    return None
 
 
 def steps_done(run_dir: Path) -> int:
@@ -96,7 +150,7 @@ def find_extension(
             manifest.get("kind") == "checkpoint"
             and manifest.get("id") != writer.id
             and same_inputs
-            and _same_run(manifest.get("params", {}), params)
+            and same_run(manifest.get("params", {}), params)
         ):
             steps = int(manifest.get("stats", {}).get("steps", 0))
             candidates.append(Extension("published", out, manifest["id"], steps))
@@ -109,7 +163,7 @@ def find_extension(
         if (
             info.get("id") != writer.id
             and info.get("inputs") == inputs
-            and _same_run(info.get("params", {}), params)
+            and same_run(info.get("params", {}), params)
             and owner_state(marker) == "dead"
         ):
             candidates.append(Extension("unfinished", run_dir, info["id"], steps_done(run_dir)))
@@ -202,6 +256,10 @@ def _begin_main(
                     f"over with --resume {where}"
                 )
             )
+    if writer.force or resume == "never":
+        _warn_changed_weights(writer)
+    else:
+        refuse_changed_weights(writer)  # before anything on disk changes
     _move_aside_foreign(writer)
     inputs = [r["id"] for r in writer._input_refs]
     extension = None
@@ -214,8 +272,74 @@ def _begin_main(
         metrics = run_dir / METRICS_FILE
         if not metrics.exists():  # the history continues in the extended artifact
             shutil.copy2(extension.path / METRICS_FILE, metrics)
-    write_run_info(run_dir, writer.id, writer.params, inputs, max_steps)
+    write_run_info(run_dir, writer.id, writer.params, inputs, max_steps, writer._input_refs)
     return str(run_dir), extension, resume
+
+
+def check_resume_source(resume: str, writer: ArtifactWriter) -> None:
+    """InputError when ``train.resume`` names a checkpoint of another run.
+
+    Resuming continues a run: its step, optimiser state and data order. A checkpoint
+    (``checkpoints/step-N``, a run directory, a published checkpoint) whose run record
+    (``.work-run.json`` or the manifest) has other inputs or other settings than this
+    run (``train.max_steps`` aside) would be published under this run's id and
+    lineage, with weights trained on what the record says. A path with no record
+    nearby is not judged here (its files are checked when loaded). Takes
+    ``train.resume`` and this run's artifact writer (its id params and inputs).
+    """
+    if resume in ("auto", "never"):
+        return
+    params, inputs = writer.params, [r["id"] for r in writer._input_refs]
+    record = _run_record(Path(resume))
+    if record is None:
+        return
+    where, theirs, their_inputs = record
+    if their_inputs == inputs and same_run(theirs, params):
+        return
+    from cxrkit.io.linkage import params_differ
+
+    if their_inputs != inputs:
+        mine = ", ".join(i[:12] for i in inputs)
+        other = ", ".join(str(i)[:12] for i in their_inputs)
+        what = f"its inputs are {other or 'none'}, this run's {mine}"
+    else:
+        strip = {"train": {"max_steps": None}}
+        what = "settings differ: " + params_differ(_merged(theirs, strip), _merged(params, strip))
+    raise InputError(
+        f"train.resume {resume}: a checkpoint of another run ({where}; {what}); resume "
+        "continues this run's own checkpoints: use --resume auto, or --resume never to "
+        "start afresh"
+    )
+
+
+def _merged(params: dict, over: dict) -> dict:
+    out = copy.deepcopy(params)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _run_record(path: Path) -> tuple[Path, dict, list] | None:
+    """(where, params, input ids) of the run a resume path belongs to: the nearest
+    ``.work-run.json`` or checkpoint manifest at the path or up to two folders above
+    (``OUT.tmp-N/checkpoints/step-N``); None when there is none."""
+    for folder in (path, path.parent, path.parent.parent):
+        try:
+            info = json.loads((folder / RUN_FILE).read_text())
+            return folder, info.get("params") or {}, list(info.get("inputs") or [])
+        except (OSError, json.JSONDecodeError):
+            pass
+        try:
+            manifest = read_manifest(folder)
+        except ArtifactError:
+            continue
+        if manifest.get("kind") == "checkpoint":
+            ids = [i.get("id") for i in manifest.get("inputs", [])]
+            return folder, manifest.get("params") or {}, ids
+    return None
 
 
 def _names(resume: str, run_dir: Path) -> bool:
