@@ -251,3 +251,34 @@ def test_no_quick_decision_under_a_multi_process_launch_or_with_a_gpu_in_sight(
     monkeypatch.setattr(train_config, "_GPU_DEVICE_NODES", (str(node),))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert pretrain_up_to_date(request) is None
+
+
+# ---------------------------------------------------------------- a record that is not ours
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"format": "cxrkit-requests/1", "entries": 5}',  # not a list
+     '{"format": "cxrkit-requests/1", "entries": [{"digest": "D", "id": "I", "inputs": ["x"]}]}',
+     '{"format": "cxrkit-requests/1", "entries": [{"digest": "D", "id": "I", "inputs": {"a": 1}}]}',
+     "[" * 100_000],  # nested past the JSON reader's recursion limit
+    ids=["entries-not-a-list", "input-not-a-table", "inputs-not-a-list", "deeply-nested"],
+)  # fmt: skip
+def test_a_malformed_record_is_ignored_by_recall_and_replaced_by_remember(published, text):
+    """A record damaged or written by hand sends the run down its full path; it never
+    stops the command (the record is an optimisation only)."""
+    digest, out_id = published["digest"], open_artifact(published["out"]).id
+    text = text.replace('"D"', f'"{digest}"').replace('"I"', f'"{out_id}"')
+    record_path(published["out"]).write_text(text)
+    assert recall(published["out"], "pairs", digest) is None
+    inputs = records.named_inputs([open_artifact(published["source"])])
+    remember(published["out"], digest, out_id, inputs)
+    assert recall(published["out"], "pairs", digest) is not None
+
+
+def test_an_oversized_record_is_not_read(published):
+    """A record holds at most 16 short entries; a file of megabytes is not one of ours."""
+    record = json.loads(record_path(published["out"]).read_text())
+    record["padding"] = "x" * (2 << 20)
+    record_path(published["out"]).write_text(json.dumps(record))
+    assert recall(published["out"], "pairs", published["digest"]) is None
