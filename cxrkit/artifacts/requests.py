@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "cxrkit-requests/1"
 KEEP = 16  # requests remembered per OUT (working directories, launch shapes)
+MAX_RECORD_BYTES = 1 << 20  # a record of KEEP entries is a few kB; a larger file is not one
 
 
 @dataclass(frozen=True)
@@ -199,10 +200,35 @@ def recall(out: str | Path, kind: str, digest: str) -> Artifact | None:
 
 
 def _entries(path: Path) -> list[dict]:
+    """The well-formed entries of the record at ``path`` (:func:`_well_formed`); [] for a
+    missing, oversized, unparsable or foreign file. Never raises."""
     try:
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            return []
         record = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return []
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         return []
-    return [e for e in record.get("entries", []) if isinstance(e, dict)]
+    entries = record.get("entries")
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if _well_formed(e)]
+
+
+def _well_formed(entry: object) -> bool:
+    """Whether ``entry`` has the shape :func:`remember` writes: string ``digest`` and
+    ``id``, and ``inputs`` a list of tables with string ``path`` and ``id`` (and, for
+    weights, a string ``content``)."""
+    if not isinstance(entry, dict):
+        return False
+    if not all(isinstance(entry.get(k), str) for k in ("digest", "id")):
+        return False
+    inputs = entry.get("inputs")
+    return isinstance(inputs, list) and all(
+        isinstance(i, dict)
+        and isinstance(i.get("path"), str)
+        and isinstance(i.get("id"), str)
+        and isinstance(i.get("content", ""), str)
+        for i in inputs
+    )
