@@ -205,6 +205,28 @@ def test_code_digest_covers_the_code_and_the_shipped_presets():
     assert not any("__pycache__" in n for n in names)
 
 
+def test_a_package_file_that_cannot_be_read_does_not_stop_the_command(monkeypatch):
+    """An editor's lock file in a checkout (Emacs' ``.#pretrain.py`` is a link to nowhere)
+    or a file without read permission is no code Python runs: the digest still comes out
+    (it differs, so the run takes the full path once)."""
+    real = code_files()
+    records.code_digest.cache_clear()
+    try:
+        base = records.code_digest()
+        records.code_digest.cache_clear()
+        monkeypatch.setattr(records, "code_files", lambda: [*real, Path("stages/.#pretrain.py")])
+        assert records.code_digest() != base
+    finally:
+        records.code_digest.cache_clear()
+
+
+def test_code_files_leave_out_links_to_nowhere(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / ".#a.py").symlink_to(tmp_path / "nowhere")
+    assert [p.as_posix() for p in code_files(tmp_path / "pkg")] == ["a.py"]
+
+
 # ---------------------------------------------------------------- when only torch can tell
 
 
