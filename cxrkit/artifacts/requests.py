@@ -85,26 +85,35 @@ class Request:
         return hashlib.sha256(payload.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def code_files() -> list[Path]:
-    """Every file of the running cxrkit package, relative to it and sorted: the code and
-    the shipped presets (a linked folder in a checkout), byte code caches left out."""
-    root = Path(__file__).resolve().parents[1]
+def code_files(root: Path | None = None) -> list[Path]:
+    """Every file of the running cxrkit package (or of ``root``), relative to it and
+    sorted: the code and the shipped presets (a linked folder in a checkout); byte code
+    caches and links to nowhere (an editor's lock file, Emacs' ``.#name.py``) left out."""
+    root = root or Path(__file__).resolve().parents[1]
     files = []
     for folder, dirs, names in os.walk(root, followlinks=True):
         dirs[:] = [d for d in dirs if d != "__pycache__"]
-        files += [Path(folder, n).relative_to(root) for n in names if not n.endswith(".pyc")]
+        files += [
+            Path(folder, n).relative_to(root)
+            for n in names
+            if not n.endswith(".pyc") and os.path.exists(os.path.join(folder, n))
+        ]
     return sorted(files, key=lambda p: p.as_posix())
 
 
 @functools.lru_cache(maxsize=1)
 def code_digest() -> str:
     """sha256 over the path and bytes of each of :func:`code_files` (about 1 MB read, a
-    few milliseconds, once per process)."""
+    few milliseconds, once per process). A file that cannot be read (no permission,
+    removed meanwhile) counts as unreadable, so the digest differs and never raises."""
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for path in code_files():
         digest.update(path.as_posix().encode("utf-8", "surrogateescape") + b"\0")
-        digest.update((root / path).read_bytes() + b"\0")
+        try:
+            digest.update((root / path).read_bytes() + b"\0")
+        except OSError:
+            digest.update(b"\0unreadable\0")
     return digest.hexdigest()
 
 
