@@ -151,6 +151,25 @@ def test_recall_refuses_an_input_replaced_at_the_same_path(published):
     assert recall(published["out"], "pairs", published["digest"]) is None
 
 
+def test_a_relative_input_is_checked_where_the_request_names_it(published, tmp_path, monkeypatch):
+    """The same command (relative DATASET, absolute --out) from another working directory
+    names another input: the record holds the path as named, so it is checked there."""
+    make, elsewhere = published["make"], tmp_path / "elsewhere"
+    source = open_artifact(published["source"])
+    monkeypatch.chdir(tmp_path)
+    named = records.named_inputs([open_artifact("source")])  # as pretrain opens DATASET
+    assert named == [{"path": "source", "id": source.id}]
+    remember(published["out"], published["digest"], open_artifact(published["out"]).id, named)
+    assert recall(published["out"], "pairs", published["digest"]) is not None
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    shutil.copytree(source.path, elsewhere / "source")  # the same artifact here: current
+    assert recall(published["out"], "pairs", published["digest"]) is not None
+    shutil.rmtree(elsewhere / "source")
+    make("elsewhere/source", 3, [])  # another artifact under the same relative name
+    assert recall(published["out"], "pairs", published["digest"]) is None
+
+
 def test_recall_refuses_a_damaged_out(published):
     (published["out"] / "data.txt").write_text("9")
     assert recall(published["out"], "pairs", published["digest"]) is None
