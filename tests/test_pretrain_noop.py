@@ -269,6 +269,17 @@ def test_precision_is_resolved_without_torch_only_where_certain(
     assert precision_without_torch(setting) == expected
 
 
+@pytest.mark.parametrize("node", ["/dev/nvmap", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu"])
+def test_an_integrated_nvidia_gpu_is_a_gpu_in_sight(node, monkeypatch):
+    """A Jetson's GPU (CUDA, bf16 on Orin) has none of a discrete card's nodes
+    (/dev/nvidia*, /proc/driver/nvidia), only Tegra's: ``auto`` is left to torch there,
+    or a run recorded with the GPU hidden would pass for a bf16 run's no-op."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with monkeypatch.context() as only:
+        only.setattr(train_config.os.path, "exists", lambda path: str(path) == node)
+        assert precision_without_torch("auto") is None
+
+
 def test_precision_without_torch_agrees_with_the_trainer_here():
     from cxrkit.train.config import resolve_precision
 
