@@ -10,6 +10,7 @@ goes down the full path, which decides as it always did.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -239,10 +240,11 @@ def test_a_package_file_that_cannot_be_read_does_not_stop_the_command(monkeypatc
         records.code_digest.cache_clear()
 
 
-def test_code_files_leave_out_links_to_nowhere(tmp_path):
+def test_code_files_leave_out_links_to_nowhere_and_pipes(tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
     (tmp_path / "pkg" / ".#a.py").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(tmp_path / "pkg" / "pipe")  # reading it would wait for a writer
     assert [p.as_posix() for p in code_files(tmp_path / "pkg")] == ["a.py"]
 
 
