@@ -88,7 +88,8 @@ class Request:
 def code_files(root: Path | None = None) -> list[Path]:
     """Every file of the running cxrkit package (or of ``root``), relative to it and
     sorted: the code and the shipped presets (a linked folder in a checkout); byte code
-    caches and links to nowhere (an editor's lock file, Emacs' ``.#name.py``) left out."""
+    caches and what is no regular file (a link to nowhere such as Emacs' lock file
+    ``.#name.py``, a pipe or socket, which reading would block or fail on) left out."""
     root = root or Path(__file__).resolve().parents[1]
     files = []
     for folder, dirs, names in os.walk(root, followlinks=True):
@@ -96,7 +97,7 @@ def code_files(root: Path | None = None) -> list[Path]:
         files += [
             Path(folder, n).relative_to(root)
             for n in names
-            if not n.endswith(".pyc") and os.path.exists(os.path.join(folder, n))
+            if not n.endswith(".pyc") and os.path.isfile(os.path.join(folder, n))
         ]
     return sorted(files, key=lambda p: p.as_posix())
 
