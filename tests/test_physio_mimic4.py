@@ -120,6 +120,24 @@ def test_the_top_n_tests_are_those_with_most_numeric_values(tmp_path, salt_file)
     assert _info(out)["tests"] == ["Sodium"]
 
 
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        lambda t: t[:16],  # re-saved by a spreadsheet: "2180-05-06 07:30"
+        lambda t: t.replace(" ", "T"),  # ISO, as other exports write datetimes
+    ],
+    ids=["no-seconds", "iso-t"],
+)
+def test_charttimes_in_another_iso_form_join_panels_as_mimic_iv_s_own(tmp_path, salt_file, rewrite):
+    rows = [dict(r, charttime=rewrite(r["charttime"])) for r in m4.labevents_rows()]
+    labevents = m4.write_hosp(tmp_path / "hosp", rows=rows)
+    result, out = _ingest(tmp_path, salt_file, "--labs", labevents)
+    assert result.exit_code == 0, result.output
+    got = sorted(r["time"] for r in pq.read_table(out / "labs.parquet").to_pylist())
+    assert got == sorted(_shifted(f"p{s}", t) for s, _, t in m4.DRAWS)
+    assert "no_time" not in {r["reason"] for r in _rejects(out)}
+
+
 def test_text_results_other_units_and_unknown_items_are_counted_rejects(tmp_path, salt_file):
     rows = m4.labevents_rows()
     odd = dict(rows[0], labevent_id="900", itemid="50912", value="88", valuenum="88",

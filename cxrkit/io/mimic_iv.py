@@ -39,8 +39,10 @@ RECORD_LIST_COLUMNS = ("subject_id", "path")
 LABITEMS_NAMES = ("d_labitems.csv.gz", "d_labitems.csv")
 SUBJECT_FORMAT = "p{}"
 CHUNK_ROWS = 200_000
-# charttime as MIMIC-IV writes it; a cell in another form falls back to pandas' parser
+# charttime as MIMIC-IV writes it; a cell in another ISO form (no seconds, a "T", a
+# zone offset: dropped, wall clock kept, as ingest-physio's other times) is read too
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+_ZONE = r"(\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|UTC|[+-]\d\d(?::?\d\d)?)$"
 
 
 def csv_columns(path: str | Path) -> list[str]:
@@ -289,7 +291,7 @@ def read_labevents(
         add(non_numeric, code[~numeric])
         unit_ok = chunk["valueuom"].str.strip().to_numpy(dtype=object) == unit_array[code]
         add(other_unit, code[numeric & ~unit_ok])
-        times = pd.to_datetime(chunk["charttime"], format=_TIME_FORMAT, errors="coerce")
+        times = charttimes(chunk["charttime"])
         timed = times.notna().to_numpy()
         add(bad_time, code[numeric & unit_ok & ~timed])
         good = numeric & unit_ok & timed
@@ -323,6 +325,27 @@ def read_labevents(
         else pd.DataFrame({"subject": [], "time": [], "code": [], "value": []})
     )
     return LabeventsRead(long, non_numeric, other_unit, bad_time, other_patients)
+
+
+def charttimes(cells: pd.Series) -> pd.Series:
+    """labevents ``charttime`` cells as naive timestamps (NaT: empty or not a time).
+
+    MIMIC-IV's own form (``2180-05-06 07:30:00``) is read by its exact format; the cells
+    that miss it are read as ISO 8601 (``2180-05-06 07:30``, ``2180-05-06T07:30:00``), a
+    zone suffix dropped (the wall clock is kept), so a re-saved or exported table gives
+    the same panels. Other forms (``05/06/2180``) are NaT, not guessed. Never raises.
+    """
+    times = pd.to_datetime(cells, format=_TIME_FORMAT, errors="coerce")
+    text = cells.astype(str).str.strip()
+    other = (times.isna() & text.ne("")).to_numpy()
+    if other.any():
+        naive = text[other].str.replace(_ZONE, r"\1", regex=True)
+        try:
+            parsed = pd.to_datetime(naive, format="ISO8601", errors="coerce")
+        except (ValueError, TypeError, OverflowError):
+            parsed = pd.Series(pd.NaT, index=naive.index, dtype="datetime64[ns]")
+        times[other] = parsed.to_numpy(dtype="datetime64[ns]")
+    return times
 
 
 def labevents_wide(
