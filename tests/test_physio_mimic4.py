@@ -156,6 +156,16 @@ def test_text_results_other_units_and_unknown_items_are_counted_rejects(tmp_path
     assert "itemid 99999 (not in d_labitems)" in listing and "itemid 51003 (Troponin T)" in listing
 
 
+def test_a_chosen_test_with_only_text_results_gives_no_panel_and_counts_them(tmp_path, salt_file):
+    labevents = m4.write_hosp(tmp_path / "hosp")
+    result, out = _ingest(tmp_path, salt_file, "--labs", labevents, "--lab-test", "Glucose (Urine)")
+    assert result.exit_code == 0, result.output  # "NEG" only: no value to keep
+    assert len(pq.read_table(out / "labs.parquet")) == 0
+    assert [(r["reason"], r["detail"]) for r in _rejects(out)] == [
+        ("non_numeric", "1 rows without a numeric valuenum")
+    ]
+
+
 def test_an_all_text_panel_is_no_panel_and_its_rows_are_counted(tmp_path, salt_file):
     rows = [r for r in m4.labevents_rows() if r["itemid"] == "51003"]  # "<0.01", "0.04", ...
     labevents = m4.write_hosp(tmp_path / "hosp", rows=rows)
@@ -384,6 +394,23 @@ def test_lab_patients_dataset_keeps_only_patients_with_an_image(tmp_path, salt_f
     stats = json.loads((out / "manifest.json").read_text())["stats"]
     numeric = [v for v in m4.draw_values(3).values() if v.replace(".", "").isdigit()]
     assert stats["lab_panels"] == 3 and stats["lab_rows_other_patients"] == len(numeric)
+
+
+def test_lab_patients_dataset_sharing_no_patient_publishes_no_panel_and_says_so(
+    tmp_path, salt_file
+):
+    dataset = _mimic_cxr_dataset(tmp_path, salt_file)
+    labevents = m4.write_hosp(tmp_path / "mimic-iv" / "hosp")
+    result, out = _ingest(tmp_path, salt_file, "--labs", labevents, "--dataset", dataset.path,
+                          "--set", "lab_patients=dataset",
+                          "--set", 'mimic_subject_format="{}"')  # fmt: skip
+    assert result.exit_code == 0, result.output  # bare ids never meet the p-keyed folders
+    assert len(pq.read_table(out / "labs.parquet")) == 0
+    stats = json.loads((out / "manifest.json").read_text())["stats"]
+    assert stats["lab_panels"] == 0 and stats["lab_rows_other_patients"] == stats["lab_rows"] - 3
+    assert (
+        "no lab patient has an image" in result.output and "mimic_subject_format" in result.output
+    )
 
 
 def test_lab_patients_dataset_filters_a_long_table_too(tmp_path, salt_file):

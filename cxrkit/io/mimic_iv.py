@@ -356,8 +356,9 @@ def labevents_wide(
     """
     long = read.table
     tests = [names[i] for i in items]
-    if long.empty:
-        return pd.DataFrame(columns=["patient_id", "time", *tests])
+    if long.empty:  # typed as the panels are: later steps test the values with isfinite
+        empty = {"patient_id": pd.Series(dtype=object), "time": pd.Series(dtype=object)}
+        return pd.DataFrame({**empty, **{t: pd.Series(dtype=np.float32) for t in tests}})
     # Sort once by (subject, time, test); a panel starts where subject or time changes,
     # a cell (one test of one panel) where the test does too; each cell's mean goes into
     # a float32 matrix. Plain arrays, ~60 bytes a row, where a pivot of the long table
