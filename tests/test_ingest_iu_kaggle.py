@@ -217,6 +217,25 @@ def test_r2gen_report_in_two_splits_is_refused(tmp_path, reports):
         IuTables.read([path])
 
 
+def test_r2gen_image_listed_by_two_entries_is_refused(tmp_path, reports):
+    """One image under two reports (in two splits) cannot be placed: which entry is right
+    is unknown, and taking the last one would move the image between splits unsaid."""
+    images = iu.r2gen_tree(tmp_path, reports[:2], ["train", "test"])
+    path = images.parent / "annotation.json"
+    data = json.loads(path.read_text())
+    data["test"][0]["image_path"].append(data["train"][0]["image_path"][0])
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"test\[0\] lists .*0\.png, which train\[0\] lists"):
+        IuTables.read([path])
+    same = json.loads(path.read_text())  # a verbatim repeated entry says nothing new
+    same["test"][0]["image_path"].pop()
+    same["test"].append(same["test"][0])
+    path.write_text(json.dumps(same))
+    assert (
+        IuTables.read([path]).for_image(images / same["test"][0]["image_path"][0]).split == "test"
+    )
+
+
 def test_an_annotation_json_of_another_shape_is_not_read(tmp_path):
     (tmp_path / "annotation.json").write_text('{"images": [], "annotations": []}')
     assert find_tables([str(tmp_path)]) == []

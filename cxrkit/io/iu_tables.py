@@ -83,6 +83,7 @@ class IuTables:
     # R2Gen: "CXR1_1_IM-0001/0.png" -> (key, split, report); the depths of those paths;
     # key -> (split, report) for the images its lists leave out
     r2gen: dict[str, tuple[str | None, str, Report | None]] = field(default_factory=dict)
+    r2gen_where: dict[str, str] = field(default_factory=dict)  # image path -> first entry
     r2gen_depths: set[int] = field(default_factory=set)
     r2gen_keys: dict[str, tuple[str, Report | None]] = field(default_factory=dict)
 
@@ -93,8 +94,8 @@ class IuTables:
 
         Raises InputError naming the file (and line or entry) for a table that cannot be
         read, lacks its columns, has an empty or non-IU uid, a projection other than
-        Frontal/Lateral, a file or uid listed twice with different values, or one report
-        in two splits. A report row whose sections are all empty gives no report.
+        Frontal/Lateral, a file or uid listed twice with different values (an R2Gen image
+        under two entries), or one report in two splits. A report row whose sections are all empty gives no report.
         """
         tables = cls()
         for path in paths:
@@ -182,7 +183,13 @@ class IuTables:
             self.r2gen_keys.setdefault(key, (split, report))
         for image in images:
             parts = [p for p in image.replace("\\", "/").split("/") if p not in ("", ".")]
-            self.r2gen["/".join(parts)] = (key, split, report)
+            name = "/".join(parts)
+            if self.r2gen.setdefault(name, (key, split, report)) != (key, split, report):
+                raise InputError(
+                    f"{path}: {where} lists {name}, which {self.r2gen_where[name]} lists "
+                    "with another report or split; one image must belong to one entry"
+                )
+            self.r2gen_where.setdefault(name, where)
             self.r2gen_depths.add(len(parts))
 
     def for_image(self, image: Path) -> IuImage | None:
