@@ -212,13 +212,15 @@ def test_impossible_lab_settings_are_config_errors(tmp_path, salt_file, args, co
     assert words in result.output and len(result.output.strip().splitlines()) == 1
 
 
-def test_a_subject_id_that_is_not_a_number_is_an_input_error(tmp_path, salt_file):
+@pytest.mark.parametrize("cell", ["Smith", "1e7", "+10000032", "10000032.5", "-4"])
+def test_a_subject_id_that_is_not_a_number_is_an_input_error(tmp_path, salt_file, cell):
+    """Digits only, as record_list's rule: 1e7 would merge with 10000000 as p10000000."""
     rows = m4.labevents_rows()
-    rows[3]["subject_id"] = "Smith"
+    rows[3]["subject_id"] = cell
     labevents = m4.write_hosp(tmp_path / "hosp", rows=rows)
     result, _ = _ingest(tmp_path, salt_file, "--labs", labevents)
     assert result.exit_code == 3 and str(labevents) in result.output
-    assert "'Smith' is not a whole number" in result.output
+    assert f"{cell!r} is not a whole number" in result.output
 
 
 def test_d_labitems_listing_an_itemid_twice_is_an_input_error(tmp_path, salt_file):

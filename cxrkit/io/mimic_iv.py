@@ -38,6 +38,7 @@ LABITEMS_COLUMNS = ("itemid", "label")
 RECORD_LIST_COLUMNS = ("subject_id", "path")
 LABITEMS_NAMES = ("d_labitems.csv.gz", "d_labitems.csv")
 SUBJECT_FORMAT = "p{}"
+_WHOLE = r"\d+(?:\.0)?"  # a subject_id cell: digits (a float column wrote 10000032.0)
 CHUNK_ROWS = 200_000
 # charttime as MIMIC-IV writes it; a cell in another ISO form (no seconds, a "T", a
 # zone offset: dropped, wall clock kept, as ingest-physio's other times) is read too
@@ -295,13 +296,12 @@ def read_labevents(
         timed = times.notna().to_numpy()
         add(bad_time, code[numeric & unit_ok & ~timed])
         good = numeric & unit_ok & timed
-        subjects = pd.to_numeric(chunk["subject_id"], errors="coerce")
-        if subjects[good].isna().any() or (subjects[good] % 1 != 0).any():
-            cell = chunk["subject_id"][good & subjects.isna().to_numpy()]
-            raise InputError(
-                f"{path}: subject_id {str(cell.iloc[0] if len(cell) else '')[:20]!r} "
-                "is not a whole number"
-            )
+        cells = chunk["subject_id"].str.strip()
+        whole = cells.str.fullmatch(_WHOLE).to_numpy(dtype=bool)  # as subject_key's rule
+        if (good & ~whole).any():
+            cell = cells[good & ~whole].iloc[0]
+            raise InputError(f"{path}: subject_id {cell[:20]!r} is not a whole number")
+        subjects = pd.to_numeric(cells.where(whole, ""), errors="coerce")
         if keep_patient is not None:
             for subject in pd.unique(subjects[good]):
                 if subject not in wanted:
