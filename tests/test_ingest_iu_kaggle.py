@@ -177,6 +177,17 @@ def test_cli_a_malformed_kaggle_table_exits_3_with_one_line(tmp_path, salt_file,
     assert len(errors) == 1 and "cannot read dataset table" in errors[0]
 
 
+def test_a_corrupt_gzipped_kaggle_table_is_refused_naming_the_file(tmp_path):
+    import gzip
+
+    data = bytearray(gzip.compress(b"uid,findings,impression\n1,Clear.,Normal.\n", mtime=0))
+    data[10] = 0xFF  # an invalid deflate block type
+    path = tmp_path / "indiana_reports.csv.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"indiana_reports\.csv\.gz.*gzip"):
+        IuTables.read([path])
+
+
 def test_iu_key_reads_both_uid_spellings():
     assert iu_key("1") == iu_key("CXR1") == iu_key(" cxr01 ") == "iu:CXR1"
     assert iu_key("CXR1_1_IM-0001") is None and iu_key("") is None

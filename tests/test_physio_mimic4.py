@@ -444,6 +444,20 @@ def test_a_truncated_labevents_download_is_a_one_line_input_error(tmp_path, salt
     assert not out.exists()
 
 
+def test_a_corrupt_labevents_gzip_is_a_one_line_input_error(tmp_path, salt_file):
+    import gzip
+
+    labevents = m4.write_hosp(tmp_path / "hosp", gz=False)
+    data = bytearray(gzip.compress(labevents.read_bytes(), mtime=0))
+    data[10] = 0xFF  # the first deflate block's header: an invalid block type (bit rot)
+    labevents = labevents.with_suffix(".csv.gz")
+    labevents.write_bytes(bytes(data))
+    result, out = _ingest(tmp_path, salt_file, "--labs", labevents)
+    assert result.exit_code == 3, result.output
+    assert len(result.output.strip().splitlines()) == 1 and str(labevents) in result.output
+    assert "gzip" in result.output and not out.exists()
+
+
 def test_labevents_missing_a_column_names_it(tmp_path, salt_file):
     rows = [{k: v for k, v in r.items() if k != "valueuom"} for r in m4.labevents_rows()]
     header = [c for c in m4.LABEVENTS_HEADER if c != "valueuom"]

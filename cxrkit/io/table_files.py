@@ -5,18 +5,43 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
 from pathlib import Path
 
 from cxrkit.errors import InputError
 
 
+class _GzipTable(gzip.GzipFile):
+    """A gzip stream whose corrupt deflate data raises ``gzip.BadGzipFile`` (an OSError,
+    which every table reader reports naming the file), not ``zlib.error``."""
+
+    def _guard(self, read, *args):
+        try:
+            return read(*args)
+        except zlib.error as exc:
+            raise gzip.BadGzipFile(f"corrupt gzip data ({exc})") from exc
+
+    def read(self, size=-1):
+        return self._guard(super().read, size)
+
+    def read1(self, size=-1):
+        return self._guard(super().read1, size)
+
+    def peek(self, n):
+        return self._guard(super().peek, n)
+
+    def readline(self, size=-1):
+        return self._guard(super().readline, size)
+
+
 def open_text(path: Path) -> io.TextIOBase:
     """A table file opened as UTF-8 text (a byte-order mark dropped), inflated when its
-    bytes say gzip (the name is not trusted: a renamed ``.csv.gz`` or a plain ``.gz``)."""
+    bytes say gzip (the name is not trusted: a renamed ``.csv.gz`` or a plain ``.gz``).
+    Corrupt gzip data raises ``gzip.BadGzipFile`` (an OSError) as it is read."""
     with open(path, "rb") as handle:
         magic = handle.read(2)
     if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+        return io.TextIOWrapper(_GzipTable(path, "rb"), encoding="utf-8-sig", newline="")
     return open(path, encoding="utf-8-sig", newline="")
 
 
