@@ -269,6 +269,20 @@ def test_record_list_alone_ingests_the_records_it_lists(tmp_path, salt_file):
     assert all(r["lead_mask"] == [1] * 12 for r in rows)  # aVF/aVL order read by name
 
 
+def test_a_gzipped_record_list_reads_as_the_plain_one(tmp_path, salt_file):
+    import gzip
+
+    record_list = m4.write_mimic_ecg(tmp_path / "mimic-iv-ecg")
+    zipped = record_list.with_suffix(".csv.gz")
+    zipped.write_bytes(gzip.compress(record_list.read_bytes()))
+    tables = []
+    for table in (record_list, zipped):
+        result, out = _ingest(tmp_path / table.name, salt_file, "--ecg-map", table)
+        assert result.exit_code == 0, result.output
+        tables.append(pq.read_table(out / "ecg.parquet").to_pylist())
+    assert tables[0] == tables[1] and len(tables[0]) == len(m4.ECGS)
+
+
 def test_record_list_beside_an_ecg_folder_gives_patients_and_times(tmp_path, salt_file):
     root = tmp_path / "mimic-iv-ecg"
     record_list = m4.write_mimic_ecg(root)
