@@ -11,6 +11,7 @@ from collections import defaultdict
 import iu_layouts_support as iu
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from cxrkit.artifacts import open_artifact
@@ -216,6 +217,30 @@ def test_r2gen_annotation_gives_the_official_split_and_the_findings(tmp_path, sa
         assert row["report_text"] == f"FINDINGS: {row['report_findings']}"
         assert row["split"] == want_split[row["report_findings"]]
         assert row["patient_id"] == openi_patient[row["report_findings"]]
+
+
+def test_openi_images_ingested_with_r2gen_take_the_official_split(tmp_path, salt_file, reports):
+    """Open-i's files of a report R2Gen lists join that report's official split (a salted
+    split would put one patient in two splits); they keep their XML report."""
+    splits = ["train", "train", "val", "test", "test", "test"]
+    r2gen = iu.r2gen_tree(tmp_path / "r", reports, splits)
+    openi = iu.openi_tree(tmp_path / "o", reports)
+    for png in openi.glob("*.png"):  # other pixels than R2Gen's copies: not duplicates
+        Image.open(png).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(png)
+    _, rows = _ingest(
+        tmp_path, salt_file, [openi, r2gen], "both", reports=str(iu_reports_archive())
+    )  # fmt: skip
+    by_patient = defaultdict(set)
+    for row in rows:
+        by_patient[row["patient_id"]].add(row["split"])
+    assert len(by_patient) == 6 and all(len(s) == 1 for s in by_patient.values()), by_patient
+    want = {r.uid: s for r, s in zip(reports, splits, strict=True)}
+    for row in rows:
+        if row["report_source"] == "iu_xml":  # an Open-i file, its report from the XML
+            uid = next(r.uid for r in reports if r.sections["findings"] and " ".join(
+                r.sections["findings"].split()) == row["report_findings"])  # fmt: skip
+            assert row["split"] == want[uid]
+    assert {r["report_source"] for r in rows} == {"iu_xml", "r2gen"}
 
 
 def test_r2gen_report_in_two_splits_is_refused(tmp_path, reports):

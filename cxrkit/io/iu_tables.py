@@ -38,6 +38,7 @@ IU_TABLES = (IU_REPORTS, IU_PROJECTIONS)
 _UID = re.compile(r"(?:CXR)?(\d+)", re.IGNORECASE)
 _KAGGLE_NAME = re.compile(r"(\d+)_IM-\d+-\d+", re.IGNORECASE)  # 1_IM-0001-4001.dcm.png
 _R2GEN_ID = re.compile(r"CXR(\d+)(?:_\d+)?_IM-\d+", re.IGNORECASE)  # CXR1_1_IM-0001
+_OPENI_NAME = re.compile(r"CXR(\d+)(?:_\d+)?_IM-\d+-\d+", re.IGNORECASE)  # CXR1_1_IM-0001-3001
 _R2GEN_START = re.compile(rb'\s*\{\s*"(?:train|val|test)"\s*:\s*\[')
 _PROJECTIONS = {"frontal": "FRONTAL", "lateral": "LATERAL"}
 _SPLITS = {"train": "train", "val": "val", "valid": "val", "validate": "val", "test": "test"}
@@ -199,7 +200,9 @@ class IuTables:
         image their lists leave out by its folder, taking its report's split), Kaggle ones
         by file name (``1_IM-0001-4001.dcm.png``, also when absent from
         ``indiana_projections.csv``: the uid leads the name). The Kaggle report wins over
-        R2Gen's findings-only one.
+        R2Gen's findings-only one. An Open-i file (``CXR1_1_IM-0001-3001.png``) of a report
+        R2Gen lists takes that report's split only (one patient, one split; its report
+        comes from the Open-i XML).
         """
         entry = None
         for depth in sorted(self.r2gen_depths, reverse=True):
@@ -214,6 +217,9 @@ class IuTables:
             key = entry[0]
         if key is None and self.r2gen_keys:
             key = _key_from(_R2GEN_ID, image.parent.name)
+            openi = _key_from(_OPENI_NAME, image.name) if key is None else None
+            if openi in self.r2gen_keys:  # an Open-i file of a report R2Gen places
+                return IuImage(key=openi, split=self.r2gen_keys[openi][0])
         if key is None and entry is None:
             return None
         split, r2gen_report = entry[1:] if entry else self.r2gen_keys.get(key, (None, None))
