@@ -9,12 +9,26 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# What the tests read from the CLI is plain text at rich's and typer's defaults, wherever
+# they run: CI services set variables that force a terminal (ANSI codes split "--uint16"
+# into styled pieces and colour `--json` output) or fix the help width. Popped before
+# rich or typer is imported (typer reads them at import) and so for every subprocess.
+for _name in (
+    "FORCE_COLOR",
+    "PY_COLORS",
+    "GITHUB_ACTIONS",
+    "TTY_COMPATIBLE",
+    "TTY_INTERACTIVE",
+    "TERMINAL_WIDTH",
+):
+    os.environ.pop(_name, None)
 if "CXRKIT_CACHE" not in os.environ:  # keep the feature cache out of the user's home
     import tempfile
 
@@ -28,21 +42,25 @@ _PRISTINE_LOGGER = (
 )
 
 
-def _reset_cxrkit_logger() -> None:
+def _reset_cxrkit_cli_state() -> None:
     logger = logging.getLogger("cxrkit")
     logger.handlers[:] = _PRISTINE_LOGGER[0]
     logger.setLevel(_PRISTINE_LOGGER[1])
     logger.propagate = _PRISTINE_LOGGER[2]
+    common = sys.modules.get("cxrkit.cli.common")
+    if common is not None:  # `-q` of an in-process CLI call stays set until the next call
+        common._state["quiet"] = False
 
 
 @pytest.fixture(autouse=True)
-def _restore_cxrkit_logger():
-    """In-process CLI calls configure the `cxrkit` logger; every test starts and ends with
-    the logger as it was at start-up (module- or session-scoped fixtures that call the CLI
-    run outside a test, so restoring "what it was before the test" is not enough)."""
-    _reset_cxrkit_logger()
+def _restore_cxrkit_cli_state():
+    """In-process CLI calls configure the `cxrkit` logger and remember `-q`; every test
+    starts and ends with both as they were at start-up (module- or session-scoped fixtures
+    that call the CLI run outside a test, so restoring "what it was before the test" is not
+    enough). A table or summary printed by a direct call after a `-q` run was silenced."""
+    _reset_cxrkit_cli_state()
     yield
-    _reset_cxrkit_logger()
+    _reset_cxrkit_cli_state()
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from cxrkit import __version__
@@ -96,6 +98,19 @@ def test_show_json_includes_lineage(demo_dataset):
     shown = json.loads(result.stdout)
     assert shown["kind"] == "dataset"
     assert [row["kind"] for row in shown["lineage"]] == ["dataset", "raw", "raw"]
+
+
+@pytest.mark.parametrize("forced", ["FORCE_COLOR", "TTY_COMPATIBLE"])
+def test_json_output_stays_plain_json_when_a_terminal_is_forced(demo_dataset, forced):
+    # CI services force colour (FORCE_COLOR=1); rich then coloured --json output, and
+    # `cxrkit show DIR --json | jq` read escape codes.
+    env = {**os.environ, forced: "1"}
+    for args in (["show", str(demo_dataset), "--json"], ["models", "--json"]):
+        done = subprocess.run([sys.executable, "-m", "cxrkit", *args], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "\x1b[" not in done.stdout
+        assert json.loads(done.stdout)
 
 
 def test_show_of_a_non_artifact_is_an_artifact_error(tmp_path):

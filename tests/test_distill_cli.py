@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hold_support import held_env
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -185,9 +186,10 @@ def test_kill_9_during_distill_then_the_same_command_resumes_bit_for_bit(
     assert straight.returncode == 0, straight.stderr.decode()[-2000:]
 
     out = tmp_path / "killed"
+    held, _ = held_env(tmp_path, step=5, base=_env())  # killed while it waits: never released
     victim = subprocess.Popen(
         _command(demo_dataset, physio_dir, student, out),
-        env=_env(),
+        env=held,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -161,3 +161,31 @@ def test_macro_over_seeds_averages_the_classes_every_seed_scored():
     assert macro["auroc_mean"] == pytest.approx(0.65)
     assert macro["auroc_sd"] == pytest.approx(np.std([0.6, 0.7], ddof=1))
     assert macro["seeds"] == 2
+
+
+def test_finetune_leaves_a_class_its_subset_cannot_fit_unscored_like_the_probe():
+    """Class b has no positive in the training rows: the probe fits no model for it, and
+    fine-tuning (one head for every class) must not report its untrained logit as scores."""
+    import torch
+    from torch import nn
+
+    from cxrkit.evaluate.finetune import finetune_scores
+
+    labels = np.zeros((12, 2))
+    labels[::2, 0] = 1
+    labels[[9, 11], 1] = 1  # b's only positives are in val and test
+    fold = Fold(np.arange(8), np.array([8, 9]), np.array([10, 11]))
+    images = {i: torch.full((1, 2, 2), float(labels[i, 0])) for i in range(12)}
+    encoder = nn.Flatten()
+    encoder.num_features = 4
+    scores, info = finetune_scores(encoder, images, labels, [fold], 1.0, 0, epochs=2, lr=1e-2,
+                                   batch_size=4, device=torch.device("cpu"),
+                                   classes=["a", "b"])  # fmt: skip
+    assert not np.isnan(scores[8:, 0]).any()  # a: fitted, predicted on val and test
+    assert np.isnan(scores[:, 1]).all()  # b: not fitted, never scored
+    counts = info["folds"][0]["classes"]
+    assert counts["b"] == {"positive": 0, "negative": 8, "fitted": False}
+    assert counts["a"]["fitted"] is True
+    features = np.stack([images[i].flatten().numpy() for i in range(12)])
+    probed, _ = probe.probe_scores(features, labels, [fold], 1.0, 0, ["a", "b"])
+    assert np.array_equal(np.isnan(probed), np.isnan(scores))

@@ -119,7 +119,7 @@ def test_an_unknown_section_setting_is_a_config_error():
 def test_retrieval_reads_the_impressions_a_checkpoint_trained_on_them(
     workdir, impression_checkpoint, demo_dataset, monkeypatch
 ):
-    cfg = _cfg(workdir, impression_checkpoint, demo_dataset, "eval-auto")
+    cfg = _cfg(workdir, impression_checkpoint, demo_dataset, "eval-impression")
     seen, artifact = _scored_texts(monkeypatch, cfg)
     expected = [compose_text(r, "impression")[0] for r in _dataset_rows(demo_dataset)]
     assert seen == [t for t in expected if t]

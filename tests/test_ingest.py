@@ -405,9 +405,9 @@ def test_cli_dry_run_prints_the_resolved_config(tmp_path):
 def test_cli_missing_source_exits_with_the_input_code(tmp_path):
     from cxrkit.cli import app
 
-    result = CliRunner().invoke(
-        app, ["ingest", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
-    )
+    # its own salt: the default one is created in ~/.config before the sources are read
+    args = ["ingest", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, [*args, "--salt-file", str(tmp_path / "salt.hex")])
     assert result.exit_code == 3
     assert "no such file or directory" in result.output
 

@@ -10,6 +10,7 @@ goes down the full path, which decides as it always did.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -151,6 +152,25 @@ def test_recall_refuses_an_input_replaced_at_the_same_path(published):
     assert recall(published["out"], "pairs", published["digest"]) is None
 
 
+def test_a_relative_input_is_checked_where_the_request_names_it(published, tmp_path, monkeypatch):
+    """The same command (relative DATASET, absolute --out) from another working directory
+    names another input: the record holds the path as named, so it is checked there."""
+    make, elsewhere = published["make"], tmp_path / "elsewhere"
+    source = open_artifact(published["source"])
+    monkeypatch.chdir(tmp_path)
+    named = records.named_inputs([open_artifact("source")])  # as pretrain opens DATASET
+    assert named == [{"path": "source", "id": source.id}]
+    remember(published["out"], published["digest"], open_artifact(published["out"]).id, named)
+    assert recall(published["out"], "pairs", published["digest"]) is not None
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    shutil.copytree(source.path, elsewhere / "source")  # the same artifact here: current
+    assert recall(published["out"], "pairs", published["digest"]) is not None
+    shutil.rmtree(elsewhere / "source")
+    make("elsewhere/source", 3, [])  # another artifact under the same relative name
+    assert recall(published["out"], "pairs", published["digest"]) is None
+
+
 def test_recall_refuses_a_damaged_out(published):
     (published["out"] / "data.txt").write_text("9")
     assert recall(published["out"], "pairs", published["digest"]) is None
@@ -205,6 +225,29 @@ def test_code_digest_covers_the_code_and_the_shipped_presets():
     assert not any("__pycache__" in n for n in names)
 
 
+def test_a_package_file_that_cannot_be_read_does_not_stop_the_command(monkeypatch):
+    """An editor's lock file in a checkout (Emacs' ``.#pretrain.py`` is a link to nowhere)
+    or a file without read permission is no code Python runs: the digest still comes out
+    (it differs, so the run takes the full path once)."""
+    real = code_files()
+    records.code_digest.cache_clear()
+    try:
+        base = records.code_digest()
+        records.code_digest.cache_clear()
+        monkeypatch.setattr(records, "code_files", lambda: [*real, Path("stages/.#pretrain.py")])
+        assert records.code_digest() != base
+    finally:
+        records.code_digest.cache_clear()
+
+
+def test_code_files_leave_out_links_to_nowhere_and_pipes(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / ".#a.py").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(tmp_path / "pkg" / "pipe")  # reading it would wait for a writer
+    assert [p.as_posix() for p in code_files(tmp_path / "pkg")] == ["a.py"]
+
+
 # ---------------------------------------------------------------- when only torch can tell
 
 
@@ -226,6 +269,17 @@ def test_precision_is_resolved_without_torch_only_where_certain(
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert precision_without_torch(setting) == expected
+
+
+@pytest.mark.parametrize("node", ["/dev/nvmap", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu"])
+def test_an_integrated_nvidia_gpu_is_a_gpu_in_sight(node, monkeypatch):
+    """A Jetson's GPU (CUDA, bf16 on Orin) has none of a discrete card's nodes
+    (/dev/nvidia*, /proc/driver/nvidia), only Tegra's: ``auto`` is left to torch there,
+    or a run recorded with the GPU hidden would pass for a bf16 run's no-op."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with monkeypatch.context() as only:
+        only.setattr(train_config.os.path, "exists", lambda path: str(path) == node)
+        assert precision_without_torch("auto") is None
 
 
 def test_precision_without_torch_agrees_with_the_trainer_here():
@@ -251,3 +305,34 @@ def test_no_quick_decision_under_a_multi_process_launch_or_with_a_gpu_in_sight(
     monkeypatch.setattr(train_config, "_GPU_DEVICE_NODES", (str(node),))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert pretrain_up_to_date(request) is None
+
+
+# ---------------------------------------------------------------- a record that is not ours
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"format": "cxrkit-requests/1", "entries": 5}',  # not a list
+     '{"format": "cxrkit-requests/1", "entries": [{"digest": "D", "id": "I", "inputs": ["x"]}]}',
+     '{"format": "cxrkit-requests/1", "entries": [{"digest": "D", "id": "I", "inputs": {"a": 1}}]}',
+     "[" * 100_000],  # nested past the JSON reader's recursion limit
+    ids=["entries-not-a-list", "input-not-a-table", "inputs-not-a-list", "deeply-nested"],
+)  # fmt: skip
+def test_a_malformed_record_is_ignored_by_recall_and_replaced_by_remember(published, text):
+    """A record damaged or written by hand sends the run down its full path; it never
+    stops the command (the record is an optimisation only)."""
+    digest, out_id = published["digest"], open_artifact(published["out"]).id
+    text = text.replace('"D"', f'"{digest}"').replace('"I"', f'"{out_id}"')
+    record_path(published["out"]).write_text(text)
+    assert recall(published["out"], "pairs", digest) is None
+    inputs = records.named_inputs([open_artifact(published["source"])])
+    remember(published["out"], digest, out_id, inputs)
+    assert recall(published["out"], "pairs", digest) is not None
+
+
+def test_an_oversized_record_is_not_read(published):
+    """A record holds at most 16 short entries; a file of megabytes is not one of ours."""
+    record = json.loads(record_path(published["out"]).read_text())
+    record["padding"] = "x" * (2 << 20)
+    record_path(published["out"]).write_text(json.dumps(record))
+    assert recall(published["out"], "pairs", published["digest"]) is None

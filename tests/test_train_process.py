@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hold_support import held_env
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,37 +50,6 @@ def _command(dataset: Path, out: Path, *extra: str) -> list[str]:
 
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-
-
-HOLD_HOOK = """
-import os, time
-from cxrkit.train import loop
-_step = loop.Trainer.train_step
-def _held(self, micro):
-    if self.step + 1 == int(os.environ["CXRKIT_TEST_HOLD_STEP"]):
-        release, deadline = os.environ["CXRKIT_TEST_RELEASE"], time.monotonic() + 300
-        while not os.path.exists(release) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    return _step(self, micro)
-loop.Trainer.train_step = _held
-"""
-
-
-def _held_env(tmp_path: Path, step: int) -> tuple[dict[str, str], Path]:
-    """The environment of a run that waits before training step ``step`` until the
-    returned file exists (the test signals or kills it meanwhile), and that file.
-
-    A step of the tiny model takes ~15 ms: without the hold, the run can finish
-    between the moment the test sees a checkpoint or a logged row and its signal.
-    """
-    hook = tmp_path / "hold-hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOLD_HOOK)
-    release = tmp_path / "release"
-    path = os.pathsep.join(filter(None, [str(hook), str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**_env(), "PYTHONPATH": path, "CXRKIT_TEST_HOLD_STEP": str(step),
-           "CXRKIT_TEST_RELEASE": str(release)}  # fmt: skip
-    return env, release
 
 
 def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -125,7 +95,7 @@ def test_kill_9_then_resume_auto_gives_bitwise_the_same_weights(demo_dataset, tm
     assert straight.returncode == 0, straight.stderr.decode()[-2000:]
 
     out = tmp_path / "killed"
-    held, _ = _held_env(tmp_path, step=5)  # killed while it waits: never released
+    held, _ = held_env(tmp_path, step=5, base=_env())  # killed while it waits: never released
     victim = subprocess.Popen(
         _command(demo_dataset, out, *settings),
         env=held,
@@ -162,7 +132,7 @@ def test_kill_9_then_resume_auto_gives_bitwise_the_same_weights(demo_dataset, tm
 def test_sigusr1_exits_75_with_a_checkpoint_and_the_rerun_finishes(demo_dataset, tmp_path):
     out = tmp_path / "preempted"
     settings = ["--max-steps", "12", "--batch-size", "4", "--set", "train.checkpoint_every=100"]
-    held, release = _held_env(tmp_path, step=3)
+    held, release = held_env(tmp_path, step=3, base=_env())
     process = subprocess.Popen(
         _command(demo_dataset, out, *settings),
         env=held,
@@ -273,9 +243,10 @@ def test_kill_9_resume_with_two_workers_and_accumulation(demo_dataset, tmp_path)
     )
     assert straight.returncode == 0
     out = tmp_path / "b"
+    held, _ = held_env(tmp_path, step=17, base=_env())  # killed while it waits: never released
     victim = subprocess.Popen(
         _command(demo_dataset, out, *settings),
-        env=_env(),
+        env=held,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -286,6 +257,7 @@ def test_kill_9_resume_with_two_workers_and_accumulation(demo_dataset, tmp_path)
     )
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
+    assert not out.exists(), "the run finished before the kill; the test proves nothing"
     assert (
         subprocess.run(
             _command(demo_dataset, out, *settings),

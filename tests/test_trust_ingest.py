@@ -190,7 +190,7 @@ def test_links_loops_fifos_missing_and_non_utf8_names_are_rejects_not_tracebacks
     reasons = sorted(_rejects(out).values())
     assert reasons == ["duplicate", "missing_file", "not_a_file", "symlink_loop", "symlink_loop"]
     assert len(_rows(out)) == 2  # img0, img1 (the latin-1 copy is img1's duplicate)
-    kept = cli(*args[:3], tmp_path / "kept", *args[5:], "--keep-paths")
+    kept = cli(*args[:3], tmp_path / "kept", *args[4:], "--keep-paths")
     assert kept.exit_code == 0, kept.output
     stored = [*_rejects(tmp_path / "kept"), *(r["source_path"] for r in _rows(tmp_path / "kept"))]
     assert any("caf\\xe9-latin1.jpeg" in path for path in stored)

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pydicom
 import pytest
+from hold_support import held_call_env
 from physio_support import serum_long_table, write_wfdb
 from trust_support import cli, cli_process
 
@@ -330,9 +331,14 @@ def test_a_run_killed_with_sigkill_leaves_no_artifact_and_the_rerun_publishes(tm
     folder = _many_records(tmp_path / "in", 30)
     out = tmp_path / "physio"
     args = ["ingest-physio", "--ecg", folder, "--out", out, "--salt-file", salt_file]
-    proc = cli_process(*args)
+    # The killed run waits in its 10th ECG read (never released): the kill lands mid-run,
+    # after its build directory and marker are written, whatever the speed of the machine.
+    held_env, held, _ = held_call_env(tmp_path, "cxrkit.io.ecg:read_ecg", 10, base={})
+    proc = cli_process(*args, env=held_env)
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("physio.tmp-*")) and time.monotonic() < deadline:
+    while not held.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the run never reached its 10th ECG"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)

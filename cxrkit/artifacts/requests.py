@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "cxrkit-requests/1"
 KEEP = 16  # requests remembered per OUT (working directories, launch shapes)
+MAX_RECORD_BYTES = 1 << 20  # a record of KEEP entries is a few kB; a larger file is not one
 
 
 @dataclass(frozen=True)
@@ -84,26 +85,36 @@ class Request:
         return hashlib.sha256(payload.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def code_files() -> list[Path]:
-    """Every file of the running cxrkit package, relative to it and sorted: the code and
-    the shipped presets (a linked folder in a checkout), byte code caches left out."""
-    root = Path(__file__).resolve().parents[1]
+def code_files(root: Path | None = None) -> list[Path]:
+    """Every file of the running cxrkit package (or of ``root``), relative to it and
+    sorted: the code and the shipped presets (a linked folder in a checkout); byte code
+    caches and what is no regular file (a link to nowhere such as Emacs' lock file
+    ``.#name.py``, a pipe or socket, which reading would block or fail on) left out."""
+    root = root or Path(__file__).resolve().parents[1]
     files = []
     for folder, dirs, names in os.walk(root, followlinks=True):
         dirs[:] = [d for d in dirs if d != "__pycache__"]
-        files += [Path(folder, n).relative_to(root) for n in names if not n.endswith(".pyc")]
+        files += [
+            Path(folder, n).relative_to(root)
+            for n in names
+            if not n.endswith(".pyc") and os.path.isfile(os.path.join(folder, n))
+        ]
     return sorted(files, key=lambda p: p.as_posix())
 
 
 @functools.lru_cache(maxsize=1)
 def code_digest() -> str:
     """sha256 over the path and bytes of each of :func:`code_files` (about 1 MB read, a
-    few milliseconds, once per process)."""
+    few milliseconds, once per process). A file that cannot be read (no permission,
+    removed meanwhile) counts as unreadable, so the digest differs and never raises."""
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for path in code_files():
         digest.update(path.as_posix().encode("utf-8", "surrogateescape") + b"\0")
-        digest.update((root / path).read_bytes() + b"\0")
+        try:
+            digest.update((root / path).read_bytes() + b"\0")
+        except OSError:
+            digest.update(b"\0unreadable\0")
     return digest.hexdigest()
 
 
@@ -199,10 +210,35 @@ def recall(out: str | Path, kind: str, digest: str) -> Artifact | None:
 
 
 def _entries(path: Path) -> list[dict]:
+    """The well-formed entries of the record at ``path`` (:func:`_well_formed`); [] for a
+    missing, oversized, unparsable or foreign file. Never raises."""
     try:
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            return []
         record = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return []
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         return []
-    return [e for e in record.get("entries", []) if isinstance(e, dict)]
+    entries = record.get("entries")
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if _well_formed(e)]
+
+
+def _well_formed(entry: object) -> bool:
+    """Whether ``entry`` has the shape :func:`remember` writes: string ``digest`` and
+    ``id``, and ``inputs`` a list of tables with string ``path`` and ``id`` (and, for
+    weights, a string ``content``)."""
+    if not isinstance(entry, dict):
+        return False
+    if not all(isinstance(entry.get(k), str) for k in ("digest", "id")):
+        return False
+    inputs = entry.get("inputs")
+    return isinstance(inputs, list) and all(
+        isinstance(i, dict)
+        and isinstance(i.get("path"), str)
+        and isinstance(i.get("id"), str)
+        and isinstance(i.get("content", ""), str)
+        for i in inputs
+    )

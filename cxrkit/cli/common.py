@@ -291,11 +291,18 @@ def print_stats_table(title: str, stats: dict, console: Console = err) -> None:
     console.print(table)
 
 
+def print_json(data: Any, default: Callable[[Any], Any] | None = None) -> None:
+    """Stdout: ``data`` as indented JSON, never styled (rich colours its JSON whenever a
+    terminal is forced, e.g. FORCE_COLOR in CI, which breaks ``| jq``)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=default) + "\n")
+    sys.stdout.flush()
+
+
 def report_artifact(artifact: Any, as_json: bool) -> None:
     """Stdout: the artifact path (or manifest JSON); stderr: a summary."""
     print_stats_table(f"{artifact.kind} {artifact.path}  id {artifact.id[:12]}", artifact.stats)
     if as_json:
-        out.print_json(json.dumps(artifact.manifest, default=str))
+        print_json(artifact.manifest, default=str)
     else:
         out.print(str(artifact.path))
 
@@ -346,7 +353,7 @@ def run_stage(
     cfg = from_dict(load(), tree)
     if dry_run:
         if report:
-            out.print_json(json.dumps(to_dict(cfg)))
+            print_json(to_dict(cfg))
         return None
     artifact = runner(cfg, force=force, **kwargs)
     if report:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +26,7 @@ from cxrkit.cli.common import (
     guarded,
     is_quiet,
     out,
+    print_json,
     views_list,
 )
 
@@ -276,12 +276,12 @@ def evaluate_command(
         stage="eval",
     )
     if dry_run:
-        out.print_json(json.dumps(to_dict(cfg)))
+        print_json(to_dict(cfg))
         return
     artifact = eval_stage.run(cfg, force=force)
     metrics = eval_stage.metrics_of(artifact)
     render(metrics, artifact.path)
     if as_json:
-        out.print_json(json.dumps(metrics))
+        print_json(metrics)
     else:
         out.print(str(artifact.path))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from cxrkit.cli.common import app, err, guarded, out
+from cxrkit.cli.common import app, err, guarded, out, print_json
 from cxrkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -53,7 +52,7 @@ def models(
     )
     if as_json or name:
         payload = [to_dict(cfg) for cfg in configs]
-        out.print_json(json.dumps(payload[0] if name else payload))
+        print_json(payload[0] if name else payload)
         return
     table = Table(title="model configs (cxrkit/models/configs/*.json)", title_justify="left")
     table.add_column("name", no_wrap=True)
@@ -83,7 +82,7 @@ def _report_build(cfg: ModelConfig, as_json: bool) -> None:
         "embed_dim": cfg.embed_dim,
     }
     if as_json:
-        out.print_json(json.dumps(result))
+        print_json(result)
         return
     table = Table(title=f"model config {cfg.name} (built)", title_justify="left", show_header=False)
     for key, value in result.items():

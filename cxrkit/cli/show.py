@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from cxrkit.cli.common import JsonOut, app, guarded, out, print_stats_table
+from cxrkit.cli.common import JsonOut, app, guarded, out, print_json, print_stats_table
 
 
 @app.command()
@@ -22,7 +21,7 @@ def show(
 
     m = show_stage.run(path)
     if as_json:
-        out.print_json(json.dumps(m, default=str))
+        print_json(m, default=str)
         return
     if m["kind"] == "in-progress":
         _show_runs(path, m["runs"])

@@ -74,15 +74,21 @@ def finetune_scores(
     """Fine-tune a fresh copy of ``encoder`` per fold; scores (N, C) on val and test rows.
 
     Each fold trains on ONE image subset for the fraction and seed, the same one the
-    linear probe uses (:func:`cxrkit.evaluate.protocol.fraction_subset`). Returns the
-    scores (NaN where not predicted) and ``{"folds": [realised subset counts]}``.
+    linear probe uses (:func:`cxrkit.evaluate.protocol.fraction_subset`). As with the
+    probe, a class whose subset lacks a positive or a negative gets no scores in that
+    fold (its head output was trained on one label only). Returns the scores (NaN where
+    not predicted) and ``{"folds": [realised subset counts, with "fitted" per class]}``.
     """
     scores = np.full(labels.shape, np.nan)
     used = []
     for f, fold in enumerate(folds):
         rows = fraction_subset(fold.train, labels, fraction, np.random.default_rng([seed, f]))
-        used.append(subset_counts(rows, labels, classes))
-        if rows.size == 0:
+        counts = subset_counts(rows, labels, classes)
+        used.append(counts)
+        fitted = fittable(labels[rows])
+        for c, name in enumerate(classes):
+            counts["classes"][name]["fitted"] = bool(fitted[c])
+        if not fitted.any():
             continue
         torch.manual_seed(seed + 1000 * f)
         width = int(getattr(encoder, "num_features", 0)) or _infer_width(
@@ -92,8 +98,16 @@ def finetune_scores(
         _train(model, images, labels, rows, epochs, lr, batch_size, seed + f, device)
         predict = np.concatenate([fold.val, fold.test]).astype(np.int64)
         if predict.size:
-            scores[predict] = _predict(model, images, predict, batch_size, device)
+            predicted = _predict(model, images, predict, batch_size, device)
+            predicted[:, ~fitted] = np.nan  # a head never shown a positive (or negative)
+            scores[predict] = predicted
     return scores, {"folds": used}
+
+
+def fittable(known: np.ndarray) -> np.ndarray:
+    """(C,) bool: the classes whose training labels (R, C; 1/0/NaN) hold both a positive and
+    a negative, the classes the linear probe fits (:func:`cxrkit.evaluate.probe.probe_scores`)."""
+    return np.any(known == 1, axis=0) & np.any(known == 0, axis=0)
 
 
 def _infer_width(encoder: nn.Module, image: torch.Tensor, device: torch.device) -> int:

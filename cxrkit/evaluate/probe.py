@@ -71,8 +71,8 @@ def probe_scores(
 
     ``labels`` (N, C) are 1/0/NaN. Per fold, one image subset for all classes; a class
     whose subset lacks a positive or a negative gets no scores in that fold. Returns
-    ``(scores, {"folds": [{"images", "classes": {name: {"positive", "negative", "C",
-    "C_source"}}}]})``.
+    ``(scores, {"folds": [{"images", "classes": {name: {"positive", "negative", "fitted",
+    "C", "C_source"}}}]})``.
     """
     scores = np.full(labels.shape, np.nan)
     used = []
@@ -85,8 +85,10 @@ def probe_scores(
             y = labels[train, c]
             info = counts["classes"][name]
             if y.size == 0 or y.min() == y.max():
-                info.update(C=None, C_source="not fitted: the subset lacks a positive or negative")
+                info.update(fitted=False, C=None,
+                            C_source="not fitted: the subset lacks a positive or negative")  # fmt: skip
                 continue  # this fold cannot fit class c; its rows keep NaN scores
+            info["fitted"] = True
             best = None
             for c_value in c_grid:
                 predicted = fit_predict(features, train, y.astype(int), predict_rows, c_value,

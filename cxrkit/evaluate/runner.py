@@ -191,6 +191,7 @@ def build_context(cfg, model, dataset: Artifact, annotations, device) -> tuple[C
             "retrieval_split": cfg.test_split,
             "zeroshot_scoring": list(cfg.zeroshot_scoring),
         },
+        notes=_lineage_notes(annotations, dataset, table),
     )
     summary = {
         "label_source": table.source,
@@ -228,6 +229,19 @@ def _filter_views(rows: EvalRows, raw: np.ndarray, views: list[str]) -> dict:
     return {"views": sorted(keep), "rows_in_views": int(kept.sum())}
 
 
+def _lineage_notes(
+    annotations: Artifact | None, dataset: Artifact, table: label_sources.LabelTable
+) -> list[str]:
+    """A warning when the labels come from annotations of another version of the dataset
+    (:func:`cxrkit.io.linkage.check_annotations`), with the images they cover."""
+    from cxrkit.io.linkage import check_annotations
+
+    if annotations is None or not table.source.startswith("annotations"):
+        return []
+    said = check_annotations(annotations, dataset, {"labels"})
+    return [said] if said else []
+
+
 def _warnings(ctx: Context, small_n: int) -> list[str]:
     from cxrkit.evaluate.compat import preprocessing_warnings
 
@@ -235,7 +249,7 @@ def _warnings(ctx: Context, small_n: int) -> list[str]:
     checkpoint = next(
         (a for a in ctx.model.inputs if isinstance(a, Artifact) and a.kind == "checkpoint"), None
     )
-    notes = preprocessing_warnings(checkpoint, ctx.dataset, ctx.model.image_size)
+    notes = [*ctx.notes, *preprocessing_warnings(checkpoint, ctx.dataset, ctx.model.image_size)]
     if scored < small_n:
         notes.append(
             f"n = {scored} scored images (< {small_n}): confidence intervals are wide and "

@@ -46,6 +46,7 @@ class Context:
     prompts: dict[str, dict[str, list[str]]] | None = None
     prompts_source: str = ""
     options: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # input warnings for metrics.json
 
     @property
     def groups(self) -> list[str] | None:

@@ -20,6 +20,7 @@ from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError
 from cxrkit.io import pairing
+from cxrkit.io.linkage import check_same_salt
 from cxrkit.io.physio_files import PAIRS_FILE
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,15 @@ def run(
 ) -> Artifact:
     """Pair every image of the dataset; publish the pairs artifact at ``out``.
 
-    Raises ArtifactError when an input is not a dataset / physio artifact.
+    Raises ArtifactError when an input is not a dataset / physio artifact, InputError when
+    they were pseudonymised with different salts.
     """
     from cxrkit.io.dataset import dataset_shards
     from cxrkit.io.physio_files import ECG_INDEX, LABS_TABLE
 
     dataset = open_artifact(dataset_dir, kind="dataset")
     physio = open_artifact(physio_dir, kind="physio")
+    check_same_salt(physio, dataset)
     writer = ArtifactWriter(
         Path(out), "pairs", to_dict(cfg), [dataset, physio], SCHEMA_VERSION, force
     )

@@ -279,6 +279,9 @@ def run(cfg: PhysioConfig, force: bool = False) -> Artifact:
     inputs: list[Any] = _raw_inputs(files, _tables(cfg))
     dataset = open_artifact(cfg.dataset, kind="dataset") if cfg.dataset else None
     if dataset is not None:
+        from cxrkit.io.linkage import check_same_salt
+
+        check_same_salt(id_params(cfg, salt), dataset, f"--salt-file {cfg.salt_file}")
         inputs.append(dataset)
     writer = ArtifactWriter(
         Path(cfg.out), "physio", id_params(cfg, salt), inputs, SCHEMA_VERSION, force

@@ -31,7 +31,7 @@ from cxrkit.train import checkpoint as ckpt
 from cxrkit.train.batch import BatchPlan, plan_batch
 from cxrkit.train.config import OptimConfig, TrainConfig
 from cxrkit.train.launch import world_size
-from cxrkit.train.runs import begin_run
+from cxrkit.train.runs import begin_run, check_resume_source
 from cxrkit.train.signals import StopFlag
 from cxrkit.train.slurm import SlurmJob, render_sbatch, write_sbatch
 from cxrkit.train.tracking import Trackers
@@ -305,6 +305,8 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
     annotations = None
     if cfg.data.annotations:
         annotations = open_artifact(cfg.data.annotations, kind="annotations")
+    linked = objective_inputs(cfg)
+    _check_pairs_belong(linked, dataset)
     try:
         with torch.device("meta"):  # no memory, no weights: checks names and settings
             objective = build(cfg)
@@ -313,6 +315,8 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
         # an InputError); a real error comes back from the real build.
         objective = build(cfg)
     _check_annotations(cfg, objective.needs)
+    if annotations is not None:
+        _check_annotations_belong(annotations, dataset, objective.needs, cfg.data.split)
     splits = dataset.stats.get("split_counts")
     if isinstance(splits, dict) and splits and not splits.get(cfg.data.split):
         raise InputError(
@@ -321,7 +325,7 @@ def check(cfg: PretrainConfig, processes: int) -> Checked:
         )
     require_trackers(list(cfg.train.track))
     plan = plan_batch(cfg.data.batch_size, processes, cfg.optim.accumulate, cfg.train.global_batch)
-    return Checked(dataset, annotations, plan, objective_inputs(cfg))
+    return Checked(dataset, annotations, plan, linked)
 
 
 def run(
@@ -383,6 +387,7 @@ def _train(
         force=force,
         lock=accelerator.is_main_process,  # one lock per run, held by rank 0
     )
+    check_resume_source(cfg.train.resume, writer)
     if _agreed_up_to_date(writer, accelerator):
         _remember(request, writer, inputs, accelerator, cfg)
         return open_artifact(cfg.out, kind="checkpoint")
@@ -508,6 +513,34 @@ def _check_annotations(cfg: PretrainConfig, needs: frozenset[str]) -> None:
             f"objective {cfg.objective['name']!r} as configured needs {what} from an "
             "annotations artifact; run `cxrkit annotate` and pass --annotations DIR"
         )
+
+
+def _check_annotations_belong(
+    annotations: Artifact, dataset: Artifact, needs: frozenset[str], split: str
+) -> None:
+    """InputError when the annotations are another dataset's, or another version's where
+    the objective reads pixels or text spans from them (see
+    :func:`cxrkit.io.linkage.check_annotations`); a warning with counts for labels or
+    prompts of another version."""
+    from cxrkit.io.fields import resolve_fields
+    from cxrkit.io.linkage import check_annotations
+
+    uses = {f.name for f in resolve_fields(needs) if f.annotation_columns or f.requires_annotations}
+    said = check_annotations(annotations, dataset, uses, split)
+    if said is not None:
+        log.warning("%s", said)
+
+
+def _check_pairs_belong(linked: list[Artifact], dataset: Artifact) -> None:
+    """The objective's pairs (and embeddings) against the dataset: see
+    :func:`cxrkit.io.linkage.check_pairs` (InputError, or a logged warning)."""
+    from cxrkit.io.linkage import check_pairs
+
+    kinds = {a.kind: a for a in linked}
+    if "pairs" in kinds:
+        said = check_pairs(kinds["pairs"], dataset, kinds.get("embeddings"))
+        if said is not None:
+            log.warning("%s", said)
 
 
 def write_slurm_job(cfg: PretrainConfig, job: SlurmJob) -> SlurmFiles:

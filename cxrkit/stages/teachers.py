@@ -86,7 +86,8 @@ def train(
     work = writer.begin()
     save_file({k: v.contiguous() for k, v in ecg_model.state_dict().items()}, work / ECG_WEIGHTS)
     save_file({k: v.contiguous() for k, v in lab_model.state_dict().items()}, work / LAB_WEIGHTS)
-    (work / TEACHERS_JSON).write_text(json.dumps({"config": to_dict(cfg), "lab_tests": tests}))
+    info = {"config": to_dict(cfg), "lab_tests": tests, "lab_test_names": lab_test_names(physio)}
+    (work / TEACHERS_JSON).write_text(json.dumps(info))
     stats = {
         "ecg_records": len(ecg_rows),
         "lab_panels": len(panels),
@@ -143,12 +144,17 @@ def load_teachers(teachers: Artifact) -> tuple[ECGEncoder, LabDAE]:
 def embed(
     teachers_dir: str | Path, physio_dir: str | Path, out: str | Path, force: bool = False
 ) -> Artifact:
-    """Encode every ECG and lab panel once; publish the embeddings artifact at ``out``."""
+    """Encode every ECG and lab panel once; publish the embeddings artifact at ``out``.
+
+    Raises InputError when the teachers were trained on other lab tests than the physio
+    artifact holds (:func:`check_lab_tests`), ArtifactError for unusable artifacts.
+    """
     teachers = open_artifact(teachers_dir, kind="teachers")
     physio = open_artifact(physio_dir, kind="physio")
     writer = ArtifactWriter(Path(out), "embeddings", {}, [teachers, physio], SCHEMA_VERSION, force)
     if (done := writer.up_to_date()) is not None:
         return done
+    check_lab_tests(teachers, physio)
     ecg_model, lab_model = load_teachers(teachers)
     signals, ecg_rows = load_ecgs(physio)
     panels = load_labs(physio)
@@ -169,6 +175,42 @@ def embed(
     (work / IDS_JSON).write_text(json.dumps(ids))
     schema = {"ecg_dim": int(ecg_model.dim), "lab_dim": int(lab_model.dim)}
     return writer.publish(schema=schema, stats={"ecgs": len(ecg_rows), "lab_panels": len(panels)})
+
+
+def lab_test_names(physio: Artifact) -> list[str] | None:
+    """The lab tests of a physio artifact's panels, in value order (None when unrecorded)."""
+    from cxrkit.io.physio_files import LABS_INFO
+
+    try:
+        tests = json.loads((physio.path / LABS_INFO).read_text())["tests"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [str(t) for t in tests] if isinstance(tests, list) else None
+
+
+def check_lab_tests(teachers: Artifact, physio: Artifact) -> None:
+    """InputError when the teachers' lab autoencoder was trained on other lab tests (or the
+    same in another order) than the physio artifact's panels hold: it would read each value
+    as another analyte. Teachers recorded before the names were kept are checked by count."""
+    try:
+        info = json.loads((teachers.path / TEACHERS_JSON).read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{teachers.path}: unreadable {TEACHERS_JSON} ({exc})") from exc
+    theirs, here = info.get("lab_test_names"), lab_test_names(physio)
+    if here is None:
+        return
+    if theirs is None:
+        if int(info.get("lab_tests", len(here))) == len(here):
+            return
+        theirs = [f"{info.get('lab_tests')} tests"]
+    if list(theirs) != here:
+        differ = [f"{a}/{b}" for a, b in zip(theirs, here, strict=False) if a != b]
+        raise InputError(
+            f"teachers {teachers.path} were trained on lab tests {', '.join(map(str, theirs))}; "
+            f"physio {physio.path} holds {', '.join(here)}"
+            + (f" (first difference {differ[0]})" if differ else "")
+            + ": train the teachers on this physio artifact (leave out --teachers)"
+        )
 
 
 def load_embeddings(embeddings: Artifact) -> tuple[EmbeddingSet, EmbeddingSet]:

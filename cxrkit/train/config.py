@@ -120,11 +120,15 @@ def resolve_precision(precision: str) -> str:
 
 
 # Device nodes without which no CUDA (or ROCm) device can be used: NVIDIA's driver,
+# Tegra's integrated GPU (Jetson: memory manager, GPU control on older and newer L4T),
 # AMD's compute driver, WSL's GPU bridge.
 _GPU_DEVICE_NODES = (
     "/proc/driver/nvidia",
     "/dev/nvidiactl",
     "/dev/nvidia0",
+    "/dev/nvmap",
+    "/dev/nvhost-ctrl-gpu",
+    "/dev/nvgpu",
     "/dev/kfd",
     "/dev/dxg",
 )

@@ -12,6 +12,7 @@ run had reached (the usual meaning of "train longer").
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import Any
 from cxrkit.artifacts import ArtifactWriter, read_manifest
 from cxrkit.artifacts.manifest import PARTIAL_MARKER
 from cxrkit.artifacts.owners import owner, owner_state
-from cxrkit.errors import ArtifactError, CxrkitError
+from cxrkit.errors import ArtifactError, CxrkitError, InputError
 from cxrkit.train import layout as ckpt
 from cxrkit.train.weights_changes import changed_weights, same_run
 
@@ -273,6 +274,72 @@ def _begin_main(
             shutil.copy2(extension.path / METRICS_FILE, metrics)
     write_run_info(run_dir, writer.id, writer.params, inputs, max_steps, writer._input_refs)
     return str(run_dir), extension, resume
+
+
+def check_resume_source(resume: str, writer: ArtifactWriter) -> None:
+    """InputError when ``train.resume`` names a checkpoint of another run.
+
+    Resuming continues a run: its step, optimiser state and data order. A checkpoint
+    (``checkpoints/step-N``, a run directory, a published checkpoint) whose run record
+    (``.work-run.json`` or the manifest) has other inputs or other settings than this
+    run (``train.max_steps`` aside) would be published under this run's id and
+    lineage, with weights trained on what the record says. A path with no record
+    nearby is not judged here (its files are checked when loaded). Takes
+    ``train.resume`` and this run's artifact writer (its id params and inputs).
+    """
+    if resume in ("auto", "never"):
+        return
+    params, inputs = writer.params, [r["id"] for r in writer._input_refs]
+    record = _run_record(Path(resume))
+    if record is None:
+        return
+    where, theirs, their_inputs = record
+    if their_inputs == inputs and same_run(theirs, params):
+        return
+    from cxrkit.io.linkage import params_differ
+
+    if their_inputs != inputs:
+        mine = ", ".join(i[:12] for i in inputs)
+        other = ", ".join(str(i)[:12] for i in their_inputs)
+        what = f"its inputs are {other or 'none'}, this run's {mine}"
+    else:
+        strip = {"train": {"max_steps": None}}
+        what = "settings differ: " + params_differ(_merged(theirs, strip), _merged(params, strip))
+    raise InputError(
+        f"train.resume {resume}: a checkpoint of another run ({where}; {what}); resume "
+        "continues this run's own checkpoints: use --resume auto, or --resume never to "
+        "start afresh"
+    )
+
+
+def _merged(params: dict, over: dict) -> dict:
+    out = copy.deepcopy(params)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _run_record(path: Path) -> tuple[Path, dict, list] | None:
+    """(where, params, input ids) of the run a resume path belongs to: the nearest
+    ``.work-run.json`` or checkpoint manifest at the path or up to two folders above
+    (``OUT.tmp-N/checkpoints/step-N``); None when there is none."""
+    for folder in (path, path.parent, path.parent.parent):
+        try:
+            info = json.loads((folder / RUN_FILE).read_text())
+            return folder, info.get("params") or {}, list(info.get("inputs") or [])
+        except (OSError, json.JSONDecodeError):
+            pass
+        try:
+            manifest = read_manifest(folder)
+        except ArtifactError:
+            continue
+        if manifest.get("kind") == "checkpoint":
+            ids = [i.get("id") for i in manifest.get("inputs", [])]
+            return folder, manifest.get("params") or {}, ids
+    return None
 
 
 def _names(resume: str, run_dir: Path) -> bool:
