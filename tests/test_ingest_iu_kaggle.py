@@ -189,6 +189,19 @@ def test_a_corrupt_gzipped_kaggle_table_is_refused_naming_the_file(tmp_path):
         IuTables.read([path])
 
 
+def test_dataset_tables_are_read_row_by_row_not_held_whole(tmp_path):
+    """MIMIC-CXR-JPG's metadata has 377,110 rows: they are streamed (a dict a row held at
+    once cost ~550 MiB), so the first row arrives before a bad row further on is read."""
+    from cxrkit.io.table_files import iter_rows
+
+    path = tmp_path / "mimic-cxr-2.0.0-metadata.csv"
+    path.write_text("dicom_id,ViewPosition\nd1,PA\nd2,AP,extra\n")
+    rows = iter_rows(path, ("dicom_id", "ViewPosition"))
+    assert next(rows) == {"dicom_id": "d1", "ViewPosition": "PA"}
+    with pytest.raises(InputError, match=r"metadata\.csv:3: more fields than the header"):
+        next(rows)
+
+
 def test_iu_key_reads_both_uid_spellings():
     assert iu_key("1") == iu_key("CXR1") == iu_key(" cxr01 ") == "iu:CXR1"
     assert iu_key("CXR1_1_IM-0001") is None and iu_key("") is None
