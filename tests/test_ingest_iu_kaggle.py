@@ -285,6 +285,30 @@ def test_r2gen_image_listed_by_two_entries_is_refused(tmp_path, reports):
     )
 
 
+def test_r2gen_s_mimic_cxr_annotation_is_not_read_as_iu(tmp_path, salt_file):
+    """R2Gen ships MIMIC-CXR as ``mimic_cxr/images/p10/.../<dicom_id>.jpg`` with an
+    ``annotation.json`` of the same shape: its entries are no IU reports, so MIMIC's own
+    tables and reports still apply (the IU reader took them: views UNKNOWN, no StudyDate,
+    R2Gen's findings-only text as an IU report)."""
+    import layouts_support as layouts
+    import mimic4_support as m4
+
+    root = tmp_path / "mimic_cxr"
+    images = layouts.mimic_tree(root).rename(root / "images")
+    m4.write_cxr_metadata(root)
+    entries = [
+        {"id": dicom_id, "study_id": int(study[1:]), "subject_id": int(patient[1:]),
+         "report": "The lungs are clear.", "split": "train",
+         "image_path": [f"{patient[:3]}/{patient}/{study}/{dicom_id}.jpg"]}
+        for patient, study, dicom_id in layouts.MIMIC_FILES
+    ]  # fmt: skip
+    (root / "annotation.json").write_text(json.dumps({"train": entries, "val": [], "test": []}))
+    art, rows = _ingest(tmp_path, salt_file, [images])
+    assert art.stats["dataset_tables"] == ["mimic-cxr-2.0.0-metadata.csv"]
+    assert {r["view"] for r in rows} == {"PA", "LATERAL"}
+    assert all(r["study_date"] for r in rows) and "r2gen" not in art.stats["report_source_counts"]
+
+
 def test_an_annotation_json_of_another_shape_is_not_read(tmp_path):
     (tmp_path / "annotation.json").write_text('{"images": [], "annotations": []}')
     assert find_tables([str(tmp_path)]) == []

@@ -96,7 +96,9 @@ class IuTables:
         Raises InputError naming the file (and line or entry) for a table that cannot be
         read, lacks its columns, has an empty or non-IU uid, a projection other than
         Frontal/Lateral, a file or uid listed twice with different values (an R2Gen image
-        under two entries), or one report in two splits. A report row whose sections are all empty gives no report.
+        under two entries), or one report in two splits. A report row whose sections are all
+        empty gives no report; an R2Gen entry naming no IU report (R2Gen's MIMIC-CXR
+        annotation) is left out, and an annotation of only such entries is not an IU table.
         """
         tables = cls()
         for path in paths:
@@ -106,7 +108,8 @@ class IuTables:
             elif name == IU_REPORTS:
                 tables._read_reports(path)
             elif name == R2GEN_ANNOTATION:
-                tables._read_r2gen(path)
+                if not tables._read_r2gen(path):
+                    continue  # R2Gen's MIMIC-CXR annotation: no IU report in it
             else:
                 continue
             tables.paths.append(path)
@@ -141,7 +144,9 @@ class IuTables:
                     f"{path}:{line}: uid {row['uid'].strip()} has a second, different row"
                 )
 
-    def _read_r2gen(self, path: Path) -> None:
+    def _read_r2gen(self, path: Path) -> int:
+        """Add the IU entries of an R2Gen annotation; returns how many there were (entries
+        whose id and images name no IU report, as R2Gen's MIMIC-CXR one, are left out)."""
         try:
             data = json.loads(path.read_bytes())
         except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -151,6 +156,7 @@ class IuTables:
             ) from exc
         if not isinstance(data, dict):
             raise InputError(f"{path}: not an R2Gen annotation (no train/val/test lists)")
+        added = 0
         for list_name, entries in data.items():
             split = _SPLITS.get(str(list_name).lower())
             if split is None:
@@ -158,9 +164,10 @@ class IuTables:
             if not isinstance(entries, list):
                 raise InputError(f"{path}: {list_name!r} is not a list of entries")
             for number, entry in enumerate(entries):
-                self._add_r2gen(path, f"{list_name}[{number}]", entry, split)
+                added += self._add_r2gen(path, f"{list_name}[{number}]", entry, split)
+        return added
 
-    def _add_r2gen(self, path: Path, where: str, entry: object, split: str) -> None:
+    def _add_r2gen(self, path: Path, where: str, entry: object, split: str) -> bool:
         if not isinstance(entry, dict):
             raise InputError(f"{path}: {where} is not an object")
         images = entry.get("image_path")
@@ -169,19 +176,20 @@ class IuTables:
             raise InputError(f"{path}: {where} has no image_path list")
         entry_id = str(entry.get("id") or "")
         key = _key_from(_R2GEN_ID, entry_id) or _key_from(_R2GEN_ID, images[0])
-        if key is not None and key in self.r2gen_keys and self.r2gen_keys[key][0] != split:
+        if key is None:  # no IU report (R2Gen's MIMIC-CXR entries: dicom ids, pNN/ paths)
+            return False
+        if key in self.r2gen_keys and self.r2gen_keys[key][0] != split:
             raise InputError(
                 f"{path}: report {key[3:]} is in {self.r2gen_keys[key][0]} and {split} "
                 f"({where}); one report must sit in one split"
             )
         text = entry.get("report")
         report = (
-            report_from_sections({"findings": text}, "r2gen", uid=key[3:] if key else None)
+            report_from_sections({"findings": text}, "r2gen", uid=key[3:])
             if isinstance(text, str) and text.strip()
             else None
         )
-        if key is not None:
-            self.r2gen_keys.setdefault(key, (split, report))
+        self.r2gen_keys.setdefault(key, (split, report))
         for image in images:
             parts = [p for p in image.replace("\\", "/").split("/") if p not in ("", ".")]
             name = "/".join(parts)
@@ -192,6 +200,7 @@ class IuTables:
                 )
             self.r2gen_where.setdefault(name, where)
             self.r2gen_depths.add(len(parts))
+        return True
 
     def for_image(self, image: Path) -> IuImage | None:
         """What the tables say about one image file, or None when they do not know it.
