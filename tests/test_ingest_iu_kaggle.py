@@ -11,6 +11,7 @@ from collections import defaultdict
 import iu_layouts_support as iu
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from cxrkit.artifacts import open_artifact
@@ -177,6 +178,30 @@ def test_cli_a_malformed_kaggle_table_exits_3_with_one_line(tmp_path, salt_file,
     assert len(errors) == 1 and "cannot read dataset table" in errors[0]
 
 
+def test_a_corrupt_gzipped_kaggle_table_is_refused_naming_the_file(tmp_path):
+    import gzip
+
+    data = bytearray(gzip.compress(b"uid,findings,impression\n1,Clear.,Normal.\n", mtime=0))
+    data[10] = 0xFF  # an invalid deflate block type
+    path = tmp_path / "indiana_reports.csv.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"indiana_reports\.csv\.gz.*gzip"):
+        IuTables.read([path])
+
+
+def test_dataset_tables_are_read_row_by_row_not_held_whole(tmp_path):
+    """MIMIC-CXR-JPG's metadata has 377,110 rows: they are streamed (a dict a row held at
+    once cost ~550 MiB), so the first row arrives before a bad row further on is read."""
+    from cxrkit.io.table_files import iter_rows
+
+    path = tmp_path / "mimic-cxr-2.0.0-metadata.csv"
+    path.write_text("dicom_id,ViewPosition\nd1,PA\nd2,AP,extra\n")
+    rows = iter_rows(path, ("dicom_id", "ViewPosition"))
+    assert next(rows) == {"dicom_id": "d1", "ViewPosition": "PA"}
+    with pytest.raises(InputError, match=r"metadata\.csv:3: more fields than the header"):
+        next(rows)
+
+
 def test_iu_key_reads_both_uid_spellings():
     assert iu_key("1") == iu_key("CXR1") == iu_key(" cxr01 ") == "iu:CXR1"
     assert iu_key("CXR1_1_IM-0001") is None and iu_key("") is None
@@ -207,6 +232,30 @@ def test_r2gen_annotation_gives_the_official_split_and_the_findings(tmp_path, sa
         assert row["patient_id"] == openi_patient[row["report_findings"]]
 
 
+def test_openi_images_ingested_with_r2gen_take_the_official_split(tmp_path, salt_file, reports):
+    """Open-i's files of a report R2Gen lists join that report's official split (a salted
+    split would put one patient in two splits); they keep their XML report."""
+    splits = ["train", "train", "val", "test", "test", "test"]
+    r2gen = iu.r2gen_tree(tmp_path / "r", reports, splits)
+    openi = iu.openi_tree(tmp_path / "o", reports)
+    for png in openi.glob("*.png"):  # other pixels than R2Gen's copies: not duplicates
+        Image.open(png).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(png)
+    _, rows = _ingest(
+        tmp_path, salt_file, [openi, r2gen], "both", reports=str(iu_reports_archive())
+    )  # fmt: skip
+    by_patient = defaultdict(set)
+    for row in rows:
+        by_patient[row["patient_id"]].add(row["split"])
+    assert len(by_patient) == 6 and all(len(s) == 1 for s in by_patient.values()), by_patient
+    want = {r.uid: s for r, s in zip(reports, splits, strict=True)}
+    for row in rows:
+        if row["report_source"] == "iu_xml":  # an Open-i file, its report from the XML
+            uid = next(r.uid for r in reports if r.sections["findings"] and " ".join(
+                r.sections["findings"].split()) == row["report_findings"])  # fmt: skip
+            assert row["split"] == want[uid]
+    assert {r["report_source"] for r in rows} == {"iu_xml", "r2gen"}
+
+
 def test_r2gen_report_in_two_splits_is_refused(tmp_path, reports):
     images = iu.r2gen_tree(tmp_path, reports[:2], ["train", "test"])
     path = images.parent / "annotation.json"
@@ -215,6 +264,49 @@ def test_r2gen_report_in_two_splits_is_refused(tmp_path, reports):
     path.write_text(json.dumps(data))
     with pytest.raises(InputError, match=r"report CXR\d+ is in train and val"):
         IuTables.read([path])
+
+
+def test_r2gen_image_listed_by_two_entries_is_refused(tmp_path, reports):
+    """One image under two reports (in two splits) cannot be placed: which entry is right
+    is unknown, and taking the last one would move the image between splits unsaid."""
+    images = iu.r2gen_tree(tmp_path, reports[:2], ["train", "test"])
+    path = images.parent / "annotation.json"
+    data = json.loads(path.read_text())
+    data["test"][0]["image_path"].append(data["train"][0]["image_path"][0])
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"test\[0\] lists .*0\.png, which train\[0\] lists"):
+        IuTables.read([path])
+    same = json.loads(path.read_text())  # a verbatim repeated entry says nothing new
+    same["test"][0]["image_path"].pop()
+    same["test"].append(same["test"][0])
+    path.write_text(json.dumps(same))
+    assert (
+        IuTables.read([path]).for_image(images / same["test"][0]["image_path"][0]).split == "test"
+    )
+
+
+def test_r2gen_s_mimic_cxr_annotation_is_not_read_as_iu(tmp_path, salt_file):
+    """R2Gen ships MIMIC-CXR as ``mimic_cxr/images/p10/.../<dicom_id>.jpg`` with an
+    ``annotation.json`` of the same shape: its entries are no IU reports, so MIMIC's own
+    tables and reports still apply (the IU reader took them: views UNKNOWN, no StudyDate,
+    R2Gen's findings-only text as an IU report)."""
+    import layouts_support as layouts
+    import mimic4_support as m4
+
+    root = tmp_path / "mimic_cxr"
+    images = layouts.mimic_tree(root).rename(root / "images")
+    m4.write_cxr_metadata(root)
+    entries = [
+        {"id": dicom_id, "study_id": int(study[1:]), "subject_id": int(patient[1:]),
+         "report": "The lungs are clear.", "split": "train",
+         "image_path": [f"{patient[:3]}/{patient}/{study}/{dicom_id}.jpg"]}
+        for patient, study, dicom_id in layouts.MIMIC_FILES
+    ]  # fmt: skip
+    (root / "annotation.json").write_text(json.dumps({"train": entries, "val": [], "test": []}))
+    art, rows = _ingest(tmp_path, salt_file, [images])
+    assert art.stats["dataset_tables"] == ["mimic-cxr-2.0.0-metadata.csv"]
+    assert {r["view"] for r in rows} == {"PA", "LATERAL"}
+    assert all(r["study_date"] for r in rows) and "r2gen" not in art.stats["report_source_counts"]
 
 
 def test_an_annotation_json_of_another_shape_is_not_read(tmp_path):

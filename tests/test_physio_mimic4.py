@@ -120,6 +120,24 @@ def test_the_top_n_tests_are_those_with_most_numeric_values(tmp_path, salt_file)
     assert _info(out)["tests"] == ["Sodium"]
 
 
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        lambda t: t[:16],  # re-saved by a spreadsheet: "2180-05-06 07:30"
+        lambda t: t.replace(" ", "T"),  # ISO, as other exports write datetimes
+    ],
+    ids=["no-seconds", "iso-t"],
+)
+def test_charttimes_in_another_iso_form_join_panels_as_mimic_iv_s_own(tmp_path, salt_file, rewrite):
+    rows = [dict(r, charttime=rewrite(r["charttime"])) for r in m4.labevents_rows()]
+    labevents = m4.write_hosp(tmp_path / "hosp", rows=rows)
+    result, out = _ingest(tmp_path, salt_file, "--labs", labevents)
+    assert result.exit_code == 0, result.output
+    got = sorted(r["time"] for r in pq.read_table(out / "labs.parquet").to_pylist())
+    assert got == sorted(_shifted(f"p{s}", t) for s, _, t in m4.DRAWS)
+    assert "no_time" not in {r["reason"] for r in _rejects(out)}
+
+
 def test_text_results_other_units_and_unknown_items_are_counted_rejects(tmp_path, salt_file):
     rows = m4.labevents_rows()
     odd = dict(rows[0], labevent_id="900", itemid="50912", value="88", valuenum="88",
@@ -136,6 +154,16 @@ def test_text_results_other_units_and_unknown_items_are_counted_rejects(tmp_path
     ]
     listing = (tmp_path / "physio.rejects-local.csv").read_text()
     assert "itemid 99999 (not in d_labitems)" in listing and "itemid 51003 (Troponin T)" in listing
+
+
+def test_a_chosen_test_with_only_text_results_gives_no_panel_and_counts_them(tmp_path, salt_file):
+    labevents = m4.write_hosp(tmp_path / "hosp")
+    result, out = _ingest(tmp_path, salt_file, "--labs", labevents, "--lab-test", "Glucose (Urine)")
+    assert result.exit_code == 0, result.output  # "NEG" only: no value to keep
+    assert len(pq.read_table(out / "labs.parquet")) == 0
+    assert [(r["reason"], r["detail"]) for r in _rejects(out)] == [
+        ("non_numeric", "1 rows without a numeric valuenum")
+    ]
 
 
 def test_an_all_text_panel_is_no_panel_and_its_rows_are_counted(tmp_path, salt_file):
@@ -184,13 +212,15 @@ def test_impossible_lab_settings_are_config_errors(tmp_path, salt_file, args, co
     assert words in result.output and len(result.output.strip().splitlines()) == 1
 
 
-def test_a_subject_id_that_is_not_a_number_is_an_input_error(tmp_path, salt_file):
+@pytest.mark.parametrize("cell", ["Smith", "1e7", "+10000032", "10000032.5", "-4"])
+def test_a_subject_id_that_is_not_a_number_is_an_input_error(tmp_path, salt_file, cell):
+    """Digits only, as record_list's rule: 1e7 would merge with 10000000 as p10000000."""
     rows = m4.labevents_rows()
-    rows[3]["subject_id"] = "Smith"
+    rows[3]["subject_id"] = cell
     labevents = m4.write_hosp(tmp_path / "hosp", rows=rows)
     result, _ = _ingest(tmp_path, salt_file, "--labs", labevents)
     assert result.exit_code == 3 and str(labevents) in result.output
-    assert "'Smith' is not a whole number" in result.output
+    assert f"{cell!r} is not a whole number" in result.output
 
 
 def test_d_labitems_listing_an_itemid_twice_is_an_input_error(tmp_path, salt_file):
@@ -237,6 +267,20 @@ def test_record_list_alone_ingests_the_records_it_lists(tmp_path, salt_file):
     )
     assert got == want
     assert all(r["lead_mask"] == [1] * 12 for r in rows)  # aVF/aVL order read by name
+
+
+def test_a_gzipped_record_list_reads_as_the_plain_one(tmp_path, salt_file):
+    import gzip
+
+    record_list = m4.write_mimic_ecg(tmp_path / "mimic-iv-ecg")
+    zipped = record_list.with_suffix(".csv.gz")
+    zipped.write_bytes(gzip.compress(record_list.read_bytes()))
+    tables = []
+    for table in (record_list, zipped):
+        result, out = _ingest(tmp_path / table.name, salt_file, "--ecg-map", table)
+        assert result.exit_code == 0, result.output
+        tables.append(pq.read_table(out / "ecg.parquet").to_pylist())
+    assert tables[0] == tables[1] and len(tables[0]) == len(m4.ECGS)
 
 
 def test_record_list_beside_an_ecg_folder_gives_patients_and_times(tmp_path, salt_file):
@@ -368,6 +412,23 @@ def test_lab_patients_dataset_keeps_only_patients_with_an_image(tmp_path, salt_f
     assert stats["lab_panels"] == 3 and stats["lab_rows_other_patients"] == len(numeric)
 
 
+def test_lab_patients_dataset_sharing_no_patient_publishes_no_panel_and_says_so(
+    tmp_path, salt_file
+):
+    dataset = _mimic_cxr_dataset(tmp_path, salt_file)
+    labevents = m4.write_hosp(tmp_path / "mimic-iv" / "hosp")
+    result, out = _ingest(tmp_path, salt_file, "--labs", labevents, "--dataset", dataset.path,
+                          "--set", "lab_patients=dataset",
+                          "--set", 'mimic_subject_format="{}"')  # fmt: skip
+    assert result.exit_code == 0, result.output  # bare ids never meet the p-keyed folders
+    assert len(pq.read_table(out / "labs.parquet")) == 0
+    stats = json.loads((out / "manifest.json").read_text())["stats"]
+    assert stats["lab_panels"] == 0 and stats["lab_rows_other_patients"] == stats["lab_rows"] - 3
+    assert (
+        "no lab patient has an image" in result.output and "mimic_subject_format" in result.output
+    )
+
+
 def test_lab_patients_dataset_filters_a_long_table_too(tmp_path, salt_file):
     from physio_support import serum_long_table
 
@@ -395,6 +456,20 @@ def test_a_truncated_labevents_download_is_a_one_line_input_error(tmp_path, salt
     assert result.exit_code == 3, result.output
     assert len(result.output.strip().splitlines()) == 1 and str(labevents) in result.output
     assert not out.exists()
+
+
+def test_a_corrupt_labevents_gzip_is_a_one_line_input_error(tmp_path, salt_file):
+    import gzip
+
+    labevents = m4.write_hosp(tmp_path / "hosp", gz=False)
+    data = bytearray(gzip.compress(labevents.read_bytes(), mtime=0))
+    data[10] = 0xFF  # the first deflate block's header: an invalid block type (bit rot)
+    labevents = labevents.with_suffix(".csv.gz")
+    labevents.write_bytes(bytes(data))
+    result, out = _ingest(tmp_path, salt_file, "--labs", labevents)
+    assert result.exit_code == 3, result.output
+    assert len(result.output.strip().splitlines()) == 1 and str(labevents) in result.output
+    assert "gzip" in result.output and not out.exists()
 
 
 def test_labevents_missing_a_column_names_it(tmp_path, salt_file):

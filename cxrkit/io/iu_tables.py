@@ -38,6 +38,7 @@ IU_TABLES = (IU_REPORTS, IU_PROJECTIONS)
 _UID = re.compile(r"(?:CXR)?(\d+)", re.IGNORECASE)
 _KAGGLE_NAME = re.compile(r"(\d+)_IM-\d+-\d+", re.IGNORECASE)  # 1_IM-0001-4001.dcm.png
 _R2GEN_ID = re.compile(r"CXR(\d+)(?:_\d+)?_IM-\d+", re.IGNORECASE)  # CXR1_1_IM-0001
+_OPENI_NAME = re.compile(r"CXR(\d+)(?:_\d+)?_IM-\d+-\d+", re.IGNORECASE)  # CXR1_1_IM-0001-3001
 _R2GEN_START = re.compile(rb'\s*\{\s*"(?:train|val|test)"\s*:\s*\[')
 _PROJECTIONS = {"frontal": "FRONTAL", "lateral": "LATERAL"}
 _SPLITS = {"train": "train", "val": "val", "valid": "val", "validate": "val", "test": "test"}
@@ -83,6 +84,7 @@ class IuTables:
     # R2Gen: "CXR1_1_IM-0001/0.png" -> (key, split, report); the depths of those paths;
     # key -> (split, report) for the images its lists leave out
     r2gen: dict[str, tuple[str | None, str, Report | None]] = field(default_factory=dict)
+    r2gen_where: dict[str, str] = field(default_factory=dict)  # image path -> first entry
     r2gen_depths: set[int] = field(default_factory=set)
     r2gen_keys: dict[str, tuple[str, Report | None]] = field(default_factory=dict)
 
@@ -93,8 +95,10 @@ class IuTables:
 
         Raises InputError naming the file (and line or entry) for a table that cannot be
         read, lacks its columns, has an empty or non-IU uid, a projection other than
-        Frontal/Lateral, a file or uid listed twice with different values, or one report
-        in two splits. A report row whose sections are all empty gives no report.
+        Frontal/Lateral, a file or uid listed twice with different values (an R2Gen image
+        under two entries), or one report in two splits. A report row whose sections are all
+        empty gives no report; an R2Gen entry naming no IU report (R2Gen's MIMIC-CXR
+        annotation) is left out, and an annotation of only such entries is not an IU table.
         """
         tables = cls()
         for path in paths:
@@ -104,7 +108,8 @@ class IuTables:
             elif name == IU_REPORTS:
                 tables._read_reports(path)
             elif name == R2GEN_ANNOTATION:
-                tables._read_r2gen(path)
+                if not tables._read_r2gen(path):
+                    continue  # R2Gen's MIMIC-CXR annotation: no IU report in it
             else:
                 continue
             tables.paths.append(path)
@@ -139,7 +144,9 @@ class IuTables:
                     f"{path}:{line}: uid {row['uid'].strip()} has a second, different row"
                 )
 
-    def _read_r2gen(self, path: Path) -> None:
+    def _read_r2gen(self, path: Path) -> int:
+        """Add the IU entries of an R2Gen annotation; returns how many there were (entries
+        whose id and images name no IU report, as R2Gen's MIMIC-CXR one, are left out)."""
         try:
             data = json.loads(path.read_bytes())
         except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -149,6 +156,7 @@ class IuTables:
             ) from exc
         if not isinstance(data, dict):
             raise InputError(f"{path}: not an R2Gen annotation (no train/val/test lists)")
+        added = 0
         for list_name, entries in data.items():
             split = _SPLITS.get(str(list_name).lower())
             if split is None:
@@ -156,9 +164,10 @@ class IuTables:
             if not isinstance(entries, list):
                 raise InputError(f"{path}: {list_name!r} is not a list of entries")
             for number, entry in enumerate(entries):
-                self._add_r2gen(path, f"{list_name}[{number}]", entry, split)
+                added += self._add_r2gen(path, f"{list_name}[{number}]", entry, split)
+        return added
 
-    def _add_r2gen(self, path: Path, where: str, entry: object, split: str) -> None:
+    def _add_r2gen(self, path: Path, where: str, entry: object, split: str) -> bool:
         if not isinstance(entry, dict):
             raise InputError(f"{path}: {where} is not an object")
         images = entry.get("image_path")
@@ -167,23 +176,31 @@ class IuTables:
             raise InputError(f"{path}: {where} has no image_path list")
         entry_id = str(entry.get("id") or "")
         key = _key_from(_R2GEN_ID, entry_id) or _key_from(_R2GEN_ID, images[0])
-        if key is not None and key in self.r2gen_keys and self.r2gen_keys[key][0] != split:
+        if key is None:  # no IU report (R2Gen's MIMIC-CXR entries: dicom ids, pNN/ paths)
+            return False
+        if key in self.r2gen_keys and self.r2gen_keys[key][0] != split:
             raise InputError(
                 f"{path}: report {key[3:]} is in {self.r2gen_keys[key][0]} and {split} "
                 f"({where}); one report must sit in one split"
             )
         text = entry.get("report")
         report = (
-            report_from_sections({"findings": text}, "r2gen", uid=key[3:] if key else None)
+            report_from_sections({"findings": text}, "r2gen", uid=key[3:])
             if isinstance(text, str) and text.strip()
             else None
         )
-        if key is not None:
-            self.r2gen_keys.setdefault(key, (split, report))
+        self.r2gen_keys.setdefault(key, (split, report))
         for image in images:
             parts = [p for p in image.replace("\\", "/").split("/") if p not in ("", ".")]
-            self.r2gen["/".join(parts)] = (key, split, report)
+            name = "/".join(parts)
+            if self.r2gen.setdefault(name, (key, split, report)) != (key, split, report):
+                raise InputError(
+                    f"{path}: {where} lists {name}, which {self.r2gen_where[name]} lists "
+                    "with another report or split; one image must belong to one entry"
+                )
+            self.r2gen_where.setdefault(name, where)
             self.r2gen_depths.add(len(parts))
+        return True
 
     def for_image(self, image: Path) -> IuImage | None:
         """What the tables say about one image file, or None when they do not know it.
@@ -192,7 +209,9 @@ class IuTables:
         image their lists leave out by its folder, taking its report's split), Kaggle ones
         by file name (``1_IM-0001-4001.dcm.png``, also when absent from
         ``indiana_projections.csv``: the uid leads the name). The Kaggle report wins over
-        R2Gen's findings-only one.
+        R2Gen's findings-only one. An Open-i file (``CXR1_1_IM-0001-3001.png``) of a report
+        R2Gen lists takes that report's split only (one patient, one split; its report
+        comes from the Open-i XML).
         """
         entry = None
         for depth in sorted(self.r2gen_depths, reverse=True):
@@ -207,6 +226,9 @@ class IuTables:
             key = entry[0]
         if key is None and self.r2gen_keys:
             key = _key_from(_R2GEN_ID, image.parent.name)
+            openi = _key_from(_OPENI_NAME, image.name) if key is None else None
+            if openi in self.r2gen_keys:  # an Open-i file of a report R2Gen places
+                return IuImage(key=openi, split=self.r2gen_keys[openi][0])
         if key is None and entry is None:
             return None
         split, r2gen_report = entry[1:] if entry else self.r2gen_keys.get(key, (None, None))

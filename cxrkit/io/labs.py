@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 
 from cxrkit.errors import InputError
+from cxrkit.io.table_files import open_text
 
 LONG_COLUMNS = ("patient_id", "time", "test", "value", "unit")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file.
+    """Read a CSV (plain or gzip) or Parquet file.
 
     ``patient_id`` and ``path`` are read as text (``10000032``, never ``10000032.0``).
     Raises InputError naming the file when it cannot be read or when two columns
@@ -38,9 +39,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
             table = pd.read_parquet(path)
             names = [str(c) for c in table.columns]
         else:
-            # ids as text: pandas reads 10000032 beside an empty cell as 10000032.0
-            table = pd.read_csv(path, dtype={"patient_id": str, "path": str})
-            with open(path, newline="", encoding="utf-8-sig") as handle:
+            # ids as text: pandas reads 10000032 beside an empty cell as 10000032.0;
+            # gzip found by its bytes, as every table (record_list.csv.gz, labs.csv.gz)
+            with open_text(path) as handle:
+                table = pd.read_csv(handle, dtype={"patient_id": str, "path": str})
+            with open_text(path) as handle:
                 names = next(csv.reader(handle), [])
     except Exception as exc:
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]

@@ -38,9 +38,12 @@ LABITEMS_COLUMNS = ("itemid", "label")
 RECORD_LIST_COLUMNS = ("subject_id", "path")
 LABITEMS_NAMES = ("d_labitems.csv.gz", "d_labitems.csv")
 SUBJECT_FORMAT = "p{}"
+_WHOLE = r"\d+(?:\.0)?"  # a subject_id cell: digits (a float column wrote 10000032.0)
 CHUNK_ROWS = 200_000
-# charttime as MIMIC-IV writes it; a cell in another form falls back to pandas' parser
+# charttime as MIMIC-IV writes it; a cell in another ISO form (no seconds, a "T", a
+# zone offset: dropped, wall clock kept, as ingest-physio's other times) is read too
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+_ZONE = r"(\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|UTC|[+-]\d\d(?::?\d\d)?)$"
 
 
 def csv_columns(path: str | Path) -> list[str]:
@@ -289,17 +292,16 @@ def read_labevents(
         add(non_numeric, code[~numeric])
         unit_ok = chunk["valueuom"].str.strip().to_numpy(dtype=object) == unit_array[code]
         add(other_unit, code[numeric & ~unit_ok])
-        times = pd.to_datetime(chunk["charttime"], format=_TIME_FORMAT, errors="coerce")
+        times = charttimes(chunk["charttime"])
         timed = times.notna().to_numpy()
         add(bad_time, code[numeric & unit_ok & ~timed])
         good = numeric & unit_ok & timed
-        subjects = pd.to_numeric(chunk["subject_id"], errors="coerce")
-        if subjects[good].isna().any() or (subjects[good] % 1 != 0).any():
-            cell = chunk["subject_id"][good & subjects.isna().to_numpy()]
-            raise InputError(
-                f"{path}: subject_id {str(cell.iloc[0] if len(cell) else '')[:20]!r} "
-                "is not a whole number"
-            )
+        cells = chunk["subject_id"].str.strip()
+        whole = cells.str.fullmatch(_WHOLE).to_numpy(dtype=bool)  # as subject_key's rule
+        if (good & ~whole).any():
+            cell = cells[good & ~whole].iloc[0]
+            raise InputError(f"{path}: subject_id {cell[:20]!r} is not a whole number")
+        subjects = pd.to_numeric(cells.where(whole, ""), errors="coerce")
         if keep_patient is not None:
             for subject in pd.unique(subjects[good]):
                 if subject not in wanted:
@@ -325,6 +327,27 @@ def read_labevents(
     return LabeventsRead(long, non_numeric, other_unit, bad_time, other_patients)
 
 
+def charttimes(cells: pd.Series) -> pd.Series:
+    """labevents ``charttime`` cells as naive timestamps (NaT: empty or not a time).
+
+    MIMIC-IV's own form (``2180-05-06 07:30:00``) is read by its exact format; the cells
+    that miss it are read as ISO 8601 (``2180-05-06 07:30``, ``2180-05-06T07:30:00``), a
+    zone suffix dropped (the wall clock is kept), so a re-saved or exported table gives
+    the same panels. Other forms (``05/06/2180``) are NaT, not guessed. Never raises.
+    """
+    times = pd.to_datetime(cells, format=_TIME_FORMAT, errors="coerce")
+    text = cells.astype(str).str.strip()
+    other = (times.isna() & text.ne("")).to_numpy()
+    if other.any():
+        naive = text[other].str.replace(_ZONE, r"\1", regex=True)
+        try:
+            parsed = pd.to_datetime(naive, format="ISO8601", errors="coerce")
+        except (ValueError, TypeError, OverflowError):
+            parsed = pd.Series(pd.NaT, index=naive.index, dtype="datetime64[ns]")
+        times[other] = parsed.to_numpy(dtype="datetime64[ns]")
+    return times
+
+
 def labevents_wide(
     read: LabeventsRead, names: dict[int, str], items: list[int], subject_format: str
 ) -> pd.DataFrame:
@@ -333,8 +356,9 @@ def labevents_wide(
     """
     long = read.table
     tests = [names[i] for i in items]
-    if long.empty:
-        return pd.DataFrame(columns=["patient_id", "time", *tests])
+    if long.empty:  # typed as the panels are: later steps test the values with isfinite
+        empty = {"patient_id": pd.Series(dtype=object), "time": pd.Series(dtype=object)}
+        return pd.DataFrame({**empty, **{t: pd.Series(dtype=np.float32) for t in tests}})
     # Sort once by (subject, time, test); a panel starts where subject or time changes,
     # a cell (one test of one panel) where the test does too; each cell's mean goes into
     # a float32 matrix. Plain arrays, ~60 bytes a row, where a pivot of the long table

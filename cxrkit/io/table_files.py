@@ -5,18 +5,44 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from cxrkit.errors import InputError
 
 
+class _GzipTable(gzip.GzipFile):
+    """A gzip stream whose corrupt deflate data raises ``gzip.BadGzipFile`` (an OSError,
+    which every table reader reports naming the file), not ``zlib.error``."""
+
+    def _guard(self, read, *args):
+        try:
+            return read(*args)
+        except zlib.error as exc:
+            raise gzip.BadGzipFile(f"corrupt gzip data ({exc})") from exc
+
+    def read(self, size=-1):
+        return self._guard(super().read, size)
+
+    def read1(self, size=-1):
+        return self._guard(super().read1, size)
+
+    def peek(self, n):
+        return self._guard(super().peek, n)
+
+    def readline(self, size=-1):
+        return self._guard(super().readline, size)
+
+
 def open_text(path: Path) -> io.TextIOBase:
     """A table file opened as UTF-8 text (a byte-order mark dropped), inflated when its
-    bytes say gzip (the name is not trusted: a renamed ``.csv.gz`` or a plain ``.gz``)."""
+    bytes say gzip (the name is not trusted: a renamed ``.csv.gz`` or a plain ``.gz``).
+    Corrupt gzip data raises ``gzip.BadGzipFile`` (an OSError) as it is read."""
     with open(path, "rb") as handle:
         magic = handle.read(2)
     if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+        return io.TextIOWrapper(_GzipTable(path, "rb"), encoding="utf-8-sig", newline="")
     return open(path, encoding="utf-8-sig", newline="")
 
 
@@ -28,11 +54,21 @@ def read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
     UTF-8, a missing column, or a row with more fields than the header (an unquoted comma;
     the message gives its line).
     """
-    return [row for _, row in read_numbered_rows(path, required)]
+    return list(iter_rows(path, required))
 
 
-def read_numbered_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    """:func:`read_rows` with each row's line number (its last line when a quoted cell
+def iter_rows(path: Path, required: tuple[str, ...]) -> Iterator[dict[str, str]]:
+    """:func:`read_rows` one row at a time, for tables read to fill a lookup (MIMIC-CXR-JPG's
+    377,110 metadata rows held as dicts cost ~550 MiB). Raises as :func:`read_rows`, when
+    the row (or the header) is reached."""
+    for _, row in read_numbered_rows(path, required):
+        yield row
+
+
+def read_numbered_rows(
+    path: Path, required: tuple[str, ...]
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """:func:`iter_rows` with each row's line number (its last line when a quoted cell
     spans lines), for messages that point at a row. Raises as :func:`read_rows`."""
     try:
         with open_text(path) as handle:
@@ -42,14 +78,12 @@ def read_numbered_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int,
             if missing:
                 raise InputError(f"{path}: lacks the column(s) {', '.join(missing)}")
             reader.fieldnames = header
-            rows = []
             for row in reader:
                 if None in row:
                     raise InputError(
                         f"{path}:{reader.line_num}: more fields than the header has "
                         "(an unquoted comma?)"
                     )
-                rows.append((reader.line_num, row))
-            return rows
+                yield reader.line_num, row
     except (OSError, UnicodeDecodeError, csv.Error, EOFError) as exc:
         raise InputError(f"cannot read dataset table {path}: {exc}") from exc

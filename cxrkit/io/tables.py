@@ -31,7 +31,7 @@ from pathlib import Path
 
 from cxrkit.io.iu_tables import IU_TABLES, R2GEN_ANNOTATION, IuTables, is_r2gen_annotation
 from cxrkit.io.mapping import MappingRow
-from cxrkit.io.table_files import open_text, read_rows
+from cxrkit.io.table_files import iter_rows, open_text
 from cxrkit.text.classes import CHEXPERT_CLASSES
 
 MIMIC_METADATA = "mimic-cxr-2.0.0-metadata.csv"
@@ -158,7 +158,7 @@ class DatasetTables:
 
     def _read_mimic_metadata(self, path: Path) -> None:
         self.paths.append(path)
-        for row in read_rows(path, ("dicom_id", "ViewPosition")):
+        for row in iter_rows(path, ("dicom_id", "ViewPosition")):
             view = (row.get("ViewPosition") or "").strip().upper()
             if view:
                 self.mimic_views[row["dicom_id"].strip()] = view
@@ -170,20 +170,20 @@ class DatasetTables:
 
     def _read_mimic_split(self, path: Path) -> None:
         self.paths.append(path)
-        for row in read_rows(path, ("dicom_id", "split")):
+        for row in iter_rows(path, ("dicom_id", "split")):
             split = _SPLITS.get((row.get("split") or "").strip().lower())
             if split:
                 self.mimic_splits[row["dicom_id"].strip()] = split
 
     def _read_mimic_labels(self, path: Path) -> None:
         self.paths.append(path)
-        for row in read_rows(path, ("subject_id", "study_id")):
+        for row in iter_rows(path, ("subject_id", "study_id")):
             key = (f"p{row['subject_id'].strip()}", f"s{row['study_id'].strip()}")
             self.mimic_labels[key] = _labels(row)
 
     def _read_chexpert(self, path: Path) -> None:
         self.paths.append(path)
-        for row in read_rows(path, ("Path", "Frontal/Lateral")):
+        for row in iter_rows(path, ("Path", "Frontal/Lateral")):
             parts = [p for p in row["Path"].strip().replace("\\", "/").split("/") if p]
             if len(parts) < 4:
                 continue

@@ -12,6 +12,7 @@ such as ``<0.01`` or ``NEG``), ``other_unit`` (a unit other than the item's usua
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +31,8 @@ from cxrkit.io.deid import Pseudonymizer
 from cxrkit.io.physio_cells import cell_text, implausible, parse_time
 from cxrkit.io.physio_files import LABS_INFO, LABS_TABLE
 from cxrkit.io.rows import printable_path
+
+log = logging.getLogger(__name__)
 
 
 def lab_panels(
@@ -151,6 +154,16 @@ def ingest_labs(
             return pseudo.pseudonym("patient", key) in splits
 
     wide, units, source_stats = lab_panels(cfg, pseudo, rejects, local, keep_patient)
+    rows = source_stats.get("lab_rows_other_patients")
+    dropped = (rows, "rows") if rows else (source_stats.get("lab_panels_other_patients"), "panels")
+    if dropped[0] and wide.empty:
+        log.warning(
+            "no lab patient has an image in the dataset: lab_patients = dataset left out all "
+            "%d %s; are its ids written as the images' (mimic_subject_format %r) and "
+            "pseudonymised with the same salt?",
+            *dropped,
+            cfg.mimic_subject_format,
+        )
     tests = [c for c in wide.columns if c not in ("patient_id", "time")]
     held_out = {p for p, s in splits.items() if "train" not in s}
     keep, pseudonyms, times = _valid_panels(cfg, pseudo, wide, tests, rejects, local)
