@@ -6,6 +6,7 @@ exact columns (tests/mimic4_support.py), images in the MIMIC-CXR-JPG layout.
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import datetime, timedelta
 
@@ -245,6 +246,15 @@ def test_a_label_shared_by_fluids_and_by_items_gets_fluid_then_itemid(tmp_path):
         51222: "Hemoglobin (Blood, 51222)",
         50912: "Creatinine",
     }
+
+
+def test_a_gzipped_d_labitems_is_read_by_its_bytes_whatever_its_name(tmp_path):
+    plain = m4.write_csv(tmp_path / "items.csv", ("itemid", "label", "fluid", "category"), [
+        {"itemid": "50912", "label": "Creatinine", "fluid": "Blood", "category": "Chemistry"},
+    ])  # fmt: skip
+    renamed = tmp_path / "d_labitems.csv"  # gzip bytes under a plain name
+    renamed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert mimic_iv.read_labitems(renamed) == {50912: "Creatinine"}
 
 
 def test_the_subject_key_is_one_to_one_and_refuses_what_is_not_a_number():

@@ -126,7 +126,8 @@ def read_labitems(path: str | Path) -> dict[int, str]:
     """
     path = Path(path)
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, compression="infer")
+        with open_text(path) as handle:  # gzip found by its bytes, as for every table
+            table = pd.read_csv(handle, dtype=str, keep_default_na=False)
     except Exception as exc:
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
         raise InputError(f"{path}: cannot read d_labitems ({reason})") from exc
