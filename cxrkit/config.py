@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.resources
+import json
 
 try:
     import tomllib
@@ -72,8 +73,6 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: config file not found")
     try:
         if path.suffix == ".json":
-            import json
-
             data = json.loads(path.read_text())
         else:
             with open(path, "rb") as handle:
@@ -176,7 +175,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}") from exc
     if hint is str:
         if isinstance(value, dict | list):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(
+                f"{where}: expected a string, got {value!r} (--set values are read as "
+                f"TOML: quote a string that holds braces or brackets, --set '{where}=\"...\"')"
+            )
         return str(value)
     if hint is Path:
         return Path(value)

@@ -58,6 +58,14 @@ def test_bad_type_names_the_setting():
         resolve(Toy, sets=["optim.lr=fast"])
 
 
+def test_a_string_setting_given_braces_says_how_to_quote_it():
+    # `--set mimic_subject_format={}` reads {} as a TOML table; the message says what to type.
+    with pytest.raises(
+        ConfigError, match=r"name: expected a string, got \{\}.*--set 'name=\"\.\.\.\"'"
+    ):
+        resolve(Toy, sets=["name={}"])
+
+
 def test_missing_set_value_is_a_usage_error():
     with pytest.raises(ConfigError, match="expected key=value"):
         resolve(Toy, sets=["steps"])
