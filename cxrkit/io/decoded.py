@@ -35,6 +35,7 @@ META_KEYS = (
     "manufacturer",
     "burned_in",
     "n_frames",
+    "exif_orientation",  # PNG/JPEG: the EXIF Orientation 2..8 applied to the pixels, else None
 )
 
 

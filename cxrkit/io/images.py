@@ -23,6 +23,12 @@ Decisions (documented here because ingest's behaviour follows from them):
 - A constant image (nothing to normalise) is rejected as ``corrupt_pixels``; a file
   Pillow does not recognise as ``unsupported_format``.
 - For PNG/JPEG, ``photometric`` is the Pillow mode ("L", "I;16", "RGB", "P"...).
+- An EXIF Orientation (JPEG, PNG ``eXIf``) of 2..8 is applied as viewers and Pillow's
+  ``ImageOps.exif_transpose`` do (:mod:`cxrkit.io.orientation`), after decoding and
+  before normalising, in the full and the reduced decode alike; ``full_shape`` and
+  ``meta["orig_height"/"orig_width"]`` are then the upright image's, and
+  ``meta["exif_orientation"]`` records the value applied (None: nothing applied). A bad
+  value or an unparsable EXIF block is ignored: the pixels are kept as stored.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from cxrkit.errors import Reject
 from cxrkit.io.decoded import DecodedImage, empty_meta, scrub_path
 from cxrkit.io.intensity import normalise_through_table, robust_normalise
 from cxrkit.io.jpeg_reduce import draft_levels
+from cxrkit.io.orientation import apply_orientation, exif_orientation
 
 CHROMA_THRESHOLD = 0.1  # (max - min channel) / full scale that counts as "coloured"
 COLOUR_PIXEL_FRACTION = 0.05  # more coloured pixels than this -> not a radiograph
@@ -118,8 +125,9 @@ def read_image(
     or 1/8 DCT scale still at least that large (:mod:`cxrkit.io.jpeg_reduce`; None:
     always full resolution). Returns: a :class:`DecodedImage` (robust-normalised
     float32, `photometric` = Pillow mode, `meta` from :func:`empty_meta` with the
-    source's size; after a reduced decode `pixels` is smaller and `full_shape` is the
-    source's (H, W)).
+    source's size and ``exif_orientation``; after a reduced decode `pixels` is smaller
+    and `full_shape` is the source's (H, W)). An EXIF orientation is applied (module
+    docstring): sizes are then those of the upright image.
     Raises: Reject("corrupt_pixels") for truncated/undecodable files or a constant
     image; Reject("not_chest_xray") for strongly coloured images; Reject
     ("unsupported_format") when Pillow does not recognise the file.
@@ -131,7 +139,7 @@ def read_image(
             decoded = _load_levels(path, max_pixels, decode_long_side)
         if decoded is None:  # full resolution, and the errors of record
             decoded = _load_levels(path, max_pixels, None)
-        fmt, mode, (height, width), (levels, full_scale) = decoded
+        fmt, mode, (height, width), (levels, full_scale), orientation = decoded
     except UnidentifiedImageError as exc:
         detail = scrub_path(f"not a PNG/JPEG image Pillow can read: {exc}", path)
         raise Reject("unsupported_format", detail) from exc
@@ -141,9 +149,14 @@ def read_image(
         detail = scrub_path(f"cannot decode: {exc}", path)
         raise Reject("corrupt_pixels", detail) from exc
     source_format = "jpeg" if fmt in ("jpeg", "mpo") else fmt or "unknown"
+    if orientation is not None:
+        levels = apply_orientation(levels, orientation)
+        if orientation >= 5:  # a quarter turn or a transpose: the upright image is W x H
+            height, width = width, height
     pixels = _levels_to_unit(levels, full_scale, low_pct, high_pct)
     reduced = pixels.shape != (height, width)
     meta = empty_meta(orig_height=height, orig_width=width, photometric=mode)
+    meta["exif_orientation"] = orientation
     return DecodedImage(
         pixels=pixels,
         source_format=source_format,
@@ -155,8 +168,9 @@ def read_image(
 
 def _load_levels(
     path: Path, max_pixels: int, decode_long_side: int | None
-) -> tuple[str, str, tuple[int, int], tuple[np.ndarray, int | None]] | None:
-    """Open and decode `path`: (format, mode, source (H, W), :func:`_pil_to_levels`).
+) -> tuple[str, str, tuple[int, int], tuple[np.ndarray, int | None], int | None] | None:
+    """Open and decode `path`: (format, mode, source (H, W) as stored,
+    :func:`_pil_to_levels` as stored, :func:`~cxrkit.io.orientation.exif_orientation`).
 
     With `decode_long_side`, a JPEG is decoded at a reduced DCT scale where one applies
     (else in full from the same open file); None then means "the reduced decode failed:
@@ -175,11 +189,11 @@ def _load_levels(
             try:
                 if draft_levels(img, decode_long_side) > 0:
                     img.load()
-                    return fmt, mode, (height, width), _pil_to_levels(img)
+                    return fmt, mode, (height, width), _pil_to_levels(img), exif_orientation(img)
             except Reject:
                 raise
             except (OSError, ValueError, SyntaxError, IndexError, TypeError):
                 return None
             # No scale to skip (a PNG, a small JPEG): draft set nothing, decode this in full.
         img.load()  # decode now: truncation surfaces here, not later
-        return fmt, mode, (height, width), _pil_to_levels(img)
+        return fmt, mode, (height, width), _pil_to_levels(img), exif_orientation(img)
