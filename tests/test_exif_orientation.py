@@ -172,3 +172,20 @@ def test_ingest_stores_the_upright_image_and_its_upright_size(files):
         - np.frombuffer(hand["pixels"], np.uint8)
     )
     assert diff.max() <= 85 and diff.mean() <= 2.0  # the reduced-decode bound at 224
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+@pytest.mark.parametrize("reduce", ["lossy", "off"])
+def test_shipped_preprocess_turns_the_file_as_ingest_stored_it(files, chest, tmp_path, reduce):
+    from cxrkit.export.preprocess import preprocess
+    from cxrkit.vision.transforms import EvalTransform
+
+    builder = RowBuilder(salt=b"s" * 32, image_size=64, decode_reduce=reduce).prepare()
+    broken = _save(tmp_path / "broken.jpg", chest, exif=_truncated()[2])
+    for path in (files[6], files[3], files[8], broken):
+        row = builder.build(path)
+        stored = np.frombuffer(row["pixels"], np.uint8).reshape(row["height"], row["width"])
+        expected = EvalTransform(32)(stored.copy())[0][None]  # (1, 1, 32, 32)
+        got = preprocess(path, image_size=32, store_size=64, decode_reduce=reduce)
+        assert got.shape == expected.shape
+        assert float((got - expected).abs().max()) <= 1e-6, path.name

@@ -153,8 +153,8 @@ def _preprocessing(pre: dict, transform: dict | None) -> dict[str, Any]:
         "function": "preprocess.py in this export: preprocess(image, **transform_config('.'))",
         "steps": [
             "grey levels: DICOM after modality and VOI LUT with MONOCHROME1 inverted (bright "
-            "bone); PNG/JPEG as stored (colour to luminance), scaled to [0, 1] by 255 or 65535"
-            + reduced,
+            "bone); PNG/JPEG as stored (colour to luminance), turned upright by the file's "
+            "EXIF orientation, scaled to [0, 1] by 255 or 65535" + reduced,
             f"percentile window: clip to the {low:g} and {high:g} percentiles of the image, "
             "stretch linearly to [0, 1] (applied at ingest)",
             f"stored image: downscale the long side to {store} px (bilinear, antialiased, never "

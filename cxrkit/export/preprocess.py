@@ -22,6 +22,9 @@ The steps, which are cxrkit's ingest followed by its evaluation transform:
    "all", ingest's default): at the smallest libjpeg DCT scale (1/2, 1/4, 1/8)
    whose long side is still >= ``store_size`` (Pillow's ``draft``), and the
    window is taken on that image. Pillow images and arrays are taken as decoded.
+   A PNG/JPEG file's EXIF Orientation 2..8 is applied after decoding, as ingest and
+   Pillow's ``ImageOps.exif_transpose`` do (a bad value or broken EXIF is ignored);
+   for a Pillow image you opened, call ``exif_transpose`` yourself.
 3. stored image: downscale the long side to ``store_size`` (Pillow bilinear on
    float, ``reducing_gap=2``; the size follows the source's full size; never
    upscaled) and round to ``store_dtype`` (uint8: 0..255).
@@ -35,6 +38,8 @@ The steps, which are cxrkit's ingest followed by its evaluation transform:
 from __future__ import annotations
 
 import json
+import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +48,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-TRANSFORM_VERSION = 2  # 2: decode_reduce (a JPEG decoded at a reduced DCT scale, as ingest does)
+# 2: decode_reduce (a JPEG decoded at a reduced DCT scale, as ingest does);
+# 3: a file's EXIF orientation applied, as ingest does.
+TRANSFORM_VERSION = 3
 TRANSFORM_KEYS = (
     "image_size",
     "mean",
@@ -56,6 +63,17 @@ TRANSFORM_KEYS = (
 )
 _DCT_LEVELS = 3  # libjpeg scales by 1/2, 1/4, 1/8
 _FULL_SCALE = {"uint8": 255, "uint16": 65535}
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_EXIF_ERRORS = (OSError, ValueError, SyntaxError, KeyError, IndexError, TypeError, EOFError)
+_EXIF_ERRORS += (struct.error,)
 
 
 def transform_config(export_dir: str | Path = ".") -> dict[str, Any]:
@@ -101,6 +119,24 @@ def draft_jpeg(image: Image.Image, store_size: int) -> tuple[int, int]:
     return height, width
 
 
+def exif_upright(image: Image.Image) -> Image.Image:
+    """A loaded file's image turned as its EXIF Orientation says (step 1).
+
+    Orientation 2..8 gives the transposed image (Pillow's ``exif_transpose`` mapping);
+    no tag, 1, another value or EXIF that does not parse give ``image`` itself.
+    """
+    try:
+        with warnings.catch_warnings():  # Pillow warns "Corrupt EXIF data" and goes on
+            warnings.simplefilter("ignore", UserWarning)
+            value = image.getexif().get(0x0112)
+    except _EXIF_ERRORS:
+        return image
+    if isinstance(value, tuple) and len(value) == 1:
+        value = value[0]
+    method = _EXIF_TRANSPOSE.get(value) if type(value) is int else None
+    return image.transpose(method) if method is not None else image
+
+
 def grey_levels(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
     """An image as float32 (H, W) in [0, 1] (step 1). Arrays: integers by their dtype's
     maximum, floats as given."""
@@ -113,7 +149,7 @@ def grey_levels(image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
     if not isinstance(image, Image.Image):
         with Image.open(image) as opened:
             opened.load()
-            return grey_levels(opened)
+            return grey_levels(exif_upright(opened))
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return np.asarray(image).astype(np.float32) / np.float32(65535)
     if image.mode == "I":
@@ -211,7 +247,10 @@ def preprocess(
         with Image.open(image) as opened:
             full_shape = draft_jpeg(opened, store_size)
             opened.load()
-            levels = grey_levels(opened)
+            upright = exif_upright(opened)
+            if upright.size != opened.size:  # a quarter turn: the source is W x H upright
+                full_shape = (full_shape[1], full_shape[0])
+            levels = grey_levels(upright)
     else:
         levels = grey_levels(image)
     windowed = percentile_window(levels, low_pct, high_pct)
