@@ -51,7 +51,8 @@ class DecodedImage:
     pseudonymises before anything is stored.
     `full_shape`: the source's (H, W) when `pixels` were decoded at a reduced resolution
     (JPEG 2000 resolution levels, JPEG DCT scaling); None: `pixels` are at the source's
-    resolution.
+    resolution. Sizes are those of the upright image after an EXIF orientation
+    (``meta["exif_orientation"]``, :mod:`cxrkit.io.orientation`).
     """
 
     pixels: np.ndarray
