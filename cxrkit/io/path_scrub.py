@@ -1,8 +1,8 @@
 """Path-free reject details: the one scrubber for every reader error that is stored.
 
 Reject details land in ``rejects.parquet``, which is part of a published artifact.
-Decoders quote the file they failed on (Pillow as ``repr``, pydicom and wfdb as
-given or resolved), and folder names often carry patient names or record numbers
+Decoders quote the file they failed on (Pillow with ``repr``; others as given, and
+a plugin may quote it resolved, past a symlink), and folder names often carry patient names or record numbers
 (``/data/SMITH_JOHN_MRN123/0001.dcm``). :func:`scrub_detail` removes them all
 before a detail is stored; image ingest, ECG ingest and the readers use it.
 """
