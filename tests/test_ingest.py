@@ -169,6 +169,60 @@ def test_planted_phi_leaves_no_trace(tmp_path, salt_file):
     assert row["view"] == "PA"
 
 
+def _patient_folders(tmp_path) -> Path:
+    """A site folder: two PNG-signed files Pillow cannot read, in folders named for
+    patients (one with a backslash, one Latin-1 so not UTF-8), and one real JPEG."""
+    from cxrkit.io.bundled import pediatric_jpegs
+
+    source = tmp_path / "site"
+    for folder in (b"SMITH\\JOHN_MRN456", b"M\xdcLLER_ANNA_MRN789"):
+        bad = source / os.fsdecode(folder) / "0002.png"
+        bad.parent.mkdir(parents=True)
+        bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))  # a PNG signature, no image
+    (source / "ok").mkdir()
+    (source / "ok" / "ok.jpeg").write_bytes(pediatric_jpegs()[0].read_bytes())
+    return source
+
+
+def test_folders_named_for_patients_stay_out_of_reject_details(tmp_path, salt_file):
+    # Pillow quotes a file it cannot identify with %r: a backslash comes out doubled and
+    # an undecodable byte as \\udcdc, so a scrubber that only looks for the path as
+    # given leaves the folder in rejects.parquet.
+    out = tmp_path / "ds"
+    run(
+        IngestConfig(
+            sources=[str(_patient_folders(tmp_path))],
+            out=str(out),
+            salt_file=str(salt_file),
+            image_size=32,
+        )
+    )
+    rejects = _rejects(out)
+    assert [r["reason"] for r in rejects] == ["unsupported_format"] * 2
+    for reject in rejects:
+        assert reject["detail"] == (
+            "not a PNG/JPEG image Pillow can read: cannot identify image file '<file>'"
+        )
+    text = _all_strings(out)
+    for leak in ("MRN456", "MRN789", "LLER_ANNA", "SMITH"):
+        assert leak not in text, leak
+
+
+def test_the_local_rejects_listing_shows_a_non_utf8_path_with_escapes(tmp_path, salt_file):
+    out = tmp_path / "ds"
+    run(
+        IngestConfig(
+            sources=[str(_patient_folders(tmp_path))],
+            out=str(out),
+            salt_file=str(salt_file),
+            image_size=32,
+        )
+    )
+    listing = (tmp_path / "ds.rejects-local.csv").read_text(encoding="utf-8")
+    assert "M\\xdcLLER_ANNA_MRN789/0002.png" in listing
+    assert "SMITH\\JOHN_MRN456/0002.png" in listing
+
+
 def test_salt_is_never_written_into_the_artifact(demo_dataset, salt_file):
     assert salt_file.read_text().strip() not in _all_strings(demo_dataset)
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from pretrain_support import write_annotations, write_dataset
 
-from cxrkit.errors import ArtifactError
+from cxrkit.errors import ArtifactError, Reject
 from cxrkit.io import bundled
 from cxrkit.io.annotations import AnnotationIndex, annotations_file, labels_matrix
 from cxrkit.io.dataset import dataset_shards
@@ -74,6 +74,53 @@ def test_bad_files_become_rejects_without_their_path(tmp_path):
     assert rejected["reason"] == "not_dicom"
     assert "secret-name" not in rejected["path"] + rejected["detail"]
     assert builder((str(missing), None))["reject"]["reason"] == "missing_file"
+
+
+def _linked_patient_file(tmp_path):
+    """inbox/image.dcm -> SMITH_JOHN_MRN123/0001.dcm: a symlink into a folder named for a
+    patient, as site exports often are."""
+    target = tmp_path / "SMITH_JOHN_MRN123" / "0001.dcm"
+    target.parent.mkdir()
+    target.write_bytes(bundled.rg1_dicoms()["RG1_UNCR"].read_bytes())
+    link = tmp_path / "inbox" / "image.dcm"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    return link, target
+
+
+def test_a_decoder_failure_quoting_a_symlinks_target_leaves_no_trace(tmp_path, monkeypatch):
+    link, target = _linked_patient_file(tmp_path)
+
+    def plugin_fails(path, **kwargs):  # a plugin that opens the resolved file
+        raise OSError(f"[Errno 5] Input/output error: '{target}' in {target.parent}")
+
+    monkeypatch.setattr("cxrkit.io.rows.read_any", plugin_fails)
+    rejected = RowBuilder(salt=SALT)((str(link), None))["reject"]
+    assert rejected["reason"] == "corrupt_pixels"
+    assert "SMITH" not in rejected["detail"] and "0001" not in rejected["detail"]
+    assert rejected["detail"] == "OSError: [Errno 5] Input/output error: '<file>' in <dir>"
+
+
+def test_a_reader_reject_quoting_the_folder_is_scrubbed_before_it_is_stored(tmp_path, monkeypatch):
+    link, target = _linked_patient_file(tmp_path)
+
+    def reader_rejects(path, **kwargs):
+        raise Reject("corrupt_pixels", f"frame table of {link.parent} / {target.parent} broken")
+
+    monkeypatch.setattr("cxrkit.io.rows.read_any", reader_rejects)
+    rejected = RowBuilder(salt=SALT)((str(link), None))["reject"]
+    assert rejected["detail"] == "frame table of <dir> / <dir> broken"
+
+
+def test_a_very_long_decoder_error_is_cut(tmp_path, monkeypatch):
+    link, _ = _linked_patient_file(tmp_path)
+
+    def chatty(path, **kwargs):
+        raise ValueError("tile " + "0123456789 " * 500)
+
+    monkeypatch.setattr("cxrkit.io.rows.read_any", chatty)
+    detail = RowBuilder(salt=SALT)((str(link), None))["reject"]["detail"]
+    assert detail.startswith("ValueError: tile 0123456789 ") and len(detail) == 200
 
 
 def test_split_is_a_salted_function_of_the_patient():

@@ -8,7 +8,6 @@ resolution, bright = bone (the MONOCHROME2 convention), after all intensity step
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,11 +66,3 @@ def empty_meta(**values: Any) -> dict[str, Any]:
     meta: dict[str, Any] = dict.fromkeys(META_KEYS)
     meta.update(values)
     return meta
-
-
-def scrub_path(detail: str, path: Path) -> str:
-    """Remove the file's path and name from a message (paths can carry names or MRNs)."""
-    for text in sorted({str(path), str(path.absolute()), path.name}, key=len, reverse=True):
-        if text:
-            detail = detail.replace(text, "<file>")
-    return detail

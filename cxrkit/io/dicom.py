@@ -48,10 +48,11 @@ from pydicom.uid import (
 
 from cxrkit.errors import Reject
 from cxrkit.io import jpeg_reduce
-from cxrkit.io.decoded import DecodedImage, scrub_path
+from cxrkit.io.decoded import DecodedImage
 from cxrkit.io.dicom_meta import CHEST_MODALITIES, extract_meta
 from cxrkit.io.intensity import normalise_through_table, robust_normalise
 from cxrkit.io.j2k_reduce import codestream_header, decode_reduced
+from cxrkit.io.path_scrub import scrub_detail
 from cxrkit.io.sniff import looks_like_headerless_dicom
 
 # The allow-list: the only elements pydicom parses (``dcmread(specific_tags=...)``);
@@ -502,7 +503,7 @@ def read_dicom(
             reduce_lossless,
         )
     except Reject as exc:  # messages from pydicom and plugins quote the file path
-        raise Reject(exc.reason, scrub_path(exc.detail, path)) from exc.__cause__
+        raise Reject(exc.reason, scrub_detail(exc.detail, path)) from exc.__cause__
 
 
 def _read_dicom(

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrkit.errors import Reject
+from cxrkit.io.path_scrub import exception_detail
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 # Units to millivolts. WFDB writes "mV"/"uV"; DICOM uses UCUM codes (uV, mV, V).
@@ -96,24 +97,6 @@ def _to_mv(unit: str | None) -> float | None:
 
 
 # ------------------------------------------------------------------ readers
-def scrub_detail(detail: str, path: str | Path) -> str:
-    """``detail`` without the file's folder, path or name (as given and resolved), cut to
-    200 characters: readers quote paths in their errors and paths carry PHI."""
-    path = Path(path)
-    texts = {str(path), str(path.absolute()), str(path.parent), str(path.parent.absolute())}
-    texts |= {str(path.resolve()), str(path.parent.resolve())}
-    for text in sorted((t for t in texts if t not in ("", ".", "/")), key=len, reverse=True):
-        detail = detail.replace(text, "<dir>")
-    for name in {path.name, path.stem}:
-        if name:
-            detail = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", "<file>", detail)
-    return " ".join(detail.split())[:200]
-
-
-def _failure(exc: Exception, path: str | Path) -> str:
-    return scrub_detail(f"{type(exc).__name__}: {exc}", path)
-
-
 def _check_rate(rate: object) -> float:
     """The sampling rate as a float. Raises Reject("bad_rate") outside RATE_RANGE_HZ."""
     try:
@@ -241,7 +224,9 @@ def read_wfdb(record: str | Path, max_seconds: float | None = None) -> RawECG:
     try:
         header = wfdb.rdheader(record)
     except Exception as exc:  # wfdb raises many kinds
-        raise Reject("bad_header", f"not a readable WFDB header ({_failure(exc, record)})") from exc
+        raise Reject(
+            "bad_header", f"not a readable WFDB header ({exception_detail(exc, record)})"
+        ) from exc
     _check_channels(header.n_sig)
     rate = _check_rate(_stated_rate(header_file, header.fs))
     if isinstance(header, wfdb.MultiRecord):
@@ -262,7 +247,9 @@ def read_wfdb(record: str | Path, max_seconds: float | None = None) -> RawECG:
         if signal.ndim != 2 or signal.shape[1] != len(rec.sig_name):
             raise ValueError(f"signal of shape {signal.shape} for {len(rec.sig_name)} channels")
     except Exception as exc:  # wfdb raises many kinds
-        raise Reject("unreadable", f"not a readable WFDB record ({_failure(exc, record)})") from exc
+        raise Reject(
+            "unreadable", f"not a readable WFDB record ({exception_detail(exc, record)})"
+        ) from exc
     scales = [_to_mv(u) for u in (rec.units or [None] * signal.shape[1])]
     units_ok = all(s is not None for s in scales)
     if units_ok:
@@ -309,11 +296,13 @@ def read_dicom_ecg(path: str | Path, max_seconds: float | None = None) -> RawECG
     try:
         ds = pydicom.dcmread(str(path))
     except Exception as exc:
-        raise Reject("unreadable", f"not a DICOM file ({_failure(exc, path)})") from exc
+        raise Reject("unreadable", f"not a DICOM file ({exception_detail(exc, path)})") from exc
     try:
         groups = list(ds.get("WaveformSequence") or [])
     except Exception as exc:
-        raise Reject("no_waveform", f"unreadable WaveformSequence ({_failure(exc, path)})") from exc
+        raise Reject(
+            "no_waveform", f"unreadable WaveformSequence ({exception_detail(exc, path)})"
+        ) from exc
     if not groups:
         raise Reject("no_waveform", "no WaveformSequence: not a DICOM waveform")
     index = next(
@@ -340,7 +329,9 @@ def read_dicom_ecg(path: str | Path, max_seconds: float | None = None) -> RawECG
         when = _dicom_time(ds)
         patient = str(ds.get("PatientID") or "") or None
     except Exception as exc:  # pydicom raises many kinds on a broken waveform
-        raise Reject("unreadable", f"a broken DICOM waveform ({_failure(exc, path)})") from exc
+        raise Reject(
+            "unreadable", f"a broken DICOM waveform ({exception_detail(exc, path)})"
+        ) from exc
     total = signal.shape[0]
     signal = signal[: _window(rate, total, max_seconds)]
     units_ok = all(s is not None for s in scales)

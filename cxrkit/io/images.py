@@ -39,10 +39,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cxrkit.errors import Reject
-from cxrkit.io.decoded import DecodedImage, empty_meta, scrub_path
+from cxrkit.io.decoded import DecodedImage, empty_meta
 from cxrkit.io.intensity import normalise_through_table, robust_normalise
 from cxrkit.io.jpeg_reduce import draft_levels
 from cxrkit.io.orientation import apply_orientation, exif_orientation
+from cxrkit.io.path_scrub import scrub_detail
 
 CHROMA_THRESHOLD = 0.1  # (max - min channel) / full scale that counts as "coloured"
 COLOUR_PIXEL_FRACTION = 0.05  # more coloured pixels than this -> not a radiograph
@@ -141,12 +142,12 @@ def read_image(
             decoded = _load_levels(path, max_pixels, None)
         fmt, mode, (height, width), (levels, full_scale), orientation = decoded
     except UnidentifiedImageError as exc:
-        detail = scrub_path(f"not a PNG/JPEG image Pillow can read: {exc}", path)
+        detail = scrub_detail(f"not a PNG/JPEG image Pillow can read: {exc}", path)
         raise Reject("unsupported_format", detail) from exc
     except Image.DecompressionBombError as exc:  # Pillow's own limit, at open
-        raise Reject("too_large", scrub_path(str(exc), path)) from exc
+        raise Reject("too_large", scrub_detail(str(exc), path)) from exc
     except (OSError, ValueError, SyntaxError) as exc:
-        detail = scrub_path(f"cannot decode: {exc}", path)
+        detail = scrub_detail(f"cannot decode: {exc}", path)
         raise Reject("corrupt_pixels", detail) from exc
     source_format = "jpeg" if fmt in ("jpeg", "mpo") else fmt or "unknown"
     if orientation is not None:

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from cxrkit.artifacts import Artifact
 from cxrkit.io.dataset import REJECTS_FILE
 from cxrkit.io.deid import Pseudonymizer
-from cxrkit.io.rows import WorkItem
+from cxrkit.io.rows import WorkItem, printable_path
 
 LOCAL_REJECTS_SUFFIX = ".rejects-local.csv"
 
@@ -51,13 +51,12 @@ def write_local_rejects(
         real.update({pseudo.path_token(path): path for path, _ in work})
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="") as handle:
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
         out = csv.writer(handle)
         out.writerow(["path", "reason", "detail", "token"])
         for row in rejects:
-            out.writerow(
-                [real.get(row["path"], row["path"]), row["reason"], row["detail"], row["path"]]
-            )
+            shown = printable_path(real.get(row["path"], row["path"]))  # \xNN: not UTF-8
+            out.writerow([shown, row["reason"], row["detail"], row["path"]])
     os.chmod(tmp, 0o600)
     os.replace(tmp, target)
     return target
@@ -69,7 +68,7 @@ def known_paths(parts: list[Artifact]) -> dict[str, str]:
     for part in parts:
         listing = local_rejects_path(part.path)
         if listing.is_file():
-            with listing.open(newline="") as handle:
+            with listing.open(newline="", encoding="utf-8") as handle:
                 known.update(
                     {r["token"]: r["path"] for r in csv.DictReader(handle) if r.get("token")}
                 )

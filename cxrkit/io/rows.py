@@ -28,11 +28,11 @@ from typing import Any
 from cxrkit.artifacts.manifest import sha256_file
 from cxrkit.errors import Reject
 from cxrkit.io.decode import MAX_PIXELS, read_any
-from cxrkit.io.decoded import scrub_path
 from cxrkit.io.deid import Pseudonymizer, safe_harbor_age
 from cxrkit.io.intensity import quantise, resize_long_side
 from cxrkit.io.layouts import layout_keys, mimic_report_beside
 from cxrkit.io.mapping import MappingRow
+from cxrkit.io.path_scrub import exception_detail, scrub_detail
 from cxrkit.io.report_index import ReportIndex
 from cxrkit.io.reports import Report, parse_report_text, read_report_file
 from cxrkit.io.scrub import scrub_report
@@ -141,15 +141,16 @@ class RowBuilder:
         except MemoryError:
             raise
         except Exception as exc:  # an unforeseen decoder failure must not stop a 377k-image run
-            detail = scrub_path(f"{type(exc).__name__}: {exc}", path)
-            return self.reject(path_str, "corrupt_pixels", detail)
+            return self.reject(path_str, "corrupt_pixels", exception_detail(exc, path))
 
     def reject(self, path_str: str, reason: str, detail: str | None) -> dict:
         """``{"reject": rejects row}`` for a file: its path as stored (a salted token unless
-        ``keep_paths``), the reason and the detail (which must not contain the path)."""
+        ``keep_paths``), the reason and the detail, scrubbed of the file's path, folders and
+        name whatever raised it (:func:`~cxrkit.io.path_scrub.scrub_detail`)."""
         shown = (
             printable_path(path_str) if self.keep_paths else self.pseudonymizer.path_token(path_str)
         )
+        detail = scrub_detail(detail, path_str) if detail is not None else None
         return {"reject": {"path": shown, "reason": reason, "detail": detail}}
 
     def build(self, path: Path, mapped: MappingRow | None = None) -> dict:

@@ -42,6 +42,7 @@ from cxrkit.io import labs as labs_io
 from cxrkit.io import mimic_iv
 from cxrkit.io.deid import Pseudonymizer, load_or_create_salt
 from cxrkit.io.local_rejects import write_local_rejects
+from cxrkit.io.path_scrub import exception_detail, scrub_detail
 from cxrkit.io.physio_cells import cell_text, implausible, parse_time
 from cxrkit.io.physio_files import ECG_ARRAY, ECG_INDEX
 from cxrkit.io.rows import printable_path
@@ -334,12 +335,14 @@ def _ingest_ecgs(
             try:
                 raw = ecg_io.read_ecg(path, max_seconds=window)
             except Reject as rej:
-                rejects.append({"path": shown, "reason": rej.reason, "detail": rej.detail})
+                rejects.append(
+                    {"path": shown, "reason": rej.reason, "detail": scrub_detail(rej.detail, path)}
+                )
                 continue
             except MemoryError:
                 raise
             except Exception as exc:  # an unforeseen reader failure must not stop the run
-                detail = ecg_io.scrub_detail(f"{type(exc).__name__}: {exc}", path)
+                detail = exception_detail(exc, path)
                 rejects.append({"path": shown, "reason": "unreadable", "detail": detail})
                 continue
             override = mapping.get(str(path.resolve()), {})
