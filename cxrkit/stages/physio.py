@@ -38,15 +38,12 @@ from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError, Reject
 from cxrkit.io import ecg as ecg_io
-from cxrkit.io import labs as labs_io
 from cxrkit.io import mimic_iv
 from cxrkit.io.deid import Pseudonymizer, load_or_create_salt
 from cxrkit.io.local_rejects import write_local_rejects
 from cxrkit.io.physio_cells import cell_text, implausible, parse_time
 from cxrkit.io.physio_files import ECG_ARRAY, ECG_INDEX
-from cxrkit.io.rows import printable_path
 from cxrkit.io.schema import REJECTS_SCHEMA
-from cxrkit.stages import physio_labs
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +167,8 @@ def _read_map(path: str | None, subject_format: str) -> dict[str, dict[str, Any]
     """
     if not path:
         return {}
+    from cxrkit.io import labs as labs_io  # pandas: not imported by a no-op re-run
+
     table = labs_io.read_table(path)
     columns = [str(c) for c in table.columns]
     if mimic_iv.is_record_list(columns):
@@ -273,9 +272,10 @@ def run(cfg: PhysioConfig, force: bool = False) -> Artifact:
     cfg.validate()
     salt = load_or_create_salt(Path(os.path.expanduser(cfg.salt_file)))
     pseudo = Pseudonymizer(salt)
-    mapping = _read_map(cfg.ecg_map, cfg.mimic_subject_format)
-    # no --ecg: the ECG files are those the map lists (MIMIC-IV-ECG's record_list.csv)
-    files = _expand(cfg.ecg) if cfg.ecg else sorted(Path(k) for k in mapping)
+    # no --ecg: the ECG files are those the map lists (MIMIC-IV-ECG's record_list.csv);
+    # with --ecg the map (its bytes are in the id) is read only when there is work to do
+    mapping = None if cfg.ecg else _read_map(cfg.ecg_map, cfg.mimic_subject_format)
+    files = _expand(cfg.ecg) if cfg.ecg else sorted(Path(k) for k in mapping or {})
     inputs: list[Any] = _raw_inputs(files, _tables(cfg))
     dataset = open_artifact(cfg.dataset, kind="dataset") if cfg.dataset else None
     if dataset is not None:
@@ -287,7 +287,11 @@ def run(cfg: PhysioConfig, force: bool = False) -> Artifact:
         Path(cfg.out), "physio", id_params(cfg, salt), inputs, SCHEMA_VERSION, force
     )
     if (done := writer.up_to_date()) is not None:
-        return done
+        return done  # the no-op: no pandas, torch or image decoders imported
+    from cxrkit.stages import physio_labs
+
+    if mapping is None:
+        mapping = _read_map(cfg.ecg_map, cfg.mimic_subject_format)
     work = writer.begin()
     rejects: list[dict[str, str]] = []
     local: dict[str, str] = {}  # rejects' path token -> what the user can find (local listing)
@@ -319,6 +323,8 @@ def _ingest_ecgs(
     rejects: list[dict[str, str]],
     local: dict[str, str],
 ) -> dict[str, Any]:
+    from cxrkit.io.rows import printable_path
+
     settings = ecg_io.ECGSettings(**to_dict(cfg.ecg_settings))
     window = max(settings.seconds, settings.min_seconds)
     rows = []
