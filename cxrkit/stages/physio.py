@@ -186,10 +186,10 @@ def _read_map(path: str | None, subject_format: str) -> dict[str, dict[str, Any]
         if not key.lower().endswith(ECG_SUFFIXES) and os.path.isfile(key + ".hea"):
             key += ".hea"  # a WFDB record named as record lists do, without extension
         if key in out:  # which line is right cannot be known: the file is rejected
-            out[key] = {"duplicate_of": out[key].get("duplicate_of") or out[key]["line"]}
-            out[key]["line"] = line
+            first = out[key].get("duplicate_of") or out[key]["line"]
+            out[key] = {"duplicate_of": first, "line": line, "rows": out[key]["rows"] + 1}
         else:
-            out[key] = {**row, "line": line}
+            out[key] = {**row, "line": line, "rows": 1}
     return out
 
 
@@ -380,6 +380,19 @@ def _ingest_ecgs(
                 }
             )
     _write_npy(work / ECG_ARRAY, raw_signals, (len(rows), 12, length))
+    counts = {"ecg_files": len(files), "ecgs": len(rows)}
+    if cfg.ecg_map:  # every map row names a file read above, or is counted here
+        given = {str(path.resolve()) for path in files}
+        counts["ecg_map_rows"] = sum(entry["rows"] for entry in mapping.values())
+        counts["ecg_map_rows_outside_ecg"] = sum(
+            entry["rows"] for key, entry in mapping.items() if key not in given
+        )
+        if counts["ecg_map_rows_outside_ecg"]:
+            log.info(
+                "%d of %d ECG map rows name a record outside --ecg: not read",
+                counts["ecg_map_rows_outside_ecg"],
+                counts["ecg_map_rows"],
+            )
     schema = pa.schema(
         [
             ("ecg_id", pa.string()),
@@ -392,7 +405,7 @@ def _ingest_ecgs(
         ]
     )
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), work / ECG_INDEX)
-    return {"ecg_files": len(files), "ecgs": len(rows)}
+    return counts
 
 
 def _write_npy(target: Path, raw: Path, shape: tuple[int, ...]) -> None:
