@@ -6,10 +6,13 @@ import csv
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
+from cxrkit.artifacts import open_artifact
 from cxrkit.config import resolve
+from cxrkit.io.dataset import dataset_shards
 from cxrkit.stages import distill, physio, pretrain
 from cxrkit.stages.demo_physio import build_demo_physio
 
@@ -119,6 +122,38 @@ def test_physiology_sharing_no_patient_with_the_images_is_warned_about(
     warned = [r.getMessage() for r in caplog.records if r.name == "cxrkit.stages.pairs"]
     assert len(warned) == 1 and "every image is unpaired" in warned[0]
     assert "p10000032" in warned[0] and "--salt-file" in warned[0]
+
+
+def test_physiology_sharing_few_patients_with_the_images_is_warned_about(
+    demo_inputs, demo_dataset, salt_file, tmp_path, caplog
+):
+    """One patient keyed as ingest keys it, the others as another table writes them:
+    some images pair, so no 'every image is unpaired', but a warning with the counts."""
+    from cxrkit.stages import pairs
+
+    with open(demo_inputs) as handle:
+        patients = sorted({r["patient_id"] for r in csv.DictReader(handle) if r["patient_id"]})
+    assert len(patients) > 5  # one of them is under FEW_SHARED of the image patients
+    files = build_demo_physio(tmp_path / "raw", patients[:1] + [f"x{p}" for p in patients[1:]])
+    cfg = physio.PhysioConfig(
+        out=str(tmp_path / "physio"),
+        ecg=[str(files["ecg"])],
+        ecg_map=str(files["ecg_map"]),
+        labs=str(files["labs"]),
+        salt_file=str(salt_file),
+    )
+    made = physio.run(cfg)
+    with caplog.at_level("WARNING", logger="cxrkit.stages.pairs"):
+        paired = pairs.run(demo_dataset, made.path, tmp_path / "pairs", pairs.PairsConfig())
+    assert paired.stats["coverage"]["images"] == 17
+    warned = [r.getMessage() for r in caplog.records if r.name == "cxrkit.stages.pairs"]
+    assert not any("every image is unpaired" in w for w in warned)
+    shards = dataset_shards(open_artifact(demo_dataset))
+    images = {r["patient_id"] for f in shards for r in pq.read_table(f).to_pylist()}
+    for name, rows in (("ECG", physio.load_ecgs(made)[1]), ("lab", physio.load_labs(made))):
+        (said,) = [w for w in warned if f"images and {name} records" in w]
+        assert f"1 of the {len(images)} image patients" in said
+        assert f"1 of its {len({r['patient_id'] for r in rows})} {name} patients" in said
 
 
 def test_pairs_cover_the_patients_with_physiology(distilled):

@@ -56,6 +56,22 @@ def test_kaggle_uid_gives_one_patient_and_study_per_report(tmp_path, salt_file, 
         assert len({r["report_text"] for r in group}) == 1
         assert len({r["split"] for r in group}) == 1
     assert art.stats["report_source_counts"] == {"iu_csv": 12}
+    assert art.stats["iu_projection_rows_without_image"] == 0
+    assert art.stats["iu_report_rows_without_image"] == 0
+
+
+def test_kaggle_rows_without_an_image_are_counted(tmp_path, salt_file, reports):
+    """Rows read = rows used + rows without an image: a report whose two images are
+    gone, and one more lateral image gone, are counted in the stats, not lost."""
+    folder = iu.kaggle_tree(tmp_path, reports)
+    gone = [*reports[0].images, reports[1].images[1]]
+    for image_id in gone:
+        (folder / iu.kaggle_name(image_id)).unlink()
+    art, rows = _ingest(tmp_path, salt_file, [folder])
+    stats = art.stats
+    assert stats["iu_projection_rows"] == 12 and stats["iu_projection_rows_without_image"] == 3
+    assert stats["iu_report_rows"] == 6 and stats["iu_report_rows_without_image"] == 1
+    assert len(rows) == 12 - 3 and len({r["patient_id"] for r in rows}) == 6 - 1
 
 
 def test_kaggle_and_openi_store_the_same_report_under_the_same_ids(tmp_path, salt_file, reports):

@@ -279,6 +279,23 @@ def test_record_list_alone_ingests_the_records_it_lists(tmp_path, salt_file):
     assert all(r["lead_mask"] == [1] * 12 for r in rows)  # aVF/aVL order read by name
 
 
+def test_record_list_rows_outside_ecg_are_counted_not_lost(tmp_path, salt_file):
+    """--ecg names one patient's folder: the other rows of record_list.csv are not read,
+    and the stats say how many, so rows read = rows of a given record + rows outside."""
+    record_list = m4.write_mimic_ecg(tmp_path / "mimic-iv-ecg")
+    subject = m4.ECGS[0][0]
+    folder = tmp_path / "mimic-iv-ecg" / "files" / f"p{str(subject)[:4]}" / f"p{subject}"
+    ours = sum(s == subject for s, _, _ in m4.ECGS)
+    result, out = _ingest(tmp_path, salt_file, "--ecg", folder, "--ecg-map", record_list)
+    assert result.exit_code == 0, result.output
+    stats = json.loads((out / "manifest.json").read_text())["stats"]
+    assert 0 < ours < len(m4.ECGS)
+    assert stats["ecg_map_rows"] == len(m4.ECGS)
+    assert stats["ecg_map_rows_outside_ecg"] == len(m4.ECGS) - ours
+    assert stats["ecgs"] == ours and stats["rejects"] == 0
+    assert "ecg map rows outside ecg" in " ".join(result.output.split())
+
+
 def test_a_gzipped_record_list_reads_as_the_plain_one(tmp_path, salt_file):
     import gzip
 

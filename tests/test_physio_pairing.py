@@ -80,3 +80,43 @@ def test_undated_images_get_no_partner_unless_asked_for_the_latest_record():
         "a",
         None,
     )
+
+
+# ------------------------------------------------------------------ id mistakes warned about
+def _warnings(caplog, image_patients, ecg_patients, lab_patients) -> list[str]:
+    from pathlib import Path
+
+    from cxrkit.stages.pairs import _warn_about_shared_patients
+
+    images = [{"image_id": f"i{p}", "patient_id": p} for p in image_patients]
+    ecgs = [Record(f"e{p}", p, NOON) for p in ecg_patients]
+    labs = [Record(f"l{p}", p, NOON) for p in lab_patients]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cxrkit.stages.pairs"):
+        _warn_about_shared_patients(images, ecgs, labs, Path("ds"), Path("phys"))
+    return [r.getMessage() for r in caplog.records if r.name == "cxrkit.stages.pairs"]
+
+
+def test_few_shared_patients_are_warned_about_with_counts_both_ways(caplog):
+    images = [f"p{i}" for i in range(10)]
+    # one of ten written as ingest keys it, nine as a bare number: 1 < 0.2 * 10
+    ecg = ["p0"] + [str(i) for i in range(1, 10)]
+    (warned,) = _warnings(caplog, images, ecg, [])
+    assert "1 of the 10 image patients of ds have one in phys" in warned
+    assert "1 of its 10 ECG patients have an image" in warned
+    assert "p10000032" in warned and "--salt-file" in warned
+
+
+def test_one_modality_keyed_wrongly_is_warned_about_though_the_other_pairs(caplog):
+    images = [f"p{i}" for i in range(10)]
+    (warned,) = _warnings(caplog, images, [str(i) for i in range(10)], images)
+    assert "images and ECG records: 0 of the 10 image patients" in warned
+
+
+def test_a_subset_on_either_side_or_a_usual_overlap_is_not_warned_about(caplog):
+    images = [f"p{i}" for i in range(10)]
+    assert _warnings(caplog, images, images[:2], [f"p{i}" for i in range(1000)]) == []
+    # 2 of 10 image patients have an ECG, 2 of 10 ECG patients an image: the 20 % bound
+    assert _warnings(caplog, images, images[:2] + [f"q{i}" for i in range(8)], images) == []
+    (warned,) = _warnings(caplog, images, images[:1] + [f"q{i}" for i in range(9)], images)
+    assert _warnings(caplog, images[:3], [], images) == []

@@ -87,6 +87,9 @@ class IuTables:
     r2gen_where: dict[str, str] = field(default_factory=dict)  # image path -> first entry
     r2gen_depths: set[int] = field(default_factory=set)
     r2gen_keys: dict[str, tuple[str, Report | None]] = field(default_factory=dict)
+    # Kaggle rows read: file name -> projection rows naming it; key -> report rows
+    projection_rows: dict[str, int] = field(default_factory=dict)
+    report_rows: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def read(cls, paths: Iterable[Path]) -> IuTables:
@@ -130,6 +133,7 @@ class IuTables:
                     f"{path}:{line}: projection {row['projection']!r} is not Frontal or Lateral"
                 )
             entry = (key, _PROJECTIONS.get(projection))
+            self.projection_rows[filename] = self.projection_rows.get(filename, 0) + 1
             if self.projections.setdefault(filename, entry) != entry:
                 raise InputError(f"{path}:{line}: {filename} is listed twice, differently")
 
@@ -139,6 +143,7 @@ class IuTables:
             sections = {name: _cell(row, name) for name in _SECTIONS}
             mesh = (_cell(row, "MeSH") or "").split(";")
             report = report_from_sections(sections, "iu_csv", uid=key[3:], mesh=mesh)
+            self.report_rows[key] = self.report_rows.get(key, 0) + 1
             if self.reports.setdefault(key, report) != report:
                 raise InputError(
                     f"{path}:{line}: uid {row['uid'].strip()} has a second, different row"
@@ -201,6 +206,27 @@ class IuTables:
             self.r2gen_where.setdefault(name, where)
             self.r2gen_depths.add(len(parts))
         return True
+
+    def unused_rows(self, names: Iterable[str], keys: Iterable[str]) -> dict[str, int]:
+        """Counts of the Kaggle rows read and of those no image used: projection rows
+        whose file name is not in ``names`` (the images' file names), report rows whose
+        uid is not in ``keys`` (the ``iu:CXR<uid>`` keys the images took). Rows read =
+        rows used + rows without an image, so none goes uncounted. {} without Kaggle tables.
+        """
+        counts: dict[str, int] = {}
+        if self.projection_rows:
+            named = set(names)
+            counts["iu_projection_rows"] = sum(self.projection_rows.values())
+            counts["iu_projection_rows_without_image"] = sum(
+                n for name, n in self.projection_rows.items() if name not in named
+            )
+        if self.report_rows:
+            taken = set(keys)
+            counts["iu_report_rows"] = sum(self.report_rows.values())
+            counts["iu_report_rows_without_image"] = sum(
+                n for key, n in self.report_rows.items() if key not in taken
+            )
+        return counts
 
     def for_image(self, image: Path) -> IuImage | None:
         """What the tables say about one image file, or None when they do not know it.

@@ -11,13 +11,17 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
 from cxrkit.artifacts import Artifact
 from cxrkit.io.dataset import REJECTS_FILE
 from cxrkit.io.deid import Pseudonymizer
-from cxrkit.io.rows import WorkItem, printable_path
+from cxrkit.io.path_scrub import printable_path
+
+if TYPE_CHECKING:  # cxrkit.io.rows imports the image decoders (pydicom): not for a no-op
+    from cxrkit.io.rows import WorkItem
 
 LOCAL_REJECTS_SUFFIX = ".rejects-local.csv"
 

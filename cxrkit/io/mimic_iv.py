@@ -26,12 +26,15 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from cxrkit.errors import ConfigError, InputError
 from cxrkit.io.table_files import open_text
+
+if TYPE_CHECKING:  # pandas is imported where a table is read: ingest-physio's no-op needs none
+    import pandas as pd
 
 LABEVENTS_COLUMNS = ("subject_id", "itemid", "charttime", "valuenum", "valueuom")
 LABITEMS_COLUMNS = ("itemid", "label")
@@ -124,6 +127,8 @@ def read_labitems(path: str | Path) -> dict[int, str]:
     merge into one test. Raises InputError naming the file for missing columns, an
     unreadable file, a non-numeric or repeated itemid.
     """
+    import pandas as pd
+
     path = Path(path)
     try:
         with open_text(path) as handle:  # gzip found by its bytes, as for every table
@@ -153,6 +158,8 @@ def read_labitems(path: str | Path) -> dict[int, str]:
 def _chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
     """labevents in chunks of ``chunk_rows`` rows, only ``columns``; InputError naming
     the file when it cannot be parsed."""
+    import pandas as pd
+
     dtypes = {"subject_id": str, "itemid": str, "charttime": str, "valueuom": str}
     try:
         with open_text(path) as handle:
@@ -171,6 +178,8 @@ def _chunks(path: Path, columns: list[str], chunk_rows: int) -> Iterator[pd.Data
 
 
 def _itemids(chunk: pd.DataFrame, path: Path) -> np.ndarray:
+    import pandas as pd
+
     ids = pd.to_numeric(chunk["itemid"], errors="coerce")
     if ids.isna().any():
         raise InputError(f"{path}: an itemid cell is empty or not a number")
@@ -196,6 +205,8 @@ def count_labevents(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Labevents
 
     Raises InputError naming the file when it cannot be parsed.
     """
+    import pandas as pd
+
     path = Path(path)
     counts = LabeventsCounts()
     for chunk in _chunks(path, ["itemid", "valuenum", "valueuom"], chunk_rows):
@@ -264,6 +275,8 @@ def read_labevents(
     writes it -> keep?) other patients' rows are dropped as they are read. Raises
     InputError naming the file for a subject_id that is not a whole number.
     """
+    import pandas as pd
+
     path = Path(path)
     check_subject_format(subject_format)
     item_index = {itemid: i for i, itemid in enumerate(items)}
@@ -336,6 +349,8 @@ def charttimes(cells: pd.Series) -> pd.Series:
     zone suffix dropped (the wall clock is kept), so a re-saved or exported table gives
     the same panels. Other forms (``05/06/2180``) are NaT, not guessed. Never raises.
     """
+    import pandas as pd
+
     times = pd.to_datetime(cells, format=_TIME_FORMAT, errors="coerce")
     text = cells.astype(str).str.strip()
     other = (times.isna() & text.ne("")).to_numpy()
@@ -355,6 +370,8 @@ def labevents_wide(
     """Panels ``patient_id, time, <test>...``: the kept rows of one patient at one
     charttime, a test measured twice there keeping its mean (as the long table's rule).
     """
+    import pandas as pd
+
     long = read.table
     tests = [names[i] for i in items]
     if long.empty:  # typed as the panels are: later steps test the values with isfinite
@@ -410,6 +427,8 @@ def record_list_rows(table: pd.DataFrame, source: str | Path, subject_format: st
     patient is :func:`subject_key`; the time is ``ecg_time`` when the list has it.
     Raises InputError naming ``source`` for a subject_id that is not a whole number.
     """
+    import pandas as pd
+
     folder = Path(source).expanduser().resolve().parent
     paths = [
         str(p) if Path(p).is_absolute() else str(folder / p) for p in table["path"].astype(str)

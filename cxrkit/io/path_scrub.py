@@ -32,11 +32,17 @@ def _forms(path: Path) -> list[Path]:
     return forms
 
 
+def printable_path(path: str) -> str:
+    """A path (or any text from the file system) as valid UTF-8 text: bytes that are not
+    UTF-8 (a name from another locale) are shown as ``\\xNN`` escapes instead of failing
+    a Parquet or CSV writer."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _spellings(text: str) -> set[str]:
     """``text`` as a message may quote it: plain, inside ``repr`` (escaped backslashes,
     ``\\udcff`` for undecodable bytes) and with undecodable bytes as ``\\xff``."""
-    printable = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return {text, repr(text)[1:-1], printable}
+    return {text, repr(text)[1:-1], printable_path(text)}
 
 
 def _targets(path: Path) -> dict[str, str]:
@@ -79,7 +85,7 @@ def scrub_detail(detail: str, path: str | Path) -> str:
         alternatives = "|".join(re.escape(text) for text in targets)
         pattern = re.compile(rf"{_BEFORE}(?:{alternatives}){_AFTER}")
         detail = pattern.sub(lambda match: targets[match.group(0)], detail)
-    detail = detail.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    detail = printable_path(detail)
     return " ".join(detail.split())[:MAX_DETAIL_CHARS]
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
+
+if TYPE_CHECKING:  # torch is imported by load_embeddings only: the physio no-op needs none
+    import torch
 
 ECG_ARRAY = "ecg.npy"
 ECG_INDEX = "ecg.parquet"
@@ -94,6 +96,8 @@ class EmbeddingSet:
 
 def load_embeddings(directory: str | Path) -> tuple[EmbeddingSet, EmbeddingSet]:
     """(ECG, lab) embedding sets of an embeddings artifact directory."""
+    import torch
+
     directory = Path(directory)
     ids: dict[str, Any] = json.loads((directory / IDS_JSON).read_text())
     ecg = torch.from_numpy(np.load(directory / ECG_EMB))

@@ -32,19 +32,13 @@ from cxrkit.io.deid import Pseudonymizer, safe_harbor_age
 from cxrkit.io.intensity import quantise, resize_long_side
 from cxrkit.io.layouts import layout_keys, mimic_report_beside
 from cxrkit.io.mapping import MappingRow
-from cxrkit.io.path_scrub import exception_detail, scrub_detail
+from cxrkit.io.path_scrub import exception_detail, printable_path, scrub_detail
 from cxrkit.io.report_index import ReportIndex
 from cxrkit.io.reports import Report, parse_report_text, read_report_file
 from cxrkit.io.scrub import scrub_report
 
 # (source path, its mapping CSV row or None): one unit of ingest work.
 WorkItem = tuple[str, MappingRow | None]
-
-
-def printable_path(path: str) -> str:
-    """A path as valid UTF-8 text: bytes that are not UTF-8 (a name from another locale)
-    are shown as ``\\xNN`` escapes instead of failing the Parquet writer."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def check_source_file(path: Path) -> None:

@@ -220,9 +220,10 @@ def _load_mapping(cfg: IngestConfig) -> tuple[dict[Path, MappingRow], list[WorkI
     return first, duplicates
 
 
-def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict, list[Path]]:
+def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict, list[Path], dict[str, int]]:
     """The ordered work list for this partition, the number of skipped files, partition
-    info, and the dataset tables (:mod:`cxrkit.io.tables`) that were read."""
+    info, the dataset tables (:mod:`cxrkit.io.tables`) that were read, and the counts of
+    IU table rows read and not used (over every partition)."""
     mapping, duplicates = _load_mapping(cfg) if cfg.mapping else ({}, [])
     found = find_tables(cfg.sources) if cfg.dataset_tables and cfg.sources else []
     tables = DatasetTables.read(found, cfg.mimic_labels)
@@ -234,8 +235,7 @@ def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict, list[Path]]:
     names = sorted(set(files) | set(mapping))
     index, count = src.resolve_partition(cfg.shard_index, cfg.num_shards)
     work = [(str(p), mapping.get(p) or (tables.hints_for(p) if tables else None)) for p in names]
-    if tables.iu:
-        _log_iu_tables(work, tables)
+    table_rows = _log_iu_tables(work, tables) if tables.iu else {}
     part: dict = {"shard_index": index, "num_shards": count}
     if cfg.layout_splits and (folder_splits := _folder_splits(work)):
         log.info(
@@ -247,12 +247,13 @@ def _plan(cfg: IngestConfig) -> tuple[list[WorkItem], int, dict, list[Path]]:
     work += sorted(duplicates, key=lambda item: (item[0], item[1].line))
     if count > 1:
         work = [item for item in work if src.partition_of(Path(item[0]), count) == index]
-    return work, skipped, part, tables.paths
+    return work, skipped, part, tables.paths, table_rows
 
 
-def _log_iu_tables(work: list[WorkItem], tables: DatasetTables) -> None:
-    """Say how many images the IU tables (Kaggle / R2Gen) keyed, and how many of those
-    have no report in them (ingested without one; ``report_source`` ``none``)."""
+def _log_iu_tables(work: list[WorkItem], tables: DatasetTables) -> dict[str, int]:
+    """Say how many images the IU tables (Kaggle / R2Gen) keyed, how many of those
+    have no report in them (ingested without one; ``report_source`` ``none``), and how
+    many Kaggle report/projection rows no image used; returns those row counts."""
     keyed = [m for _, m in work if m is not None and (m.patient_id or "").startswith("iu:")]
     missing = sum(m.report is None for m in keyed)
     log.info("%d image(s) take patient/study (one per IU report) from the IU tables", len(keyed))
@@ -262,6 +263,18 @@ def _log_iu_tables(work: list[WorkItem], tables: DatasetTables) -> None:
             missing,
             ", ".join(p.name for p in tables.iu.paths),
         )
+    rows = tables.iu.unused_rows(
+        (Path(path).name for path, _ in work), (m.patient_id or "" for m in keyed)
+    )
+    for kind in ("report", "projection"):
+        if rows.get(f"iu_{kind}_rows_without_image"):
+            log.info(
+                "%d of %d IU %s rows name no image given: not used",
+                rows[f"iu_{kind}_rows_without_image"],
+                rows[f"iu_{kind}_rows"],
+                kind,
+            )
+    return rows
 
 
 def _folder_splits(work: list[WorkItem]) -> int:
@@ -332,7 +345,7 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
     if not cfg.out:
         raise ConfigError("--out is required")
     salt = load_or_create_salt(Path(os.path.expanduser(cfg.salt_file)))
-    work, skipped, part, table_paths = _plan(cfg)
+    work, skipped, part, table_paths, table_rows = _plan(cfg)
 
     def shown(path: str) -> str:  # raw input paths reach the manifest only with keep_paths
         return path if cfg.keep_paths else f"path:{_path_token(salt, path)}"
@@ -391,6 +404,7 @@ def run(cfg: IngestConfig, force: bool = False) -> Artifact:
             "non_image_files_skipped": skipped,
             "study_reports_beside": len(beside) if cfg.layout_reports else 0,
             "dataset_tables": [p.name for p in table_paths],
+            **table_rows,
             "images_per_s": round(decoded / elapsed, 2) if elapsed else None,
             "wall_s": round(elapsed, 2),
             **part,
@@ -666,6 +680,8 @@ def merge(parts: list[str | Path], out: str | Path, force: bool = False) -> Arti
             "inputs": n_inputs,
             "partitions": count,
             "rows_per_partition": [a.stats.get("rows") for a in arts],
+            # every partition counted the IU table rows over the whole work list
+            **{k: v for k, v in arts[0].stats.items() if k.startswith("iu_") and "_rows" in k},
         }
     )
     merged = writer.publish(

@@ -95,7 +95,7 @@ def run(
     lab_rows = pq.read_table(physio.path / LABS_TABLE, columns=["lab_id", "patient_id", "time"])
     ecgs = _records(ecg_rows.to_pylist(), "ecg_id")
     labs = _records(lab_rows.to_pylist(), "lab_id")
-    _warn_if_no_patient_is_shared(images, ecgs, labs, dataset.path, physio.path)
+    _warn_about_shared_patients(images, ecgs, labs, dataset.path, physio.path)
     rows = pairing.pair_images(
         images, ecgs, labs, cfg.ecg_window_hours, cfg.lab_window_hours, cfg.undated
     )
@@ -107,21 +107,33 @@ def run(
     return writer.publish(schema={"columns": PAIRS_SCHEMA.names}, stats=stats)
 
 
-def _warn_if_no_patient_is_shared(
+# Fewer patients than this share of the smaller side (image patients, one modality's
+# patients) found on the other: most likely ids written two ways or another salt.
+FEW_SHARED = 0.2
+
+
+def _warn_about_shared_patients(
     images: list[dict[str, Any]],
     ecgs: list[pairing.Record],
     labs: list[pairing.Record],
     dataset_path: Path,
     physio_path: Path,
 ) -> None:
-    """Log a warning when the physio artifact has records but none of its patients has
-    an image: every image would go unpaired, almost always from ids written differently
-    (MIMIC-CXR folders key patients as ``p10000032``, MIMIC-IV tables as ``10000032``)
-    or from another salt."""
+    """Log a warning when the images and the physiology hardly share patients.
+
+    No patient shared: every image would go unpaired, almost always from ids written
+    differently (MIMIC-CXR folders key patients as ``p10000032``, MIMIC-IV tables as
+    ``10000032``) or from another salt. Some shared, but for one modality (ECG, lab)
+    fewer than :data:`FEW_SHARED` of the smaller side (its patients or the image
+    patients): the same mistakes made for part of the ids, or for one table only (an
+    ECG map keyed one way, labs the other). One side being a subset of the other (a
+    few hundred images against all of MIMIC-IV's lab patients) is not warned about.
+    """
+    image_patients = {r["patient_id"] for r in images if r["patient_id"]}
     physio_patients = {r.patient_id for r in ecgs} | {r.patient_id for r in labs}
-    if not physio_patients or not images:
+    if not physio_patients or not image_patients:
         return
-    if physio_patients.isdisjoint(r["patient_id"] for r in images):
+    if physio_patients.isdisjoint(image_patients):
         log.warning(
             "no patient of %s (%d) has an image in %s: every image is unpaired. Patient "
             "ids must be written as ingest keys them (a MIMIC-CXR layout keys p10000032: "
@@ -132,6 +144,27 @@ def _warn_if_no_patient_is_shared(
             len(physio_patients),
             dataset_path,
         )
+        return
+    for name, records in (("ECG", ecgs), ("lab", labs)):
+        patients = {r.patient_id for r in records}
+        shared = len(patients & image_patients)
+        if patients and shared < FEW_SHARED * min(len(patients), len(image_patients)):
+            log.warning(
+                "few patients have both images and %s records: %d of the %d image patients "
+                "of %s have one in %s, and %d of its %d %s patients have an image. If they "
+                "are one cohort, part of the ids are likely written another way (a "
+                "MIMIC-CXR layout keys p10000032, a table of your own may write 10000032; "
+                "see mimic_subject_format) or ingest-physio used another --salt-file than "
+                "ingest",
+                name,
+                shared,
+                len(image_patients),
+                dataset_path,
+                physio_path,
+                shared,
+                len(patients),
+                name,
+            )
 
 
 def _records(rows: list[dict[str, Any]], key: str) -> list[pairing.Record]:

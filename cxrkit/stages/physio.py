@@ -38,16 +38,13 @@ from cxrkit.artifacts import Artifact, ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError, Reject
 from cxrkit.io import ecg as ecg_io
-from cxrkit.io import labs as labs_io
 from cxrkit.io import mimic_iv
 from cxrkit.io.deid import Pseudonymizer, load_or_create_salt
 from cxrkit.io.local_rejects import write_local_rejects
-from cxrkit.io.path_scrub import exception_detail, scrub_detail
+from cxrkit.io.path_scrub import exception_detail, printable_path, scrub_detail
 from cxrkit.io.physio_cells import cell_text, implausible, parse_time
 from cxrkit.io.physio_files import ECG_ARRAY, ECG_INDEX
-from cxrkit.io.rows import printable_path
 from cxrkit.io.schema import REJECTS_SCHEMA
-from cxrkit.stages import physio_labs
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +168,8 @@ def _read_map(path: str | None, subject_format: str) -> dict[str, dict[str, Any]
     """
     if not path:
         return {}
+    from cxrkit.io import labs as labs_io  # pandas: not imported by a no-op re-run
+
     table = labs_io.read_table(path)
     columns = [str(c) for c in table.columns]
     if mimic_iv.is_record_list(columns):
@@ -188,10 +187,10 @@ def _read_map(path: str | None, subject_format: str) -> dict[str, dict[str, Any]
         if not key.lower().endswith(ECG_SUFFIXES) and os.path.isfile(key + ".hea"):
             key += ".hea"  # a WFDB record named as record lists do, without extension
         if key in out:  # which line is right cannot be known: the file is rejected
-            out[key] = {"duplicate_of": out[key].get("duplicate_of") or out[key]["line"]}
-            out[key]["line"] = line
+            first = out[key].get("duplicate_of") or out[key]["line"]
+            out[key] = {"duplicate_of": first, "line": line, "rows": out[key]["rows"] + 1}
         else:
-            out[key] = {**row, "line": line}
+            out[key] = {**row, "line": line, "rows": 1}
     return out
 
 
@@ -274,9 +273,10 @@ def run(cfg: PhysioConfig, force: bool = False) -> Artifact:
     cfg.validate()
     salt = load_or_create_salt(Path(os.path.expanduser(cfg.salt_file)))
     pseudo = Pseudonymizer(salt)
-    mapping = _read_map(cfg.ecg_map, cfg.mimic_subject_format)
-    # no --ecg: the ECG files are those the map lists (MIMIC-IV-ECG's record_list.csv)
-    files = _expand(cfg.ecg) if cfg.ecg else sorted(Path(k) for k in mapping)
+    # no --ecg: the ECG files are those the map lists (MIMIC-IV-ECG's record_list.csv);
+    # with --ecg the map (its bytes are in the id) is read only when there is work to do
+    mapping = None if cfg.ecg else _read_map(cfg.ecg_map, cfg.mimic_subject_format)
+    files = _expand(cfg.ecg) if cfg.ecg else sorted(Path(k) for k in mapping or {})
     inputs: list[Any] = _raw_inputs(files, _tables(cfg))
     dataset = open_artifact(cfg.dataset, kind="dataset") if cfg.dataset else None
     if dataset is not None:
@@ -288,7 +288,11 @@ def run(cfg: PhysioConfig, force: bool = False) -> Artifact:
         Path(cfg.out), "physio", id_params(cfg, salt), inputs, SCHEMA_VERSION, force
     )
     if (done := writer.up_to_date()) is not None:
-        return done
+        return done  # the no-op: no pandas, torch or image decoders imported
+    from cxrkit.stages import physio_labs
+
+    if mapping is None:
+        mapping = _read_map(cfg.ecg_map, cfg.mimic_subject_format)
     work = writer.begin()
     rejects: list[dict[str, str]] = []
     local: dict[str, str] = {}  # rejects' path token -> what the user can find (local listing)
@@ -377,6 +381,19 @@ def _ingest_ecgs(
                 }
             )
     _write_npy(work / ECG_ARRAY, raw_signals, (len(rows), 12, length))
+    counts = {"ecg_files": len(files), "ecgs": len(rows)}
+    if cfg.ecg_map:  # every map row names a file read above, or is counted here
+        given = {str(path.resolve()) for path in files}
+        counts["ecg_map_rows"] = sum(entry["rows"] for entry in mapping.values())
+        counts["ecg_map_rows_outside_ecg"] = sum(
+            entry["rows"] for key, entry in mapping.items() if key not in given
+        )
+        if counts["ecg_map_rows_outside_ecg"]:
+            log.info(
+                "%d of %d ECG map rows name a record outside --ecg: not read",
+                counts["ecg_map_rows_outside_ecg"],
+                counts["ecg_map_rows"],
+            )
     schema = pa.schema(
         [
             ("ecg_id", pa.string()),
@@ -389,7 +406,7 @@ def _ingest_ecgs(
         ]
     )
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), work / ECG_INDEX)
-    return {"ecg_files": len(files), "ecgs": len(rows)}
+    return counts
 
 
 def _write_npy(target: Path, raw: Path, shape: tuple[int, ...]) -> None:

@@ -28,9 +28,9 @@ from cxrkit.errors import InputError
 from cxrkit.io import labs as labs_io
 from cxrkit.io import mimic_iv
 from cxrkit.io.deid import Pseudonymizer
+from cxrkit.io.path_scrub import printable_path
 from cxrkit.io.physio_cells import cell_text, implausible, parse_time
 from cxrkit.io.physio_files import LABS_INFO, LABS_TABLE
-from cxrkit.io.rows import printable_path
 
 log = logging.getLogger(__name__)
 
