@@ -213,6 +213,19 @@ def test_progress_eta_comes_from_the_recent_step_rate(tmp_path):
     assert found["last_checkpoint"] is None
 
 
+@pytest.mark.parametrize("damage", [b"\xff\xfe not utf-8", b"[1, 2]", b'"text"', b'{"id": '])
+def test_a_damaged_run_record_is_skipped_not_a_traceback(demo_dataset, tmp_path, damage):
+    # Scratch records of a stopped run (disk errors, a hand edit): listing and a new run
+    # treat the directory as foreign, as for a missing record.
+    stale = tmp_path / "o.tmp-999999"
+    stale.mkdir()
+    (stale / PARTIAL_MARKER).write_bytes(damage)
+    (stale / runs.RUN_FILE).write_bytes(damage)
+    assert runs.progress(tmp_path / "o") == []
+    published = pretrain.run(_cfg(demo_dataset, tmp_path / "o", 2))
+    assert published.stats["steps"] == 2
+
+
 def test_track_needs_its_package_and_says_so_in_one_line(demo_dataset, tmp_path):
     import importlib.util
 

@@ -45,6 +45,17 @@ REQUIRED_FILES = {
 }
 
 
+def read_record(path: Path) -> dict | None:
+    """A scratch JSON record (a partial marker, a run file) as a dict; None when it is
+    missing, unreadable, torn, not UTF-8 or not a JSON object: a damaged record makes its
+    directory foreign, never a traceback."""
+    try:
+        info = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: JSONDecodeError and UnicodeDecodeError
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def canonical_json(obj: Any) -> str:
     """Deterministic JSON used for hashing: sorted keys, no whitespace."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

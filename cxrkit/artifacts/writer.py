@@ -31,6 +31,7 @@ from cxrkit.artifacts.manifest import (
     git_sha,
     manifest_checksum,
     read_manifest,
+    read_record,
 )
 from cxrkit.artifacts.owners import owner, owner_state, pid_alive
 from cxrkit.errors import ArtifactError, OutputError
@@ -216,11 +217,7 @@ class ArtifactWriter:
         found = []
         for candidate in sorted(self.out.parent.glob(self.out.name + ".tmp-*")):
             marker = candidate / PARTIAL_MARKER
-            if not marker.is_file():
-                continue
-            try:
-                info = json.loads(marker.read_text())
-            except (OSError, json.JSONDecodeError):
+            if not marker.is_file() or (info := read_record(marker)) is None:
                 continue
             if info.get("id") == self.id and owner_state(info) == "dead":
                 found.append((candidate, info))
@@ -256,9 +253,7 @@ class ArtifactWriter:
         silently starting afresh beside it.
         """
         for candidate in sorted(self.out.parent.glob(self.out.name + ".tmp-*")):
-            try:
-                info = json.loads((candidate / PARTIAL_MARKER).read_text())
-            except (OSError, json.JSONDecodeError):
+            if (info := read_record(candidate / PARTIAL_MARKER)) is None:
                 continue
             if info.get("id") == self.id and (state := owner_state(info)) != "dead":
                 return candidate, info, state

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrkit.artifacts import ArtifactWriter, read_manifest
-from cxrkit.artifacts.manifest import PARTIAL_MARKER
+from cxrkit.artifacts.manifest import PARTIAL_MARKER, read_record
 from cxrkit.artifacts.owners import owner, owner_state
 from cxrkit.errors import ArtifactError, CxrkitError, InputError
 from cxrkit.train import layout as ckpt
@@ -96,9 +96,7 @@ def _changed_weights_run(writer: ArtifactWriter) -> tuple[Path, str] | None:
         except ArtifactError:
             pass
     for run_dir in sorted(writer.out.parent.glob(writer.out.name + ".tmp-*")):
-        try:
-            info = json.loads((run_dir / RUN_FILE).read_text())
-        except (OSError, json.JSONDecodeError):
+        if (info := read_record(run_dir / RUN_FILE)) is None:
             continue
         if info.get("id") != writer.id:
             earlier.append((run_dir, info.get("params", {}), info.get("input_refs", [])))
@@ -154,10 +152,8 @@ def find_extension(
             steps = int(manifest.get("stats", {}).get("steps", 0))
             candidates.append(Extension("published", out, manifest["id"], steps))
     for run_dir in sorted(out.parent.glob(out.name + ".tmp-*")):
-        try:
-            info = json.loads((run_dir / RUN_FILE).read_text())
-            marker = json.loads((run_dir / PARTIAL_MARKER).read_text())
-        except (OSError, json.JSONDecodeError):
+        info, marker = read_record(run_dir / RUN_FILE), read_record(run_dir / PARTIAL_MARKER)
+        if info is None or marker is None:
             continue
         if (
             info.get("id") != writer.id
@@ -319,11 +315,8 @@ def _run_record(path: Path) -> tuple[Path, dict, list] | None:
     ``.work-run.json`` or checkpoint manifest at the path or up to two folders above
     (``OUT.tmp-N/checkpoints/step-N``); None when there is none."""
     for folder in (path, path.parent, path.parent.parent):
-        try:
-            info = json.loads((folder / RUN_FILE).read_text())
+        if (info := read_record(folder / RUN_FILE)) is not None:
             return folder, info.get("params") or {}, list(info.get("inputs") or [])
-        except (OSError, json.JSONDecodeError):
-            pass
         try:
             manifest = read_manifest(folder)
         except ArtifactError:
@@ -345,9 +338,7 @@ def _names(resume: str, run_dir: Path) -> bool:
 def _move_aside_foreign(writer: ArtifactWriter) -> None:
     """OUT.tmp-<this pid> left by another run (a pid reused) is renamed, never trained into."""
     mine = writer.out.parent / f"{writer.out.name}.tmp-{os.getpid()}"
-    try:
-        info = json.loads((mine / PARTIAL_MARKER).read_text())
-    except (OSError, json.JSONDecodeError):
+    if (info := read_record(mine / PARTIAL_MARKER)) is None:
         return
     if info.get("id") != writer.id:
         aside = mine.with_name(f"{mine.name}-{info.get('id', 'unknown')[:12]}")
@@ -380,14 +371,9 @@ def progress(out: Path) -> list[dict[str, Any]]:
     out = Path(out)
     found = []
     for run_dir in sorted(out.parent.glob(out.name + ".tmp-*")):
-        try:
-            marker = json.loads((run_dir / PARTIAL_MARKER).read_text())
-        except (OSError, json.JSONDecodeError):
+        if (marker := read_record(run_dir / PARTIAL_MARKER)) is None:
             continue
-        try:
-            info = json.loads((run_dir / RUN_FILE).read_text())
-        except (OSError, json.JSONDecodeError):
-            info = {}
+        info = read_record(run_dir / RUN_FILE) or {}
         rows = read_metrics(run_dir / METRICS_FILE)
         last = rows[-1] if rows else {}
         max_steps = info.get("max_steps")
