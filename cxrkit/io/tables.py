@@ -55,7 +55,7 @@ def _is_chexpert_table(path: Path) -> bool:
     try:
         with open_text(path) as handle:
             header = next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
+    except (OSError, UnicodeDecodeError, csv.Error, EOFError):  # EOFError: a gzip cut short
         return False
     names = {h.strip() for h in header}
     return {"Path", "Frontal/Lateral"} <= names
