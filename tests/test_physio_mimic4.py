@@ -139,6 +139,15 @@ def test_charttimes_in_another_iso_form_join_panels_as_mimic_iv_s_own(tmp_path, 
     assert "no_time" not in {r["reason"] for r in _rejects(out)}
 
 
+def test_a_charttime_of_now_or_today_is_no_time_not_the_clock_of_the_run():
+    """pandas reads "now"/"today" as the current time, even with an exact format: a panel
+    would be dated by the run and its id change with each run."""
+    import pandas as pd
+
+    got = mimic_iv.charttimes(pd.Series(["now", "today", "2180-05-06 07:30:00"]))
+    assert got.isna().tolist() == [True, True, False]
+
+
 def test_text_results_other_units_and_unknown_items_are_counted_rejects(tmp_path, salt_file):
     rows = m4.labevents_rows()
     odd = dict(rows[0], labevent_id="900", itemid="50912", value="88", valuenum="88",

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cxrkit.errors import ConfigError, InputError
+from cxrkit.io.physio_cells import CLOCK_WORDS
 from cxrkit.io.table_files import open_text
 
 if TYPE_CHECKING:  # pandas is imported where a table is read: ingest-physio's no-op needs none
@@ -347,13 +348,16 @@ def charttimes(cells: pd.Series) -> pd.Series:
     MIMIC-IV's own form (``2180-05-06 07:30:00``) is read by its exact format; the cells
     that miss it are read as ISO 8601 (``2180-05-06 07:30``, ``2180-05-06T07:30:00``), a
     zone suffix dropped (the wall clock is kept), so a re-saved or exported table gives
-    the same panels. Other forms (``05/06/2180``) are NaT, not guessed. Never raises.
+    the same panels. Other forms (``05/06/2180``) and ``now``/``today`` are NaT, not
+    guessed. Never raises.
     """
     import pandas as pd
 
     times = pd.to_datetime(cells, format=_TIME_FORMAT, errors="coerce")
     text = cells.astype(str).str.strip()
-    other = (times.isna() & text.ne("")).to_numpy()
+    clock = text.str.lower().isin(CLOCK_WORDS).to_numpy()  # read by pandas as the run's time
+    times[clock] = pd.NaT
+    other = (times.isna() & text.ne("")).to_numpy() & ~clock
     if other.any():
         naive = text[other].str.replace(_ZONE, r"\1", regex=True)
         try:

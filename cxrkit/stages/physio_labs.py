@@ -29,7 +29,7 @@ from cxrkit.io import labs as labs_io
 from cxrkit.io import mimic_iv
 from cxrkit.io.deid import Pseudonymizer
 from cxrkit.io.path_scrub import printable_path
-from cxrkit.io.physio_cells import cell_text, implausible, parse_time
+from cxrkit.io.physio_cells import cell_text, implausible, is_clock_word, parse_time
 from cxrkit.io.physio_files import LABS_INFO, LABS_TABLE
 
 log = logging.getLogger(__name__)
@@ -264,9 +264,11 @@ def _parse_times(cells: Any) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
         try:
-            return pd.to_datetime(cells, errors="coerce")
+            parsed = pd.to_datetime(cells, errors="coerce")
         except (ValueError, TypeError, OverflowError):
             return pd.Series(pd.NaT, index=cells.index)
+    parsed[cells.map(is_clock_word).to_numpy(dtype=bool)] = pd.NaT  # parse_time says no_time
+    return parsed
 
 
 def _panel_table(
