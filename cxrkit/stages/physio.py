@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hmac
 import logging
 import os
 from datetime import datetime, timedelta
@@ -39,7 +38,7 @@ from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError, Reject
 from cxrkit.io import ecg as ecg_io
 from cxrkit.io import mimic_iv
-from cxrkit.io.deid import Pseudonymizer, load_or_create_salt
+from cxrkit.io.deid import Pseudonymizer, load_or_create_salt, salt_fingerprint
 from cxrkit.io.local_rejects import write_local_rejects
 from cxrkit.io.path_scrub import exception_detail, printable_path, scrub_detail
 from cxrkit.io.physio_cells import cell_text, implausible, parse_time
@@ -220,9 +219,7 @@ def id_params(cfg: PhysioConfig, salt: bytes) -> dict[str, Any]:
         params["ecg"] = [f"path:{token(s)}" for s in cfg.ecg]
         for key in ("labs", "ecg_map", "lab_items"):
             params[key] = f"path:{token(params[key])}" if params[key] else None
-    params["salt_fingerprint"] = hmac.new(salt, b"cxrkit-salt-fingerprint", "sha256").hexdigest()[
-        :16
-    ]
+    params["salt_fingerprint"] = salt_fingerprint(salt)
     return params
 
 
