@@ -325,6 +325,15 @@ def test_r2gen_s_mimic_cxr_annotation_is_not_read_as_iu(tmp_path, salt_file):
     assert all(r["study_date"] for r in rows) and "r2gen" not in art.stats["report_source_counts"]
 
 
+def test_an_annotation_nested_past_the_json_reader_s_depth_is_an_input_error(tmp_path):
+    """A hostile or broken annotation.json nested deeper than Python's json reader goes
+    (RecursionError) is a one-line InputError naming the file, not a traceback."""
+    path = tmp_path / "annotation.json"
+    path.write_text('{"train": [' + "[" * 100_000 + "]" * 100_000 + "]}")
+    with pytest.raises(InputError, match="cannot read R2Gen annotation .*annotation.json"):
+        IuTables.read([path])
+
+
 def test_an_annotation_json_of_another_shape_is_not_read(tmp_path):
     (tmp_path / "annotation.json").write_text('{"images": [], "annotations": []}')
     assert find_tables([str(tmp_path)]) == []

@@ -154,7 +154,7 @@ class IuTables:
         whose id and images name no IU report, as R2Gen's MIMIC-CXR one, are left out)."""
         try:
             data = json.loads(path.read_bytes())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
             raise InputError(
                 f"cannot read R2Gen annotation {path}: {exc} "
                 "(--set dataset_tables=false ignores the dataset's tables)"
