@@ -21,7 +21,6 @@ chosen), and only the kept measurements stay in memory, in compact columns.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,21 +47,6 @@ CHUNK_ROWS = 200_000
 # zone offset: dropped, wall clock kept, as ingest-physio's other times) is read too
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _ZONE = r"(\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|UTC|[+-]\d\d(?::?\d\d)?)$"
-
-
-def csv_columns(path: str | Path) -> list[str]:
-    """The header row of a CSV or gzipped CSV; [] for Parquet or an unreadable file.
-
-    Never raises: the table's own reader reports what is wrong with the file.
-    """
-    path = Path(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return []
-    try:
-        with open_text(path) as handle:
-            return [c.strip() for c in next(csv.reader(handle), [])]
-    except (OSError, UnicodeDecodeError, csv.Error, EOFError):
-        return []
 
 
 def is_labevents(columns: list[str]) -> bool:

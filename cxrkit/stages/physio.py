@@ -44,6 +44,7 @@ from cxrkit.io.path_scrub import exception_detail, printable_path, scrub_detail
 from cxrkit.io.physio_cells import cell_text, implausible, parse_time
 from cxrkit.io.physio_files import ECG_ARRAY, ECG_INDEX
 from cxrkit.io.schema import REJECTS_SCHEMA
+from cxrkit.io.table_files import csv_columns
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,7 @@ def _tables(cfg: PhysioConfig) -> list[str]:
     """The table files whose bytes the artifact depends on: the lab table, the ECG map,
     and for MIMIC-IV labevents the d_labitems that names its tests."""
     tables = [t for t in (cfg.labs, cfg.ecg_map) if t]
-    if cfg.labs and mimic_iv.is_labevents(mimic_iv.csv_columns(cfg.labs)):
+    if cfg.labs and mimic_iv.is_labevents(csv_columns(cfg.labs)):
         tables.append(str(mimic_iv.find_labitems(cfg.labs, cfg.lab_items)))
     return tables
 

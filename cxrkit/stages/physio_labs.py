@@ -31,6 +31,7 @@ from cxrkit.io.deid import Pseudonymizer
 from cxrkit.io.path_scrub import printable_path
 from cxrkit.io.physio_cells import cell_text, implausible, is_clock_word, parse_time
 from cxrkit.io.physio_files import LABS_INFO, LABS_TABLE
+from cxrkit.io.table_files import csv_columns
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def lab_panels(
     the file (unreadable, missing columns or d_labitems) and ConfigError (a
     ``lab_tests`` name not in d_labitems).
     """
-    columns = mimic_iv.csv_columns(cfg.labs)
+    columns = csv_columns(cfg.labs)
     if "itemid" in columns and "subject_id" in columns and not mimic_iv.is_labevents(columns):
         missing = [c for c in mimic_iv.LABEVENTS_COLUMNS if c not in columns]
         raise InputError(f"{cfg.labs}: a MIMIC-IV labevents table needs columns {missing}")
