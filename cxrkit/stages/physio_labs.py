@@ -256,14 +256,17 @@ def _valid_panels(
 
 def _parse_times(cells: Any) -> Any:
     """The cells as timestamps in one vectorised call; NaT where that parser fails (a
-    cell in another format than the first, mixed time zones): :func:`_parse_time`
-    then reads those cells one by one."""
+    cell in another format than the first) and for
+    :data:`~cxrkit.io.physio_cells.CLOCK_WORDS`:
+    :func:`~cxrkit.io.physio_cells.parse_time` then reads those cells one by one."""
     import warnings
 
     import pandas as pd
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
+        # "mixed time zones will raise": then ValueError below, and the cells one by one
+        warnings.simplefilter("ignore", FutureWarning)
         try:
             parsed = pd.to_datetime(cells, errors="coerce")
         except (ValueError, TypeError, OverflowError):
