@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from trust_support import cli
 
+from cxrkit.errors import InputError
 from cxrkit.io import mimic_iv
 from cxrkit.io.deid import Pseudonymizer
 
@@ -222,7 +223,7 @@ def test_impossible_lab_settings_are_config_errors(tmp_path, salt_file, args, co
     assert words in result.output and len(result.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("cell", ["Smith", "1e7", "+10000032", "10000032.5", "-4"])
+@pytest.mark.parametrize("cell", ["Smith", "1e7", "+10000032", "10000032.5", "-4", "١٢", "²"])
 def test_a_subject_id_that_is_not_a_number_is_an_input_error(tmp_path, salt_file, cell):
     """Digits only, as record_list's rule: 1e7 would merge with 10000000 as p10000000."""
     rows = m4.labevents_rows()
@@ -271,6 +272,9 @@ def test_the_subject_key_is_one_to_one_and_refuses_what_is_not_a_number():
     assert mimic_iv.subject_key("10000032.0", "{}", "t") == "10000032"
     with pytest.raises(Exception, match="not a whole number"):
         mimic_iv.subject_key("p10000032", "p{}", "t")  # would become pp10000032
+    for other_digits in ("١٢", "１２", "²", "12.0.0"):  # int() reads two as 12
+        with pytest.raises(InputError, match="not a whole number"):
+            mimic_iv.subject_key(other_digits, "p{}", "t")
 
 
 # ---------------------------------------------------------------- MIMIC-IV-ECG

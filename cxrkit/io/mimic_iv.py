@@ -41,7 +41,9 @@ LABITEMS_COLUMNS = ("itemid", "label")
 RECORD_LIST_COLUMNS = ("subject_id", "path")
 LABITEMS_NAMES = ("d_labitems.csv.gz", "d_labitems.csv")
 SUBJECT_FORMAT = "p{}"
-_WHOLE = r"\d+(?:\.0)?"  # a subject_id cell: digits (a float column wrote 10000032.0)
+# a subject_id cell: ASCII digits (a float column wrote 10000032.0); not \d, which takes
+# other scripts' digits that int() reads as these (١٢ -> 12: two subjects, one key)
+_WHOLE = r"[0-9]+(?:\.0)?"
 CHUNK_ROWS = 200_000
 # charttime as MIMIC-IV writes it; a cell in another ISO form (no seconds, a "T", a
 # zone offset: dropped, wall clock kept, as ingest-physio's other times) is read too
@@ -77,7 +79,7 @@ def subject_key(subject: object, subject_format: str, source: str | Path) -> str
     text = str(subject).strip()
     if text.endswith(".0"):  # a float column (an empty cell elsewhere) wrote 10000032.0
         text = text[:-2]
-    if not text.isdigit():
+    if not re.fullmatch("[0-9]+", text):  # ASCII digits, as read_labevents' rule
         raise InputError(f"{source}: subject_id {text[:20]!r} is not a whole number")
     return subject_format.format(int(text))
 
@@ -126,8 +128,9 @@ def read_labitems(path: str | Path) -> dict[int, str]:
         raise InputError(f"{path}: d_labitems needs columns {missing}")
     fluid = table["fluid"] if "fluid" in table.columns else pd.Series("", index=table.index)
     ids = table["itemid"].str.strip()
-    if not ids.str.isdigit().all():
-        bad = ids[~ids.str.isdigit()].iloc[0]
+    ascii_digits = ids.str.fullmatch("[0-9]+")
+    if not ascii_digits.all():
+        bad = ids[~ascii_digits].iloc[0]
         raise InputError(f"{path}: itemid {bad[:20]!r} is not a whole number")
     if ids.duplicated().any():
         raise InputError(f"{path}: itemid {ids[ids.duplicated()].iloc[0]} is listed twice")
@@ -220,7 +223,11 @@ def choose_items(
         chosen = []
         for want in wanted:
             want = str(want).strip()
-            itemid = int(want) if want.isdigit() and int(want) in names else by_name.get(want)
+            itemid = (
+                int(want)
+                if want.isascii() and want.isdigit() and int(want) in names
+                else by_name.get(want)
+            )
             if itemid is None:
                 close = sorted(n for n in by_name if n.startswith(f"{want} ("))
                 hint = f" (it names {', '.join(close)})" if close else ""
