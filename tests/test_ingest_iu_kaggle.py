@@ -223,6 +223,15 @@ def test_iu_key_reads_both_uid_spellings():
     assert iu_key("CXR1_1_IM-0001") is None and iu_key("") is None
 
 
+def test_iu_uids_in_other_scripts_digits_are_not_iu_uids(tmp_path):
+    """int() reads "١" and "１" as 1: taken as uids they would merge with report 1."""
+    assert iu_key("١") is None and iu_key("CXR１") is None
+    path = tmp_path / "indiana_reports.csv"
+    path.write_text("uid,findings,impression\n1,Clear.,Normal.\n")
+    tables = IuTables.read([path])
+    assert tables.for_image(tmp_path / "١_IM-0001-4001.dcm.png") is None
+
+
 # ---------------------------------------------------------------- R2Gen
 def test_r2gen_annotation_gives_the_official_split_and_the_findings(tmp_path, salt_file, reports):
     splits = ["train", "train", "train", "train", "val", "test"]
