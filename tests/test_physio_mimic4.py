@@ -278,6 +278,13 @@ def test_the_subject_key_is_one_to_one_and_refuses_what_is_not_a_number():
 
 
 # ---------------------------------------------------------------- MIMIC-IV-ECG
+def test_only_ascii_digit_folders_are_mimic_iv_ecg_folders():
+    """A folder in other scripts' digits is not MIMIC's layout (no patient from it, a
+    no_patient reject), rather than a subject_id that stops the whole run."""
+    assert mimic_iv.ecg_folder_subject("files/p1000/p10000032/s4/4.hea") == "10000032"
+    assert mimic_iv.ecg_folder_subject("files/p١٠٠٠/p١٠٠٠٠٠٣٢/s٤/4.hea") is None
+
+
 def test_record_list_alone_ingests_the_records_it_lists(tmp_path, salt_file):
     record_list = m4.write_mimic_ecg(tmp_path / "mimic-iv-ecg")
     result, out = _ingest(tmp_path, salt_file, "--ecg-map", record_list)

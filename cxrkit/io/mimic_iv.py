@@ -403,7 +403,7 @@ def labevents_wide(
     return wide
 
 
-_ECG_FOLDERS = re.compile(r"p\d{4}/p(\d{6,})/s\d+/[^/]+")
+_ECG_FOLDERS = re.compile(r"p\d{4}/p(\d{6,})/s\d+/[^/]+", re.ASCII)
 
 
 def ecg_folder_subject(path: str | Path) -> str | None:
