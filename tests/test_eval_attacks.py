@@ -149,3 +149,15 @@ def test_out_inside_an_input_artifact_is_refused(checkpoint, demo_dataset, tmp_p
     with pytest.raises(OutputError, match="inside an input of this run"):
         run(_cfg(checkpoint, dataset, dataset / "ev"))
     assert not verify(dataset)  # no stray file makes the dataset fail its integrity check
+
+
+@pytest.mark.parametrize("flag", ["labels", "prompts"])
+def test_a_missing_labels_or_prompts_file_is_an_input_error_naming_it(
+    checkpoint, demo_dataset, tmp_path, flag
+):
+    missing = tmp_path / f"no-such-{flag}.json"
+    extra = {"prompts": str(missing)} if flag == "prompts" else {
+        "labels": str(missing), "labels_format": "chexpert"}  # fmt: skip
+    with pytest.raises(InputError, match=f"no-such-{flag}.json: --{flag} file not found"):
+        run(_cfg(checkpoint, demo_dataset, tmp_path / "ev", **extra))
+    assert not (tmp_path / "ev").exists()

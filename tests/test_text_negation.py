@@ -134,3 +134,14 @@ def test_or_hedges_findings_but_not_anatomy(extractor):
         "Atelectasis": (False, True),
         "Pneumonia": (False, True),
     }
+
+
+def test_tagging_does_not_depend_on_the_order_spans_are_given_in(extractor):
+    """The hedge "possible" before "effusion" modifies it, not "Cardiomegaly", whatever
+    the order of the spans (the windows are looked up by bisect over sorted starts)."""
+    doc = extractor.nlp("Cardiomegaly and possible small effusion.")
+    cardiomegaly, effusion = (0, 1), (4, 5)
+    in_order = extractor.tagger.tag(doc, [cardiomegaly, effusion])
+    reversed_ = extractor.tagger.tag(doc, [effusion, cardiomegaly])
+    assert in_order == [(False, False), (False, True)]
+    assert reversed_ == in_order[::-1]

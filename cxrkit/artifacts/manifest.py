@@ -224,7 +224,11 @@ def read_manifest(path: Path) -> dict:
 
 
 def lineage(path: str | Path, _depth: int = 0, _seen: set | None = None) -> list[dict]:
-    """Walk ``inputs`` back to the raw inputs. Returns rows of (depth, kind, id, path, found)."""
+    """Walk ``inputs`` back to the raw inputs, finding an input artifact at its recorded
+    path or, moved together with this one, at its ``relative`` path. Returns rows of
+    (depth, kind, id, path, found), plus ``setting`` for weights a setting named (their
+    id is the content sha256). Raises ArtifactError when ``path`` holds no readable
+    manifest."""
     seen = _seen if _seen is not None else set()
     manifest = read_manifest(Path(path))
     rows = [

@@ -106,10 +106,11 @@ def cv_folds(labels: np.ndarray, groups: Sequence[str] | None, k: int, seed: int
     has at least two positives and two negatives (so every training fold sees both).
 
     Takes (N, C) 1/0/NaN labels, per-row patient ids (None: each row its own group), k and
-    a seed. Returns ``min(k, patients)`` folds; every labelled row is tested exactly once
-    and a patient never sits on both sides. A class too rare for that (one positive) is not
-    stratified on and does not stop the others; with no such class the folds are grouped
-    only. Raises InputError when the labelled rows come from fewer than two patients.
+    a seed. Returns ``min(k, patients)`` folds (fewer, at least 2, when even the largest
+    stratum has fewer rows: the splitter needs one per fold); every labelled row is tested
+    exactly once and a patient never sits on both sides. A class too rare for that (one
+    positive) is not stratified on and does not stop the others; with no such class the
+    folds are grouped only. Raises InputError when the labelled rows come from fewer than two patients.
     """
     import warnings
 

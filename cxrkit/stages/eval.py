@@ -19,7 +19,7 @@ from typing import Literal
 
 from cxrkit.artifacts import ArtifactWriter, open_artifact
 from cxrkit.config import doc, to_dict
-from cxrkit.errors import ConfigError
+from cxrkit.errors import ConfigError, InputError
 from cxrkit.io.layouts import check_view_filter, expand_views
 from cxrkit.io.text_sections import DEFAULT_TEXT_SECTION
 from cxrkit.io.text_sections import TEXT_SECTIONS as SECTIONS
@@ -272,9 +272,11 @@ def run(cfg: EvalConfig, force: bool = False):
     annotations = open_artifact(cfg.annotations, kind="annotations") if cfg.annotations else None
     if annotations is not None:
         inputs.append(annotations)
-    for extra in (cfg.labels, cfg.prompts):
+    for flag, extra in (("--labels", cfg.labels), ("--prompts", cfg.prompts)):
         if extra:
             path = Path(extra)
+            if not path.is_file():
+                raise InputError(f"{path}: {flag} file not found (or not a file)")
             inputs.append({"kind": "raw", "id": sha256_file(path), "path": str(path.resolve())})
     writer = ArtifactWriter(Path(cfg.out), "eval", _params(cfg), inputs, SCHEMA_VERSION, force)
     if (done := writer.up_to_date()) is not None:

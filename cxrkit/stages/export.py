@@ -269,14 +269,15 @@ def run(cfg: ExportConfig, force: bool = False) -> Artifact:
 def _check_utf8(path: str, what: str) -> None:
     """InputError when ``path`` (as given or absolute) is not valid UTF-8: safetensors,
     timm and open_clip open files by UTF-8 paths only (a name from another locale)."""
+    from cxrkit.io.path_scrub import printable_path
+
     for text in (str(path), str(Path(path).absolute())):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             raise InputError(
-                f"{what} {shown}: the path is not valid UTF-8, which safetensors, timm and "
-                "open_clip cannot open; rename it"
+                f"{what} {printable_path(text)}: the path is not valid UTF-8, which "
+                "safetensors, timm and open_clip cannot open; rename it"
             ) from None
 
 

@@ -289,7 +289,8 @@ class AssertionTagger:
         breaks: set[int] | None = None,
         alternatives: list[bool] | None = None,
     ) -> list[tuple[bool, bool]]:
-        """(negated, uncertain) for each token span ``(start, end)`` of ``doc``.
+        """(negated, uncertain) for each token span ``(start, end)`` of ``doc``, in the
+        order given (any order).
 
         ``alternatives`` marks the spans that "X or Y" can hedge (findings, devices;
         default all): "left or right lung" hedges no anatomy.
@@ -313,7 +314,7 @@ class AssertionTagger:
         hedged = {joinable[i] for i in self._alternatives(doc, [spans[i] for i in joinable],
                                                           clause)}  # fmt: skip
         hedged |= self._versus(cues, spans, joinable, clause)
-        findings = [spans[i] for i in joinable]
+        findings = sorted(spans[i] for i in joinable)  # by start: looked up by bisect
         finding_starts = [s for s, _ in findings]
         post = self._predicative(doc, pre, [c for c in cues if c.kind in _POST], findings,
                                  finding_starts)  # fmt: skip

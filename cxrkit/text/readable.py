@@ -179,8 +179,9 @@ def readable_text(text: str) -> tuple[str, Origin | None]:
     Returns ``(readable, origin)``: ``readable[i]`` comes from the characters
     ``text[origin.starts[i]:origin.ends[i]]`` (both lists hold ``len(text)`` at index
     ``len(readable)``); :meth:`Origin.span` maps a span. ``origin`` is None when
-    ``readable`` is ``text`` with at most same-place substitutions (the common case:
-    offsets are the same).
+    neither rewriting pass changed anything (the common case: offsets are the same;
+    ungluing list numbers keeps them), else a map even where offsets did not move
+    (a tab made a space).
 
     Rewrites: CRLF and other line breaks -> "\\n"; tabs and unicode spaces -> " ";
     HTML character references decoded, HTML block tags (``<br>``, ``<p>``, ...) ->

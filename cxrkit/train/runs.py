@@ -12,7 +12,6 @@ run had reached (the usual meaning of "train longer").
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -296,6 +295,7 @@ def check_resume_source(resume: str, writer: ArtifactWriter) -> None:
     where, theirs, their_inputs = record
     if their_inputs == inputs and same_run(theirs, params):
         return
+    from cxrkit.config import deep_merge
     from cxrkit.io.linkage import params_differ
 
     if their_inputs != inputs:
@@ -304,22 +304,14 @@ def check_resume_source(resume: str, writer: ArtifactWriter) -> None:
         what = f"its inputs are {other or 'none'}, this run's {mine}"
     else:
         strip = {"train": {"max_steps": None}}
-        what = "settings differ: " + params_differ(_merged(theirs, strip), _merged(params, strip))
+        what = "settings differ: " + params_differ(
+            deep_merge(theirs, strip), deep_merge(params, strip)
+        )
     raise InputError(
         f"train.resume {resume}: a checkpoint of another run ({where}; {what}); resume "
         "continues this run's own checkpoints: use --resume auto, or --resume never to "
         "start afresh"
     )
-
-
-def _merged(params: dict, over: dict) -> dict:
-    out = copy.deepcopy(params)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merged(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _run_record(path: Path) -> tuple[Path, dict, list] | None:
