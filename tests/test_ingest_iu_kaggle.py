@@ -223,6 +223,15 @@ def test_iu_key_reads_both_uid_spellings():
     assert iu_key("CXR1_1_IM-0001") is None and iu_key("") is None
 
 
+def test_iu_uids_in_other_scripts_digits_are_not_iu_uids(tmp_path):
+    """int() reads "١" and "１" as 1: taken as uids they would merge with report 1."""
+    assert iu_key("١") is None and iu_key("CXR１") is None
+    path = tmp_path / "indiana_reports.csv"
+    path.write_text("uid,findings,impression\n1,Clear.,Normal.\n")
+    tables = IuTables.read([path])
+    assert tables.for_image(tmp_path / "١_IM-0001-4001.dcm.png") is None
+
+
 # ---------------------------------------------------------------- R2Gen
 def test_r2gen_annotation_gives_the_official_split_and_the_findings(tmp_path, salt_file, reports):
     splits = ["train", "train", "train", "train", "val", "test"]
@@ -323,6 +332,15 @@ def test_r2gen_s_mimic_cxr_annotation_is_not_read_as_iu(tmp_path, salt_file):
     assert art.stats["dataset_tables"] == ["mimic-cxr-2.0.0-metadata.csv"]
     assert {r["view"] for r in rows} == {"PA", "LATERAL"}
     assert all(r["study_date"] for r in rows) and "r2gen" not in art.stats["report_source_counts"]
+
+
+def test_an_annotation_nested_past_the_json_reader_s_depth_is_an_input_error(tmp_path):
+    """A hostile or broken annotation.json nested deeper than Python's json reader goes
+    (RecursionError) is a one-line InputError naming the file, not a traceback."""
+    path = tmp_path / "annotation.json"
+    path.write_text('{"train": [' + "[" * 100_000 + "]" * 100_000 + "]}")
+    with pytest.raises(InputError, match="cannot read R2Gen annotation .*annotation.json"):
+        IuTables.read([path])
 
 
 def test_an_annotation_json_of_another_shape_is_not_read(tmp_path):

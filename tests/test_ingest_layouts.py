@@ -330,6 +330,18 @@ def test_a_glob_source_finds_the_tables_above_its_folder(tmp_path, salt_file):
     assert sorted(r["split"] for r in rows) == ["train"] * 4 + ["val"] * 2
 
 
+def test_a_truncated_gzip_train_csv_is_not_taken_for_a_chexpert_table(tmp_path):
+    """find_tables never raises: a `train.csv.gz` cut short (EOFError from gzip) is
+    simply not CheXpert's table; its own reader would name the file if it were read."""
+    import gzip
+
+    from cxrkit.io.tables import find_tables
+
+    whole = gzip.compress(b"Path,Sex,Frontal/Lateral\n")
+    (tmp_path / "train.csv.gz").write_bytes(whole[:15])
+    assert find_tables([str(tmp_path)]) == []
+
+
 def test_chexpert_train_csv_gives_projection_sex_age_and_labels(tmp_path, salt_file):
     import json
 

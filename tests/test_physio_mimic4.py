@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from trust_support import cli
 
+from cxrkit.errors import InputError
 from cxrkit.io import mimic_iv
 from cxrkit.io.deid import Pseudonymizer
 
@@ -139,6 +140,15 @@ def test_charttimes_in_another_iso_form_join_panels_as_mimic_iv_s_own(tmp_path, 
     assert "no_time" not in {r["reason"] for r in _rejects(out)}
 
 
+def test_a_charttime_of_now_or_today_is_no_time_not_the_clock_of_the_run():
+    """pandas reads "now"/"today" as the current time, even with an exact format: a panel
+    would be dated by the run and its id change with each run."""
+    import pandas as pd
+
+    got = mimic_iv.charttimes(pd.Series(["now", "today", "2180-05-06 07:30:00"]))
+    assert got.isna().tolist() == [True, True, False]
+
+
 def test_text_results_other_units_and_unknown_items_are_counted_rejects(tmp_path, salt_file):
     rows = m4.labevents_rows()
     odd = dict(rows[0], labevent_id="900", itemid="50912", value="88", valuenum="88",
@@ -213,7 +223,7 @@ def test_impossible_lab_settings_are_config_errors(tmp_path, salt_file, args, co
     assert words in result.output and len(result.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("cell", ["Smith", "1e7", "+10000032", "10000032.5", "-4"])
+@pytest.mark.parametrize("cell", ["Smith", "1e7", "+10000032", "10000032.5", "-4", "١٢", "²"])
 def test_a_subject_id_that_is_not_a_number_is_an_input_error(tmp_path, salt_file, cell):
     """Digits only, as record_list's rule: 1e7 would merge with 10000000 as p10000000."""
     rows = m4.labevents_rows()
@@ -262,9 +272,19 @@ def test_the_subject_key_is_one_to_one_and_refuses_what_is_not_a_number():
     assert mimic_iv.subject_key("10000032.0", "{}", "t") == "10000032"
     with pytest.raises(Exception, match="not a whole number"):
         mimic_iv.subject_key("p10000032", "p{}", "t")  # would become pp10000032
+    for other_digits in ("١٢", "１２", "²", "12.0.0"):  # int() reads two as 12
+        with pytest.raises(InputError, match="not a whole number"):
+            mimic_iv.subject_key(other_digits, "p{}", "t")
 
 
 # ---------------------------------------------------------------- MIMIC-IV-ECG
+def test_only_ascii_digit_folders_are_mimic_iv_ecg_folders():
+    """A folder in other scripts' digits is not MIMIC's layout (no patient from it, a
+    no_patient reject), rather than a subject_id that stops the whole run."""
+    assert mimic_iv.ecg_folder_subject("files/p1000/p10000032/s4/4.hea") == "10000032"
+    assert mimic_iv.ecg_folder_subject("files/p١٠٠٠/p١٠٠٠٠٠٣٢/s٤/4.hea") is None
+
+
 def test_record_list_alone_ingests_the_records_it_lists(tmp_path, salt_file):
     record_list = m4.write_mimic_ecg(tmp_path / "mimic-iv-ecg")
     result, out = _ingest(tmp_path, salt_file, "--ecg-map", record_list)

@@ -230,6 +230,48 @@ def test_absurd_and_unreadable_lab_times_are_rejects_that_do_not_quote_them(tmp_
     assert len(pq.read_table(out / "labs.parquet")) == 1
 
 
+def test_a_lab_time_of_now_or_today_is_no_time_not_the_clock_of_the_run(tmp_path, salt_file):
+    """pandas reads "now"/"today" as the current time: the panel's time and id would
+    change with each run of the same inputs."""
+    table = serum_long_table(["p1", "p2", "p3"])
+    table.loc[table.patient_id == "p1", "time"] = "now"
+    table.loc[table.patient_id == "p2", "time"] = "today"
+    labs = tmp_path / "labs.csv"
+    table.to_csv(labs, index=False)
+    out = tmp_path / "physio"
+    result = cli("ingest-physio", "--labs", labs, "--out", out, "--salt-file", salt_file)
+    assert result.exit_code == 0, result.output
+    assert sorted(r["reason"] for r in _rejects(out)) == ["no_time", "no_time"]
+    assert len(pq.read_table(out / "labs.parquet")) == 1
+
+
+def test_lab_times_in_mixed_time_zones_keep_their_wall_clock_without_a_pandas_warning(
+    tmp_path, salt_file
+):
+    import warnings
+
+    table = serum_long_table(["p1", "p2"])
+    table.loc[table.patient_id == "p1", "time"] = "2013-01-25T07:30:00+02:00"
+    table.loc[table.patient_id == "p2", "time"] = "2013-01-25T07:30:00-05:00"
+    labs = tmp_path / "labs.csv"
+    table.to_csv(labs, index=False)
+    out = tmp_path / "physio"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = cli("ingest-physio", "--labs", labs, "--out", out, "--salt-file", salt_file)
+    assert result.exit_code == 0, result.output
+    assert not [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    times = pq.read_table(out / "labs.parquet").column("time").to_pylist()
+    assert len(times) == 2 and all(t.endswith("T07:30:00") for t in times)
+
+
+def test_an_ecg_map_time_of_now_is_no_time():
+    from cxrkit.io.physio_cells import parse_time
+
+    assert parse_time("now") is None and parse_time("today") is None
+    assert parse_time("2180-05-06 07:30") is not None
+
+
 def test_an_empty_patient_cell_in_the_ecg_map_is_no_patient_not_a_patient_named_nan(
     tmp_path, salt_file
 ):

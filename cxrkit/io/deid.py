@@ -90,6 +90,13 @@ def load_or_create_salt(path: str | Path) -> bytes:
     return salt
 
 
+def salt_fingerprint(salt: bytes) -> str:
+    """A keyed 16-hex fingerprint of the salt (never the salt itself), stored in the
+    params of every artifact made under it so that artifacts pseudonymised with other
+    salts are told apart (:func:`cxrkit.io.linkage.check_same_salt`). Never raises."""
+    return hmac.new(salt, b"cxrkit-salt-fingerprint", "sha256").hexdigest()[:16]
+
+
 def _create_salt_file(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

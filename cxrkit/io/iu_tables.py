@@ -35,10 +35,12 @@ IU_PROJECTIONS = "indiana_projections.csv"
 R2GEN_ANNOTATION = "annotation.json"
 IU_TABLES = (IU_REPORTS, IU_PROJECTIONS)
 
-_UID = re.compile(r"(?:CXR)?(\d+)", re.IGNORECASE)
-_KAGGLE_NAME = re.compile(r"(\d+)_IM-\d+-\d+", re.IGNORECASE)  # 1_IM-0001-4001.dcm.png
-_R2GEN_ID = re.compile(r"CXR(\d+)(?:_\d+)?_IM-\d+", re.IGNORECASE)  # CXR1_1_IM-0001
-_OPENI_NAME = re.compile(r"CXR(\d+)(?:_\d+)?_IM-\d+-\d+", re.IGNORECASE)  # CXR1_1_IM-0001-3001
+# re.ASCII: \d would take other scripts' digits, which int() reads as these ("١" -> 1)
+_IDS = re.IGNORECASE | re.ASCII
+_UID = re.compile(r"(?:CXR)?(\d+)", _IDS)
+_KAGGLE_NAME = re.compile(r"(\d+)_IM-\d+-\d+", _IDS)  # 1_IM-0001-4001.dcm.png
+_R2GEN_ID = re.compile(r"CXR(\d+)(?:_\d+)?_IM-\d+", _IDS)  # CXR1_1_IM-0001
+_OPENI_NAME = re.compile(r"CXR(\d+)(?:_\d+)?_IM-\d+-\d+", _IDS)  # CXR1_1_IM-0001-3001
 _R2GEN_START = re.compile(rb'\s*\{\s*"(?:train|val|test)"\s*:\s*\[')
 _PROJECTIONS = {"frontal": "FRONTAL", "lateral": "LATERAL"}
 _SPLITS = {"train": "train", "val": "val", "valid": "val", "validate": "val", "test": "test"}
@@ -154,7 +156,7 @@ class IuTables:
         whose id and images name no IU report, as R2Gen's MIMIC-CXR one, are left out)."""
         try:
             data = json.loads(path.read_bytes())
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
             raise InputError(
                 f"cannot read R2Gen annotation {path}: {exc} "
                 "(--set dataset_tables=false ignores the dataset's tables)"

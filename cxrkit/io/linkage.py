@@ -83,7 +83,7 @@ def _short(value: object) -> str:
 
 
 def _origin(entry: dict) -> str:
-    """``dataset b9f5773809a9`` plus, when it is still on disk, what it was made with."""
+    """``dataset b9f5773809a9 (/its/recorded/path)`` of a manifest's input entry."""
     return f"dataset {str(entry.get('id', ''))[:12] or 'unknown'} ({entry.get('path', '?')})"
 
 

@@ -21,7 +21,6 @@ chosen), and only the kept measurements stay in memory, in compact columns.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cxrkit.errors import ConfigError, InputError
+from cxrkit.io.physio_cells import CLOCK_WORDS
 from cxrkit.io.table_files import open_text
 
 if TYPE_CHECKING:  # pandas is imported where a table is read: ingest-physio's no-op needs none
@@ -41,27 +41,14 @@ LABITEMS_COLUMNS = ("itemid", "label")
 RECORD_LIST_COLUMNS = ("subject_id", "path")
 LABITEMS_NAMES = ("d_labitems.csv.gz", "d_labitems.csv")
 SUBJECT_FORMAT = "p{}"
-_WHOLE = r"\d+(?:\.0)?"  # a subject_id cell: digits (a float column wrote 10000032.0)
+# a subject_id cell: ASCII digits (a float column wrote 10000032.0); not \d, which takes
+# other scripts' digits that int() reads as these (١٢ -> 12: two subjects, one key)
+_WHOLE = r"[0-9]+(?:\.0)?"
 CHUNK_ROWS = 200_000
 # charttime as MIMIC-IV writes it; a cell in another ISO form (no seconds, a "T", a
 # zone offset: dropped, wall clock kept, as ingest-physio's other times) is read too
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _ZONE = r"(\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|UTC|[+-]\d\d(?::?\d\d)?)$"
-
-
-def csv_columns(path: str | Path) -> list[str]:
-    """The header row of a CSV or gzipped CSV; [] for Parquet or an unreadable file.
-
-    Never raises: the table's own reader reports what is wrong with the file.
-    """
-    path = Path(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return []
-    try:
-        with open_text(path) as handle:
-            return [c.strip() for c in next(csv.reader(handle), [])]
-    except (OSError, UnicodeDecodeError, csv.Error, EOFError):
-        return []
 
 
 def is_labevents(columns: list[str]) -> bool:
@@ -92,7 +79,7 @@ def subject_key(subject: object, subject_format: str, source: str | Path) -> str
     text = str(subject).strip()
     if text.endswith(".0"):  # a float column (an empty cell elsewhere) wrote 10000032.0
         text = text[:-2]
-    if not text.isdigit():
+    if not re.fullmatch("[0-9]+", text):  # ASCII digits, as read_labevents' rule
         raise InputError(f"{source}: subject_id {text[:20]!r} is not a whole number")
     return subject_format.format(int(text))
 
@@ -141,8 +128,9 @@ def read_labitems(path: str | Path) -> dict[int, str]:
         raise InputError(f"{path}: d_labitems needs columns {missing}")
     fluid = table["fluid"] if "fluid" in table.columns else pd.Series("", index=table.index)
     ids = table["itemid"].str.strip()
-    if not ids.str.isdigit().all():
-        bad = ids[~ids.str.isdigit()].iloc[0]
+    ascii_digits = ids.str.fullmatch("[0-9]+")
+    if not ascii_digits.all():
+        bad = ids[~ascii_digits].iloc[0]
         raise InputError(f"{path}: itemid {bad[:20]!r} is not a whole number")
     if ids.duplicated().any():
         raise InputError(f"{path}: itemid {ids[ids.duplicated()].iloc[0]} is listed twice")
@@ -235,7 +223,11 @@ def choose_items(
         chosen = []
         for want in wanted:
             want = str(want).strip()
-            itemid = int(want) if want.isdigit() and int(want) in names else by_name.get(want)
+            itemid = (
+                int(want)
+                if want.isascii() and want.isdigit() and int(want) in names
+                else by_name.get(want)
+            )
             if itemid is None:
                 close = sorted(n for n in by_name if n.startswith(f"{want} ("))
                 hint = f" (it names {', '.join(close)})" if close else ""
@@ -347,13 +339,16 @@ def charttimes(cells: pd.Series) -> pd.Series:
     MIMIC-IV's own form (``2180-05-06 07:30:00``) is read by its exact format; the cells
     that miss it are read as ISO 8601 (``2180-05-06 07:30``, ``2180-05-06T07:30:00``), a
     zone suffix dropped (the wall clock is kept), so a re-saved or exported table gives
-    the same panels. Other forms (``05/06/2180``) are NaT, not guessed. Never raises.
+    the same panels. Other forms (``05/06/2180``) and ``now``/``today`` are NaT, not
+    guessed. Never raises.
     """
     import pandas as pd
 
     times = pd.to_datetime(cells, format=_TIME_FORMAT, errors="coerce")
     text = cells.astype(str).str.strip()
-    other = (times.isna() & text.ne("")).to_numpy()
+    clock = text.str.lower().isin(CLOCK_WORDS).to_numpy()  # read by pandas as the run's time
+    times[clock] = pd.NaT
+    other = (times.isna() & text.ne("")).to_numpy() & ~clock
     if other.any():
         naive = text[other].str.replace(_ZONE, r"\1", regex=True)
         try:
@@ -408,7 +403,7 @@ def labevents_wide(
     return wide
 
 
-_ECG_FOLDERS = re.compile(r"p\d{4}/p(\d{6,})/s\d+/[^/]+")
+_ECG_FOLDERS = re.compile(r"p\d{4}/p(\d{6,})/s\d+/[^/]+", re.ASCII)
 
 
 def ecg_folder_subject(path: str | Path) -> str | None:

@@ -46,6 +46,22 @@ def open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", newline="")
 
 
+def csv_columns(path: str | Path) -> list[str]:
+    """The header row of a CSV or gzipped CSV, names stripped; [] for Parquet or a file
+    that cannot be read (missing, not UTF-8, a gzip cut short or corrupt).
+
+    Never raises: for sniffing what a table is; its own reader reports what is wrong.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return []
+    try:
+        with open_text(path) as handle:
+            return [c.strip() for c in next(csv.reader(handle), [])]
+    except (OSError, UnicodeDecodeError, csv.Error, EOFError):
+        return []
+
+
 def read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
     """Rows of a CSV (plain or gzip) as dicts, header names stripped.
 

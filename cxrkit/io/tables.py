@@ -22,7 +22,6 @@ parts (``train/patient00001/study1/view1_frontal.jpg``), IU images as
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import os
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from cxrkit.io.iu_tables import IU_TABLES, R2GEN_ANNOTATION, IuTables, is_r2gen_annotation
 from cxrkit.io.mapping import MappingRow
-from cxrkit.io.table_files import iter_rows, open_text
+from cxrkit.io.table_files import csv_columns, iter_rows
 from cxrkit.text.classes import CHEXPERT_CLASSES
 
 MIMIC_METADATA = "mimic-cxr-2.0.0-metadata.csv"
@@ -52,13 +51,7 @@ _LOOK_UP = 2  # folders above a source searched for tables
 
 
 def _is_chexpert_table(path: Path) -> bool:
-    try:
-        with open_text(path) as handle:
-            header = next(csv.reader(handle), [])
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False
-    names = {h.strip() for h in header}
-    return {"Path", "Frontal/Lateral"} <= names
+    return {"Path", "Frontal/Lateral"} <= set(csv_columns(path))
 
 
 def find_tables(sources: list[str]) -> list[Path]:

@@ -11,7 +11,6 @@ Output depends only on the inputs, the config and the salt, never on
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import logging
 import os
 import time
@@ -39,7 +38,7 @@ from cxrkit.io.dataset import (
     write_dataset,
 )
 from cxrkit.io.decode import MAX_PIXELS
-from cxrkit.io.deid import load_or_create_salt
+from cxrkit.io.deid import load_or_create_salt, salt_fingerprint
 from cxrkit.io.layouts import layout_keys, mimic_report_beside
 from cxrkit.io.local_rejects import LOCAL_REJECTS_SUFFIX, known_paths, write_local_rejects
 from cxrkit.io.mapping import MappingRow, read_mapping_csv
@@ -330,9 +329,7 @@ def _id_params(cfg: IngestConfig, salt: bytes, part: dict) -> dict:
         params["mapping"] = _path_token(salt, cfg.mapping) if cfg.mapping else None
     # The salt changes every pseudonym, so it belongs in the id; only a keyed
     # fingerprint of it is stored, never the salt.
-    params["salt_fingerprint"] = hmac.new(salt, b"cxrkit-salt-fingerprint", "sha256").hexdigest()[
-        :16
-    ]
+    params["salt_fingerprint"] = salt_fingerprint(salt)
     return params
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hmac
 import logging
 import os
 from datetime import datetime, timedelta
@@ -39,12 +38,13 @@ from cxrkit.config import doc, to_dict
 from cxrkit.errors import ConfigError, InputError, Reject
 from cxrkit.io import ecg as ecg_io
 from cxrkit.io import mimic_iv
-from cxrkit.io.deid import Pseudonymizer, load_or_create_salt
+from cxrkit.io.deid import Pseudonymizer, load_or_create_salt, salt_fingerprint
 from cxrkit.io.local_rejects import write_local_rejects
 from cxrkit.io.path_scrub import exception_detail, printable_path, scrub_detail
 from cxrkit.io.physio_cells import cell_text, implausible, parse_time
 from cxrkit.io.physio_files import ECG_ARRAY, ECG_INDEX
 from cxrkit.io.schema import REJECTS_SCHEMA
+from cxrkit.io.table_files import csv_columns
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +220,7 @@ def id_params(cfg: PhysioConfig, salt: bytes) -> dict[str, Any]:
         params["ecg"] = [f"path:{token(s)}" for s in cfg.ecg]
         for key in ("labs", "ecg_map", "lab_items"):
             params[key] = f"path:{token(params[key])}" if params[key] else None
-    params["salt_fingerprint"] = hmac.new(salt, b"cxrkit-salt-fingerprint", "sha256").hexdigest()[
-        :16
-    ]
+    params["salt_fingerprint"] = salt_fingerprint(salt)
     return params
 
 
@@ -230,7 +228,7 @@ def _tables(cfg: PhysioConfig) -> list[str]:
     """The table files whose bytes the artifact depends on: the lab table, the ECG map,
     and for MIMIC-IV labevents the d_labitems that names its tests."""
     tables = [t for t in (cfg.labs, cfg.ecg_map) if t]
-    if cfg.labs and mimic_iv.is_labevents(mimic_iv.csv_columns(cfg.labs)):
+    if cfg.labs and mimic_iv.is_labevents(csv_columns(cfg.labs)):
         tables.append(str(mimic_iv.find_labitems(cfg.labs, cfg.lab_items)))
     return tables
 

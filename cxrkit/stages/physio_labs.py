@@ -29,8 +29,9 @@ from cxrkit.io import labs as labs_io
 from cxrkit.io import mimic_iv
 from cxrkit.io.deid import Pseudonymizer
 from cxrkit.io.path_scrub import printable_path
-from cxrkit.io.physio_cells import cell_text, implausible, parse_time
+from cxrkit.io.physio_cells import cell_text, implausible, is_clock_word, parse_time
 from cxrkit.io.physio_files import LABS_INFO, LABS_TABLE
+from cxrkit.io.table_files import csv_columns
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def lab_panels(
     the file (unreadable, missing columns or d_labitems) and ConfigError (a
     ``lab_tests`` name not in d_labitems).
     """
-    columns = mimic_iv.csv_columns(cfg.labs)
+    columns = csv_columns(cfg.labs)
     if "itemid" in columns and "subject_id" in columns and not mimic_iv.is_labevents(columns):
         missing = [c for c in mimic_iv.LABEVENTS_COLUMNS if c not in columns]
         raise InputError(f"{cfg.labs}: a MIMIC-IV labevents table needs columns {missing}")
@@ -255,18 +256,23 @@ def _valid_panels(
 
 def _parse_times(cells: Any) -> Any:
     """The cells as timestamps in one vectorised call; NaT where that parser fails (a
-    cell in another format than the first, mixed time zones): :func:`_parse_time`
-    then reads those cells one by one."""
+    cell in another format than the first) and for
+    :data:`~cxrkit.io.physio_cells.CLOCK_WORDS`:
+    :func:`~cxrkit.io.physio_cells.parse_time` then reads those cells one by one."""
     import warnings
 
     import pandas as pd
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "could not infer format"
+        # "mixed time zones will raise": then ValueError below, and the cells one by one
+        warnings.simplefilter("ignore", FutureWarning)
         try:
-            return pd.to_datetime(cells, errors="coerce")
+            parsed = pd.to_datetime(cells, errors="coerce")
         except (ValueError, TypeError, OverflowError):
             return pd.Series(pd.NaT, index=cells.index)
+    parsed[cells.map(is_clock_word).to_numpy(dtype=bool)] = pd.NaT  # parse_time says no_time
+    return parsed
 
 
 def _panel_table(
