@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 import torch
+from eval_support import tiny_mae_checkpoint
 
-from cxrkit.artifacts import ArtifactWriter, read_manifest
+from cxrkit.artifacts import read_manifest
 from cxrkit.errors import InputError, OutputError
 from cxrkit.stages.eval import EvalConfig, run
 
@@ -16,20 +17,7 @@ from cxrkit.stages.eval import EvalConfig, run
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny random-init MAE checkpoint artifact (image-only)."""
-    from cxrkit.objectives.base import build_objective
-    from cxrkit.objectives.loading import save_objective
-
-    config = {
-        "model": {"arch": "vit_tiny_patch16_224", "image_size": 64, "patch_size": 16, "depth": 1},
-        "decoder_dim": 32,
-        "decoder_depth": 1,
-        "decoder_heads": 2,
-    }
-    writer = ArtifactWriter(tmp_path_factory.mktemp("ckpt") / "ckpt", "checkpoint", {"t": config})
-    work = writer.begin()
-    torch.manual_seed(0)
-    save_objective(build_objective("mae", config), work)
-    return writer.publish().path
+    return tiny_mae_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(autouse=True)

@@ -5,28 +5,15 @@ the file's patients and says how many sit in more than one split, never silently
 from __future__ import annotations
 
 import pytest
-import torch
+from eval_support import tiny_mae_checkpoint
 
-from cxrkit.artifacts import ArtifactWriter
 from cxrkit.stages.eval import EvalConfig, metrics_of, run
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from cxrkit.objectives.base import build_objective
-    from cxrkit.objectives.loading import save_objective
-
-    config = {
-        "model": {"arch": "vit_tiny_patch16_224", "image_size": 64, "patch_size": 16, "depth": 1},
-        "decoder_dim": 32,
-        "decoder_depth": 1,
-        "decoder_heads": 2,
-    }
-    writer = ArtifactWriter(tmp_path_factory.mktemp("ckpt") / "ckpt", "checkpoint", {"t": config})
-    work = writer.begin()
-    torch.manual_seed(0)
-    save_objective(build_objective("mae", config), work)
-    return writer.publish().path
+    """A tiny random-init MAE checkpoint artifact (image-only)."""
+    return tiny_mae_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 def test_label_file_patients_in_two_splits_are_counted_and_group_the_bootstrap(

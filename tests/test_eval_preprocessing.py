@@ -4,31 +4,16 @@ training data: stored smaller than the model's input (upsampled), another intens
 from __future__ import annotations
 
 import pytest
-import torch
+from eval_support import tiny_mae_checkpoint
 
-from cxrkit.artifacts import ArtifactWriter, open_artifact
+from cxrkit.artifacts import open_artifact
 from cxrkit.stages.eval import EvalConfig, metrics_of, run
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, demo_dataset):
-    """A tiny MAE checkpoint (input 64 px) whose lineage names the 64-px demo dataset."""
-    from cxrkit.objectives.base import build_objective
-    from cxrkit.objectives.loading import save_objective
-
-    config = {
-        "model": {"arch": "vit_tiny_patch16_224", "image_size": 64, "patch_size": 16, "depth": 1},
-        "decoder_dim": 32,
-        "decoder_depth": 1,
-        "decoder_heads": 2,
-    }
-    inputs = [open_artifact(demo_dataset)]
-    root = tmp_path_factory.mktemp("ckpt")
-    writer = ArtifactWriter(root / "ckpt", "checkpoint", {"t": config}, inputs)
-    work = writer.begin()
-    torch.manual_seed(0)
-    save_objective(build_objective("mae", config), work)
-    return writer.publish().path
+    """The tiny MAE checkpoint, trained (in its lineage) on the demo dataset."""
+    return tiny_mae_checkpoint(tmp_path_factory.mktemp("ckpt"), [open_artifact(demo_dataset)])
 
 
 @pytest.fixture(autouse=True)
