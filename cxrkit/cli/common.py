@@ -298,6 +298,21 @@ def print_json(data: Any, default: Callable[[Any], Any] | None = None) -> None:
     sys.stdout.flush()
 
 
+def report_local_rejects(artifact: Any, noun: str = "rejected files") -> None:
+    """Stderr: where ingest / ingest-physio listed the rejects with their real paths
+    (``OUT.rejects-local.csv``), when there is such a listing and rejects to show."""
+    from cxrkit.io.local_rejects import local_rejects_path
+
+    if artifact is None or is_quiet() or not artifact.stats.get("rejects"):
+        return
+    listing = local_rejects_path(artifact.path)
+    if listing.is_file():
+        err.print(
+            f"{artifact.stats['rejects']} {noun} with their real paths: {listing} "
+            "(local only, mode 0600; not part of the artifact, do not share)"
+        )
+
+
 def report_artifact(artifact: Any, as_json: bool) -> None:
     """Stdout: the artifact path (or manifest JSON); stderr: a summary."""
     print_stats_table(f"{artifact.kind} {artifact.path}  id {artifact.id[:12]}", artifact.stats)

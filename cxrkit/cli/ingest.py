@@ -17,10 +17,9 @@ from cxrkit.cli.common import (
     Preset,
     Sets,
     app,
-    err,
     guarded,
-    is_quiet,
     report_artifact,
+    report_local_rejects,
     run_stage,
 )
 
@@ -79,7 +78,6 @@ def ingest_command(
     per patient, only allow-listed tags are read. Every input ends up in a shard
     or in rejects.parquet. A killed run resumes when re-run with the same command.
     """
-    from cxrkit.io.local_rejects import local_rejects_path
     from cxrkit.stages import ingest
 
     flags = {
@@ -108,13 +106,7 @@ def ingest_command(
         as_json=as_json,
         force=force,
     )
-    listing = local_rejects_path(artifact.path) if artifact is not None else None
-    shown = listing is not None and listing.is_file() and not is_quiet()
-    if shown and artifact.stats.get("rejects"):
-        err.print(
-            f"{artifact.stats['rejects']} rejected files with their real paths: {listing} "
-            "(local only, mode 0600; not part of the artifact, do not share)"
-        )
+    report_local_rejects(artifact)
 
 
 @app.command("ingest-merge")
@@ -126,11 +118,8 @@ def ingest_merge_command(
     as_json: JsonOut = False,
 ) -> None:
     """Combine the partitions of a partitioned ingest (--num-shards) into one dataset."""
-    from cxrkit.io.local_rejects import local_rejects_path
     from cxrkit.stages import ingest
 
     merged = ingest.merge(parts, out, force=force)
     report_artifact(merged, as_json)
-    listing = local_rejects_path(merged.path)
-    if listing.is_file() and merged.stats.get("rejects") and not is_quiet():
-        err.print(f"rejected files (local only, do not share): {listing}")
+    report_local_rejects(merged)

@@ -17,9 +17,8 @@ from cxrkit.cli.common import (
     Preset,
     Sets,
     app,
-    err,
     guarded,
-    is_quiet,
+    report_local_rejects,
     run_stage,
 )
 
@@ -85,7 +84,6 @@ def ingest_physio_command(
     labevents + d_labitems and MIMIC-IV-ECG's record_list.csv are read as they ship;
     their subject_id 10000032 is keyed p10000032, as MIMIC-CXR's folders key it.
     """
-    from cxrkit.io.local_rejects import local_rejects_path
     from cxrkit.stages import physio
 
     flags = {
@@ -111,10 +109,4 @@ def ingest_physio_command(
         as_json=as_json,
         force=force,
     )
-    listing = local_rejects_path(artifact.path) if artifact is not None else None
-    shown = listing is not None and listing.is_file() and not is_quiet()
-    if shown and artifact.stats.get("rejects"):
-        err.print(
-            f"{artifact.stats['rejects']} rejects with their real paths: {listing} "
-            "(local only, mode 0600; not part of the artifact, do not share)"
-        )
+    report_local_rejects(artifact, "rejects")
