@@ -99,25 +99,27 @@ def test_physio_of_the_demo_joins_the_dataset_patients(physio_artifact):
     assert stats["ecgs"] == 13 and stats["lab_panels"] == 12 and stats["rejects"] == 0
 
 
+def _pair_with_physio(files, demo_dataset, salt_file, tmp_path, caplog):
+    """ingest-physio of ``files`` (build_demo_physio's), then pairs with the demo dataset,
+    the pairing's warnings captured. Returns (physio artifact, pairs artifact)."""
+    from cxrkit.stages import pairs
+
+    cfg = physio.PhysioConfig(out=str(tmp_path / "physio"), ecg=[str(files["ecg"])],
+                              ecg_map=str(files["ecg_map"]), labs=str(files["labs"]),
+                              salt_file=str(salt_file))  # fmt: skip
+    made = physio.run(cfg)
+    with caplog.at_level("WARNING", logger="cxrkit.stages.pairs"):
+        return made, pairs.run(demo_dataset, made.path, tmp_path / "pairs", pairs.PairsConfig())
+
+
 def test_physiology_sharing_no_patient_with_the_images_is_warned_about(
     demo_inputs, demo_dataset, salt_file, tmp_path, caplog
 ):
-    from cxrkit.stages import pairs
-
     with open(demo_inputs) as handle:
         patients = [r["patient_id"] for r in csv.DictReader(handle) if r["patient_id"]]
     # The ids as another table writes them (MIMIC-IV: 10000032 for folder p10000032).
     files = build_demo_physio(tmp_path / "raw", [f"x{p}" for p in patients])
-    cfg = physio.PhysioConfig(
-        out=str(tmp_path / "physio"),
-        ecg=[str(files["ecg"])],
-        ecg_map=str(files["ecg_map"]),
-        labs=str(files["labs"]),
-        salt_file=str(salt_file),
-    )
-    made = physio.run(cfg)
-    with caplog.at_level("WARNING", logger="cxrkit.stages.pairs"):
-        paired = pairs.run(demo_dataset, made.path, tmp_path / "pairs", pairs.PairsConfig())
+    made, paired = _pair_with_physio(files, demo_dataset, salt_file, tmp_path, caplog)
     assert paired.stats["coverage"]["none"] == paired.stats["coverage"]["images"]
     warned = [r.getMessage() for r in caplog.records if r.name == "cxrkit.stages.pairs"]
     assert len(warned) == 1 and "every image is unpaired" in warned[0]
@@ -129,22 +131,11 @@ def test_physiology_sharing_few_patients_with_the_images_is_warned_about(
 ):
     """One patient keyed as ingest keys it, the others as another table writes them:
     some images pair, so no 'every image is unpaired', but a warning with the counts."""
-    from cxrkit.stages import pairs
-
     with open(demo_inputs) as handle:
         patients = sorted({r["patient_id"] for r in csv.DictReader(handle) if r["patient_id"]})
     assert len(patients) > 5  # one of them is under FEW_SHARED of the image patients
     files = build_demo_physio(tmp_path / "raw", patients[:1] + [f"x{p}" for p in patients[1:]])
-    cfg = physio.PhysioConfig(
-        out=str(tmp_path / "physio"),
-        ecg=[str(files["ecg"])],
-        ecg_map=str(files["ecg_map"]),
-        labs=str(files["labs"]),
-        salt_file=str(salt_file),
-    )
-    made = physio.run(cfg)
-    with caplog.at_level("WARNING", logger="cxrkit.stages.pairs"):
-        paired = pairs.run(demo_dataset, made.path, tmp_path / "pairs", pairs.PairsConfig())
+    made, paired = _pair_with_physio(files, demo_dataset, salt_file, tmp_path, caplog)
     assert paired.stats["coverage"]["images"] == 17
     warned = [r.getMessage() for r in caplog.records if r.name == "cxrkit.stages.pairs"]
     assert not any("every image is unpaired" in w for w in warned)

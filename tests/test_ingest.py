@@ -184,19 +184,18 @@ def _patient_folders(tmp_path) -> Path:
     return source
 
 
+def _ingest_patient_folders(tmp_path, salt_file) -> Path:
+    out = tmp_path / "ds"
+    run(IngestConfig(sources=[str(_patient_folders(tmp_path))], out=str(out),
+                     salt_file=str(salt_file), image_size=32))  # fmt: skip
+    return out
+
+
 def test_folders_named_for_patients_stay_out_of_reject_details(tmp_path, salt_file):
     # Pillow quotes a file it cannot identify with %r: a backslash comes out doubled and
     # an undecodable byte as \\udcdc, so a scrubber that only looks for the path as
     # given leaves the folder in rejects.parquet.
-    out = tmp_path / "ds"
-    run(
-        IngestConfig(
-            sources=[str(_patient_folders(tmp_path))],
-            out=str(out),
-            salt_file=str(salt_file),
-            image_size=32,
-        )
-    )
+    out = _ingest_patient_folders(tmp_path, salt_file)
     rejects = _rejects(out)
     assert [r["reason"] for r in rejects] == ["unsupported_format"] * 2
     for reject in rejects:
@@ -209,15 +208,7 @@ def test_folders_named_for_patients_stay_out_of_reject_details(tmp_path, salt_fi
 
 
 def test_the_local_rejects_listing_shows_a_non_utf8_path_with_escapes(tmp_path, salt_file):
-    out = tmp_path / "ds"
-    run(
-        IngestConfig(
-            sources=[str(_patient_folders(tmp_path))],
-            out=str(out),
-            salt_file=str(salt_file),
-            image_size=32,
-        )
-    )
+    _ingest_patient_folders(tmp_path, salt_file)
     listing = (tmp_path / "ds.rejects-local.csv").read_text(encoding="utf-8")
     assert "M\\xdcLLER_ANNA_MRN789/0002.png" in listing
     assert "SMITH\\JOHN_MRN456/0002.png" in listing
