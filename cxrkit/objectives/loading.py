@@ -58,14 +58,14 @@ def check_weights_unchanged(ckpt_dir: Path, config: CheckpointConfig) -> None:
     without a manifest (a run directory) or written before weights were recorded by
     setting is not checked. Raises InputError for a named path that cannot be read.
     """
-    import json
-
     from cxrkit.artifacts.contents import content_digest
+    from cxrkit.artifacts.manifest import MANIFEST, read_record
     from cxrkit.objectives.weights import weights_sources
 
-    try:
-        inputs = json.loads((ckpt_dir / "manifest.json").read_text()).get("inputs", [])
-    except (OSError, ValueError, AttributeError):
+    if (manifest := read_record(ckpt_dir / MANIFEST)) is None:
+        return
+    inputs = manifest.get("inputs", [])
+    if not isinstance(inputs, list):
         return
     recorded = {r["setting"]: r for r in inputs if isinstance(r, dict) and r.get("setting")}
     if not recorded:
